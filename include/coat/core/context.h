@@ -1,0 +1,34 @@
+// A device context: one per device in use. It owns that device's allocator and (in the CUDA backend)
+// its stream, library handles and caches. Tensors keep their context alive through their storage, so
+// ops reach the right stream and allocator from their inputs; nothing is global.
+#pragma once
+
+#include <memory>
+
+#include "coat/core/allocator.h"
+#include "coat/core/device.h"
+
+namespace coat {
+
+class DeviceContext : public std::enable_shared_from_this<DeviceContext> {
+ public:
+  virtual ~DeviceContext() = default;
+  virtual Device device() const = 0;
+  virtual Allocator& allocator() = 0;
+  /// Waits until all work queued on this context is done.
+  virtual void synchronize() = 0;
+};
+
+class CpuContext final : public DeviceContext {
+ public:
+  Device device() const override { return Device::cpu(); }
+  Allocator& allocator() override { return allocator_; }
+  void synchronize() override {}
+
+ private:
+  CpuAllocator allocator_;
+};
+
+using ContextPtr = std::shared_ptr<DeviceContext>;
+
+}  // namespace coat

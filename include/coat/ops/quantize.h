@@ -1,0 +1,38 @@
+// Device-agnostic FP8 quantization primitives: per-tensor (optionally with the transposed copy that
+// FP8 GEMMs need) and per 1xG group along the last dimension. Scales stay on the device.
+#pragma once
+
+#include "coat/core/float_formats.h"
+#include "coat/core/tensor.h"
+
+namespace coat::ops {
+
+/// codes = fp8(x * scale) with scale = fmt_max / amax(x) (1 when amax is 0); scale_inv = 1 / scale is the
+/// dequantisation factor (what cuBLASLt takes). codes_t is the transpose of a 2-D input when requested.
+struct Fp8PerTensor {
+  Tensor codes;
+  Tensor scale;      // F32 [1]
+  Tensor scale_inv;  // F32 [1]
+  Tensor codes_t;    // undefined unless requested
+};
+
+/// Per group of group_size along the last dim: codes and one F32 scale_inv per group ([..., K/G]).
+struct Fp8PerGroup {
+  Tensor codes;
+  Tensor scale_inv;
+  int64_t group_size = 0;
+};
+
+Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose = false,
+                                 Fp8Saturation sat = Fp8Saturation::Saturate);
+/// The same with a given scale (F32 [1] on x's device), e.g. one computed from other maxima.
+Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale,
+                                            bool with_transpose = false,
+                                            Fp8Saturation sat = Fp8Saturation::Saturate);
+Tensor dequantize(const Fp8PerTensor& q, DType out_dtype = DType::F32);
+
+Fp8PerGroup quantize_per_group(const Tensor& x, int64_t group_size, DType fmt,
+                               Fp8Saturation sat = Fp8Saturation::Saturate);
+Tensor dequantize(const Fp8PerGroup& q, DType out_dtype = DType::F32);
+
+}  // namespace coat::ops

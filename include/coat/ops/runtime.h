@@ -1,0 +1,14 @@
+// Making device contexts: the entry point that gives a program its CPU or CUDA context.
+#pragma once
+
+#include "coat/core/context.h"
+
+namespace coat::ops {
+
+/// Number of usable CUDA devices; 0 when the build has no CUDA backend or no device/driver is present.
+int cuda_device_count();
+/// A new context for the device. Throws NotImplemented for CUDA in a CPU-only build and InvalidArgument
+/// for a device index that does not exist.
+ContextPtr make_context(Device device);
+
+}  // namespace coat::ops

@@ -1,0 +1,105 @@
+// FP8 quantization primitives: validation and output allocation here, kernels in the backends.
+#include "coat/ops/quantize.h"
+
+#include "coat/backend/cpu/elementwise.h"
+#include "coat/backend/cpu/quantize.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/dispatch.h"
+#include "coat/ops/reduce.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/elementwise.h"
+#include "coat/backend/cuda/quantize.h"
+#endif
+
+namespace coat::ops {
+namespace {
+
+void check_input(const Tensor& x, DType fmt, std::string_view op) {
+  COAT_ARG_CHECK(x.defined(), op, "undefined tensor");
+  COAT_ARG_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16 || x.dtype() == DType::F16, op,
+                 "input dtype ", dtype_name(x.dtype()), " not supported; expected f32, bf16 or f16");
+  COAT_ARG_CHECK(is_fp8(fmt), op, "format ", dtype_name(fmt), " is not an FP8 format (e4m3 or e5m2)");
+}
+
+void check_output_dtype(DType out_dtype, std::string_view op) {
+  COAT_ARG_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16, op, "output dtype ",
+                 dtype_name(out_dtype), " not supported; expected f32 or bf16");
+}
+
+}  // namespace
+
+Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale, bool with_transpose,
+                                            Fp8Saturation sat) {
+  check_input(x, fmt, "quantize_per_tensor");
+  COAT_ARG_CHECK(scale.defined() && scale.numel() == 1 && scale.dtype() == DType::F32 &&
+                     scale.device() == x.device(),
+                 "quantize_per_tensor", "scale must be a one-element f32 tensor on ", x.device().str());
+  COAT_ARG_CHECK(!with_transpose || x.dim() == 2, "quantize_per_tensor", "the transposed copy needs a 2-D input, got ",
+                 shape_str(x.shape()));
+  const Tensor cx = contiguous(x);
+  Fp8PerTensor q;
+  q.scale = scale;
+  q.scale_inv = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
+  q.codes = Tensor::empty(x.context(), x.shape(), fmt);
+  const Device d = x.device();
+  // 1/scale rounded once from double equals the float division compute_scale does (division is
+  // correctly rounded either way), so both paths give the same scale_inv.
+  COAT_DISPATCH("quantize_per_tensor", d, cpu::reciprocal(scale, q.scale_inv), cuda::reciprocal(scale, q.scale_inv));
+  if (with_transpose) {
+    q.codes_t = Tensor::empty(x.context(), {x.size(1), x.size(0)}, fmt);
+    COAT_DISPATCH("quantize_transpose_per_tensor", d,
+                  cpu::quantize_transpose_per_tensor(cx, scale, sat, q.codes, q.codes_t),
+                  cuda::quantize_transpose_per_tensor(cx, scale, sat, q.codes, q.codes_t));
+  } else {
+    COAT_DISPATCH("quantize_per_tensor", d, cpu::quantize_per_tensor(cx, scale, sat, q.codes),
+                  cuda::quantize_per_tensor(cx, scale, sat, q.codes));
+  }
+  return q;
+}
+
+Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose, Fp8Saturation sat) {
+  check_input(x, fmt, "quantize_per_tensor");
+  const Tensor max_abs = amax(x);
+  Tensor scale = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
+  Tensor scale_inv = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
+  COAT_DISPATCH("compute_scale", x.device(), cpu::compute_scale(max_abs, fmt, scale, scale_inv),
+                cuda::compute_scale(max_abs, fmt, scale, scale_inv));
+  Fp8PerTensor q = quantize_per_tensor_with_scale(x, fmt, scale, with_transpose, sat);
+  q.scale_inv = scale_inv;
+  return q;
+}
+
+Tensor dequantize(const Fp8PerTensor& q, DType out_dtype) {
+  check_output_dtype(out_dtype, "dequantize_per_tensor");
+  Tensor out = Tensor::empty(q.codes.context(), q.codes.shape(), out_dtype);
+  COAT_DISPATCH("dequantize_per_tensor", out.device(), cpu::dequantize_per_tensor(q.codes, q.scale_inv, out),
+                cuda::dequantize_per_tensor(q.codes, q.scale_inv, out));
+  return out;
+}
+
+Fp8PerGroup quantize_per_group(const Tensor& x, int64_t group_size, DType fmt, Fp8Saturation sat) {
+  check_input(x, fmt, "quantize_per_group");
+  COAT_ARG_CHECK(x.dim() >= 1 && group_size > 0 && x.size(-1) % group_size == 0, "quantize_per_group",
+                 "last dimension of ", shape_str(x.shape()), " is not a multiple of the group size ", group_size);
+  const Tensor cx = contiguous(x);
+  Fp8PerGroup q;
+  q.group_size = group_size;
+  q.codes = Tensor::empty(x.context(), x.shape(), fmt);
+  Shape scale_shape = x.shape();
+  scale_shape.back() /= group_size;
+  q.scale_inv = Tensor::empty(x.context(), scale_shape, DType::F32);
+  COAT_DISPATCH("quantize_per_group", x.device(), cpu::quantize_per_group(cx, group_size, sat, q.codes, q.scale_inv),
+                cuda::quantize_per_group(cx, group_size, sat, q.codes, q.scale_inv));
+  return q;
+}
+
+Tensor dequantize(const Fp8PerGroup& q, DType out_dtype) {
+  check_output_dtype(out_dtype, "dequantize_per_group");
+  Tensor out = Tensor::empty(q.codes.context(), q.codes.shape(), out_dtype);
+  COAT_DISPATCH("dequantize_per_group", out.device(),
+                cpu::dequantize_per_group(q.codes, q.scale_inv, q.group_size, out),
+                cuda::dequantize_per_group(q.codes, q.scale_inv, q.group_size, out));
+  return out;
+}
+
+}  // namespace coat::ops

@@ -1,0 +1,34 @@
+// Context creation, the one place that knows which backends this build has.
+#include "coat/ops/runtime.h"
+
+#include "coat/core/error.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/cuda_context.h"
+#include "coat/backend/cuda/device_properties.h"
+#endif
+
+namespace coat::ops {
+
+int cuda_device_count() {
+#ifdef COAT_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+ContextPtr make_context(Device device) {
+  if (device.is_cpu()) return std::make_shared<CpuContext>();
+#ifdef COAT_WITH_CUDA
+  const int count = cuda::device_count();
+  COAT_ARG_CHECK(device.index >= 0 && device.index < count, "make_context", "device ", device.str(),
+                 " does not exist: ", count, " CUDA device(s) visible");
+  return std::make_shared<cuda::CudaContext>(device.index);
+#else
+  throw NotImplemented(detail::concat("[make_context] device ", device.str(),
+                                      " requested but this build has no CUDA backend (configure with "
+                                      "-DCOAT_CUDA=ON on a machine with the CUDA toolkit)"));
+#endif
+}
+
+}  // namespace coat::ops
