@@ -11,8 +11,8 @@
 // Subnormals are kept on both sides (nvcc's default -ftz=false; no fast-math anywhere).
 #pragma once
 
-#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "coat/core/dtype.h"
@@ -29,7 +29,9 @@ COAT_HOST_DEVICE inline uint32_t float_bits(float v) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(v);
 #else
-  return std::bit_cast<uint32_t>(v);
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return bits;
 #endif
 }
 
@@ -37,7 +39,9 @@ COAT_HOST_DEVICE inline float bits_to_float(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(bits);
 #else
-  return std::bit_cast<float>(bits);
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
 #endif
 }
 

@@ -1,0 +1,486 @@
+// CUDA kernels of FP8 quantization, then their launchers. Every value goes through the scalar math of
+// quantize_math.h, shared with the CPU reference, so codes and scales are byte-identical to it.
+// All kernels are memory-bound: 16-byte loads where alignment and shapes allow, grid-stride loops, amax
+// reductions on integer keys (exact, order-free), no host synchronisation.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/quantize.h"
+#include "coat/backend/quantize_math.h"
+
+namespace coat::cuda {
+namespace {
+
+using namespace coat::fp8math;
+
+constexpr int kThreads = 256;
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+/// Vectors a group kernel thread keeps in registers between the amax and the quantize pass; longer groups
+/// are read a second time (from L1/L2, not DRAM).
+constexpr int kCachedVectors = 4;
+/// Tile of the fused quantize + transpose: 64x64 codes staged in shared memory; 256 threads, each
+/// handling 4 consecutive elements of a tile row (load) or of a transposed row (store).
+constexpr int kTile = 64;
+constexpr int kTileChunk = 4;
+constexpr int kTileThreadsPerRow = kTile / kTileChunk;           // 16
+constexpr int kTileRowsPerPass = kThreads / kTileThreadsPerRow;  // 16
+/// Shared-memory row padding in bytes: rows start on different banks, and rows stay 4-byte aligned.
+constexpr int kTilePad = 4;
+
+/// N elements moved as one load or store (16, 8 or 4 bytes).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+/// Elements per 16-byte load of a high-precision tensor.
+template <DType T>
+constexpr int kVec16 = static_cast<int>(16 / sizeof(storage_t<T>));
+
+bool aligned_to(const void* p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+__device__ inline int64_t global_thread() {
+  return blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+}
+__device__ inline int64_t grid_threads() {
+  return int64_t(gridDim.x) * blockDim.x;
+}
+
+/// Max of the keys of the block; valid in thread 0.
+__device__ uint32_t block_max_key(uint32_t key) {
+  __shared__ uint32_t warp_keys[kThreads / kWarpSize];
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+  }
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  if (lane == 0) warp_keys[warp] = key;
+  __syncthreads();
+  if (warp == 0) {
+    key = lane < kThreads / kWarpSize ? warp_keys[lane] : 0u;
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+    }
+  }
+  return key;
+}
+
+// ---- kernels ----
+
+/// Each block reduces its share to one key and merges it with atomicMax into *out_key (zeroed before).
+template <DType In, int Vec>
+__global__ __launch_bounds__(kThreads) void tensor_amax_kernel(const storage_t<In>* x, int64_t n,
+                                                               uint32_t* out_key) {
+  using InPack = Pack<storage_t<In>, Vec>;
+  uint32_t key = 0;
+  const int64_t packs = n / Vec;
+  const InPack* xp = reinterpret_cast<const InPack*>(x);
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    const InPack p = xp[i];
+#pragma unroll
+    for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(p.v[v])));
+  }
+  for (int64_t i = packs * Vec + global_thread(); i < n; i += grid_threads()) {
+    key = max_key(key, amax_key(load_float<In>(x[i])));
+  }
+  key = block_max_key(key);
+  if (threadIdx.x == 0 && key != 0u) atomicMax(out_key, key);
+}
+
+/// A team of `team` lanes (a power of two <= 32) per group of group_size contiguous elements, handled as
+/// Vec-element vectors. Writes the group's amax (kQuantize false) or its codes and scale_inv (true).
+template <DType In, int Vec, bool kQuantize, DType Fmt>
+__global__ __launch_bounds__(kThreads) void group_kernel(const storage_t<In>* x, int64_t num_groups,
+                                                         int64_t group_size, int team, Fp8Saturation sat,
+                                                         uint8_t* codes, float* group_out) {
+  using InPack = Pack<storage_t<In>, Vec>;
+  using CodePack = Pack<uint8_t, Vec>;
+  const int lane = threadIdx.x % kWarpSize;
+  const int team_lane = lane % team;
+  const int teams_per_warp = kWarpSize / team;
+  const int64_t warp = global_thread() / kWarpSize;
+  const int64_t warps = grid_threads() / kWarpSize;
+  const int64_t vecs = group_size / Vec;
+  // The loop bound is uniform across the warp, so that every lane reaches the shuffles below.
+  for (int64_t first = warp * teams_per_warp; first < num_groups; first += warps * teams_per_warp) {
+    const int64_t g = first + lane / team;
+    const bool active = g < num_groups;
+    const InPack* gx = reinterpret_cast<const InPack*>(x + (active ? g : 0) * group_size);
+    InPack cache[kCachedVectors];
+    uint32_t key = 0;
+    if (active) {
+#pragma unroll
+      for (int c = 0; c < kCachedVectors; ++c) {
+        const int64_t j = team_lane + int64_t(c) * team;
+        if (j < vecs) {
+          cache[c] = gx[j];
+#pragma unroll
+          for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(cache[c].v[v])));
+        }
+      }
+      for (int64_t j = team_lane + int64_t(kCachedVectors) * team; j < vecs; j += team) {
+        const InPack p = gx[j];
+#pragma unroll
+        for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(p.v[v])));
+      }
+    }
+    for (int offset = team / 2; offset > 0; offset /= 2)
+      key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+    if (!active) continue;
+    const float amax = amax_from_key(key);
+    if constexpr (!kQuantize) {
+      if (team_lane == 0) group_out[g] = amax;
+    } else {
+      const float scale = scale_from_amax(amax, fp8_max(Fmt));
+      if (team_lane == 0) group_out[g] = scale_inv_from_scale(scale);
+      CodePack* gc = reinterpret_cast<CodePack*>(codes + g * group_size);
+#pragma unroll
+      for (int c = 0; c < kCachedVectors; ++c) {
+        const int64_t j = team_lane + int64_t(c) * team;
+        if (j < vecs) {
+          CodePack out;
+#pragma unroll
+          for (int v = 0; v < Vec; ++v)
+            out.v[v] = quantize_value<Fmt>(load_float<In>(cache[c].v[v]), scale, sat);
+          gc[j] = out;
+        }
+      }
+      for (int64_t j = team_lane + int64_t(kCachedVectors) * team; j < vecs; j += team) {
+        const InPack p = gx[j];
+        CodePack out;
+#pragma unroll
+        for (int v = 0; v < Vec; ++v) out.v[v] = quantize_value<Fmt>(load_float<In>(p.v[v]), scale, sat);
+        gc[j] = out;
+      }
+    }
+  }
+}
+
+__global__ void compute_scale_kernel(const float* amax, float fmt_max, float* scale, float* scale_inv) {
+  const float s = scale_from_amax(*amax, fmt_max);
+  *scale = s;
+  *scale_inv = scale_inv_from_scale(s);
+}
+
+template <DType In, DType Fmt, int Vec>
+__global__ __launch_bounds__(kThreads) void quantize_per_tensor_kernel(const storage_t<In>* x, int64_t n,
+                                                                       const float* scale_ptr,
+                                                                       Fp8Saturation sat, uint8_t* codes) {
+  using InPack = Pack<storage_t<In>, Vec>;
+  using CodePack = Pack<uint8_t, Vec>;
+  const float scale = *scale_ptr;
+  const int64_t packs = n / Vec;
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    const InPack p = reinterpret_cast<const InPack*>(x)[i];
+    CodePack out;
+#pragma unroll
+    for (int v = 0; v < Vec; ++v) out.v[v] = quantize_value<Fmt>(load_float<In>(p.v[v]), scale, sat);
+    reinterpret_cast<CodePack*>(codes)[i] = out;
+  }
+  for (int64_t i = packs * Vec + global_thread(); i < n; i += grid_threads()) {
+    codes[i] = quantize_value<Fmt>(load_float<In>(x[i]), scale, sat);
+  }
+}
+
+/// out = decode(code) * scale_inv[i / group_size] (kPerGroup) or * scale_inv[0]. With Vec > 1 a vector
+/// never straddles two groups (group_size % Vec == 0 is required for it).
+template <DType Fmt, DType Out, int Vec, bool kPerGroup>
+__global__ __launch_bounds__(kThreads) void dequantize_kernel(const uint8_t* codes, int64_t n,
+                                                              const float* scale_inv, int64_t group_size,
+                                                              storage_t<Out>* out) {
+  using CodePack = Pack<uint8_t, Vec>;
+  using OutPack = Pack<storage_t<Out>, Vec>;
+  const float tensor_scale_inv = kPerGroup ? 0.0f : *scale_inv;
+  const int64_t packs = n / Vec;
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    const float si = kPerGroup ? scale_inv[(i * Vec) / group_size] : tensor_scale_inv;
+    const CodePack c = reinterpret_cast<const CodePack*>(codes)[i];
+    OutPack o;
+#pragma unroll
+    for (int v = 0; v < Vec; ++v) o.v[v] = store_float<Out>(dequantize_value<Fmt>(c.v[v], si));
+    reinterpret_cast<OutPack*>(out)[i] = o;
+  }
+  for (int64_t i = packs * Vec + global_thread(); i < n; i += grid_threads()) {
+    const float si = kPerGroup ? scale_inv[i / group_size] : tensor_scale_inv;
+    out[i] = store_float<Out>(dequantize_value<Fmt>(codes[i], si));
+  }
+}
+
+/// x [rows, cols] -> codes [rows, cols] and codes_t [cols, rows] through a 64x64 shared-memory tile: both
+/// the reads of x and the writes of codes_t run along contiguous rows. kVecLoad: cols % 4 == 0 (a chunk of
+/// 4 along a row is all in range or all out), kVecStore: rows % 4 == 0 (same for transposed rows).
+template <DType In, DType Fmt, bool kVecLoad, bool kVecStore>
+__global__ __launch_bounds__(kThreads) void quantize_transpose_kernel(const storage_t<In>* x, int64_t rows,
+                                                                      int64_t cols, const float* scale_ptr,
+                                                                      Fp8Saturation sat, uint8_t* codes,
+                                                                      uint8_t* codes_t) {
+  using InChunk = Pack<storage_t<In>, kTileChunk>;
+  using CodeChunk = Pack<uint8_t, kTileChunk>;
+  __shared__ __align__(16) uint8_t tile[kTile][kTile + kTilePad];
+  const float scale = *scale_ptr;
+  const int64_t tiles_c = (cols + kTile - 1) / kTile;
+  const int64_t tiles = ((rows + kTile - 1) / kTile) * tiles_c;
+  const int tx = threadIdx.x % kTileThreadsPerRow, ty = threadIdx.x / kTileThreadsPerRow;
+  const int chunk = tx * kTileChunk;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t r0 = (t / tiles_c) * kTile, c0 = (t % tiles_c) * kTile;
+    // Read a tile of x along its rows; write codes and stage them.
+    for (int tr = ty; tr < kTile; tr += kTileRowsPerPass) {
+      const int64_t r = r0 + tr, c = c0 + chunk;
+      if (r >= rows) break;
+      if constexpr (kVecLoad) {
+        if (c < cols) {
+          const InChunk p = *reinterpret_cast<const InChunk*>(x + r * cols + c);
+          CodeChunk q;
+#pragma unroll
+          for (int v = 0; v < kTileChunk; ++v)
+            q.v[v] = quantize_value<Fmt>(load_float<In>(p.v[v]), scale, sat);
+          *reinterpret_cast<CodeChunk*>(codes + r * cols + c) = q;
+          *reinterpret_cast<CodeChunk*>(&tile[tr][chunk]) = q;
+        }
+      } else {
+#pragma unroll
+        for (int v = 0; v < kTileChunk; ++v) {
+          if (c + v < cols) {
+            const uint8_t q = quantize_value<Fmt>(load_float<In>(x[r * cols + c + v]), scale, sat);
+            codes[r * cols + c + v] = q;
+            tile[tr][chunk + v] = q;
+          }
+        }
+      }
+    }
+    __syncthreads();
+    // Write the tile's columns as rows of codes_t.
+    for (int tc = ty; tc < kTile; tc += kTileRowsPerPass) {
+      const int64_t c = c0 + tc, r = r0 + chunk;
+      if (c >= cols) break;
+      if constexpr (kVecStore) {
+        if (r < rows) {
+          CodeChunk q;
+#pragma unroll
+          for (int v = 0; v < kTileChunk; ++v) q.v[v] = tile[chunk + v][tc];
+          *reinterpret_cast<CodeChunk*>(codes_t + c * rows + r) = q;
+        }
+      } else {
+#pragma unroll
+        for (int v = 0; v < kTileChunk; ++v) {
+          if (r + v < rows) codes_t[c * rows + r + v] = tile[chunk + v][tc];
+        }
+      }
+    }
+    __syncthreads();  // the tile is overwritten by the next iteration
+  }
+}
+
+// ---- launchers ----
+
+template <DType In>
+const storage_t<In>* input_data(const Tensor& x) {
+  return static_cast<const storage_t<In>*>(x.data_ptr());
+}
+
+uint8_t* code_data(const Tensor& codes) {
+  return static_cast<uint8_t*>(codes.data_ptr());
+}
+
+/// Lanes that share one group: the fewest (a power of two, at most a warp) that leave each lane at most
+/// kCachedVectors vectors, so that a lane's loads are independent and in flight together.
+int team_size(int64_t vectors_per_group) {
+  int team = 1;
+  while (team < kWarpSize && int64_t(team) * kCachedVectors < vectors_per_group) team *= 2;
+  return team;
+}
+
+template <bool kQuantize>
+void launch_group_kernel(const char* op, const Tensor& x, int64_t group_size, Fp8Saturation sat, DType fmt,
+                         uint8_t* codes, float* group_out) {
+  const int64_t groups = x.numel() / group_size;
+  if (groups == 0) return;
+  cudaStream_t stream = stream_of(x);
+  dispatch_float_dtype(x.dtype(), op, [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    constexpr int kVec = kVec16<In>;
+    const bool vectorized =
+        group_size % kVec == 0 && aligned_to(x.data_ptr(), 16) && (!kQuantize || aligned_to(codes, kVec));
+    const int vec = vectorized ? kVec : 1;
+    const int team = team_size(group_size / vec);
+    const int64_t threads = (groups + kWarpSize / team - 1) / (kWarpSize / team) * kWarpSize;
+    const unsigned blocks = grid_for(x, threads, kThreads);
+    auto launch = [&](auto f) {
+      constexpr DType Fmt = decltype(f)::value;
+      if (vectorized) {
+        group_kernel<In, kVec, kQuantize, Fmt><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), groups, group_size, team, sat, codes, group_out);
+      } else {
+        group_kernel<In, 1, kQuantize, Fmt><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), groups, group_size, team, sat, codes, group_out);
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    };
+    if constexpr (kQuantize) {
+      dispatch_fp8_format(fmt, op, launch);
+    } else {
+      launch(DTypeTag<DType::E4M3>{});  // the format plays no part in an amax
+    }
+  });
+}
+
+template <bool kPerGroup>
+void launch_dequantize(const char* op, const Tensor& codes, const Tensor& scale_inv, int64_t group_size,
+                       Tensor& out) {
+  const int64_t n = codes.numel();
+  if (n == 0) return;
+  cudaStream_t stream = stream_of(codes);
+  dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
+    constexpr DType Fmt = decltype(f)::value;
+    dispatch_float_dtype(out.dtype(), op, [&](auto o) {
+      constexpr DType Out = decltype(o)::value;
+      constexpr int kVec = kVec16<Out>;
+      const bool vectorized = (!kPerGroup || group_size % kVec == 0) && aligned_to(out.data_ptr(), 16) &&
+                              aligned_to(codes.data_ptr(), kVec);
+      const unsigned blocks = grid_for(codes, vectorized ? n / kVec : n, kThreads);
+      const float* si = scale_inv.data<const float>();
+      auto* op_data = out.data<storage_t<Out>>();
+      if (vectorized) {
+        dequantize_kernel<Fmt, Out, kVec, kPerGroup>
+            <<<blocks, kThreads, 0, stream>>>(code_data(codes), n, si, group_size, op_data);
+      } else {
+        dequantize_kernel<Fmt, Out, 1, kPerGroup>
+            <<<blocks, kThreads, 0, stream>>>(code_data(codes), n, si, group_size, op_data);
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    });
+  });
+}
+
+}  // namespace
+
+void group_amax(const Tensor& x, int64_t group_size, Tensor& out_amax) {
+  check_group_amax(x, group_size, out_amax, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), "group_amax", "input ", x.str(), " is not on a CUDA device");
+  launch_group_kernel<false>("group_amax", x, group_size, Fp8Saturation::Saturate, DType::E4M3, nullptr,
+                             out_amax.data<float>());
+}
+
+void tensor_amax(const Tensor& x, Tensor& out_amax) {
+  check_tensor_amax(x, out_amax, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), "tensor_amax", "input ", x.str(), " is not on a CUDA device");
+  cudaStream_t stream = stream_of(x);
+  uint32_t* key = static_cast<uint32_t*>(out_amax.data_ptr());
+  COAT_CUDA_CHECK(cudaMemsetAsync(key, 0, sizeof(uint32_t), stream));  // key 0 is +0.0f
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  dispatch_float_dtype(x.dtype(), "tensor_amax", [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    constexpr int kVec = kVec16<In>;
+    if (aligned_to(x.data_ptr(), 16)) {
+      tensor_amax_kernel<In, kVec>
+          <<<grid_for(x, n / kVec, kThreads), kThreads, 0, stream>>>(input_data<In>(x), n, key);
+    } else {
+      tensor_amax_kernel<In, 1><<<grid_for(x, n, kThreads), kThreads, 0, stream>>>(input_data<In>(x), n, key);
+    }
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  });
+}
+
+void compute_scale(const Tensor& amax, DType fmt, Tensor& scale, Tensor& scale_inv) {
+  check_compute_scale(amax, fmt, scale, scale_inv, amax.device());
+  COAT_ARG_CHECK(amax.device().is_cuda(), "compute_scale", "amax ", amax.str(), " is not on a CUDA device");
+  compute_scale_kernel<<<1, 1, 0, stream_of(amax)>>>(amax.data<const float>(), fp8_max(fmt),
+                                                     scale.data<float>(), scale_inv.data<float>());
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+void quantize_per_tensor(const Tensor& x, const Tensor& scale, Fp8Saturation sat, Tensor& codes) {
+  check_quantize_per_tensor(x, scale, codes, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), "quantize_per_tensor", "input ", x.str(), " is not on a CUDA device");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  cudaStream_t stream = stream_of(x);
+  dispatch_float_dtype(x.dtype(), "quantize_per_tensor", [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    constexpr int kVec = kVec16<In>;
+    const bool vectorized = aligned_to(x.data_ptr(), 16) && aligned_to(codes.data_ptr(), kVec);
+    const unsigned blocks = grid_for(x, vectorized ? n / kVec : n, kThreads);
+    dispatch_fp8_format(codes.dtype(), "quantize_per_tensor", [&](auto f) {
+      constexpr DType Fmt = decltype(f)::value;
+      if (vectorized) {
+        quantize_per_tensor_kernel<In, Fmt, kVec><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), n, scale.data<const float>(), sat, code_data(codes));
+      } else {
+        quantize_per_tensor_kernel<In, Fmt, 1><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), n, scale.data<const float>(), sat, code_data(codes));
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    });
+  });
+}
+
+void dequantize_per_tensor(const Tensor& codes, const Tensor& scale_inv, Tensor& out) {
+  check_dequantize_per_tensor(codes, scale_inv, out, codes.device());
+  COAT_ARG_CHECK(codes.device().is_cuda(), "dequantize_per_tensor", "codes ", codes.str(),
+                 " are not on a CUDA device");
+  launch_dequantize<false>("dequantize_per_tensor", codes, scale_inv, 1, out);
+}
+
+void quantize_transpose_per_tensor(const Tensor& x, const Tensor& scale, Fp8Saturation sat, Tensor& codes,
+                                   Tensor& codes_t) {
+  constexpr const char* op = "quantize_transpose_per_tensor";
+  check_quantize_transpose(x, scale, codes, codes_t, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), op, "input ", x.str(), " is not on a CUDA device");
+  const int64_t rows = x.size(0), cols = x.size(1);
+  if (rows == 0 || cols == 0) return;
+  const int64_t tiles = ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
+  cudaStream_t stream = stream_of(x);
+  dispatch_float_dtype(x.dtype(), op, [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    using S = storage_t<In>;
+    const bool vec_load = cols % kTileChunk == 0 && aligned_to(x.data_ptr(), kTileChunk * sizeof(S)) &&
+                          aligned_to(codes.data_ptr(), kTileChunk);
+    const bool vec_store = rows % kTileChunk == 0 && aligned_to(codes_t.data_ptr(), kTileChunk);
+    const unsigned blocks = grid_for(x, tiles * kThreads, kThreads);
+    dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
+      constexpr DType Fmt = decltype(f)::value;
+      const float* sp = scale.data<const float>();
+      uint8_t* c = code_data(codes);
+      uint8_t* ct = code_data(codes_t);
+      if (vec_load && vec_store) {
+        quantize_transpose_kernel<In, Fmt, true, true>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+      } else if (vec_load) {
+        quantize_transpose_kernel<In, Fmt, true, false>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+      } else if (vec_store) {
+        quantize_transpose_kernel<In, Fmt, false, true>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+      } else {
+        quantize_transpose_kernel<In, Fmt, false, false>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    });
+  });
+}
+
+void quantize_per_group(const Tensor& x, int64_t group_size, Fp8Saturation sat, Tensor& codes,
+                        Tensor& scale_inv) {
+  check_quantize_per_group(x, group_size, codes, scale_inv, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), "quantize_per_group", "input ", x.str(), " is not on a CUDA device");
+  launch_group_kernel<true>("quantize_per_group", x, group_size, sat, codes.dtype(), code_data(codes),
+                            scale_inv.data<float>());
+}
+
+void dequantize_per_group(const Tensor& codes, const Tensor& scale_inv, int64_t group_size, Tensor& out) {
+  check_dequantize_per_group(codes, scale_inv, group_size, out, codes.device());
+  COAT_ARG_CHECK(codes.device().is_cuda(), "dequantize_per_group", "codes ", codes.str(),
+                 " are not on a CUDA device");
+  launch_dequantize<true>("dequantize_per_group", codes, scale_inv, group_size, out);
+}
+
+}  // namespace coat::cuda
