@@ -11,8 +11,12 @@ namespace coat {
 
 std::string shape_str(const Shape& shape) {
   std::string out = "(";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? "," : "") + std::to_string(shape[i]);
-  return out + ")";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append(std::to_string(shape[i]));
+  }
+  out.push_back(')');
+  return out;
 }
 
 int64_t shape_numel(const Shape& shape) {
@@ -70,6 +74,7 @@ const ContextPtr& Tensor::context() const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (size_t i = shape_.size(); i-- > 0;) {
     if (shape_[i] == 1) continue;

@@ -35,8 +35,8 @@ void transfer(const Tensor& src, Tensor& dst) {
 
 void copy_(Tensor& dst, const Tensor& src, Fp8Saturation sat) {
   COAT_ARG_CHECK(src.defined() && dst.defined(), "copy", "undefined tensor");
-  COAT_ARG_CHECK(src.shape() == dst.shape(), "copy", "shapes ", shape_str(src.shape()), " and ",
-                 shape_str(dst.shape()), " differ");
+  COAT_ARG_CHECK(src.shape() == dst.shape(), "copy", "destination shape ", shape_str(dst.shape()),
+                 " differs from source shape ", shape_str(src.shape()));
   const Device d = dst.device();
   if (src.device() == d) {
     COAT_DISPATCH("copy", d, cpu::copy(src, dst, sat), cuda::copy(src, dst, sat));

@@ -21,7 +21,9 @@ TEST(WindowSampler, EachEpochIsAPermutation) {
       std::sort(sorted.begin(), sorted.end());
       for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(sorted[i], i);
     }
-    if (n > 100) EXPECT_NE(first, second);
+    if (n > 100) {
+      EXPECT_NE(first, second);
+    }
   }
 }
 
