@@ -1,9 +1,9 @@
 // Strict config reading: suggestions for unknown keys, typed errors with paths, choices, overrides.
 #include <gtest/gtest.h>
 
-#include "coat/train/config_reader.h"
+#include "coat/core/config_reader.h"
 
-namespace coat::train {
+namespace coat {
 namespace {
 
 using nlohmann::json;
@@ -83,4 +83,4 @@ TEST(ConfigReader, EditDistance) {
 }
 
 }  // namespace
-}  // namespace coat::train
+}  // namespace coat

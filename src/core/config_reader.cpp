@@ -1,9 +1,9 @@
 // Strict config reading: unknown keys with suggestions, typed errors with paths, dotted overrides.
-#include "coat/train/config_reader.h"
+#include "coat/core/config_reader.h"
 
 #include <algorithm>
 
-namespace coat::train {
+namespace coat {
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -103,4 +103,4 @@ void apply_override(nlohmann::json& document, std::string_view assignment) {
   }
 }
 
-}  // namespace coat::train
+}  // namespace coat

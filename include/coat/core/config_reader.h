@@ -12,7 +12,7 @@
 
 #include "coat/core/error.h"
 
-namespace coat::train {
+namespace coat {
 
 /// A configuration error: the message names the file or key and what was expected.
 class ConfigError : public Error {
@@ -92,4 +92,4 @@ class ConfigSection {
 /// (numbers, true/false, quoted strings, arrays), else taken as a string. Intermediate objects are created.
 void apply_override(nlohmann::json& document, std::string_view assignment);
 
-}  // namespace coat::train
+}  // namespace coat

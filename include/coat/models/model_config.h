@@ -1,0 +1,54 @@
+// The architecture of a Llama- or OLMo-family model, under the names HF's config.json uses, and what
+// follows from it: parameter count and matmul FLOPs per token.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "coat/core/config_reader.h"
+
+namespace coat::models {
+
+enum class Architecture { Llama, Olmo };
+
+struct ModelConfig {
+  Architecture architecture = Architecture::Llama;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;       ///< Llama's RMSNorm epsilon; OLMo's LayerNorm uses 1e-5 as HF does
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;  ///< std of the normal initialisation of matrices and embeddings
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  /// Llama: RMSNorm with a weight; OLMo: LayerNorm without affine parameters.
+  bool norms_have_weights() const { return architecture == Architecture::Llama; }
+
+  /// Every parameter, embeddings included, counted once when tied.
+  int64_t parameter_count() const;
+  /// Parameters of the matrix products per token (all linear layers and the LM head; not the embedding lookup).
+  int64_t matmul_parameter_count() const;
+  /// Model FLOPs per token for training, as PaLM counts them: 6 N + 12 L H S (N = matmul parameters,
+  /// H = hidden size, S = sequence length).
+  double training_flops_per_token(int64_t seq_len) const;
+
+  /// Reads the "model" section strictly (unknown keys fail with a suggestion) and validates the shapes.
+  static ModelConfig from_config(ConfigSection section);
+  /// HF config.json for LlamaForCausalLM / OlmoForCausalLM.
+  nlohmann::json to_hf_json() const;
+  /// The inverse of to_hf_json (keys HF adds that do not change the architecture are ignored).
+  static ModelConfig from_hf_json(const nlohmann::json& hf);
+  /// Throws InvalidArgument naming the first inconsistent field.
+  void validate() const;
+  std::string architecture_name() const { return architecture == Architecture::Llama ? "llama" : "olmo"; }
+  bool operator==(const ModelConfig&) const = default;
+};
+
+}  // namespace coat::models

@@ -1,0 +1,70 @@
+// A decoder-only transformer of the Llama or OLMo family, built from nn functions.
+// Parameters live in flat units (ARCHITECTURE.md, idea 2): unit "embed" (embed_tokens), one unit per
+// block ("layers.i"), and unit "head" (final norm weight and lm_head, when they exist). Each unit has one
+// flat value buffer and one flat gradient buffer; named parameters (HF's names) are views into them.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "coat/autograd/tape.h"
+#include "coat/core/context.h"
+#include "coat/core/random_generator.h"
+#include "coat/models/model_config.h"
+#include "coat/nn/loss.h"
+#include "coat/nn/parameter.h"
+
+namespace coat::models {
+
+struct ParamUnit {
+  std::string name;
+  Tensor value;  ///< flat [numel] in the parameter dtype (MemoryCategory::Weights)
+  Tensor grad;   ///< flat [numel] (MemoryCategory::Gradients); undefined without gradients
+  std::vector<size_t> params;  ///< indices into Transformer::parameters()
+};
+
+class Transformer {
+ public:
+  /// Allocates parameters (uninitialised; call init or load) in `dtype` (F32, or F64 for gradient
+  /// checks) on the context's device, with gradient buffers when `with_grads`.
+  Transformer(ModelConfig config, ContextPtr context, DType dtype = DType::F32, bool with_grads = true);
+
+  const ModelConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  const ContextPtr& context() const { return context_; }
+
+  /// HF-style initialisation: matrices and embeddings ~ N(0, initializer_range), norm weights 1. Draws
+  /// from Philox in parameter order, so a seed gives the same model on every device.
+  void init(uint64_t seed);
+
+  std::vector<nn::Parameter>& parameters() { return params_; }
+  const std::vector<nn::Parameter>& parameters() const { return params_; }
+  nn::Parameter& parameter(const std::string& name);
+  std::vector<ParamUnit>& units() { return units_; }
+  const std::vector<ParamUnit>& units() const { return units_; }
+  void zero_grad();
+
+  /// Loss of next-token prediction: ids and targets [B, T] (I32), grad_scale as in nn::cross_entropy.
+  /// Records onto the tape (a tape with gradients off runs forward only).
+  nn::LossOutput forward(autograd::Tape& tape, const Tensor& ids, const Tensor& targets, int64_t ignore_index,
+                         double grad_scale);
+  /// Logits [B, T, V] for ids [B, T], forward only.
+  Tensor logits(const Tensor& ids);
+
+ private:
+  autograd::Var hidden_states(autograd::Tape& tape, const Tensor& ids);
+  autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq);
+  autograd::Var norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name);
+  void add_unit(const std::string& name, const std::vector<std::pair<std::string, Shape>>& shapes);
+
+  ModelConfig config_;
+  ContextPtr context_;
+  DType dtype_;
+  bool with_grads_;
+  std::vector<nn::Parameter> params_;
+  std::map<std::string, size_t> index_;
+  std::vector<ParamUnit> units_;
+};
+
+}  // namespace coat::models

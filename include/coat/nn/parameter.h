@@ -1,0 +1,21 @@
+// A named parameter: views into its unit's flat buffers (ARCHITECTURE.md, idea 2).
+//   value  - what the forward computes with (the compute copy; on the CPU in F32 the master itself)
+//   master - the optimizer's copy (FP32; F64 in gradient checks)
+//   grad   - the gradient accumulator, in the master's dtype, summed across micro-batches
+#pragma once
+
+#include <string>
+
+#include "coat/core/tensor.h"
+
+namespace coat::nn {
+
+struct Parameter {
+  std::string name;  ///< HF's name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Tensor value;
+  Tensor master;
+  Tensor grad;
+  bool decay = true;  ///< AdamW weight decay applies
+};
+
+}  // namespace coat::nn

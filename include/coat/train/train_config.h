@@ -1,0 +1,83 @@
+// The training configuration: one JSON document, one section per concern (model, data, train, optim,
+// precision, dist, checkpoint, logging), read strictly: an unknown key fails naming the closest valid
+// key; a wrong type or range names the path and what was expected.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "coat/models/model_config.h"
+
+namespace coat::train {
+
+struct DataConfig {
+  std::string path;               ///< token file
+  std::string format = "coat";    ///< coat (our header) | u16 | u32 (headerless arrays)
+  std::string tokenizer;          ///< SentencePiece model used to decode samples (optional)
+  int64_t seq_len = 0;
+  double validation_fraction = 0.05;
+  uint64_t seed = 1234;           ///< the sampler's permutation seed
+};
+
+struct LoopConfig {
+  std::string device = "cpu";     ///< cpu | cuda
+  int64_t micro_batch_size = 1;   ///< sequences per forward/backward
+  int64_t global_batch_size = 1;  ///< sequences per optimizer step (a multiple of micro_batch_size)
+  int64_t max_steps = 1;
+  uint64_t seed = 42;             ///< parameter initialisation
+  int64_t eval_interval = 0;      ///< 0: only at the end
+  int64_t eval_batches = 4;       ///< micro-batches of validation windows per evaluation (0: the whole split)
+  int64_t log_interval = 1;
+  std::string on_nonfinite = "stop";  ///< stop | skip: what a non-finite loss or gradient does
+};
+
+struct OptimConfig {
+  double lr = 3e-4;
+  std::string schedule = "cosine";  ///< constant | linear | cosine
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.1;
+  double clip_grad_norm = 1.0;    ///< 0: off
+  bool decay_embeddings = false;
+  bool decay_norms = false;
+  std::string state_dtype = "fp32";
+};
+
+struct PrecisionConfig {
+  std::string recipe = "fp32";    ///< fp32 (CPU reference) | bf16 | fp8 | coat
+};
+
+struct CheckpointConfig {
+  int64_t interval = 0;           ///< steps between checkpoints; 0: only at the end
+  int64_t keep_last = 2;          ///< 0: keep all
+};
+
+struct LoggingConfig {
+  std::string run_dir;            ///< default: runs/<config file name>
+  std::string progress = "auto";  ///< auto (on a terminal) | on | off
+};
+
+struct TrainConfig {
+  models::ModelConfig model;
+  DataConfig data;
+  LoopConfig train;
+  OptimConfig optim;
+  PrecisionConfig precision;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+  nlohmann::json resolved;        ///< the document after overrides and defaults (written into the run dir)
+
+  int64_t accumulation_steps() const { return train.global_batch_size / train.micro_batch_size; }
+  int64_t tokens_per_step() const { return train.global_batch_size * data.seq_len; }
+};
+
+/// Parses and validates a document (after overrides). `source` names it in messages.
+TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source);
+/// Reads a JSON file, applies "section.key=value" overrides, parses. Errors name the file.
+TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides);
+
+}  // namespace coat::train

@@ -1,0 +1,82 @@
+// The training loop: gradient accumulation to a global batch, AdamW with clipping and an LR schedule,
+// evaluation on the validation split, metrics, and native checkpoints that make a resumed run continue
+// bit-identically (parameters, optimizer moments and step, sampler position, tokens seen).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "coat/data/token_file.h"
+#include "coat/data/window_sampler.h"
+#include "coat/models/transformer.h"
+#include "coat/optim/adamw.h"
+#include "coat/optim/lr_schedule.h"
+#include "coat/train/metrics_logger.h"
+#include "coat/train/train_config.h"
+
+namespace coat::train {
+
+struct StepRecord {
+  int64_t step = 0;
+  double loss = 0.0;
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  bool skipped = false;
+};
+
+struct EvalResult {
+  double loss = 0.0;
+  double perplexity = 0.0;
+  int64_t tokens = 0;
+};
+
+class Trainer {
+ public:
+  /// Opens the data, builds and initialises the model and optimizer. `run_dir` must hold no earlier run
+  /// (checkpoints or metrics) unless `resuming` is set: nothing already written is overwritten.
+  Trainer(TrainConfig config, ContextPtr context, bool resuming = false);
+
+  /// Loads a checkpoint directory (written by save_checkpoint): model, optimizer, sampler, step. A
+  /// checkpoint of another model shape is an error naming the directory and the difference.
+  void load_checkpoint(const std::filesystem::path& dir);
+  /// The newest complete checkpoint of the run directory, if any.
+  std::optional<std::filesystem::path> latest_checkpoint() const;
+  void save_checkpoint();
+
+  /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests).
+  /// Saves a checkpoint every checkpoint.interval steps and at the end.
+  void run(int64_t stop_after_step = -1);
+  /// One optimizer step over a global batch.
+  StepRecord train_step();
+  EvalResult evaluate();
+
+  int64_t step() const { return step_; }
+  const std::vector<StepRecord>& history() const { return history_; }
+  models::Transformer& model() { return *model_; }
+  const TrainConfig& config() const { return config_; }
+  const std::filesystem::path& run_dir() const { return run_dir_; }
+  /// Unigram entropy (nats/token) of the validation tokens: the loss of a model that knows only token
+  /// frequencies, printed beside the validation loss.
+  double validation_unigram_entropy() const;
+
+ private:
+  void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
+  std::string first_nonfinite_gradient() const;
+
+  TrainConfig config_;
+  ContextPtr context_;
+  std::filesystem::path run_dir_;
+  data::TokenFile tokens_;
+  std::unique_ptr<data::WindowSampler> sampler_;
+  std::unique_ptr<models::Transformer> model_;
+  std::unique_ptr<optim::AdamW> optimizer_;
+  optim::LrSchedule schedule_;
+  std::unique_ptr<MetricsLogger> metrics_;
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  std::vector<StepRecord> history_;
+};
+
+}  // namespace coat::train

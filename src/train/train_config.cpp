@@ -1,0 +1,182 @@
+#include "coat/train/train_config.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace coat::train {
+
+namespace {
+
+DataConfig read_data(ConfigSection s) {
+  DataConfig d;
+  d.path = s.require<std::string>("path");
+  d.format = s.choice("format", d.format, {"coat", "u16", "u32"});
+  d.tokenizer = s.get<std::string>("tokenizer", "");
+  d.seq_len = s.require<int64_t>("seq_len");
+  s.check_range<int64_t>("seq_len", d.seq_len, 1, int64_t{1} << 20);
+  d.validation_fraction = s.get<double>("validation_fraction", d.validation_fraction);
+  s.check_range("validation_fraction", d.validation_fraction, 0.0, 0.5);
+  d.seed = s.get<uint64_t>("seed", d.seed);
+  s.finish();
+  return d;
+}
+
+LoopConfig read_loop(ConfigSection s) {
+  LoopConfig t;
+  t.device = s.choice("device", t.device, {"cpu", "cuda"});
+  t.micro_batch_size = s.get<int64_t>("micro_batch_size", t.micro_batch_size);
+  s.check_range<int64_t>("micro_batch_size", t.micro_batch_size, 1, 1 << 20);
+  t.global_batch_size = s.get<int64_t>("global_batch_size", t.micro_batch_size);
+  s.check_range<int64_t>("global_batch_size", t.global_batch_size, 1, 1 << 24);
+  if (t.global_batch_size % t.micro_batch_size != 0) {
+    throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", t.global_batch_size,
+                                     " must be a multiple of 'train.micro_batch_size' = ", t.micro_batch_size));
+  }
+  t.max_steps = s.require<int64_t>("max_steps");
+  s.check_range<int64_t>("max_steps", t.max_steps, 1, int64_t{1} << 40);
+  t.seed = s.get<uint64_t>("seed", t.seed);
+  t.eval_interval = s.get<int64_t>("eval_interval", t.eval_interval);
+  s.check_range<int64_t>("eval_interval", t.eval_interval, 0, int64_t{1} << 40);
+  t.eval_batches = s.get<int64_t>("eval_batches", t.eval_batches);
+  s.check_range<int64_t>("eval_batches", t.eval_batches, 0, int64_t{1} << 30);
+  t.log_interval = s.get<int64_t>("log_interval", t.log_interval);
+  s.check_range<int64_t>("log_interval", t.log_interval, 1, int64_t{1} << 40);
+  t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
+  s.finish();
+  return t;
+}
+
+OptimConfig read_optim(ConfigSection s) {
+  OptimConfig o;
+  o.lr = s.require<double>("lr");
+  s.check_range("lr", o.lr, 0.0, 10.0);
+  o.schedule = s.choice("schedule", o.schedule, {"constant", "linear", "cosine"});
+  o.warmup_steps = s.get<int64_t>("warmup_steps", o.warmup_steps);
+  s.check_range<int64_t>("warmup_steps", o.warmup_steps, 0, int64_t{1} << 40);
+  o.min_lr_ratio = s.get<double>("min_lr_ratio", o.min_lr_ratio);
+  s.check_range("min_lr_ratio", o.min_lr_ratio, 0.0, 1.0);
+  o.beta1 = s.get<double>("beta1", o.beta1);
+  s.check_range("beta1", o.beta1, 0.0, 0.999999);
+  o.beta2 = s.get<double>("beta2", o.beta2);
+  s.check_range("beta2", o.beta2, 0.0, 0.999999999);
+  o.eps = s.get<double>("eps", o.eps);
+  s.check_range("eps", o.eps, 0.0, 1.0);
+  o.weight_decay = s.get<double>("weight_decay", o.weight_decay);
+  s.check_range("weight_decay", o.weight_decay, 0.0, 10.0);
+  o.clip_grad_norm = s.get<double>("clip_grad_norm", o.clip_grad_norm);
+  s.check_range("clip_grad_norm", o.clip_grad_norm, 0.0, 1e9);
+  o.decay_embeddings = s.get<bool>("decay_embeddings", o.decay_embeddings);
+  o.decay_norms = s.get<bool>("decay_norms", o.decay_norms);
+  o.state_dtype = s.choice("state_dtype", o.state_dtype, {"fp32"});
+  s.finish();
+  return o;
+}
+
+}  // namespace
+
+TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source) {
+  try {
+    if (!document.is_object()) throw ConfigError("config: the document must be a JSON object with sections");
+    ConfigSection root(document, "");
+    TrainConfig c;
+    c.model = models::ModelConfig::from_config(root.section("model"));
+    c.data = read_data(root.section("data"));
+    c.train = read_loop(root.section("train"));
+    c.optim = read_optim(root.section("optim"));
+    {
+      ConfigSection p = root.section("precision");
+      c.precision.recipe = p.choice("recipe", c.precision.recipe, {"fp32", "bf16", "fp8", "coat"});
+      p.finish();
+    }
+    root.section("dist").finish();
+    {
+      ConfigSection k = root.section("checkpoint");
+      c.checkpoint.interval = k.get<int64_t>("interval", c.checkpoint.interval);
+      k.check_range<int64_t>("interval", c.checkpoint.interval, 0, int64_t{1} << 40);
+      c.checkpoint.keep_last = k.get<int64_t>("keep_last", c.checkpoint.keep_last);
+      k.check_range<int64_t>("keep_last", c.checkpoint.keep_last, 0, 1 << 20);
+      k.finish();
+    }
+    {
+      ConfigSection l = root.section("logging");
+      c.logging.run_dir = l.get<std::string>("run_dir", "");
+      c.logging.progress = l.choice("progress", c.logging.progress, {"auto", "on", "off"});
+      l.finish();
+    }
+    root.finish();
+    if (c.data.seq_len > c.model.max_position_embeddings) {
+      throw ConfigError(detail::concat("config: 'data.seq_len' = ", c.data.seq_len,
+                                       " is longer than 'model.max_position_embeddings' = ",
+                                       c.model.max_position_embeddings));
+    }
+    if (c.logging.run_dir.empty()) {
+      c.logging.run_dir = "runs/" + std::filesystem::path(source).stem().string();
+    }
+    // The resolved document: every value the run uses, defaults included.
+    nlohmann::json r;
+    r["model"] = {{"architecture", c.model.architecture_name()},
+                  {"hidden_size", c.model.hidden_size},
+                  {"intermediate_size", c.model.intermediate_size},
+                  {"num_hidden_layers", c.model.num_hidden_layers},
+                  {"num_attention_heads", c.model.num_attention_heads},
+                  {"num_key_value_heads", c.model.num_key_value_heads},
+                  {"vocab_size", c.model.vocab_size},
+                  {"max_position_embeddings", c.model.max_position_embeddings},
+                  {"rope_theta", c.model.rope_theta},
+                  {"rms_norm_eps", c.model.rms_norm_eps},
+                  {"tie_word_embeddings", c.model.tie_word_embeddings},
+                  {"initializer_range", c.model.initializer_range}};
+    r["data"] = {{"path", c.data.path},     {"format", c.data.format},
+                 {"tokenizer", c.data.tokenizer}, {"seq_len", c.data.seq_len},
+                 {"validation_fraction", c.data.validation_fraction}, {"seed", c.data.seed}};
+    r["train"] = {{"device", c.train.device},
+                  {"micro_batch_size", c.train.micro_batch_size},
+                  {"global_batch_size", c.train.global_batch_size},
+                  {"max_steps", c.train.max_steps},
+                  {"seed", c.train.seed},
+                  {"eval_interval", c.train.eval_interval},
+                  {"eval_batches", c.train.eval_batches},
+                  {"log_interval", c.train.log_interval},
+                  {"on_nonfinite", c.train.on_nonfinite}};
+    r["optim"] = {{"lr", c.optim.lr},
+                  {"schedule", c.optim.schedule},
+                  {"warmup_steps", c.optim.warmup_steps},
+                  {"min_lr_ratio", c.optim.min_lr_ratio},
+                  {"beta1", c.optim.beta1},
+                  {"beta2", c.optim.beta2},
+                  {"eps", c.optim.eps},
+                  {"weight_decay", c.optim.weight_decay},
+                  {"clip_grad_norm", c.optim.clip_grad_norm},
+                  {"decay_embeddings", c.optim.decay_embeddings},
+                  {"decay_norms", c.optim.decay_norms},
+                  {"state_dtype", c.optim.state_dtype}};
+    r["precision"] = {{"recipe", c.precision.recipe}};
+    r["dist"] = nlohmann::json::object();
+    r["checkpoint"] = {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}};
+    r["logging"] = {{"run_dir", c.logging.run_dir}, {"progress", c.logging.progress}};
+    c.resolved = std::move(r);
+    return c;
+  } catch (const ConfigError& e) {
+    throw ConfigError(detail::concat(source, ": ", e.what()));
+  }
+}
+
+TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(detail::concat("cannot open config file '", path.string(), "'"));
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  if (doc.is_discarded()) {
+    // Re-parse with exceptions for the position of the syntax error.
+    try {
+      doc = nlohmann::json::parse(text.str(), nullptr, true, true);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw ConfigError(detail::concat(path.string(), ": not valid JSON: ", e.what()));
+    }
+  }
+  for (const std::string& o : overrides) apply_override(doc, o);
+  return parse_train_config(doc, path.string());
+}
+
+}  // namespace coat::train
