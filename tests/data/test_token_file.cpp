@@ -1,6 +1,8 @@
 // Token files: round trips, headerless arrays, and the errors for bad files and out-of-vocabulary tokens.
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -23,15 +25,6 @@ class TokenFileTest : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
-template <typename Fn>
-void expect_io_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST_F(TokenFileTest, RoundTripBothWidths) {
   std::mt19937 gen(3);
@@ -60,7 +53,7 @@ TEST_F(TokenFileTest, RawArrays) {
   EXPECT_EQ(f[3], 65535u);
   EXPECT_EQ(TokenFile::open_raw(path, TokenWidth::U32).size(), 2u);
   std::ofstream(path, std::ios::binary | std::ios::app).put('x');
-  expect_io_error([&] { TokenFile::open_raw(path, TokenWidth::U16); }, "not a multiple of the 2-byte");
+  test::expect_error_containing([&] { TokenFile::open_raw(path, TokenWidth::U16); }, "not a multiple of the 2-byte");
 }
 
 TEST_F(TokenFileTest, RawArraysU32AndOddSizes) {
@@ -77,17 +70,17 @@ TEST_F(TokenFileTest, RawArraysU32AndOddSizes) {
   // 21 and 22 bytes: not whole u32 tokens; the message names the file and the width.
   for (int extra : {1, 2}) {
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(raw.data()), 20 + extra);
-    expect_io_error([&] { TokenFile::open_raw(path, TokenWidth::U32); },
+    test::expect_error_containing([&] { TokenFile::open_raw(path, TokenWidth::U32); },
                     "raw.u32\": " + std::to_string(20 + extra) + " bytes is not a multiple of the 4-byte");
   }
   // An empty raw file is an empty token stream.
   std::ofstream(path, std::ios::binary | std::ios::trunc).close();
   EXPECT_EQ(TokenFile::open_raw(path, TokenWidth::U16).size(), 0u);
-  expect_io_error([&] { TokenFile::open_raw(dir_ / "absent.u16", TokenWidth::U16); },
+  test::expect_error_containing([&] { TokenFile::open_raw(dir_ / "absent.u16", TokenWidth::U16); },
                   "absent.u16\": cannot open");
   EXPECT_EQ(parse_token_width("u16"), TokenWidth::U16);
   EXPECT_EQ(parse_token_width("uint32"), TokenWidth::U32);
-  expect_io_error([&] { parse_token_width("u8"); }, "expected u16 or u32");
+  test::expect_error_containing([&] { parse_token_width("u8"); }, "expected u16 or u32");
   EXPECT_EQ(token_width_for_vocab(65536), TokenWidth::U16);
   EXPECT_EQ(token_width_for_vocab(65537), TokenWidth::U32);
 }
@@ -108,13 +101,13 @@ TEST_F(TokenFileTest, OutOfVocabularyDetection) {
   EXPECT_EQ(bad->value, 1000u);
   EXPECT_FALSE(f.find_out_of_range(65536).has_value());
   EXPECT_EQ(f.find_out_of_range(1001)->position, 90000u);
-  expect_io_error([&] { f.validate(); },
+  test::expect_error_containing([&] { f.validate(); },
                   "token 1000 at position 70001 is past the vocabulary (vocab_size 1000");
-  expect_io_error([&] { TokenFile::open_raw(path, TokenWidth::U16, 1000, /*validate=*/true); },
+  test::expect_error_containing([&] { TokenFile::open_raw(path, TokenWidth::U16, 1000, /*validate=*/true); },
                   "raw.u16\": token 1000 at position 70001");
   EXPECT_NO_THROW(TokenFile::open_raw(path, TokenWidth::U16, 65536, /*validate=*/true));
   // No vocabulary known: validation is refused rather than silently passed.
-  expect_io_error([&] { TokenFile::open_raw(path, TokenWidth::U16).validate(); },
+  test::expect_error_containing([&] { TokenFile::open_raw(path, TokenWidth::U16).validate(); },
                   "without a vocabulary size");
   // Files with a header are validated against their own vocab_size.
   std::vector<uint32_t> tokens = {1, 2, 3, 7, 5};
@@ -140,7 +133,7 @@ TEST_F(TokenFileTest, StreamingWriter) {
     }
     EXPECT_EQ(w.count(), expected.size());
     w.commit();
-    expect_io_error([&] { w.append(std::span<const int32_t>(expected.data(), 1)); }, "append after commit");
+    test::expect_error_containing([&] { w.append(std::span<const int32_t>(expected.data(), 1)); }, "append after commit");
   }
   EXPECT_FALSE(std::filesystem::exists(dir_ / "stream.bin.tmp"));
   TokenFile f = TokenFile::open(path);
@@ -163,28 +156,28 @@ TEST_F(TokenFileTest, StreamingWriter) {
   }
   EXPECT_FALSE(std::filesystem::exists(dir_ / "stream.bin.tmp"));
   EXPECT_EQ(TokenFile::open(path).size(), expected.size());
-  expect_io_error([&] { TokenFileWriter(path, TokenWidth::U16, 70000); }, "does not fit u16");
-  expect_io_error([&] { TokenFileWriter(dir_ / "no_such_dir" / "x.bin", TokenWidth::U16, 10); },
+  test::expect_error_containing([&] { TokenFileWriter(path, TokenWidth::U16, 70000); }, "does not fit u16");
+  test::expect_error_containing([&] { TokenFileWriter(dir_ / "no_such_dir" / "x.bin", TokenWidth::U16, 10); },
                   "cannot create");
 }
 
 TEST_F(TokenFileTest, ClearErrors) {
-  expect_io_error([&] { TokenFile::open(dir_ / "missing.bin"); }, "missing.bin\": cannot open");
+  test::expect_error_containing([&] { TokenFile::open(dir_ / "missing.bin"); }, "missing.bin\": cannot open");
   const auto text = dir_ / "text.bin";
   std::ofstream(text) << "hello, this is not a token file at all, just text";
-  expect_io_error([&] { TokenFile::open(text); }, "not a coat token file");
+  test::expect_error_containing([&] { TokenFile::open(text); }, "not a coat token file");
   const auto path = dir_ / "t.bin";
   std::vector<uint32_t> tokens = {1, 2, 3, 4, 5, 6};
   write_token_file(path, tokens, TokenWidth::U16, 7);
   std::filesystem::resize_file(path, std::filesystem::file_size(path) - 3);
-  expect_io_error([&] { TokenFile::open(path); }, "(truncated)");
+  test::expect_error_containing([&] { TokenFile::open(path); }, "(truncated)");
   write_token_file(path, tokens, TokenWidth::U16, 0);
   TokenFile f = TokenFile::open(path);
   std::vector<int32_t> out(6);
-  expect_io_error([&] { f.read(0, out, 5); },
+  test::expect_error_containing([&] { f.read(0, out, 5); },
                   "token 5 at position 4 is past the model's vocabulary (vocab_size 5)");
-  expect_io_error([&] { f.read(3, out); }, "past its end");
-  expect_io_error([&] { write_token_file(path, tokens, TokenWidth::U16, 4); }, "token 4 at position 3");
+  test::expect_error_containing([&] { f.read(3, out); }, "past its end");
+  test::expect_error_containing([&] { write_token_file(path, tokens, TokenWidth::U16, 4); }, "token 4 at position 3");
   // The failed write left the earlier file intact.
   EXPECT_EQ(TokenFile::open(path).size(), 6u);
 }

@@ -2,6 +2,8 @@
 // (also of characters never seen in training, through byte fallback), deterministic training, and errors
 // that name the file.
 #include <gtest/gtest.h>
+
+#include "expect_error.h"
 #include <unistd.h>
 
 #include <filesystem>
@@ -65,15 +67,6 @@ class TokenizerTest : public ::testing::Test {
 std::filesystem::path* TokenizerTest::dir_ = nullptr;
 BpeTrainResult* TokenizerTest::result_ = nullptr;
 
-template <typename Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST_F(TokenizerTest, TrainsWithLlamaSpecialIds) {
   EXPECT_EQ(result_->model_file, *dir_ / "a" / "tok.model");
@@ -164,26 +157,26 @@ TEST_F(TokenizerTest, TrainingIsDeterministic) {
 }
 
 TEST_F(TokenizerTest, ClearErrors) {
-  expect_error([&] { Tokenizer::load(*dir_ / "missing.model"); }, "missing.model\": no such file");
-  expect_error([&] { Tokenizer::load(*dir_ / "corpus.txt"); }, "corpus.txt\": not a SentencePiece model");
-  expect_error(
+  test::expect_error_containing([&] { Tokenizer::load(*dir_ / "missing.model"); }, "missing.model\": no such file");
+  test::expect_error_containing([&] { Tokenizer::load(*dir_ / "corpus.txt"); }, "corpus.txt\": not a SentencePiece model");
+  test::expect_error_containing(
       [&] {
         train_bpe({*dir_ / "corpus.txt", *dir_ / "absent.txt"}, *dir_ / "d" / "tok", kVocab);
       },
       "absent.txt\": cannot open");
-  expect_error([&] { train_bpe({*dir_ / "corpus.txt"}, *dir_ / "d" / "tok", 200); },
+  test::expect_error_containing([&] { train_bpe({*dir_ / "corpus.txt"}, *dir_ / "d" / "tok", 200); },
                "must exceed the 259 pieces");
-  expect_error([&] { train_bpe({}, *dir_ / "d" / "tok", kVocab); }, "no input files");
+  test::expect_error_containing([&] { train_bpe({}, *dir_ / "d" / "tok", kVocab); }, "no input files");
   // Room for the special and byte pieces but not for the corpus's characters: SentencePiece's reason.
-  expect_error([&] { train_bpe({*dir_ / "corpus.txt"}, *dir_ / "d" / "tok", 270); }, "Vocabulary size");
+  test::expect_error_containing([&] { train_bpe({*dir_ / "corpus.txt"}, *dir_ / "d" / "tok", 270); }, "Vocabulary size");
   EXPECT_FALSE(std::filesystem::exists(*dir_ / "d" / "tok.model"));
   const Tokenizer tok = Tokenizer::load(result_->model_file);
-  expect_error(
+  test::expect_error_containing(
       [&] {
         tok.decode(std::vector<int32_t>{5, kVocab});
       },
       "token id 384 is outside the vocabulary");
-  expect_error([&] { tok.piece(-1); }, "token id -1");
+  test::expect_error_containing([&] { tok.piece(-1); }, "token id -1");
 }
 
 }  // namespace

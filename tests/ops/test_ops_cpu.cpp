@@ -1,6 +1,8 @@
 // The device-agnostic ops on the CPU backend: semantics, conversions and error messages.
 #include <gtest/gtest.h>
 
+#include "expect_error.h"
+
 #include <cmath>
 #include <random>
 
@@ -26,15 +28,6 @@ std::vector<double> random_values(size_t n, uint32_t seed, double scale = 1.0) {
   return v;
 }
 
-template <typename Fn>
-void expect_error_containing(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST(OpsCopy, ContiguousOfPermutedView) {
   auto ctx = cpu();
@@ -93,7 +86,7 @@ TEST(OpsCopy, CopyIntoStridedDestination) {
   Tensor column = dst.slice(1, 1, 2);
   ops::copy_(column, ops::from_vector(ctx, {3, 1}, DType::F32, std::vector<double>{1, 2, 3}));
   EXPECT_EQ(ops::to_double_vector(dst), (std::vector<double>{0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0}));
-  expect_error_containing([&] { ops::copy_(dst, column); }, "[copy] destination shape (3,4) differs from source shape (3,1)");
+  test::expect_error_containing([&] { ops::copy_(dst, column); }, "[copy] destination shape (3,4) differs from source shape (3,1)");
 }
 
 TEST(OpsCreation, FillsAndArange) {
@@ -133,7 +126,7 @@ TEST(OpsCreation, RandomFillsAreCounterBased) {
   ops::uniform_(uni, u, -2.0f, 3.0f);
   for (double x : ops::to_double_vector(uni)) EXPECT_TRUE(x >= -2.0 && x < 3.0);
   Tensor ints = Tensor::empty(ctx, {4}, DType::I32);
-  expect_error_containing([&] { ops::normal_(ints, u); }, "not a float type");
+  test::expect_error_containing([&] { ops::normal_(ints, u); }, "not a float type");
 }
 
 TEST(OpsElementwise, ArithmeticAndMessages) {
@@ -154,9 +147,9 @@ TEST(OpsElementwise, ArithmeticAndMessages) {
   ops::add_(a, b);
   EXPECT_EQ(ops::to_double_vector(a), sum);
   Tensor c = ops::zeros(ctx, {3, 2}, DType::F32), d = ops::zeros(ctx, {2, 3}, DType::F32);
-  expect_error_containing([&] { ops::add(c, d); }, "[add] shapes (3,2) and (2,3) do not match");
-  expect_error_containing([&] { ops::mul(c, ops::zeros(ctx, {3, 2}, DType::BF16)); }, "[mul] dtypes f32 and bf16");
-  expect_error_containing([&] { ops::scale(ops::zeros(ctx, {2}, DType::E4M3), 2.0); }, "[scale] dtype e4m3");
+  test::expect_error_containing([&] { ops::add(c, d); }, "[add] shapes (3,2) and (2,3) do not match");
+  test::expect_error_containing([&] { ops::mul(c, ops::zeros(ctx, {3, 2}, DType::BF16)); }, "[mul] dtypes f32 and bf16");
+  test::expect_error_containing([&] { ops::scale(ops::zeros(ctx, {2}, DType::E4M3), 2.0); }, "[scale] dtype e4m3");
 }
 
 TEST(OpsReduce, SumsAndAmax) {
@@ -175,7 +168,7 @@ TEST(OpsReduce, SumsAndAmax) {
   EXPECT_EQ(ops::amax(x32).item(), static_cast<float>(max_abs));
   Tensor g = ops::group_amax(x32, 100);
   EXPECT_EQ(g.shape(), Shape({2, 5}));
-  expect_error_containing([&] { ops::group_amax(x32, 128); }, "not a multiple of the group size 128");
+  test::expect_error_containing([&] { ops::group_amax(x32, 128); }, "not a multiple of the group size 128");
 }
 
 TEST(OpsMatmul, SmallProductAndShapeErrors) {
@@ -184,7 +177,7 @@ TEST(OpsMatmul, SmallProductAndShapeErrors) {
   Tensor b = ops::arange(ctx, 6, DType::F32, 1).reshape({3, 2});  // [[1,2],[3,4],[5,6]]
   EXPECT_EQ(ops::to_double_vector(ops::matmul(a, b)), (std::vector<double>{13, 16, 40, 52}));
   EXPECT_EQ(ops::to_double_vector(ops::matmul(a, a, false, true)), (std::vector<double>{5, 14, 14, 50}));
-  expect_error_containing([&] { ops::matmul(a, a); }, "[matmul] shapes (2,3) and (2,3) do not match");
+  test::expect_error_containing([&] { ops::matmul(a, a); }, "[matmul] shapes (2,3) and (2,3) do not match");
 }
 
 TEST(OpsQuantize, PerTensorAndPerGroupRoundTrip) {
@@ -211,8 +204,8 @@ TEST(OpsQuantize, PerTensorAndPerGroupRoundTrip) {
   EXPECT_EQ(g.scale_inv.shape(), Shape({64, 8}));
   const std::vector<double> gback = ops::to_double_vector(ops::dequantize(g, DType::BF16));
   for (size_t i = 0; i < v.size(); ++i) EXPECT_LE(std::abs(gback[i] - v[i]), std::abs(v[i]) / 8 * 1.02 + 1e-3);
-  expect_error_containing([&] { ops::quantize_per_group(x, 48, DType::E4M3); }, "group size 48");
-  expect_error_containing([&] { ops::quantize_per_tensor(x, DType::BF16); }, "not an FP8 format");
+  test::expect_error_containing([&] { ops::quantize_per_group(x, 48, DType::E4M3); }, "group size 48");
+  test::expect_error_containing([&] { ops::quantize_per_tensor(x, DType::BF16); }, "not an FP8 format");
 }
 
 TEST(OpsRuntime, CudaContextWithoutCuda) {
