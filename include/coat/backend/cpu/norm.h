@@ -1,0 +1,21 @@
+// cpu kernels: RMSNorm and LayerNorm (no affine) over the last dimension of contiguous tensors seen as
+// [N, D]. Arithmetic in float (double for f64 data); row sums accumulate in double.
+// Callers (coat/ops) validate shapes, dtypes and devices; these functions assume them valid.
+#pragma once
+
+#include "coat/core/tensor.h"
+
+namespace coat::cpu {
+
+/// y = x * rstd (* weight when defined); rstd [N] (f32, f64 for f64 x) = 1 / sqrt(mean(x^2) + eps).
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd);
+/// dx from dy; when weight is defined, dweight_accum (f32 or f64, [D]) += sum_n dy * x * rstd.
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+                      Tensor& dweight_accum);
+/// y = (x - mean) * rstd; mean and rstd [N] (f32, f64 for f64 x).
+void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd);
+/// dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd.
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                        Tensor& dx);
+
+}  // namespace coat::cpu

@@ -1,0 +1,60 @@
+// Atomic file replacement: bytes go to `<target>.tmp.<pid>`, which is fsync'ed, renamed over the target
+// and followed by an fsync of the directory. A reader of the target sees the old file or the complete new
+// one, never a mixture; a write that fails (an exception, a full disk) removes its temporary file and
+// leaves an existing target untouched.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string_view>
+
+namespace coat::io {
+
+/// One atomic write in progress. Write the contents, then commit(); destroying it without commit()
+/// discards the temporary file. Errors are IoError naming the file and the system's reason.
+class AtomicFile {
+ public:
+  /// Creates (truncating) `<target>.tmp.<pid>` in the target's directory, which must exist.
+  explicit AtomicFile(std::filesystem::path target);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  /// Appends bytes at the current position.
+  void write(const void* data, size_t bytes);
+  void write(std::string_view text) { write(text.data(), text.size()); }
+  /// Appends zero bytes up to `offset` (no-op when already there; InvalidArgument when past it).
+  void pad_to(uint64_t offset);
+  /// Overwrites bytes at `offset` (which must be inside what was written) without moving the position:
+  /// for headers filled in after the data.
+  void write_at(uint64_t offset, const void* data, size_t bytes);
+  /// Bytes written so far (the append position).
+  uint64_t position() const { return position_; }
+
+  /// fsync, close, rename over the target, fsync the directory. Once only.
+  void commit();
+
+  const std::filesystem::path& target() const { return target_; }
+  const std::filesystem::path& temp_path() const { return temp_; }
+
+ private:
+  void check_open(const char* what) const;
+  void discard() noexcept;
+
+  std::filesystem::path target_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  uint64_t position_ = 0;
+};
+
+/// Runs `fill` on a fresh AtomicFile for `target` and commits it. If fill throws, the temporary file is
+/// removed, the target is left as it was, and the exception propagates.
+void write_file_atomically(const std::filesystem::path& target, const std::function<void(AtomicFile&)>& fill);
+/// Atomically replaces `target` with `text` (JSON documents, markers).
+void write_string_atomically(const std::filesystem::path& target, std::string_view text);
+/// fsync of a directory, so that entries created, renamed or removed in it survive a crash.
+void fsync_directory(const std::filesystem::path& dir);
+
+}  // namespace coat::io

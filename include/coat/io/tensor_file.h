@@ -1,0 +1,104 @@
+// Native tensor files: named tensors of any dtype behind a checksummed JSON index, each tensor 256-byte
+// aligned and checksummed with CRC-32C. One such file holds one rank's part of a checkpoint.
+//
+// Layout (little-endian):
+//   bytes  0-7   magic "COATCKPT"
+//          8-11  format version (u32, 1)
+//         12-15  reserved (0)
+//         16-23  index length in bytes (u64)
+//         24-27  CRC-32C of the index bytes (u32)
+//         28-31  reserved (0)
+//         32-39  data offset (u64): where the data section starts, a multiple of 256
+//         40-47  data length in bytes (u64); the file is exactly data offset + data length bytes long
+//         48-63  reserved (0)
+//   64 ... the index, UTF-8 JSON:
+//          {"tensors":[{"name":"model.norm.weight","dtype":"f32","shape":[4096],"offset":0,
+//                       "bytes":16384,"crc32c":"1a2b3c4d"}, ...]}
+//          dtype as dtype_name() spells it; offset from the start of the data section (a multiple of
+//          256); crc32c of the tensor's bytes as 8 hex digits; entries in the order they were written.
+//   zero padding to the data offset, then the tensors' bytes (row-major), zero padding between them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "coat/core/tensor.h"
+
+namespace coat::io {
+
+inline constexpr char kTensorFileMagic[8] = {'C', 'O', 'A', 'T', 'C', 'K', 'P', 'T'};
+inline constexpr uint32_t kTensorFileVersion = 1;
+inline constexpr uint64_t kTensorFileHeaderBytes = 64;
+inline constexpr uint64_t kTensorFileAlignment = 256;
+
+/// One tensor of a tensor file.
+struct TensorFileEntry {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  uint64_t offset = 0;  ///< of its first byte, from the start of the file
+  uint64_t bytes = 0;
+  uint32_t crc32c = 0;
+  int64_t numel() const { return shape_numel(shape); }
+};
+
+/// Writes the tensors, in the order given, to `path` atomically (see AtomicFile: a failure leaves an
+/// existing file untouched). Tensors may live on any device and have any strides; each is copied to the
+/// CPU (bit for bit) one at a time, so at most one tensor's copy is in host memory. Names must be unique
+/// and non-empty (InvalidArgument otherwise).
+void write_tensor_file(const std::filesystem::path& path,
+                       const std::vector<std::pair<std::string, Tensor>>& tensors);
+
+/// Reads a tensor file through a read-only memory mapping. open() validates the header, the index and
+/// every entry's bounds against the file size; checksums are verified when a tensor is first read (once
+/// per entry and reader; copies of a reader share this). Errors: IoError for a damaged file (naming the
+/// file, and the tensor or byte counts involved), InvalidArgument for a request the file cannot satisfy
+/// (unknown name, mismatched destination, slice out of range). Reading is thread-safe.
+class TensorFileReader {
+ public:
+  /// An empty reader (no file); open() makes a real one.
+  TensorFileReader() = default;
+  static TensorFileReader open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const;
+  /// Entries in file order.
+  const std::vector<TensorFileEntry>& entries() const;
+  bool contains(const std::string& name) const;
+  /// The entry of `name`; InvalidArgument naming the file and listing some of its tensors when absent.
+  const TensorFileEntry& entry(const std::string& name) const;
+
+  /// The tensor as a new contiguous tensor on `context`'s device (a fresh CPU context when null).
+  Tensor read(const std::string& name, const ContextPtr& context = nullptr,
+              MemoryCategory category = MemoryCategory::Weights) const;
+  /// Copies the tensor into dst (any device, any strides), which must have its dtype and shape:
+  /// "checkpoint tensor 'model.norm.weight' has shape (4096) but the model expects (2048) (tensor file
+  /// ...)". dst is unchanged when a check fails, the checksum included.
+  void read_into(const std::string& name, Tensor& dst) const;
+  /// Elements [element_offset, element_offset + count) of the tensor in row-major order, as a new 1-D
+  /// tensor on `context`'s device (CPU when null): for loading a shard of a flat unit saved with another
+  /// sharding. The whole tensor's checksum is verified on its first access.
+  Tensor read_slice(const std::string& name, int64_t element_offset, int64_t count,
+                    const ContextPtr& context = nullptr,
+                    MemoryCategory category = MemoryCategory::Weights) const;
+  /// Elements [element_offset, element_offset + dst.numel()) into dst (same dtype; any shape, device and
+  /// strides; filled in row-major order).
+  void read_slice_into(const std::string& name, int64_t element_offset, Tensor& dst) const;
+
+  /// Verifies one tensor's checksum (IoError "checksum mismatch" naming file and tensor).
+  void verify(const std::string& name) const;
+  /// Verifies every tensor's checksum.
+  void verify_all() const;
+
+ private:
+  struct State;
+  const State& state() const;
+  void verify_entry(size_t index) const;
+  size_t index_of(const std::string& name) const;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace coat::io

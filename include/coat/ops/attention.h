@@ -1,0 +1,28 @@
+// Device-agnostic causal softmax attention with grouped KV heads (GQA), and its backward.
+#pragma once
+
+#include "coat/core/tensor.h"
+
+namespace coat::ops {
+
+struct AttentionForward {
+  Tensor out;  ///< [B, T, Hq, Dh], q's dtype
+  Tensor lse;  ///< [B, Hq, T], f32 (f64 for f64 inputs): log-sum-exp of each row of scaled scores
+};
+
+/// out = softmax(q k^T * scale + causal mask) v per batch and query head; query head h reads kv head
+/// h / (Hq / Hkv). q is [B, T, Hq, Dh], k and v [B, T, Hkv, Dh], one dtype (f32, f64 or bf16); Hq must be
+/// a multiple of Hkv. Query t sees keys 0..t. (k and v may also be longer than q, Tk > Tq: then query t
+/// sits at position Tk - Tq + t and sees keys 0..Tk - Tq + t, as when a cache holds the earlier keys.)
+AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale);
+
+struct AttentionGrads {
+  Tensor dq, dk, dv;  ///< shapes and dtype of q, k, v
+};
+
+/// The gradients from dout ([B, T, Hq, Dh]) and the forward's out and lse; the probabilities are
+/// recomputed from lse, never stored.
+AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& out, const Tensor& lse, double scale);
+
+}  // namespace coat::ops

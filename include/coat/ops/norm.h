@@ -1,0 +1,32 @@
+// Device-agnostic normalisations over the last dimension: RMSNorm (Llama; optional weight) and LayerNorm
+// without affine parameters (OLMo), each with its hand-written backward.
+#pragma once
+
+#include "coat/core/tensor.h"
+
+namespace coat::ops {
+
+/// What a normalisation's forward returns: the output (x's shape and dtype) and the per-row statistics
+/// its backward needs, [N] in F32 (F64 for F64 input). mean is undefined for RMSNorm.
+struct NormForward {
+  Tensor y;
+  Tensor mean;
+  Tensor rstd;
+};
+
+/// y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) per row. x is [N, D] (or [..., D], N = the
+/// product of the leading dimensions) in f32, f64 or bf16; weight is [D] in x's dtype, or undefined for
+/// no affine weight.
+NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps);
+/// Returns dx (x's shape and dtype). When weight is defined, dweight_accum ([D], f32 or f64) gets
+/// += sum over rows of dy * x * rstd; pass an undefined tensor when weight is undefined.
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                        Tensor dweight_accum);
+
+/// y = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) with the biased variance of each row. x is [N, D]
+/// (or [..., D]) in f32, f64 or bf16.
+NormForward layernorm_forward(const Tensor& x, double eps);
+/// Returns dx (x's shape and dtype) from the forward's saved mean and rstd.
+Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd);
+
+}  // namespace coat::ops

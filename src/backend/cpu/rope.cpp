@@ -1,0 +1,95 @@
+// CPU reference: rotary position embedding, templated on the element type.
+#include "coat/backend/cpu/rope.h"
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "coat/core/float_formats.h"
+
+namespace coat::cpu {
+namespace {
+
+// Element types by storage: F32 as float, F64 as double, BF16 as its bits. Arithmetic in acc_t: float,
+// double for F64.
+template <typename S>
+using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
+inline float widen(float v) {
+  return v;
+}
+inline double widen(double v) {
+  return v;
+}
+inline float widen(uint16_t v) {
+  return bf16_to_float(v);
+}
+template <typename S>
+S narrow(acc_t<S> v) {
+  if constexpr (std::is_same_v<S, uint16_t>) {
+    return float_to_bf16(v);
+  } else {
+    return v;
+  }
+}
+template <typename F>
+void dispatch_storage(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::F32:
+      f(float{});
+      return;
+    case DType::F64:
+      f(double{});
+      return;
+    case DType::BF16:
+      f(uint16_t{});
+      return;
+    default:
+      COAT_CHECK(false, NotImplemented, "[", op, "] cpu: no kernel for dtype ", dtype_name(t));
+  }
+}
+
+template <typename S>
+void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
+  using A = acc_t<S>;
+  const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
+  const int64_t half = dh / 2;
+  // cos/sin of every (position, frequency) pair, [T, Dh/2].
+  std::vector<A> cos_t(static_cast<size_t>(t_count * half)), sin_t(static_cast<size_t>(t_count * half));
+  const double sign = inverse ? -1.0 : 1.0;
+  for (int64_t i = 0; i < half; ++i) {
+    const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(dh));
+    for (int64_t t = 0; t < t_count; ++t) {
+      const double angle = static_cast<double>(t + position_offset) * inv_freq;
+      cos_t[t * half + i] = static_cast<A>(std::cos(angle));
+      sin_t[t * half + i] = static_cast<A>(sign * std::sin(angle));
+    }
+  }
+  const S* xp = x.data<S>();
+  S* yp = y.data<S>();
+  for (int64_t b = 0; b < b_count; ++b) {
+    for (int64_t t = 0; t < t_count; ++t) {
+      const A* c = cos_t.data() + t * half;
+      const A* s = sin_t.data() + t * half;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t base = ((b * t_count + t) * heads + h) * dh;
+        const S* xr = xp + base;
+        S* yr = yp + base;
+        for (int64_t i = 0; i < half; ++i) {
+          const A lo = widen(xr[i]), hi = widen(xr[i + half]);
+          yr[i] = narrow<S>(lo * c[i] - hi * s[i]);
+          yr[i + half] = narrow<S>(hi * c[i] + lo * s[i]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
+  dispatch_storage(x.dtype(), "rope",
+                   [&](auto s) { rope_impl<decltype(s)>(x, theta, position_offset, inverse, y); });
+}
+
+}  // namespace coat::cpu

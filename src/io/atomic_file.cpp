@@ -1,0 +1,146 @@
+// Atomic file writes with POSIX calls: temporary file, fsync, rename, directory fsync.
+#include "coat/io/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "coat/core/error.h"
+
+namespace coat::io {
+namespace {
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::filesystem::path target) : target_(std::move(target)) {
+  COAT_ARG_CHECK(!target_.empty() && target_.has_filename(), "AtomicFile", "target path ", target_,
+                 " names no file");
+  temp_ = target_;
+  temp_ += ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    throw IoError(detail::concat("cannot create ", temp_, " (to write ", target_, "): ", errno_text(errno)));
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  discard();
+}
+
+void AtomicFile::discard() noexcept {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(temp_.c_str());
+}
+
+void AtomicFile::check_open(const char* what) const {
+  if (fd_ < 0) {
+    throw InvalidArgument(detail::concat("[AtomicFile] ", what, " on ", target_, " after commit()"));
+  }
+}
+
+void AtomicFile::write(const void* data, size_t bytes) {
+  check_open("write");
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t left = bytes;
+  while (left > 0) {
+    const ssize_t done = ::write(fd_, p, left);
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) {
+      const int err = done < 0 ? errno : EIO;
+      throw IoError(detail::concat("writing ", temp_, " (for ", target_, ") failed after ",
+                                   position_ + (bytes - left), " bytes: ", errno_text(err)));
+    }
+    p += done;
+    left -= static_cast<size_t>(done);
+  }
+  position_ += bytes;
+}
+
+void AtomicFile::pad_to(uint64_t offset) {
+  COAT_ARG_CHECK(offset >= position_, "AtomicFile", "pad_to(", offset, ") is before the position ", position_,
+                 " in ", temp_);
+  static constexpr size_t kChunk = 4096;
+  const std::vector<uint8_t> zeros(std::min<uint64_t>(kChunk, offset - position_), 0);
+  while (position_ < offset) write(zeros.data(), std::min<uint64_t>(zeros.size(), offset - position_));
+}
+
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
+  check_open("write_at");
+  COAT_ARG_CHECK(offset <= position_ && bytes <= position_ - offset, "AtomicFile", "write_at of ", bytes,
+                 " bytes at ", offset, " is past the ", position_, " bytes written to ", temp_);
+  const auto* p = static_cast<const uint8_t*>(data);
+  size_t done_total = 0;
+  while (done_total < bytes) {
+    const ssize_t done =
+        ::pwrite(fd_, p + done_total, bytes - done_total, static_cast<off_t>(offset + done_total));
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) {
+      const int err = done < 0 ? errno : EIO;
+      throw IoError(detail::concat("writing ", temp_, " (for ", target_, ") at byte ", offset + done_total,
+                                   " failed: ", errno_text(err)));
+    }
+    done_total += static_cast<size_t>(done);
+  }
+}
+
+void AtomicFile::commit() {
+  check_open("commit");
+  if (::fsync(fd_) != 0) {
+    const int err = errno;
+    discard();
+    throw IoError(detail::concat("fsync of ", temp_, " (for ", target_, ") failed: ", errno_text(err)));
+  }
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(temp_.c_str());
+    throw IoError(detail::concat("closing ", temp_, " (for ", target_, ") failed: ", errno_text(err)));
+  }
+  if (::rename(temp_.c_str(), target_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(temp_.c_str());
+    throw IoError(detail::concat("cannot rename ", temp_, " to ", target_, ": ", errno_text(err)));
+  }
+  const std::filesystem::path parent = target_.parent_path();
+  fsync_directory(parent.empty() ? std::filesystem::path(".") : parent);
+}
+
+void write_file_atomically(const std::filesystem::path& target,
+                           const std::function<void(AtomicFile&)>& fill) {
+  AtomicFile file(target);
+  fill(file);  // an exception here destroys `file`, which removes the temporary file
+  file.commit();
+}
+
+void write_string_atomically(const std::filesystem::path& target, std::string_view text) {
+  write_file_atomically(target, [&](AtomicFile& file) { file.write(text); });
+}
+
+void fsync_directory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    throw IoError(detail::concat("cannot open directory ", dir, " to sync it: ", errno_text(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  // Some file systems do not sync directories (EINVAL); that is no failure of ours.
+  if (rc != 0 && err != EINVAL) {
+    throw IoError(detail::concat("fsync of directory ", dir, " failed: ", errno_text(err)));
+  }
+}
+
+}  // namespace coat::io

@@ -1,0 +1,345 @@
+// Native tensor files: the writer (index with placeholder checksums, data streamed tensor by tensor, the
+// header and final index written last) and the memory-mapped reader with its validation.
+#include "coat/io/tensor_file.h"
+
+#include <atomic>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "coat/core/error.h"
+#include "coat/io/atomic_file.h"
+#include "coat/io/checksum.h"
+#include "coat/io/mapped_file.h"
+#include "coat/io/tensor_bytes.h"
+
+namespace coat::io {
+namespace {
+
+constexpr uint64_t align_up(uint64_t n, uint64_t alignment) {
+  return (n + alignment - 1) / alignment * alignment;
+}
+
+// Byte offsets of the header fields.
+constexpr size_t kVersionAt = 8, kIndexBytesAt = 16, kIndexCrcAt = 24, kDataOffsetAt = 32, kDataBytesAt = 40;
+
+template <typename T>
+void put(uint8_t* header, size_t at, T value) {
+  std::memcpy(header + at, &value, sizeof(T));
+}
+template <typename T>
+T get(const uint8_t* header, size_t at) {
+  T value;
+  std::memcpy(&value, header + at, sizeof(T));
+  return value;
+}
+
+std::string index_json(const std::vector<TensorFileEntry>& entries, uint64_t data_offset) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const TensorFileEntry& e : entries) {
+    nlohmann::ordered_json item;
+    item["name"] = e.name;
+    item["dtype"] = std::string(dtype_name(e.dtype));
+    item["shape"] = e.shape;
+    item["offset"] = e.offset - data_offset;
+    item["bytes"] = e.bytes;
+    item["crc32c"] = crc32c_hex(e.crc32c);  // fixed width: the index length does not depend on the values
+    list.push_back(std::move(item));
+  }
+  nlohmann::ordered_json index;
+  index["tensors"] = std::move(list);
+  return index.dump();
+}
+
+}  // namespace
+
+void write_tensor_file(const std::filesystem::path& path,
+                       const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  std::unordered_set<std::string> names;
+  std::vector<TensorFileEntry> entries;
+  entries.reserve(tensors.size());
+  uint64_t data_bytes = 0;
+  for (const auto& [name, tensor] : tensors) {
+    COAT_ARG_CHECK(!name.empty(), "write_tensor_file", path, ": a tensor has an empty name");
+    COAT_ARG_CHECK(names.insert(name).second, "write_tensor_file", path, ": tensor name '", name,
+                   "' appears twice");
+    COAT_ARG_CHECK(tensor.defined(), "write_tensor_file", path, ": tensor '", name, "' is undefined");
+    TensorFileEntry e;
+    e.name = name;
+    e.dtype = tensor.dtype();
+    e.shape = tensor.shape();
+    e.bytes = tensor.nbytes();
+    e.offset = align_up(data_bytes, kTensorFileAlignment);  // relative until the data offset is known
+    data_bytes = e.offset + e.bytes;
+    entries.push_back(std::move(e));
+  }
+  const size_t index_bytes = index_json(entries, 0).size();
+  const uint64_t data_offset = align_up(kTensorFileHeaderBytes + index_bytes, kTensorFileAlignment);
+  for (TensorFileEntry& e : entries) e.offset += data_offset;
+
+  auto host = std::make_shared<CpuContext>();
+  write_file_atomically(path, [&](AtomicFile& file) {
+    file.pad_to(data_offset);  // header and index are written last, once the checksums are known
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const Tensor bytes = host_contiguous(tensors[i].second, host);
+      file.pad_to(entries[i].offset);
+      entries[i].crc32c = crc32c(bytes.data_ptr(), entries[i].bytes);
+      file.write(bytes.data_ptr(), entries[i].bytes);
+    }
+    file.pad_to(data_offset + data_bytes);
+    const std::string index = index_json(entries, data_offset);
+    COAT_CHECK(index.size() == index_bytes, Error, "[write_tensor_file] index length changed from ",
+               index_bytes, " to ", index.size(), " bytes");
+    uint8_t header[kTensorFileHeaderBytes] = {};
+    std::memcpy(header, kTensorFileMagic, sizeof(kTensorFileMagic));
+    put<uint32_t>(header, kVersionAt, kTensorFileVersion);
+    put<uint64_t>(header, kIndexBytesAt, index.size());
+    put<uint32_t>(header, kIndexCrcAt, crc32c(index.data(), index.size()));
+    put<uint64_t>(header, kDataOffsetAt, data_offset);
+    put<uint64_t>(header, kDataBytesAt, data_bytes);
+    file.write_at(0, header, sizeof(header));
+    file.write_at(kTensorFileHeaderBytes, index.data(), index.size());
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reader
+
+struct TensorFileReader::State {
+  MappedFile file;
+  std::vector<TensorFileEntry> entries;
+  std::unordered_map<std::string, size_t> by_name;
+  std::unique_ptr<std::atomic<bool>[]> verified;
+};
+
+namespace {
+
+[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
+  throw IoError(detail::concat("tensor file ", path, ": ", what));
+}
+
+uint64_t checked_numel_bytes(const Shape& shape, DType dtype, bool& overflow) {
+  uint64_t n = dtype_size(dtype);
+  overflow = false;
+  for (int64_t d : shape) overflow |= __builtin_mul_overflow(n, static_cast<uint64_t>(d), &n);
+  return n;
+}
+
+TensorFileEntry parse_entry(const nlohmann::json& item, size_t i, uint64_t data_offset, uint64_t data_bytes,
+                            const std::filesystem::path& path) {
+  TensorFileEntry e;
+  std::string dtype;
+  std::string crc;
+  uint64_t offset = 0;
+  try {
+    e.name = item.at("name").get<std::string>();
+    dtype = item.at("dtype").get<std::string>();
+    if (!item.at("shape").is_array()) fail(path, detail::concat("index entry ", i, " has no shape array"));
+    for (const auto& d : item.at("shape")) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+        fail(path, detail::concat("index entry ", i, " ('", e.name, "') has a bad shape ",
+                                  item.at("shape").dump()));
+      }
+      e.shape.push_back(d.get<int64_t>());
+    }
+    offset = item.at("offset").get<uint64_t>();
+    e.bytes = item.at("bytes").get<uint64_t>();
+    crc = item.at("crc32c").get<std::string>();
+  } catch (const nlohmann::json::exception& ex) {
+    fail(path, detail::concat("index entry ", i, " is malformed (", ex.what(), ")"));
+  }
+  if (e.name.empty()) fail(path, detail::concat("index entry ", i, " has an empty name"));
+  try {
+    e.dtype = dtype_from_name(dtype);
+  } catch (const InvalidArgument&) {
+    fail(path, detail::concat("tensor '", e.name, "' has unknown dtype '", dtype, "'"));
+  }
+  bool overflow = false;
+  const uint64_t expected = checked_numel_bytes(e.shape, e.dtype, overflow);
+  if (overflow || expected != e.bytes) {
+    fail(path, detail::concat("tensor '", e.name, "' is ", dtype, " ", shape_str(e.shape),
+                              " but its entry says ", e.bytes, " bytes"));
+  }
+  if (offset > data_bytes || e.bytes > data_bytes - offset) {
+    fail(path, detail::concat("tensor '", e.name, "' spans bytes [", offset, ", ", offset + e.bytes,
+                              ") of a data section of ", data_bytes, " bytes"));
+  }
+  e.offset = data_offset + offset;
+  bool hex_ok = crc.size() == 8;
+  uint32_t value = 0;
+  for (char c : crc) {
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    hex_ok &= digit >= 0;
+    value = value << 4 | static_cast<uint32_t>(digit & 0xF);
+  }
+  if (!hex_ok) fail(path, detail::concat("tensor '", e.name, "' has a bad crc32c '", crc, "'"));
+  e.crc32c = value;
+  return e;
+}
+
+}  // namespace
+
+TensorFileReader TensorFileReader::open(const std::filesystem::path& path) {
+  auto state = std::make_shared<State>();
+  state->file = MappedFile::open(path, "tensor file");
+  const uint8_t* bytes = state->file.data();
+  const uint64_t size = state->file.size();
+  if (size >= sizeof(kTensorFileMagic) &&
+      std::memcmp(bytes, kTensorFileMagic, sizeof(kTensorFileMagic)) != 0) {
+    fail(path, "not a coat tensor file (expected the magic 'COATCKPT' in its first 8 bytes)");
+  }
+  if (size < kTensorFileHeaderBytes) {
+    fail(path, detail::concat("truncated: ", size, " bytes, shorter than the ", kTensorFileHeaderBytes,
+                              "-byte header"));
+  }
+  const uint32_t version = get<uint32_t>(bytes, kVersionAt);
+  if (version != kTensorFileVersion) {
+    fail(path, detail::concat("format version ", version, ", this build reads version ", kTensorFileVersion));
+  }
+  const uint64_t index_bytes = get<uint64_t>(bytes, kIndexBytesAt);
+  const uint64_t data_offset = get<uint64_t>(bytes, kDataOffsetAt);
+  const uint64_t data_bytes = get<uint64_t>(bytes, kDataBytesAt);
+  if (data_offset % kTensorFileAlignment != 0 || index_bytes > data_offset ||
+      data_offset - index_bytes < kTensorFileHeaderBytes || data_bytes > UINT64_MAX - data_offset) {
+    fail(path, detail::concat("corrupted header (index of ", index_bytes, " bytes, data at byte ",
+                              data_offset, ", ", data_bytes, " data bytes)"));
+  }
+  const uint64_t expected = data_offset + data_bytes;
+  if (size != expected) {
+    fail(path, detail::concat(size < expected ? "truncated: " : "", "the header says the file has ", expected,
+                              " bytes (data section of ", data_bytes, " bytes at byte ", data_offset,
+                              ") but it has ", size, " bytes", size < expected ? "" : " (trailing bytes)"));
+  }
+  const char* index_text = reinterpret_cast<const char*>(bytes + kTensorFileHeaderBytes);
+  if (crc32c(index_text, index_bytes) != get<uint32_t>(bytes, kIndexCrcAt)) {
+    fail(path, "checksum mismatch in the index (the header is corrupted)");
+  }
+  nlohmann::json index;
+  try {
+    index = nlohmann::json::parse(index_text, index_text + index_bytes);
+  } catch (const nlohmann::json::exception& ex) {
+    fail(path, detail::concat("the index is not valid JSON (", ex.what(), ")"));
+  }
+  if (!index.is_object() || !index.contains("tensors") || !index["tensors"].is_array()) {
+    fail(path, "the index has no \"tensors\" array");
+  }
+  const nlohmann::json& list = index["tensors"];
+  state->entries.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    TensorFileEntry e = parse_entry(list[i], i, data_offset, data_bytes, path);
+    if (!state->by_name.emplace(e.name, i).second) {
+      fail(path, detail::concat("tensor '", e.name, "' appears twice in the index"));
+    }
+    state->entries.push_back(std::move(e));
+  }
+  state->verified = std::make_unique<std::atomic<bool>[]>(state->entries.size());
+  TensorFileReader reader;
+  reader.state_ = std::move(state);
+  return reader;
+}
+
+const TensorFileReader::State& TensorFileReader::state() const {
+  if (!state_) throw InvalidArgument("[TensorFileReader] used before open()");
+  return *state_;
+}
+
+const std::filesystem::path& TensorFileReader::path() const {
+  return state().file.path();
+}
+const std::vector<TensorFileEntry>& TensorFileReader::entries() const {
+  return state().entries;
+}
+bool TensorFileReader::contains(const std::string& name) const {
+  return state().by_name.count(name) > 0;
+}
+
+size_t TensorFileReader::index_of(const std::string& name) const {
+  const State& s = state();
+  const auto it = s.by_name.find(name);
+  if (it != s.by_name.end()) return it->second;
+  std::string some;
+  constexpr size_t kListed = 8;
+  for (size_t i = 0; i < s.entries.size() && i < kListed; ++i) some += (i ? ", " : "") + s.entries[i].name;
+  if (s.entries.size() > kListed) some += ", ...";
+  throw InvalidArgument(detail::concat("tensor file ", s.file.path(), " has no tensor '", name, "' (it has ",
+                                       s.entries.size(), " tensors", s.entries.empty() ? "" : ": ", some,
+                                       ")"));
+}
+
+const TensorFileEntry& TensorFileReader::entry(const std::string& name) const {
+  return state().entries[index_of(name)];
+}
+
+void TensorFileReader::verify_entry(size_t index) const {
+  const State& s = state();
+  if (s.verified[index].load(std::memory_order_acquire)) return;
+  const TensorFileEntry& e = s.entries[index];
+  const uint32_t actual = crc32c(s.file.data() + e.offset, e.bytes);
+  if (actual != e.crc32c) {
+    throw IoError(detail::concat("tensor file ", s.file.path(), ": checksum mismatch in tensor '", e.name,
+                                 "' (stored ", crc32c_hex(e.crc32c), ", computed ", crc32c_hex(actual),
+                                 "): the file is corrupted"));
+  }
+  s.verified[index].store(true, std::memory_order_release);
+}
+
+void TensorFileReader::verify(const std::string& name) const {
+  verify_entry(index_of(name));
+}
+
+void TensorFileReader::verify_all() const {
+  for (size_t i = 0; i < state().entries.size(); ++i) verify_entry(i);
+}
+
+Tensor TensorFileReader::read(const std::string& name, const ContextPtr& context,
+                              MemoryCategory category) const {
+  const TensorFileEntry& e = entry(name);
+  Tensor out = Tensor::empty(context ? context : std::make_shared<CpuContext>(), e.shape, e.dtype, category);
+  read_into(name, out);
+  return out;
+}
+
+void TensorFileReader::read_into(const std::string& name, Tensor& dst) const {
+  const size_t index = index_of(name);
+  const TensorFileEntry& e = state().entries[index];
+  COAT_ARG_CHECK(dst.defined(), "read_into", "undefined destination for tensor '", name, "'");
+  if (dst.shape() != e.shape) {
+    throw InvalidArgument(detail::concat("checkpoint tensor '", name, "' has shape ", shape_str(e.shape),
+                                         " but the model expects ", shape_str(dst.shape()), " (tensor file ",
+                                         path(), ")"));
+  }
+  if (dst.dtype() != e.dtype) {
+    throw InvalidArgument(detail::concat("checkpoint tensor '", name, "' is ", dtype_name(e.dtype),
+                                         " but the model expects ", dtype_name(dst.dtype()), " (tensor file ",
+                                         path(), ")"));
+  }
+  verify_entry(index);
+  copy_bytes_into(state().file.data() + e.offset, dst);
+}
+
+Tensor TensorFileReader::read_slice(const std::string& name, int64_t element_offset, int64_t count,
+                                    const ContextPtr& context, MemoryCategory category) const {
+  const TensorFileEntry& e = entry(name);
+  COAT_ARG_CHECK(count >= 0, "read_slice", "negative count ", count, " for tensor '", name, "' of ", path());
+  Tensor out = Tensor::empty(context ? context : std::make_shared<CpuContext>(), {count}, e.dtype, category);
+  read_slice_into(name, element_offset, out);
+  return out;
+}
+
+void TensorFileReader::read_slice_into(const std::string& name, int64_t element_offset, Tensor& dst) const {
+  const size_t index = index_of(name);
+  const TensorFileEntry& e = state().entries[index];
+  COAT_ARG_CHECK(dst.defined(), "read_slice", "undefined destination for tensor '", name, "'");
+  const int64_t count = dst.numel();
+  COAT_ARG_CHECK(element_offset >= 0 && element_offset <= e.numel() && count <= e.numel() - element_offset,
+                 "read_slice", "elements [", element_offset, ", ", element_offset + count, ") of tensor '",
+                 name, "' are outside its ", e.numel(), " elements (tensor file ", path(), ")");
+  COAT_ARG_CHECK(dst.dtype() == e.dtype, "read_slice", "tensor '", name, "' is ", dtype_name(e.dtype),
+                 " but the destination is ", dtype_name(dst.dtype()), " (tensor file ", path(), ")");
+  verify_entry(index);
+  copy_bytes_into(
+      state().file.data() + e.offset + static_cast<uint64_t>(element_offset) * dtype_size(e.dtype), dst);
+}
+
+}  // namespace coat::io

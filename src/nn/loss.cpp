@@ -1,0 +1,37 @@
+#include "coat/nn/loss.h"
+
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
+#include "coat/ops/loss.h"
+
+namespace coat::nn {
+
+LossOutput cross_entropy(autograd::Tape& tape, const autograd::Var& logits, const Tensor& targets, int64_t ignore_index,
+                         double grad_scale, bool compute_grad) {
+  const int64_t vocab = logits.value.size(-1);
+  const int64_t rows = logits.value.numel() / vocab;
+  COAT_ARG_CHECK(targets.numel() == rows, "cross_entropy", "targets ", shape_str(targets.shape()), " do not match logits ",
+                 shape_str(logits.shape()));
+  const Tensor logits2 = ops::contiguous(logits.value).reshape({rows, vocab});
+  const Tensor targets1 = ops::contiguous(targets).reshape({rows});
+  ops::CrossEntropyResult r = ops::cross_entropy(logits2, targets1, ignore_index, grad_scale, compute_grad);
+  LossOutput out;
+  out.loss_sum = r.loss_sum;
+  out.count = r.count;
+  Tensor value = ops::full(logits.value.context(), {1}, r.loss_sum * grad_scale, DType::F64);
+  if (!compute_grad) {
+    out.root = autograd::Var{value, -1};
+    return out;
+  }
+  const Shape shape = logits.shape();
+  out.root = tape.record("cross_entropy", value, {logits}, {r.dlogits},
+                         [shape](const Tensor& seed, const std::vector<Tensor>& s) -> autograd::Grads {
+                           const double k = ops::to_double_vector(seed)[0];
+                           Tensor g = s[0].reshape(shape);
+                           return {k == 1.0 ? g : ops::scale(g, k)};
+                         });
+  return out;
+}
+
+}  // namespace coat::nn

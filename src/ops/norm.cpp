@@ -1,0 +1,134 @@
+// Normalisations: validation here, kernels in the backends.
+#include "coat/ops/norm.h"
+
+#include <cmath>
+
+#include "coat/backend/cpu/norm.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/dispatch.h"
+
+namespace coat::ops {
+namespace {
+
+bool is_activation_dtype(DType t) {
+  return t == DType::F32 || t == DType::F64 || t == DType::BF16;
+}
+DType stat_dtype(DType t) {
+  return t == DType::F64 ? DType::F64 : DType::F32;
+}
+
+/// Checks x and returns the number of rows N of x seen as [N, D].
+int64_t check_input(const Tensor& x, const char* op) {
+  COAT_ARG_CHECK(x.defined(), op, "x is undefined");
+  COAT_ARG_CHECK(is_activation_dtype(x.dtype()), op, "x has dtype ", dtype_name(x.dtype()),
+                 "; expected f32, f64 or bf16");
+  COAT_ARG_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, "x ", shape_str(x.shape()),
+                 " needs a non-empty last dimension to normalise over");
+  return x.numel() / x.size(-1);
+}
+
+void check_eps(double eps, const char* op) {
+  COAT_ARG_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps ", eps, " must be finite and >= 0");
+}
+
+void check_like(const Tensor& t, const Tensor& x, const char* op, const char* name) {
+  COAT_ARG_CHECK(t.defined(), op, name, " is undefined");
+  COAT_ARG_CHECK(t.shape() == x.shape(), op, name, " has shape ", shape_str(t.shape()), " but x has ",
+                 shape_str(x.shape()));
+  COAT_ARG_CHECK(t.dtype() == x.dtype(), op, name, " has dtype ", dtype_name(t.dtype()), " but x has ",
+                 dtype_name(x.dtype()));
+  COAT_ARG_CHECK(t.device() == x.device(), op, name, " is on ", t.device().str(), " but x is on ",
+                 x.device().str());
+}
+
+void check_weight(const Tensor& weight, const Tensor& x, const char* op) {
+  if (!weight.defined()) return;
+  COAT_ARG_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1), op, "weight has shape ",
+                 shape_str(weight.shape()), "; expected [", x.size(-1), "] for x ", shape_str(x.shape()));
+  COAT_ARG_CHECK(weight.dtype() == x.dtype(), op, "weight has dtype ", dtype_name(weight.dtype()),
+                 " but x has ", dtype_name(x.dtype()));
+  COAT_ARG_CHECK(weight.device() == x.device(), op, "weight is on ", weight.device().str(), " but x is on ",
+                 x.device().str());
+}
+
+void check_stat(const Tensor& s, const Tensor& x, int64_t rows, const char* op, const char* name) {
+  COAT_ARG_CHECK(s.defined(), op, name, " is undefined");
+  COAT_ARG_CHECK(s.numel() == rows, op, name, " has shape ", shape_str(s.shape()), "; expected [", rows,
+                 "] (one value per row of x ", shape_str(x.shape()), ")");
+  COAT_ARG_CHECK(s.dtype() == stat_dtype(x.dtype()), op, name, " has dtype ", dtype_name(s.dtype()),
+                 "; expected ", dtype_name(stat_dtype(x.dtype())), " for x of ", dtype_name(x.dtype()));
+  COAT_ARG_CHECK(s.device() == x.device(), op, name, " is on ", s.device().str(), " but x is on ",
+                 x.device().str());
+}
+
+}  // namespace
+
+NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps) {
+  const int64_t rows = check_input(x, "rmsnorm_forward");
+  check_weight(weight, x, "rmsnorm_forward");
+  check_eps(eps, "rmsnorm_forward");
+  const Tensor cx = contiguous(x);
+  const Tensor cw = weight.defined() ? contiguous(weight) : Tensor();
+  NormForward out;
+  out.y = Tensor::empty(x.context(), x.shape(), x.dtype());
+  out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
+  COAT_DISPATCH("rmsnorm_forward", x.device(), cpu::rmsnorm_forward(cx, cw, eps, out.y, out.rstd),
+                ::coat::ops::throw_no_kernel("rmsnorm_forward", x.device()));
+  return out;
+}
+
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                        Tensor dweight_accum) {
+  const int64_t rows = check_input(x, "rmsnorm_backward");
+  check_like(dy, x, "rmsnorm_backward", "dy");
+  check_weight(weight, x, "rmsnorm_backward");
+  check_stat(rstd, x, rows, "rmsnorm_backward", "rstd");
+  if (weight.defined()) {
+    COAT_ARG_CHECK(dweight_accum.defined(), "rmsnorm_backward",
+                   "weight is defined, so dweight_accum must be its gradient accumulator");
+    COAT_ARG_CHECK(dweight_accum.shape() == weight.shape(), "rmsnorm_backward", "dweight_accum has shape ",
+                   shape_str(dweight_accum.shape()), " but weight has ", shape_str(weight.shape()));
+    COAT_ARG_CHECK(dweight_accum.dtype() == DType::F32 || dweight_accum.dtype() == DType::F64,
+                   "rmsnorm_backward", "dweight_accum has dtype ", dtype_name(dweight_accum.dtype()),
+                   "; expected f32 or f64");
+    COAT_ARG_CHECK(dweight_accum.is_contiguous(), "rmsnorm_backward", "dweight_accum must be contiguous");
+    COAT_ARG_CHECK(dweight_accum.device() == x.device(), "rmsnorm_backward", "dweight_accum is on ",
+                   dweight_accum.device().str(), " but x is on ", x.device().str());
+  } else {
+    COAT_ARG_CHECK(!dweight_accum.defined(), "rmsnorm_backward",
+                   "dweight_accum is given but weight is undefined (no affine weight)");
+  }
+  const Tensor cdy = contiguous(dy), cx = contiguous(x), cr = contiguous(rstd);
+  const Tensor cw = weight.defined() ? contiguous(weight) : Tensor();
+  Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
+  COAT_DISPATCH("rmsnorm_backward", x.device(), cpu::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum),
+                ::coat::ops::throw_no_kernel("rmsnorm_backward", x.device()));
+  return dx;
+}
+
+NormForward layernorm_forward(const Tensor& x, double eps) {
+  const int64_t rows = check_input(x, "layernorm_forward");
+  check_eps(eps, "layernorm_forward");
+  const Tensor cx = contiguous(x);
+  NormForward out;
+  out.y = Tensor::empty(x.context(), x.shape(), x.dtype());
+  out.mean = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
+  out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
+  COAT_DISPATCH("layernorm_forward", x.device(), cpu::layernorm_forward(cx, eps, out.y, out.mean, out.rstd),
+                ::coat::ops::throw_no_kernel("layernorm_forward", x.device()));
+  return out;
+}
+
+Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd) {
+  const int64_t rows = check_input(x, "layernorm_backward");
+  check_like(dy, x, "layernorm_backward", "dy");
+  check_stat(mean, x, rows, "layernorm_backward", "mean");
+  check_stat(rstd, x, rows, "layernorm_backward", "rstd");
+  const Tensor cdy = contiguous(dy), cx = contiguous(x), cm = contiguous(mean), cr = contiguous(rstd);
+  Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
+  COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx),
+                ::coat::ops::throw_no_kernel("layernorm_backward", x.device()));
+  return dx;
+}
+
+}  // namespace coat::ops

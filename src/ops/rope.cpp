@@ -1,0 +1,28 @@
+// Rotary position embedding: validation here, kernels in the backends.
+#include "coat/ops/rope.h"
+
+#include <cmath>
+
+#include "coat/backend/cpu/rope.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/dispatch.h"
+
+namespace coat::ops {
+
+Tensor rope(const Tensor& x, double theta, int64_t position_offset, bool inverse) {
+  COAT_ARG_CHECK(x.defined(), "rope", "x is undefined");
+  COAT_ARG_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64 || x.dtype() == DType::BF16, "rope",
+                 "x has dtype ", dtype_name(x.dtype()), "; expected f32, f64 or bf16");
+  COAT_ARG_CHECK(x.dim() == 4, "rope", "x has shape ", shape_str(x.shape()), "; expected [B, T, H, Dh]");
+  COAT_ARG_CHECK(x.size(3) > 0 && x.size(3) % 2 == 0, "rope", "head dimension ", x.size(3), " of x ",
+                 shape_str(x.shape()), " must be even and positive");
+  COAT_ARG_CHECK(std::isfinite(theta) && theta > 0.0, "rope", "theta ", theta, " must be finite and > 0");
+  COAT_ARG_CHECK(position_offset >= 0, "rope", "position_offset ", position_offset, " must be >= 0");
+  const Tensor cx = contiguous(x);
+  Tensor y = Tensor::empty(x.context(), x.shape(), x.dtype());
+  COAT_DISPATCH("rope", x.device(), cpu::rope(cx, theta, position_offset, inverse, y),
+                ::coat::ops::throw_no_kernel("rope", x.device()));
+  return y;
+}
+
+}  // namespace coat::ops

@@ -1,0 +1,32 @@
+#include "coat/train/model_loader.h"
+
+#include "coat/io/checkpoint.h"
+
+namespace coat::train {
+
+std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw IoError(detail::concat("checkpoint path '", path.string(), "' does not exist"));
+  if (std::filesystem::exists(path / "meta.json")) return path;
+  auto latest = io::latest_complete(path);
+  if (!latest) {
+    throw IoError(detail::concat("'", path.string(), "' is neither a checkpoint directory (no meta.json) nor a run "
+                                 "directory with a complete checkpoint"));
+  }
+  return latest->dir;
+}
+
+LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context) {
+  LoadedModel out;
+  out.checkpoint = resolve_checkpoint_dir(path);
+  io::LoadedCheckpoint ck = io::open_checkpoint(out.checkpoint);
+  out.meta = ck.meta;
+  if (!ck.meta.contains("config") || !ck.meta.at("config").contains("model")) {
+    throw IoError(detail::concat("checkpoint '", out.checkpoint.string(), "': meta.json has no config.model"));
+  }
+  const models::ModelConfig mc = models::ModelConfig::from_config(ConfigSection(ck.meta.at("config").at("model"), "model"));
+  out.model = std::make_unique<models::Transformer>(mc, context, DType::F32, /*with_grads=*/false);
+  for (nn::Parameter& p : out.model->parameters()) ck.tensors.read_into(p.name, p.master);
+  return out;
+}
+
+}  // namespace coat::train

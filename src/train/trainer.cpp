@@ -1,0 +1,286 @@
+#include "coat/train/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "coat/io/atomic_file.h"
+#include "coat/io/checkpoint.h"
+#include "coat/models/memory_plan.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/reduce.h"
+#include "coat/optim/adamw.h"
+
+namespace coat::train {
+
+namespace {
+
+data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
+  data::TokenFile f = d.format == "coat" ? data::TokenFile::open(d.path)
+                                         : data::TokenFile::open_raw(d.path, d.format == "u16" ? data::TokenWidth::U16
+                                                                                              : data::TokenWidth::U32,
+                                                                     static_cast<uint32_t>(vocab));
+  if (f.vocab_size() > static_cast<uint64_t>(vocab)) {
+    throw ConfigError(detail::concat("token file '", d.path, "' was made with a vocabulary of ", f.vocab_size(),
+                                     " tokens but model.vocab_size is ", vocab));
+  }
+  // Every token id must index the embedding table: check the whole file once, up front (read() names the
+  // file, the position and the id).
+  std::vector<int32_t> chunk(1 << 20);
+  for (uint64_t start = 0; start < f.size(); start += chunk.size()) {
+    const uint64_t n = std::min<uint64_t>(chunk.size(), f.size() - start);
+    f.read(start, std::span<int32_t>(chunk.data(), n), static_cast<uint32_t>(vocab));
+  }
+  return f;
+}
+
+bool has_previous_run(const std::filesystem::path& dir) {
+  return std::filesystem::exists(dir / "metrics.jsonl") || std::filesystem::exists(dir / "checkpoints");
+}
+
+optim::LrSchedule make_schedule(const TrainConfig& c) {
+  optim::LrSchedule s;
+  s.kind = optim::LrSchedule::parse_kind(c.optim.schedule);
+  s.peak_lr = static_cast<float>(c.optim.lr);
+  s.warmup_steps = c.optim.warmup_steps;
+  s.total_steps = c.train.max_steps;
+  s.min_lr_ratio = static_cast<float>(c.optim.min_lr_ratio);
+  return s;
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
+    : config_(std::move(config)),
+      context_(std::move(context)),
+      run_dir_(config_.logging.run_dir),
+      tokens_(open_tokens(config_.data, config_.model.vocab_size)) {
+  if (config_.precision.recipe != "fp32" && context_->device().is_cpu()) {
+    throw ConfigError(detail::concat("config: 'precision.recipe' = \"", config_.precision.recipe,
+                                     "\" needs a CUDA device; the CPU trains in fp32"));
+  }
+  if (!resuming && has_previous_run(run_dir_)) {
+    throw ConfigError(detail::concat("run directory '", run_dir_.string(),
+                                     "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
+                                     "continue it, or set logging.run_dir to a new directory"));
+  }
+  sampler_ = std::make_unique<data::WindowSampler>(tokens_.size(), static_cast<uint64_t>(config_.data.seq_len),
+                                                   config_.data.seed, config_.data.validation_fraction);
+  if (sampler_->train_windows() == 0) {
+    throw ConfigError(detail::concat("token file '", config_.data.path, "' holds ", tokens_.size(),
+                                     " tokens: too few for one training window of data.seq_len = ", config_.data.seq_len));
+  }
+  model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true);
+  model_->init(config_.train.seed);
+  std::vector<optim::OptimSegment> segments;
+  for (nn::Parameter& p : model_->parameters()) {
+    const bool decay = optim::default_decay(p.name, config_.optim.decay_embeddings, config_.optim.decay_norms);
+    segments.push_back(optim::OptimSegment{p.master.reshape({p.master.numel()}), p.grad.reshape({p.grad.numel()}), decay, p.name});
+  }
+  optim::AdamWConfig oc;
+  oc.beta1 = static_cast<float>(config_.optim.beta1);
+  oc.beta2 = static_cast<float>(config_.optim.beta2);
+  oc.eps = static_cast<float>(config_.optim.eps);
+  oc.weight_decay = static_cast<float>(config_.optim.weight_decay);
+  oc.clip_grad_norm = static_cast<float>(config_.optim.clip_grad_norm);
+  optimizer_ = std::make_unique<optim::AdamW>(std::move(segments), oc);
+  schedule_ = make_schedule(config_);
+
+  std::filesystem::create_directories(run_dir_);
+  io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const bool progress = config_.logging.progress == "on" || (config_.logging.progress == "auto" && tty);
+  metrics_ = std::make_unique<MetricsLogger>(run_dir_ / "metrics.jsonl", progress);
+}
+
+void Trainer::load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const {
+  const int64_t seq = config_.data.seq_len;
+  const int64_t rows = static_cast<int64_t>(windows.size());
+  std::vector<int32_t> window(static_cast<size_t>(seq + 1));
+  std::vector<double> id_values(static_cast<size_t>(rows * seq)), target_values(static_cast<size_t>(rows * seq));
+  for (int64_t r = 0; r < rows; ++r) {
+    tokens_.read(sampler_->window_start(windows[static_cast<size_t>(r)]), window,
+                 static_cast<uint32_t>(config_.model.vocab_size));
+    for (int64_t t = 0; t < seq; ++t) {
+      id_values[static_cast<size_t>(r * seq + t)] = window[static_cast<size_t>(t)];
+      target_values[static_cast<size_t>(r * seq + t)] = window[static_cast<size_t>(t + 1)];
+    }
+  }
+  ids = ops::from_vector(context_, {rows, seq}, DType::I32, id_values);
+  targets = ops::from_vector(context_, {rows, seq}, DType::I32, target_values);
+}
+
+std::string Trainer::first_nonfinite_gradient() const {
+  for (const nn::Parameter& p : model_->parameters()) {
+    const double a = ops::amax(p.grad).item();
+    if (!std::isfinite(a)) return p.name;
+  }
+  return "";
+}
+
+StepRecord Trainer::train_step() {
+  const int64_t micro = config_.train.micro_batch_size;
+  const int64_t accum = config_.accumulation_steps();
+  const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
+  model_->zero_grad();
+  double loss_sum = 0.0;
+  int64_t count = 0;
+  for (int64_t a = 0; a < accum; ++a) {
+    Tensor ids, targets;
+    load_batch(sampler_->next(static_cast<uint64_t>(micro)), ids, targets);
+    autograd::Tape tape;
+    nn::LossOutput out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
+    tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+    loss_sum += out.loss_sum;
+    count += out.count;
+  }
+  StepRecord rec;
+  rec.step = step_ + 1;
+  rec.loss = loss_sum / static_cast<double>(count);
+  rec.lr = schedule_.lr_at(rec.step);
+  const bool loss_finite = std::isfinite(rec.loss);
+  optim::StepStats stats{};
+  if (loss_finite) stats = optimizer_->step(static_cast<float>(rec.lr));
+  rec.grad_norm = stats.grad_norm;
+  rec.skipped = !loss_finite || stats.skipped;
+  if (rec.skipped) {
+    const std::string culprit = loss_finite ? first_nonfinite_gradient() : "the loss";
+    const std::string what = detail::concat("non-finite ", loss_finite ? "gradient" : "loss", " at step ", rec.step,
+                                            " (loss ", rec.loss, ", grad norm ", rec.grad_norm,
+                                            "); first non-finite tensor: ", culprit.empty() ? "?" : culprit);
+    if (config_.train.on_nonfinite == "stop") {
+      throw Error(what + ". Nothing was updated; lower optim.lr or resume from the last checkpoint.");
+    }
+    spdlog::warn("{}; step skipped (train.on_nonfinite = skip)", what);
+  }
+  step_ = rec.step;
+  tokens_seen_ += config_.tokens_per_step();
+  history_.push_back(rec);
+  return rec;
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  const uint64_t windows = sampler_->validation_windows();
+  if (windows == 0) return r;
+  const uint64_t micro = static_cast<uint64_t>(config_.train.micro_batch_size);
+  uint64_t limit = config_.train.eval_batches == 0 ? windows : std::min<uint64_t>(windows, micro * static_cast<uint64_t>(config_.train.eval_batches));
+  double loss_sum = 0.0;
+  for (uint64_t start = 0; start < limit; start += micro) {
+    std::vector<uint64_t> batch;
+    for (uint64_t i = start; i < std::min(limit, start + micro); ++i) batch.push_back(sampler_->validation_window(i));
+    Tensor ids, targets;
+    load_batch(batch, ids, targets);
+    autograd::Tape tape(/*grad_enabled=*/false);
+    nn::LossOutput out = model_->forward(tape, ids, targets, -1, 1.0);
+    loss_sum += out.loss_sum;
+    r.tokens += out.count;
+  }
+  r.loss = loss_sum / static_cast<double>(r.tokens);
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+double Trainer::validation_unigram_entropy() const {
+  const uint64_t windows = sampler_->validation_windows();
+  if (windows == 0) return 0.0;
+  const uint64_t begin = sampler_->window_start(sampler_->validation_window(0));
+  const uint64_t end = std::min<uint64_t>(tokens_.size(), sampler_->window_start(sampler_->validation_window(windows - 1)) +
+                                                              static_cast<uint64_t>(config_.data.seq_len) + 1);
+  std::map<uint32_t, uint64_t> counts;
+  for (uint64_t i = begin + 1; i < end; ++i) ++counts[tokens_[i]];  // the predicted tokens
+  const double n = static_cast<double>(end - begin - 1);
+  double h = 0.0;
+  for (const auto& [tok, c] : counts) {
+    const double p = static_cast<double>(c) / n;
+    h -= p * std::log(p);
+  }
+  return h;
+}
+
+std::optional<std::filesystem::path> Trainer::latest_checkpoint() const {
+  auto info = io::latest_complete(run_dir_);
+  if (!info) return std::nullopt;
+  return info->dir;
+}
+
+void Trainer::save_checkpoint() {
+  nlohmann::json meta;
+  meta["config"] = config_.resolved;
+  meta["step"] = step_;
+  meta["tokens_seen"] = tokens_seen_;
+  meta["sampler"] = {{"epoch", sampler_->state().epoch}, {"position", sampler_->state().position}};
+  meta["optimizer_step"] = optimizer_->step_count();
+  meta["rng"] = {{"init_seed", config_.train.seed}, {"data_seed", config_.data.seed}};
+  meta["world_size"] = 1;
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const nn::Parameter& p : model_->parameters()) tensors.emplace_back(p.name, p.master);
+  for (auto& s : optimizer_->state_tensors()) tensors.push_back(s);
+  io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
+}
+
+void Trainer::load_checkpoint(const std::filesystem::path& dir) {
+  io::LoadedCheckpoint ck = io::open_checkpoint(dir);
+  const nlohmann::json& saved_model = ck.meta.at("config").at("model");
+  if (saved_model != config_.resolved.at("model")) {
+    throw ConfigError(detail::concat("checkpoint '", dir.string(), "' was written for another model: ", saved_model.dump(),
+                                     "; this config has ", config_.resolved.at("model").dump()));
+  }
+  for (nn::Parameter& p : model_->parameters()) ck.tensors.read_into(p.name, p.master);
+  for (auto& [name, t] : optimizer_->state_tensors()) ck.tensors.read_into(name, t);
+  optimizer_->set_step_count(ck.meta.at("optimizer_step").get<int64_t>());
+  step_ = ck.meta.at("step").get<int64_t>();
+  tokens_seen_ = ck.meta.at("tokens_seen").get<int64_t>();
+  sampler_->set_state(data::SamplerState{ck.meta.at("sampler").at("epoch").get<uint64_t>(),
+                                         ck.meta.at("sampler").at("position").get<uint64_t>()});
+  spdlog::info("resumed from {} (step {}, {} tokens seen)", dir.string(), step_, tokens_seen_);
+}
+
+void Trainer::run(int64_t stop_after_step) {
+  const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
+  const int64_t interval = config_.checkpoint.interval;
+  auto started = std::chrono::steady_clock::now();
+  auto window_start = started;
+  int64_t window_steps = 0;
+  while (step_ < last) {
+    StepRecord rec = train_step();
+    ++window_steps;
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - started).count();
+    const double per_step = elapsed / static_cast<double>(window_steps);
+    nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
+                        {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
+                        {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
+    if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
+      const double win = std::chrono::duration<double>(now - window_start).count();
+      const double tps = static_cast<double>(config_.tokens_per_step()) *
+                         static_cast<double>(std::min<int64_t>(window_steps, config_.train.log_interval)) / std::max(win, 1e-9);
+      j["tokens_per_s"] = tps;
+      metrics_->clear_progress();
+      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | mem {}", rec.step,
+                   config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+                   models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
+      window_start = now;
+    }
+    metrics_->write(j);
+    metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+    const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
+                          rec.step == config_.train.max_steps;
+    if (eval_now) {
+      EvalResult e = evaluate();
+      metrics_->clear_progress();
+      spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
+                   e.tokens);
+      metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+    }
+    if ((interval > 0 && rec.step % interval == 0) || rec.step == config_.train.max_steps) save_checkpoint();
+  }
+  metrics_->clear_progress();
+}
+
+}  // namespace coat::train

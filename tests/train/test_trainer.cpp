@@ -1,0 +1,149 @@
+// The trainer end to end on a tiny model: determinism, exact resume, and the errors a user meets.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "coat/data/token_file.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/trainer.h"
+
+namespace coat::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("coat_trainer_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // A learnable stream: a repeating pattern with noise.
+    std::mt19937 rng(5);
+    std::vector<uint32_t> tokens(4000);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (rng() % 4 == 0) ? rng() % 64 : (i * 7) % 64;
+    data::write_token_file(dir_ / "tokens.bin", tokens, data::TokenWidth::U16, 64);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  nlohmann::json config(const std::string& run) const {
+    std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["data"]["path"] = (dir_ / "tokens.bin").string();
+    c["logging"]["run_dir"] = (dir_ / run).string();
+    c["logging"]["progress"] = "off";
+    return c;
+  }
+  static std::vector<double> losses(const Trainer& t) {
+    std::vector<double> out;
+    for (const auto& r : t.history()) out.push_back(r.loss);
+    return out;
+  }
+  ContextPtr ctx_ = ops::make_context(Device::cpu());
+  fs::path dir_;
+};
+
+TEST_F(TrainerTest, SameSeedSameLossesAndLearning) {
+  Trainer a(parse_train_config(config("a"), "a.json"), ctx_);
+  a.run();
+  Trainer b(parse_train_config(config("b"), "b.json"), ctx_);
+  b.run();
+  ASSERT_EQ(a.history().size(), 6u);
+  EXPECT_EQ(losses(a), losses(b));  // bit-identical
+  EXPECT_LT(a.history().back().loss, a.history().front().loss);
+  EXPECT_TRUE(fs::exists(dir_ / "a" / "config.json"));
+  EXPECT_TRUE(fs::exists(dir_ / "a" / "metrics.jsonl"));
+}
+
+TEST_F(TrainerTest, ResumeIsBitIdentical) {
+  Trainer full(parse_train_config(config("full"), "c.json"), ctx_);
+  full.run();
+  {
+    Trainer first(parse_train_config(config("split"), "c.json"), ctx_);
+    first.run(/*stop_after_step=*/3);  // checkpoint.interval = 3 writes step 3
+    ASSERT_EQ(first.step(), 3);
+  }
+  Trainer second(parse_train_config(config("split"), "c.json"), ctx_, /*resuming=*/true);
+  auto latest = second.latest_checkpoint();
+  ASSERT_TRUE(latest.has_value());
+  second.load_checkpoint(*latest);
+  EXPECT_EQ(second.step(), 3);
+  second.run();
+  const std::vector<double> all = losses(full);
+  EXPECT_EQ(losses(second), std::vector<double>(all.begin() + 3, all.end()));
+  // Parameters are bit-identical too.
+  for (size_t i = 0; i < full.model().parameters().size(); ++i) {
+    const Tensor& p = full.model().parameters()[i].value;
+    const Tensor& q = second.model().parameters()[i].value;
+    ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
+  }
+}
+
+TEST_F(TrainerTest, ExistingRunIsNotOverwritten) {
+  Trainer a(parse_train_config(config("r"), "r.json"), ctx_);
+  a.run(2);
+  const auto before = fs::file_size(dir_ / "r" / "metrics.jsonl");
+  try {
+    Trainer again(parse_train_config(config("r"), "r.json"), ctx_);
+    FAIL() << "expected an error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume auto"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fs::file_size(dir_ / "r" / "metrics.jsonl"), before);
+}
+
+TEST_F(TrainerTest, CheckpointOfAnotherModelIsRejected) {
+  Trainer a(parse_train_config(config("m"), "m.json"), ctx_);
+  a.run();
+  nlohmann::json other = config("m");
+  other["model"]["hidden_size"] = 48;
+  other["model"]["num_attention_heads"] = 4;
+  Trainer b(parse_train_config(other, "other.json"), ctx_, true);
+  try {
+    b.load_checkpoint(*b.latest_checkpoint());
+    FAIL() << "expected an error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("another model"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(TrainerTest, BadInputsNameTheProblem) {
+  auto expect_error = [&](nlohmann::json c, const std::string& needle) {
+    try {
+      Trainer t(parse_train_config(c, "bad.json"), ctx_);
+      t.run();
+      ADD_FAILURE() << "expected an error containing " << needle;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json c = config("bad1");
+  c["optim"]["weight_decy"] = 1.0;
+  expect_error(c, "did you mean 'optim.weight_decay'");
+  c = config("bad2");
+  c["data"]["path"] = (dir_ / "missing.bin").string();
+  expect_error(c, "missing.bin");
+  c = config("bad3");
+  c["model"]["vocab_size"] = 32;  // the file says 64
+  expect_error(c, "vocabulary of 64");
+  c = config("bad4");
+  c["data"]["seq_len"] = 100;  // max_position_embeddings is 64
+  expect_error(c, "max_position_embeddings");
+  // A raw file holding an id past the vocabulary.
+  {
+    std::ofstream raw(dir_ / "raw.bin", std::ios::binary);
+    std::vector<uint16_t> t(2000, 3);
+    t[5] = 999;
+    raw.write(reinterpret_cast<const char*>(t.data()), static_cast<std::streamsize>(t.size() * 2));
+  }
+  c = config("bad5");
+  c["data"]["path"] = (dir_ / "raw.bin").string();
+  c["data"]["format"] = "u16";
+  expect_error(c, "999");
+}
+
+}  // namespace
+}  // namespace coat::train

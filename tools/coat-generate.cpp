@@ -1,0 +1,120 @@
+// coat-generate: samples text from a checkpoint.
+//   coat-generate --checkpoint runs/tiny [--prompt "In the beginning"] [--tokens 64] [--temperature 0.8]
+//                 [--top-k 40] [--seed 1] [--tokenizer data/kjv/kjv.model] [--samples 3]
+//   coat-generate --checkpoint DIR --ids 1,5,9 --logits-out logits.f32   (raw float32 logits [T, V], for
+//                 parity checks against other implementations)
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "coat/data/tokenizer.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/model_loader.h"
+
+namespace {
+
+int sample(const std::vector<double>& logits, double temperature, int top_k, std::mt19937_64& rng) {
+  const int v = static_cast<int>(logits.size());
+  if (temperature <= 0.0) return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int> order(static_cast<size_t>(v));
+  for (int i = 0; i < v; ++i) order[static_cast<size_t>(i)] = i;
+  const int k = top_k > 0 ? std::min(top_k, v) : v;
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int a, int b) { return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)]; });
+  std::vector<double> p(static_cast<size_t>(k));
+  const double top = logits[static_cast<size_t>(order[0])];
+  for (int i = 0; i < k; ++i) p[static_cast<size_t>(i)] = std::exp((logits[static_cast<size_t>(order[static_cast<size_t>(i)])] - top) / temperature);
+  std::discrete_distribution<int> d(p.begin(), p.end());
+  return order[static_cast<size_t>(d(rng))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coat-generate: sample text from a coat-train checkpoint"};
+  std::string checkpoint, prompt, tokenizer_path, ids_text, logits_out;
+  int tokens = 64, top_k = 40, samples = 1;
+  double temperature = 0.8;
+  uint64_t seed = 1;
+  app.add_option("--checkpoint", checkpoint, "checkpoint directory or run directory")->required();
+  app.add_option("--prompt", prompt, "text to continue");
+  app.add_option("--tokens", tokens, "tokens to generate")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--temperature", temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--top-k", top_k, "sample among the k most likely tokens (0 = all)")->check(CLI::Range(0, 1 << 30));
+  app.add_option("--seed", seed, "sampling seed");
+  app.add_option("--samples", samples, "number of samples")->check(CLI::Range(1, 1000));
+  app.add_option("--tokenizer", tokenizer_path, "SentencePiece model (default: the run's data.tokenizer)");
+  app.add_option("--ids", ids_text, "comma-separated token ids instead of a prompt (with --logits-out)");
+  app.add_option("--logits-out", logits_out, "write the float32 logits [T, V] of the ids/prompt to this file and exit");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    coat::ContextPtr ctx = coat::ops::make_context(coat::Device::cpu());
+    coat::train::LoadedModel loaded = coat::train::load_model(checkpoint, ctx);
+    coat::models::Transformer& model = *loaded.model;
+    const int64_t max_len = model.config().max_position_embeddings;
+    if (tokenizer_path.empty()) tokenizer_path = loaded.meta.at("config").at("data").value("tokenizer", std::string());
+
+    std::vector<int32_t> context_ids;
+    std::unique_ptr<coat::data::Tokenizer> tok;
+    if (!ids_text.empty()) {
+      std::stringstream ss(ids_text);
+      for (std::string item; std::getline(ss, item, ',');) context_ids.push_back(std::stoi(item));
+    } else {
+      if (tokenizer_path.empty()) throw coat::InvalidArgument("no tokenizer: pass --tokenizer or --ids");
+      tok = std::make_unique<coat::data::Tokenizer>(coat::data::Tokenizer::load(tokenizer_path));
+      context_ids = tok->encode(prompt);
+      if (tok->bos_id() >= 0) context_ids.insert(context_ids.begin(), tok->bos_id());
+    }
+    if (context_ids.empty()) throw coat::InvalidArgument("empty prompt");
+    for (int32_t id : context_ids) {
+      if (id < 0 || id >= model.config().vocab_size) {
+        throw coat::InvalidArgument(coat::detail::concat("token id ", id, " is outside the vocabulary [0, ",
+                                                         model.config().vocab_size, ")"));
+      }
+    }
+    auto logits_of = [&](const std::vector<int32_t>& ids) {
+      std::vector<double> v(ids.begin(), ids.end());
+      const coat::Tensor t = coat::ops::from_vector(ctx, {1, static_cast<int64_t>(ids.size())}, coat::DType::I32, v);
+      return model.logits(t);
+    };
+    if (!logits_out.empty()) {
+      const coat::Tensor l = logits_of(context_ids);
+      const std::vector<double> all = coat::ops::to_double_vector(l);
+      std::vector<float> f(all.begin(), all.end());
+      std::ofstream out(logits_out, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(f.data()), static_cast<std::streamsize>(f.size() * sizeof(float)));
+      if (!out) throw coat::IoError(coat::detail::concat("cannot write '", logits_out, "'"));
+      std::printf("wrote logits [%zu, %lld] to %s\n", context_ids.size(), static_cast<long long>(model.config().vocab_size),
+                  logits_out.c_str());
+      return 0;
+    }
+    if (!tok) throw coat::InvalidArgument("--ids needs --logits-out; text generation needs a tokenizer");
+    std::mt19937_64 rng(seed);
+    const int64_t vocab = model.config().vocab_size;
+    for (int s = 0; s < samples; ++s) {
+      std::vector<int32_t> ids = context_ids;
+      for (int i = 0; i < tokens; ++i) {
+        std::vector<int32_t> window(ids.end() - std::min<int64_t>(static_cast<int64_t>(ids.size()), max_len), ids.end());
+        const coat::Tensor l = logits_of(window);
+        const std::vector<double> all = coat::ops::to_double_vector(l);
+        std::vector<double> last(all.end() - vocab, all.end());
+        const int next = sample(last, temperature, top_k, rng);
+        if (next == tok->eos_id()) break;
+        ids.push_back(next);
+      }
+      std::vector<int32_t> text_ids(ids.begin() + (tok->bos_id() >= 0 ? 1 : 0), ids.end());
+      std::printf("%s%s\n", samples > 1 ? "--- sample " : "", samples > 1 ? (std::to_string(s + 1) + " ---").c_str() : "");
+      std::printf("%s\n", tok->decode(text_ids).c_str());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coat-generate: error: %s\n", e.what());
+    return 1;
+  }
+}

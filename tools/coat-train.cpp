@@ -1,0 +1,91 @@
+// coat-train: trains a Llama- or OLMo-family model from a JSON config.
+//   coat-train --config configs/tiny.json [--set section.key=value ...] [--resume auto|DIR] [--dry-run]
+//              [--device cpu|cuda]
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "coat/models/memory_plan.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/trainer.h"
+
+namespace {
+
+std::string with_commas(int64_t v) {
+  const std::string digits = std::to_string(v);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+void dry_run(const coat::train::TrainConfig& c) {
+  std::printf("resolved config:\n%s\n", c.resolved.dump(2).c_str());
+  const auto& m = c.model;
+  std::printf("model: %s, %s parameters (%s in matrix products)\n", m.architecture_name().c_str(),
+              with_commas(m.parameter_count()).c_str(), with_commas(m.matmul_parameter_count()).c_str());
+  std::printf("training FLOPs per token: %.4g (6N + 12*L*H*S at seq %lld)\n", m.training_flops_per_token(c.data.seq_len),
+              static_cast<long long>(c.data.seq_len));
+  std::printf("tokens per optimizer step: %lld (%lld micro-batches of %lld x %lld)\n",
+              static_cast<long long>(c.tokens_per_step()), static_cast<long long>(c.accumulation_steps()),
+              static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len));
+  coat::models::MemoryPlanInput in;
+  in.micro_batch_size = c.train.micro_batch_size;
+  in.seq_len = c.data.seq_len;
+  const coat::models::MemoryPlan plan = coat::models::plan_memory(m, in);
+  std::printf("memory plan per device (%s, recipe %s, 1 device):\n%s", c.train.device.c_str(),
+              c.precision.recipe.c_str(), plan.str().c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coat-train: FP8 training of Llama and OLMo models"};
+  std::string config_path, resume, device;
+  std::vector<std::string> overrides;
+  bool dry = false;
+  app.add_option("--config", config_path, "JSON config file")->required();
+  app.add_option("--set", overrides, "override: section.key=value (repeatable)");
+  app.add_option("--resume", resume, "resume: 'auto' (newest complete checkpoint of the run) or a checkpoint directory");
+  app.add_flag("--dry-run", dry, "print the resolved config, parameter count, FLOPs per token and memory plan; allocate nothing");
+  app.add_option("--device", device, "cpu or cuda (overrides train.device)")->check(CLI::IsMember({"cpu", "cuda"}));
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (!device.empty()) overrides.push_back("train.device=\"" + device + "\"");
+    coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
+    if (dry) {
+      dry_run(config);
+      return 0;
+    }
+    const coat::Device dev = config.train.device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu();
+    coat::ContextPtr ctx = coat::ops::make_context(dev);
+    coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty());
+    if (!resume.empty()) {
+      if (resume == "auto") {
+        auto latest = trainer.latest_checkpoint();
+        if (latest) {
+          trainer.load_checkpoint(*latest);
+        } else {
+          spdlog::info("--resume auto: no complete checkpoint in {}; starting from step 0", trainer.run_dir().string());
+        }
+      } else {
+        trainer.load_checkpoint(resume);
+      }
+    }
+    spdlog::info("{}: {} model, {} parameters, {} tokens/step, device {}", config_path, config.model.architecture_name(),
+                 with_commas(config.model.parameter_count()), config.tokens_per_step(), dev.str());
+    trainer.run();
+    const coat::train::EvalResult e = trainer.evaluate();
+    std::printf("final validation loss %.4f (perplexity %.2f); unigram entropy of the validation tokens %.4f nats; ratio %.3f\n",
+                e.loss, e.perplexity, trainer.validation_unigram_entropy(), e.loss / trainer.validation_unigram_entropy());
+    std::printf("run directory: %s\n", trainer.run_dir().string().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coat-train: error: %s\n", e.what());
+    return 1;
+  }
+}
