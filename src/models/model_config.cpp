@@ -71,6 +71,21 @@ ModelConfig ModelConfig::from_config(ConfigSection s) {
   return c;
 }
 
+nlohmann::json ModelConfig::to_json() const {
+  return {{"architecture", architecture_name()},
+          {"hidden_size", hidden_size},
+          {"intermediate_size", intermediate_size},
+          {"num_hidden_layers", num_hidden_layers},
+          {"num_attention_heads", num_attention_heads},
+          {"num_key_value_heads", num_key_value_heads},
+          {"vocab_size", vocab_size},
+          {"max_position_embeddings", max_position_embeddings},
+          {"rope_theta", rope_theta},
+          {"rms_norm_eps", rms_norm_eps},
+          {"tie_word_embeddings", tie_word_embeddings},
+          {"initializer_range", initializer_range}};
+}
+
 nlohmann::json ModelConfig::to_hf_json() const {
   nlohmann::json j;
   const bool llama = architecture == Architecture::Llama;

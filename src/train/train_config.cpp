@@ -42,6 +42,7 @@ LoopConfig read_loop(ConfigSection s) {
   t.log_interval = s.get<int64_t>("log_interval", t.log_interval);
   s.check_range<int64_t>("log_interval", t.log_interval, 1, int64_t{1} << 40);
   t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
+  t.init_from = s.get<std::string>("init_from", "");
   s.finish();
   return t;
 }
@@ -109,23 +110,16 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                                        " is longer than 'model.max_position_embeddings' = ",
                                        c.model.max_position_embeddings));
     }
+    if (c.optim.schedule != "constant" && c.optim.warmup_steps > c.train.max_steps) {
+      throw ConfigError(detail::concat("config: 'optim.warmup_steps' = ", c.optim.warmup_steps, " is longer than 'train.max_steps' = ",
+                                       c.train.max_steps, "; the ", c.optim.schedule, " schedule needs warmup <= max_steps"));
+    }
     if (c.logging.run_dir.empty()) {
       c.logging.run_dir = "runs/" + std::filesystem::path(source).stem().string();
     }
     // The resolved document: every value the run uses, defaults included.
     nlohmann::json r;
-    r["model"] = {{"architecture", c.model.architecture_name()},
-                  {"hidden_size", c.model.hidden_size},
-                  {"intermediate_size", c.model.intermediate_size},
-                  {"num_hidden_layers", c.model.num_hidden_layers},
-                  {"num_attention_heads", c.model.num_attention_heads},
-                  {"num_key_value_heads", c.model.num_key_value_heads},
-                  {"vocab_size", c.model.vocab_size},
-                  {"max_position_embeddings", c.model.max_position_embeddings},
-                  {"rope_theta", c.model.rope_theta},
-                  {"rms_norm_eps", c.model.rms_norm_eps},
-                  {"tie_word_embeddings", c.model.tie_word_embeddings},
-                  {"initializer_range", c.model.initializer_range}};
+    r["model"] = c.model.to_json();
     r["data"] = {{"path", c.data.path},     {"format", c.data.format},
                  {"tokenizer", c.data.tokenizer}, {"seq_len", c.data.seq_len},
                  {"validation_fraction", c.data.validation_fraction}, {"seed", c.data.seed}};
@@ -137,7 +131,8 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                   {"eval_interval", c.train.eval_interval},
                   {"eval_batches", c.train.eval_batches},
                   {"log_interval", c.train.log_interval},
-                  {"on_nonfinite", c.train.on_nonfinite}};
+                  {"on_nonfinite", c.train.on_nonfinite},
+                  {"init_from", c.train.init_from}};
     r["optim"] = {{"lr", c.optim.lr},
                   {"schedule", c.optim.schedule},
                   {"warmup_steps", c.optim.warmup_steps},

@@ -15,6 +15,7 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/reduce.h"
 #include "coat/optim/adamw.h"
+#include "coat/train/model_loader.h"
 
 namespace coat::train {
 
@@ -77,6 +78,18 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   }
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true);
   model_->init(config_.train.seed);
+  if (!config_.train.init_from.empty()) {
+    LoadedModel source = load_model(config_.train.init_from, context_);
+    if (source.model->config() != config_.model) {
+      throw ConfigError(detail::concat("train.init_from '", config_.train.init_from, "' holds another model: ",
+                                       source.model->config().to_json().dump(), "; this config has ",
+                                       config_.model.to_json().dump()));
+    }
+    for (size_t i = 0; i < model_->parameters().size(); ++i) {
+      ops::copy_(model_->parameters()[i].master, source.model->parameters()[i].master);
+    }
+    spdlog::info("initialised weights from {}", source.checkpoint.string());
+  }
   std::vector<optim::OptimSegment> segments;
   for (nn::Parameter& p : model_->parameters()) {
     const bool decay = optim::default_decay(p.name, config_.optim.decay_embeddings, config_.optim.decay_norms);
@@ -226,6 +239,11 @@ void Trainer::save_checkpoint() {
 
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
   io::LoadedCheckpoint ck = io::open_checkpoint(dir);
+  if (ck.meta.value("weights_only", false)) {
+    throw ConfigError(detail::concat("checkpoint '", dir.string(), "' holds weights only (an import): start a run from it "
+                                     "with --set train.init_from=", dir.parent_path().parent_path().string(),
+                                     " instead of --resume"));
+  }
   const nlohmann::json& saved_model = ck.meta.at("config").at("model");
   if (saved_model != config_.resolved.at("model")) {
     throw ConfigError(detail::concat("checkpoint '", dir.string(), "' was written for another model: ", saved_model.dump(),

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <mutex>
+#include <vector>
 
 #include "coat/core/memory_stats.h"
 
@@ -20,16 +23,23 @@ class Allocator {
   virtual void reset_peaks() = 0;
 };
 
-/// Host memory, 256-byte aligned, tracked by category. No caching: the system allocator is fast enough.
+/// Host memory, 256-byte aligned, tracked by category. Blocks of 64 KiB and more are cached by exact
+/// size and reused (a training step allocates the same shapes every micro-batch; without the cache each
+/// large block would be a fresh mmap and its pages faulted in again, which cost a third of a CPU step).
 class CpuAllocator final : public Allocator {
  public:
+  ~CpuAllocator() override;
   void* allocate(size_t bytes, MemoryCategory category) override;
   void deallocate(void* ptr, size_t bytes, MemoryCategory category) override;
+  void release_cached() override;
   MemoryReport memory_report() const override { return stats_.report(); }
   void reset_peaks() override { stats_.reset_peaks(); }
 
  private:
   MemoryStats stats_;
+  std::mutex mutex_;
+  std::map<size_t, std::vector<void*>> cache_;  // rounded size -> free blocks
+  size_t cached_bytes_ = 0;
 };
 
 }  // namespace coat

@@ -41,6 +41,8 @@ struct ModelConfig {
 
   /// Reads the "model" section strictly (unknown keys fail with a suggestion) and validates the shapes.
   static ModelConfig from_config(ConfigSection section);
+  /// The "model" section with every field (what a resolved config and checkpoints hold).
+  nlohmann::json to_json() const;
   /// HF config.json for LlamaForCausalLM / OlmoForCausalLM.
   nlohmann::json to_hf_json() const;
   /// The inverse of to_hf_json (keys HF adds that do not change the architecture are ignored).

@@ -32,6 +32,7 @@ struct LoopConfig {
   int64_t eval_batches = 4;       ///< micro-batches of validation windows per evaluation (0: the whole split)
   int64_t log_interval = 1;
   std::string on_nonfinite = "stop";  ///< stop | skip: what a non-finite loss or gradient does
+  std::string init_from;          ///< checkpoint (or run) directory whose weights start the run (e.g. an HF import)
 };
 
 struct OptimConfig {
