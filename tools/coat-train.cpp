@@ -37,8 +37,10 @@ void dry_run(const coat::train::TrainConfig& c) {
   in.micro_batch_size = c.train.micro_batch_size;
   in.seq_len = c.data.seq_len;
   const coat::models::MemoryPlan plan = coat::models::plan_memory(m, in);
-  std::printf("memory plan per device (%s, recipe %s, 1 device):\n%s", c.train.device.c_str(),
-              c.precision.recipe.c_str(), plan.str().c_str());
+  std::printf("memory plan per device (%s, 1 device, fp32 weights, gradients, states and activations%s):\n%s",
+              c.train.device.c_str(),
+              c.precision.recipe == "fp32" ? "" : "; the plan of the configured recipe arrives with the CUDA path",
+              plan.str().c_str());
 }
 
 }  // namespace

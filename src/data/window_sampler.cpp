@@ -20,6 +20,7 @@ WindowSampler::WindowSampler(uint64_t num_tokens, uint64_t seq_len, uint64_t see
   train_windows_ = total_windows_ - validation;
   COAT_ARG_CHECK(train_windows_ > 0, "sampler", "the data holds ", num_tokens, " tokens: not one training window of ",
                  seq_len + 1, " tokens (with validation fraction ", validation_fraction, ")");
+  stride_ = validation > 0 ? total_windows_ / validation : 1;
   half_bits_ = 1;
   while ((uint64_t{1} << (2 * half_bits_)) < train_windows_) ++half_bits_;
 }
@@ -54,9 +55,17 @@ std::vector<uint64_t> WindowSampler::next(uint64_t count) {
       ++state_.epoch;
       state_.position = 0;
     }
-    windows.push_back(permuted(state_.epoch, state_.position++));
+    windows.push_back(train_window(permuted(state_.epoch, state_.position++)));
   }
   return windows;
+}
+
+uint64_t WindowSampler::train_window(uint64_t i) const {
+  const uint64_t validation = total_windows_ - train_windows_;
+  if (validation == 0) return i;
+  const uint64_t per_block = stride_ - 1;  // training windows in each block that ends with a validation one
+  if (per_block > 0 && i < validation * per_block) return (i / per_block) * stride_ + i % per_block;
+  return validation * stride_ + (i - validation * per_block);
 }
 
 void WindowSampler::set_state(const SamplerState& s) {

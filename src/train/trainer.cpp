@@ -186,7 +186,8 @@ EvalResult Trainer::evaluate() {
   double loss_sum = 0.0;
   for (uint64_t start = 0; start < limit; start += micro) {
     std::vector<uint64_t> batch;
-    for (uint64_t i = start; i < std::min(limit, start + micro); ++i) batch.push_back(sampler_->validation_window(i));
+    // An evenly spread subset of the validation windows when not all of them are used.
+    for (uint64_t i = start; i < std::min(limit, start + micro); ++i) batch.push_back(sampler_->validation_window(i * windows / limit));
     Tensor ids, targets;
     load_batch(batch, ids, targets);
     autograd::Tape tape(/*grad_enabled=*/false);
@@ -200,17 +201,19 @@ EvalResult Trainer::evaluate() {
 }
 
 double Trainer::validation_unigram_entropy() const {
-  const uint64_t windows = sampler_->validation_windows();
-  if (windows == 0) return 0.0;
-  const uint64_t begin = sampler_->window_start(sampler_->validation_window(0));
-  const uint64_t end = std::min<uint64_t>(tokens_.size(), sampler_->window_start(sampler_->validation_window(windows - 1)) +
-                                                              static_cast<uint64_t>(config_.data.seq_len) + 1);
+  // The frequencies of the predicted tokens (each window's targets) over the whole validation split.
   std::map<uint32_t, uint64_t> counts;
-  for (uint64_t i = begin + 1; i < end; ++i) ++counts[tokens_[i]];  // the predicted tokens
-  const double n = static_cast<double>(end - begin - 1);
+  uint64_t n = 0;
+  for (uint64_t k = 0; k < sampler_->validation_windows(); ++k) {
+    const uint64_t start = sampler_->window_start(sampler_->validation_window(k));
+    for (uint64_t i = start + 1; i <= start + static_cast<uint64_t>(config_.data.seq_len); ++i) {
+      ++counts[tokens_[i]];
+      ++n;
+    }
+  }
   double h = 0.0;
   for (const auto& [tok, c] : counts) {
-    const double p = static_cast<double>(c) / n;
+    const double p = static_cast<double>(c) / static_cast<double>(n);
     h -= p * std::log(p);
   }
   return h;

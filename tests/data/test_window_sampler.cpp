@@ -45,8 +45,22 @@ TEST(WindowSampler, ValidationSplitIsHeldOut) {
   EXPECT_EQ(s.validation_windows(), 2u);
   std::set<uint64_t> train;
   for (uint64_t w : s.next(8)) train.insert(w);
-  EXPECT_EQ(train.count(s.validation_window(0)), 0u);
+  // Validation windows are spread over the data: the last of each block of 5 windows.
+  EXPECT_EQ(s.validation_window(0), 4u);
   EXPECT_EQ(s.window_start(s.validation_window(1)), 9u * 128);
+  // The training windows are exactly the others, each once per epoch.
+  EXPECT_EQ(train, (std::set<uint64_t>{0, 1, 2, 3, 5, 6, 7, 8}));
+  // Uneven split: 23 windows, 3 held out every 7th; training covers the remaining 20 exactly once.
+  WindowSampler u(23 * 16 + 1, 16, 9, 0.14);
+  ASSERT_EQ(u.validation_windows(), 3u);
+  std::set<uint64_t> all;
+  for (uint64_t w : u.next(u.train_windows())) all.insert(w);
+  for (uint64_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(u.validation_window(k), 7 * k + 6);
+    all.insert(u.validation_window(k));
+  }
+  EXPECT_EQ(all.size(), 23u);
+  EXPECT_EQ(*all.rbegin(), 22u);
 }
 
 TEST(WindowSampler, ClearErrors) {

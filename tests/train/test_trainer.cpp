@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstring>
+#include <limits>
 #include <random>
 
 #include "coat/data/token_file.h"
@@ -143,6 +145,36 @@ TEST_F(TrainerTest, BadInputsNameTheProblem) {
   c["data"]["path"] = (dir_ / "raw.bin").string();
   c["data"]["format"] = "u16";
   expect_error(c, "999");
+}
+
+}  // namespace
+}  // namespace coat::train
+
+namespace coat::train {
+namespace {
+
+TEST_F(TrainerTest, NonFiniteLossStopsOrSkips) {
+  {
+    Trainer t(parse_train_config(config("nf_stop"), "nf.json"), ctx_);
+    Tensor w = t.model().parameter("model.layers.1.mlp.up_proj.weight").master;
+    static_cast<float*>(w.data_ptr())[5] = std::numeric_limits<float>::quiet_NaN();
+    try {
+      t.train_step();
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("non-finite loss at step 1"), std::string::npos) << e.what();
+    }
+  }
+  nlohmann::json c = config("nf_skip");
+  c["train"]["on_nonfinite"] = "skip";
+  Trainer t(parse_train_config(c, "nf.json"), ctx_);
+  Tensor w = t.model().parameter("model.embed_tokens.weight").master;
+  const std::vector<float> before(static_cast<float*>(w.data_ptr()), static_cast<float*>(w.data_ptr()) + w.numel());
+  Tensor up = t.model().parameter("model.layers.1.mlp.up_proj.weight").master;
+  static_cast<float*>(up.data_ptr())[5] = std::numeric_limits<float>::infinity();
+  const StepRecord r = t.train_step();
+  EXPECT_TRUE(r.skipped);
+  EXPECT_EQ(std::memcmp(before.data(), w.data_ptr(), w.nbytes()), 0);  // nothing updated
 }
 
 }  // namespace

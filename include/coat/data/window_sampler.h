@@ -1,6 +1,7 @@
 // The sampler of fixed-length training windows: a seeded permutation of the training windows per epoch
-// (a keyed Feistel bijection, so no index array is stored), a held-out validation split at the end of the
-// token stream, and a state of two integers that checkpoints make part of a run.
+// (a keyed Feistel bijection, so no index array is stored), a held-out validation split spread evenly over
+// the token stream (the last window of every block of `stride` windows, so that it samples every part of
+// the corpus rather than only its end), and a state of two integers that checkpoints make part of a run.
 #pragma once
 
 #include <cstdint>
@@ -16,21 +17,24 @@ struct SamplerState {
 
 class WindowSampler {
  public:
-  /// Windows of seq_len + 1 tokens (inputs and shifted targets) start every seq_len tokens; the last
-  /// validation_fraction of them (at least one when the fraction is > 0) form the validation split.
+  /// Windows of seq_len + 1 tokens (inputs and shifted targets) start every seq_len tokens; a
+  /// validation_fraction of them (at least one when the fraction is > 0), evenly spaced, form the
+  /// validation split.
   WindowSampler(uint64_t num_tokens, uint64_t seq_len, uint64_t seed, double validation_fraction);
 
   uint64_t train_windows() const { return train_windows_; }
   uint64_t validation_windows() const { return total_windows_ - train_windows_; }
   uint64_t seq_len() const { return seq_len_; }
-  /// First token of window `w` (train windows are 0..train_windows-1, then the validation windows).
+  /// First token of window `w` (w in [0, train_windows + validation_windows)).
   uint64_t window_start(uint64_t w) const { return w * seq_len_; }
 
-  /// The next `count` training windows in this epoch's order, moving to the next epoch (a new order)
+  /// The next `count` training windows (window ids) in this epoch's order, moving to the next epoch (a new order)
   /// when this one is exhausted.
   std::vector<uint64_t> next(uint64_t count);
   /// Validation window i (0 <= i < validation_windows()), in file order.
-  uint64_t validation_window(uint64_t i) const { return train_windows_ + i; }
+  uint64_t validation_window(uint64_t i) const { return i * stride_ + (stride_ - 1); }
+  /// The window of training index i (0 <= i < train_windows()): the windows left after the validation ones.
+  uint64_t train_window(uint64_t i) const;
 
   const SamplerState& state() const { return state_; }
   void set_state(const SamplerState& s);
@@ -40,6 +44,7 @@ class WindowSampler {
 
  private:
   uint64_t seq_len_, seed_, total_windows_, train_windows_;
+  uint64_t stride_ = 1;  // one validation window ends every block of stride_ windows
   int half_bits_;  // the Feistel network works on 2 * half_bits_ bits >= log2(train_windows_)
   SamplerState state_;
 };
