@@ -5,37 +5,12 @@
 #include <cstring>
 #include <vector>
 
+#include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
 namespace coat::cpu {
 namespace {
 
-// Element types by storage: F32 as float, F64 as double, BF16 as its bits (widened exactly to float).
-inline float widen(float v) {
-  return v;
-}
-inline double widen(double v) {
-  return v;
-}
-inline float widen(uint16_t v) {
-  return bf16_to_float(v);
-}
-template <typename F>
-void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cpu: no kernel for dtype ", dtype_name(t));
-  }
-}
 template <typename F>
 void dispatch_ids(DType t, const char* op, F&& f) {
   switch (t) {

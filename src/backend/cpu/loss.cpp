@@ -6,48 +6,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
 namespace coat::cpu {
 namespace {
 
-// Element types by storage: F32 as float, F64 as double, BF16 as its bits. Arithmetic in acc_t: float,
-// double for F64.
-template <typename S>
-using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
-inline float widen(float v) {
-  return v;
-}
-inline double widen(double v) {
-  return v;
-}
-inline float widen(uint16_t v) {
-  return bf16_to_float(v);
-}
-template <typename S>
-S narrow(acc_t<S> v) {
-  if constexpr (std::is_same_v<S, uint16_t>) {
-    return float_to_bf16(v);
-  } else {
-    return v;
-  }
-}
-template <typename F>
-void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cpu: no kernel for dtype ", dtype_name(t));
-  }
-}
 
 /// max of x[0..n) (n >= 1) over eight independent lanes, so the loop vectorises.
 template <typename A>
