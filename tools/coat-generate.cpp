@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
         ids.push_back(next);
       }
       std::vector<int32_t> text_ids(ids.begin() + (tok->bos_id() >= 0 ? 1 : 0), ids.end());
-      std::printf("%s%s\n", samples > 1 ? "--- sample " : "", samples > 1 ? (std::to_string(s + 1) + " ---").c_str() : "");
+      if (samples > 1) std::printf("--- sample %d ---\n", s + 1);
       std::printf("%s\n", tok->decode(text_ids).c_str());
     }
     return 0;
