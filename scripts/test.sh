@@ -8,9 +8,9 @@ build_dir=${COAT_BUILD_DIR:-build}
 log=$(mktemp)
 ctest --test-dir "$build_dir" --output-on-failure -j "${COAT_JOBS:-$(nproc)}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log")
+passed=$(grep -cE 'Test +#[0-9]+: .*  +Passed' "$log")
 skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
-failed=$(grep -cE 'Test +#[0-9]+: .*(Failed|Exception|Timeout|Not Run)' "$log")
+failed=$(grep -cE 'Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout|Not Run)' "$log")
 rm -f "$log"
 gpu=$([[ -n "$(command -v nvidia-smi)" ]] && nvidia-smi -L 2>/dev/null | head -1 || echo "no GPU")
 echo "coat-train tests: $passed passed, $skipped skipped, $failed failed ($gpu)"
