@@ -19,8 +19,15 @@ constexpr int64_t kAlignElements = 64;  // parameters start on 256-byte boundari
 int64_t align_up(int64_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
 }  // namespace
 
-Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bool with_grads)
-    : config_(std::move(config)), context_(std::move(context)), dtype_(dtype), with_grads_(with_grads) {
+Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bool with_grads,
+                         std::optional<DType> compute_dtype)
+    : config_(std::move(config)),
+      context_(std::move(context)),
+      dtype_(dtype),
+      compute_dtype_(compute_dtype.value_or(dtype)),
+      with_grads_(with_grads) {
+  COAT_ARG_CHECK(compute_dtype_ == dtype_ || compute_dtype_ == DType::BF16 || compute_dtype_ == DType::F16, "Transformer",
+                 "compute dtype must be the master dtype, bf16 or f16, got ", dtype_name(compute_dtype_));
   config_.validate();
   COAT_ARG_CHECK(dtype == DType::F32 || dtype == DType::F64, "Transformer", "parameter dtype must be f32 or f64, got ",
                  dtype_name(dtype));
@@ -55,7 +62,9 @@ void Transformer::add_unit(const std::string& name, const std::vector<std::pair<
   }
   ParamUnit unit;
   unit.name = name;
-  unit.value = ops::zeros(context_, {total}, dtype_, MemoryCategory::Weights);
+  const bool mixed = compute_dtype_ != dtype_;
+  unit.master = ops::zeros(context_, {total}, dtype_, mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights);
+  unit.value = mixed ? ops::zeros(context_, {total}, compute_dtype_, MemoryCategory::Weights) : unit.master;
   if (with_grads_) unit.grad = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
   for (size_t i = 0; i < shapes.size(); ++i) {
     const auto& [pname, shape] = shapes[i];
@@ -63,7 +72,7 @@ void Transformer::add_unit(const std::string& name, const std::vector<std::pair<
     nn::Parameter p;
     p.name = pname;
     p.value = unit.value.slice(0, offsets[i], offsets[i] + n).reshape(shape);
-    p.master = p.value;
+    p.master = unit.master.slice(0, offsets[i], offsets[i] + n).reshape(shape);
     if (with_grads_) p.grad = unit.grad.slice(0, offsets[i], offsets[i] + n).reshape(shape);
     p.decay = shape.size() == 2;
     index_[pname] = params_.size();
@@ -81,14 +90,20 @@ nn::Parameter& Transformer::parameter(const std::string& name) {
 
 void Transformer::init(uint64_t seed) {
   RandomGenerator gen{seed, 0};
-  for (ParamUnit& u : units_) ops::fill_(u.value, 0.0);  // alignment padding stays zero
+  for (ParamUnit& u : units_) ops::fill_(u.master, 0.0);  // alignment padding stays zero
   for (nn::Parameter& p : params_) {
-    if (p.value.dim() == 1) {
-      ops::fill_(p.value, 1.0);
+    if (p.master.dim() == 1) {
+      ops::fill_(p.master, 1.0);
     } else {
-      ops::normal_(p.value, gen, 0.0f, static_cast<float>(config_.initializer_range));
+      ops::normal_(p.master, gen, 0.0f, static_cast<float>(config_.initializer_range));
     }
   }
+  sync_compute_weights();
+}
+
+void Transformer::sync_compute_weights() {
+  if (compute_dtype_ == dtype_) return;
+  for (ParamUnit& u : units_) ops::copy_(u.value, u.master);
 }
 
 void Transformer::zero_grad() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,19 +20,27 @@ namespace coat::models {
 
 struct ParamUnit {
   std::string name;
-  Tensor value;  ///< flat [numel] in the parameter dtype (MemoryCategory::Weights)
-  Tensor grad;   ///< flat [numel] (MemoryCategory::Gradients); undefined without gradients
+  Tensor value;   ///< flat [numel] in the compute dtype (MemoryCategory::Weights)
+  Tensor master;  ///< flat [numel] in the master dtype (MemoryCategory::MasterWeights); == value when the
+                  ///< two dtypes are the same
+  Tensor grad;    ///< flat [numel] in the master dtype (MemoryCategory::Gradients); undefined without gradients
   std::vector<size_t> params;  ///< indices into Transformer::parameters()
 };
 
 class Transformer {
  public:
-  /// Allocates parameters (uninitialised; call init or load) in `dtype` (F32, or F64 for gradient
-  /// checks) on the context's device, with gradient buffers when `with_grads`.
-  Transformer(ModelConfig config, ContextPtr context, DType dtype = DType::F32, bool with_grads = true);
+  /// Allocates parameters (zero; call init or load) on the context's device: master weights and gradients
+  /// in `dtype` (F32, or F64 for gradient checks), and, when `compute_dtype` differs (BF16 mixed
+  /// precision), a compute copy that the forward and backward use (refresh it with sync_compute_weights
+  /// after the masters change). Gradient buffers only when `with_grads`.
+  Transformer(ModelConfig config, ContextPtr context, DType dtype = DType::F32, bool with_grads = true,
+              std::optional<DType> compute_dtype = std::nullopt);
 
   const ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
+  DType compute_dtype() const { return compute_dtype_; }
+  /// Copies the master weights into the compute copy (round to nearest even), one pass per unit.
+  void sync_compute_weights();
   const ContextPtr& context() const { return context_; }
 
   /// HF-style initialisation: matrices and embeddings ~ N(0, initializer_range), norm weights 1. Draws
@@ -61,6 +70,7 @@ class Transformer {
   ModelConfig config_;
   ContextPtr context_;
   DType dtype_;
+  DType compute_dtype_;
   bool with_grads_;
   std::vector<nn::Parameter> params_;
   std::map<std::string, size_t> index_;
