@@ -133,7 +133,7 @@ void Trainer::load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tens
 
 std::string Trainer::first_nonfinite_gradient() const {
   for (const nn::Parameter& p : model_->parameters()) {
-    const double a = ops::amax(p.grad).item();
+    const double a = ops::to_double_vector(ops::amax(p.grad))[0];
     if (!std::isfinite(a)) return p.name;
   }
   return "";
