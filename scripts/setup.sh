@@ -28,6 +28,22 @@ if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
 
+# cudnn-frontend (header-only C++ wrapper of cuDNN's graph API; the CUDA attention needs it) comes from
+# PyPI: install it when the CUDA toolkit is here and its headers are not. --no-deps: only the headers are
+# used. A failure only warns (the build then throws NotImplemented from CUDA attention).
+cudnn_frontend_found() {
+  python3 -c "print(next(str(f.locate().parent) for f in __import__('importlib.metadata').metadata.files('nvidia-cudnn-frontend') if str(f).endswith('include/cudnn_frontend.h')))" >/dev/null 2>&1
+}
+if [[ ${COAT_CUDA:-AUTO} != OFF ]] && command -v nvcc >/dev/null && command -v python3 >/dev/null &&
+   ! cudnn_frontend_found; then
+  echo "setup: installing nvidia-cudnn-frontend (cuDNN attention headers) with pip"
+  if ! python3 -m pip install -q --no-deps nvidia-cudnn-frontend 2>/dev/null &&
+     ! python3 -m pip install -q --no-deps --user --break-system-packages nvidia-cudnn-frontend; then
+    echo "setup: WARNING: could not pip-install nvidia-cudnn-frontend (is python3-pip installed?);" \
+         "CUDA attention will be unavailable" >&2
+  fi
+fi
+
 build_dir=${COAT_BUILD_DIR:-build}
 generator=()
 if [[ ! -f "$build_dir/CMakeCache.txt" ]] && command -v ninja >/dev/null; then generator=(-G Ninja); fi

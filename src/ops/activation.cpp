@@ -4,6 +4,9 @@
 #include "coat/backend/cpu/activation.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/activation.h"
+#endif
 
 namespace coat::ops {
 namespace {
@@ -29,7 +32,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   const Tensor cg = contiguous(gate), cu = contiguous(up);
   Tensor y = Tensor::empty(gate.context(), gate.shape(), gate.dtype());
   COAT_DISPATCH("swiglu", gate.device(), cpu::swiglu(cg, cu, y),
-                ::coat::ops::throw_no_kernel("swiglu", gate.device()));
+                cuda::swiglu(cg, cu, y));
   return y;
 }
 
@@ -43,7 +46,7 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
   grads.dgate = Tensor::empty(gate.context(), gate.shape(), gate.dtype());
   grads.dup = Tensor::empty(gate.context(), gate.shape(), gate.dtype());
   COAT_DISPATCH("swiglu_backward", gate.device(), cpu::swiglu_backward(cd, cg, cu, grads.dgate, grads.dup),
-                ::coat::ops::throw_no_kernel("swiglu_backward", gate.device()));
+                cuda::swiglu_backward(cd, cg, cu, grads.dgate, grads.dup));
   return grads;
 }
 

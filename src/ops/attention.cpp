@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "coat/backend/cpu/attention.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/attention.h"
+#endif
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
 
@@ -50,8 +53,9 @@ AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tenso
   AttentionForward r;
   r.out = Tensor::empty(q.context(), q.shape(), q.dtype());
   r.lse = Tensor::empty(q.context(), {q.size(0), q.size(2), q.size(1)}, stat_dtype(q.dtype()));
+  // CUDA: cuDNN flash attention, bf16 only (f32/f64 throw NotImplemented there: cast to bf16 first).
   COAT_DISPATCH("attention_forward", q.device(), cpu::attention_forward(cq, ck, cv, scale, r.out, r.lse),
-                ::coat::ops::throw_no_kernel("attention_forward", q.device()));
+                cuda::attention_forward(cq, ck, cv, scale, r.out, r.lse));
   return r;
 }
 
@@ -77,7 +81,7 @@ AttentionGrads attention_backward(const Tensor& dout, const Tensor& q, const Ten
   g.dv = Tensor::empty(q.context(), v.shape(), v.dtype());
   COAT_DISPATCH("attention_backward", q.device(),
                 cpu::attention_backward(cdo, cq, ck, cv, co, cl, scale, g.dq, g.dk, g.dv),
-                ::coat::ops::throw_no_kernel("attention_backward", q.device()));
+                cuda::attention_backward(cdo, cq, ck, cv, co, cl, scale, g.dq, g.dk, g.dv));
   return g;
 }
 

@@ -4,6 +4,9 @@
 #include "coat/backend/cpu/embedding.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/embedding.h"
+#endif
 
 namespace coat::ops {
 namespace {
@@ -35,7 +38,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   const Tensor cw = contiguous(weight), ci = contiguous(ids);
   Tensor out = Tensor::empty(weight.context(), with_last(ids.shape(), weight.size(1)), weight.dtype());
   COAT_DISPATCH("embedding", weight.device(), cpu::embedding(cw, ci, out),
-                ::coat::ops::throw_no_kernel("embedding", weight.device()));
+                cuda::embedding(cw, ci, out));
   return out;
 }
 
@@ -58,7 +61,7 @@ void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor dweight_accu
                  " but dweight_accum is on ", dweight_accum.device().str());
   const Tensor cd = contiguous(dy), ci = contiguous(ids);
   COAT_DISPATCH("embedding_backward", dweight_accum.device(), cpu::embedding_backward(cd, ci, dweight_accum),
-                ::coat::ops::throw_no_kernel("embedding_backward", dweight_accum.device()));
+                cuda::embedding_backward(cd, ci, dweight_accum));
 }
 
 }  // namespace coat::ops

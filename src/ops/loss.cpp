@@ -6,6 +6,9 @@
 #include "coat/backend/cpu/loss.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/loss.h"
+#endif
 
 namespace coat::ops {
 
@@ -33,7 +36,7 @@ CrossEntropyResult cross_entropy(const Tensor& logits, const Tensor& targets, in
   COAT_DISPATCH(
       op, logits.device(),
       result.loss_sum = cpu::cross_entropy(cl, ct, ignore_index, grad_scale, result.dlogits, result.count),
-      ::coat::ops::throw_no_kernel(op, logits.device()));
+      result.loss_sum = cuda::cross_entropy(cl, ct, ignore_index, grad_scale, result.dlogits, result.count));
   return result;
 }
 

@@ -6,6 +6,9 @@
 #include "coat/backend/cpu/norm.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/norm.h"
+#endif
 
 namespace coat::ops {
 namespace {
@@ -73,7 +76,7 @@ NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps) {
   out.y = Tensor::empty(x.context(), x.shape(), x.dtype());
   out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
   COAT_DISPATCH("rmsnorm_forward", x.device(), cpu::rmsnorm_forward(cx, cw, eps, out.y, out.rstd),
-                ::coat::ops::throw_no_kernel("rmsnorm_forward", x.device()));
+                cuda::rmsnorm_forward(cx, cw, eps, out.y, out.rstd));
   return out;
 }
 
@@ -102,7 +105,7 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   const Tensor cw = weight.defined() ? contiguous(weight) : Tensor();
   Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
   COAT_DISPATCH("rmsnorm_backward", x.device(), cpu::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum),
-                ::coat::ops::throw_no_kernel("rmsnorm_backward", x.device()));
+                cuda::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum));
   return dx;
 }
 
@@ -115,7 +118,7 @@ NormForward layernorm_forward(const Tensor& x, double eps) {
   out.mean = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
   out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
   COAT_DISPATCH("layernorm_forward", x.device(), cpu::layernorm_forward(cx, eps, out.y, out.mean, out.rstd),
-                ::coat::ops::throw_no_kernel("layernorm_forward", x.device()));
+                cuda::layernorm_forward(cx, eps, out.y, out.mean, out.rstd));
   return out;
 }
 
@@ -127,7 +130,7 @@ Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean,
   const Tensor cdy = contiguous(dy), cx = contiguous(x), cm = contiguous(mean), cr = contiguous(rstd);
   Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
   COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx),
-                ::coat::ops::throw_no_kernel("layernorm_backward", x.device()));
+                cuda::layernorm_backward(cdy, cx, cm, cr, dx));
   return dx;
 }
 

@@ -6,6 +6,9 @@
 #include "coat/backend/cpu/optimizer.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/optimizer.h"
+#endif
 
 namespace coat::ops {
 namespace {
@@ -45,7 +48,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   const adamw_math::AdamWScalars s =
       adamw_math::adamw_scalars(h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.step, h.grad_scale);
   COAT_DISPATCH("adamw_step", param.device(), cpu::adamw_step(param, grad, m, v, s),
-                ::coat::ops::throw_no_kernel("adamw_step", param.device()));
+                cuda::adamw_step(param, grad, m, v, s));
 }
 
 Tensor sum_squares(const Tensor& x) {
@@ -55,7 +58,7 @@ Tensor sum_squares(const Tensor& x) {
   const Tensor cx = contiguous(x);
   Tensor out = Tensor::empty(x.context(), {1}, DType::F64, MemoryCategory::Workspace);
   COAT_DISPATCH("sum_squares", x.device(), cpu::sum_squares(cx, out),
-                ::coat::ops::throw_no_kernel("sum_squares", x.device()));
+                cuda::sum_squares(cx, out));
   return out;
 }
 

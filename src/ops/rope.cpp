@@ -6,6 +6,9 @@
 #include "coat/backend/cpu/rope.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/rope.h"
+#endif
 
 namespace coat::ops {
 
@@ -21,7 +24,7 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset, bool inverse
   const Tensor cx = contiguous(x);
   Tensor y = Tensor::empty(x.context(), x.shape(), x.dtype());
   COAT_DISPATCH("rope", x.device(), cpu::rope(cx, theta, position_offset, inverse, y),
-                ::coat::ops::throw_no_kernel("rope", x.device()));
+                cuda::rope(cx, theta, position_offset, inverse, y));
   return y;
 }
 

@@ -76,6 +76,10 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
     throw ConfigError(detail::concat("token file '", config_.data.path, "' holds ", tokens_.size(),
                                      " tokens: too few for one training window of data.seq_len = ", config_.data.seq_len));
   }
+  if (config_.precision.recipe == "fp32" && context_->device().is_cuda()) {
+    throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
+                      "fused attention runs in BF16)");
+  }
   // bf16: BF16 compute weights and activations, FP32 master weights, gradients and AdamW states.
   const std::optional<DType> compute = config_.precision.recipe == "bf16" ? std::optional<DType>(DType::BF16) : std::nullopt;
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute);

@@ -30,7 +30,10 @@ CudaContext::CublasLtHandle::~CublasLtHandle() {
 }
 
 CudaContext::CudaContext(int device)
-    : device_(select_device(device)), properties_(DeviceProperties::query(device_)), allocator_(device_) {
+    : device_(select_device(device)),
+      properties_(DeviceProperties::query(device_)),
+      allocator_(device_),
+      cudnn_(device_, stream_.get()) {
   workspace_ = allocator_.allocate(kCublasLtWorkspaceBytes, MemoryCategory::Workspace);
 }
 
@@ -41,7 +44,8 @@ CudaContext::~CudaContext() {
   allocator_.deallocate(workspace_, kCublasLtWorkspaceBytes, MemoryCategory::Workspace);
   workspace_ = nullptr;
   (void)cudaGetLastError();
-  // Members go next, in reverse order: plans, cuBLASLt handle, stream, allocator (which cudaFrees all).
+  // Members go next, in reverse order: attention graphs, cuDNN handle, matmul plans, cuBLASLt handle,
+  // stream, allocator (which cudaFrees all).
 }
 
 void CudaContext::make_current() const {

@@ -1,6 +1,7 @@
 // CudaContext: everything one CUDA device needs, owned in one place (no globals): the caching allocator,
-// the stream all work is queued on, the cuBLASLt handle and workspace, the matmul plan cache and the
-// device properties. Plain C++ (no kernels): includable from g++-compiled files.
+// the stream all work is queued on, the cuBLASLt handle and workspace, the matmul plan cache, the cuDNN
+// handle (created at first use) with its attention graph cache, and the device properties. Plain C++
+// (no kernels): includable from g++-compiled files.
 #pragma once
 
 #include <cublasLt.h>
@@ -9,8 +10,10 @@
 #include <cstddef>
 
 #include "coat/backend/cuda/caching_allocator.h"
+#include "coat/backend/cuda/cudnn_handle.h"
 #include "coat/backend/cuda/device_properties.h"
 #include "coat/backend/cuda/matmul_plan_cache.h"
+#include "coat/backend/cuda/sdpa_plan_cache.h"
 #include "coat/backend/cuda/stream.h"
 #include "coat/core/context.h"
 
@@ -41,6 +44,9 @@ class CudaContext final : public coat::DeviceContext {
   void* workspace() const { return workspace_; }
   size_t workspace_bytes() const { return kCublasLtWorkspaceBytes; }
   MatmulPlanCache& matmul_plans() { return matmul_plans_; }
+  /// The cuDNN handle on the context's stream, created (after a runtime version check) at the first call.
+  cudnnHandle_t cudnn() { return cudnn_.get(); }
+  SdpaPlanCache& sdpa_plans() { return sdpa_plans_; }
   /// cudaSetDevice(device): call before raw CUDA calls when several devices are used from one thread.
   void make_current() const;
 
@@ -61,6 +67,8 @@ class CudaContext final : public coat::DeviceContext {
   Stream stream_;
   CublasLtHandle cublaslt_;
   MatmulPlanCache matmul_plans_;
+  CudnnHandle cudnn_;  // outlives the graphs built on it
+  SdpaPlanCache sdpa_plans_;
   void* workspace_ = nullptr;  // from allocator_ (Workspace category), freed in ~CudaContext
 };
 

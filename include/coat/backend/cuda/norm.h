@@ -1,0 +1,25 @@
+// cuda kernels: RMSNorm and LayerNorm (no affine) over the last dimension of contiguous tensors seen as
+// [N, D], forward and backward; one block per row (persistent grid), 16-byte vector accesses where the
+// row length and alignment allow. Arithmetic in float (double for f64); row sums are block reductions in
+// float in a fixed order (the CPU twin sums rows in double: results agree to float rounding of the sums).
+// Deterministic: two runs on one device give identical bits, dweight_accum included (per-block partial
+// sums in a workspace, then a second kernel adding them in a fixed order; no float atomics).
+// Callers (coat/ops) validate shapes, dtypes and devices; these functions assume them valid.
+#pragma once
+
+#include "coat/core/tensor.h"
+
+namespace coat::cuda {
+
+/// y = x * rstd (* weight when defined); rstd [N] (f32, f64 for f64 x) = 1 / sqrt(mean(x^2) + eps).
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd);
+/// dx from dy; when weight is defined, dweight_accum (f32 or f64, [D]) += sum_n dy * x * rstd.
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+                      Tensor& dweight_accum);
+/// y = (x - mean) * rstd; mean and rstd [N] (f32, f64 for f64 x).
+void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd);
+/// dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd.
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                        Tensor& dx);
+
+}  // namespace coat::cuda

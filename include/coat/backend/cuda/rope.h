@@ -1,0 +1,16 @@
+// cuda kernel: rotary position embedding (HF rotate-half) on a contiguous [B, T, H, Dh] tensor.
+// Callers (coat/ops) validate shapes, dtypes and devices; this function assumes them valid.
+#pragma once
+
+#include <cstdint>
+
+#include "coat/core/tensor.h"
+
+namespace coat::cuda {
+
+/// y = x rotated by +angle (-angle when inverse), angle = (t + position_offset) * theta^(-2i/Dh). As on the
+/// CPU, the angles and their cos/sin are computed in double (on the device, once per block and position)
+/// and used in float (double for f64); the rotation itself is the CPU's float arithmetic, unfused.
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y);
+
+}  // namespace coat::cuda

@@ -1,0 +1,187 @@
+// CUDA kernel: rotary position embedding (HF rotate-half), then its launcher. Block (t, chunk) rotates
+// a chunk of the B * H heads at position t: each thread first loads its kItems (x[i], x[i + Dh/2]) vector
+// pairs, then the block computes the cos/sin of position t for the Dh/2 frequencies in double (the CPU's
+// formula, rounded once to float) into shared memory, then rotates and stores. Nothing is computed on the
+// host and no table lives in device memory.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/rope.h"
+
+namespace coat::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+/// Vector pairs per thread loaded before the cos/sin table is computed.
+constexpr int kItems = 4;
+/// Blocks per position at most (grid.y); further chunks are looped over.
+constexpr int64_t kMaxChunks = 65535;
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+/// Storage type S (float, double, BF16 bits) -> arithmetic type A, exact widening, nearest-even narrowing.
+template <typename S>
+struct Elem;
+template <>
+struct Elem<float> {
+  using A = float;
+  __device__ static float load(float v) { return v; }
+  __device__ static float store(float v) { return v; }
+};
+template <>
+struct Elem<double> {
+  using A = double;
+  __device__ static double load(double v) { return v; }
+  __device__ static double store(double v) { return v; }
+};
+template <>
+struct Elem<uint16_t> {
+  using A = float;
+  __device__ static float load(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+  __device__ static uint16_t store(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+};
+template <typename S>
+using acc_t = typename Elem<S>::A;
+
+template <typename S>
+constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
+
+// Unfused arithmetic (no FMA contraction), as the CPU computes it.
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+
+/// x, y [B, T, H, Dh] with half = Dh / 2; item j of position t is vector v = j % (half / kVec) of head
+/// h = (j / (half / kVec)) % H of batch b = j / (H * half / kVec). Shared memory: cos[half], sin[half] in A.
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void rope_kernel(const S* __restrict__ x, S* __restrict__ y,
+                                                        int64_t t_count, int64_t heads, int64_t dh,
+                                                        int64_t items, double theta, int64_t position_offset,
+                                                        double sign) {
+  using E = Elem<S>;
+  using A = acc_t<S>;
+  using P = Pack<S, kVec>;
+  using AP = Pack<A, kVec>;
+  extern __shared__ __align__(32) unsigned char smem[];
+  const int64_t half = dh / 2;
+  A* cos_t = reinterpret_cast<A*>(smem);
+  A* sin_t = cos_t + half;
+  const int64_t t = blockIdx.x;
+  const int64_t vecs_per_head = half / kVec;
+  const int64_t per_block = int64_t(kThreads) * kItems;
+  bool have_table = false;
+  // The loop bound is uniform over the block, so every thread reaches the barrier inside.
+  for (int64_t start = blockIdx.y * per_block; start < items; start += int64_t(gridDim.y) * per_block) {
+    P lo[kItems], hi[kItems];
+    int64_t base[kItems];
+    int first[kItems];  // first frequency index of the vector
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      const int64_t j = start + int64_t(u) * kThreads + threadIdx.x;
+      base[u] = -1;
+      first[u] = 0;
+      if (j < items) {
+        const int64_t v = j % vecs_per_head;
+        const int64_t bh = j / vecs_per_head;
+        const int64_t h = bh % heads, b = bh / heads;
+        first[u] = static_cast<int>(v * kVec);
+        base[u] = ((b * t_count + t) * heads + h) * dh + first[u];
+        lo[u] = *reinterpret_cast<const P*>(x + base[u]);
+        hi[u] = *reinterpret_cast<const P*>(x + base[u] + half);
+      }
+    }
+    if (!have_table) {
+      for (int64_t i = threadIdx.x; i < half; i += kThreads) {
+        const double inv_freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(dh));
+        const double angle = static_cast<double>(t + position_offset) * inv_freq;
+        double s, c;
+        sincos(angle, &s, &c);
+        cos_t[i] = static_cast<A>(c);
+        sin_t[i] = static_cast<A>(sign * s);
+      }
+      __syncthreads();
+      have_table = true;
+    }
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      if (base[u] < 0) continue;
+      const AP c = *reinterpret_cast<const AP*>(cos_t + first[u]);
+      const AP s = *reinterpret_cast<const AP*>(sin_t + first[u]);
+      P out_lo, out_hi;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const A a = E::load(lo[u].v[k]), b = E::load(hi[u].v[k]);
+        out_lo.v[k] = E::store(sub_rn(mul_rn(a, c.v[k]), mul_rn(b, s.v[k])));
+        out_hi.v[k] = E::store(add_rn(mul_rn(b, c.v[k]), mul_rn(a, s.v[k])));
+      }
+      *reinterpret_cast<P*>(y + base[u]) = out_lo;
+      *reinterpret_cast<P*>(y + base[u] + half) = out_hi;
+    }
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <typename F>
+void dispatch_storage(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::F32:
+      f(float{});
+      return;
+    case DType::F64:
+      f(double{});
+      return;
+    case DType::BF16:
+      f(uint16_t{});
+      return;
+    default:
+      COAT_CHECK(false, NotImplemented, "[", op, "] cuda: no kernel for dtype ", dtype_name(t));
+  }
+}
+
+}  // namespace
+
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
+  const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
+  if (x.numel() == 0) return;
+  const int64_t half = dh / 2;
+  dispatch_storage(x.dtype(), "rope", [&](auto s) {
+    using S = decltype(s);
+    using A = acc_t<S>;
+    const size_t smem = static_cast<size_t>(dh) * sizeof(A);
+    COAT_CHECK(smem <= 48 * 1024, NotImplemented, "[rope] cuda: head dimension ", dh,
+               " needs a cos/sin table of ", smem, " bytes, over the 48 KiB of shared memory a block has");
+    const S* xp = x.data<S>();
+    S* yp = y.data<S>();
+    const bool vec = half % kVec16<S> == 0 && aligned16(xp) && aligned16(yp);
+    const double sign = inverse ? -1.0 : 1.0;
+    auto launch = [&](auto kernel, int vec_elems) {
+      const int64_t items = b_count * heads * (half / vec_elems);
+      const int64_t per_block = int64_t(kThreads) * kItems;
+      const int64_t chunks = std::min((items + per_block - 1) / per_block, kMaxChunks);
+      const dim3 grid(static_cast<unsigned>(t_count), static_cast<unsigned>(chunks));
+      kernel<<<grid, kThreads, smem, stream_of(y)>>>(xp, yp, t_count, heads, dh, items, theta, position_offset,
+                                                     sign);
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    };
+    if (vec) {
+      launch(rope_kernel<S, kVec16<S>>, kVec16<S>);
+    } else {
+      launch(rope_kernel<S, 1>, 1);
+    }
+  });
+}
+
+}  // namespace coat::cuda
