@@ -5,6 +5,7 @@
 #include <set>
 
 #include "coat/ops/copy.h"
+#include "coat/ops/elementwise.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/optimizer.h"
 
@@ -55,11 +56,19 @@ AdamW::AdamW(std::vector<OptimSegment> segments, AdamWConfig config)
 }
 
 // Squares of float gradients summed in double cannot overflow (FLT_MAX^2 < DBL_MAX), so the norm is
-// non-finite exactly when some gradient element is inf or NaN. One read-back per segment.
+// non-finite exactly when some gradient element is inf or NaN. The per-segment sums are added on the
+// segments' device in segment order (double); one read-back per step.
 double AdamW::grad_norm() const {
-  double total = 0.0;
-  for (const OptimSegment& s : segments_) total += ops::to_double_vector(ops::sum_squares(s.grad))[0];
-  return std::sqrt(total);
+  Tensor total;
+  for (const OptimSegment& s : segments_) {
+    Tensor sq = ops::sum_squares(s.grad);
+    if (!total.defined()) {
+      total = sq;
+    } else {
+      ops::add_(total, sq);
+    }
+  }
+  return total.defined() ? std::sqrt(ops::to_double_vector(total)[0]) : 0.0;
 }
 
 StepStats AdamW::step(float lr) {
