@@ -1,13 +1,11 @@
 // CUDA kernels: SwiGLU gating and its backward, then their launchers. Element-wise and memory-bound:
 // 16-byte vectors (when every pointer is 16-byte aligned), kUnroll independent vectors per thread in flight,
 // a grid-stride loop, a scalar loop for the tail. The formulas are the CPU twin's, unfused.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
 #include "coat/backend/cuda/activation.h"
 #include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 
 namespace coat::cuda {
@@ -16,43 +14,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 2;
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-/// Storage type S (float, double, BF16 bits) -> arithmetic type A, exact widening, nearest-even narrowing.
-template <typename S>
-struct Elem;
-template <>
-struct Elem<float> {
-  using A = float;
-  __device__ static float load(float v) { return v; }
-  __device__ static float store(float v) { return v; }
-};
-template <>
-struct Elem<double> {
-  using A = double;
-  __device__ static double load(double v) { return v; }
-  __device__ static double store(double v) { return v; }
-};
-template <>
-struct Elem<uint16_t> {
-  using A = float;
-  __device__ static float load(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-  __device__ static uint16_t store(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-};
-
-template <typename S>
-constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
-
-// Unfused arithmetic (no FMA contraction), as the CPU computes it.
-__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
 __device__ inline float exp_of(float a) { return expf(a); }
 __device__ inline double exp_of(double a) { return exp(a); }
 
@@ -163,25 +124,6 @@ __global__ __launch_bounds__(kThreads) void swiglu_backward_kernel(const S* __re
     swiglu_grads(E::load(dy[i]), E::load(gate[i]), E::load(up[i]), dg, du);
     dgate[i] = E::store(dg);
     dup[i] = E::store(du);
-  }
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-template <typename F>
-void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cuda: no kernel for dtype ", dtype_name(t));
   }
 }
 

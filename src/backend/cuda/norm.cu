@@ -5,14 +5,12 @@
 // row while they reduce and write the current one. Row sums are float (double for f64) block
 // reductions in a fixed order. The element-wise formulas are the CPU twin's, with the multiplications and
 // subtractions kept unfused (__fmul_rn, ...) so that the two differ only through the row sums.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
 #include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/norm.h"
 
@@ -33,47 +31,6 @@ constexpr int kMaxBackwardThreads = 512;
 constexpr int kMaxWarps = kMaxThreads / kWarp;
 /// The dweight reduction: a block of 32 columns x kReduceSlices slices of the partial rows.
 constexpr int kReduceSlices = 8;
-
-/// N elements moved as one (16-byte, when N * sizeof(T) == 16) load or store.
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-/// Storage type S (float, double, BF16 bits) -> arithmetic type A, with exact widening and
-/// round-to-nearest-even narrowing (BF16 NaNs become 0x7FFF, as the CPU's float_to_bf16).
-template <typename S>
-struct Elem;
-template <>
-struct Elem<float> {
-  using A = float;
-  __device__ static float load(float v) { return v; }
-  __device__ static float store(float v) { return v; }
-};
-template <>
-struct Elem<double> {
-  using A = double;
-  __device__ static double load(double v) { return v; }
-  __device__ static double store(double v) { return v; }
-};
-template <>
-struct Elem<uint16_t> {
-  using A = float;
-  __device__ static float load(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-  __device__ static uint16_t store(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-};
-template <typename S>
-using acc_t = typename Elem<S>::A;
-
-/// Elements of S per 16-byte vector.
-template <typename S>
-constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
-
-// Unfused arithmetic (no FMA contraction), as the CPU twin computes it.
-__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
 
 /// Sums each of v[0..N) over the block in a fixed order (butterfly within warps, then warp 0's partials
 /// in warp order); every thread receives the sums. `red` is the kernel's __shared__ [kMaxWarps][N].
@@ -162,6 +119,28 @@ __device__ inline void load_cached(P (&cache)[kCache], const S* x, int64_t row, 
   }
 }
 
+/// Moves the vectors prefetched in `next` to `cur`, then prefetches into `next` this thread's cached
+/// vectors of row `row` of x (nothing when row >= rows).
+template <int kCache, typename P, typename S>
+__device__ inline void advance_cached(P (&cur)[kCache], P (&next)[kCache], const S* x, int64_t row, int64_t rows,
+                                      int64_t d, int64_t nv) {
+#pragma unroll
+  for (int c = 0; c < kCache; ++c) cur[c] = next[c];
+  load_cached<kCache>(next, x, row, rows, d, nv);
+}
+
+/// Loads this thread's cached vectors of the weight w, when there is one (wc is left as it is otherwise).
+template <int kCache, typename P, typename S>
+__device__ inline void load_weight(P (&wc)[kCache], const S* w, int64_t nv) {
+  const P* wv = reinterpret_cast<const P*>(w);
+  const int tid = threadIdx.x, nt = blockDim.x;
+#pragma unroll
+  for (int c = 0; c < kCache; ++c) {
+    const int64_t j = tid + int64_t(c) * nt;
+    if (w != nullptr && j < nv) wc[c] = wv[j];
+  }
+}
+
 // ---- kernels ----
 // Row kernels see a row as nv = d / kVec vectors; vector j of the row is handled by thread j % blockDim.x,
 // cached in slot j / blockDim.x when that is < kCache. kVec > 1 only when d % kVec == 0 and every pointer is
@@ -182,20 +161,14 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
   const bool affine = w != nullptr;
   const P* wv = reinterpret_cast<const P*>(w);
   P wc[kCache] = {};
-#pragma unroll
-  for (int c = 0; c < kCache; ++c) {
-    const int64_t j = tid + int64_t(c) * nt;
-    if (affine && j < nv) wc[c] = wv[j];
-  }
+  load_weight<kCache>(wc, w, nv);
   P xn[kCache];  // the cached vectors of the block's next row, loaded one iteration ahead
   load_cached<kCache>(xn, x, blockIdx.x, rows, d, nv);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const P* xr = reinterpret_cast<const P*>(x + row * d);
     P* yr = reinterpret_cast<P*>(y + row * d);
     P xc[kCache];
-#pragma unroll
-    for (int c = 0; c < kCache; ++c) xc[c] = xn[c];
-    load_cached<kCache>(xn, x, row + gridDim.x, rows, d, nv);
+    advance_cached<kCache>(xc, xn, x, row + gridDim.x, rows, d, nv);
     A ss[1] = {A(0)};
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
@@ -266,11 +239,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
   A* part = affine ? dw_part + blockIdx.x * d : nullptr;
   P wc[kCache] = {};
   A dwc[kCache][kVec] = {};
-#pragma unroll
-  for (int c = 0; c < kCache; ++c) {
-    const int64_t j = tid + int64_t(c) * nt;
-    if (affine && j < nv) wc[c] = wv[j];
-  }
+  load_weight<kCache>(wc, w, nv);
   if (affine) {
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
 #pragma unroll
@@ -395,9 +364,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
     const P* xr = reinterpret_cast<const P*>(x + row * d);
     P* yr = reinterpret_cast<P*>(y + row * d);
     P xc[kCache];
-#pragma unroll
-    for (int c = 0; c < kCache; ++c) xc[c] = xn[c];
-    load_cached<kCache>(xn, x, row + gridDim.x, rows, d, nv);
+    advance_cached<kCache>(xc, xn, x, row + gridDim.x, rows, d, nv);
     A count = A(0), sum = A(0);
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
@@ -540,26 +507,6 @@ struct Rows {
 Rows rows_of(const Tensor& x) {
   const int64_t d = x.dim() == 0 ? 1 : x.size(-1);
   return {d == 0 ? 0 : x.numel() / d, d};
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-/// Calls f with a value of the storage type of dtype t (f32, f64, bf16).
-template <typename F>
-void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cuda: no kernel for dtype ", dtype_name(t));
-  }
 }
 
 /// Vectors of its row each thread keeps in registers, kSmall or kLarge per kernel: the forward kernels

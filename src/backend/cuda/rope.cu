@@ -3,14 +3,11 @@
 // pairs, then the block computes the cos/sin of position t for the Dh/2 frequencies in double (the CPU's
 // formula, rounded once to float) into shared memory, then rotates and stores. Nothing is computed on the
 // host and no table lives in device memory.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/rope.h"
 
@@ -22,46 +19,6 @@ constexpr int kThreads = 256;
 constexpr int kItems = 4;
 /// Blocks per position at most (grid.y); further chunks are looped over.
 constexpr int64_t kMaxChunks = 65535;
-
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
-
-/// Storage type S (float, double, BF16 bits) -> arithmetic type A, exact widening, nearest-even narrowing.
-template <typename S>
-struct Elem;
-template <>
-struct Elem<float> {
-  using A = float;
-  __device__ static float load(float v) { return v; }
-  __device__ static float store(float v) { return v; }
-};
-template <>
-struct Elem<double> {
-  using A = double;
-  __device__ static double load(double v) { return v; }
-  __device__ static double store(double v) { return v; }
-};
-template <>
-struct Elem<uint16_t> {
-  using A = float;
-  __device__ static float load(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-  __device__ static uint16_t store(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-};
-template <typename S>
-using acc_t = typename Elem<S>::A;
-
-template <typename S>
-constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
-
-// Unfused arithmetic (no FMA contraction), as the CPU computes it.
-__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
 
 /// x, y [B, T, H, Dh] with half = Dh / 2; item j of position t is vector v = j % (half / kVec) of head
 /// h = (j / (half / kVec)) % H of batch b = j / (H * half / kVec). Shared memory: cos[half], sin[half] in A.
@@ -129,25 +86,6 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* __restrict__ x,
       *reinterpret_cast<P*>(y + base[u]) = out_lo;
       *reinterpret_cast<P*>(y + base[u] + half) = out_hi;
     }
-  }
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-template <typename F>
-void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cuda: no kernel for dtype ", dtype_name(t));
   }
 }
 

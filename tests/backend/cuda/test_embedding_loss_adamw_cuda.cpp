@@ -29,6 +29,7 @@
 #include "coat/ops/loss.h"
 #include "coat/ops/optimizer.h"
 #include "coat/ops/runtime.h"
+#include "cuda_test_util.h"
 
 #ifdef COAT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -40,19 +41,7 @@
 namespace coat {
 namespace {
 
-class CudaTrainOps : public ::testing::Test {
- protected:
-  void SetUp() override {
-#ifndef COAT_WITH_CUDA
-    GTEST_SKIP() << "built without CUDA";
-#else
-    if (ops::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none";
-    gpu = ops::make_context(Device::cuda(0));
-#endif
-  }
-  ContextPtr cpu = std::make_shared<CpuContext>();
-  ContextPtr gpu;
-};
+class CudaTrainOps : public test::CudaTest {};
 
 std::vector<double> normal_values(size_t n, uint32_t seed, double scale = 1.0) {
   std::mt19937 gen(seed);

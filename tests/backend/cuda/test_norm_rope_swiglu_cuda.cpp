@@ -27,6 +27,7 @@
 #include "coat/ops/norm.h"
 #include "coat/ops/rope.h"
 #include "coat/ops/runtime.h"
+#include "cuda_test_util.h"
 #include "expect_error.h"
 
 #ifdef COAT_WITH_CUDA
@@ -43,19 +44,7 @@ namespace {
 
 constexpr double kBf16Ulp = 0x1p-7;  // 1 bf16 ulp relative to the value (upper bound)
 
-class CudaNormRopeSwiglu : public ::testing::Test {
- protected:
-  void SetUp() override {
-#ifndef COAT_WITH_CUDA
-    GTEST_SKIP() << "built without CUDA";
-#else
-    if (ops::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none";
-    gpu = ops::make_context(Device::cuda(0));
-#endif
-  }
-  ContextPtr cpu = std::make_shared<CpuContext>();
-  ContextPtr gpu;
-};
+class CudaNormRopeSwiglu : public test::CudaTest {};
 
 std::vector<double> random_values(size_t n, uint32_t seed, double mean = 0.0, double scale = 1.0) {
   std::mt19937 gen(seed);

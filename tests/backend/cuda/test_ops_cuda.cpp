@@ -13,23 +13,12 @@
 #include "coat/ops/elementwise.h"
 #include "coat/ops/reduce.h"
 #include "coat/ops/runtime.h"
+#include "cuda_test_util.h"
 
 namespace coat {
 namespace {
 
-class CudaOps : public ::testing::Test {
- protected:
-  void SetUp() override {
-#ifndef COAT_WITH_CUDA
-    GTEST_SKIP() << "built without CUDA";
-#else
-    if (ops::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none";
-    gpu = ops::make_context(Device::cuda(0));
-#endif
-  }
-  ContextPtr cpu = std::make_shared<CpuContext>();
-  ContextPtr gpu;
-};
+class CudaOps : public test::CudaTest {};
 
 std::vector<double> random_values(size_t n, uint32_t seed, double scale = 1.0) {
   std::mt19937 gen(seed);

@@ -1,13 +1,14 @@
 // CPU kernels' element types by storage: F32 as float, F64 as double, BF16 as its bits (uint16_t).
 // Arithmetic runs in acc_t<S>: float, or double for F64. widen/narrow convert (BF16 round-to-nearest-even);
-// dispatch_storage calls f with a value of the storage type of a dtype.
+// dispatch_storage calls f with a value of the storage type of a dtype (coat/backend/typed_dispatch.h).
 #pragma once
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
+#include "coat/backend/typed_dispatch.h"
 #include "coat/core/dtype.h"
-#include "coat/core/error.h"
 #include "coat/core/float_formats.h"
 
 namespace coat::cpu {
@@ -30,19 +31,7 @@ S narrow(acc_t<S> v) {
 
 template <typename F>
 void dispatch_storage(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32:
-      f(float{});
-      return;
-    case DType::F64:
-      f(double{});
-      return;
-    case DType::BF16:
-      f(uint16_t{});
-      return;
-    default:
-      COAT_CHECK(false, NotImplemented, "[", op, "] cpu: no kernel for dtype ", dtype_name(t));
-  }
+  coat::dispatch_storage(t, "cpu", op, std::forward<F>(f));
 }
 
 }  // namespace coat::cpu
