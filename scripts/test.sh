@@ -10,8 +10,9 @@ ctest --test-dir "$build_dir" --output-on-failure -j "${COAT_JOBS:-$(nproc)}" 2>
 status=${PIPESTATUS[0]}
 passed=$(grep -cE 'Test +#[0-9]+: .*  +Passed' "$log")
 skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
-failed=$(grep -cE 'Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout|Not Run)' "$log")
+failed=$(grep -E 'Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout|Not Run)' "$log" | grep -cv '(Disabled)')
+disabled=$(grep -cE 'Test +#[0-9]+: .*\*\*\*Not Run \(Disabled\)' "$log")
 rm -f "$log"
 gpu=$([[ -n "$(command -v nvidia-smi)" ]] && nvidia-smi -L 2>/dev/null | head -1 || echo "no GPU")
-echo "coat-train tests: $passed passed, $skipped skipped, $failed failed ($gpu)"
+echo "coat-train tests: $passed passed, $skipped skipped, $failed failed, $disabled disabled benchmarks ($gpu)"
 exit "$status"
