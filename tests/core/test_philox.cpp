@@ -145,7 +145,7 @@ TEST(DeterministicMath, LogIsAccurateAcrossAllPositiveFloats) {
   // Step through the bit patterns of all positive finite floats (subnormals included), skipping x == 1.
   double worst = 0.0;
   for (uint32_t bits = 1; bits < 0x7f800000u; bits += 997) {
-    const float x = philox_detail::bits_to_float(bits);
+    const float x = coat::bits_to_float(bits);
     if (x == 1.0f) continue;
     worst = std::max(worst, relative_error(deterministic_log(x), std::log(static_cast<double>(x))));
   }

@@ -17,6 +17,7 @@
 
 #include "coat/core/dtype.h"
 #include "coat/core/float_formats.h"
+#include "coat/core/float_ops.h"
 #include "coat/core/host_device.h"
 #include "coat/core/tensor.h"
 
@@ -25,49 +26,11 @@ namespace coat::fp8math {
 inline constexpr uint32_t kCanonicalNanBits = 0x7FFFFFFFu;
 inline constexpr float kFloatMax = 3.40282346638528859812e+38f;
 
-COAT_HOST_DEVICE inline uint32_t float_bits(float v) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(v);
-#else
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return bits;
-#endif
-}
-
-COAT_HOST_DEVICE inline float bits_to_float(uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(bits);
-#else
-  float v;
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-#endif
-}
-
 COAT_HOST_DEVICE inline float canonical_nan() {
   return bits_to_float(kCanonicalNanBits);
 }
 COAT_HOST_DEVICE inline float canonicalize_nan(float v) {
   return v != v ? canonical_nan() : v;
-}
-
-/// a * b, one IEEE multiply rounded to nearest even (never fused with a neighbouring add).
-COAT_HOST_DEVICE inline float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-/// a / b, correctly rounded to nearest even.
-COAT_HOST_DEVICE inline float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
 }
 
 // ---- amax ----
@@ -77,7 +40,7 @@ COAT_HOST_DEVICE inline float div_rn(float a, float b) {
 // NaN and inf, is exact and independent of the reduction order (GPU: warp shuffles, then atomicMax).
 
 COAT_HOST_DEVICE inline uint32_t amax_key(float v) {
-  const uint32_t magnitude = float_bits(v) & 0x7FFFFFFFu;
+  const uint32_t magnitude = float_to_bits(v) & 0x7FFFFFFFu;
   return magnitude > 0x7F800000u ? kCanonicalNanBits : magnitude;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "coat/core/float_ops.h"
 #include "coat/core/host_device.h"
 
 #if defined(__CUDACC__)
@@ -22,25 +23,8 @@ inline constexpr float kE5M2Max = 57344.0f;
 
 namespace detail {
 
-COAT_HOST_DEVICE inline uint32_t float_to_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-#endif
-}
-
-COAT_HOST_DEVICE inline float bits_to_float(uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(bits);
-#else
-  float x;
-  std::memcpy(&x, &bits, sizeof(x));
-  return x;
-#endif
-}
+using ::coat::bits_to_float;
+using ::coat::float_to_bits;
 
 COAT_HOST_DEVICE inline uint64_t double_to_bits(double x) {
 #if defined(__CUDA_ARCH__)

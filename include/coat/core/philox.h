@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "coat/core/float_ops.h"
 #include "coat/core/host_device.h"
 
 // Bit-identity rules followed by every floating-point function below (break one and CPU and GPU drift):
@@ -24,42 +25,6 @@ struct Philox4x32Result {
 };
 
 namespace philox_detail {
-
-COAT_HOST_DEVICE inline uint32_t float_to_bits(float value) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(value);
-#else
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-#endif
-}
-
-COAT_HOST_DEVICE inline float bits_to_float(uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(bits);
-#else
-  float value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-#endif
-}
-
-COAT_HOST_DEVICE inline float divide_rn(float numerator, float denominator) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(numerator, denominator);
-#else
-  return numerator / denominator;
-#endif
-}
-
-COAT_HOST_DEVICE inline float sqrt_rn(float value) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(value);
-#else
-  return std::sqrt(value);
-#endif
-}
 
 // One Philox round: two 32x32->64 multiplies, the high halves mixed with the other words and the key.
 COAT_HOST_DEVICE inline void philox_round(uint32_t (&counter)[4], uint32_t key0, uint32_t key1) {
@@ -141,8 +106,6 @@ COAT_HOST_DEVICE constexpr float uniform_from_bits(uint32_t bits) {
 // 2^24 values in (0, 1] that normal_from_bits feeds it and on a grid over all positive floats; bound 2e-7.
 // Returns -inf for +-0, NaN for negatives and NaN, +inf for +inf.
 COAT_HOST_DEVICE inline float deterministic_log(float x) {
-  using philox_detail::bits_to_float;
-  using philox_detail::float_to_bits;
   constexpr float kLn2Head = 0x1.62e300p-1f;   // 17 significant bits: k * head is exact for |k| <= 128
   constexpr float kLn2Tail = 0x1.2fefa2p-17f;  // ln 2 - kLn2Head
   constexpr float kLg1 = 0x1.555554p-1f;
@@ -171,7 +134,7 @@ COAT_HOST_DEVICE inline float deterministic_log(float x) {
   }
   const float f = bits_to_float(mantissa) - 1.0f;  // exact (Sterbenz)
   const float k = static_cast<float>(exponent);
-  const float s = philox_detail::divide_rn(f, 2.0f + f);
+  const float s = div_rn(f, 2.0f + f);
   const float s_squared = s * s;
   float poly = fmaf(kLg4, s_squared, kLg3);
   poly = fmaf(poly, s_squared, kLg2);
@@ -214,7 +177,7 @@ COAT_HOST_DEVICE inline float deterministic_cos_2pi(float u) {
 COAT_HOST_DEVICE inline float normal_from_bits(uint32_t bits_u1, uint32_t bits_u2) {
   const float u1 = static_cast<float>((bits_u1 >> 8) + 1u) * 0x1p-24f;
   const float u2 = uniform_from_bits(bits_u2);
-  const float radius = philox_detail::sqrt_rn(-2.0f * deterministic_log(u1));
+  const float radius = sqrt_rn(-2.0f * deterministic_log(u1));
   return radius * deterministic_cos_2pi(u2);
 }
 

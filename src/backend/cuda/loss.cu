@@ -24,6 +24,7 @@
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/loss.h"
 #include "coat/core/float_formats.h"
+#include "coat/core/float_ops.h"
 
 namespace coat::cuda {
 namespace {
@@ -70,10 +71,6 @@ __device__ inline S narrow(typename Arith<S>::type v) {
 
 __device__ inline float exp_acc(float x) { return expf(x); }
 __device__ inline double exp_acc(double x) { return exp(x); }
-__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
 
 /// The block's (max, sum): the max over the block (exact in any order), each thread's sum rescaled once
 /// by exp(m - max) in double, then the sums added in a fixed tree (identical bits run to run). Valid in

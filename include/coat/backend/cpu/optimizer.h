@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "coat/core/float_ops.h"
 #include "coat/core/host_device.h"
 #include "coat/core/tensor.h"
 
@@ -54,42 +55,6 @@ inline AdamWScalars adamw_scalars(float lr, float beta1, float beta2, float eps,
   s.step_size = static_cast<float>(static_cast<double>(lr) / (1.0 - std::pow(b1, t)));
   s.eps = eps;
   return s;
-}
-
-COAT_HOST_DEVICE inline float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-COAT_HOST_DEVICE inline float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-COAT_HOST_DEVICE inline float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-COAT_HOST_DEVICE inline float div_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-COAT_HOST_DEVICE inline float sqrt_rn(float a) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
 }
 
 /// One element of the update, in the order documented at the top of this file.

@@ -10,6 +10,7 @@
 
 #include "coat/backend/typed_dispatch.h"
 #include "coat/core/dtype.h"
+#include "coat/core/float_ops.h"
 
 namespace coat::cuda {
 
@@ -48,13 +49,8 @@ using acc_t = typename Elem<S>::A;
 template <typename S>
 constexpr int kVec16 = static_cast<int>(16 / sizeof(S));
 
-// Unfused arithmetic (no FMA contraction), as the CPU twins compute it.
-__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline float add_rn(float a, float b) { return __fadd_rn(a, b); }
-__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ inline float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+// Unfused arithmetic (no FMA contraction), as the CPU twins compute it: add_rn, sub_rn, mul_rn from
+// coat/core/float_ops.h.
 
 /// Whether p may be accessed as 16-byte vectors.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
