@@ -62,6 +62,7 @@ void Transformer::add_unit(const std::string& name, const std::vector<std::pair<
   }
   ParamUnit unit;
   unit.name = name;
+  // Zeroed: the alignment padding between parameters stays zero for good.
   const bool mixed = compute_dtype_ != dtype_;
   unit.master = ops::zeros(context_, {total}, dtype_, mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights);
   unit.value = mixed ? ops::zeros(context_, {total}, compute_dtype_, MemoryCategory::Weights) : unit.master;
@@ -90,7 +91,6 @@ nn::Parameter& Transformer::parameter(const std::string& name) {
 
 void Transformer::init(uint64_t seed) {
   RandomGenerator gen{seed, 0};
-  for (ParamUnit& u : units_) ops::fill_(u.master, 0.0);  // alignment padding stays zero
   for (nn::Parameter& p : params_) {
     if (p.master.dim() == 1) {
       ops::fill_(p.master, 1.0);

@@ -1,15 +1,12 @@
 #include "coat/nn/linear.h"
 
+#include "coat/nn/rows.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/matmul.h"
 
 namespace coat::nn {
 
 namespace {
-Tensor as_rows(const Tensor& t) {
-  const int64_t cols = t.size(-1);
-  return ops::contiguous(t).reshape({t.numel() / cols, cols});
-}
 Shape with_last(Shape shape, int64_t last) {
   shape.back() = last;
   return shape;

@@ -1,5 +1,6 @@
 #include "coat/nn/loss.h"
 
+#include "coat/nn/rows.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/elementwise.h"
@@ -13,7 +14,7 @@ LossOutput cross_entropy(autograd::Tape& tape, const autograd::Var& logits, cons
   const int64_t rows = logits.value.numel() / vocab;
   COAT_ARG_CHECK(targets.numel() == rows, "cross_entropy", "targets ", shape_str(targets.shape()), " do not match logits ",
                  shape_str(logits.shape()));
-  const Tensor logits2 = ops::contiguous(logits.value).reshape({rows, vocab});
+  const Tensor logits2 = as_rows(logits.value);
   const Tensor targets1 = ops::contiguous(targets).reshape({rows});
   ops::CrossEntropyResult r = ops::cross_entropy(logits2, targets1, ignore_index, grad_scale, compute_grad);
   LossOutput out;

@@ -1,16 +1,9 @@
 #include "coat/nn/norm.h"
 
-#include "coat/ops/copy.h"
+#include "coat/nn/rows.h"
 #include "coat/ops/norm.h"
 
 namespace coat::nn {
-
-namespace {
-Tensor as_rows(const Tensor& t) {
-  const int64_t cols = t.size(-1);
-  return ops::contiguous(t).reshape({t.numel() / cols, cols});
-}
-}  // namespace
 
 autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps) {
   const Tensor x2 = as_rows(x.value);

@@ -30,13 +30,9 @@ data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
     throw ConfigError(detail::concat("token file '", d.path, "' was made with a vocabulary of ", f.vocab_size(),
                                      " tokens but model.vocab_size is ", vocab));
   }
-  // Every token id must index the embedding table: check the whole file once, up front (read() names the
+  // Every token id must index the embedding table: check the whole file once, up front (the error names the
   // file, the position and the id).
-  std::vector<int32_t> chunk(1 << 20);
-  for (uint64_t start = 0; start < f.size(); start += chunk.size()) {
-    const uint64_t n = std::min<uint64_t>(chunk.size(), f.size() - start);
-    f.read(start, std::span<int32_t>(chunk.data(), n), static_cast<uint32_t>(vocab));
-  }
+  f.validate(static_cast<uint32_t>(vocab));
   return f;
 }
 
@@ -277,27 +273,29 @@ void Trainer::run(int64_t stop_after_step) {
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
   const int64_t interval = config_.checkpoint.interval;
   auto started = std::chrono::steady_clock::now();
-  auto window_start = started;
-  int64_t window_steps = 0;
+  auto window_start = started;  // time and step of the last log line
+  int64_t window_first_step = step_;
+  int64_t steps_run = 0;     // steps run by this call
   while (step_ < last) {
     StepRecord rec = train_step();
-    ++window_steps;
+    ++steps_run;
     const auto now = std::chrono::steady_clock::now();
     const double elapsed = std::chrono::duration<double>(now - started).count();
-    const double per_step = elapsed / static_cast<double>(window_steps);
+    const double per_step = elapsed / static_cast<double>(steps_run);
     nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
                         {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
                         {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
     if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
       const double win = std::chrono::duration<double>(now - window_start).count();
-      const double tps = static_cast<double>(config_.tokens_per_step()) *
-                         static_cast<double>(std::min<int64_t>(window_steps, config_.train.log_interval)) / std::max(win, 1e-9);
+      const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
+                         std::max(win, 1e-9);
       j["tokens_per_s"] = tps;
       metrics_->clear_progress();
       spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | mem {}", rec.step,
                    config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
                    models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
       window_start = now;
+      window_first_step = rec.step;
     }
     metrics_->write(j);
     metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
