@@ -16,6 +16,15 @@ for _d in "$_coat_sp/nvidia/cudnn/lib" "$_coat_sp/nvidia/nccl/lib"; do
   [[ -n "$_coat_sp" && -d "$_d" ]] && export LD_LIBRARY_PATH="$_d:$LD_LIBRARY_PATH"
 done
 [[ -d /usr/local/cuda/lib64 ]] && export LD_LIBRARY_PATH="/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+# CUPTI (coat-bench's kernel table, the kernel profiler test): the toolkit's, else pip's nvidia-cuda-cupti;
+# appended, so that it shadows none of the libraries chosen above.
+for _d in /usr/local/cuda/extras/CUPTI/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+          "$_coat_sp/nvidia/cu13/lib" "$_coat_sp/nvidia/cuda_cupti/lib"; do
+  if [[ -e "$_d/libcupti.so.13" ]]; then
+    [[ ":$LD_LIBRARY_PATH:" == *":$_d:"* ]] || export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$_d"
+    break
+  fi
+done
 _coat_configured=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$_coat_root/build/CMakeCache.txt" 2>/dev/null || true)
 if [[ -n "$_coat_configured" && "$_coat_configured" != "$_coat_root" && ! -e "$_coat_configured" ]]; then
   mkdir -p "$(dirname "$_coat_configured")" && ln -sfn "$_coat_root" "$_coat_configured"

@@ -3,6 +3,8 @@
 //                 [--top-k 40] [--seed 1] [--tokenizer data/kjv/kjv.model] [--samples 3]
 //   coat-generate --checkpoint DIR --ids 1,5,9 --logits-out logits.f32   (raw float32 logits [T, V], for
 //                 parity checks against other implementations)
+//   --device cuda --precision bf16: run the model as the trainer's bf16 recipe does (BF16 compute copy of the
+//                 FP32 weights, BF16 activations and logits); fp32 is the CPU reference
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -38,7 +40,7 @@ int sample(const std::vector<double>& logits, double temperature, int top_k, std
 
 int main(int argc, char** argv) {
   CLI::App app{"coat-generate: sample text from a coat-train checkpoint"};
-  std::string checkpoint, prompt, tokenizer_path, ids_text, logits_out;
+  std::string checkpoint, prompt, tokenizer_path, ids_text, logits_out, device = "cpu", precision = "fp32";
   int tokens = 64, top_k = 40, samples = 1;
   double temperature = 0.8;
   uint64_t seed = 1;
@@ -52,13 +54,24 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", tokenizer_path, "SentencePiece model (default: the run's data.tokenizer)");
   app.add_option("--ids", ids_text, "comma-separated token ids instead of a prompt (with --logits-out)");
   app.add_option("--logits-out", logits_out, "write the float32 logits [T, V] of the ids/prompt to this file and exit");
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision, "fp32 (CPU reference) or bf16 (the trainer's bf16 recipe)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
   try {
-    coat::ContextPtr ctx = coat::ops::make_context(coat::Device::cpu());
-    coat::train::LoadedModel loaded = coat::train::load_model(checkpoint, ctx);
+    if (device == "cuda" && precision == "fp32") {
+      throw coat::InvalidArgument("--precision fp32 is the CPU reference; on CUDA use bf16 (cuDNN's fused attention runs in BF16)");
+    }
+    coat::ContextPtr ctx = coat::ops::make_context(device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu());
+    const std::optional<coat::DType> compute =
+        precision == "bf16" ? std::optional<coat::DType>(coat::DType::BF16) : std::nullopt;
+    coat::train::LoadedModel loaded = coat::train::load_model(checkpoint, ctx, /*with_grads=*/false, compute);
     coat::models::Transformer& model = *loaded.model;
     const int64_t max_len = model.config().max_position_embeddings;
-    if (tokenizer_path.empty()) tokenizer_path = loaded.meta.at("config").at("data").value("tokenizer", std::string());
+    const nlohmann::json& run_config = loaded.meta.at("config");  // an HF import holds only the model section
+    if (tokenizer_path.empty() && run_config.contains("data")) {
+      tokenizer_path = run_config.at("data").value("tokenizer", std::string());
+    }
 
     std::vector<int32_t> context_ids;
     std::unique_ptr<coat::data::Tokenizer> tok;

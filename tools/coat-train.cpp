@@ -1,6 +1,6 @@
 // coat-train: trains a Llama- or OLMo-family model from a JSON config.
 //   coat-train --config configs/tiny.json [--set section.key=value ...] [--resume auto|DIR] [--dry-run]
-//              [--device cpu|cuda]
+//              [--device cpu|cuda] [--device-memory GIB]
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -9,6 +9,7 @@
 
 #include "coat/models/memory_plan.h"
 #include "coat/ops/runtime.h"
+#include "coat/train/memory_advice.h"
 #include "coat/train/trainer.h"
 
 namespace {
@@ -23,7 +24,7 @@ std::string with_commas(int64_t v) {
   return out;
 }
 
-void dry_run(const coat::train::TrainConfig& c) {
+void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   std::printf("resolved config:\n%s\n", c.resolved.dump(2).c_str());
   const auto& m = c.model;
   std::printf("model: %s, %s parameters (%s in matrix products)\n", m.architecture_name().c_str(),
@@ -33,14 +34,24 @@ void dry_run(const coat::train::TrainConfig& c) {
   std::printf("tokens per optimizer step: %lld (%lld micro-batches of %lld x %lld)\n",
               static_cast<long long>(c.tokens_per_step()), static_cast<long long>(c.accumulation_steps()),
               static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len));
-  coat::models::MemoryPlanInput in;
-  in.micro_batch_size = c.train.micro_batch_size;
-  in.seq_len = c.data.seq_len;
-  const coat::models::MemoryPlan plan = coat::models::plan_memory(m, in);
-  std::printf("memory plan per device (%s, 1 device, fp32 weights, gradients, states and activations%s):\n%s",
-              c.train.device.c_str(),
-              c.precision.recipe == "fp32" ? "" : "; the plan of the configured recipe arrives with the CUDA path",
-              plan.str().c_str());
+  // The plan of the configured device, micro-batch, recipe and recomputation, compared with the device's
+  // memory: queried on CUDA (or given with --device-memory), not compared on the CPU.
+  size_t device_bytes = 0;
+  if (device_memory_gib > 0) {
+    device_bytes = static_cast<size_t>(device_memory_gib * 1024.0 * 1024.0 * 1024.0);
+  } else if (c.train.device == "cuda") {
+    device_bytes = coat::ops::cuda_device_memory_bytes(0);
+    if (device_bytes == 0) {
+      std::printf("(no CUDA device visible here: the plan is not compared with a GPU's memory; pass --device-memory GIB)\n");
+    }
+  }
+  std::printf("%s", coat::train::describe_memory_plan(c, device_bytes).c_str());
+  coat::train::TrainConfig other = c;
+  other.train.recompute = c.train.recompute == "blocks" ? "none" : "blocks";
+  const coat::models::MemoryPlan alternative = coat::train::memory_plan(other);
+  std::printf("with train.recompute = %s instead: total %s (activations %s)\n", other.train.recompute.c_str(),
+              coat::models::format_bytes(static_cast<double>(alternative.total())).c_str(),
+              coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
 }
 
 }  // namespace
@@ -55,12 +66,16 @@ int main(int argc, char** argv) {
   app.add_option("--resume", resume, "resume: 'auto' (newest complete checkpoint of the run) or a checkpoint directory");
   app.add_flag("--dry-run", dry, "print the resolved config, parameter count, FLOPs per token and memory plan; allocate nothing");
   app.add_option("--device", device, "cpu or cuda (overrides train.device)")->check(CLI::IsMember({"cpu", "cuda"}));
+  double device_memory_gib = 0.0;
+  app.add_option("--device-memory", device_memory_gib,
+                 "with --dry-run: compare the memory plan with this much device memory (GiB) instead of the device's own")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   try {
     if (!device.empty()) overrides.push_back("train.device=\"" + device + "\"");
     coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
     if (dry) {
-      dry_run(config);
+      dry_run(config, device_memory_gib);
       return 0;
     }
     const coat::Device dev = config.train.device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu();

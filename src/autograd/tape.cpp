@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "coat/core/nvtx.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/elementwise.h"
 
@@ -60,6 +61,7 @@ void Tape::backward(const Var& root, const Tensor& grad_root) {
   COAT_ARG_CHECK(grad_root.shape() == root.shape(), "backward", "seed gradient shape ", shape_str(grad_root.shape()),
                  " differs from the root's ", shape_str(root.shape()));
   accumulate(root.slot, grad_root);
+  std::string range_name;  // "<node name> bwd" for NVTX: one buffer reused by every node
   for (size_t i = nodes_.size(); i-- > 0;) {
     Node& node = nodes_[i];
     if (node.hook) {
@@ -69,6 +71,8 @@ void Tape::backward(const Var& root, const Tensor& grad_root) {
     Tensor g = std::move(grads_[static_cast<size_t>(node.out_slot)]);
     grads_[static_cast<size_t>(node.out_slot)] = Tensor();
     if (g.defined()) {
+      if constexpr (kNvtxEnabled) range_name.assign(node.name).append(" bwd");
+      const NvtxRange range(range_name.c_str());
       Grads in_grads = node.backward(g, node.saved);
       COAT_CHECK(in_grads.size() == node.in_slots.size(), Error, "[", node.name, "] backward returned ", in_grads.size(),
                  " gradients for ", node.in_slots.size(), " inputs");

@@ -2,21 +2,51 @@
 
 #include <cmath>
 
+#include "coat/core/nvtx.h"
 #include "coat/nn/activation.h"
-#include "coat/nn/attention.h"
+#include "coat/nn/checkpoint.h"
 #include "coat/nn/embedding.h"
 #include "coat/nn/linear.h"
 #include "coat/nn/norm.h"
+#include "coat/nn/packed_attention.h"
 #include "coat/nn/residual.h"
-#include "coat/nn/rope.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 
 namespace coat::models {
 
 namespace {
-constexpr int64_t kAlignElements = 64;  // parameters start on 256-byte boundaries in F32 units
-int64_t align_up(int64_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
+
+/// One parameter viewing `parts` (2-D, one column count, consecutive in one unit without padding between
+/// them) as one matrix [sum of rows, cols] over the same value, master and grad buffers.
+nn::Parameter fuse(const std::string& name, const std::vector<const nn::Parameter*>& parts) {
+  const nn::Parameter& first = *parts.front();
+  const int64_t cols = first.value.size(1);
+  int64_t rows = 0;
+  for (const nn::Parameter* part : parts) {
+    for (const auto& [t, f] : {std::pair{&part->value, &first.value},
+                               {&part->master, &first.master},
+                               {&part->grad, &first.grad}}) {
+      if (!f->defined()) continue;
+      COAT_CHECK(t->dim() == 2 && t->size(1) == cols && t->is_contiguous() && t->shares_storage_with(*f) &&
+                     t->offset() == f->offset() + rows * cols,
+                 Error, "[Transformer] cannot fuse '", part->name, "' into '", name,
+                 "': it does not directly follow the previous part in its unit (unit_layout.h)");
+    }
+    rows += part->value.size(0);
+  }
+  auto view = [&](const Tensor& t) {
+    return t.defined() ? Tensor::from_storage(t.storage(), {rows, cols}, t.dtype(), t.offset()) : Tensor();
+  };
+  nn::Parameter fused;
+  fused.name = name;
+  fused.value = view(first.value);
+  fused.master = view(first.master);
+  fused.grad = view(first.grad);
+  fused.decay = first.decay;
+  return fused;
+}
+
 }  // namespace
 
 Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bool with_grads,
@@ -31,37 +61,23 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
   config_.validate();
   COAT_ARG_CHECK(dtype == DType::F32 || dtype == DType::F64, "Transformer", "parameter dtype must be f32 or f64, got ",
                  dtype_name(dtype));
-  const int64_t h = config_.hidden_size, kv = config_.num_key_value_heads * config_.head_dim();
-  const int64_t ffn = config_.intermediate_size, vocab = config_.vocab_size;
-  add_unit("embed", {{"model.embed_tokens.weight", {vocab, h}}});
+  for (const UnitLayout& layout : unit_layouts(config_)) add_unit(layout);
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    std::vector<std::pair<std::string, Shape>> shapes = {
-        {p + "self_attn.q_proj.weight", {h, h}},   {p + "self_attn.k_proj.weight", {kv, h}},
-        {p + "self_attn.v_proj.weight", {kv, h}},  {p + "self_attn.o_proj.weight", {h, h}},
-        {p + "mlp.gate_proj.weight", {ffn, h}},    {p + "mlp.up_proj.weight", {ffn, h}},
-        {p + "mlp.down_proj.weight", {h, ffn}}};
-    if (config_.norms_have_weights()) {
-      shapes.push_back({p + "input_layernorm.weight", {h}});
-      shapes.push_back({p + "post_attention_layernorm.weight", {h}});
-    }
-    add_unit("layers." + std::to_string(i), shapes);
+    fused_.push_back({fuse(p + "self_attn.qkv_proj.weight", {&parameter(p + "self_attn.q_proj.weight"),
+                                                             &parameter(p + "self_attn.k_proj.weight"),
+                                                             &parameter(p + "self_attn.v_proj.weight")}),
+                      fuse(p + "mlp.gate_up_proj.weight",
+                           {&parameter(p + "mlp.gate_proj.weight"), &parameter(p + "mlp.up_proj.weight")})});
   }
-  std::vector<std::pair<std::string, Shape>> head;
-  if (config_.norms_have_weights()) head.push_back({"model.norm.weight", {h}});
-  if (!config_.tie_word_embeddings) head.push_back({"lm_head.weight", {vocab, h}});
-  if (!head.empty()) add_unit("head", head);
 }
 
-void Transformer::add_unit(const std::string& name, const std::vector<std::pair<std::string, Shape>>& shapes) {
-  int64_t total = 0;
-  std::vector<int64_t> offsets;
-  for (const auto& [pname, shape] : shapes) {
-    offsets.push_back(total);
-    total += align_up(shape_numel(shape));
-  }
+void Transformer::add_unit(const UnitLayout& layout) {
+  const int64_t total = layout.numel;
+  const auto& shapes = layout.params;
+  const auto& offsets = layout.offsets;
   ParamUnit unit;
-  unit.name = name;
+  unit.name = layout.name;
   // Zeroed: the alignment padding between parameters stays zero for good.
   const bool mixed = compute_dtype_ != dtype_;
   unit.master = ops::zeros(context_, {total}, dtype_, mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights);
@@ -120,19 +136,20 @@ autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, co
 autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   const int64_t hq = config_.num_attention_heads, hkv = config_.num_key_value_heads, dh = config_.head_dim();
+  COAT_ARG_CHECK(x.shape() == Shape({batch, seq, config_.hidden_size}), "Transformer", "block ", layer,
+                 " input ", shape_str(x.shape()),
+                 " is not [batch, seq, hidden] = ", shape_str({batch, seq, config_.hidden_size}));
+  FusedProjections& fused = fused_.at(static_cast<size_t>(layer));
   autograd::Var a = norm(tape, x, p + "input_layernorm.weight");
-  autograd::Var q = nn::reshape(tape, nn::linear(tape, a, parameter(p + "self_attn.q_proj.weight")), {batch, seq, hq, dh});
-  autograd::Var k = nn::reshape(tape, nn::linear(tape, a, parameter(p + "self_attn.k_proj.weight")), {batch, seq, hkv, dh});
-  autograd::Var v = nn::reshape(tape, nn::linear(tape, a, parameter(p + "self_attn.v_proj.weight")), {batch, seq, hkv, dh});
-  q = nn::rope(tape, q, config_.rope_theta);
-  k = nn::rope(tape, k, config_.rope_theta);
-  autograd::Var o = nn::attention(tape, q, k, v, 1.0 / std::sqrt(static_cast<double>(dh)));
-  o = nn::reshape(tape, o, {batch, seq, hq * dh});
+  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
+  autograd::Var qkv = nn::linear(tape, a, fused.qkv);
+  autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, config_.rope_theta,
+                                         1.0 / std::sqrt(static_cast<double>(dh)));
   autograd::Var h = nn::add(tape, x, nn::linear(tape, o, parameter(p + "self_attn.o_proj.weight")));
   autograd::Var m = norm(tape, h, p + "post_attention_layernorm.weight");
-  autograd::Var g = nn::linear(tape, m, parameter(p + "mlp.gate_proj.weight"));
-  autograd::Var u = nn::linear(tape, m, parameter(p + "mlp.up_proj.weight"));
-  autograd::Var d = nn::linear(tape, nn::swiglu(tape, g, u), parameter(p + "mlp.down_proj.weight"));
+  // One GEMM for gate and up: [B, T, 2F].
+  autograd::Var gu = nn::linear(tape, m, fused.gate_up);
+  autograd::Var d = nn::linear(tape, nn::swiglu_packed(tape, gu), parameter(p + "mlp.down_proj.weight"));
   return nn::add(tape, h, d);
 }
 
@@ -143,8 +160,17 @@ autograd::Var Transformer::hidden_states(autograd::Tape& tape, const Tensor& ids
                  " exceeds model.max_position_embeddings = ", config_.max_position_embeddings);
   autograd::Var x = nn::embedding(tape, parameter("model.embed_tokens.weight"), ids);
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    const NvtxRange block_range("block", i);
     tape.hook("block " + std::to_string(i), [] {});
-    x = block(tape, i, x, batch, seq);
+    if (recompute_ == Recompute::Blocks) {
+      // One tape node per block that keeps only the block's input; the backward runs the block again.
+      x = nn::checkpoint(
+          tape, x,
+          [this, i, batch, seq](autograd::Tape& t, const autograd::Var& in) { return block(t, i, in, batch, seq); },
+          with_grads_);
+    } else {
+      x = block(tape, i, x, batch, seq);
+    }
   }
   return norm(tape, x, "model.norm.weight");
 }

@@ -1,14 +1,24 @@
 #include "coat/nn/activation.h"
 
+#include "coat/core/nvtx.h"
 #include "coat/ops/activation.h"
 
 namespace coat::nn {
 
 autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const autograd::Var& up) {
+  const NvtxRange range("swiglu");
   return tape.record("swiglu", ops::swiglu(gate.value, up.value), {gate, up}, {gate.value, up.value},
                      [](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
                        ops::SwigluGrads g = ops::swiglu_backward(dy, s[0], s[1]);
                        return {g.dgate, g.dup};
+                     });
+}
+
+autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu) {
+  const NvtxRange range("swiglu_packed");
+  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value), {gu}, {gu.value},
+                     [](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
+                       return {ops::swiglu_packed_backward(dy, s[0])};
                      });
 }
 

@@ -1,11 +1,13 @@
 #include "coat/nn/embedding.h"
 
+#include "coat/core/nvtx.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/embedding.h"
 
 namespace coat::nn {
 
 autograd::Var embedding(autograd::Tape& tape, Parameter& table, const Tensor& ids) {
+  const NvtxRange range("embedding");
   const Tensor flat_ids = ops::contiguous(ids).reshape({ids.numel()});
   Shape out_shape = ids.shape();
   out_shape.push_back(table.value.size(1));

@@ -1,5 +1,6 @@
 #include "coat/nn/linear.h"
 
+#include "coat/core/nvtx.h"
 #include "coat/nn/rows.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/matmul.h"
@@ -14,6 +15,7 @@ Shape with_last(Shape shape, int64_t last) {
 }  // namespace
 
 autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight) {
+  const NvtxRange range("linear");
   const Tensor& w = weight.value;
   COAT_ARG_CHECK(w.dim() == 2, "linear", "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
   COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), "linear", "input ", shape_str(x.shape()),

@@ -1,5 +1,6 @@
 #include "coat/nn/loss.h"
 
+#include "coat/core/nvtx.h"
 #include "coat/nn/rows.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
@@ -10,6 +11,7 @@ namespace coat::nn {
 
 LossOutput cross_entropy(autograd::Tape& tape, const autograd::Var& logits, const Tensor& targets, int64_t ignore_index,
                          double grad_scale, bool compute_grad) {
+  const NvtxRange range("cross_entropy");
   const int64_t vocab = logits.value.size(-1);
   const int64_t rows = logits.value.numel() / vocab;
   COAT_ARG_CHECK(targets.numel() == rows, "cross_entropy", "targets ", shape_str(targets.shape()), " do not match logits ",

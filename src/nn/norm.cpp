@@ -1,11 +1,13 @@
 #include "coat/nn/norm.h"
 
+#include "coat/core/nvtx.h"
 #include "coat/nn/rows.h"
 #include "coat/ops/norm.h"
 
 namespace coat::nn {
 
 autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps) {
+  const NvtxRange range("rms_norm");
   const Tensor x2 = as_rows(x.value);
   const Tensor w = weight ? weight->value : Tensor();
   ops::NormForward f = ops::rmsnorm_forward(x2, w, eps);
@@ -21,6 +23,7 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
 }
 
 autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps) {
+  const NvtxRange range("layer_norm");
   const Tensor x2 = as_rows(x.value);
   ops::NormForward f = ops::layernorm_forward(x2, eps);
   const Shape shape = x.shape();

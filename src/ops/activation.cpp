@@ -23,6 +23,20 @@ void check_operand(const Tensor& t, const Tensor& gate, const char* op, const ch
                  gate.device().str());
 }
 
+/// F of a packed gate/up tensor [..., 2F].
+int64_t packed_half(const Tensor& gu, const char* op) {
+  COAT_ARG_CHECK(gu.defined(), op, "gu is undefined");
+  check_operand(gu, gu, op, "gu");
+  COAT_ARG_CHECK(gu.dim() >= 1 && gu.size(-1) % 2 == 0, op, "gu has shape ", shape_str(gu.shape()),
+                 "; expected [..., 2F] (gate and up side by side)");
+  return gu.size(-1) / 2;
+}
+
+Shape with_last(Shape shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
 }  // namespace
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
@@ -48,6 +62,31 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
   COAT_DISPATCH("swiglu_backward", gate.device(), cpu::swiglu_backward(cd, cg, cu, grads.dgate, grads.dup),
                 cuda::swiglu_backward(cd, cg, cu, grads.dgate, grads.dup));
   return grads;
+}
+
+Tensor swiglu_packed(const Tensor& gu) {
+  const int64_t f = packed_half(gu, "swiglu_packed");
+  const Tensor cg = contiguous(gu);
+  Tensor y = Tensor::empty(gu.context(), with_last(gu.shape(), f), gu.dtype());
+  COAT_DISPATCH("swiglu_packed", gu.device(), cpu::swiglu_packed(cg, y), cuda::swiglu_packed(cg, y));
+  return y;
+}
+
+Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu) {
+  const int64_t f = packed_half(gu, "swiglu_packed_backward");
+  COAT_ARG_CHECK(dy.defined(), "swiglu_packed_backward", "dy is undefined");
+  COAT_ARG_CHECK(dy.shape() == with_last(gu.shape(), f), "swiglu_packed_backward", "dy has shape ",
+                 shape_str(dy.shape()), "; expected ", shape_str(with_last(gu.shape(), f)), " for gu ",
+                 shape_str(gu.shape()));
+  COAT_ARG_CHECK(dy.dtype() == gu.dtype(), "swiglu_packed_backward", "dy has dtype ", dtype_name(dy.dtype()),
+                 " but gu has ", dtype_name(gu.dtype()));
+  COAT_ARG_CHECK(dy.device() == gu.device(), "swiglu_packed_backward", "dy is on ", dy.device().str(),
+                 " but gu is on ", gu.device().str());
+  const Tensor cd = contiguous(dy), cg = contiguous(gu);
+  Tensor dgu = Tensor::empty(gu.context(), gu.shape(), gu.dtype());
+  COAT_DISPATCH("swiglu_packed_backward", gu.device(), cpu::swiglu_packed_backward(cd, cg, dgu),
+                cuda::swiglu_packed_backward(cd, cg, dgu));
+  return dgu;
 }
 
 }  // namespace coat::ops

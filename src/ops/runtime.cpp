@@ -17,6 +17,20 @@ int cuda_device_count() {
 #endif
 }
 
+size_t cuda_device_memory_bytes(int index) {
+#ifdef COAT_WITH_CUDA
+  if (index < 0 || index >= cuda::device_count()) return 0;
+  try {
+    return cuda::DeviceProperties::query(index).total_memory_bytes;
+  } catch (const Error&) {
+    return 0;
+  }
+#else
+  (void)index;
+  return 0;
+#endif
+}
+
 ContextPtr make_context(Device device) {
   if (device.is_cpu()) return std::make_shared<CpuContext>();
 #ifdef COAT_WITH_CUDA

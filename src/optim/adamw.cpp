@@ -1,12 +1,13 @@
-// AdamW over parameter segments.
+// AdamW over flat buffers with FP32, BF16, FP8 or range-expanded FP8 moments.
 #include "coat/optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "coat/ops/copy.h"
-#include "coat/ops/elementwise.h"
 #include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
 #include "coat/ops/optimizer.h"
 
 namespace coat::optim {
@@ -20,48 +21,115 @@ void check_config(const AdamWConfig& c) {
                  c.weight_decay, " must be finite and >= 0");
   COAT_ARG_CHECK(std::isfinite(c.clip_grad_norm) && c.clip_grad_norm >= 0.0f, "AdamW", "clip_grad_norm ",
                  c.clip_grad_norm, " must be finite and >= 0 (0: off)");
+  ops::validate(c.exp_avg);
+  ops::validate(c.exp_avg_sq);
 }
 
-void check_segment(const OptimSegment& s) {
-  COAT_ARG_CHECK(!s.name.empty(), "AdamW", "a segment has an empty name");
-  COAT_ARG_CHECK(s.param.defined() && s.grad.defined(), "AdamW", "segment '", s.name,
+void check_buffer(const OptimBuffer& b) {
+  COAT_ARG_CHECK(!b.name.empty(), "AdamW", "a buffer has an empty name");
+  COAT_ARG_CHECK(b.param.defined() && b.grad.defined(), "AdamW", "buffer '", b.name,
                  "' has an undefined param or grad");
-  COAT_ARG_CHECK(s.param.dtype() == DType::F32 && s.grad.dtype() == DType::F32, "AdamW", "segment '", s.name,
-                 "': param ", dtype_name(s.param.dtype()), " and grad ", dtype_name(s.grad.dtype()),
+  COAT_ARG_CHECK(b.param.dtype() == DType::F32 && b.grad.dtype() == DType::F32, "AdamW", "buffer '", b.name,
+                 "': param ", dtype_name(b.param.dtype()), " and grad ", dtype_name(b.grad.dtype()),
                  "; expected f32 for both");
-  COAT_ARG_CHECK(s.param.shape() == s.grad.shape(), "AdamW", "segment '", s.name, "': param ",
-                 shape_str(s.param.shape()), " and grad ", shape_str(s.grad.shape()), " differ in shape");
-  COAT_ARG_CHECK(s.param.is_contiguous() && s.grad.is_contiguous(), "AdamW", "segment '", s.name,
+  COAT_ARG_CHECK(b.param.dim() == 1 && b.param.shape() == b.grad.shape(), "AdamW", "buffer '", b.name, "': param ",
+                 shape_str(b.param.shape()), " and grad ", shape_str(b.grad.shape()),
+                 "; expected two 1-D tensors of one length");
+  COAT_ARG_CHECK(b.param.is_contiguous() && b.grad.is_contiguous(), "AdamW", "buffer '", b.name,
                  "': param and grad must be contiguous");
-  COAT_ARG_CHECK(s.param.device() == s.grad.device(), "AdamW", "segment '", s.name, "': param on ",
-                 s.param.device().str(), ", grad on ", s.grad.device().str());
+  COAT_ARG_CHECK(b.param.device() == b.grad.device(), "AdamW", "buffer '", b.name, "': param on ",
+                 b.param.device().str(), ", grad on ", b.grad.device().str());
+  int64_t last = 0;
+  for (const ops::DecayRange& r : b.decay) {
+    COAT_ARG_CHECK(r.begin >= last && r.begin < r.end && r.end <= b.param.numel(), "AdamW", "buffer '", b.name,
+                   "': decay range [", r.begin, ", ", r.end, ") is empty, unsorted, overlapping or outside [0, ",
+                   b.param.numel(), ")");
+    last = r.end;
+  }
+}
+
+std::vector<OptimBuffer> buffers_of(const std::vector<OptimSegment>& segments) {
+  std::vector<OptimBuffer> out;
+  out.reserve(segments.size());
+  for (const OptimSegment& s : segments) {
+    COAT_ARG_CHECK(s.param.defined() && s.grad.defined(), "AdamW", "segment '", s.name,
+                   "' has an undefined param or grad");
+    COAT_ARG_CHECK(s.param.is_contiguous() && s.grad.is_contiguous(), "AdamW", "segment '", s.name,
+                   "': param and grad must be contiguous");
+    COAT_ARG_CHECK(s.param.shape() == s.grad.shape(), "AdamW", "segment '", s.name, "': param ",
+                   shape_str(s.param.shape()), " and grad ", shape_str(s.grad.shape()), " differ in shape");
+    OptimBuffer b{s.name, s.param.flatten(), s.grad.flatten(), {}};
+    if (s.decay && s.param.numel() > 0) b.decay.push_back({0, s.param.numel()});
+    out.push_back(std::move(b));
+  }
+  return out;
 }
 
 }  // namespace
 
-AdamW::AdamW(std::vector<OptimSegment> segments, AdamWConfig config)
-    : segments_(std::move(segments)), config_(config) {
+std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units) {
+  std::vector<OptimBuffer> out;
+  for (const UnitView& u : units) {
+    COAT_ARG_CHECK(u.master.defined() && u.master.dim() == 1, "AdamW", "unit '", u.name,
+                   "': master must be a defined 1-D buffer");
+    struct Span {
+      int64_t begin, end;
+      bool decay;
+    };
+    std::vector<Span> spans;
+    for (const auto& [view, decay] : u.params) {
+      COAT_ARG_CHECK(view.shares_storage_with(u.master) && view.is_contiguous(), "AdamW", "unit '", u.name,
+                     "': a parameter is not a contiguous view of the unit's master buffer");
+      const int64_t begin = view.offset() - u.master.offset();
+      COAT_ARG_CHECK(begin >= 0 && begin + view.numel() <= u.master.numel(), "AdamW", "unit '", u.name,
+                     "': a parameter view lies outside the unit");
+      if (view.numel() > 0) spans.push_back({begin, begin + view.numel(), decay});
+    }
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+    OptimBuffer b{u.name, u.master, u.grad, {}};
+    bool previous_decayed = false;
+    for (const Span& s : spans) {
+      // Consecutive decayed parameters form one range: only zero padding lies between them, and zero
+      // parameters with zero gradients stay zero under any AdamW update.
+      if (s.decay && previous_decayed) {
+        b.decay.back().end = s.end;
+      } else if (s.decay) {
+        b.decay.push_back({s.begin, s.end});
+      }
+      previous_decayed = s.decay;
+    }
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+AdamW::AdamW(const std::vector<OptimSegment>& segments, AdamWConfig config)
+    : AdamW(buffers_of(segments), config) {}
+
+AdamW::AdamW(std::vector<OptimBuffer> buffers, AdamWConfig config)
+    : buffers_(std::move(buffers)), config_(config) {
   check_config(config_);
   std::set<std::string> names;
-  for (const OptimSegment& s : segments_) {
-    check_segment(s);
-    COAT_ARG_CHECK(names.insert(s.name).second, "AdamW", "segment name '", s.name, "' is used twice");
+  for (const OptimBuffer& b : buffers_) {
+    check_buffer(b);
+    COAT_ARG_CHECK(names.insert(b.name).second, "AdamW", "buffer name '", b.name, "' is used twice");
   }
-  states_.reserve(segments_.size());
-  for (const OptimSegment& s : segments_) {
-    const ContextPtr& ctx = s.param.context();
-    states_.push_back(State{ops::zeros(ctx, s.param.shape(), DType::F32, MemoryCategory::OptimizerState),
-                            ops::zeros(ctx, s.param.shape(), DType::F32, MemoryCategory::OptimizerState)});
+  states_.reserve(buffers_.size());
+  for (const OptimBuffer& b : buffers_) {
+    const ContextPtr& ctx = b.param.context();
+    states_.push_back(State{ops::make_moment(ctx, b.param.numel(), config_.exp_avg, MemoryCategory::OptimizerState),
+                            ops::make_moment(ctx, b.param.numel(), config_.exp_avg_sq, MemoryCategory::OptimizerState)});
   }
 }
 
 // Squares of float gradients summed in double cannot overflow (FLT_MAX^2 < DBL_MAX), so the norm is
-// non-finite exactly when some gradient element is inf or NaN. The per-segment sums are added on the
-// segments' device in segment order (double); one read-back per step.
+// non-finite exactly when some gradient element is inf or NaN. The per-buffer sums are added on the
+// buffers' device in buffer order (double); one read-back per step.
 double AdamW::grad_norm() const {
   Tensor total;
-  for (const OptimSegment& s : segments_) {
-    Tensor sq = ops::sum_squares(s.grad);
+  for (const OptimBuffer& b : buffers_) {
+    if (b.grad.numel() == 0) continue;
+    Tensor sq = ops::sum_squares(b.grad);
     if (!total.defined()) {
       total = sq;
     } else {
@@ -88,17 +156,18 @@ StepStats AdamW::step(float lr) {
     }
   }
   const int64_t step = step_count_ + 1;
-  for (size_t i = 0; i < segments_.size(); ++i) {
-    OptimSegment& s = segments_[i];
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    OptimBuffer& b = buffers_[i];
+    if (b.param.numel() == 0) continue;
     ops::AdamWHyper h;
     h.lr = lr;
     h.beta1 = config_.beta1;
     h.beta2 = config_.beta2;
     h.eps = config_.eps;
-    h.weight_decay = s.decay ? config_.weight_decay : 0.0f;
+    h.weight_decay = config_.weight_decay;
     h.step = step;
     h.grad_scale = grad_scale;
-    ops::adamw_step(s.param, s.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h);
+    ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay);
   }
   step_count_ = step;
   return stats;
@@ -106,12 +175,22 @@ StepStats AdamW::step(float lr) {
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  out.reserve(2 * segments_.size());
-  for (size_t i = 0; i < segments_.size(); ++i) {
-    out.emplace_back(segments_[i].name + ".exp_avg", states_[i].exp_avg);
-    out.emplace_back(segments_[i].name + ".exp_avg_sq", states_[i].exp_avg_sq);
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    for (auto& [suffix, t] : states_[i].exp_avg.tensors()) out.emplace_back(buffers_[i].name + ".exp_avg" + suffix, t);
+    for (auto& [suffix, t] : states_[i].exp_avg_sq.tensors()) {
+      out.emplace_back(buffers_[i].name + ".exp_avg_sq" + suffix, t);
+    }
   }
   return out;
+}
+
+Tensor AdamW::exp_avg_f32(size_t i) const { return ops::dequantize_moment(states_.at(i).exp_avg); }
+Tensor AdamW::exp_avg_sq_f32(size_t i) const { return ops::dequantize_moment(states_.at(i).exp_avg_sq); }
+
+size_t AdamW::state_bytes() const {
+  size_t total = 0;
+  for (const State& s : states_) total += s.exp_avg.bytes() + s.exp_avg_sq.bytes();
+  return total;
 }
 
 void AdamW::set_step_count(int64_t steps) {

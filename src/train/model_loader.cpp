@@ -16,6 +16,11 @@ std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path) 
 }
 
 LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context) {
+  return load_model(path, context, /*with_grads=*/false, std::nullopt);
+}
+
+LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context, bool with_grads,
+                       std::optional<DType> compute_dtype) {
   LoadedModel out;
   out.checkpoint = resolve_checkpoint_dir(path);
   io::LoadedCheckpoint ck = io::open_checkpoint(out.checkpoint);
@@ -24,8 +29,9 @@ LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& cont
     throw IoError(detail::concat("checkpoint '", out.checkpoint.string(), "': meta.json has no config.model"));
   }
   const models::ModelConfig mc = models::ModelConfig::from_config(ConfigSection(ck.meta.at("config").at("model"), "model"));
-  out.model = std::make_unique<models::Transformer>(mc, context, DType::F32, /*with_grads=*/false);
+  out.model = std::make_unique<models::Transformer>(mc, context, DType::F32, with_grads, compute_dtype);
   for (nn::Parameter& p : out.model->parameters()) ck.tensors.read_into(p.name, p.master);
+  out.model->sync_compute_weights();
   return out;
 }
 

@@ -43,6 +43,7 @@ LoopConfig read_loop(ConfigSection s) {
   s.check_range<int64_t>("log_interval", t.log_interval, 1, int64_t{1} << 40);
   t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
   t.init_from = s.get<std::string>("init_from", "");
+  t.recompute = s.choice("recompute", t.recompute, {"none", "blocks"});
   s.finish();
   return t;
 }
@@ -68,7 +69,14 @@ OptimConfig read_optim(ConfigSection s) {
   s.check_range("clip_grad_norm", o.clip_grad_norm, 0.0, 1e9);
   o.decay_embeddings = s.get<bool>("decay_embeddings", o.decay_embeddings);
   o.decay_norms = s.get<bool>("decay_norms", o.decay_norms);
-  o.state_dtype = s.choice("state_dtype", o.state_dtype, {"fp32"});
+  const std::vector<std::string> state_dtypes = {"fp32", "bf16", "fp8", "fp8_expand"};
+  o.state_dtype = s.choice("state_dtype", o.state_dtype, state_dtypes);
+  o.exp_avg_dtype = s.choice("exp_avg_dtype", o.state_dtype, state_dtypes);
+  o.exp_avg_sq_dtype = s.choice("exp_avg_sq_dtype", o.state_dtype, state_dtypes);
+  o.exp_avg_fp8 = s.choice("exp_avg_fp8", o.exp_avg_fp8, {"e4m3", "e5m2"});
+  o.exp_avg_sq_fp8 = s.choice("exp_avg_sq_fp8", o.exp_avg_sq_fp8, {"e4m3", "e5m2"});
+  o.state_group_size = s.get<int64_t>("state_group_size", o.state_group_size);
+  s.check_range<int64_t>("state_group_size", o.state_group_size, 1, 65536);
   s.finish();
   return o;
 }
@@ -132,7 +140,8 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                   {"eval_batches", c.train.eval_batches},
                   {"log_interval", c.train.log_interval},
                   {"on_nonfinite", c.train.on_nonfinite},
-                  {"init_from", c.train.init_from}};
+                  {"init_from", c.train.init_from},
+                  {"recompute", c.train.recompute}};
     r["optim"] = {{"lr", c.optim.lr},
                   {"schedule", c.optim.schedule},
                   {"warmup_steps", c.optim.warmup_steps},
@@ -144,7 +153,12 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                   {"clip_grad_norm", c.optim.clip_grad_norm},
                   {"decay_embeddings", c.optim.decay_embeddings},
                   {"decay_norms", c.optim.decay_norms},
-                  {"state_dtype", c.optim.state_dtype}};
+                  {"state_dtype", c.optim.state_dtype},
+                  {"exp_avg_dtype", c.optim.exp_avg_dtype},
+                  {"exp_avg_sq_dtype", c.optim.exp_avg_sq_dtype},
+                  {"exp_avg_fp8", c.optim.exp_avg_fp8},
+                  {"exp_avg_sq_fp8", c.optim.exp_avg_sq_fp8},
+                  {"state_group_size", c.optim.state_group_size}};
     r["precision"] = {{"recipe", c.precision.recipe}};
     r["dist"] = nlohmann::json::object();
     r["checkpoint"] = {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}};

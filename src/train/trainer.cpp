@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 
+#include "coat/core/nvtx.h"
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/models/memory_plan.h"
@@ -15,6 +16,8 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/reduce.h"
 #include "coat/optim/adamw.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/memory_advice.h"
 #include "coat/train/model_loader.h"
 
 namespace coat::train {
@@ -38,6 +41,31 @@ data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
 
 bool has_previous_run(const std::filesystem::path& dir) {
   return std::filesystem::exists(dir / "metrics.jsonl") || std::filesystem::exists(dir / "checkpoints");
+}
+
+// The storage of one AdamW moment from its config strings (validated by the config reader).
+ops::MomentSpec moment_spec(const std::string& dtype, const std::string& fp8, int64_t group_size) {
+  ops::MomentSpec spec;
+  if (dtype == "fp32") {
+    spec.encoding = ops::MomentEncoding::F32;
+  } else if (dtype == "bf16") {
+    spec.encoding = ops::MomentEncoding::BF16;
+  } else if (dtype == "fp8") {
+    spec.encoding = ops::MomentEncoding::FP8;
+  } else if (dtype == "fp8_expand") {
+    spec.encoding = ops::MomentEncoding::FP8Expand;
+  } else {
+    throw ConfigError(detail::concat("config: optimizer state dtype '", dtype, "' is not one of fp32, bf16, fp8, fp8_expand"));
+  }
+  if (fp8 == "e4m3") {
+    spec.fp8 = DType::E4M3;
+  } else if (fp8 == "e5m2") {
+    spec.fp8 = DType::E5M2;
+  } else {
+    throw ConfigError(detail::concat("config: optimizer state fp8 format '", fp8, "' is not one of e4m3, e5m2"));
+  }
+  spec.group_size = group_size;
+  return spec;
 }
 
 optim::LrSchedule make_schedule(const TrainConfig& c) {
@@ -79,6 +107,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   // bf16: BF16 compute weights and activations, FP32 master weights, gradients and AdamW states.
   const std::optional<DType> compute = config_.precision.recipe == "bf16" ? std::optional<DType>(DType::BF16) : std::nullopt;
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute);
+  model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
   model_->init(config_.train.seed);
   if (!config_.train.init_from.empty()) {
     LoadedModel source = load_model(config_.train.init_from, context_);
@@ -93,10 +122,16 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
     model_->sync_compute_weights();
     spdlog::info("initialised weights from {}", source.checkpoint.string());
   }
-  std::vector<optim::OptimSegment> segments;
-  for (nn::Parameter& p : model_->parameters()) {
-    const bool decay = optim::default_decay(p.name, config_.optim.decay_embeddings, config_.optim.decay_norms);
-    segments.push_back(optim::OptimSegment{p.master.reshape({p.master.numel()}), p.grad.reshape({p.grad.numel()}), decay, p.name});
+  // One optimizer buffer per flat unit: one fused update per unit and step.
+  std::vector<optim::UnitView> units;
+  for (models::ParamUnit& u : model_->units()) {
+    optim::UnitView view{u.name, u.master, u.grad, {}};
+    for (size_t index : u.params) {
+      nn::Parameter& p = model_->parameters()[index];
+      view.params.emplace_back(p.master.flatten(),
+                               optim::default_decay(p.name, config_.optim.decay_embeddings, config_.optim.decay_norms));
+    }
+    units.push_back(std::move(view));
   }
   optim::AdamWConfig oc;
   oc.beta1 = static_cast<float>(config_.optim.beta1);
@@ -104,7 +139,9 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   oc.eps = static_cast<float>(config_.optim.eps);
   oc.weight_decay = static_cast<float>(config_.optim.weight_decay);
   oc.clip_grad_norm = static_cast<float>(config_.optim.clip_grad_norm);
-  optimizer_ = std::make_unique<optim::AdamW>(std::move(segments), oc);
+  oc.exp_avg = moment_spec(config_.optim.exp_avg_dtype, config_.optim.exp_avg_fp8, config_.optim.state_group_size);
+  oc.exp_avg_sq = moment_spec(config_.optim.exp_avg_sq_dtype, config_.optim.exp_avg_sq_fp8, config_.optim.state_group_size);
+  optimizer_ = std::make_unique<optim::AdamW>(optim::make_buffers(units), oc);
   schedule_ = make_schedule(config_);
 
   std::filesystem::create_directories(run_dir_);
@@ -140,6 +177,22 @@ std::string Trainer::first_nonfinite_gradient() const {
 }
 
 StepRecord Trainer::train_step() {
+  try {
+    return run_step();
+  } catch (const OutOfMemory& e) {
+    // What this config was planned to take and what would fit, beside what the allocator reported.
+    const Device dev = context_->device();
+    const size_t device_bytes = dev.is_cuda() ? ops::cuda_device_memory_bytes(dev.index) : 0;
+    spdlog::error("step {} ran out of memory on {}\n{}", step_ + 1, dev.str(), describe_memory_plan(config_, device_bytes));
+    throw OutOfMemory(detail::concat("step ", step_ + 1, " (micro-batch ", config_.train.micro_batch_size, " x ",
+                                     config_.data.seq_len, " tokens, train.recompute = ", config_.train.recompute,
+                                     ") ran out of memory on ", dev.str(),
+                                     " (the memory plan and what would fit are logged above): ", e.what()));
+  }
+}
+
+StepRecord Trainer::run_step() {
+  const NvtxRange step_range("step");
   const int64_t micro = config_.train.micro_batch_size;
   const int64_t accum = config_.accumulation_steps();
   const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
@@ -150,8 +203,15 @@ StepRecord Trainer::train_step() {
     Tensor ids, targets;
     load_batch(sampler_->next(static_cast<uint64_t>(micro)), ids, targets);
     autograd::Tape tape;
-    nn::LossOutput out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
-    tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+    nn::LossOutput out;
+    {
+      const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
+      out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
+    }
+    {
+      const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);
+      tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+    }
     loss_sum += out.loss_sum;
     count += out.count;
   }
@@ -162,6 +222,7 @@ StepRecord Trainer::train_step() {
   const bool loss_finite = std::isfinite(rec.loss);
   optim::StepStats stats{};
   if (loss_finite) {
+    const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
     stats = optimizer_->step(static_cast<float>(rec.lr));
     if (!stats.skipped) model_->sync_compute_weights();
   }

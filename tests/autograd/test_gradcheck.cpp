@@ -16,6 +16,7 @@
 #include "coat/nn/linear.h"
 #include "coat/nn/loss.h"
 #include "coat/nn/norm.h"
+#include "coat/nn/packed_attention.h"
 #include "coat/nn/residual.h"
 #include "coat/nn/rope.h"
 #include "coat/ops/copy.h"
@@ -205,6 +206,70 @@ TEST(GradCheck, SwiGlu) {
   std::mt19937 rng(9);
   check_function({random_tensor(ctx, {3, 7}, rng, 2.0), random_tensor(ctx, {3, 7}, rng)}, {},
                  [&](Tape& t, std::vector<Var>& v) { return nn::swiglu(t, v[0], v[1]); }, "swiglu", rng);
+}
+
+/// A fresh copy of v on the tape (v + 0): packed_attention rotates its input in place, and the checks
+/// evaluate the function many times on the same leaves.
+Var fresh(Tape& t, const Var& v) {
+  return nn::add(t, v, t.leaf(ops::zeros(v.value.context(), v.shape(), v.value.dtype())));
+}
+
+TEST(GradCheck, PackedAttention) {
+  auto ctx = cpu();
+  std::mt19937 rng(12);
+  const int64_t hq = 4, dh = 6;
+  for (int64_t hkv : {int64_t{1}, int64_t{2}}) {
+    check_function(
+        {random_tensor(ctx, {2, 5, (hq + 2 * hkv) * dh}, rng)}, {},
+        [&](Tape& t, std::vector<Var>& v) {
+          return nn::packed_attention(t, fresh(t, v[0]), hq, hkv, dh, 500.0, 0.4);
+        },
+        "packed_attention hkv " + std::to_string(hkv), rng);
+  }
+}
+
+// The packed node computes what rope(q), rope(k), attention(q, k, v) compute on the split projection, to
+// the bit (CPU), forward and backward.
+TEST(GradCheck, PackedAttentionEqualsRopeAndAttention) {
+  auto ctx = cpu();
+  std::mt19937 rng(13);
+  const int64_t b = 2, t = 7, hq = 4, hkv = 2, dh = 8, heads = hq + 2 * hkv;
+  const Tensor qkv = random_tensor(ctx, {b, t, heads * dh}, rng);
+  const Tensor w = random_tensor(ctx, {b, t, hq * dh}, rng);
+  const std::vector<uint8_t> input_bytes = ops::to_bytes(qkv);
+  Tape packed_tape;
+  Var x1 = packed_tape.leaf(qkv, true);
+  Var y1 = nn::packed_attention(packed_tape, fresh(packed_tape, x1), hq, hkv, dh, 1e4, 0.3);
+  Tape ref_tape;
+  Var x2 = ref_tape.leaf(qkv, true);
+  Var x4 = nn::reshape(ref_tape, x2, {b, t, heads, dh});
+  auto heads_of = [&](int64_t from, int64_t to) {
+    // A slice as a tape function: forward copies the heads, backward scatters into zeros.
+    return ref_tape.record("slice", ops::contiguous(x4.value.slice(2, from, to)), {x4}, {},
+                           [=](const Tensor& dy, const std::vector<Tensor>&) -> autograd::Grads {
+                             Tensor g = ops::zeros(dy.context(), {b, t, heads, dh}, dy.dtype());
+                             Tensor part = g.slice(2, from, to);
+                             ops::copy_(part, dy);
+                             return {g};
+                           });
+  };
+  Var q = nn::rope(ref_tape, heads_of(0, hq), 1e4);
+  Var k = nn::rope(ref_tape, heads_of(hq, hq + hkv), 1e4);
+  Var y2 =
+      nn::reshape(ref_tape, nn::attention(ref_tape, q, k, heads_of(hq + hkv, heads), 0.3), {b, t, hq * dh});
+  EXPECT_EQ(ops::to_bytes(y1.value), ops::to_bytes(y2.value));
+  EXPECT_EQ(ops::to_bytes(qkv), input_bytes) << "the input leaf was modified";
+  packed_tape.backward(y1, w);
+  ref_tape.backward(y2, w);
+  EXPECT_EQ(ops::to_bytes(packed_tape.grad(x1)), ops::to_bytes(ref_tape.grad(x2)));
+}
+
+TEST(GradCheck, SwigluPacked) {
+  auto ctx = cpu();
+  std::mt19937 rng(14);
+  check_function(
+      {random_tensor(ctx, {3, 2, 10}, rng, 2.0)}, {},
+      [&](Tape& t, std::vector<Var>& v) { return nn::swiglu_packed(t, v[0]); }, "swiglu_packed", rng);
 }
 
 TEST(GradCheck, ReshapeAndAdd) {

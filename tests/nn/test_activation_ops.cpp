@@ -74,6 +74,25 @@ TEST(ActivationOps, LowPrecisionMatchesF64) {
   }
 }
 
+// The packed form gives the bits of swiglu / swiglu_backward on the two halves of gu [..., 2F].
+TEST(ActivationOps, SwigluPackedEqualsSwigluOnTheHalves) {
+  auto ctx = cpu();
+  const int64_t rows = 5, f = 13;
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    const Tensor gu = ops::from_vector(ctx, {rows, 1, 2 * f}, dt, random_values(rows * 2 * f, 20, 3.0));
+    const Tensor dy = ops::from_vector(ctx, {rows, 1, f}, dt, random_values(rows * f, 21));
+    const Tensor gate = ops::contiguous(gu.slice(2, 0, f)), up = ops::contiguous(gu.slice(2, f, 2 * f));
+    const Tensor y = ops::swiglu_packed(gu);
+    EXPECT_EQ(y.shape(), Shape({rows, 1, f}));
+    EXPECT_EQ(ops::to_bytes(y), ops::to_bytes(ops::swiglu(gate, up))) << dtype_name(dt);
+    const Tensor dgu = ops::swiglu_packed_backward(dy, gu);
+    EXPECT_EQ(dgu.shape(), gu.shape());
+    const ops::SwigluGrads ref = ops::swiglu_backward(dy, gate, up);
+    EXPECT_EQ(ops::to_bytes(dgu.slice(2, 0, f)), ops::to_bytes(ref.dgate)) << dtype_name(dt);
+    EXPECT_EQ(ops::to_bytes(dgu.slice(2, f, 2 * f)), ops::to_bytes(ref.dup)) << dtype_name(dt);
+  }
+}
+
 TEST(ActivationOps, ErrorsNameTheProblem) {
   auto ctx = cpu();
   const Tensor a = ops::from_vector(ctx, {2, 3}, DType::F32, random_values(6, 9));
@@ -88,6 +107,14 @@ TEST(ActivationOps, ErrorsNameTheProblem) {
                                 "[swiglu_backward] dy has shape (6) but gate has (2,3)");
   test::expect_error_containing([&] { ops::swiglu(ops::cast(a, DType::I64), ops::cast(a, DType::I64)); },
                                 "gate has dtype i64; expected f32, f64 or bf16");
+  test::expect_error_containing([&] { ops::swiglu_packed(a); },
+                                "[swiglu_packed] gu has shape (2,3); expected [..., 2F]");
+  const Tensor gu = ops::from_vector(ctx, {3, 2}, DType::F32, random_values(6, 10));
+  test::expect_error_containing([&] { ops::swiglu_packed_backward(gu, gu); },
+                                "[swiglu_packed_backward] dy has shape (3,2); expected (3,1) for gu (3,2)");
+  test::expect_error_containing(
+      [&] { ops::swiglu_packed_backward(ops::cast(gu.slice(1, 0, 1), DType::BF16), gu); },
+      "dy has dtype bf16 but gu has f32");
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "coat/backend/token_strided.h"
 #include "coat/ops/attention.h"
 #include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 
 namespace coat {
@@ -282,6 +284,61 @@ TEST(AttentionOps, ThreadedResultEqualsPerUnitResult) {
     }
 }
 
+// q, k and v as strided views of one packed projection [B, T, Hq + 2 Hkv, Dh] (token stride
+// (Hq + 2 Hkv) * Dh): the same bits as on contiguous copies; the backward written into views of one packed
+// gradient buffer gives the same bits as the separate gradients, and leaves nothing unwritten.
+TEST(AttentionOps, PackedViewsEqualContiguousCopies) {
+  auto ctx = cpu();
+  const int64_t b = 2, t = 9, hq = 4, hkv = 2, dh = 8, heads = hq + 2 * hkv;
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    const Tensor qkv = ops::from_vector(ctx, {b, t, heads, dh}, dt, random_values(b * t * heads * dh, 110));
+    const Tensor q = qkv.slice(2, 0, hq), k = qkv.slice(2, hq, hq + hkv), v = qkv.slice(2, hq + hkv, heads);
+    ASSERT_FALSE(q.is_contiguous());
+    const Tensor cq = ops::contiguous(q), ck = ops::contiguous(k), cv = ops::contiguous(v);
+    const ops::AttentionForward f = ops::attention_forward(q, k, v, 0.3);
+    const ops::AttentionForward ref = ops::attention_forward(cq, ck, cv, 0.3);
+    const std::string name(dtype_name(dt));
+    EXPECT_EQ(ops::to_bytes(f.out), ops::to_bytes(ref.out)) << name;
+    EXPECT_EQ(ops::to_bytes(f.lse), ops::to_bytes(ref.lse)) << name;
+
+    // dout itself a view of a wider buffer.
+    const Tensor wide =
+        ops::from_vector(ctx, {b, t, hq + 1, dh}, dt, random_values(b * t * (hq + 1) * dh, 111));
+    const Tensor dout = wide.slice(2, 1, hq + 1);
+    const ops::AttentionGrads g =
+        ops::attention_backward(ops::contiguous(dout), cq, ck, cv, ref.out, ref.lse, 0.3);
+    Tensor dqkv = ops::full(ctx, {b, t, heads, dh}, 7.0, dt);  // no stale value may survive
+    Tensor dq = dqkv.slice(2, 0, hq), dk = dqkv.slice(2, hq, hq + hkv), dv = dqkv.slice(2, hq + hkv, heads);
+    ops::attention_backward(dout, q, k, v, f.out, f.lse, 0.3, dq, dk, dv);
+    EXPECT_EQ(ops::to_bytes(dq), ops::to_bytes(g.dq)) << name;
+    EXPECT_EQ(ops::to_bytes(dk), ops::to_bytes(g.dk)) << name;
+    EXPECT_EQ(ops::to_bytes(dv), ops::to_bytes(g.dv)) << name;
+    // Contiguous output arguments are written directly.
+    Tensor dq2 = ops::zeros(ctx, q.shape(), dt), dk2 = ops::zeros(ctx, k.shape(), dt),
+           dv2 = ops::zeros(ctx, v.shape(), dt);
+    const void* before = dq2.data_ptr();
+    ops::attention_backward(dout, cq, ck, cv, ref.out, ref.lse, 0.3, dq2, dk2, dv2);
+    EXPECT_EQ(dq2.data_ptr(), before);
+    EXPECT_EQ(ops::to_bytes(dq2), ops::to_bytes(g.dq)) << name;
+    EXPECT_EQ(ops::to_bytes(dk2), ops::to_bytes(g.dk)) << name;
+    EXPECT_EQ(ops::to_bytes(dv2), ops::to_bytes(g.dv)) << name;
+  }
+}
+
+// The layout the CUDA attention takes without copies (coat/backend/token_strided.h).
+TEST(AttentionOps, TokenStrideOfViews) {
+  auto ctx = cpu();
+  const Tensor packed = ops::zeros(ctx, {2, 5, 8, 4}, DType::F32);
+  EXPECT_EQ(token_stride_of(packed), 32);                  // contiguous
+  EXPECT_EQ(token_stride_of(packed.slice(2, 0, 4)), 32);   // q heads
+  EXPECT_EQ(token_stride_of(packed.slice(2, 6, 8)), 32);   // v heads
+  EXPECT_EQ(token_stride_of(packed.slice(1, 0, 1)), 160);  // one position: the batch stride
+  EXPECT_EQ(token_stride_of(packed.slice(1, 1, 3)), -1);   // batch stride 160 != 2 x 32
+  EXPECT_EQ(token_stride_of(packed.slice(3, 0, 2)), -1);   // head stride 4 != Dh 2
+  EXPECT_EQ(token_stride_of(packed.transpose(1, 2)), -1);  // [B, H, T, Dh]
+  EXPECT_EQ(token_stride_of(packed.reshape({10, 8, 4})), -1);
+}
+
 TEST(AttentionOps, ErrorsNameTheProblem) {
   auto ctx = cpu();
   const Dims d{1, 4, 4, 4, 2, 8};
@@ -311,6 +368,13 @@ TEST(AttentionOps, ErrorsNameTheProblem) {
       "lse has dtype f64; expected f32");
   test::expect_error_containing([&] { ops::attention_backward(k, q, k, v, f.out, f.lse, 1.0); },
                                 "dout has shape (1,4,2,8); expected (1,4,4,8)");
+  Tensor dq = ops::zeros(ctx, q.shape(), DType::F32), dk = ops::zeros(ctx, k.shape(), DType::F32);
+  Tensor dv = ops::zeros(ctx, q.shape(), DType::F32);
+  test::expect_error_containing([&] { ops::attention_backward(q, q, k, v, f.out, f.lse, 1.0, dq, dk, dv); },
+                                "[attention_backward] dv has shape (1,4,4,8); expected (1,4,2,8)");
+  Tensor dk16 = ops::zeros(ctx, k.shape(), DType::BF16);
+  test::expect_error_containing([&] { ops::attention_backward(q, q, k, v, f.out, f.lse, 1.0, dq, dk16, dk); },
+                                "dk has dtype bf16 but q has f32");
 }
 
 }  // namespace

@@ -113,6 +113,51 @@ TEST(RopeOps, LowPrecisionMatchesF64) {
   }
 }
 
+// A packed [B, T, Hq + 2 Hkv, Dh] projection: rotary_heads = Hq + Hkv turns the q and k heads exactly as a
+// rope of those heads alone would, and copies the v heads bit for bit.
+TEST(RopeOps, RotaryHeadsTurnOnlyTheFirstHeads) {
+  auto ctx = cpu();
+  const int64_t b = 2, t = 6, h = 7, dh = 8, rotary = 5;
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    const Tensor x = ops::from_vector(ctx, {b, t, h, dh}, dt, random_values(b * t * h * dh, 11));
+    for (bool inverse : {false, true}) {
+      const std::string what = std::string(dtype_name(dt)) + (inverse ? " inverse" : "");
+      const Tensor y = ops::rope(x, kTheta, 3, inverse, rotary);
+      EXPECT_EQ(ops::to_bytes(y.slice(2, 0, rotary)),
+                ops::to_bytes(ops::rope(x.slice(2, 0, rotary), kTheta, 3, inverse)))
+          << what;
+      EXPECT_EQ(ops::to_bytes(y.slice(2, rotary, h)), ops::to_bytes(x.slice(2, rotary, h))) << what;
+      // rotary_heads = H is the default; 0 copies everything.
+      EXPECT_EQ(ops::to_bytes(ops::rope(x, kTheta, 3, inverse, h)),
+                ops::to_bytes(ops::rope(x, kTheta, 3, inverse)));
+      EXPECT_EQ(ops::to_bytes(ops::rope(x, kTheta, 3, inverse, 0)), ops::to_bytes(x)) << what;
+    }
+  }
+}
+
+TEST(RopeOps, InPlaceEqualsOutOfPlace) {
+  auto ctx = cpu();
+  const int64_t b = 2, t = 5, h = 6, dh = 16;
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    const Tensor x = ops::from_vector(ctx, {b, t, h, dh}, dt, random_values(b * t * h * dh, 12));
+    for (int64_t rotary : {int64_t{6}, int64_t{4}}) {
+      for (bool inverse : {false, true}) {
+        Tensor y = ops::clone(x);
+        ops::rope_(y, kTheta, 2, inverse, rotary);
+        EXPECT_EQ(ops::to_bytes(y), ops::to_bytes(ops::rope(x, kTheta, 2, inverse, rotary)))
+            << dtype_name(dt) << " rotary " << rotary;
+      }
+    }
+    // A non-contiguous view (every other position) is rotated through a copy, the rest left alone.
+    Tensor big = ops::clone(x);
+    Tensor view = big.slice(1, 0, t, 2);
+    ops::rope_(view, kTheta, 0, false, 4);
+    EXPECT_EQ(ops::to_bytes(big.slice(1, 0, t, 2)),
+              ops::to_bytes(ops::rope(x.slice(1, 0, t, 2), kTheta, 0, false, 4)));
+    EXPECT_EQ(ops::to_bytes(big.slice(1, 1, t, 2)), ops::to_bytes(x.slice(1, 1, t, 2)));
+  }
+}
+
 TEST(RopeOps, ErrorsNameTheProblem) {
   auto ctx = cpu();
   const Tensor x = ops::from_vector(ctx, {1, 2, 2, 6}, DType::F32, random_values(24, 8));
@@ -130,6 +175,11 @@ TEST(RopeOps, ErrorsNameTheProblem) {
   test::expect_error_containing([&] { ops::rope(x, kTheta, -1); }, "position_offset -1 must be >= 0");
   test::expect_error_containing([&] { ops::rope(ops::cast(x, DType::F16), kTheta); },
                                 "x has dtype f16; expected f32, f64 or bf16");
+  test::expect_error_containing([&] { ops::rope(x, kTheta, 0, false, 3); },
+                                "rotary_heads 3 must lie in [0, 2] for x (1,2,2,6)");
+  Tensor y = ops::clone(x);
+  test::expect_error_containing([&] { ops::rope_(y, kTheta, 0, false, -1); },
+                                "rotary_heads -1 must lie in [0, 2]");
 }
 
 }  // namespace

@@ -1,24 +1,36 @@
-// The memory a training run will take on each device, by category, predicted from the configuration
-// before anything is allocated (coat-train --dry-run prints it).
+// The memory one training step takes on a device, by category, predicted from the configuration before
+// anything is allocated (coat-train --dry-run prints it; the trainer prints it on out-of-memory).
+//
+// Weights, master weights, gradients and optimizer states are counted from the flat units the model
+// allocates (unit_layout.h), each buffer rounded as the device's allocator rounds it. Activations are
+// counted from the save policy of each nn function (what it records as saved on the tape), and the peak
+// is the largest of three moments of a step: the end of the forward (everything saved, plus the logits and
+// the logits' gradient that the fused cross-entropy makes), the backward of the LM head, and the backward
+// of the last block (its saved tensors, or under recomputation the block run again, plus the gradients
+// alive at the block's widest point). On CUDA the workspace adds the cuBLASLt workspace and the largest
+// transient buffer of a backward (cuDNN's attention backward).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "coat/core/device.h"
 #include "coat/core/dtype.h"
 #include "coat/core/memory_stats.h"
 #include "coat/models/model_config.h"
+#include "coat/models/transformer.h"
 
 namespace coat::models {
 
 struct MemoryPlanInput {
   int64_t micro_batch_size = 1;
   int64_t seq_len = 1;
-  DType param_dtype = DType::F32;       ///< master weights
-  DType compute_dtype = DType::F32;     ///< compute copy of the weights (== param dtype: no copy)
-  DType activation_dtype = DType::F32;
-  DType grad_dtype = DType::F32;
-  double optimizer_bytes_per_param = 8.0;  ///< AdamW FP32: two moments
+  DType param_dtype = DType::F32;    ///< master weights and gradients (the weights too when compute == param)
+  DType compute_dtype = DType::F32;  ///< the compute copy of the weights; every activation is in this dtype
+  double optimizer_bytes_per_param = 8.0;  ///< both AdamW moments together (FP32: 8, BF16: 4)
+  Recompute recompute = Recompute::None;
+  Device device = Device::cpu();  ///< allocation rounding; CUDA adds its workspaces
 };
 
 struct MemoryPlanLine {
@@ -28,9 +40,15 @@ struct MemoryPlanLine {
 };
 
 struct MemoryPlan {
-  std::vector<MemoryPlanLine> lines;
+  std::vector<MemoryPlanLine> lines;  ///< in category order; a category may have several lines
+  /// What the tape holds for backward at the end of the forward (Tape::saved_bytes: distinct storages,
+  /// unrounded), the token ids included.
+  size_t saved_bytes = 0;
+  std::string activation_peak;  ///< the moment of the step where the activations peak
+
   size_t total() const;
-  /// A table with one line per category and the total.
+  size_t bytes(MemoryCategory category) const;
+  /// One line per category (its parts indented below it when there are several) and the total.
   std::string str() const;
 };
 

@@ -13,6 +13,7 @@
 #include "coat/core/context.h"
 #include "coat/core/random_generator.h"
 #include "coat/models/model_config.h"
+#include "coat/models/unit_layout.h"
 #include "coat/nn/loss.h"
 #include "coat/nn/parameter.h"
 
@@ -26,6 +27,19 @@ struct ParamUnit {
   Tensor grad;    ///< flat [numel] in the master dtype (MemoryCategory::Gradients); undefined without gradients
   std::vector<size_t> params;  ///< indices into Transformer::parameters()
 };
+
+/// The projections a block multiplies by as one matrix each (one GEMM instead of three, and of two): views
+/// over the block unit's value, master and grad buffers spanning q_proj, k_proj, v_proj as [h + 2 kv, h] and
+/// gate_proj, up_proj as [2 F, h], which the unit lays out without padding between them (unit_layout.h).
+/// Not in parameters(): the optimizer, checkpoints, init and HF export see only the HF names.
+struct FusedProjections {
+  nn::Parameter qkv;      ///< "model.layers.<i>.self_attn.qkv_proj.weight"
+  nn::Parameter gate_up;  ///< "model.layers.<i>.mlp.gate_up_proj.weight"
+};
+
+/// Activation recomputation: None keeps every block's activations for the backward; Blocks keeps only
+/// each block's input and runs the block again in the backward (nn::checkpoint).
+enum class Recompute { None, Blocks };
 
 class Transformer {
  public:
@@ -42,6 +56,9 @@ class Transformer {
   /// Copies the master weights into the compute copy (round to nearest even), one pass per unit.
   void sync_compute_weights();
   const ContextPtr& context() const { return context_; }
+  /// Applies to the forwards that follow (with gradients on; a forward-only tape keeps nothing anyway).
+  void set_recompute(Recompute recompute) { recompute_ = recompute; }
+  Recompute recompute() const { return recompute_; }
 
   /// HF-style initialisation: matrices and embeddings ~ N(0, initializer_range), norm weights 1. Draws
   /// from Philox in parameter order, so a seed gives the same model on every device.
@@ -52,6 +69,10 @@ class Transformer {
   nn::Parameter& parameter(const std::string& name);
   std::vector<ParamUnit>& units() { return units_; }
   const std::vector<ParamUnit>& units() const { return units_; }
+  /// Block `layer`'s fused projections.
+  const FusedProjections& fused_projections(int64_t layer) const {
+    return fused_.at(static_cast<size_t>(layer));
+  }
   void zero_grad();
 
   /// Loss of next-token prediction: ids and targets [B, T] (I32), grad_scale as in nn::cross_entropy.
@@ -65,16 +86,18 @@ class Transformer {
   autograd::Var hidden_states(autograd::Tape& tape, const Tensor& ids);
   autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq);
   autograd::Var norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name);
-  void add_unit(const std::string& name, const std::vector<std::pair<std::string, Shape>>& shapes);
+  void add_unit(const UnitLayout& layout);
 
   ModelConfig config_;
   ContextPtr context_;
   DType dtype_;
   DType compute_dtype_;
   bool with_grads_;
+  Recompute recompute_ = Recompute::None;
   std::vector<nn::Parameter> params_;
   std::map<std::string, size_t> index_;
   std::vector<ParamUnit> units_;
+  std::vector<FusedProjections> fused_;  ///< one per block
 };
 
 }  // namespace coat::models

@@ -17,4 +17,12 @@ struct SwigluGrads {
 /// inputs' dtype.
 SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up);
 
+/// SwiGLU of a packed gate/up projection gu [..., 2F] (f32, f64 or bf16): gate = gu[..., :F],
+/// up = gu[..., F:]; y [..., F] = silu(gate) * up, the numbers swiglu(gate, up) gives.
+Tensor swiglu_packed(const Tensor& gu);
+
+/// dgu [..., 2F] from dy [..., F]: dgate in dgu[..., :F], dup in dgu[..., F:] (the numbers of
+/// swiglu_backward), in gu's dtype.
+Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu);
+
 }  // namespace coat::ops

@@ -1,5 +1,6 @@
-// AdamW over parameter segments with FP32 moments: global gradient norm, non-finite detection, clipping,
-// per-segment weight decay, and the states exposed by name for checkpoints.
+// AdamW over flat parameter buffers (one per model unit): global gradient norm, non-finite detection,
+// clipping, weight decay over ranges of each buffer, moments stored in FP32, BF16, FP8 or FP8 with COAT's
+// dynamic range expansion (ops/quantized_moment.h), and the states exposed by name for checkpoints.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "coat/core/tensor.h"
+#include "coat/ops/quantized_moment.h"
 #include "coat/optim/param_group.h"
 
 namespace coat::optim {
@@ -16,53 +18,81 @@ struct AdamWConfig {
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float eps = 1e-8f;
-  float weight_decay = 0.0f;    ///< applied to segments with decay == true
+  float weight_decay = 0.0f;    ///< applied inside each buffer's decay ranges
   float clip_grad_norm = 0.0f;  ///< max global L2 norm of the gradients; 0: no clipping
+  ops::MomentSpec exp_avg{};     ///< storage of the first moment m
+  ops::MomentSpec exp_avg_sq{};  ///< storage of the second moment v
 };
 
+/// One flat buffer the optimizer updates in one fused pass: a model unit's master weights and gradients.
+struct OptimBuffer {
+  std::string name;                      ///< unique; names the states ("<name>.exp_avg", "<name>.exp_avg_sq", ...)
+  Tensor param;                          ///< F32, contiguous, 1-D
+  Tensor grad;                           ///< F32, contiguous, same numel and device as param
+  std::vector<ops::DecayRange> decay;    ///< sorted, disjoint element ranges where weight decay applies
+};
+
+/// The buffers of a model's flat units: one OptimBuffer per unit, its decay ranges from the parameters'
+/// decay flags (views into the unit), adjacent ranges merged (the zero padding between parameters stays
+/// zero under any update).
+struct UnitView {
+  std::string name;
+  Tensor master;  ///< the unit's flat F32 master buffer
+  Tensor grad;    ///< the unit's flat F32 gradient buffer
+  std::vector<std::pair<Tensor, bool>> params;  ///< (view into master, decay) per parameter
+};
+std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units);
+
 struct StepStats {
-  double grad_norm = 0.0;  ///< global L2 norm of all segments' gradients before clipping (inf/NaN if non-finite)
+  double grad_norm = 0.0;  ///< global L2 norm of all gradients before clipping (inf/NaN if non-finite)
   bool clipped = false;    ///< gradients were scaled down (clip factor < 1)
   bool skipped = false;    ///< the norm was not finite: nothing was modified and the step count is unchanged
 };
 
 class AdamW {
  public:
-  /// Validates the segments (defined F32 contiguous param and grad of one shape on one device, unique
-  /// non-empty names) and the config, and allocates zeroed F32 moments m and v for each segment on its
-  /// parameter's device (MemoryCategory::OptimizerState).
-  AdamW(std::vector<OptimSegment> segments, AdamWConfig config);
+  /// Validates the buffers (defined F32 contiguous 1-D param and grad of one numel on one device, unique
+  /// non-empty names, decay ranges sorted and inside) and the config, and allocates zero moments for each
+  /// buffer on its device in the configured storage (MemoryCategory::OptimizerState).
+  AdamW(std::vector<OptimBuffer> buffers, AdamWConfig config);
+  /// Each segment its own buffer (decay over the whole segment or nothing), named by the segment.
+  AdamW(const std::vector<OptimSegment>& segments, AdamWConfig config);
 
   /// One step with learning rate lr:
-  ///  1. grad_norm = sqrt(sum over segments of ops::sum_squares(grad)) (double);
+  ///  1. grad_norm = sqrt(sum over buffers of ops::sum_squares(grad)) (double; one device read-back);
   ///  2. if grad_norm is not finite: returns {grad_norm, false, true} with parameters, moments and step
   ///     count untouched (the caller decides whether to stop or go on);
   ///  3. clip factor = min(1, clip_grad_norm / (grad_norm + 1e-6)) when clipping is on (as
   ///     torch.nn.utils.clip_grad_norm_), passed to the update as grad_scale (gradients are not modified);
-  ///  4. ops::adamw_step on each segment (bias correction with step_count() + 1, weight decay where
-  ///     segment.decay), then step count += 1.
+  ///  4. ops::adamw_step_quantized on each buffer: ONE fused pass per buffer (bias correction with
+  ///     step_count() + 1), then step count += 1. With FP32 moments the bits equal ops::adamw_step's.
   StepStats step(float lr);
 
   /// The global gradient norm alone (step 1 above), without updating anything.
   double grad_norm() const;
 
-  /// "<segment>.exp_avg" and "<segment>.exp_avg_sq" for every segment in order: views of the live states
-  /// (write into them to restore a checkpoint).
+  /// For every buffer in order: "<name>.exp_avg" (+ ".scale", ".expo", ".center" where the storage has
+  /// them) and the same for "<name>.exp_avg_sq": views of the live states (write into them to restore).
   std::vector<std::pair<std::string, Tensor>> state_tensors() const;
+  /// The moments of buffer i decoded to F32 (for studies and tests).
+  Tensor exp_avg_f32(size_t i) const;
+  Tensor exp_avg_sq_f32(size_t i) const;
+  /// Bytes of all optimizer states (codes and group metadata).
+  size_t state_bytes() const;
   /// Completed (not skipped) steps; the next step uses step_count() + 1 for bias correction.
   int64_t step_count() const { return step_count_; }
   void set_step_count(int64_t steps);
 
-  const std::vector<OptimSegment>& segments() const { return segments_; }
+  const std::vector<OptimBuffer>& buffers() const { return buffers_; }
   const AdamWConfig& config() const { return config_; }
 
  private:
   struct State {
-    Tensor exp_avg;
-    Tensor exp_avg_sq;
+    ops::QuantizedMoment exp_avg;
+    ops::QuantizedMoment exp_avg_sq;
   };
 
-  std::vector<OptimSegment> segments_;
+  std::vector<OptimBuffer> buffers_;
   std::vector<State> states_;
   AdamWConfig config_;
   int64_t step_count_ = 0;

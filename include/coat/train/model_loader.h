@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "coat/core/context.h"
 #include "coat/models/transformer.h"
@@ -21,5 +22,9 @@ struct LoadedModel {
 
 /// Builds the model its meta.json describes (without gradient buffers) and reads its weights.
 LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context);
+/// The same, with gradient buffers when `with_grads` and, with a `compute_dtype` (BF16 mixed precision as the
+/// trainer's bf16 recipe), F32 master weights beside a compute copy refreshed from them after loading.
+LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context, bool with_grads,
+                       std::optional<DType> compute_dtype);
 
 }  // namespace coat::train

@@ -33,6 +33,9 @@ struct LoopConfig {
   int64_t log_interval = 1;
   std::string on_nonfinite = "stop";  ///< stop | skip: what a non-finite loss or gradient does
   std::string init_from;          ///< checkpoint (or run) directory whose weights start the run (e.g. an HF import)
+  /// none | blocks: activation recomputation. blocks keeps only each block's input for the backward and
+  /// runs the block again there (about one more forward of the blocks per step, far less activation memory).
+  std::string recompute = "none";
 };
 
 struct OptimConfig {
@@ -45,7 +48,14 @@ struct OptimConfig {
   double clip_grad_norm = 1.0;    ///< 0: off
   bool decay_embeddings = false;
   bool decay_norms = false;
+  /// Storage of AdamW's moments: fp32 | bf16 | fp8 (per-group absmax scale) | fp8_expand (COAT's dynamic
+  /// range expansion). state_dtype sets both; exp_avg_dtype / exp_avg_sq_dtype override one moment.
   std::string state_dtype = "fp32";
+  std::string exp_avg_dtype;             ///< "" : state_dtype
+  std::string exp_avg_sq_dtype;          ///< "" : state_dtype
+  std::string exp_avg_fp8 = "e4m3";      ///< e4m3 | e5m2: the FP8 format of m (fp8, fp8_expand)
+  std::string exp_avg_sq_fp8 = "e4m3";   ///< e4m3 | e5m2: the FP8 format of v
+  int64_t state_group_size = 128;        ///< contiguous elements per scale group (fp8, fp8_expand)
 };
 
 struct PrecisionConfig {

@@ -14,6 +14,7 @@
 #include "coat/optim/adamw.h"
 #include "coat/optim/lr_schedule.h"
 #include "coat/train/metrics_logger.h"
+#include "coat/train/phase_timer.h"
 #include "coat/train/train_config.h"
 
 namespace coat::train {
@@ -48,8 +49,13 @@ class Trainer {
   /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests).
   /// Saves a checkpoint every checkpoint.interval steps and at the end.
   void run(int64_t stop_after_step = -1);
-  /// One optimizer step over a global batch.
+  /// One optimizer step over a global batch. Marks NVTX ranges "step", "forward", "backward" and
+  /// "optimizer", and times the last three with the phase timer when one is set. On out-of-memory it logs
+  /// the config's memory plan with what would fit (memory_advice.h) and rethrows OutOfMemory naming the
+  /// step and its shape.
   StepRecord train_step();
+  /// Times the phases of the following steps with `timer` (not owned; nullptr: none).
+  void set_phase_timer(PhaseTimer* timer) { phase_timer_ = timer; }
   EvalResult evaluate();
 
   int64_t step() const { return step_; }
@@ -64,6 +70,8 @@ class Trainer {
  private:
   void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
   std::string first_nonfinite_gradient() const;
+  /// train_step's work; train_step adds the memory plan to an out-of-memory error.
+  StepRecord run_step();
 
   TrainConfig config_;
   ContextPtr context_;
@@ -77,6 +85,7 @@ class Trainer {
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   std::vector<StepRecord> history_;
+  PhaseTimer* phase_timer_ = nullptr;
 };
 
 }  // namespace coat::train

@@ -47,6 +47,46 @@ void swiglu_backward_impl(const Tensor& dy, const Tensor& gate, const Tensor& up
   }
 }
 
+template <typename S>
+void swiglu_packed_impl(const Tensor& gu, Tensor& y) {
+  const int64_t f = y.size(-1);
+  const int64_t rows = f == 0 ? 0 : y.numel() / f;
+  const S* in = gu.data<S>();
+  S* out = y.data<S>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* g = in + r * 2 * f;
+    const S* u = g + f;
+    S* o = out + r * f;
+    for (int64_t j = 0; j < f; ++j) {
+      const auto x = widen(g[j]);
+      o[j] = narrow<S>(x * sigmoid(x) * widen(u[j]));
+    }
+  }
+}
+
+template <typename S>
+void swiglu_packed_backward_impl(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+  using A = acc_t<S>;
+  const int64_t f = dy.size(-1);
+  const int64_t rows = f == 0 ? 0 : dy.numel() / f;
+  const S* d = dy.data<S>();
+  const S* in = gu.data<S>();
+  S* out = dgu.data<S>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const S* g = in + r * 2 * f;
+    const S* u = g + f;
+    const S* dr = d + r * f;
+    S* dg = out + r * 2 * f;
+    S* du = dg + f;
+    for (int64_t j = 0; j < f; ++j) {
+      const A x = widen(g[j]), dyv = widen(dr[j]);
+      const A s = sigmoid(x);
+      dg[j] = narrow<S>(dyv * widen(u[j]) * (s * (A(1) + x * (A(1) - s))));
+      du[j] = narrow<S>(dyv * (x * s));
+    }
+  }
+}
+
 }  // namespace
 
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& y) {
@@ -56,6 +96,15 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& y) {
 void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup) {
   dispatch_storage(gate.dtype(), "swiglu_backward",
                    [&](auto s) { swiglu_backward_impl<decltype(s)>(dy, gate, up, dgate, dup); });
+}
+
+void swiglu_packed(const Tensor& gu, Tensor& y) {
+  dispatch_storage(gu.dtype(), "swiglu_packed", [&](auto s) { swiglu_packed_impl<decltype(s)>(gu, y); });
+}
+
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+  dispatch_storage(gu.dtype(), "swiglu_packed_backward",
+                   [&](auto s) { swiglu_packed_backward_impl<decltype(s)>(dy, gu, dgu); });
 }
 
 }  // namespace coat::cpu

@@ -1,6 +1,7 @@
 // CPU reference: rotary position embedding, templated on the element type.
 #include "coat/backend/cpu/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -14,7 +15,8 @@ namespace {
 
 
 template <typename S>
-void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
+void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary,
+               Tensor& y) {
   using A = acc_t<S>;
   const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   const int64_t half = dh / 2;
@@ -29,13 +31,15 @@ void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inve
       sin_t[t * half + i] = static_cast<A>(sign * std::sin(angle));
     }
   }
+  // Each pair is read before it is written, so y may be x.
   const S* xp = x.data<S>();
   S* yp = y.data<S>();
+  const bool in_place = xp == yp;
   for (int64_t b = 0; b < b_count; ++b) {
     for (int64_t t = 0; t < t_count; ++t) {
       const A* c = cos_t.data() + t * half;
       const A* s = sin_t.data() + t * half;
-      for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t h = 0; h < rotary; ++h) {
         const int64_t base = ((b * t_count + t) * heads + h) * dh;
         const S* xr = xp + base;
         S* yr = yp + base;
@@ -45,15 +49,21 @@ void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inve
           yr[i + half] = narrow<S>(hi * c[i] + lo * s[i]);
         }
       }
+      if (!in_place && rotary < heads) {  // the unrotated heads, bit for bit
+        const int64_t first = ((b * t_count + t) * heads + rotary) * dh;
+        std::copy(xp + first, xp + first + (heads - rotary) * dh, yp + first);
+      }
     }
   }
 }
 
 }  // namespace
 
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
-  dispatch_storage(x.dtype(), "rope",
-                   [&](auto s) { rope_impl<decltype(s)>(x, theta, position_offset, inverse, y); });
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
+          Tensor& y) {
+  dispatch_storage(x.dtype(), "rope", [&](auto s) {
+    rope_impl<decltype(s)>(x, theta, position_offset, inverse, rotary_heads, y);
+  });
 }
 
 }  // namespace coat::cpu

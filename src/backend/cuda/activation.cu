@@ -1,6 +1,8 @@
-// CUDA kernels: SwiGLU gating and its backward, then their launchers. Element-wise and memory-bound:
-// 16-byte vectors (when every pointer is 16-byte aligned), kUnroll independent vectors per thread in flight,
-// a grid-stride loop, a scalar loop for the tail. The formulas are the CPU twin's, unfused.
+// CUDA kernels: SwiGLU gating and its backward, on separate gate and up tensors and on a packed gate/up
+// projection [N, 2F], then their launchers. Element-wise and memory-bound: 16-byte vectors (when every
+// pointer is 16-byte aligned, and for the packed form F a multiple of the vector), kUnroll independent
+// vectors per thread in flight, a grid-stride loop, a scalar loop for the tail. The formulas are the CPU
+// twin's, unfused.
 #include <cstdint>
 
 #include "coat/backend/cuda/activation.h"
@@ -127,6 +129,90 @@ __global__ __launch_bounds__(kThreads) void swiglu_backward_kernel(const S* __re
   }
 }
 
+/// Packed rows: row n of gu is gate[n, :F] then up[n, :F]. Item i (kVec elements) is vector c = i % vpr of
+/// row n = i / vpr (vpr = F / kVec vectors per row): y's vector i, gu's vectors n * 2 vpr + c and + vpr.
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void swiglu_packed_kernel(const S* __restrict__ gu, S* __restrict__ y,
+                                                                 int64_t vpr, int64_t items) {
+  using E = Elem<S>;
+  using P = Pack<S, kVec>;
+  const int64_t stride = grid_threads();
+  const P* gup = reinterpret_cast<const P*>(gu);
+  P* yp = reinterpret_cast<P*>(y);
+  for (int64_t first = global_thread(); first < items; first += stride * kUnroll) {
+    P g[kUnroll], u[kUnroll];
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const int64_t i = first + r * stride;
+      if (i < items) {
+        const int64_t n = i / vpr;
+        const P* row = gup + n * 2 * vpr + (i - n * vpr);
+        g[r] = row[0];
+        u[r] = row[vpr];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const int64_t i = first + r * stride;
+      if (i < items) {
+        P o;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+          o.v[k] = E::store(swiglu_value(E::load(g[r].v[k]), E::load(u[r].v[k])));
+        }
+        yp[i] = o;
+      }
+    }
+  }
+}
+
+/// dgu (rows [dgate | dup], gu's layout) from dy [N, F] (vector i) and gu; items as in swiglu_packed_kernel.
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const S* __restrict__ dy,
+                                                                          const S* __restrict__ gu,
+                                                                          S* __restrict__ dgu, int64_t vpr,
+                                                                          int64_t items) {
+  using E = Elem<S>;
+  using A = typename E::A;
+  using P = Pack<S, kVec>;
+  const int64_t stride = grid_threads();
+  const P* dyp = reinterpret_cast<const P*>(dy);
+  const P* gup = reinterpret_cast<const P*>(gu);
+  P* dgup = reinterpret_cast<P*>(dgu);
+  for (int64_t first = global_thread(); first < items; first += stride * kUnroll) {
+    P d[kUnroll], g[kUnroll], u[kUnroll];
+    int64_t at[kUnroll];  // vector index of the gate half in gu / dgu
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const int64_t i = first + r * stride;
+      at[r] = 0;
+      if (i < items) {
+        const int64_t n = i / vpr;
+        at[r] = n * 2 * vpr + (i - n * vpr);
+        d[r] = dyp[i];
+        g[r] = gup[at[r]];
+        u[r] = gup[at[r] + vpr];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const int64_t i = first + r * stride;
+      if (i < items) {
+        P og, ou;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+          A dg, du;
+          swiglu_grads(E::load(d[r].v[k]), E::load(g[r].v[k]), E::load(u[r].v[k]), dg, du);
+          og.v[k] = E::store(dg);
+          ou.v[k] = E::store(du);
+        }
+        dgup[at[r]] = og;
+        dgup[at[r] + vpr] = ou;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& y) {
@@ -166,6 +252,50 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
       swiglu_backward_kernel<S, kVec16<S>><<<grid, kThreads, 0, stream_of(dgate)>>>(dyp, gp, upp, dgp, dup_p, n);
     } else {
       swiglu_backward_kernel<S, 1><<<grid, kThreads, 0, stream_of(dgate)>>>(dyp, gp, upp, dgp, dup_p, n);
+    }
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  });
+}
+
+void swiglu_packed(const Tensor& gu, Tensor& y) {
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  const int64_t f = y.size(-1);
+  dispatch_storage(gu.dtype(), "swiglu_packed", [&](auto s) {
+    using S = decltype(s);
+    const S* gp = gu.data<S>();
+    S* yp = y.data<S>();
+    const bool vec = f % kVec16<S> == 0 && aligned16(gp) && aligned16(yp);
+    const int vec_elems = vec ? kVec16<S> : 1;
+    const int64_t vpr = f / vec_elems, items = n / vec_elems;
+    const unsigned grid = grid_for(y, (items + kUnroll - 1) / kUnroll, kThreads);
+    if (vec) {
+      swiglu_packed_kernel<S, kVec16<S>><<<grid, kThreads, 0, stream_of(y)>>>(gp, yp, vpr, items);
+    } else {
+      swiglu_packed_kernel<S, 1><<<grid, kThreads, 0, stream_of(y)>>>(gp, yp, vpr, items);
+    }
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  });
+}
+
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+  const int64_t n = dy.numel();
+  if (n == 0) return;
+  const int64_t f = dy.size(-1);
+  dispatch_storage(gu.dtype(), "swiglu_packed_backward", [&](auto s) {
+    using S = decltype(s);
+    const S* dyp = dy.data<S>();
+    const S* gp = gu.data<S>();
+    S* dgp = dgu.data<S>();
+    const bool vec = f % kVec16<S> == 0 && aligned16(dyp) && aligned16(gp) && aligned16(dgp);
+    const int vec_elems = vec ? kVec16<S> : 1;
+    const int64_t vpr = f / vec_elems, items = n / vec_elems;
+    const unsigned grid = grid_for(dgu, (items + kUnroll - 1) / kUnroll, kThreads);
+    if (vec) {
+      swiglu_packed_backward_kernel<S, kVec16<S>>
+          <<<grid, kThreads, 0, stream_of(dgu)>>>(dyp, gp, dgp, vpr, items);
+    } else {
+      swiglu_packed_backward_kernel<S, 1><<<grid, kThreads, 0, stream_of(dgu)>>>(dyp, gp, dgp, vpr, items);
     }
     COAT_CUDA_CHECK_LAST_LAUNCH();
   });

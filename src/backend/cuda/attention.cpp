@@ -1,15 +1,17 @@
 // cuda attention on cuDNN's fused scaled-dot-product attention, through cudnn-frontend (header-only; found
-// at build time, see CMakeLists.txt). Our tensors are [B, T, H, Dh] contiguous; cuDNN's SDPA takes
-// [B, H, T, Dh] dims, so each tensor is described with those dims and the strides of our layout
-// (b: T*H*Dh, h: Dh, t: H*Dh, d: 1): no transposes. The softmax stats are [B, H, T, 1] f32 with strides
-// (H*T, T, 1, 1): exactly our lse [B, Hq, T]. cuDNN's stats are max + ln(sum exp(s - max)) of the scaled
-// scores s = scale * q.k, the natural-log LSE the CPU backend writes (not the base-2 variant).
+// at build time, see CMakeLists.txt). Our tensors are [B, T, H, Dh], token-strided (contiguous, or views of a
+// packed projection: coat/backend/token_strided.h); cuDNN's SDPA takes [B, H, T, Dh] dims, so each tensor is
+// described with those dims and the strides of our layout (b: T*ts, h: Dh, t: ts, d: 1 with ts the token
+// stride, H*Dh when contiguous): no transposes, no copies. The softmax stats are [B, H, T, 1] f32 with
+// strides (H*T, T, 1, 1): exactly our lse [B, Hq, T]. cuDNN's stats are max + ln(sum exp(s - max)) of the
+// scaled scores s = scale * q.k, the natural-log LSE the CPU backend writes (not the base-2 variant).
 //
 // Causal mask: top-left diagonal when Tq == Tk; bottom-right (query t sees keys 0..Tk - Tq + t) when the
 // keys are longer. Grouped KV heads: k, v, dk and dv simply have Hkv heads; cuDNN maps query head h to kv
 // head h / (Hq / Hkv) and sums dk, dv over each group.
 #include "coat/backend/cuda/attention.h"
 
+#include "coat/backend/token_strided.h"
 #include "coat/core/error.h"
 
 #ifdef COAT_HAVE_CUDNN_FRONTEND
@@ -35,6 +37,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -111,23 +114,24 @@ void check_fe(fe::error_t status, const char* step, const SdpaKey& key) {
 std::vector<int64_t> bhsd_dims(int64_t b, int64_t t, int64_t h, int64_t dh) {
   return {b, h, t, dh};
 }
-/// Strides of our [B, T, H, Dh] layout, listed in cuDNN's (b, h, t, d) order.
-std::vector<int64_t> bshd_strides(int64_t t, int64_t h, int64_t dh) {
-  return {t * h * dh, dh, h * dh, 1};
+/// Strides of our token-strided [B, T, H, Dh] layout (token stride ts), listed in cuDNN's (b, h, t, d) order.
+std::vector<int64_t> bshd_strides(int64_t t, int64_t dh, int64_t ts) {
+  return {t * ts, dh, ts, 1};
 }
 
 std::shared_ptr<fe::graph::Tensor_attributes> io_tensor(fe::graph::Graph& graph, const char* name, Uid uid,
-                                                        int64_t b, int64_t t, int64_t h, int64_t dh) {
+                                                        int64_t b, int64_t t, int64_t h, int64_t dh,
+                                                        int64_t ts) {
   return graph.tensor(fe::graph::Tensor_attributes()
                           .set_name(name)
                           .set_uid(uid)
                           .set_dim(bhsd_dims(b, t, h, dh))
-                          .set_stride(bshd_strides(t, h, dh)));
+                          .set_stride(bshd_strides(t, dh, ts)));
 }
 
 void set_io(const std::shared_ptr<fe::graph::Tensor_attributes>& t, Uid uid, int64_t b, int64_t s, int64_t h,
-            int64_t dh) {
-  t->set_output(true).set_uid(uid).set_dim(bhsd_dims(b, s, h, dh)).set_stride(bshd_strides(s, h, dh));
+            int64_t dh, int64_t ts) {
+  t->set_output(true).set_uid(uid).set_dim(bhsd_dims(b, s, h, dh)).set_stride(bshd_strides(s, dh, ts));
 }
 
 std::shared_ptr<fe::graph::Graph> new_graph() {
@@ -166,16 +170,16 @@ std::unique_ptr<SdpaPlan> finish(std::shared_ptr<fe::graph::Graph> graph, cudnnH
 
 std::unique_ptr<SdpaPlan> build_forward(cudnnHandle_t handle, const SdpaKey& key) {
   auto graph = new_graph();
-  auto q = io_tensor(*graph, "Q", kQ, key.b, key.tq, key.hq, key.dh);
-  auto k = io_tensor(*graph, "K", kK, key.b, key.tk, key.hkv, key.dh);
-  auto v = io_tensor(*graph, "V", kV, key.b, key.tk, key.hkv, key.dh);
+  auto q = io_tensor(*graph, "Q", kQ, key.b, key.tq, key.hq, key.dh, key.q_ts);
+  auto k = io_tensor(*graph, "K", kK, key.b, key.tk, key.hkv, key.dh, key.k_ts);
+  auto v = io_tensor(*graph, "V", kV, key.b, key.tk, key.hkv, key.dh, key.v_ts);
   auto attributes = fe::graph::SDPA_attributes()
                         .set_name("coat_sdpa_fwd")
                         .set_generate_stats(true)
                         .set_attn_scale(std::bit_cast<float>(key.scale_bits));
   set_causal(attributes, key);
   auto [o, stats] = graph->sdpa(q, k, v, attributes);
-  set_io(o, kO, key.b, key.tq, key.hq, key.dh);
+  set_io(o, kO, key.b, key.tq, key.hq, key.dh, key.o_ts);
   stats->set_output(true)
       .set_uid(kStats)
       .set_data_type(fe::DataType_t::FLOAT)
@@ -186,11 +190,11 @@ std::unique_ptr<SdpaPlan> build_forward(cudnnHandle_t handle, const SdpaKey& key
 
 std::unique_ptr<SdpaPlan> build_backward(cudnnHandle_t handle, const SdpaKey& key) {
   auto graph = new_graph();
-  auto q = io_tensor(*graph, "Q", kQ, key.b, key.tq, key.hq, key.dh);
-  auto k = io_tensor(*graph, "K", kK, key.b, key.tk, key.hkv, key.dh);
-  auto v = io_tensor(*graph, "V", kV, key.b, key.tk, key.hkv, key.dh);
-  auto o = io_tensor(*graph, "O", kO, key.b, key.tq, key.hq, key.dh);
-  auto d_o = io_tensor(*graph, "dO", kDO, key.b, key.tq, key.hq, key.dh);
+  auto q = io_tensor(*graph, "Q", kQ, key.b, key.tq, key.hq, key.dh, key.q_ts);
+  auto k = io_tensor(*graph, "K", kK, key.b, key.tk, key.hkv, key.dh, key.k_ts);
+  auto v = io_tensor(*graph, "V", kV, key.b, key.tk, key.hkv, key.dh, key.v_ts);
+  auto o = io_tensor(*graph, "O", kO, key.b, key.tq, key.hq, key.dh, key.o_ts);
+  auto d_o = io_tensor(*graph, "dO", kDO, key.b, key.tq, key.hq, key.dh, key.do_ts);
   auto stats = graph->tensor(fe::graph::Tensor_attributes()
                                  .set_name("Stats")
                                  .set_uid(kStats)
@@ -203,20 +207,25 @@ std::unique_ptr<SdpaPlan> build_backward(cudnnHandle_t handle, const SdpaKey& ke
                         .set_deterministic_algorithm(key.deterministic);
   set_causal(attributes, key);
   auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, o, d_o, stats, attributes);
-  set_io(dq, kDQ, key.b, key.tq, key.hq, key.dh);
-  set_io(dk, kDK, key.b, key.tk, key.hkv, key.dh);
-  set_io(dv, kDV, key.b, key.tk, key.hkv, key.dh);
+  set_io(dq, kDQ, key.b, key.tq, key.hq, key.dh, key.dq_ts);
+  set_io(dk, kDK, key.b, key.tk, key.hkv, key.dh, key.dk_ts);
+  set_io(dv, kDV, key.b, key.tk, key.hkv, key.dh, key.dv_ts);
   return finish(std::move(graph), handle, key);
 }
 
-void check_bf16_aligned(const Tensor& t, const char* op, const char* name) {
+/// Checks dtype, layout and alignment; returns the token stride.
+int64_t check_bf16_aligned(const Tensor& t, const char* op, const char* name) {
   COAT_CHECK(
       t.dtype() == DType::BF16, NotImplemented, "[", op, "] cuda: ", name, " has dtype ",
       dtype_name(t.dtype()),
       "; the CUDA attention (cuDNN flash attention) supports bf16 only\nHINT: cast q, k and v to bf16");
-  COAT_ARG_CHECK(t.numel() == 0 || t.is_contiguous(), op, name, " must be contiguous");
+  const int64_t ts = token_stride_of(t);
+  COAT_ARG_CHECK(t.numel() == 0 || ts >= 0, op, name, " ", shape_str(t.shape()), " with strides ",
+                 shape_str(t.strides()),
+                 " is not token-strided (element stride 1, head stride Dh, batch stride T * token stride)");
   COAT_ARG_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, op, name,
                  " must be 16-byte aligned for cuDNN (a view at an odd offset?)");
+  return ts;
 }
 
 SdpaKey make_key(const Tensor& q, const Tensor& k, double scale, bool backward, bool deterministic) {
@@ -269,13 +278,16 @@ bool attention_available() {
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
                        Tensor& lse) {
   constexpr const char* kOp = "attention_forward";
-  for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}}) {
-    check_bf16_aligned(*t, kOp, name);
+  SdpaKey key = make_key(q, k, scale, false, false);
+  for (auto [t, name, ts] : {std::tuple{&q, "q", &key.q_ts},
+                             {&k, "k", &key.k_ts},
+                             {&v, "v", &key.v_ts},
+                             {&out, "out", &key.o_ts}}) {
+    *ts = check_bf16_aligned(*t, kOp, name);
   }
   COAT_ARG_CHECK(lse.dtype() == DType::F32 && lse.is_contiguous(), kOp, "lse must be contiguous f32");
   if (q.numel() == 0) return;  // nothing to compute (as on the CPU)
   auto& ctx = static_cast<CudaContext&>(*q.context());
-  const SdpaKey key = make_key(q, k, scale, false, false);
   cudnnHandle_t handle = ctx.cudnn();
   SdpaPlan& plan = ctx.sdpa_plans().get(key, [&] { return build_forward(handle, key); });
   std::unordered_map<int64_t, void*> pack{
@@ -287,29 +299,34 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& out, const Tensor& lse, double scale, Tensor& dq, Tensor& dk,
                         Tensor& dv, bool deterministic) {
   constexpr const char* kOp = "attention_backward";
-  for (auto [t, name] : {std::pair{&dout, "dout"},
-                         {&q, "q"},
-                         {&k, "k"},
-                         {&v, "v"},
-                         {&out, "out"},
-                         {&dq, "dq"},
-                         {&dk, "dk"},
-                         {&dv, "dv"}}) {
-    check_bf16_aligned(*t, kOp, name);
+  SdpaKey key = make_key(q, k, scale, true, deterministic);
+  for (auto [t, name, ts] : {std::tuple{&dout, "dout", &key.do_ts},
+                             {&q, "q", &key.q_ts},
+                             {&k, "k", &key.k_ts},
+                             {&v, "v", &key.v_ts},
+                             {&out, "out", &key.o_ts},
+                             {&dq, "dq", &key.dq_ts},
+                             {&dk, "dk", &key.dk_ts},
+                             {&dv, "dv", &key.dv_ts}}) {
+    *ts = check_bf16_aligned(*t, kOp, name);
   }
   COAT_ARG_CHECK(lse.dtype() == DType::F32 && lse.is_contiguous(), kOp, "lse must be contiguous f32");
   auto& ctx = static_cast<CudaContext&>(*q.context());
   if (k.numel() == 0) return;
   if (q.numel() == 0) {  // no queries: nothing flows back to the keys
-    COAT_CUDA_CHECK(cudaMemsetAsync(dk.data_ptr(), 0, dk.nbytes(), ctx.stream()));
-    COAT_CUDA_CHECK(cudaMemsetAsync(dv.data_ptr(), 0, dv.nbytes(), ctx.stream()));
+    for (auto [t, ts] : {std::pair{&dk, key.dk_ts}, {&dv, key.dv_ts}}) {
+      // Rows of H * Dh elements, one per (batch, position), ts elements apart.
+      const size_t elem = dtype_size(t->dtype());
+      COAT_CUDA_CHECK(cudaMemset2DAsync(t->data_ptr(), static_cast<size_t>(ts) * elem, 0,
+                                        static_cast<size_t>(t->size(2) * t->size(3)) * elem,
+                                        static_cast<size_t>(t->size(0) * t->size(1)), ctx.stream()));
+    }
     return;
   }
   // cuDNN 9.19 refuses this case ("s_q = s_kv = 1 is not supported"); say so before building a graph.
   COAT_CHECK(k.size(1) > 1, NotImplemented, "[", kOp, "] cuda: cuDNN's fused attention backward does not ",
              "support a single key position (q ", shape_str(q.shape()), ", k ", shape_str(k.shape()),
              ")\nHINT: use sequences of at least 2 positions, or the cpu device");
-  const SdpaKey key = make_key(q, k, scale, true, deterministic);
   cudnnHandle_t handle = ctx.cudnn();
   SdpaPlan& plan = ctx.sdpa_plans().get(key, [&] { return build_backward(handle, key); });
   std::unordered_map<int64_t, void*> pack{{kQ, ptr(q)},   {kK, ptr(k)},     {kV, ptr(v)},

@@ -1,8 +1,12 @@
 // CUDA kernel: rotary position embedding (HF rotate-half), then its launcher. Block (t, chunk) rotates
-// a chunk of the B * H heads at position t: each thread first loads its kItems (x[i], x[i + Dh/2]) vector
-// pairs, then the block computes the cos/sin of position t for the Dh/2 frequencies in double (the CPU's
-// formula, rounded once to float) into shared memory, then rotates and stores. Nothing is computed on the
-// host and no table lives in device memory.
+// a chunk of the B * R rotated heads (R = rotary_heads <= H) at position t: each thread first loads its
+// kItems (x[i], x[i + Dh/2]) vector pairs, then the block computes the cos/sin of position t for the Dh/2
+// frequencies in double (the CPU's formula, rounded once to float) into shared memory, then rotates and
+// stores. Nothing is computed on the host and no table lives in device memory. A thread reads a pair before
+// it writes it and no two threads share one, so y may be x (in place; no __restrict__ on them for that).
+// Out of place, the heads >= R are copied by a strided cudaMemcpy2DAsync.
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -21,12 +25,12 @@ constexpr int kItems = 4;
 constexpr int64_t kMaxChunks = 65535;
 
 /// x, y [B, T, H, Dh] with half = Dh / 2; item j of position t is vector v = j % (half / kVec) of head
-/// h = (j / (half / kVec)) % H of batch b = j / (H * half / kVec). Shared memory: cos[half], sin[half] in A.
+/// h = (j / (half / kVec)) % R of batch b = j / (R * half / kVec), R = rotary heads. Shared memory:
+/// cos[half], sin[half] in A.
 template <typename S, int kVec>
-__global__ __launch_bounds__(kThreads) void rope_kernel(const S* __restrict__ x, S* __restrict__ y,
-                                                        int64_t t_count, int64_t heads, int64_t dh,
-                                                        int64_t items, double theta, int64_t position_offset,
-                                                        double sign) {
+__global__ __launch_bounds__(kThreads) void rope_kernel(const S* x, S* y, int64_t t_count, int64_t heads,
+                                                        int64_t rotary, int64_t dh, int64_t items,
+                                                        double theta, int64_t position_offset, double sign) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
@@ -52,7 +56,7 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* __restrict__ x,
       if (j < items) {
         const int64_t v = j % vecs_per_head;
         const int64_t bh = j / vecs_per_head;
-        const int64_t h = bh % heads, b = bh / heads;
+        const int64_t h = bh % rotary, b = bh / rotary;
         first[u] = static_cast<int>(v * kVec);
         base[u] = ((b * t_count + t) * heads + h) * dh + first[u];
         lo[u] = *reinterpret_cast<const P*>(x + base[u]);
@@ -91,10 +95,12 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* __restrict__ x,
 
 }  // namespace
 
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y) {
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
+          Tensor& y) {
   const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   if (x.numel() == 0) return;
   const int64_t half = dh / 2;
+  const int64_t rotary = rotary_heads;
   dispatch_storage(x.dtype(), "rope", [&](auto s) {
     using S = decltype(s);
     using A = acc_t<S>;
@@ -105,13 +111,21 @@ void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, 
     S* yp = y.data<S>();
     const bool vec = half % kVec16<S> == 0 && aligned16(xp) && aligned16(yp);
     const double sign = inverse ? -1.0 : 1.0;
+    if (xp != yp && rotary < heads) {  // the unrotated heads: rows of (H - R) * Dh elements, one per token
+      const size_t elem = sizeof(S);
+      COAT_CUDA_CHECK(cudaMemcpy2DAsync(
+          yp + rotary * dh, static_cast<size_t>(heads * dh) * elem, xp + rotary * dh,
+          static_cast<size_t>(heads * dh) * elem, static_cast<size_t>((heads - rotary) * dh) * elem,
+          static_cast<size_t>(b_count * t_count), cudaMemcpyDeviceToDevice, stream_of(y)));
+    }
+    if (rotary == 0) return;
     auto launch = [&](auto kernel, int vec_elems) {
-      const int64_t items = b_count * heads * (half / vec_elems);
+      const int64_t items = b_count * rotary * (half / vec_elems);
       const int64_t per_block = int64_t(kThreads) * kItems;
       const int64_t chunks = std::min((items + per_block - 1) / per_block, kMaxChunks);
       const dim3 grid(static_cast<unsigned>(t_count), static_cast<unsigned>(chunks));
-      kernel<<<grid, kThreads, smem, stream_of(y)>>>(xp, yp, t_count, heads, dh, items, theta, position_offset,
-                                                     sign);
+      kernel<<<grid, kThreads, smem, stream_of(y)>>>(xp, yp, t_count, heads, rotary, dh, items, theta,
+                                                     position_offset, sign);
       COAT_CUDA_CHECK_LAST_LAUNCH();
     };
     if (vec) {

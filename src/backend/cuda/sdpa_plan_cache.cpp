@@ -8,9 +8,12 @@
 namespace coat::cuda {
 
 std::string SdpaKey::str() const {
-  return ::coat::detail::concat(backward ? "bwd" : "fwd", " b=", b, " tq=", tq, " tk=", tk, " hq=", hq,
-                                " hkv=", hkv, " dh=", dh, " scale=", std::bit_cast<float>(scale_bits),
-                                " deterministic=", deterministic ? 1 : 0);
+  return ::coat::detail::concat(
+      backward ? "bwd" : "fwd", " b=", b, " tq=", tq, " tk=", tk, " hq=", hq, " hkv=", hkv, " dh=", dh,
+      " scale=", std::bit_cast<float>(scale_bits), " deterministic=", deterministic ? 1 : 0,
+      " token strides q=", q_ts, " k=", k_ts, " v=", v_ts, " o=", o_ts,
+      backward ? ::coat::detail::concat(" dO=", do_ts, " dq=", dq_ts, " dk=", dk_ts, " dv=", dv_ts)
+               : std::string());
 }
 
 size_t SdpaKeyHash::operator()(const SdpaKey& key) const {
@@ -18,7 +21,10 @@ size_t SdpaKeyHash::operator()(const SdpaKey& key) const {
   auto mix = [&h](uint64_t v) {
     h ^= std::hash<uint64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
   };
-  for (int64_t v : {key.b, key.tq, key.tk, key.hq, key.hkv, key.dh}) mix(static_cast<uint64_t>(v));
+  for (int64_t v : {key.b, key.tq, key.tk, key.hq, key.hkv, key.dh, key.q_ts, key.k_ts, key.v_ts, key.o_ts,
+                    key.do_ts, key.dq_ts, key.dk_ts, key.dv_ts}) {
+    mix(static_cast<uint64_t>(v));
+  }
   mix(static_cast<uint64_t>(key.scale_bits) | (static_cast<uint64_t>(key.backward) << 32) |
       (static_cast<uint64_t>(key.deterministic) << 33));
   return h;

@@ -10,6 +10,9 @@
 //    in bf16, 1 bf16 ulp. In f64 the device's pow/sincos (2 ulps) differ from the host's: the angle by a few
 //    ulps of the angle, so allowed 2^-50 (1 + largest angle) (|x_i| + |x_i+Dh/2|).
 // Every GPU result must also be bit-identical across two runs (RMSNorm's dweight included).
+// RoPE with rotary_heads < H: the rotated heads as above, the others bit-identical to the input; in place
+// bit-identical to out of place. Packed SwiGLU (gu [N, 2F]): as SwiGLU against the CPU, and bit-identical to
+// the GPU's SwiGLU on the two halves (the same device arithmetic).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -284,6 +287,85 @@ TEST_F(CudaNormRopeSwiglu, RopeMatchesCpu) {
   }
 }
 
+TEST_F(CudaNormRopeSwiglu, RopeRotaryHeadsAndInPlaceMatchCpu) {
+  struct Case {
+    Shape shape;
+    int64_t rotary;
+  };
+  // A packed projection (Hq 4 + 2 x Hkv 2, Dh 64 and 128: vector path), odd Dh / 2 (scalar path), none and
+  // all heads rotated.
+  const std::vector<Case> cases = {
+      {{2, 5, 8, 64}, 6}, {{1, 7, 12, 128}, 10}, {{2, 3, 5, 10}, 3}, {{1, 4, 3, 16}, 0}, {{1, 4, 3, 16}, 3}};
+  uint32_t seed = 550;
+  for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+    for (const Case& c : cases) {
+      for (bool inverse : {false, true}) {
+        const std::string tag = " rotary " + std::to_string(c.rotary) + (inverse ? " inverse" : "");
+        Tensor x = random_tensor(cpu, c.shape, t, ++seed);
+        const Tensor ref = ops::rope(x, 1e4, 2, inverse, c.rotary);
+        const Tensor xg = ops::to(x, gpu);
+        const Tensor got = ops::rope(xg, 1e4, 2, inverse, c.rotary);
+        const double max_angle = static_cast<double>(c.shape[1] + 1);
+        expect_rope_close(got, ref, x, t, max_angle, label("rope", c.shape, t, tag.c_str()));
+        const int64_t h = c.shape[2];
+        EXPECT_EQ(ops::to_bytes(got.slice(2, c.rotary, h)), ops::to_bytes(x.slice(2, c.rotary, h)))
+            << label("rope unrotated heads", c.shape, t, tag.c_str());
+        Tensor in_place = ops::clone(xg);
+        ops::rope_(in_place, 1e4, 2, inverse, c.rotary);
+        EXPECT_EQ(ops::to_bytes(in_place), ops::to_bytes(got))
+            << label("rope_ in place", c.shape, t, tag.c_str());
+      }
+    }
+    // Scalar path: misaligned, in place and out of place.
+    Tensor x = random_tensor(cpu, {2, 3, 6, 32}, t, ++seed);
+    Tensor xm = misaligned(ops::to(x, gpu));
+    const Tensor ref = ops::rope(x, 1e4, 1, false, 4);
+    const Tensor got = ops::rope(xm, 1e4, 1, false, 4);
+    expect_rope_close(got, ref, x, t, 4.0, label("rope rotary misaligned", {2, 3, 6, 32}, t));
+    ops::rope_(xm, 1e4, 1, false, 4);
+    EXPECT_EQ(ops::to_bytes(xm), ops::to_bytes(got)) << label("rope_ misaligned", {2, 3, 6, 32}, t);
+  }
+}
+
+TEST_F(CudaNormRopeSwiglu, SwigluPackedMatchesCpuAndSwiglu) {
+  uint32_t seed = 650;
+  // F a multiple of the vector (vector path), odd F (scalar path), one column, leading dimensions.
+  const std::vector<Shape> shapes = {{1, 2}, {7, 2}, {3, 2002}, {64, 8192}, {2, 3, 512}, {5, 48}};
+  for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+    for (const Shape& shape : shapes) {
+      for (bool offset : {false, true}) {
+        Shape half = shape;
+        half.back() /= 2;
+        Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 3.0);
+        Tensor dy = random_tensor(cpu, half, t, ++seed);
+        Tensor gug = ops::to(gu, gpu), dyg = ops::to(dy, gpu);
+        if (offset) {
+          gug = misaligned(gug);
+          dyg = misaligned(dyg);
+        }
+        const char* tag = offset ? " misaligned" : "";
+        const Tolerance tol = tolerance_for(t, 4e-6, 1e-6);
+        const Tensor y = ops::swiglu_packed(gug);
+        expect_close(y, ops::swiglu_packed(gu), tol, label("swiglu_packed", shape, t, tag));
+        const Tensor dgu = ops::swiglu_packed_backward(dyg, gug);
+        expect_close(dgu, ops::swiglu_packed_backward(dy, gu), tol,
+                     label("swiglu_packed dgu", shape, t, tag));
+        // The same bits as the GPU's swiglu on the two halves.
+        const int64_t f = half.back(), last = static_cast<int64_t>(shape.size()) - 1;
+        const Tensor gate = ops::contiguous(gug.slice(last, 0, f)),
+                     up = ops::contiguous(gug.slice(last, f, 2 * f));
+        EXPECT_EQ(ops::to_bytes(y), ops::to_bytes(ops::swiglu(gate, up)))
+            << label("swiglu_packed", shape, t, tag);
+        const ops::SwigluGrads g = ops::swiglu_backward(dyg, gate, up);
+        EXPECT_EQ(ops::to_bytes(dgu.slice(last, 0, f)), ops::to_bytes(g.dgate))
+            << label("dgate", shape, t, tag);
+        EXPECT_EQ(ops::to_bytes(dgu.slice(last, f, 2 * f)), ops::to_bytes(g.dup))
+            << label("dup", shape, t, tag);
+      }
+    }
+  }
+}
+
 TEST_F(CudaNormRopeSwiglu, SwigluForwardAndBackwardMatchCpu) {
   uint32_t seed = 600;
   const std::vector<Shape> shapes = {{1}, {7}, {1000}, {3, 1001}, {64, 4096}};
@@ -405,6 +487,10 @@ TEST_F(CudaNormRopeSwiglu, DISABLED_Bandwidth) {
          median_ms(gpu, [&] { ops::layernorm_backward(dy, x, ln.mean, ln.rstd); }));
   report("swiglu fwd [16384,4096] bf16", 3, median_ms(gpu, [&] { ops::swiglu(x, u); }));
   report("swiglu bwd [16384,4096] bf16", 5, median_ms(gpu, [&] { ops::swiglu_backward(dy, x, u); }));
+  Tensor gu = rnd({n, 2 * d});  // packed [gate | up]
+  report("swiglu_packed fwd [16384,2x4096] bf16", 3, median_ms(gpu, [&] { ops::swiglu_packed(gu); }));
+  report("swiglu_packed bwd [16384,2x4096] bf16", 5,
+         median_ms(gpu, [&] { ops::swiglu_packed_backward(dy, gu); }));
   // Long rows: [4096, 16384] (the backward re-reads half of each row and keeps half of its dweight partials
   // in the workspace).
   Tensor xl = x.reshape({n / 4, d * 4}), dyl = dy.reshape({n / 4, d * 4}), wl = rnd({d * 4});
@@ -416,6 +502,11 @@ TEST_F(CudaNormRopeSwiglu, DISABLED_Bandwidth) {
   Tensor r = rnd({8, 2048, 32, 128});
   const double rope_tensors = static_cast<double>(r.numel()) * 2.0 * 2.0 / bytes;
   report("rope [8,2048,32,128] bf16", rope_tensors, median_ms(gpu, [&] { ops::rope(r, 1e4, 0, false); }));
+  // A packed [8, 2048, 32 + 2 x 8, 128] projection rotated in place (q and k heads: 40 of 48).
+  Tensor packed = rnd({8, 2048, 48, 128});
+  const double packed_tensors = static_cast<double>(packed.numel()) * 40.0 / 48.0 * 2.0 * 2.0 / bytes;
+  report("rope_ packed [8,2048,40/48,128] bf16", packed_tensors,
+         median_ms(gpu, [&] { ops::rope_(packed, 1e4, 0, false, 40); }));
 #endif
 }
 

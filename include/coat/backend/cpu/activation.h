@@ -1,4 +1,5 @@
-// cpu kernels: SwiGLU gating (silu(gate) * up) and its backward over contiguous tensors of one shape.
+// cpu kernels: SwiGLU gating (silu(gate) * up) and its backward over contiguous tensors of one shape, and the
+// same on a packed gate/up projection [N, 2F].
 // Arithmetic in float (double for f64). Callers (coat/ops) validate shapes, dtypes and devices.
 #pragma once
 
@@ -10,5 +11,10 @@ namespace coat::cpu {
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& y);
 /// dgate = dy * up * silu'(gate), dup = dy * silu(gate).
 void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
+/// Packed rows: gu [N, 2F] (gate = gu[:, :F], up = gu[:, F:]) -> y [N, F] = silu(gate) * up; any leading
+/// dimensions, F = y.size(-1).
+void swiglu_packed(const Tensor& gu, Tensor& y);
+/// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu);
 
 }  // namespace coat::cpu

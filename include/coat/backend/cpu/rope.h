@@ -8,8 +8,10 @@
 
 namespace coat::cpu {
 
-/// y = x rotated by +angle (-angle when inverse), angle = (t + position_offset) * theta^(-2i/Dh); the
-/// cos/sin table is computed in double and used in float (double for f64).
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y);
+/// y = x rotated by +angle (-angle when inverse), angle = (t + position_offset) * theta^(-2i/Dh), for heads
+/// h < rotary_heads; heads >= rotary_heads are copied unchanged. The cos/sin table is computed in double and
+/// used in float (double for f64). y may be x itself (in place: the other heads are then not touched).
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
+          Tensor& y);
 
 }  // namespace coat::cpu

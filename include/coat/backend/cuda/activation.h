@@ -1,5 +1,5 @@
-// cuda kernels: SwiGLU gating (silu(gate) * up) and its backward over contiguous tensors of one shape,
-// 16-byte vector accesses where alignment allows. Arithmetic in float (double for f64), as on the CPU;
+// cuda kernels: SwiGLU gating (silu(gate) * up) and its backward over contiguous tensors of one shape, and
+// the same on a packed gate/up projection [N, 2F]; 16-byte vector accesses where alignment allows. Arithmetic in float (double for f64), as on the CPU;
 // the device's expf differs from the host's by at most a couple of float ulps.
 // Callers (coat/ops) validate shapes, dtypes and devices.
 #pragma once
@@ -12,5 +12,10 @@ namespace coat::cuda {
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& y);
 /// dgate = dy * up * silu'(gate), dup = dy * silu(gate).
 void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
+/// Packed rows: gu [N, 2F] (gate = gu[:, :F], up = gu[:, F:]) -> y [N, F] = silu(gate) * up; any leading
+/// dimensions, F = y.size(-1).
+void swiglu_packed(const Tensor& gu, Tensor& y);
+/// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu);
 
 }  // namespace coat::cuda

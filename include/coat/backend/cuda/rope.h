@@ -8,9 +8,12 @@
 
 namespace coat::cuda {
 
-/// y = x rotated by +angle (-angle when inverse), angle = (t + position_offset) * theta^(-2i/Dh). As on the
+/// y = x rotated by +angle (-angle when inverse), angle = (t + position_offset) * theta^(-2i/Dh), for heads
+/// h < rotary_heads; heads >= rotary_heads are copied unchanged (one strided cudaMemcpy2DAsync). As on the
 /// CPU, the angles and their cos/sin are computed in double (on the device, once per block and position)
-/// and used in float (double for f64); the rotation itself is the CPU's float arithmetic, unfused.
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, Tensor& y);
+/// and used in float (double for f64); the rotation itself is the CPU's float arithmetic, unfused. y may be
+/// x itself (in place: the other heads are then not touched).
+void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
+          Tensor& y);
 
 }  // namespace coat::cuda

@@ -1,0 +1,482 @@
+// The scalar arithmetic of FP8 optimizer moments (COAT's dynamic range expansion, ../shared/docs/COAT_NOTES.md
+// section 3), written once for the CPU twin (backend/cpu/quantized_adamw) and the CUDA kernel
+// (backend/cuda/quantized_adamw) so that both store the same bytes: deterministic log2 / exp2 / pow, the
+// per-group statistics, the per-group metadata (scale s, expansion exponent k, centre g) and the encode /
+// decode of one element.
+//
+// Determinism. Every operation below is one IEEE float operation rounded to nearest even (add_rn, sub_rn,
+// mul_rn, div_rn, sqrt_rn of coat/core/float_ops.h), an explicit fused multiply-add (fma_rn: IEEE 754
+// fusedMultiplyAdd, rounded once; std::fma on the host, __fmaf_rn on the device; never an implicit
+// contraction), an exact operation (bit manipulation, comparisons, floor, |x|, the FP8 codec of
+// float_formats.h) or an integer operation. std::log2 / log2f / powf are not used: their results differ
+// between glibc and CUDA's libdevice. Host code is built with -ffp-contract=off and no fast-math.
+//
+// Accuracy (measured over every positive float, tests/ops/test_quantized_moment.cpp checks a dense sample
+// against std::log2 / std::exp2 in double):
+//   log2_det: at most 1.61 ulp of the float result over all positive normal and subnormal floats (worst
+//             1.608 ulp at x = 0x1.69c96cp+0, near sqrt(2), where the result approaches 1/2).
+//   exp2_det: at most 0.87 ulp over every float t whose result is a normal float; subnormal results within
+//             0.92 of a subnormal step; t >= 128 gives +inf, t < -151 gives 0.
+//
+// The formats (one group = `group_size` contiguous elements; the last group may be shorter):
+//   plain FP8:  s = max|x| / fmt_max (fmt_max = 448 for E4M3, 57344 for E5M2), q = fp8_sat(x / s),
+//               decode q * s. All-zero group: s = 0, codes 0. A max below fmt_max * 2^-149 (s would
+//               underflow to 0) gives the smallest subnormal s, so that x / s stays finite.
+//   expansion:  over the NONZERO |x| of the group (a masked min: zeros, also in the first lane, never count):
+//               mx = max, mn = min; g = sqrt(mx) * sqrt(mn);
+//               k = floor(16 * log2(R) / log2(mx / mn)) / 16 clamped to [kExpoMin, kExpoMax] = [1/16, 8]
+//               (k = 1 when mx == mn); y = sign(x) |x / g|^k; s = max|y| / fmt_max; q = fp8_sat(y / s);
+//               zeros are stored as code 0. All-zero group: s = 0, k = 1, g = 0. Decode:
+//               x = sign(q) (|q| s)^(1/k) g, code 0 -> 0.
+//               Evaluated in the log2 domain: y / s = exp2(k (log2|x| - log2 g) - log2 s) and
+//               (|q| s)^(1/k) g = exp2((log2|q| + log2 s) / k + log2 g), with log2 s and log2 g taken of the
+//               stored s and g, so that encode and decode agree; max|y| = exp2(k (log2 mx - log2 g)) (y is
+//               monotone in |x|).
+//   Non-finite values: a group whose max|x| is inf or NaN gets s = NaN (and g = NaN with expansion): its
+//   elements (with expansion: its nonzero elements) are stored as the NaN code 0x7F and decode to NaN, so an
+//   overflow is never hidden. (Callers skip steps with non-finite gradients, as for ops::adamw_step.)
+//   The encode clamps log2(y / s) to [-125, 126] before exp2 (within a group |log2(y / s)| < 32; beyond the
+//   clamp the code saturates or is 0 anyway), so that 2^n can be applied to the exponent bits directly.
+//
+// The target range R and the bounds of k:
+//   R_fmt = fmt_max^2 / 2: 448^2 / 2 for E4M3 (the reference's choice) and 57344^2 / 2 for E5M2. Both formats
+//   satisfy fmt_max * (smallest subnormal) = 0.875, so with R = fmt_max^2 / 2 the group's smallest nonzero
+//   magnitude lands at fmt_max / R = 2 / fmt_max, the same 1.19 binades above the smallest subnormal in either
+//   format (2^-7.81 for E4M3, 2^-14.81 for E5M2): the E5M2 choice is the exact analogue of the E4M3 one.
+//   k >= 1/16: k is quantised to 1/16, and floor() reaches 0 once mx / mn > R^16 (possible for E4M3 only:
+//   log2(mx / mn) <= 277 in float); k = 1/16 then still maps the top of the group onto the FP8 range and lets
+//   the smallest values fall to subnormal codes or 0.
+//   k <= 8: the quantisation error of |y| (2^-4 relative for E4M3, 2^-3 for E5M2, round to nearest) becomes
+//   err / k in x, so k = 8 already brings it to <= 0.8% (E4M3) / 1.6% (E5M2); larger k would mostly amplify
+//   rounding in k * log2|x| and, for nearly constant groups (mx / mn -> 1, k -> inf), the error of the
+//   computed log2(mx / mn). It is also the bound of the reference's Python test.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "coat/backend/quantize_math.h"
+#include "coat/core/dtype.h"
+#include "coat/core/float_formats.h"
+#include "coat/core/float_ops.h"
+#include "coat/core/host_device.h"
+
+namespace coat::moment_codec {
+
+// ---- deterministic elementary functions ----
+
+/// a * b + c rounded once (IEEE fusedMultiplyAdd): identical on host and device.
+COAT_HOST_DEVICE inline float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+COAT_HOST_DEVICE inline float positive_infinity() { return bits_to_float(0x7F800000u); }
+
+/// Rounds down to an integer (exact on both sides).
+COAT_HOST_DEVICE inline float floor_exact(float x) {
+#if defined(__CUDA_ARCH__)
+  return floorf(x);
+#else
+  return std::floor(x);
+#endif
+}
+
+/// log2(x) for a positive finite float x (normal or subnormal), without the special inputs: <= 1.61 ulp.
+/// x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 (exact); log2(1 + f) = f P(f) with P the degree-9
+/// Chebyshev interpolant of log2(1 + f) / f on [sqrt(1/2) - 1, sqrt(2) - 1] (relative error 1.9e-8 with the
+/// coefficients rounded to float); e + f P(f) rounded once by an fma. No division and no branch, so that the
+/// elements of a thread interleave on the GPU. For 0, inf, NaN or x < 0 the result is some value computed by
+/// the same integer and IEEE operations (callers select those cases away).
+COAT_HOST_DEVICE inline float log2_core(float x) {
+  const uint32_t bits = float_to_bits(x);
+  const bool subnormal = bits < 0x00800000u;
+  const uint32_t b = subnormal ? float_to_bits(mul_rn(x, 8388608.0f)) : bits;  // * 2^23, exact
+  // Split around sqrt(1/2) (bits 0x3F3504F3): e = floor(log2(x / sqrt(1/2))), m = x / 2^e.
+  const int32_t e = static_cast<int32_t>(b - 0x3F3504F3u) >> 23;
+  const float m = bits_to_float(b - (static_cast<uint32_t>(e) << 23));
+  const float f = sub_rn(m, 1.0f);  // exact (Sterbenz)
+  float p = -1.074978933e-01f;
+  p = fma_rn(p, f, 1.847603321e-01f);
+  p = fma_rn(p, f, -1.913883835e-01f);
+  p = fma_rn(p, f, 2.048576474e-01f);
+  p = fma_rn(p, f, -2.396081239e-01f);
+  p = fma_rn(p, f, 2.885525525e-01f);
+  p = fma_rn(p, f, -3.606965542e-01f);
+  p = fma_rn(p, f, 4.808985293e-01f);
+  p = fma_rn(p, f, -7.213473320e-01f);
+  p = fma_rn(p, f, 1.442695022e+00f);
+  return fma_rn(f, p, static_cast<float>(subnormal ? e - 23 : e));
+}
+
+/// log2(x) for any float x: log2_core, with -inf for +-0, NaN (canonical) for x < 0 and NaN, +inf for +inf.
+COAT_HOST_DEVICE inline float log2_det(float x) {
+  const uint32_t bits = float_to_bits(x);
+  float r = log2_core(x);
+  r = bits >= 0x7F800000u ? (bits == 0x7F800000u ? positive_infinity() : fp8math::canonical_nan()) : r;
+  return (bits & 0x7FFFFFFFu) == 0u ? -positive_infinity() : r;
+}
+
+/// 2^(n) for an integer n in [-126, 127], exactly.
+COAT_HOST_DEVICE inline float pow2i(int32_t n) { return bits_to_float(static_cast<uint32_t>(n + 127) << 23); }
+
+/// 2^f for |f| <= 1/2: the Taylor series of 2^f to degree 7 (truncation < 2^-27); result in [0.7071, 1.4143].
+COAT_HOST_DEVICE inline float exp2_reduced(float f) {
+  // (ln 2)^j / j!, j = 7..1
+  float p = 1.5252733804059841e-05f;
+  p = fma_rn(p, f, 1.5403530393381609e-04f);
+  p = fma_rn(p, f, 1.3333558146428443e-03f);
+  p = fma_rn(p, f, 9.6181291076284772e-03f);
+  p = fma_rn(p, f, 5.5504108664821580e-02f);
+  p = fma_rn(p, f, 2.4022650695910071e-01f);
+  p = fma_rn(p, f, 6.9314718055994531e-01f);
+  return fma_rn(p, f, 1.0f);
+}
+
+/// t = n + f with n the nearest integer (|t| < 2^22) and |f| <= 1/2, both exact.
+COAT_HOST_DEVICE inline float split_nearest(float t, int32_t& n) {
+  constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds |t| < 2^22 to an integer
+  const float shifted = add_rn(t, kShifter);
+  n = static_cast<int32_t>(float_to_bits(shifted) - float_to_bits(kShifter));
+  return sub_rn(t, sub_rn(shifted, kShifter));
+}
+
+/// 2^t for a float t that is not NaN (NaN gives 0 here): +inf for t >= 128, 0 for t < -151; <= 0.87 ulp for
+/// normal results. t = n + f, n = nearest integer, |f| <= 1/2; 2^f from exp2_reduced, then scaled by
+/// 2^floor(n/2) (exact: the product stays normal) and by 2^(n - floor(n/2)), so that a subnormal result is
+/// rounded once. t is clamped to [-151, 128] first (2^-151 rounds to 0, 2^128 is inf). No branch.
+COAT_HOST_DEVICE inline float exp2_clamped(float t) {
+  float tc = t > -151.0f ? t : -151.0f;  // NaN -> -151
+  tc = tc < 128.0f ? tc : 128.0f;
+  int32_t n = 0;
+  const float p = exp2_reduced(split_nearest(tc, n));
+  const int32_t half = n >> 1;  // floor(n / 2); both halves within [-76, 64]
+  return mul_rn(mul_rn(p, pow2i(half)), pow2i(n - half));
+}
+
+/// 2^t for a float t: exp2_clamped, NaN (canonical) for NaN.
+COAT_HOST_DEVICE inline float exp2_det(float t) { return t != t ? fp8math::canonical_nan() : exp2_clamped(t); }
+
+/// exp2_det for t in [-125, 126] (NaN and other t: some finite value; callers select those away), where the
+/// result is normal and 2^n is applied to the exponent bits directly. The same values as exp2_det there.
+COAT_HOST_DEVICE inline float exp2_normal(float t) {
+  int32_t n = 0;
+  const float p = exp2_reduced(split_nearest(t, n));
+  return bits_to_float(float_to_bits(p) + (static_cast<uint32_t>(n) << 23));
+}
+
+/// a^b for a >= 0 as exp2(b * log2(a)) (0^b = 0 for b > 0).
+COAT_HOST_DEVICE inline float pow_det(float a, float b) { return exp2_det(mul_rn(b, log2_det(a))); }
+
+// ---- encodings ----
+
+/// How one moment is stored: F32, BF16 (round to nearest even), plain FP8 with a scale per group, or FP8
+/// with dynamic range expansion (scale, exponent k and centre g per group).
+enum class Codec : uint8_t { F32, BF16, Fp8E4M3, Fp8E5M2, ExpandE4M3, ExpandE5M2 };
+inline constexpr Codec kAllCodecs[] = {Codec::F32,     Codec::BF16,       Codec::Fp8E4M3,
+                                       Codec::Fp8E5M2, Codec::ExpandE4M3, Codec::ExpandE5M2};
+
+COAT_HOST_DEVICE constexpr bool is_grouped(Codec c) { return c != Codec::F32 && c != Codec::BF16; }
+COAT_HOST_DEVICE constexpr bool is_expand(Codec c) { return c == Codec::ExpandE4M3 || c == Codec::ExpandE5M2; }
+COAT_HOST_DEVICE constexpr DType fp8_format(Codec c) {
+  return c == Codec::Fp8E5M2 || c == Codec::ExpandE5M2 ? DType::E5M2 : DType::E4M3;
+}
+/// dtype of the codes tensor.
+constexpr DType code_dtype(Codec c) {
+  return c == Codec::F32 ? DType::F32 : c == Codec::BF16 ? DType::BF16 : fp8_format(c);
+}
+constexpr const char* codec_name(Codec c) {
+  switch (c) {
+    case Codec::F32: return "f32";
+    case Codec::BF16: return "bf16";
+    case Codec::Fp8E4M3: return "fp8-e4m3";
+    case Codec::Fp8E5M2: return "fp8-e5m2";
+    case Codec::ExpandE4M3: return "fp8-expand-e4m3";
+    case Codec::ExpandE5M2: return "fp8-expand-e5m2";
+  }
+  return "?";
+}
+
+/// Calls f(std::integral_constant<Codec, C>{}) for the runtime codec c (host code: backend dispatch).
+template <typename F>
+void dispatch_codec(Codec c, F&& f) {
+  switch (c) {
+    case Codec::F32:
+      return f(std::integral_constant<Codec, Codec::F32>{});
+    case Codec::BF16:
+      return f(std::integral_constant<Codec, Codec::BF16>{});
+    case Codec::Fp8E4M3:
+      return f(std::integral_constant<Codec, Codec::Fp8E4M3>{});
+    case Codec::Fp8E5M2:
+      return f(std::integral_constant<Codec, Codec::Fp8E5M2>{});
+    case Codec::ExpandE4M3:
+      return f(std::integral_constant<Codec, Codec::ExpandE4M3>{});
+    case Codec::ExpandE5M2:
+      return f(std::integral_constant<Codec, Codec::ExpandE5M2>{});
+  }
+}
+
+/// Bounds of the expansion exponent (see the top of this file) and its quantum.
+inline constexpr float kExpoMin = 0.0625f;
+inline constexpr float kExpoMax = 8.0f;
+inline constexpr float kExpoQuantum = 0.0625f;
+
+/// 16 * log2(R_fmt), R_fmt = fmt_max^2 / 2, from the exact 2 log2(fmt_max) - 1 (448 = 7 * 2^6, 57344 = 7 * 2^13).
+COAT_HOST_DEVICE constexpr float sixteen_log2_range(DType fmt) {
+  return fmt == DType::E5M2 ? static_cast<float>(16.0 * 30.614709844115208) : static_cast<float>(16.0 * 16.614709844115208);
+}
+
+/// Largest finite magnitude code: 0x7E (E4M3, 448), 0x7B (E5M2, 57344).
+COAT_HOST_DEVICE constexpr uint32_t max_finite_code(DType fmt) { return fmt == DType::E5M2 ? 0x7Bu : 0x7Eu; }
+
+// ---- per-group statistics ----
+
+/// max|x| and the masked min of the nonzero |x|, as amax keys (fp8math::amax_key: the bits of |x|, NaN ->
+/// 0x7FFFFFFF, ordered as unsigned integers; exact and independent of the reduction order).
+struct GroupStats {
+  uint32_t max_key = 0u;
+  uint32_t min_key = 0xFFFFFFFFu;  // no nonzero value yet
+};
+
+COAT_HOST_DEVICE inline uint32_t masked_min_key(uint32_t key) { return key == 0u ? 0xFFFFFFFFu : key; }
+
+COAT_HOST_DEVICE inline void add_value(GroupStats& s, float x) {
+  const uint32_t key = fp8math::amax_key(x);
+  s.max_key = key > s.max_key ? key : s.max_key;
+  const uint32_t mk = masked_min_key(key);
+  s.min_key = mk < s.min_key ? mk : s.min_key;
+}
+
+COAT_HOST_DEVICE inline void merge(GroupStats& a, const GroupStats& b) {
+  a.max_key = b.max_key > a.max_key ? b.max_key : a.max_key;
+  a.min_key = b.min_key < a.min_key ? b.min_key : a.min_key;
+}
+
+// ---- per-group metadata ----
+
+/// What is stored per group: scale s (plain FP8 and expansion), exponent k and centre g (expansion).
+struct GroupMeta {
+  float scale = 0.0f;
+  float expo = 1.0f;
+  float center = 0.0f;
+};
+
+/// A group is non-finite when its max|x| is inf or NaN.
+COAT_HOST_DEVICE inline bool non_finite(const GroupStats& s) { return s.max_key >= 0x7F800000u; }
+
+/// Plain FP8: s = max|x| / fmt_max.
+COAT_HOST_DEVICE inline GroupMeta plain_meta(const GroupStats& st, DType fmt) {
+  GroupMeta m;
+  if (non_finite(st)) {
+    m.scale = fp8math::canonical_nan();
+  } else if (st.max_key != 0u) {
+    m.scale = div_rn(bits_to_float(st.max_key), fp8math::fp8_max(fmt));
+    if (m.scale == 0.0f) m.scale = bits_to_float(1u);  // smallest subnormal: x / s stays finite
+  }
+  return m;
+}
+
+/// The expansion exponent for a group with nonzero magnitudes mx >= mn (keys), a multiple of 1/16 in
+/// [kExpoMin, kExpoMax]; 1 when mx == mn.
+COAT_HOST_DEVICE inline float expansion_exponent(uint32_t max_key, uint32_t min_key, DType fmt) {
+  if (max_key == min_key) return 1.0f;
+  const float span = sub_rn(log2_det(bits_to_float(max_key)), log2_det(bits_to_float(min_key)));
+  constexpr float kMaxSteps = kExpoMax / kExpoQuantum, kMinSteps = kExpoMin / kExpoQuantum;
+  float steps = span > 0.0f ? floor_exact(div_rn(sixteen_log2_range(fmt), span)) : kMaxSteps;
+  steps = steps > kMaxSteps ? kMaxSteps : steps;
+  steps = steps < kMinSteps ? kMinSteps : steps;
+  return mul_rn(steps, kExpoQuantum);  // exact
+}
+
+/// Expansion: k, g = sqrt(mx) sqrt(mn), s = max|y| / fmt_max with max|y| = exp2(k (log2 mx - log2 g)).
+/// log2_center (optional) receives log2_det(g), which the encoder needs.
+COAT_HOST_DEVICE inline GroupMeta expand_meta(const GroupStats& st, DType fmt, float* log2_center = nullptr) {
+  GroupMeta m;
+  float lg = -positive_infinity();
+  if (non_finite(st)) {
+    m.scale = fp8math::canonical_nan();
+    m.center = fp8math::canonical_nan();
+    lg = m.center;
+  } else if (st.max_key != 0u) {  // else all zero: s = 0, k = 1, g = 0
+    const float mx = bits_to_float(st.max_key), mn = bits_to_float(st.min_key);
+    m.expo = expansion_exponent(st.max_key, st.min_key, fmt);
+    m.center = mul_rn(sqrt_rn(mx), sqrt_rn(mn));
+    lg = log2_det(m.center);
+    const float y_max = exp2_det(mul_rn(m.expo, sub_rn(log2_det(mx), lg)));
+    m.scale = div_rn(y_max, fp8math::fp8_max(fmt));
+  }
+  if (log2_center != nullptr) *log2_center = lg;
+  return m;
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline GroupMeta group_meta(const GroupStats& st) {
+  static_assert(is_grouped(C), "group_meta: F32 / BF16 moments have no groups");
+  if constexpr (is_expand(C)) {
+    return expand_meta(st, fp8_format(C));
+  } else {
+    return plain_meta(st, fp8_format(C));
+  }
+}
+
+/// What encoding and decoding one element needs from its group's metadata, in the log2 domain for the
+/// expansion: a = s (plain) or log2 s, b = log2 g, c = k (encoder) or 1 / k (decoder).
+struct GroupCoder {
+  float a = 0.0f;
+  float b = 0.0f;
+  float c = 1.0f;
+};
+
+/// The encoder of stored metadata m (log2 of s and g for the expansion, s for plain FP8).
+template <Codec C>
+COAT_HOST_DEVICE inline GroupCoder group_encoder(const GroupMeta& m) {
+  if constexpr (is_expand(C)) {
+    return GroupCoder{log2_det(m.scale), log2_det(m.center), m.expo};
+  } else {
+    return GroupCoder{m.scale, 0.0f, 1.0f};
+  }
+}
+
+/// group_meta and group_encoder of it in one (log2 g computed once; the same values), for FP8 format fmt.
+template <bool kExpand>
+COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, DType fmt, GroupMeta& meta) {
+  if constexpr (kExpand) {
+    float lg = 0.0f;
+    meta = expand_meta(st, fmt, &lg);
+    return GroupCoder{log2_det(meta.scale), lg, meta.expo};
+  } else {
+    meta = plain_meta(st, fmt);
+    return GroupCoder{meta.scale, 0.0f, 1.0f};
+  }
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, GroupMeta& meta) {
+  static_assert(is_grouped(C), "group_meta_encoder: F32 / BF16 moments have no groups");
+  return group_meta_encoder<is_expand(C)>(st, fp8_format(C), meta);
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline GroupCoder group_decoder(const GroupMeta& m) {
+  if constexpr (is_expand(C)) {
+    return GroupCoder{log2_det(m.scale), log2_det(m.center), div_rn(1.0f, m.expo)};
+  } else {
+    return GroupCoder{m.scale, 0.0f, 1.0f};
+  }
+}
+
+// ---- one element ----
+
+/// log2 of the magnitude of FP8 code `magnitude` (0x01 .. max finite): what the expansion decode needs; the
+/// CUDA kernel tabulates it.
+template <DType Fmt>
+COAT_HOST_DEVICE inline float code_log2(uint32_t magnitude) {
+  return log2_det(fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(magnitude)));
+}
+
+/// Saturating FP8 encode of a value that is not NaN: the hardware conversion on sm_89+ (one cvt, as
+/// float_formats.h uses for non-NaN inputs), the bit-identical software codec elsewhere. (For NaN the two
+/// may differ: callers select NaN away.)
+template <DType Fmt>
+COAT_HOST_DEVICE inline uint8_t fp8_saturate(float z) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(z, __NV_SATFINITE, Fmt == DType::E4M3 ? __NV_E4M3 : __NV_E5M2));
+#else
+  return fp8math::fp8_encode<Fmt>(z, Fp8Saturation::Saturate);
+#endif
+}
+
+/// One element's code. Zeros give code 0; a NaN (x, or a non-finite group's metadata) gives 0x7F without
+/// sign (CPU and GPU NaN signs differ). Branch-free.
+template <Codec C>
+COAT_HOST_DEVICE inline uint8_t encode_fp8(float x, const GroupCoder& e) {
+  constexpr DType kFmt = fp8_format(C);
+  const uint32_t xbits = float_to_bits(x);
+  const uint32_t key = xbits & 0x7FFFFFFFu;
+  if constexpr (is_expand(C)) {
+    // t = log2(y / s). |x| = 0, inf or NaN give garbage here and are selected below (inf and NaN only occur in
+    // non-finite groups, whose log2 g is NaN, so that t is NaN). Within a group |t| < 32; the clamp to
+    // [-125, 126] only keeps exp2_normal exact for any coder (beyond it the code saturates or is 0 anyway).
+    const float t = fma_rn(e.c, sub_rn(log2_core(bits_to_float(key)), e.b), -e.a);
+    const bool nan = t != t;
+    float tc = t > -125.0f ? t : -125.0f;
+    tc = tc < 126.0f ? tc : 126.0f;
+    const float z = bits_to_float(float_to_bits(exp2_normal(tc)) | (xbits & 0x80000000u));  // sign of x
+    const uint32_t code = nan ? 0x7Fu : fp8_saturate<kFmt>(z);
+    return static_cast<uint8_t>(key == 0u ? 0u : code);
+  } else {
+    const float q = div_rn(x, e.a);
+    const bool nan = q != q;
+    const uint32_t code = nan ? 0x7Fu : fp8_saturate<kFmt>(q);
+    return static_cast<uint8_t>(e.a == 0.0f ? 0u : code);  // s = 0: an all-zero group
+  }
+}
+
+/// Decode with the log2 of the code's magnitude supplied (code_log2, or its table on the device).
+/// Branch-free.
+template <Codec C>
+COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d, float magnitude_log2) {
+  constexpr DType kFmt = fp8_format(C);
+  if constexpr (is_expand(C)) {
+    const uint32_t magnitude = code & 0x7Fu;
+    // exp2_clamped: a NaN argument only occurs in non-finite groups, whose codes are 0 or NaN (selected below)
+    const float x = exp2_clamped(fma_rn(add_rn(magnitude_log2, d.a), d.c, d.b));
+    const float signed_x = bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
+    const float r = magnitude == 0u ? 0.0f : signed_x;
+    return magnitude > max_finite_code(kFmt) ? fp8math::canonical_nan() : r;
+  } else {
+    (void)magnitude_log2;
+    return fp8math::dequantize_value<kFmt>(code, d.a);
+  }
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d) {
+  if constexpr (is_expand(C)) {
+    return decode_fp8<C>(code, d, code_log2<fp8_format(C)>(code & 0x7Fu));
+  } else {
+    return decode_fp8<C>(code, d, 0.0f);
+  }
+}
+
+/// Storage element of the codes of codec C.
+template <Codec C>
+struct CodeStorage {
+  using type = uint8_t;
+};
+template <>
+struct CodeStorage<Codec::F32> {
+  using type = float;
+};
+template <>
+struct CodeStorage<Codec::BF16> {
+  using type = uint16_t;
+};
+template <Codec C>
+using code_t = typename CodeStorage<C>::type;
+
+/// F32 / BF16 codes: the value itself (BF16 rounded to nearest even).
+template <Codec C>
+COAT_HOST_DEVICE inline float load_plain(code_t<C> c) {
+  if constexpr (C == Codec::F32) {
+    return c;
+  } else {
+    static_assert(C == Codec::BF16, "load_plain: F32 or BF16");
+    return bf16_to_float(c);
+  }
+}
+template <Codec C>
+COAT_HOST_DEVICE inline code_t<C> store_plain(float x) {
+  if constexpr (C == Codec::F32) {
+    return x;
+  } else {
+    static_assert(C == Codec::BF16, "store_plain: F32 or BF16");
+    return float_to_bf16(x);
+  }
+}
+
+}  // namespace coat::moment_codec

@@ -1,0 +1,26 @@
+// Causal GQA self-attention on a packed q/k/v projection: qkv [B, T, (Hq + 2 Hkv) * Dh], the output of one
+// GEMM against [q_proj; k_proj; v_proj], seen as [B, T, Hq + 2 Hkv, Dh] (heads 0..Hq-1 are q, then Hkv k
+// heads, then Hkv v heads). One tape node does what rope(q), rope(k) and attention(q, k, v) do:
+//   forward:  RoPE turns the q and k heads in place (v heads untouched); q, k and v are strided views of
+//             that tensor (token stride (Hq + 2 Hkv) * Dh) that the attention reads as they are (on CUDA;
+//             the CPU copies them);
+//   backward: dq, dk and dv are written into strided views of ONE buffer dqkv [B, T, Hq + 2 Hkv, Dh], the
+//             inverse RoPE turns its q and k heads in place, and dqkv goes back as the gradient of qkv,
+//             so that one linear backward (one dgrad and one wgrad GEMM) follows.
+// Saves the rotated qkv, the output and the per-row log-sum-exp: the bytes of q, k, v, out and lse.
+#pragma once
+
+#include <cstdint>
+
+#include "coat/autograd/tape.h"
+
+namespace coat::nn {
+
+/// Returns the attention output [B, T, Hq * Dh] (softmax(q k^T * scale + causal mask) v with RoPE of
+/// `theta` at positions 0..T-1 on q and k). qkv.value is rotated IN PLACE (its q and k heads): pass a
+/// tensor nothing else reads afterwards, such as the packed projection's output (a linear saves its input,
+/// not its output); it is what this node saves.
+autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
+                               int64_t dh, double theta, double scale);
+
+}  // namespace coat::nn

@@ -1,0 +1,81 @@
+// Optimizer moments stored compressed (COAT's FP8 AdamW states, ../shared/docs/COAT_NOTES.md section 3): F32,
+// BF16, FP8 with one scale per group of contiguous elements, or FP8 with dynamic range expansion (scale,
+// exponent k and centre g per group), and the fused AdamW step over them. The formulas, the target range R and
+// the bounds of k are documented in coat/backend/moment_codec.h; CPU and CUDA store identical bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "coat/core/context.h"
+#include "coat/core/tensor.h"
+#include "coat/ops/optimizer.h"
+
+namespace coat::ops {
+
+enum class MomentEncoding { F32, BF16, FP8, FP8Expand };
+
+struct MomentSpec {
+  MomentEncoding encoding = MomentEncoding::F32;
+  DType fp8 = DType::E4M3;   ///< E4M3 or E5M2, used by FP8 / FP8Expand
+  int64_t group_size = 128;  ///< contiguous elements per scale group (FP8 / FP8Expand); > 0
+};
+
+/// Validates spec (encoding one of the four, fp8 is E4M3 or E5M2, group_size in [1, 65536]) and throws
+/// InvalidArgument naming the field. Every field is checked whatever the encoding.
+void validate(const MomentSpec& spec);
+
+/// "fp8-expand(e4m3, group 128)", "bf16", ... for messages.
+std::string moment_spec_str(const MomentSpec& spec);
+
+struct QuantizedMoment {
+  MomentSpec spec;
+  int64_t numel = 0;
+  Tensor codes;   ///< [numel]: F32 | BF16 | E4M3 | E5M2 per encoding
+  Tensor scale;   ///< [groups] F32 (FP8, FP8Expand); undefined otherwise
+  Tensor expo;    ///< [groups] F32, the expansion exponent k (FP8Expand); undefined otherwise
+  Tensor center;  ///< [groups] F32, the recentring value g (FP8Expand); undefined otherwise
+
+  /// ceil(numel / group_size) for FP8/FP8Expand, 0 otherwise.
+  int64_t groups() const;
+  /// codes + metadata bytes.
+  size_t bytes() const;
+  /// All tensors of this moment by suffix: {"", codes}, {".scale", ...}, {".expo", ...}, {".center", ...}
+  /// (defined ones only), for checkpoints.
+  std::vector<std::pair<std::string, Tensor>> tensors() const;
+};
+
+/// A zero moment (all codes 0, scale 0, expo 1, center 0) of numel elements on ctx's device, allocated in
+/// `category`.
+QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec, MemoryCategory category);
+
+/// F32 [numel] values -> the moment's encoding (same device). Groups computed as the step kernel does.
+void quantize_moment(const Tensor& values, QuantizedMoment& out);
+
+/// The moment decoded to F32 [numel] (a new tensor on the moment's device).
+Tensor dequantize_moment(const QuantizedMoment& m);
+
+/// Half-open element range [begin, end) of the flat buffer where weight decay applies.
+struct DecayRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+/// ONE fused pass over flat buffers (one kernel launch on CUDA, no host synchronisation): per element,
+/// dequantise m and v -> the AdamW update of ops::adamw_step (grad_scale, decoupled weight decay
+/// h.weight_decay applied only to elements inside some decay range, bias correction with h.step) on the F32
+/// master `param` -> requantise m and v (per group: new scale / k / g computed from the group's NEW values).
+/// The parameter update uses the new moments before requantisation. With F32 encodings for both moments the
+/// bits are those of ops::adamw_step (with weight_decay where a range covers the element, 0 elsewhere).
+/// param, grad: F32 contiguous [numel]; m.numel == v.numel == numel; same device.
+/// decay_ranges: sorted, non-overlapping, within [0, numel) (validated); empty ranges are allowed.
+/// On CUDA, up to kInlineDecayRanges ranges (after merging touching ones) travel as kernel parameters; more
+/// take one extra small launch per kInlineDecayRanges. Group sizes other than powers of two in [4, 1024]
+/// take a slower multi-launch path (still no host synchronisation).
+void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
+                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges);
+
+}  // namespace coat::ops

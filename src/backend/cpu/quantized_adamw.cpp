@@ -1,0 +1,220 @@
+// CPU reference of the compressed optimizer moments: the fused AdamW step, quantize and dequantize.
+#include "coat/backend/cpu/quantized_adamw.h"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+namespace coat::cpu {
+namespace {
+
+using namespace moment_codec;
+
+/// One moment's codes and metadata with the per-group state of a pass: decoders of the stored metadata,
+/// statistics of the new values, the new metadata and its encoders.
+template <Codec C>
+class MomentIO {
+ public:
+  static constexpr bool kGrouped = is_grouped(C);
+
+  MomentIO(const MomentBuffers& b, int64_t numel)
+      : codes_(b.codes.data<code_t<C>>()), group_size_(kGrouped ? b.group_size : std::max<int64_t>(numel, 1)) {
+    if constexpr (kGrouped) {
+      groups_ = (numel + group_size_ - 1) / group_size_;
+      scale_ = b.scale.data<float>();
+      if constexpr (is_expand(C)) {
+        expo_ = b.expo.data<float>();
+        center_ = b.center.data<float>();
+        for (uint32_t c = 1; c <= max_finite_code(fp8_format(C)); ++c) code_log2_[c] = code_log2<fp8_format(C)>(c);
+      }
+    }
+  }
+
+  int64_t group_size() const { return group_size_; }
+
+  /// Decoders from the stored metadata (before anything is overwritten).
+  void prepare_decode() {
+    if constexpr (kGrouped) {
+      decoders_.resize(size_t(groups_));
+      for (int64_t g = 0; g < groups_; ++g) decoders_[size_t(g)] = group_decoder<C>(stored_meta(g));
+    }
+  }
+  void reset_stats() {
+    if constexpr (kGrouped) stats_.assign(size_t(groups_), GroupStats{});
+  }
+  float decode(int64_t i, int64_t g) const {
+    if constexpr (kGrouped) {
+      const uint8_t code = codes_[i];
+      const GroupCoder& d = decoders_[size_t(g)];
+      if constexpr (is_expand(C)) {
+        return decode_fp8<C>(code, d, code_log2_[code & 0x7Fu]);
+      } else {
+        return decode_fp8<C>(code, d, 0.0f);
+      }
+    } else {
+      (void)g;
+      return load_plain<C>(codes_[i]);
+    }
+  }
+  void add(int64_t g, float x) {
+    if constexpr (kGrouped) add_value(stats_[size_t(g)], x);
+  }
+  /// New metadata and encoders from the statistics.
+  void finish_stats() {
+    if constexpr (kGrouped) {
+      metas_.resize(size_t(groups_));
+      encoders_.resize(size_t(groups_));
+      for (int64_t g = 0; g < groups_; ++g) {
+        encoders_[size_t(g)] = group_meta_encoder<C>(stats_[size_t(g)], metas_[size_t(g)]);
+      }
+    }
+  }
+  void encode(int64_t i, int64_t g, float x) {
+    if constexpr (kGrouped) {
+      codes_[i] = encode_fp8<C>(x, encoders_[size_t(g)]);
+    } else {
+      (void)g;
+      codes_[i] = store_plain<C>(x);
+    }
+  }
+  void store_meta() {
+    if constexpr (kGrouped) {
+      for (int64_t g = 0; g < groups_; ++g) {
+        scale_[g] = metas_[size_t(g)].scale;
+        if constexpr (is_expand(C)) {
+          expo_[g] = metas_[size_t(g)].expo;
+          center_[g] = metas_[size_t(g)].center;
+        }
+      }
+    }
+  }
+
+ private:
+  GroupMeta stored_meta(int64_t g) const {
+    GroupMeta m;
+    m.scale = scale_[g];
+    if constexpr (is_expand(C)) {
+      m.expo = expo_[g];
+      m.center = center_[g];
+    }
+    return m;
+  }
+
+  code_t<C>* codes_;
+  int64_t group_size_;
+  int64_t groups_ = 1;
+  float* scale_ = nullptr;
+  float* expo_ = nullptr;
+  float* center_ = nullptr;
+  std::array<float, 128> code_log2_{};
+  std::vector<GroupCoder> decoders_, encoders_;
+  std::vector<GroupStats> stats_;
+  std::vector<GroupMeta> metas_;
+};
+
+/// Calls body(begin, end, group_m, group_v, in_decay) over maximal runs of [0, n) with one group of each
+/// moment and one decay state.
+template <typename Body>
+void for_each_run(int64_t n, int64_t gs_m, int64_t gs_v, const DecayPlan& decay, Body&& body) {
+  size_t r = 0;
+  const size_t ranges = decay.begin.size();
+  int64_t i = 0;
+  while (i < n) {
+    const int64_t gm = i / gs_m, gv = i / gs_v;
+    int64_t end = std::min({n, (gm + 1) * gs_m, (gv + 1) * gs_v});
+    bool in_decay = decay.all;
+    if (!decay.all) {
+      while (r < ranges && decay.end[r] <= i) ++r;
+      if (r < ranges) {
+        in_decay = decay.begin[r] <= i;
+        end = std::min(end, in_decay ? decay.end[r] : decay.begin[r]);
+      }
+    }
+    body(i, end, gm, gv, in_decay);
+    i = end;
+  }
+}
+
+template <Codec CM, Codec CV>
+void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffers& vb,
+               const adamw_math::AdamWScalars& with_decay, const adamw_math::AdamWScalars& without_decay,
+               const DecayPlan& decay) {
+  const int64_t n = param.numel();
+  float* p = param.data<float>();
+  const float* g = grad.data<float>();
+  MomentIO<CM> m(mb, n);
+  MomentIO<CV> v(vb, n);
+  m.prepare_decode();
+  v.prepare_decode();
+  constexpr bool kGrouped = is_grouped(CM) || is_grouped(CV);
+  if constexpr (kGrouped) {
+    // Pass 1: the groups' statistics of the new moments (nothing written).
+    m.reset_stats();
+    v.reset_stats();
+    for_each_run(n, m.group_size(), v.group_size(), decay, [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
+      const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
+      for (int64_t i = b; i < e; ++i) {
+        float pi = p[i], mi = m.decode(i, gm), vi = v.decode(i, gv);
+        adamw_math::adamw_update(pi, g[i], mi, vi, s);
+        m.add(gm, mi);
+        v.add(gv, vi);
+      }
+    });
+    m.finish_stats();
+    v.finish_stats();
+  }
+  // Pass 2: the same update again (identical values), written; moments encoded with the new metadata.
+  for_each_run(n, m.group_size(), v.group_size(), decay, [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
+    const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
+    for (int64_t i = b; i < e; ++i) {
+      float pi = p[i], mi = m.decode(i, gm), vi = v.decode(i, gv);
+      adamw_math::adamw_update(pi, g[i], mi, vi, s);
+      p[i] = pi;
+      m.encode(i, gm, mi);
+      v.encode(i, gv, vi);
+    }
+  });
+  m.store_meta();
+  v.store_meta();
+}
+
+}  // namespace
+
+void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
+                          const adamw_math::AdamWScalars& with_decay, const adamw_math::AdamWScalars& without_decay,
+                          const DecayPlan& decay) {
+  dispatch_codec(m.codec, [&](auto cm) {
+    dispatch_codec(v.codec, [&](auto cv) {
+      step_impl<decltype(cm)::value, decltype(cv)::value>(param, grad, m, v, with_decay, without_decay, decay);
+    });
+  });
+}
+
+void quantize_moment(const Tensor& values, MomentBuffers& out) {
+  const int64_t n = values.numel();
+  const float* x = values.data<float>();
+  dispatch_codec(out.codec, [&](auto tag) {
+    constexpr Codec C = decltype(tag)::value;
+    MomentIO<C> io(out, n);
+    io.reset_stats();
+    const int64_t gs = io.group_size();
+    for (int64_t i = 0; i < n; ++i) io.add(i / gs, x[i]);
+    io.finish_stats();
+    for (int64_t i = 0; i < n; ++i) io.encode(i, i / gs, x[i]);
+    io.store_meta();
+  });
+}
+
+void dequantize_moment(const MomentBuffers& m, Tensor& out) {
+  const int64_t n = out.numel();
+  float* y = out.data<float>();
+  dispatch_codec(m.codec, [&](auto tag) {
+    constexpr Codec C = decltype(tag)::value;
+    MomentIO<C> io(m, n);
+    io.prepare_decode();
+    const int64_t gs = io.group_size();
+    for (int64_t i = 0; i < n; ++i) y[i] = io.decode(i, i / gs);
+  });
+}
+
+}  // namespace coat::cpu

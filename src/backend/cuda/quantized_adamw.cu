@@ -1,0 +1,970 @@
+// CUDA kernels of the compressed optimizer moments: the fused AdamW step (one launch over the whole flat
+// buffer), quantize and dequantize. Per element they run the CPU twin's scalar code (moment_codec.h,
+// adamw_math::adamw_update); group statistics are exact unsigned max / min of keys, so their reduction order
+// does not matter, and the per-group metadata comes from the same functions: the bytes are the CPU's.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/quantized_adamw.h"
+
+namespace coat::cuda {
+namespace {
+
+using namespace moment_codec;
+using adamw_math::AdamWScalars;
+
+constexpr int kThreads = 128;
+constexpr int kVec = 4;                      // contiguous elements per thread and slot
+constexpr int kSlots = 2;                    // slots per thread and tile
+constexpr int kSlotSpan = kThreads * kVec;   // 512 elements
+constexpr int kTile = kSlotSpan * kSlots;    // 1024 elements per tile, whole groups
+constexpr int64_t kMinFastGroup = 4;         // a thread's 4 elements lie in one group
+constexpr int kMaxTileGroups = kTile / kMinFastGroup;
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+constexpr int kGenThreads = 256;  // the general path's element and group kernels
+/// Resident blocks per SM the fused kernel is compiled for: at most 80 registers, 24 warps per SM (more
+/// spills; the kernel is instruction bound and needs the warps to hide its latencies).
+constexpr int kFusedBlocksPerSM = 6;
+
+// ---- arguments ----
+
+struct MomentArgs {
+  void* codes = nullptr;
+  float* scale = nullptr;
+  float* expo = nullptr;
+  float* center = nullptr;
+  int group_shift = 0;  // log2(group_size) (the fast path's power-of-two groups)
+};
+
+/// The decay plan as kernel parameters: all, or `count` sorted ranges, inline when they fit.
+struct DecayArgs {
+  int all = 1;
+  int count = 0;
+  const int64_t* begin = nullptr;  // device arrays when count > kInlineDecayRanges
+  const int64_t* end = nullptr;
+  int64_t inline_begin[kInlineDecayRanges];
+  int64_t inline_end[kInlineDecayRanges];
+};
+
+struct StepArgs {
+  float* param = nullptr;
+  const float* grad = nullptr;
+  int64_t n = 0;
+  MomentArgs m, v;
+  AdamWScalars scalars;    // with weight decay
+  float no_decay = 1.0f;   // the `decay` factor without weight decay (1)
+  bool vectorized = false;  // 16-byte loads of grad / param, 4-code loads of the codes
+  bool prefetch = false;    // every base pointer 16-byte aligned: bulk L2 prefetch of the next tile
+};
+
+// ---- small device helpers ----
+
+template <typename T>
+struct Vec4;
+template <>
+struct Vec4<float> {
+  using type = float4;
+};
+template <>
+struct Vec4<uint16_t> {
+  using type = ushort4;
+};
+template <>
+struct Vec4<uint8_t> {
+  using type = uchar4;
+};
+
+/// Elements [e, e + count) (count <= 4) into out, one vector load when `vec` and count == 4; the rest 0.
+template <typename T>
+__device__ __forceinline__ void load4(const T* p, int64_t e, int count, bool vec, T (&out)[kVec]) {
+  if (vec && count == kVec) {
+    const auto x = __ldcs(reinterpret_cast<const typename Vec4<T>::type*>(p + e));
+    out[0] = x.x;
+    out[1] = x.y;
+    out[2] = x.z;
+    out[3] = x.w;
+  } else {
+#pragma unroll
+    for (int q = 0; q < kVec; ++q) out[q] = q < count ? p[e + q] : T(0);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store4(T* p, int64_t e, int count, bool vec, const T (&in)[kVec]) {
+  if (vec && count == kVec) {
+    typename Vec4<T>::type x;
+    x.x = in[0];
+    x.y = in[1];
+    x.z = in[2];
+    x.w = in[3];
+    __stcs(reinterpret_cast<typename Vec4<T>::type*>(p + e), x);
+  } else {
+#pragma unroll
+    for (int q = 0; q < kVec; ++q)
+      if (q < count) p[e + q] = in[q];
+  }
+}
+
+/// First r in [lo, hi) with end[r] > e (hi when none).
+__device__ __forceinline__ int first_ending_after(const int64_t* end, int lo, int hi, int64_t e) {
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (end[mid] <= e) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+/// First r in [lo, hi) with begin[r] >= e (hi when none).
+__device__ __forceinline__ int first_beginning_from(const int64_t* begin, int lo, int hi, int64_t e) {
+  while (lo < hi) {
+    const int mid = (lo + hi) >> 1;
+    if (begin[mid] < e) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+__device__ __forceinline__ uint32_t umax(uint32_t a, uint32_t b) { return a > b ? a : b; }
+__device__ __forceinline__ uint32_t umin(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+template <Codec C>
+__device__ __forceinline__ float decode_code(code_t<C> code, const GroupCoder& c, const float* lq) {
+  if constexpr (!is_grouped(C)) {
+    return load_plain<C>(code);
+  } else if constexpr (is_expand(C)) {
+    return decode_fp8<C>(code, c, lq[code & 0x7Fu]);
+  } else {
+    return decode_fp8<C>(code, c, 0.0f);
+  }
+}
+
+template <Codec C>
+__device__ __forceinline__ void fill_code_log2(float* lq) {
+  if constexpr (is_expand(C)) {
+    for (uint32_t c = threadIdx.x; c < 128; c += blockDim.x) {
+      lq[c] = c >= 1 && c <= max_finite_code(fp8_format(C)) ? code_log2<fp8_format(C)>(c) : 0.0f;
+    }
+  }
+}
+
+/// Stored metadata of group g of a moment.
+template <Codec C>
+__device__ __forceinline__ GroupMeta load_meta(const float* scale, const float* expo, const float* center, int64_t g) {
+  GroupMeta m;
+  m.scale = scale[g];
+  if constexpr (is_expand(C)) {
+    m.expo = expo[g];
+    m.center = center[g];
+  }
+  return m;
+}
+
+template <Codec C>
+__device__ __forceinline__ void store_meta(float* scale, float* expo, float* center, int64_t g, const GroupMeta& m) {
+  scale[g] = m.scale;
+  if constexpr (is_expand(C)) {
+    expo[g] = m.expo;
+    center[g] = m.center;
+  }
+}
+
+/// Reduces the statistics of a thread's `count` new values over the lanes holding one group (width lanes,
+/// a power of two <= 32, aligned) and merges them into the tile's shared-memory statistics of that group.
+__device__ __forceinline__ void reduce_group_stats(const float (&x)[kVec], int count, int width, int group,
+                                                   uint32_t* smax, uint32_t* smin) {
+  uint32_t mx = 0u, mn = 0xFFFFFFFFu;
+#pragma unroll
+  for (int q = 0; q < kVec; ++q) {
+    if (q < count) {
+      const uint32_t key = fp8math::amax_key(x[q]);
+      mx = umax(mx, key);
+      mn = umin(mn, masked_min_key(key));
+    }
+  }
+  if (width == 32) {
+    mx = __reduce_max_sync(kFullMask, mx);
+    mn = __reduce_min_sync(kFullMask, mn);
+  } else {
+    for (int offset = 1; offset < width; offset <<= 1) {
+      mx = umax(mx, __shfl_xor_sync(kFullMask, mx, offset));
+      mn = umin(mn, __shfl_xor_sync(kFullMask, mn, offset));
+    }
+  }
+  // The first lane of a segment holds its lowest elements: if it has none, no lane of the segment has.
+  if ((threadIdx.x & (width - 1)) == 0 && count > 0) {
+    atomicMax(smax + group, mx);
+    atomicMin(smin + group, mn);
+  }
+}
+
+// ---- the fused step, one launch ----
+
+/// The block's shared memory: log2 tables of the FP8 magnitudes (expansion), the inline decay ranges, and per
+/// group of a tile its statistics and coders, twice ([buffer]): while the block encodes tile i with the
+/// encoders in buffer i % 2, the decoders of its next tile wait in the other buffer.
+template <Codec CM, Codec CV>
+struct TileShared {
+  static constexpr int kNGM = is_grouped(CM) ? kMaxTileGroups : 1;
+  static constexpr int kNGV = is_grouped(CV) ? kMaxTileGroups : 1;
+  float lq_m[is_expand(CM) ? 128 : 1];
+  float lq_v[is_expand(CV) ? 128 : 1];
+  uint32_t max_m[2][kNGM], min_m[2][kNGM], max_v[2][kNGV], min_v[2][kNGV];
+  float ca_m[2][kNGM], cb_m[2][kNGM], cc_m[2][kNGM], ca_v[2][kNGV], cb_v[2][kNGV], cc_v[2][kNGV];
+  int64_t range_begin[kInlineDecayRanges], range_end[kInlineDecayRanges];
+  int tile_ranges[2][2];  // [buffer]: the decay ranges [lo, hi) that meet the tile
+};
+
+/// Where a tile lies: its first element, its length, and its groups of each moment.
+struct TileGeom {
+  int64_t base = 0;
+  int valid = 0;
+  int groups_m = 0, groups_v = 0;
+  int64_t first_m = 0, first_v = 0;
+};
+
+template <Codec CM, Codec CV>
+__device__ __forceinline__ TileGeom tile_geom(const StepArgs& a, int64_t tile) {
+  TileGeom t;
+  t.base = tile * kTile;
+  t.valid = static_cast<int>(min(int64_t{kTile}, a.n - t.base));
+  if constexpr (is_grouped(CM)) {
+    t.groups_m = (t.valid + (1 << a.m.group_shift) - 1) >> a.m.group_shift;
+    t.first_m = t.base >> a.m.group_shift;
+  }
+  if constexpr (is_grouped(CV)) {
+    t.groups_v = (t.valid + (1 << a.v.group_shift) - 1) >> a.v.group_shift;
+    t.first_v = t.base >> a.v.group_shift;
+  }
+  return t;
+}
+
+/// Hint: bring [p, p + bytes) into L2 (Hopper bulk prefetch; p 16-byte aligned, bytes rounded down to 16).
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t b = static_cast<uint32_t>(bytes) & ~15u;
+  if (b > 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(b) : "memory");
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+/// Decoders of the stored metadata and empty statistics for a tile's groups of one moment (group i of the
+/// tile by worker i % workers).
+template <Codec C>
+__device__ __forceinline__ void prepare_groups(const MomentArgs& ma, int64_t first, int count, int worker, int workers,
+                                               uint32_t* smax, uint32_t* smin, float* ca, float* cb, float* cc) {
+  for (int i = worker; i < count; i += workers) {
+    smax[i] = 0u;
+    smin[i] = 0xFFFFFFFFu;
+    const GroupCoder c = group_decoder<C>(load_meta<C>(ma.scale, ma.expo, ma.center, first + i));
+    ca[i] = c.a;
+    cb[i] = c.b;
+    cc[i] = c.c;
+  }
+}
+
+/// New metadata from the statistics (stored) and its encoders, for a tile's groups of one moment.
+template <Codec C>
+__device__ __forceinline__ void finish_groups(const MomentArgs& ma, int64_t first, int count, int worker, int workers,
+                                              const uint32_t* smax, const uint32_t* smin, float* ca, float* cb,
+                                              float* cc) {
+  for (int i = worker; i < count; i += workers) {
+    GroupStats st;
+    st.max_key = smax[i];
+    st.min_key = smin[i];
+    GroupMeta meta;
+    const GroupCoder c = group_meta_encoder<C>(st, meta);
+    store_meta<C>(ma.scale, ma.expo, ma.center, first + i, meta);
+    ca[i] = c.a;
+    cb[i] = c.b;
+    cc[i] = c.c;
+  }
+}
+
+/// Both moments expanded (the FP8 formats may differ): one pass of the long per-group code over the groups of
+/// both, m groups first.
+template <Codec CM, Codec CV>
+__device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const TileGeom& t, TileShared<CM, CV>& sh,
+                                                      int b, int worker, int workers) {
+  for (int i = worker; i < t.groups_m + t.groups_v; i += workers) {
+    const bool is_m = i < t.groups_m;
+    const int j = is_m ? i : i - t.groups_m;
+    const MomentArgs& ma = is_m ? a.m : a.v;
+    (is_m ? sh.max_m[b] : sh.max_v[b])[j] = 0u;
+    (is_m ? sh.min_m[b] : sh.min_v[b])[j] = 0xFFFFFFFFu;
+    const GroupCoder c = group_decoder<CM>(load_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j));
+    (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
+    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.b;
+    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.c;
+  }
+}
+
+template <Codec CM, Codec CV>
+__device__ __forceinline__ void finish_groups_merged(const StepArgs& a, const TileGeom& t, TileShared<CM, CV>& sh,
+                                                     int b, int worker, int workers) {
+  for (int i = worker; i < t.groups_m + t.groups_v; i += workers) {
+    const bool is_m = i < t.groups_m;
+    const int j = is_m ? i : i - t.groups_m;
+    const MomentArgs& ma = is_m ? a.m : a.v;
+    GroupStats st;
+    st.max_key = (is_m ? sh.max_m[b] : sh.max_v[b])[j];
+    st.min_key = (is_m ? sh.min_m[b] : sh.min_v[b])[j];
+    GroupMeta meta;
+    const GroupCoder c = group_meta_encoder<true>(st, is_m ? fp8_format(CM) : fp8_format(CV), meta);
+    store_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j, meta);
+    (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
+    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.b;
+    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.c;
+  }
+}
+
+/// Decoders, empty statistics and decay ranges of tile t into buffer b, by the threads [worker0, worker0 + workers).
+template <Codec CM, Codec CV>
+__device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh, int b,
+                                             const TileGeom& t, const int64_t* rb, const int64_t* re, bool use_ranges,
+                                             int worker0, int workers) {
+  const int w = static_cast<int>(threadIdx.x) - worker0;
+  if (w < 0 || w >= workers) return;
+  if constexpr (is_expand(CM) && is_expand(CV)) {
+    prepare_groups_merged<CM, CV>(a, t, sh, b, w, workers);
+  } else {
+    if constexpr (is_grouped(CM))
+      prepare_groups<CM>(a.m, t.first_m, t.groups_m, w, workers, sh.max_m[b], sh.min_m[b], sh.ca_m[b], sh.cb_m[b],
+                         sh.cc_m[b]);
+    if constexpr (is_grouped(CV))
+      prepare_groups<CV>(a.v, t.first_v, t.groups_v, w, workers, sh.max_v[b], sh.min_v[b], sh.ca_v[b], sh.cb_v[b],
+                         sh.cc_v[b]);
+  }
+  if (use_ranges && w == workers - 1) {
+    const int lo = first_ending_after(re, 0, d.count, t.base);
+    sh.tile_ranges[b][0] = lo;
+    sh.tile_ranges[b][1] = first_beginning_from(rb, lo, d.count, t.base + t.valid);
+  }
+}
+
+/// One tile, its per-group state in buffer b (prepared before):
+///  A. loads of grad, param and codes;
+///  B. decode, update (param stored), new moments kept in registers; statistics reduced over each group's
+///     lanes (redux / shuffles) and merged into shared memory with atomics (exact, order-free);
+///  C. new metadata (stored) and encoders of this tile's groups into buffer b, by the first half of the block;
+///     at the same time the second half prepares the block's next tile (decoders from its stored metadata,
+///     empty statistics, decay ranges) in buffer b ^ 1;
+///  D. encode and store the codes.
+/// Two barriers per tile (after B and after C); D of this tile and B of the next use different buffers.
+/// kFull: a whole, vector-aligned tile (no per-element bounds).
+template <Codec CM, Codec CV, bool kFull>
+__device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh, int b,
+                                           const TileGeom& t, bool has_next, const TileGeom& next, const int64_t* rb,
+                                           const int64_t* re, bool use_ranges, int width_m, int width_v) {
+  constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
+  using TM = code_t<CM>;
+  using TV = code_t<CV>;
+  const int tid = threadIdx.x;
+  const bool vec = kFull || a.vectorized;
+  const int64_t base = t.base;
+
+  // A. loads
+  float g[kSlots][kVec], p[kSlots][kVec];
+  TM cm[kSlots][kVec];
+  TV cv[kSlots][kVec];
+  int count[kSlots];
+#pragma unroll
+  for (int s = 0; s < kSlots; ++s) {
+    const int offset = s * kSlotSpan + tid * kVec;
+    count[s] = kFull ? kVec : max(0, min(kVec, t.valid - offset));
+    const int64_t e = base + offset;
+    load4(a.grad, e, count[s], vec, g[s]);
+    load4(a.param, e, count[s], vec, p[s]);
+    load4(static_cast<const TM*>(a.m.codes), e, count[s], vec, cm[s]);
+    load4(static_cast<const TV*>(a.v.codes), e, count[s], vec, cv[s]);
+  }
+
+  // B. decode, update, statistics
+  float mn[kSlots][kVec], vn[kSlots][kVec];
+#pragma unroll
+  for (int s = 0; s < kSlots; ++s) {
+    const int offset = s * kSlotSpan + tid * kVec;
+    const int64_t e0 = base + offset;
+    GroupCoder dm, dv;
+    const int local_m = kGM ? offset >> a.m.group_shift : 0;
+    const int local_v = kGV ? offset >> a.v.group_shift : 0;
+    if constexpr (kGM) dm = GroupCoder{sh.ca_m[b][local_m], sh.cb_m[b][local_m], sh.cc_m[b][local_m]};
+    if constexpr (kGV) dv = GroupCoder{sh.ca_v[b][local_v], sh.cb_v[b][local_v], sh.cc_v[b][local_v]};
+    bool decays[kVec];
+    if (use_ranges) {
+      // Without grouped moments there are no barriers: search all ranges instead of the tile's.
+      const int lo = kGM || kGV ? sh.tile_ranges[b][0] : 0;
+      const int hi = kGM || kGV ? sh.tile_ranges[b][1] : d.count;
+      int r = first_ending_after(re, lo, hi, e0);
+      if (r >= hi || re[r] >= e0 + kVec) {  // the slot meets at most range r
+        const int64_t begin = r < hi ? rb[r] : INT64_MAX;
+#pragma unroll
+        for (int q = 0; q < kVec; ++q) decays[q] = begin <= e0 + q;
+      } else {
+#pragma unroll
+        for (int q = 0; q < kVec; ++q) {
+          while (r < hi && re[r] <= e0 + q) ++r;
+          decays[q] = r < hi && rb[r] <= e0 + q;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) decays[q] = d.all != 0;
+    }
+#pragma unroll
+    for (int q = 0; q < kVec; ++q) {
+      float mi = 0.0f, vi = 0.0f;
+      if (kFull || q < count[s]) {
+        mi = decode_code<CM>(cm[s][q], dm, sh.lq_m);
+        vi = decode_code<CV>(cv[s][q], dv, sh.lq_v);
+        AdamWScalars sc = a.scalars;
+        sc.decay = decays[q] ? a.scalars.decay : a.no_decay;
+        adamw_math::adamw_update(p[s][q], g[s][q], mi, vi, sc);
+      }
+      mn[s][q] = mi;
+      vn[s][q] = vi;
+    }
+    store4(a.param, e0, count[s], vec, p[s]);
+    if constexpr (kGM) {
+      reduce_group_stats(mn[s], count[s], width_m, local_m, sh.max_m[b], sh.min_m[b]);
+    } else {
+      TM out[kVec];
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) out[q] = store_plain<CM>(mn[s][q]);
+      store4(static_cast<TM*>(a.m.codes), e0, count[s], vec, out);
+    }
+    if constexpr (kGV) {
+      reduce_group_stats(vn[s], count[s], width_v, local_v, sh.max_v[b], sh.min_v[b]);
+    } else {
+      TV out[kVec];
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) out[q] = store_plain<CV>(vn[s][q]);
+      store4(static_cast<TV*>(a.v.codes), e0, count[s], vec, out);
+    }
+  }
+  if constexpr (!kGM && !kGV) return;
+
+  __syncthreads();
+  // C. this tile's encoders (first half of the block) and the next tile's decoders (second half)
+  constexpr int kHalf = kThreads / 2;
+  if (tid < kHalf) {
+    if constexpr (is_expand(CM) && is_expand(CV)) {
+      finish_groups_merged<CM, CV>(a, t, sh, b, tid, kHalf);
+    } else if constexpr (kGM && kGV) {  // m on the first quarter, v on the second
+      constexpr int kQuarter = kThreads / 4;
+      if (tid < kQuarter) {
+        finish_groups<CM>(a.m, t.first_m, t.groups_m, tid, kQuarter, sh.max_m[b], sh.min_m[b], sh.ca_m[b],
+                          sh.cb_m[b], sh.cc_m[b]);
+      } else {
+        finish_groups<CV>(a.v, t.first_v, t.groups_v, tid - kQuarter, kQuarter, sh.max_v[b], sh.min_v[b],
+                          sh.ca_v[b], sh.cb_v[b], sh.cc_v[b]);
+      }
+    } else if constexpr (kGM) {
+      finish_groups<CM>(a.m, t.first_m, t.groups_m, tid, kHalf, sh.max_m[b], sh.min_m[b], sh.ca_m[b], sh.cb_m[b],
+                        sh.cc_m[b]);
+    } else if constexpr (kGV) {
+      finish_groups<CV>(a.v, t.first_v, t.groups_v, tid, kHalf, sh.max_v[b], sh.min_v[b], sh.ca_v[b], sh.cb_v[b],
+                        sh.cc_v[b]);
+    }
+  } else if (has_next) {
+    prepare_tile<CM, CV>(a, d, sh, b ^ 1, next, rb, re, use_ranges, kHalf, kHalf);
+  }
+  __syncthreads();
+  // D. encode
+#pragma unroll
+  for (int s = 0; s < kSlots; ++s) {
+    const int offset = s * kSlotSpan + tid * kVec;
+    const int64_t e0 = base + offset;
+    if (!kFull && count[s] == 0) continue;
+    if constexpr (kGM) {
+      const int l = offset >> a.m.group_shift;
+      const GroupCoder c{sh.ca_m[b][l], sh.cb_m[b][l], sh.cc_m[b][l]};
+      TM out[kVec];
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) out[q] = encode_fp8<CM>(mn[s][q], c);
+      store4(static_cast<TM*>(a.m.codes), e0, count[s], vec, out);
+    }
+    if constexpr (kGV) {
+      const int l = offset >> a.v.group_shift;
+      const GroupCoder c{sh.ca_v[b][l], sh.cb_v[b][l], sh.cc_v[b][l]};
+      TV out[kVec];
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) out[q] = encode_fp8<CV>(vn[s][q], c);
+      store4(static_cast<TV*>(a.v.codes), e0, count[s], vec, out);
+    }
+  }
+}
+
+/// Persistent blocks over tiles of kTile elements (whole groups), fused_tile per tile; lanes of warp 0
+/// prefetch the block's next tile into L2 first. Memory traffic: grad, param, codes and metadata read once;
+/// param, codes and metadata written once.
+template <Codec CM, Codec CV>
+__global__ __launch_bounds__(kThreads, kFusedBlocksPerSM) void fused_step_kernel(const StepArgs a, const __grid_constant__ DecayArgs d) {
+  constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
+  __shared__ TileShared<CM, CV> sh;
+  const int tid = threadIdx.x;
+  fill_code_log2<CM>(sh.lq_m);
+  fill_code_log2<CV>(sh.lq_v);
+  const bool use_ranges = !d.all && d.count > 0;
+  const bool inline_ranges = d.count <= kInlineDecayRanges;
+  if (use_ranges && inline_ranges) {
+    for (int i = tid; i < d.count; i += kThreads) {
+      sh.range_begin[i] = d.inline_begin[i];
+      sh.range_end[i] = d.inline_end[i];
+    }
+  }
+  const int64_t* rb = inline_ranges ? sh.range_begin : d.begin;
+  const int64_t* re = inline_ranges ? sh.range_end : d.end;
+  const int width_m = kGM ? static_cast<int>(min(int64_t{32}, (int64_t{1} << a.m.group_shift) / kVec)) : 1;
+  const int width_v = kGV ? static_cast<int>(min(int64_t{32}, (int64_t{1} << a.v.group_shift) / kVec)) : 1;
+
+  const int64_t tiles = (a.n + kTile - 1) / kTile;
+  if (int64_t{blockIdx.x} >= tiles) return;
+  TileGeom t = tile_geom<CM, CV>(a, blockIdx.x);
+  if constexpr (kGM || kGV) prepare_tile<CM, CV>(a, d, sh, 0, t, rb, re, use_ranges, 0, kThreads);
+  __syncthreads();  // tables, ranges, the first tile's decoders
+  int b = 0;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x, b ^= 1) {
+    const int64_t next_tile = tile + gridDim.x;
+    const bool has_next = next_tile < tiles;
+    const TileGeom next = has_next ? tile_geom<CM, CV>(a, next_tile) : TileGeom{};
+    if (a.prefetch && tid < 4 && has_next) {
+      const int64_t count = next.valid;
+      const int64_t e = next.base;
+      if (tid == 0) prefetch_l2(a.grad + e, 4 * count);
+      if (tid == 1) prefetch_l2(a.param + e, 4 * count);
+      if (tid == 2) prefetch_l2(static_cast<const char*>(a.m.codes) + e * sizeof(code_t<CM>), sizeof(code_t<CM>) * count);
+      if (tid == 3) prefetch_l2(static_cast<const char*>(a.v.codes) + e * sizeof(code_t<CV>), sizeof(code_t<CV>) * count);
+    }
+    if (t.valid == kTile && a.vectorized) {
+      fused_tile<CM, CV, true>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
+    } else {
+      fused_tile<CM, CV, false>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
+    }
+    t = next;
+  }
+}
+
+// ---- the general path: any group sizes, several launches over a workspace of the groups ----
+
+/// A moment with runtime codec and its per-group workspace (grouped codecs only).
+struct GenMoment {
+  Codec codec = Codec::F32;
+  void* codes = nullptr;
+  float* scale = nullptr;
+  float* expo = nullptr;
+  float* center = nullptr;
+  int64_t group_size = 1;
+  int64_t groups = 0;
+  float* decoders = nullptr;   // [groups][3] of the stored metadata
+  float* encoders = nullptr;   // [groups][3] of the new metadata
+  uint32_t* stats = nullptr;   // [groups][2] max key, masked min key
+  float* new_meta = nullptr;   // [groups][3] scale, expo, center (committed last)
+};
+
+template <typename F>
+__device__ __forceinline__ void with_codec(Codec c, F&& f) {
+  switch (c) {
+    case Codec::F32:
+      f(std::integral_constant<Codec, Codec::F32>{});
+      return;
+    case Codec::BF16:
+      f(std::integral_constant<Codec, Codec::BF16>{});
+      return;
+    case Codec::Fp8E4M3:
+      f(std::integral_constant<Codec, Codec::Fp8E4M3>{});
+      return;
+    case Codec::Fp8E5M2:
+      f(std::integral_constant<Codec, Codec::Fp8E5M2>{});
+      return;
+    case Codec::ExpandE4M3:
+      f(std::integral_constant<Codec, Codec::ExpandE4M3>{});
+      return;
+    case Codec::ExpandE5M2:
+      f(std::integral_constant<Codec, Codec::ExpandE5M2>{});
+      return;
+  }
+}
+
+__device__ __forceinline__ float gen_decode(const GenMoment& m, int64_t i) {
+  float out = 0.0f;
+  with_codec(m.codec, [&](auto tag) {
+    constexpr Codec C = decltype(tag)::value;
+    const code_t<C> code = static_cast<const code_t<C>*>(m.codes)[i];
+    if constexpr (!is_grouped(C)) {
+      out = load_plain<C>(code);
+    } else {
+      const float* d = m.decoders + 3 * (i / m.group_size);
+      out = decode_fp8<C>(code, GroupCoder{d[0], d[1], d[2]});
+    }
+  });
+  return out;
+}
+
+__device__ __forceinline__ void gen_encode(const GenMoment& m, int64_t i, float x) {
+  with_codec(m.codec, [&](auto tag) {
+    constexpr Codec C = decltype(tag)::value;
+    code_t<C>* codes = static_cast<code_t<C>*>(m.codes);
+    if constexpr (!is_grouped(C)) {
+      codes[i] = store_plain<C>(x);
+    } else {
+      const float* e = m.encoders + 3 * (i / m.group_size);
+      codes[i] = encode_fp8<C>(x, GroupCoder{e[0], e[1], e[2]});
+    }
+  });
+}
+
+__device__ __forceinline__ bool gen_in_decay(const DecayArgs& d, int64_t i) {
+  if (d.all) return true;
+  if (d.count == 0) return false;
+  const bool inl = d.count <= kInlineDecayRanges;
+  const int64_t* b = inl ? d.inline_begin : d.begin;
+  const int64_t* e = inl ? d.inline_end : d.end;
+  const int r = first_ending_after(e, 0, d.count, i);
+  return r < d.count && b[r] <= i;
+}
+
+/// Merges one value per lane into stats[group] (global atomics; one pair per warp when the warp's lanes
+/// share a group). Every lane of the warp calls it; `active` lanes contribute.
+__device__ __forceinline__ void gen_add_stats(uint32_t* stats, int64_t group, float x, bool active) {
+  const uint32_t key = active ? fp8math::amax_key(x) : 0u;
+  const uint32_t mkey = active ? masked_min_key(key) : 0xFFFFFFFFu;
+  const int64_t g0 = __shfl_sync(kFullMask, group, 0);
+  if (__all_sync(kFullMask, !active || group == g0)) {
+    const uint32_t mx = __reduce_max_sync(kFullMask, key), mn = __reduce_min_sync(kFullMask, mkey);
+    if ((threadIdx.x & 31) == 0) {
+      atomicMax(stats + 2 * g0, mx);
+      atomicMin(stats + 2 * g0 + 1, mn);
+    }
+  } else if (active) {
+    atomicMax(stats + 2 * group, key);
+    atomicMin(stats + 2 * group + 1, mkey);
+  }
+}
+
+/// Per group: empty statistics, and (when `decoders`) the decoders of the stored metadata.
+__global__ void gen_prepare_kernel(GenMoment m, bool decoders) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+    m.stats[2 * g] = 0u;
+    m.stats[2 * g + 1] = 0xFFFFFFFFu;
+    if (!decoders) continue;
+    with_codec(m.codec, [&](auto tag) {
+      constexpr Codec C = decltype(tag)::value;
+      if constexpr (is_grouped(C)) {
+        const GroupCoder c = group_decoder<C>(load_meta<C>(m.scale, m.expo, m.center, g));
+        m.decoders[3 * g] = c.a;
+        m.decoders[3 * g + 1] = c.b;
+        m.decoders[3 * g + 2] = c.c;
+      }
+    });
+  }
+}
+
+/// Per group: the new metadata from the statistics (into the moment when `direct`, else into new_meta) and
+/// its encoders.
+__global__ void gen_params_kernel(GenMoment m, bool direct) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+    with_codec(m.codec, [&](auto tag) {
+      constexpr Codec C = decltype(tag)::value;
+      if constexpr (is_grouped(C)) {
+        GroupStats st;
+        st.max_key = m.stats[2 * g];
+        st.min_key = m.stats[2 * g + 1];
+        GroupMeta meta;
+        const GroupCoder c = group_meta_encoder<C>(st, meta);
+        if (direct) {
+          store_meta<C>(m.scale, m.expo, m.center, g, meta);
+        } else {
+          m.new_meta[3 * g] = meta.scale;
+          m.new_meta[3 * g + 1] = meta.expo;
+          m.new_meta[3 * g + 2] = meta.center;
+        }
+        m.encoders[3 * g] = c.a;
+        m.encoders[3 * g + 1] = c.b;
+        m.encoders[3 * g + 2] = c.c;
+      }
+    });
+  }
+}
+
+__global__ void gen_commit_kernel(GenMoment m) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+    GroupMeta meta;
+    meta.scale = m.new_meta[3 * g];
+    meta.expo = m.new_meta[3 * g + 1];
+    meta.center = m.new_meta[3 * g + 2];
+    m.scale[g] = meta.scale;
+    if (is_expand(m.codec)) {
+      m.expo[g] = meta.expo;
+      m.center[g] = meta.center;
+    }
+  }
+}
+
+/// The element loop of the general step: warps walk [0, n) together (for the warp-level statistics).
+/// write == false: statistics of the new moments only; write == true: param and codes written.
+__global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, const float* grad, int64_t n, GenMoment m,
+                                                            GenMoment v, AdamWScalars scalars, float no_decay,
+                                                            bool write, const __grid_constant__ DecayArgs d) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t start = blockIdx.x * int64_t(blockDim.x) + (threadIdx.x & ~31); start < n; start += stride) {
+    const int64_t i = start + (threadIdx.x & 31);
+    const bool active = i < n;
+    float mi = 0.0f, vi = 0.0f;
+    if (active) {
+      float pi = param[i];
+      mi = gen_decode(m, i);
+      vi = gen_decode(v, i);
+      AdamWScalars sc = scalars;
+      sc.decay = gen_in_decay(d, i) ? scalars.decay : no_decay;
+      adamw_math::adamw_update(pi, grad[i], mi, vi, sc);
+      if (write) {
+        param[i] = pi;
+        gen_encode(m, i, mi);
+        gen_encode(v, i, vi);
+      }
+    }
+    if (!write) {
+      if (is_grouped(m.codec)) gen_add_stats(m.stats, active ? i / m.group_size : 0, mi, active);
+      if (is_grouped(v.codec)) gen_add_stats(v.stats, active ? i / v.group_size : 0, vi, active);
+    }
+  }
+}
+
+__global__ __launch_bounds__(kGenThreads) void gen_quantize_kernel(const float* x, int64_t n, GenMoment m, bool write) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t start = blockIdx.x * int64_t(blockDim.x) + (threadIdx.x & ~31); start < n; start += stride) {
+    const int64_t i = start + (threadIdx.x & 31);
+    const bool active = i < n;
+    const float xi = active ? x[i] : 0.0f;
+    if (write) {
+      if (active) gen_encode(m, i, xi);
+    } else if (is_grouped(m.codec)) {
+      gen_add_stats(m.stats, active ? i / m.group_size : 0, xi, active);
+    }
+  }
+}
+
+__global__ __launch_bounds__(kGenThreads) void gen_decode_kernel(GenMoment m, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = gen_decode(m, i);
+  }
+}
+
+/// Ranges beyond the inline capacity: copied into device arrays by kernels (their values travel as
+/// parameters), so that the host never waits.
+struct RangeChunk {
+  int64_t offset = 0;
+  int count = 0;
+  int64_t begin[kInlineDecayRanges];
+  int64_t end[kInlineDecayRanges];
+};
+
+__global__ void upload_ranges_kernel(const __grid_constant__ RangeChunk c, int64_t* begin, int64_t* end) {
+  const int i = threadIdx.x;
+  if (i < c.count) {
+    begin[c.offset + i] = c.begin[i];
+    end[c.offset + i] = c.end[i];
+  }
+}
+
+// ---- host side ----
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+int log2_exact(int64_t x) {
+  int s = 0;
+  while ((int64_t{1} << s) < x) ++s;
+  return s;
+}
+
+bool fast_groups(const MomentBuffers& b) {
+  if (!is_grouped(b.codec)) return true;
+  const int64_t gs = b.group_size;
+  return gs >= kMinFastGroup && gs <= kTile && (gs & (gs - 1)) == 0;
+}
+
+MomentArgs moment_args(const MomentBuffers& b) {
+  MomentArgs a;
+  a.codes = b.codes.data_ptr();
+  if (is_grouped(b.codec)) {
+    a.scale = b.scale.data<float>();
+    a.group_shift = log2_exact(b.group_size);
+    if (is_expand(b.codec)) {
+      a.expo = b.expo.data<float>();
+      a.center = b.center.data<float>();
+    }
+  }
+  return a;
+}
+
+/// The plan as kernel arguments; ranges beyond the inline capacity go to `storage` (a workspace on the
+/// context of `like`, kept alive by the caller until the launches are queued).
+DecayArgs decay_args(const DecayPlan& plan, const Tensor& like, Tensor& storage) {
+  DecayArgs d;
+  d.all = plan.all ? 1 : 0;
+  const int64_t count = static_cast<int64_t>(plan.begin.size());
+  COAT_CHECK(count < (int64_t{1} << 30), InvalidArgument, "[adamw_step_quantized] too many decay ranges: ", count);
+  d.count = static_cast<int>(count);
+  if (count <= kInlineDecayRanges) {
+    for (int64_t i = 0; i < count; ++i) {
+      d.inline_begin[i] = plan.begin[size_t(i)];
+      d.inline_end[i] = plan.end[size_t(i)];
+    }
+    return d;
+  }
+  storage = Tensor::empty(like.context(), {2 * count}, DType::I64, MemoryCategory::Workspace);
+  int64_t* begin = storage.data<int64_t>();
+  int64_t* end = begin + count;
+  cudaStream_t stream = stream_of(like);
+  for (int64_t offset = 0; offset < count; offset += kInlineDecayRanges) {
+    RangeChunk c;
+    c.offset = offset;
+    c.count = static_cast<int>(std::min<int64_t>(kInlineDecayRanges, count - offset));
+    for (int i = 0; i < c.count; ++i) {
+      c.begin[i] = plan.begin[size_t(offset + i)];
+      c.end[i] = plan.end[size_t(offset + i)];
+    }
+    upload_ranges_kernel<<<1, kInlineDecayRanges, 0, stream>>>(c, begin, end);  // one thread per range
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  }
+  d.begin = begin;
+  d.end = end;
+  return d;
+}
+
+bool codes_aligned(const MomentBuffers& b) {
+  return aligned(b.codes.data_ptr(), kVec * dtype_size(b.codes.dtype()));
+}
+
+template <Codec CM, Codec CV>
+void launch_fused(const StepArgs& a, const DecayArgs& d, const Tensor& like) {
+  auto kernel = fused_step_kernel<CM, CV>;
+  int per_sm = 0;
+  COAT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  const int64_t tiles = (a.n + kTile - 1) / kTile;
+  const int64_t resident =
+      static_cast<int64_t>(std::max(per_sm, 1)) * context_of(like).properties().multiprocessor_count;
+  const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(tiles, resident)));
+  kernel<<<grid, kThreads, 0, stream_of(like)>>>(a, d);
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+/// A GenMoment over b with its workspace (kept alive in `storage`).
+GenMoment gen_moment(const MomentBuffers& b, int64_t n, Tensor& storage, bool with_new_meta) {
+  GenMoment g;
+  g.codec = b.codec;
+  g.codes = b.codes.data_ptr();
+  if (!is_grouped(b.codec)) return g;
+  g.scale = b.scale.data<float>();
+  if (is_expand(b.codec)) {
+    g.expo = b.expo.data<float>();
+    g.center = b.center.data<float>();
+  }
+  g.group_size = b.group_size;
+  g.groups = (n + b.group_size - 1) / b.group_size;
+  const int64_t per_group = 3 + 3 + 2 + (with_new_meta ? 3 : 0);  // 4-byte words
+  storage = Tensor::empty(b.codes.context(), {g.groups * per_group}, DType::F32, MemoryCategory::Workspace);
+  float* w = storage.data<float>();
+  g.decoders = w;
+  g.encoders = w + 3 * g.groups;
+  g.stats = reinterpret_cast<uint32_t*>(w + 6 * g.groups);
+  g.new_meta = with_new_meta ? w + 8 * g.groups : nullptr;
+  return g;
+}
+
+void gen_group_launch(void (*kernel)(GenMoment, bool), const GenMoment& g, bool flag, const Tensor& like) {
+  if (g.groups == 0) return;
+  kernel<<<grid_for(like, g.groups, kGenThreads), kGenThreads, 0, stream_of(like)>>>(g, flag);
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+}  // namespace
+
+void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
+                          const AdamWScalars& with_decay, const AdamWScalars& without_decay, const DecayPlan& decay) {
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  Tensor range_storage;
+  const DecayArgs d = decay_args(decay, param, range_storage);
+  cudaStream_t stream = stream_of(param);
+  if (fast_groups(m) && fast_groups(v)) {
+    StepArgs a;
+    a.param = param.data<float>();
+    a.grad = grad.data<float>();
+    a.n = n;
+    a.m = moment_args(m);
+    a.v = moment_args(v);
+    a.scalars = with_decay;
+    a.no_decay = without_decay.decay;
+    a.vectorized = aligned(a.param, 16) && aligned(a.grad, 16) && codes_aligned(m) && codes_aligned(v);
+    a.prefetch = a.vectorized && aligned(m.codes.data_ptr(), 16) && aligned(v.codes.data_ptr(), 16);
+    dispatch_codec(m.codec, [&](auto cm) {
+      dispatch_codec(v.codec, [&](auto cv) { launch_fused<decltype(cm)::value, decltype(cv)::value>(a, d, param); });
+    });
+    return;
+  }
+  Tensor ws_m, ws_v;
+  const GenMoment gm = gen_moment(m, n, ws_m, true), gv = gen_moment(v, n, ws_v, true);
+  gen_group_launch(gen_prepare_kernel, gm, true, param);
+  gen_group_launch(gen_prepare_kernel, gv, true, param);
+  const unsigned grid = grid_for(param, n, kGenThreads);
+  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv, with_decay,
+                                                 without_decay.decay, false, d);
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+  gen_group_launch(gen_params_kernel, gm, false, param);
+  gen_group_launch(gen_params_kernel, gv, false, param);
+  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv, with_decay,
+                                                 without_decay.decay, true, d);
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+  if (gm.groups > 0) {
+    gen_commit_kernel<<<grid_for(param, gm.groups, kGenThreads), kGenThreads, 0, stream>>>(gm);
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  }
+  if (gv.groups > 0) {
+    gen_commit_kernel<<<grid_for(param, gv.groups, kGenThreads), kGenThreads, 0, stream>>>(gv);
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  }
+}
+
+void quantize_moment(const Tensor& values, MomentBuffers& out) {
+  const int64_t n = values.numel();
+  if (n == 0) return;
+  Tensor ws;
+  const GenMoment g = gen_moment(out, n, ws, false);
+  cudaStream_t stream = stream_of(values);
+  const unsigned grid = grid_for(values, n, kGenThreads);
+  if (is_grouped(out.codec)) {
+    gen_group_launch(gen_prepare_kernel, g, false, values);
+    gen_quantize_kernel<<<grid, kGenThreads, 0, stream>>>(values.data<float>(), n, g, false);
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+    gen_group_launch(gen_params_kernel, g, true, values);
+  }
+  gen_quantize_kernel<<<grid, kGenThreads, 0, stream>>>(values.data<float>(), n, g, true);
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+void dequantize_moment(const MomentBuffers& m, Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  Tensor ws;
+  const GenMoment g = gen_moment(m, n, ws, false);
+  gen_group_launch(gen_prepare_kernel, g, true, out);
+  gen_decode_kernel<<<grid_for(out, n, kGenThreads), kGenThreads, 0, stream_of(out)>>>(g, n, out.data<float>());
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+}  // namespace coat::cuda

@@ -1,0 +1,55 @@
+#include "coat/nn/packed_attention.h"
+
+#include "coat/core/nvtx.h"
+#include "coat/ops/attention.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/rope.h"
+
+namespace coat::nn {
+
+namespace {
+
+/// The q, k and v heads of a packed [B, T, Hq + 2 Hkv, Dh] tensor as views (no copies).
+struct HeadViews {
+  Tensor q, k, v;
+};
+
+HeadViews split_heads(const Tensor& packed, int64_t hq, int64_t hkv) {
+  return {packed.slice(2, 0, hq), packed.slice(2, hq, hq + hkv), packed.slice(2, hq + hkv, hq + 2 * hkv)};
+}
+
+}  // namespace
+
+autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
+                               int64_t dh, double theta, double scale) {
+  const NvtxRange range("packed_attention");
+  const Shape& shape = qkv.shape();
+  COAT_ARG_CHECK(hq > 0 && hkv > 0 && dh > 0 && hq % hkv == 0, "packed_attention", "heads hq = ", hq,
+                 ", hkv = ", hkv, " and head dimension ", dh, " must be positive with hq a multiple of hkv");
+  COAT_ARG_CHECK(shape.size() == 3 && shape[2] == (hq + 2 * hkv) * dh, "packed_attention", "qkv has shape ",
+                 shape_str(shape), "; expected [B, T, (hq + 2 hkv) * dh] = [B, T, ", (hq + 2 * hkv) * dh,
+                 "]");
+  COAT_ARG_CHECK(qkv.value.is_contiguous(), "packed_attention", "qkv ", shape_str(shape),
+                 " must be contiguous");
+  const int64_t batch = shape[0], seq = shape[1];
+  Tensor packed = qkv.value.reshape({batch, seq, hq + 2 * hkv, dh});
+  ops::rope_(packed, theta, /*position_offset=*/0, /*inverse=*/false, /*rotary_heads=*/hq + hkv);
+  const HeadViews in = split_heads(packed, hq, hkv);
+  ops::AttentionForward f = ops::attention_forward(in.q, in.k, in.v, scale);
+  Tensor out = f.out.reshape({batch, seq, hq * dh});
+  return tape.record(
+      "packed_attention", std::move(out), {qkv}, {packed, f.out, f.lse},
+      [hq, hkv, theta, scale](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
+        const Tensor& rotated = s[0];
+        const Tensor& o = s[1];
+        const HeadViews in = split_heads(rotated, hq, hkv);
+        Tensor dqkv = Tensor::empty(rotated.context(), rotated.shape(), rotated.dtype());
+        HeadViews d = split_heads(dqkv, hq, hkv);
+        ops::attention_backward(ops::contiguous(dy).reshape(o.shape()), in.q, in.k, in.v, o, s[2], scale, d.q,
+                                d.k, d.v);
+        ops::rope_(dqkv, theta, /*position_offset=*/0, /*inverse=*/true, /*rotary_heads=*/hq + hkv);
+        return {dqkv.reshape({rotated.size(0), rotated.size(1), rotated.size(2) * rotated.size(3)})};
+      });
+}
+
+}  // namespace coat::nn

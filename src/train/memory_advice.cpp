@@ -1,0 +1,132 @@
+#include "coat/train/memory_advice.h"
+
+#include <cstdio>
+#include <vector>
+
+namespace coat::train {
+
+namespace {
+
+// Bytes per element of one AdamW moment stored as `dtype` (optim.state_dtype's values). The FP8 storages
+// keep an F32 scale per group (fp8) or a scale and an expansion exponent per group (fp8_expand).
+double moment_bytes(const std::string& dtype, int64_t group_size) {
+  const double groups = 1.0 / static_cast<double>(group_size);
+  if (dtype == "bf16") return 2.0;
+  if (dtype == "fp8") return 1.0 + 4.0 * groups;
+  if (dtype == "fp8_expand") return 1.0 + 8.0 * groups;
+  return 4.0;
+}
+
+std::string recipe_words(const TrainConfig& c) {
+  if (c.precision.recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
+  std::string words = "bf16: BF16 compute weights and activations, FP32 masters, gradients and AdamW states";
+  if (c.precision.recipe != "bf16")
+    words = "planned as " + words + " (the " + c.precision.recipe + " recipe is not available yet)";
+  return words;
+}
+
+size_t planned_total(TrainConfig c, int64_t micro_batch, const std::string& recompute) {
+  c.train.micro_batch_size = micro_batch;
+  c.train.recompute = recompute;
+  return memory_plan(c).total();
+}
+
+}  // namespace
+
+models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
+  models::MemoryPlanInput in;
+  in.micro_batch_size = c.train.micro_batch_size;
+  in.seq_len = c.data.seq_len;
+  in.param_dtype = DType::F32;
+  in.compute_dtype = c.precision.recipe == "fp32" ? DType::F32 : DType::BF16;
+  const std::string m = c.optim.exp_avg_dtype.empty() ? c.optim.state_dtype : c.optim.exp_avg_dtype;
+  const std::string v = c.optim.exp_avg_sq_dtype.empty() ? c.optim.state_dtype : c.optim.exp_avg_sq_dtype;
+  in.optimizer_bytes_per_param =
+      moment_bytes(m, c.optim.state_group_size) + moment_bytes(v, c.optim.state_group_size);
+  in.recompute = c.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None;
+  in.device = c.train.device == "cuda" ? Device::cuda(0) : Device::cpu();
+  return in;
+}
+
+models::MemoryPlan memory_plan(const TrainConfig& c) {
+  return models::plan_memory(c.model, memory_plan_input(c));
+}
+
+std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
+  const models::MemoryPlan plan = memory_plan(c);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "memory plan per device (%s, micro-batch %lld x %lld tokens, %s; train.recompute = %s):\n",
+                c.train.device.c_str(), static_cast<long long>(c.train.micro_batch_size),
+                static_cast<long long>(c.data.seq_len), recipe_words(c).c_str(), c.train.recompute.c_str());
+  std::string out = line + plan.str();
+  if (device_bytes == 0) return out;
+  const bool cuda = c.train.device == "cuda";
+  const size_t reserve = cuda ? kCudaContextReserveBytes : 0;
+  const size_t usable = device_bytes > reserve ? device_bytes - reserve : 0;
+  const auto fmt = [](size_t b) { return models::format_bytes(static_cast<double>(b)); };
+  std::snprintf(
+      line, sizeof line, "device memory: %s%s", fmt(device_bytes).c_str(),
+      cuda ? (", of which about " + fmt(reserve) + " go to the CUDA context and libraries").c_str() : "");
+  out += line;
+  if (plan.total() <= usable) {
+    return out + ": the plan fits with " + fmt(usable - plan.total()) + " to spare\n";
+  }
+  out += ": the plan needs " + fmt(plan.total() - usable) + " more than the " + fmt(usable) + " available\n";
+
+  std::vector<std::string> suggestions;
+  const int64_t global = c.train.global_batch_size;
+  const int64_t micro = c.train.micro_batch_size;
+  const auto fits = [&](int64_t mb, const std::string& rc) { return planned_total(c, mb, rc) <= usable; };
+  const auto largest_fitting = [&](const std::string& rc) -> int64_t {
+    for (int64_t mb = micro; mb >= 1; --mb) {
+      if (global % mb == 0 && fits(mb, rc)) return mb;
+    }
+    return 0;
+  };
+  const auto describe = [&](int64_t mb, const std::string& rc) {
+    std::string s;
+    if (mb != micro) {
+      s += "train.micro_batch_size=" + std::to_string(mb) + " (" + std::to_string(global / mb) +
+           " micro-batches per step)";
+    }
+    if (rc != c.train.recompute) s += std::string(s.empty() ? "" : " with ") + "train.recompute=" + rc;
+    return s + ": " + fmt(planned_total(c, mb, rc));
+  };
+  const int64_t as_configured = largest_fitting(c.train.recompute);
+  if (c.train.recompute != "blocks") {
+    const int64_t recomputing = largest_fitting("blocks");
+    if (recomputing == micro) suggestions.push_back(describe(micro, "blocks"));
+    if (as_configured > 0) suggestions.push_back(describe(as_configured, c.train.recompute));
+    if (recomputing > 0 && recomputing != micro && recomputing > as_configured) {
+      suggestions.push_back(describe(recomputing, "blocks"));
+    }
+  } else if (as_configured > 0) {
+    suggestions.push_back(describe(as_configured, c.train.recompute));
+  }
+  if (suggestions.empty()) {
+    const models::MemoryPlan plan_one = [&] {
+      TrainConfig one = c;
+      one.train.micro_batch_size = 1;
+      one.train.recompute = "blocks";
+      return memory_plan(one);
+    }();
+    const size_t fixed =
+        plan_one.bytes(MemoryCategory::Weights) + plan_one.bytes(MemoryCategory::MasterWeights) +
+        plan_one.bytes(MemoryCategory::Gradients) + plan_one.bytes(MemoryCategory::OptimizerState);
+    std::string s = "nothing fits at train.micro_batch_size=1 with train.recompute=blocks (" +
+                    fmt(plan_one.total()) + ")";
+    if (fixed > usable) {
+      s += ": the weights, gradients and AdamW states alone take " + fmt(fixed) +
+           "; shard them over more GPUs, or store the AdamW moments in less (optim.state_dtype = bf16, fp8)";
+    } else {
+      s += "; shorten data.seq_len";
+    }
+    suggestions.push_back(s);
+  }
+  out += "suggestions:\n";
+  for (const std::string& s : suggestions) out += "  - " + s + "\n";
+  return out;
+}
+
+}  // namespace coat::train

@@ -1,0 +1,326 @@
+// CUDA compressed optimizer moments (coat/ops/quantized_moment.h) against the CPU backend on random, non-zero
+// inputs: the fused AdamW step for every pair of encodings, the general path (other group sizes), many decay
+// ranges, unaligned views, quantize / dequantize; plus a disabled bandwidth benchmark.
+//
+// Tolerance: exact bytes everywhere (params, codes, scale, expo, center). Both backends run the scalar code of
+// moment_codec.h and adamw_math::adamw_update, one IEEE operation (or explicit fma) at a time; the group
+// statistics are exact max / min of keys, independent of the reduction order.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "coat/core/random_generator.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/optimizer.h"
+#include "coat/ops/quantized_moment.h"
+#include "coat/ops/runtime.h"
+#include "cuda_test_util.h"
+
+#ifdef COAT_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/cuda_context.h"
+#endif
+
+namespace coat {
+namespace {
+
+using ops::DecayRange;
+using ops::MomentEncoding;
+using ops::MomentSpec;
+using ops::QuantizedMoment;
+
+class CudaQuantizedAdamW : public test::CudaTest {};
+
+MomentSpec spec_of(MomentEncoding e, DType fmt = DType::E4M3, int64_t group = 128) {
+  MomentSpec s;
+  s.encoding = e;
+  s.fp8 = fmt;
+  s.group_size = group;
+  return s;
+}
+
+/// The six encodings of the brief: F32, BF16, FP8 E4M3 / E5M2, FP8Expand E4M3 / E5M2.
+std::vector<MomentSpec> all_specs(int64_t group = 128) {
+  return {spec_of(MomentEncoding::F32),
+          spec_of(MomentEncoding::BF16),
+          spec_of(MomentEncoding::FP8, DType::E4M3, group),
+          spec_of(MomentEncoding::FP8, DType::E5M2, group),
+          spec_of(MomentEncoding::FP8Expand, DType::E4M3, group),
+          spec_of(MomentEncoding::FP8Expand, DType::E5M2, group)};
+}
+
+/// Non-zero gradients, normal with per-64-element row scales in [1e-3, 1].
+Tensor random_grad(const ContextPtr& ctx, int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> g(static_cast<size_t>(n));
+  float scale = 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 64 == 0) scale = std::pow(10.0f, -3.0f * u(gen));
+    float x = normal(gen);
+    if (x == 0.0f) x = 1.0f;
+    g[size_t(i)] = scale * x;
+  }
+  return ops::from_vector(ctx, {n}, DType::F32, g);
+}
+
+Tensor random_param(const ContextPtr& ctx, int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> p(static_cast<size_t>(n));
+  for (float& x : p) x = normal(gen);
+  return ops::from_vector(ctx, {n}, DType::F32, p);
+}
+
+QuantizedMoment to_device(const QuantizedMoment& m, const ContextPtr& ctx) {
+  QuantizedMoment d = m;
+  d.codes = ops::to(m.codes, ctx);
+  if (m.scale.defined()) d.scale = ops::to(m.scale, ctx);
+  if (m.expo.defined()) d.expo = ops::to(m.expo, ctx);
+  if (m.center.defined()) d.center = ops::to(m.center, ctx);
+  return d;
+}
+
+ops::AdamWHyper hyper(int64_t step) {
+  ops::AdamWHyper h;
+  h.lr = 1e-3f;
+  h.weight_decay = 0.1f;
+  h.grad_scale = 0.37f;
+  h.step = step;
+  return h;
+}
+
+/// Exact bytes of every tensor of the two moments, named in the failure message.
+void expect_same_moment(const QuantizedMoment& gpu, const QuantizedMoment& cpu, const std::string& what) {
+  const auto a = gpu.tensors(), b = cpu.tensors();
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::vector<uint8_t> x = ops::to_bytes(a[i].second), y = ops::to_bytes(b[i].second);
+    ASSERT_EQ(x.size(), y.size()) << what << a[i].first;
+    size_t first = 0;
+    while (first < x.size() && x[first] == y[first]) ++first;
+    ASSERT_EQ(first, x.size()) << what << " '" << a[i].first << "' differs first at byte " << first;
+  }
+}
+
+/// CPU moments after `warm` CPU steps (realistic states), then `steps` steps on both devices from copies of
+/// that state, compared after every step.
+void run_and_compare(const ContextPtr& cpu, const ContextPtr& gpu, int64_t n, const MomentSpec& ms,
+                     const MomentSpec& vs, const std::vector<DecayRange>& ranges, int warm, int steps,
+                     int64_t offset = 0) {
+  const std::string what = "m " + ops::moment_spec_str(ms) + ", v " + ops::moment_spec_str(vs) + ": ";
+  // offset > 0: param, grad and m codes are views starting `offset` elements into their storage.
+  Tensor p_all = random_param(cpu, n + offset, 1);
+  Tensor p_c = p_all.slice(0, offset, n + offset);
+  QuantizedMoment m_c = ops::make_moment(cpu, n, ms, MemoryCategory::OptimizerState);
+  QuantizedMoment v_c = ops::make_moment(cpu, n, vs, MemoryCategory::OptimizerState);
+  for (int s = 1; s <= warm; ++s)
+    ops::adamw_step_quantized(p_c, random_grad(cpu, n, 100 + s), m_c, v_c, hyper(s), ranges);
+  Tensor p_g_all = ops::to(p_all, gpu);
+  Tensor p_g = p_g_all.slice(0, offset, n + offset);
+  QuantizedMoment m_g = to_device(m_c, gpu), v_g = to_device(v_c, gpu);
+  if (offset > 0) {
+    Tensor codes_all = ops::zeros(gpu, {n + offset}, m_c.codes.dtype(), MemoryCategory::OptimizerState);
+    Tensor view = codes_all.slice(0, offset, n + offset);
+    ops::copy_(view, m_g.codes);
+    m_g.codes = view;
+  }
+  for (int s = warm + 1; s <= warm + steps; ++s) {
+    Tensor g_c = random_grad(cpu, n + offset, 200 + s).slice(0, offset, n + offset);
+    Tensor g_g = ops::to(g_c, gpu);
+    if (offset > 0) {
+      Tensor g_all = ops::zeros(gpu, {n + offset}, DType::F32);
+      Tensor view = g_all.slice(0, offset, n + offset);
+      ops::copy_(view, g_g);
+      g_g = view;
+    }
+    const ops::AdamWHyper h = hyper(s == warm + steps && steps > 2 ? 1000 : s);
+    ops::adamw_step_quantized(p_c, g_c, m_c, v_c, h, ranges);
+    ops::adamw_step_quantized(p_g, g_g, m_g, v_g, h, ranges);
+    ASSERT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c)) << what << "param after step " << s;
+    expect_same_moment(m_g, m_c, what + "m after step " + std::to_string(s));
+    expect_same_moment(v_g, v_c, what + "v after step " + std::to_string(s));
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+TEST_F(CudaQuantizedAdamW, EveryEncodingPairIsBitIdenticalToCpu) {
+  const int64_t n = 3 * 128 * 1000 + 77;  // a partial tile and a partial group at the end
+  const std::vector<DecayRange> ranges = {{0, 1000}, {1000, 5000}, {7001, 200000}, {200003, 384000}};
+  for (const MomentSpec& ms : all_specs())
+    for (const MomentSpec& vs : all_specs()) {
+      run_and_compare(cpu, gpu, n, ms, vs, ranges, 2, 3);
+      if (HasFatalFailure()) return;
+    }
+}
+
+TEST_F(CudaQuantizedAdamW, OneStepFromZeroMoments) {
+  const int64_t n = 3 * 128 * 1000 + 77;
+  for (const MomentSpec& ms : all_specs())
+    for (const MomentSpec& vs : all_specs()) {
+      run_and_compare(cpu, gpu, n, ms, vs, {{0, n}}, 0, 1);
+      if (HasFatalFailure()) return;
+    }
+}
+
+TEST_F(CudaQuantizedAdamW, GeneralPathGroupSizes) {
+  // Group sizes outside the fast path (not a power of two in [4, 1024]) and mixed sizes; the smallest and
+  // largest fast ones too.
+  const int64_t n = 200'003;
+  const std::vector<std::pair<int64_t, int64_t>> sizes = {{1, 2}, {100, 128}, {4096, 65536}, {128, 100},
+                                                          {4, 1024}, {2048, 64}, {3, 3}};
+  for (auto [gm, gv] : sizes) {
+    for (MomentEncoding e : {MomentEncoding::FP8, MomentEncoding::FP8Expand}) {
+      run_and_compare(cpu, gpu, n, spec_of(e, DType::E4M3, gm), spec_of(MomentEncoding::FP8Expand, DType::E5M2, gv),
+                      {{5, 150'000}}, 2, 2);
+      if (HasFatalFailure()) return;
+    }
+    run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::FP8, DType::E5M2, gv), {}, 1, 1);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST_F(CudaQuantizedAdamW, ManyDecayRanges) {
+  const int64_t n = 300'007;
+  // 400 ranges (more than travel inline), some touching (merged), some empty, some tiny.
+  std::vector<DecayRange> ranges;
+  int64_t at = 3;
+  for (int i = 0; i < 400; ++i) {
+    const int64_t len = (i % 7 == 0) ? 0 : (i % 5 == 0 ? 1 : 17 * (i % 13) + 5);
+    ranges.push_back({at, at + len});
+    at += len + (i % 3 == 0 ? 0 : 1 + (i * 37) % 500);
+  }
+  ASSERT_LE(at, n);
+  const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  run_and_compare(cpu, gpu, n, ex, ex, ranges, 1, 2);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::F32), spec_of(MomentEncoding::BF16), ranges, 1, 1);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, ranges, 1, 1);  // general path
+  std::vector<DecayRange> few(ranges.begin(), ranges.begin() + 50);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, few, 1, 1);
+}
+
+TEST_F(CudaQuantizedAdamW, UnalignedViews) {
+  const int64_t n = 100'003;
+  const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  run_and_compare(cpu, gpu, n, ex, ex, {{0, n}}, 1, 2, 1);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::F32), {{0, 777}}, 1, 1, 3);
+}
+
+TEST_F(CudaQuantizedAdamW, QuantizeAndDequantizeMatchCpu) {
+  const int64_t n = 100'003;
+  Tensor values = random_grad(cpu, n, 7);
+  Tensor values_g = ops::to(values, gpu);
+  for (int64_t group : {int64_t{4}, int64_t{128}, int64_t{100}, int64_t{65536}}) {
+    for (const MomentSpec& spec : all_specs(group)) {
+      const std::string what = ops::moment_spec_str(spec);
+      QuantizedMoment c = ops::make_moment(cpu, n, spec, MemoryCategory::OptimizerState);
+      QuantizedMoment g = ops::make_moment(gpu, n, spec, MemoryCategory::OptimizerState);
+      ops::quantize_moment(values, c);
+      ops::quantize_moment(values_g, g);
+      expect_same_moment(g, c, what + " quantize");
+      const Tensor dc = ops::dequantize_moment(c), dg = ops::dequantize_moment(g);
+      ASSERT_EQ(dg.device(), Device::cuda(0));
+      ASSERT_EQ(ops::to_bytes(dg), ops::to_bytes(dc)) << what << " dequantize";
+    }
+  }
+}
+
+// ---- timing (run with --gtest_also_run_disabled_tests) ----
+
+#ifdef COAT_WITH_CUDA
+template <typename Fn>
+double median_ms(cudaStream_t stream, int reps, Fn&& fn) {
+  cudaEvent_t start, stop;
+  COAT_CUDA_CHECK(cudaEventCreate(&start));
+  COAT_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 2; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    COAT_CUDA_CHECK(cudaEventRecord(start, stream));
+    fn();
+    COAT_CUDA_CHECK(cudaEventRecord(stop, stream));
+    COAT_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0.0f;
+    COAT_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  COAT_CUDA_CHECK(cudaEventDestroy(start));
+  COAT_CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+#endif
+
+TEST_F(CudaQuantizedAdamW, DISABLED_Bandwidth) {
+#ifdef COAT_WITH_CUDA
+  cudaStream_t stream = static_cast<cuda::CudaContext&>(*gpu).stream();
+  std::printf("device: %s\n", static_cast<cuda::CudaContext&>(*gpu).properties().str().c_str());
+  RandomGenerator rng{1, 0};
+  const int64_t n = 200'000'000;
+  double copy_gbs = 0.0;
+  {
+    Tensor src = ops::zeros(gpu, {n}, DType::F32), dst = ops::zeros(gpu, {n}, DType::F32);
+    const double ms = median_ms(stream, 10, [&] {
+      COAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), size_t(n) * 4, cudaMemcpyDeviceToDevice, stream));
+    });
+    copy_gbs = 8.0 * n / ms / 1e6;
+    std::printf("[bw] D2D cudaMemcpy %.0f MB: %.3f ms, %.0f GB/s (read + write)\n", 4.0 * n / 1e6, ms, copy_gbs);
+  }
+  Tensor p = Tensor::empty(gpu, {n}, DType::F32), g = Tensor::empty(gpu, {n}, DType::F32);
+  ops::normal_(p, rng, 0.0f, 1.0f);
+  ops::normal_(g, rng, 0.0f, 0.01f);
+  // A realistic decay layout: 96 matrices with a norm vector (no decay) after each.
+  std::vector<DecayRange> layout;
+  for (int64_t i = 0; i < 96; ++i) layout.push_back({i * (n / 96), (i + 1) * (n / 96) - 4096});
+  struct Case {
+    MomentSpec m, v;
+    std::vector<DecayRange> ranges;
+    const char* ranges_name;
+  };
+  const MomentSpec ex4 = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  const std::vector<Case> cases = {
+      {ex4, ex4, {{0, n}}, "all"},
+      {ex4, ex4, layout, "96 ranges"},
+      {ex4, spec_of(MomentEncoding::FP8Expand, DType::E5M2), {{0, n}}, "all"},
+      {spec_of(MomentEncoding::FP8, DType::E4M3), spec_of(MomentEncoding::FP8, DType::E4M3), {{0, n}}, "all"},
+      {spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::BF16), {{0, n}}, "all"},
+      {spec_of(MomentEncoding::F32), spec_of(MomentEncoding::F32), {{0, n}}, "all"},
+  };
+  for (const Case& c : cases) {
+    QuantizedMoment m = ops::make_moment(gpu, n, c.m, MemoryCategory::OptimizerState);
+    QuantizedMoment v = ops::make_moment(gpu, n, c.v, MemoryCategory::OptimizerState);
+    int64_t step = 0;
+    for (int i = 0; i < 3; ++i) ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges);  // realistic states
+    const double ms = median_ms(stream, 10, [&] { ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges); });
+    // Bytes moved: grad read, param read + write, codes and metadata read + write.
+    const double bytes = 12.0 * n + 2.0 * static_cast<double>(m.bytes() + v.bytes());
+    const double gbs = bytes / ms / 1e6;
+    std::printf("[bw] adamw_step_quantized %lld params, m %s, v %s, decay %s: %.3f ms, %.0f GB/s (%.2f B/param) = "
+                "%.0f%% of copy\n",
+                static_cast<long long>(n), ops::moment_spec_str(c.m).c_str(), ops::moment_spec_str(c.v).c_str(),
+                c.ranges_name, ms, gbs, bytes / n, 100.0 * gbs / copy_gbs);
+  }
+  {
+    Tensor m = ops::zeros(gpu, {n}, DType::F32), v = ops::zeros(gpu, {n}, DType::F32);
+    int64_t step = 0;
+    const double ms = median_ms(stream, 10, [&] { ops::adamw_step(p, g, m, v, hyper(++step)); });
+    const double gbs = 28.0 * n / ms / 1e6;
+    std::printf("[bw] reference ops::adamw_step f32: %.3f ms, %.0f GB/s (28 B/param) = %.0f%% of copy\n", ms, gbs,
+                100.0 * gbs / copy_gbs);
+  }
+#endif
+}
+
+}  // namespace
+}  // namespace coat

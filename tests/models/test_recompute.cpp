@@ -1,0 +1,111 @@
+// Activation recomputation per block: bit-identical loss and gradients to keeping every activation (the
+// model has no dropout, and the CPU kernels are deterministic), in F32 and in BF16 compute, for Llama
+// (grouped KV heads, untied head) and OLMo (LayerNorm, tied head); and the tape keeps exactly the block
+// internals less.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "coat/autograd/tape.h"
+#include "coat/models/transformer.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/runtime.h"
+
+namespace coat::models {
+namespace {
+
+ModelConfig tiny(Architecture arch) {
+  ModelConfig c;
+  c.architecture = arch;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = arch == Architecture::Llama ? 2 : 4;
+  c.vocab_size = 50;
+  c.max_position_embeddings = 32;
+  c.tie_word_embeddings = arch == Architecture::Olmo;
+  c.initializer_range = 0.2;
+  return c;
+}
+
+struct Pass {
+  double loss = 0.0;
+  size_t saved_bytes = 0;
+  std::vector<std::vector<uint8_t>> grads;  // per unit
+  std::vector<uint8_t> logits;
+};
+
+Pass run(Transformer& model, Recompute recompute, const Tensor& ids, const Tensor& targets) {
+  model.set_recompute(recompute);
+  model.zero_grad();
+  Pass p;
+  {
+    autograd::Tape tape;
+    nn::LossOutput out = model.forward(tape, ids, targets, -1, 1.0 / static_cast<double>(ids.numel()));
+    p.loss = out.loss_sum;
+    p.saved_bytes = tape.saved_bytes();
+    tape.backward(out.root, ops::full(model.context(), {1}, 1.0, DType::F64));
+  }
+  for (const ParamUnit& u : model.units()) p.grads.push_back(ops::to_bytes(u.grad));
+  p.logits = ops::to_bytes(model.logits(ids));
+  return p;
+}
+
+class Recomputation : public ::testing::TestWithParam<std::tuple<Architecture, DType>> {};
+
+TEST_P(Recomputation, GradientsAreBitIdenticalAndSavedBytesDrop) {
+  const auto [arch, compute] = GetParam();
+  const ModelConfig config = tiny(arch);
+  auto ctx = ops::make_context(Device::cpu());
+  Transformer model(config, ctx, DType::F32, true, compute);
+  model.init(11);
+  const int64_t batch = 2, seq = 16;
+  std::mt19937 rng(5);
+  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
+  for (size_t i = 0; i < ids_v.size(); ++i) {
+    ids_v[i] = static_cast<double>(rng() % 50);
+    targets_v[i] = static_cast<double>(rng() % 50);
+  }
+  const Tensor ids = ops::from_vector(ctx, {batch, seq}, DType::I32, ids_v);
+  const Tensor targets = ops::from_vector(ctx, {batch, seq}, DType::I32, targets_v);
+
+  const Pass keep = run(model, Recompute::None, ids, targets);
+  const Pass again = run(model, Recompute::Blocks, ids, targets);
+  EXPECT_EQ(again.loss, keep.loss);
+  ASSERT_EQ(again.grads.size(), keep.grads.size());
+  for (size_t u = 0; u < keep.grads.size(); ++u)
+    EXPECT_EQ(again.grads[u], keep.grads[u]) << model.units()[u].name;
+  EXPECT_EQ(again.logits, keep.logits);
+
+  // Without recomputation each block also keeps (beyond its input) its two norm outputs, q and k after RoPE,
+  // v, the attention output, the residual after attention (5 h + 2 kv values per token), gate, up and their
+  // product (3 ffn), the norms' statistics (rstd, or mean and rstd) and the attention's log-sum-exp (F32).
+  const auto tokens = static_cast<size_t>(batch * seq);
+  const auto h = static_cast<size_t>(config.hidden_size), ffn = static_cast<size_t>(config.intermediate_size);
+  const auto kv = static_cast<size_t>(config.num_key_value_heads * config.head_dim());
+  const size_t stats_per_norm = arch == Architecture::Llama ? 1 : 2;
+  const size_t per_block = tokens * (5 * h + 2 * kv + 3 * ffn) * dtype_size(compute) +
+                           tokens * 2 * stats_per_norm * 4 +
+                           tokens * static_cast<size_t>(config.num_attention_heads) * 4;
+  EXPECT_EQ(keep.saved_bytes - again.saved_bytes, static_cast<size_t>(config.num_hidden_layers) * per_block);
+  // What is left: each block's input, the final norm's input, statistics and output, the logits' gradient and
+  // the token ids.
+  const size_t v = dtype_size(compute);
+  EXPECT_EQ(again.saved_bytes, static_cast<size_t>(config.num_hidden_layers) * tokens * h * v +
+                                   2 * tokens * h * v + tokens * stats_per_norm * 4 +
+                                   tokens * static_cast<size_t>(config.vocab_size) * v + tokens * 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaAndOlmo, Recomputation,
+                         ::testing::Combine(::testing::Values(Architecture::Llama, Architecture::Olmo),
+                                            ::testing::Values(DType::F32, DType::BF16)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == Architecture::Llama ? "Llama"
+                                                                                             : "Olmo") +
+                                  (std::get<1>(info.param) == DType::F32 ? "F32" : "BF16");
+                         });
+
+}  // namespace
+}  // namespace coat::models
