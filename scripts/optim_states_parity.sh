@@ -20,10 +20,11 @@ recipe=fp32
 [ "$device" = cuda ] && recipe=bf16
 common=(--config "$config" --device "$device" --set precision.recipe=$recipe --set train.max_steps="$steps"
         --set train.eval_interval=$((steps / 4)) --set checkpoint.interval=0 --set logging.progress=off)
+mkdir -p "$out"
 for states in fp32 fp8_expand fp8; do
-  rm -rf "$out/$states"
+  rm -rf "${out:?}/$states"
   "$build_dir/coat-train" "${common[@]}" --set optim.state_dtype=$states --set logging.run_dir="$out/$states" \
-    >"$out.$states.log" 2>&1 || { tail -20 "$out.$states.log"; exit 1; }
+    >"$out/$states.log" 2>&1 || { tail -20 "$out/$states.log"; exit 1; }
 done
 python3 - "$out" <<'PY'
 import json, sys

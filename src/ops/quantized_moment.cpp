@@ -1,6 +1,8 @@
 // Compressed optimizer moments: validation here, kernels in the backends.
 #include "coat/ops/quantized_moment.h"
 
+#include "coat/ops/copy.h"
+
 #include <cmath>
 #include <string_view>
 
@@ -18,7 +20,9 @@ constexpr int64_t kMaxGroupSize = 65536;
 
 using moment_codec::Codec;
 
-bool is_grouped(MomentEncoding e) { return e == MomentEncoding::FP8 || e == MomentEncoding::FP8Expand; }
+bool is_grouped(MomentEncoding e) {
+  return e == MomentEncoding::FP8 || e == MomentEncoding::FP8Expand;
+}
 
 std::string_view encoding_name(MomentEncoding e) {
   switch (e) {
@@ -57,8 +61,8 @@ void check_f32_vector(const Tensor& t, const char* op, const char* name, int64_t
   COAT_ARG_CHECK(t.defined(), op, name, " is undefined");
   COAT_ARG_CHECK(t.dtype() == DType::F32, op, name, " has dtype ", dtype_name(t.dtype()), "; expected f32");
   COAT_ARG_CHECK(t.is_contiguous(), op, name, " ", t.str(), " must be contiguous");
-  COAT_ARG_CHECK(t.numel() == numel, op, name, " has ", t.numel(), " elements ", shape_str(t.shape()), "; expected ",
-                 numel);
+  COAT_ARG_CHECK(t.numel() == numel, op, name, " has ", t.numel(), " elements ", shape_str(t.shape()),
+                 "; expected ", numel);
   COAT_ARG_CHECK(t.device() == device, op, name, " is on ", t.device().str(), "; expected ", device.str());
 }
 
@@ -72,11 +76,11 @@ void check_moment(const QuantizedMoment& m, const char* op, const char* role) {
   COAT_ARG_CHECK(m.numel >= 0, op, role, " numel ", m.numel, " must be >= 0");
   COAT_ARG_CHECK(m.codes.defined(), op, role, " codes are undefined (make the moment with make_moment)");
   const DType want = moment_codec::code_dtype(codec_of(m.spec));
-  COAT_ARG_CHECK(m.codes.dtype() == want, op, role, " codes have dtype ", dtype_name(m.codes.dtype()), " but ",
-                 moment_spec_str(m.spec), " stores ", dtype_name(want));
+  COAT_ARG_CHECK(m.codes.dtype() == want, op, role, " codes have dtype ", dtype_name(m.codes.dtype()),
+                 " but ", moment_spec_str(m.spec), " stores ", dtype_name(want));
   COAT_ARG_CHECK(m.codes.is_contiguous(), op, role, " codes ", m.codes.str(), " must be contiguous");
-  COAT_ARG_CHECK(m.codes.numel() == m.numel, op, role, " codes have ", m.codes.numel(), " elements but numel is ",
-                 m.numel);
+  COAT_ARG_CHECK(m.codes.numel() == m.numel, op, role, " codes have ", m.codes.numel(),
+                 " elements but numel is ", m.numel);
   const Device device = m.codes.device();
   const int64_t groups = m.groups();
   if (is_grouped(m.spec.encoding)) {
@@ -123,8 +127,8 @@ moment_codec::DecayPlan decay_plan(const std::vector<DecayRange>& ranges, int64_
   int64_t previous_end = 0;
   for (size_t i = 0; i < ranges.size(); ++i) {
     const DecayRange& r = ranges[i];
-    COAT_ARG_CHECK(r.begin >= 0 && r.begin <= r.end && r.end <= numel, op, "decay range ", i, " [", r.begin, ", ",
-                   r.end, ") is not within [0, ", numel, ") or has end < begin");
+    COAT_ARG_CHECK(r.begin >= 0 && r.begin <= r.end && r.end <= numel, op, "decay range ", i, " [", r.begin,
+                   ", ", r.end, ") is not within [0, ", numel, ") or has end < begin");
     COAT_ARG_CHECK(r.begin >= previous_end, op, "decay range ", i, " [", r.begin, ", ", r.end,
                    ") overlaps or precedes the range before it (ending at ", previous_end,
                    "); ranges must be sorted and non-overlapping");
@@ -170,7 +174,9 @@ std::string moment_spec_str(const MomentSpec& spec) {
   return s;
 }
 
-int64_t QuantizedMoment::groups() const { return group_count(numel, spec); }
+int64_t QuantizedMoment::groups() const {
+  return group_count(numel, spec);
+}
 
 size_t QuantizedMoment::bytes() const {
   size_t total = 0;
@@ -187,7 +193,8 @@ std::vector<std::pair<std::string, Tensor>> QuantizedMoment::tensors() const {
   return out;
 }
 
-QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec, MemoryCategory category) {
+QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec,
+                            MemoryCategory category) {
   COAT_ARG_CHECK(ctx != nullptr, "make_moment", "context is null");
   validate(spec);
   COAT_ARG_CHECK(numel >= 0, "make_moment", "numel ", numel, " must be >= 0");
@@ -224,7 +231,7 @@ Tensor dequantize_moment(const QuantizedMoment& m) {
 }
 
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
-                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges) {
+                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges, Tensor* compute_copy) {
   constexpr const char* op = "adamw_step_quantized";
   COAT_ARG_CHECK(param.defined(), op, "param is undefined");
   const int64_t n = param.numel();
@@ -235,11 +242,17 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
   check_moment(v, op, "exp_avg_sq (v)");
   COAT_ARG_CHECK(m.numel == n, op, "exp_avg (m) has ", m.numel, " elements but param has ", n);
   COAT_ARG_CHECK(v.numel == n, op, "exp_avg_sq (v) has ", v.numel, " elements but param has ", n);
-  COAT_ARG_CHECK(m.codes.device() == device, op, "exp_avg (m) is on ", m.codes.device().str(), " but param is on ",
-                 device.str());
+  COAT_ARG_CHECK(m.codes.device() == device, op, "exp_avg (m) is on ", m.codes.device().str(),
+                 " but param is on ", device.str());
   COAT_ARG_CHECK(v.codes.device() == device, op, "exp_avg_sq (v) is on ", v.codes.device().str(),
                  " but param is on ", device.str());
   check_hyper(h);
+  if (compute_copy != nullptr) {
+    COAT_ARG_CHECK(compute_copy->defined() && compute_copy->dtype() == DType::BF16 && compute_copy->numel() == n &&
+                       compute_copy->is_contiguous() && compute_copy->device() == device,
+                   op, "compute_copy must be a contiguous bf16 tensor of ", n, " elements on ", device.str(), ", got ",
+                   compute_copy->defined() ? compute_copy->str() : std::string("undefined"));
+  }
   const moment_codec::DecayPlan plan = decay_plan(decay_ranges, n, h.weight_decay);
   if (n == 0) return;
   const adamw_math::AdamWScalars with_decay =
@@ -247,8 +260,11 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
   const adamw_math::AdamWScalars without_decay =
       adamw_math::adamw_scalars(h.lr, h.beta1, h.beta2, h.eps, 0.0f, h.step, h.grad_scale);
   moment_codec::MomentBuffers mb = buffers_of(m), vb = buffers_of(v);
+  bool copied = false;
   COAT_DISPATCH(op, device, cpu::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan),
-                cuda::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan));
+                copied = cuda::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan,
+                                                    compute_copy));
+  if (compute_copy != nullptr && !copied) ops::copy_(*compute_copy, param);
 }
 
 }  // namespace coat::ops

@@ -58,7 +58,7 @@ std::vector<OptimBuffer> buffers_of(const std::vector<OptimSegment>& segments) {
                    "': param and grad must be contiguous");
     COAT_ARG_CHECK(s.param.shape() == s.grad.shape(), "AdamW", "segment '", s.name, "': param ",
                    shape_str(s.param.shape()), " and grad ", shape_str(s.grad.shape()), " differ in shape");
-    OptimBuffer b{s.name, s.param.flatten(), s.grad.flatten(), {}};
+    OptimBuffer b{s.name, s.param.flatten(), s.grad.flatten(), {}, {}};
     if (s.decay && s.param.numel() > 0) b.decay.push_back({0, s.param.numel()});
     out.push_back(std::move(b));
   }
@@ -86,7 +86,7 @@ std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units) {
       if (view.numel() > 0) spans.push_back({begin, begin + view.numel(), decay});
     }
     std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-    OptimBuffer b{u.name, u.master, u.grad, {}};
+    OptimBuffer b{u.name, u.master, u.grad, {}, u.compute};
     bool previous_decayed = false;
     for (const Span& s : spans) {
       // Consecutive decayed parameters form one range: only zero padding lies between them, and zero
@@ -167,7 +167,8 @@ StepStats AdamW::step(float lr) {
     h.weight_decay = config_.weight_decay;
     h.step = step;
     h.grad_scale = grad_scale;
-    ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay);
+    ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay,
+                              b.compute.defined() ? &b.compute : nullptr);
   }
   step_count_ = step;
   return stats;

@@ -125,7 +125,8 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   // One optimizer buffer per flat unit: one fused update per unit and step.
   std::vector<optim::UnitView> units;
   for (models::ParamUnit& u : model_->units()) {
-    optim::UnitView view{u.name, u.master, u.grad, {}};
+    // With a BF16 compute copy the optimizer refreshes it in its own pass (no sync_compute_weights after a step).
+    optim::UnitView view{u.name, u.master, u.grad, {}, u.value.shares_storage_with(u.master) ? Tensor() : u.value};
     for (size_t index : u.params) {
       nn::Parameter& p = model_->parameters()[index];
       view.params.emplace_back(p.master.flatten(),
@@ -224,7 +225,7 @@ StepRecord Trainer::run_step() {
   if (loss_finite) {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
     stats = optimizer_->step(static_cast<float>(rec.lr));
-    if (!stats.skipped) model_->sync_compute_weights();
+    // (the optimizer wrote the BF16 compute weights in the same pass as the update)
   }
   rec.grad_norm = stats.grad_norm;
   rec.skipped = !loss_finite || stats.skipped;

@@ -4,13 +4,16 @@
 // step against ops::adamw_step, decay ranges, and argument errors.
 //
 // Tolerances:
-// - log2_det within 1.61 ulp and exp2_det within 0.87 ulp (normal results) of std::log2 / std::exp2 in double,
+// - log2_det within 1.61 ulp and exp2_det within 0.87 ulp (normal results) of std::log2 / std::exp2 in
+// double,
 //   on a dense sample of every float (the bounds measured exhaustively, see moment_codec.h); exact at powers
 //   of two.
 // - plain FP8 round trips of FP8-representable values and F32 moments: exact bytes.
-// - FP8Expand trajectory against the F32 AdamW trajectory (20 steps from zero moments, 8192 parameters, groups
+// - FP8Expand trajectory against the F32 AdamW trajectory (20 steps from zero moments, 8192 parameters,
+// groups
 //   of 128 spanning gradient scales 1e-3 .. 1): max |p - p_ref| <= 0.1 lr * steps, mean <= 0.01 lr * steps
-//   (measured: max 0.067 / 0.052 / 0.046 for E4M3/E4M3, E4M3/E5M2, E5M2/E5M2; BF16 moments 0.003, bound 0.01).
+//   (measured: max 0.067 / 0.052 / 0.046 for E4M3/E4M3, E4M3/E5M2, E5M2/E5M2; BF16 moments 0.003, bound
+//   0.01).
 #include <gtest/gtest.h>
 
 #include "expect_error.h"
@@ -39,7 +42,9 @@ using ops::MomentEncoding;
 using ops::MomentSpec;
 using ops::QuantizedMoment;
 
-ContextPtr cpu() { return ops::make_context(Device::cpu()); }
+ContextPtr cpu() {
+  return ops::make_context(Device::cpu());
+}
 
 Tensor f32_tensor(const ContextPtr& ctx, const std::vector<float>& v) {
   return ops::from_vector(ctx, {static_cast<int64_t>(v.size())}, DType::F32, v);
@@ -59,7 +64,8 @@ MomentSpec spec_of(MomentEncoding e, DType fmt = DType::E4M3, int64_t group = 12
 }
 
 QuantizedMoment quantized(const ContextPtr& ctx, const std::vector<float>& values, const MomentSpec& spec) {
-  QuantizedMoment m = ops::make_moment(ctx, static_cast<int64_t>(values.size()), spec, MemoryCategory::OptimizerState);
+  QuantizedMoment m =
+      ops::make_moment(ctx, static_cast<int64_t>(values.size()), spec, MemoryCategory::OptimizerState);
   ops::quantize_moment(f32_tensor(ctx, values), m);
   return m;
 }
@@ -99,7 +105,8 @@ std::vector<float> log_uniform(size_t n, double lo, double hi, uint32_t seed, bo
 
 double mean_relative_error(const std::vector<float>& got, const std::vector<float>& want) {
   double sum = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) sum += std::fabs(double(got[i]) - want[i]) / std::fabs(double(want[i]));
+  for (size_t i = 0; i < want.size(); ++i)
+    sum += std::fabs(double(got[i]) - want[i]) / std::fabs(double(want[i]));
   return sum / static_cast<double>(want.size());
 }
 
@@ -172,12 +179,18 @@ TEST(QuantizedMomentSpec, ValidateNamesTheField) {
                                   "group_size " + std::to_string(bad));
   }
   EXPECT_THROW(ops::validate(spec_of(MomentEncoding::FP8, DType::E4M3, 0)), InvalidArgument);
-  test::expect_error_containing([&] { ops::validate(spec_of(MomentEncoding::FP8Expand, DType::BF16)); }, "fp8 is bf16");
-  test::expect_error_containing([&] { ops::validate(spec_of(MomentEncoding::F32, DType::F32)); }, "fp8 is f32");
-  test::expect_error_containing([&] { ops::validate(spec_of(static_cast<MomentEncoding>(7))); }, "encoding 7");
+  test::expect_error_containing([&] { ops::validate(spec_of(MomentEncoding::FP8Expand, DType::BF16)); },
+                                "fp8 is bf16");
+  test::expect_error_containing([&] { ops::validate(spec_of(MomentEncoding::F32, DType::F32)); },
+                                "fp8 is f32");
+  test::expect_error_containing([&] { ops::validate(spec_of(static_cast<MomentEncoding>(7))); },
+                                "encoding 7");
   auto ctx = cpu();
   test::expect_error_containing(
-      [&] { ops::make_moment(ctx, 10, spec_of(MomentEncoding::FP8, DType::E4M3, 0), MemoryCategory::OptimizerState); },
+      [&] {
+        ops::make_moment(ctx, 10, spec_of(MomentEncoding::FP8, DType::E4M3, 0),
+                         MemoryCategory::OptimizerState);
+      },
       "group_size");
 }
 
@@ -195,7 +208,11 @@ TEST(QuantizedMomentSpec, MakeMomentIsZeroWithMetadata) {
       {spec_of(MomentEncoding::F32), DType::F32, 0, 4 * n, {""}},
       {spec_of(MomentEncoding::BF16), DType::BF16, 0, 2 * n, {""}},
       {spec_of(MomentEncoding::FP8, DType::E5M2), DType::E5M2, 4, n + 16, {"", ".scale"}},
-      {spec_of(MomentEncoding::FP8Expand, DType::E4M3, 100), DType::E4M3, 5, n + 60, {"", ".scale", ".expo", ".center"}},
+      {spec_of(MomentEncoding::FP8Expand, DType::E4M3, 100),
+       DType::E4M3,
+       5,
+       n + 60,
+       {"", ".scale", ".expo", ".center"}},
   };
   for (const Case& c : cases) {
     const QuantizedMoment m = ops::make_moment(ctx, n, c.spec, MemoryCategory::OptimizerState);
@@ -249,7 +266,8 @@ TEST(QuantizedMomentExact, Fp8RoundTripsRepresentableValues) {
   // F32 and BF16 moments: the values, and BF16 rounded to nearest even.
   const std::vector<float> v = log_uniform(1000, 1e-6, 10.0, 3, true);
   EXPECT_EQ(floats(ops::dequantize_moment(quantized(ctx, v, spec_of(MomentEncoding::F32)))), v);
-  const std::vector<float> b = floats(ops::dequantize_moment(quantized(ctx, v, spec_of(MomentEncoding::BF16))));
+  const std::vector<float> b =
+      floats(ops::dequantize_moment(quantized(ctx, v, spec_of(MomentEncoding::BF16))));
   for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(bits(b[i]), uint32_t(float_to_bf16(v[i])) << 16) << i;
 }
 
@@ -271,7 +289,8 @@ TEST(QuantizedMomentExact, EncodeSaturatesInsteadOfOverflowing) {
   EXPECT_EQ(mc::encode_fp8<mc::Codec::ExpandE5M2>(1e30f, e5), 0x7B);
   // A plain group whose max is so small that max / fmt_max underflows keeps finite codes.
   auto ctx = cpu();
-  const QuantizedMoment tiny = quantized(ctx, {from_bits(3), -from_bits(1), 0.0f}, spec_of(MomentEncoding::FP8));
+  const QuantizedMoment tiny =
+      quantized(ctx, {from_bits(3), -from_bits(1), 0.0f}, spec_of(MomentEncoding::FP8));
   EXPECT_EQ(ops::to_double_vector(tiny.scale)[0], double(from_bits(1)));
   EXPECT_EQ(ops::to_bytes(tiny.codes), (std::vector<uint8_t>{0x44, 0xB8, 0x00}));  // 3 and -1 in E4M3
 }
@@ -279,8 +298,10 @@ TEST(QuantizedMomentExact, EncodeSaturatesInsteadOfOverflowing) {
 TEST(QuantizedMomentExact, MaskedMinIgnoresZerosEvenInTheFirstLane) {
   auto ctx = cpu();
   // Nonzero magnitudes span exactly 2^10 (1 and 2^-10); zeros first and in between.
-  std::vector<float> group = {0.0f, 1.0f, 0.0f, -std::ldexp(1.0f, -10), 0.5f, 0.0f, -0.25f, std::ldexp(1.0f, -7)};
-  // k = floor(16 * log2(R) / 10) / 16: R = 448^2 / 2 -> floor(26.58) / 16; R = 57344^2 / 2 -> floor(48.98) / 16.
+  std::vector<float> group = {0.0f, 1.0f, 0.0f,   -std::ldexp(1.0f, -10),
+                              0.5f, 0.0f, -0.25f, std::ldexp(1.0f, -7)};
+  // k = floor(16 * log2(R) / 10) / 16: R = 448^2 / 2 -> floor(26.58) / 16; R = 57344^2 / 2 -> floor(48.98)
+  // / 16.
   for (auto [fmt, k] : {std::pair{DType::E4M3, 26.0 / 16}, std::pair{DType::E5M2, 48.0 / 16}}) {
     SCOPED_TRACE(std::string(dtype_name(fmt)));
     const QuantizedMoment m = quantized(ctx, group, spec_of(MomentEncoding::FP8Expand, fmt, 8));
@@ -294,7 +315,8 @@ TEST(QuantizedMomentExact, MaskedMinIgnoresZerosEvenInTheFirstLane) {
         EXPECT_EQ(bits(back[i]), 0u) << i;
       } else {
         // half an FP8 step (2^-4 / 2^-3 relative) shrinks by k in x; 1.5x for the subnormal codes
-        EXPECT_NEAR(back[i], group[i], 1.5 * std::fabs(group[i]) * (fmt == DType::E4M3 ? 0.0625 : 0.125) / k) << i;
+        EXPECT_NEAR(back[i], group[i], 1.5 * std::fabs(group[i]) * (fmt == DType::E4M3 ? 0.0625 : 0.125) / k)
+            << i;
       }
     }
     // The max maps onto the largest code.
@@ -330,14 +352,16 @@ TEST(QuantizedMomentExact, ExpoClampedAtBothBounds) {
   auto ctx = cpu();
   // Upper bound: mx / mn = 1 / 0.99 asks for k ~ 1100 (E4M3) -> 8.
   for (DType fmt : {DType::E4M3, DType::E5M2}) {
-    const QuantizedMoment m = quantized(ctx, {1.0f, 0.99f, -0.995f, 0.0f}, spec_of(MomentEncoding::FP8Expand, fmt, 4));
+    const QuantizedMoment m =
+        quantized(ctx, {1.0f, 0.99f, -0.995f, 0.0f}, spec_of(MomentEncoding::FP8Expand, fmt, 4));
     EXPECT_EQ(ops::to_double_vector(m.expo)[0], 8.0) << dtype_name(fmt);
     const std::vector<float> back = floats(ops::dequantize_moment(m));
     EXPECT_NEAR(back[1], 0.99f, 0.99 * 0.125 / 8);
   }
   // Equal nonzero magnitudes: k = 1.
   EXPECT_EQ(ops::to_double_vector(
-                quantized(ctx, {0.5f, -0.5f, 0.0f, 0.5f}, spec_of(MomentEncoding::FP8Expand, DType::E4M3, 4)).expo)[0],
+                quantized(ctx, {0.5f, -0.5f, 0.0f, 0.5f}, spec_of(MomentEncoding::FP8Expand, DType::E4M3, 4))
+                    .expo)[0],
             1.0);
   // Lower bound: 1e38 and the smallest subnormal span log2 = 275; 16 * 16.61 / 275 < 1 floors to 0 -> 1/16.
   const QuantizedMoment low =
@@ -347,8 +371,8 @@ TEST(QuantizedMomentExact, ExpoClampedAtBothBounds) {
   for (float x : back) EXPECT_TRUE(std::isfinite(x));
   EXPECT_GT(back[0], 1e37f);  // (k = 1/16 turns the E4M3 rounding of y into up to 16x that error in x)
   // A span of 260 binades (< 16 log2(R) = 265.8): floor gives 1, k = 1/16 without clamping.
-  const QuantizedMoment one =
-      quantized(ctx, {std::ldexp(1.0f, 120), std::ldexp(1.0f, -140)}, spec_of(MomentEncoding::FP8Expand, DType::E4M3, 2));
+  const QuantizedMoment one = quantized(ctx, {std::ldexp(1.0f, 120), std::ldexp(1.0f, -140)},
+                                        spec_of(MomentEncoding::FP8Expand, DType::E4M3, 2));
   EXPECT_EQ(ops::to_double_vector(one.expo)[0], 1.0 / 16);
 }
 
@@ -389,7 +413,8 @@ TEST(QuantizedMomentExact, TailGroupUsesItsOwnElements) {
       EXPECT_EQ(float(ops::to_double_vector(m.scale)[3]), tail_max / 448.0f);
     }
     const std::vector<float> back = floats(ops::dequantize_moment(m));
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(back[size_t(i)], v[size_t(i)], std::fabs(v[size_t(i)]) * 0.07) << i;
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(back[size_t(i)], v[size_t(i)], std::fabs(v[size_t(i)]) * 0.07) << i;
   }
 }
 
@@ -543,7 +568,8 @@ TEST(QuantizedAdamW, ExpansionTrajectoryStaysCloseToF32) {
   std::fill(d.m.begin(), d.m.end(), 0.0f);
   std::fill(d.v.begin(), d.v.end(), 0.0f);
   Tensor p_ref = f32_tensor(ctx, d.p), m_ref = f32_tensor(ctx, d.m), v_ref = f32_tensor(ctx, d.v);
-  for (int s = 0; s < steps; ++s) ops::adamw_step(p_ref, f32_tensor(ctx, d.grads[size_t(s)]), m_ref, v_ref, hyper(s + 1));
+  for (int s = 0; s < steps; ++s)
+    ops::adamw_step(p_ref, f32_tensor(ctx, d.grads[size_t(s)]), m_ref, v_ref, hyper(s + 1));
   const std::vector<float> ref = floats(p_ref);
   struct Case {
     MomentSpec m, v;
@@ -588,7 +614,8 @@ TEST(QuantizedAdamW, ArgumentErrors) {
   auto ctx = cpu();
   const int64_t n = 300;
   Tensor p = ops::zeros(ctx, {n}, DType::F32), g = ops::zeros(ctx, {n}, DType::F32);
-  QuantizedMoment m = ops::make_moment(ctx, n, spec_of(MomentEncoding::FP8Expand), MemoryCategory::OptimizerState);
+  QuantizedMoment m =
+      ops::make_moment(ctx, n, spec_of(MomentEncoding::FP8Expand), MemoryCategory::OptimizerState);
   QuantizedMoment v = ops::make_moment(ctx, n, spec_of(MomentEncoding::FP8), MemoryCategory::OptimizerState);
   const ops::AdamWHyper h = hyper(1);
   EXPECT_NO_THROW(ops::adamw_step_quantized(p, g, m, v, h, {{0, 10}, {10, 20}, {30, n}}));
@@ -598,14 +625,18 @@ TEST(QuantizedAdamW, ArgumentErrors) {
   test::expect_error_containing([&] { step({{0, n + 1}}); }, "decay range 0");
   test::expect_error_containing([&] { step({{-1, 4}}); }, "decay range 0");
   test::expect_error_containing([&] { step({{5, 4}}); }, "end < begin");
-  QuantizedMoment short_v = ops::make_moment(ctx, n - 1, spec_of(MomentEncoding::FP8), MemoryCategory::OptimizerState);
-  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, m, short_v, h, {}); }, "exp_avg_sq (v) has 299");
+  QuantizedMoment short_v =
+      ops::make_moment(ctx, n - 1, spec_of(MomentEncoding::FP8), MemoryCategory::OptimizerState);
+  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, m, short_v, h, {}); },
+                                "exp_avg_sq (v) has 299");
   QuantizedMoment wrong = m;
   wrong.spec.fp8 = DType::E5M2;
-  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, wrong, v, h, {}); }, "codes have dtype e4m3");
+  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, wrong, v, h, {}); },
+                                "codes have dtype e4m3");
   wrong = m;
   wrong.spec.group_size = 64;
-  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, wrong, v, h, {}); }, "scale has 3 elements");
+  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, wrong, v, h, {}); },
+                                "scale has 3 elements");
   wrong = m;
   wrong.spec.group_size = 0;
   test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, wrong, v, h, {}); }, "group_size");
@@ -613,7 +644,8 @@ TEST(QuantizedAdamW, ArgumentErrors) {
   bad.step = 0;
   test::expect_error_containing([&] { ops::adamw_step_quantized(p, g, m, v, bad, {}); }, "step 0");
   Tensor g16 = ops::zeros(ctx, {n}, DType::BF16);
-  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g16, m, v, h, {}); }, "grad has dtype bf16");
+  test::expect_error_containing([&] { ops::adamw_step_quantized(p, g16, m, v, h, {}); },
+                                "grad has dtype bf16");
   test::expect_error_containing([&] { ops::quantize_moment(ops::zeros(ctx, {n + 1}, DType::F32), m); },
                                 "values has 301 elements");
 }

@@ -1,8 +1,8 @@
-// The scalar arithmetic of FP8 optimizer moments (COAT's dynamic range expansion, ../shared/docs/COAT_NOTES.md
-// section 3), written once for the CPU twin (backend/cpu/quantized_adamw) and the CUDA kernel
-// (backend/cuda/quantized_adamw) so that both store the same bytes: deterministic log2 / exp2 / pow, the
-// per-group statistics, the per-group metadata (scale s, expansion exponent k, centre g) and the encode /
-// decode of one element.
+// The scalar arithmetic of FP8 optimizer moments (COAT's dynamic range expansion,
+// ../shared/docs/COAT_NOTES.md section 3), written once for the CPU twin (backend/cpu/quantized_adamw) and
+// the CUDA kernel (backend/cuda/quantized_adamw) so that both store the same bytes: deterministic log2 / exp2
+// / pow, the per-group statistics, the per-group metadata (scale s, expansion exponent k, centre g) and the
+// encode / decode of one element.
 //
 // Determinism. Every operation below is one IEEE float operation rounded to nearest even (add_rn, sub_rn,
 // mul_rn, div_rn, sqrt_rn of coat/core/float_ops.h), an explicit fused multiply-add (fma_rn: IEEE 754
@@ -41,15 +41,15 @@
 // The target range R and the bounds of k:
 //   R_fmt = fmt_max^2 / 2: 448^2 / 2 for E4M3 (the reference's choice) and 57344^2 / 2 for E5M2. Both formats
 //   satisfy fmt_max * (smallest subnormal) = 0.875, so with R = fmt_max^2 / 2 the group's smallest nonzero
-//   magnitude lands at fmt_max / R = 2 / fmt_max, the same 1.19 binades above the smallest subnormal in either
-//   format (2^-7.81 for E4M3, 2^-14.81 for E5M2): the E5M2 choice is the exact analogue of the E4M3 one.
-//   k >= 1/16: k is quantised to 1/16, and floor() reaches 0 once mx / mn > R^16 (possible for E4M3 only:
-//   log2(mx / mn) <= 277 in float); k = 1/16 then still maps the top of the group onto the FP8 range and lets
-//   the smallest values fall to subnormal codes or 0.
-//   k <= 8: the quantisation error of |y| (2^-4 relative for E4M3, 2^-3 for E5M2, round to nearest) becomes
-//   err / k in x, so k = 8 already brings it to <= 0.8% (E4M3) / 1.6% (E5M2); larger k would mostly amplify
-//   rounding in k * log2|x| and, for nearly constant groups (mx / mn -> 1, k -> inf), the error of the
-//   computed log2(mx / mn). It is also the bound of the reference's Python test.
+//   magnitude lands at fmt_max / R = 2 / fmt_max, the same 1.19 binades above the smallest subnormal in
+//   either format (2^-7.81 for E4M3, 2^-14.81 for E5M2): the E5M2 choice is the exact analogue of the E4M3
+//   one. k >= 1/16: k is quantised to 1/16, and floor() reaches 0 once mx / mn > R^16 (possible for E4M3
+//   only: log2(mx / mn) <= 277 in float); k = 1/16 then still maps the top of the group onto the FP8 range
+//   and lets the smallest values fall to subnormal codes or 0. k <= 8: the quantisation error of |y| (2^-4
+//   relative for E4M3, 2^-3 for E5M2, round to nearest) becomes err / k in x, so k = 8 already brings it to
+//   <= 0.8% (E4M3) / 1.6% (E5M2); larger k would mostly amplify rounding in k * log2|x| and, for nearly
+//   constant groups (mx / mn -> 1, k -> inf), the error of the computed log2(mx / mn). It is also the bound
+//   of the reference's Python test.
 #pragma once
 
 #include <cmath>
@@ -75,7 +75,9 @@ COAT_HOST_DEVICE inline float fma_rn(float a, float b, float c) {
 #endif
 }
 
-COAT_HOST_DEVICE inline float positive_infinity() { return bits_to_float(0x7F800000u); }
+COAT_HOST_DEVICE inline float positive_infinity() {
+  return bits_to_float(0x7F800000u);
+}
 
 /// Rounds down to an integer (exact on both sides).
 COAT_HOST_DEVICE inline float floor_exact(float x) {
@@ -122,7 +124,9 @@ COAT_HOST_DEVICE inline float log2_det(float x) {
 }
 
 /// 2^(n) for an integer n in [-126, 127], exactly.
-COAT_HOST_DEVICE inline float pow2i(int32_t n) { return bits_to_float(static_cast<uint32_t>(n + 127) << 23); }
+COAT_HOST_DEVICE inline float pow2i(int32_t n) {
+  return bits_to_float(static_cast<uint32_t>(n + 127) << 23);
+}
 
 /// 2^f for |f| <= 1/2: the Taylor series of 2^f to degree 7 (truncation < 2^-27); result in [0.7071, 1.4143].
 COAT_HOST_DEVICE inline float exp2_reduced(float f) {
@@ -159,7 +163,9 @@ COAT_HOST_DEVICE inline float exp2_clamped(float t) {
 }
 
 /// 2^t for a float t: exp2_clamped, NaN (canonical) for NaN.
-COAT_HOST_DEVICE inline float exp2_det(float t) { return t != t ? fp8math::canonical_nan() : exp2_clamped(t); }
+COAT_HOST_DEVICE inline float exp2_det(float t) {
+  return t != t ? fp8math::canonical_nan() : exp2_clamped(t);
+}
 
 /// exp2_det for t in [-125, 126] (NaN and other t: some finite value; callers select those away), where the
 /// result is normal and 2^n is applied to the exponent bits directly. The same values as exp2_det there.
@@ -170,7 +176,9 @@ COAT_HOST_DEVICE inline float exp2_normal(float t) {
 }
 
 /// a^b for a >= 0 as exp2(b * log2(a)) (0^b = 0 for b > 0).
-COAT_HOST_DEVICE inline float pow_det(float a, float b) { return exp2_det(mul_rn(b, log2_det(a))); }
+COAT_HOST_DEVICE inline float pow_det(float a, float b) {
+  return exp2_det(mul_rn(b, log2_det(a)));
+}
 
 // ---- encodings ----
 
@@ -180,8 +188,12 @@ enum class Codec : uint8_t { F32, BF16, Fp8E4M3, Fp8E5M2, ExpandE4M3, ExpandE5M2
 inline constexpr Codec kAllCodecs[] = {Codec::F32,     Codec::BF16,       Codec::Fp8E4M3,
                                        Codec::Fp8E5M2, Codec::ExpandE4M3, Codec::ExpandE5M2};
 
-COAT_HOST_DEVICE constexpr bool is_grouped(Codec c) { return c != Codec::F32 && c != Codec::BF16; }
-COAT_HOST_DEVICE constexpr bool is_expand(Codec c) { return c == Codec::ExpandE4M3 || c == Codec::ExpandE5M2; }
+COAT_HOST_DEVICE constexpr bool is_grouped(Codec c) {
+  return c != Codec::F32 && c != Codec::BF16;
+}
+COAT_HOST_DEVICE constexpr bool is_expand(Codec c) {
+  return c == Codec::ExpandE4M3 || c == Codec::ExpandE5M2;
+}
 COAT_HOST_DEVICE constexpr DType fp8_format(Codec c) {
   return c == Codec::Fp8E5M2 || c == Codec::ExpandE5M2 ? DType::E5M2 : DType::E4M3;
 }
@@ -191,12 +203,18 @@ constexpr DType code_dtype(Codec c) {
 }
 constexpr const char* codec_name(Codec c) {
   switch (c) {
-    case Codec::F32: return "f32";
-    case Codec::BF16: return "bf16";
-    case Codec::Fp8E4M3: return "fp8-e4m3";
-    case Codec::Fp8E5M2: return "fp8-e5m2";
-    case Codec::ExpandE4M3: return "fp8-expand-e4m3";
-    case Codec::ExpandE5M2: return "fp8-expand-e5m2";
+    case Codec::F32:
+      return "f32";
+    case Codec::BF16:
+      return "bf16";
+    case Codec::Fp8E4M3:
+      return "fp8-e4m3";
+    case Codec::Fp8E5M2:
+      return "fp8-e5m2";
+    case Codec::ExpandE4M3:
+      return "fp8-expand-e4m3";
+    case Codec::ExpandE5M2:
+      return "fp8-expand-e5m2";
   }
   return "?";
 }
@@ -225,13 +243,17 @@ inline constexpr float kExpoMin = 0.0625f;
 inline constexpr float kExpoMax = 8.0f;
 inline constexpr float kExpoQuantum = 0.0625f;
 
-/// 16 * log2(R_fmt), R_fmt = fmt_max^2 / 2, from the exact 2 log2(fmt_max) - 1 (448 = 7 * 2^6, 57344 = 7 * 2^13).
+/// 16 * log2(R_fmt), R_fmt = fmt_max^2 / 2, from the exact 2 log2(fmt_max) - 1 (448 = 7 * 2^6, 57344 = 7 *
+/// 2^13).
 COAT_HOST_DEVICE constexpr float sixteen_log2_range(DType fmt) {
-  return fmt == DType::E5M2 ? static_cast<float>(16.0 * 30.614709844115208) : static_cast<float>(16.0 * 16.614709844115208);
+  return fmt == DType::E5M2 ? static_cast<float>(16.0 * 30.614709844115208)
+                            : static_cast<float>(16.0 * 16.614709844115208);
 }
 
 /// Largest finite magnitude code: 0x7E (E4M3, 448), 0x7B (E5M2, 57344).
-COAT_HOST_DEVICE constexpr uint32_t max_finite_code(DType fmt) { return fmt == DType::E5M2 ? 0x7Bu : 0x7Eu; }
+COAT_HOST_DEVICE constexpr uint32_t max_finite_code(DType fmt) {
+  return fmt == DType::E5M2 ? 0x7Bu : 0x7Eu;
+}
 
 // ---- per-group statistics ----
 
@@ -242,7 +264,9 @@ struct GroupStats {
   uint32_t min_key = 0xFFFFFFFFu;  // no nonzero value yet
 };
 
-COAT_HOST_DEVICE inline uint32_t masked_min_key(uint32_t key) { return key == 0u ? 0xFFFFFFFFu : key; }
+COAT_HOST_DEVICE inline uint32_t masked_min_key(uint32_t key) {
+  return key == 0u ? 0xFFFFFFFFu : key;
+}
 
 COAT_HOST_DEVICE inline void add_value(GroupStats& s, float x) {
   const uint32_t key = fp8math::amax_key(x);
@@ -266,7 +290,9 @@ struct GroupMeta {
 };
 
 /// A group is non-finite when its max|x| is inf or NaN.
-COAT_HOST_DEVICE inline bool non_finite(const GroupStats& s) { return s.max_key >= 0x7F800000u; }
+COAT_HOST_DEVICE inline bool non_finite(const GroupStats& s) {
+  return s.max_key >= 0x7F800000u;
+}
 
 /// Plain FP8: s = max|x| / fmt_max.
 COAT_HOST_DEVICE inline GroupMeta plain_meta(const GroupStats& st, DType fmt) {
@@ -384,7 +410,8 @@ COAT_HOST_DEVICE inline float code_log2(uint32_t magnitude) {
 template <DType Fmt>
 COAT_HOST_DEVICE inline uint8_t fp8_saturate(float z) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(z, __NV_SATFINITE, Fmt == DType::E4M3 ? __NV_E4M3 : __NV_E5M2));
+  return static_cast<uint8_t>(
+      __nv_cvt_float_to_fp8(z, __NV_SATFINITE, Fmt == DType::E4M3 ? __NV_E4M3 : __NV_E5M2));
 #else
   return fp8math::fp8_encode<Fmt>(z, Fp8Saturation::Saturate);
 #endif
@@ -398,8 +425,8 @@ COAT_HOST_DEVICE inline uint8_t encode_fp8(float x, const GroupCoder& e) {
   const uint32_t xbits = float_to_bits(x);
   const uint32_t key = xbits & 0x7FFFFFFFu;
   if constexpr (is_expand(C)) {
-    // t = log2(y / s). |x| = 0, inf or NaN give garbage here and are selected below (inf and NaN only occur in
-    // non-finite groups, whose log2 g is NaN, so that t is NaN). Within a group |t| < 32; the clamp to
+    // t = log2(y / s). |x| = 0, inf or NaN give garbage here and are selected below (inf and NaN only occur
+    // in non-finite groups, whose log2 g is NaN, so that t is NaN). Within a group |t| < 32; the clamp to
     // [-125, 126] only keeps exp2_normal exact for any coder (beyond it the code saturates or is 0 anyway).
     const float t = fma_rn(e.c, sub_rn(log2_core(bits_to_float(key)), e.b), -e.a);
     const bool nan = t != t;
@@ -423,7 +450,8 @@ COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d, floa
   constexpr DType kFmt = fp8_format(C);
   if constexpr (is_expand(C)) {
     const uint32_t magnitude = code & 0x7Fu;
-    // exp2_clamped: a NaN argument only occurs in non-finite groups, whose codes are 0 or NaN (selected below)
+    // exp2_clamped: a NaN argument only occurs in non-finite groups, whose codes are 0 or NaN (selected
+    // below)
     const float x = exp2_clamped(fma_rn(add_rn(magnitude_log2, d.a), d.c, d.b));
     const float signed_x = bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
     const float r = magnitude == 0u ? 0.0f : signed_x;

@@ -1,7 +1,7 @@
 // Optimizer moments stored compressed (COAT's FP8 AdamW states, ../shared/docs/COAT_NOTES.md section 3): F32,
 // BF16, FP8 with one scale per group of contiguous elements, or FP8 with dynamic range expansion (scale,
-// exponent k and centre g per group), and the fused AdamW step over them. The formulas, the target range R and
-// the bounds of k are documented in coat/backend/moment_codec.h; CPU and CUDA store identical bytes.
+// exponent k and centre g per group), and the fused AdamW step over them. The formulas, the target range R
+// and the bounds of k are documented in coat/backend/moment_codec.h; CPU and CUDA store identical bytes.
 #pragma once
 
 #include <cstddef>
@@ -50,7 +50,8 @@ struct QuantizedMoment {
 
 /// A zero moment (all codes 0, scale 0, expo 1, center 0) of numel elements on ctx's device, allocated in
 /// `category`.
-QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec, MemoryCategory category);
+QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec,
+                            MemoryCategory category);
 
 /// F32 [numel] values -> the moment's encoding (same device). Groups computed as the step kernel does.
 void quantize_moment(const Tensor& values, QuantizedMoment& out);
@@ -72,10 +73,14 @@ struct DecayRange {
 /// bits are those of ops::adamw_step (with weight_decay where a range covers the element, 0 elsewhere).
 /// param, grad: F32 contiguous [numel]; m.numel == v.numel == numel; same device.
 /// decay_ranges: sorted, non-overlapping, within [0, numel) (validated); empty ranges are allowed.
-/// On CUDA, up to kInlineDecayRanges ranges (after merging touching ones) travel as kernel parameters; more
-/// take one extra small launch per kInlineDecayRanges. Group sizes other than powers of two in [4, 1024]
-/// take a slower multi-launch path (still no host synchronisation).
+/// On CUDA, up to 128 ranges (cuda::kInlineDecayRanges, counted after merging touching ones) travel as kernel
+/// parameters; more take one extra small launch per 128. Group sizes other than powers of two in [4, 1024]
+/// take a slower multi-launch path (still no host synchronisation). Weight decay 0 skips the range lookups.
+/// compute_copy (optional): a BF16 [numel] contiguous tensor on param's device that receives the updated
+/// parameters rounded to nearest even (the mixed-precision compute weights), written in the same pass on
+/// CUDA (elsewhere by a copy afterwards): the bits of ops::copy_(compute_copy, param).
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
-                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges);
+                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges,
+                          Tensor* compute_copy = nullptr);
 
 }  // namespace coat::ops

@@ -30,6 +30,7 @@ struct OptimBuffer {
   Tensor param;                          ///< F32, contiguous, 1-D
   Tensor grad;                           ///< F32, contiguous, same numel and device as param
   std::vector<ops::DecayRange> decay;    ///< sorted, disjoint element ranges where weight decay applies
+  Tensor compute;                        ///< optional BF16 copy of param refreshed by each step (same pass on CUDA)
 };
 
 /// The buffers of a model's flat units: one OptimBuffer per unit, its decay ranges from the parameters'
@@ -40,6 +41,7 @@ struct UnitView {
   Tensor master;  ///< the unit's flat F32 master buffer
   Tensor grad;    ///< the unit's flat F32 gradient buffer
   std::vector<std::pair<Tensor, bool>> params;  ///< (view into master, decay) per parameter
+  Tensor compute; ///< optional: the unit's BF16 compute copy, refreshed by every step
 };
 std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units);
 

@@ -18,14 +18,16 @@ class MomentIO {
   static constexpr bool kGrouped = is_grouped(C);
 
   MomentIO(const MomentBuffers& b, int64_t numel)
-      : codes_(b.codes.data<code_t<C>>()), group_size_(kGrouped ? b.group_size : std::max<int64_t>(numel, 1)) {
+      : codes_(b.codes.data<code_t<C>>()),
+        group_size_(kGrouped ? b.group_size : std::max<int64_t>(numel, 1)) {
     if constexpr (kGrouped) {
       groups_ = (numel + group_size_ - 1) / group_size_;
       scale_ = b.scale.data<float>();
       if constexpr (is_expand(C)) {
         expo_ = b.expo.data<float>();
         center_ = b.center.data<float>();
-        for (uint32_t c = 1; c <= max_finite_code(fp8_format(C)); ++c) code_log2_[c] = code_log2<fp8_format(C)>(c);
+        for (uint32_t c = 1; c <= max_finite_code(fp8_format(C)); ++c)
+          code_log2_[c] = code_log2<fp8_format(C)>(c);
       }
     }
   }
@@ -147,33 +149,42 @@ void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffe
   m.prepare_decode();
   v.prepare_decode();
   constexpr bool kGrouped = is_grouped(CM) || is_grouped(CV);
+  // The update of element i (param, m, v after the step); both passes compute it, bit for bit the same.
+  struct Updated {
+    float p, m, v;
+  };
+  auto update = [&](int64_t i, int64_t gm, int64_t gv, const adamw_math::AdamWScalars& s) {
+    Updated u{p[i], m.decode(i, gm), v.decode(i, gv)};
+    adamw_math::adamw_update(u.p, g[i], u.m, u.v, s);
+    return u;
+  };
   if constexpr (kGrouped) {
     // Pass 1: the groups' statistics of the new moments (nothing written).
     m.reset_stats();
     v.reset_stats();
-    for_each_run(n, m.group_size(), v.group_size(), decay, [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
-      const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
-      for (int64_t i = b; i < e; ++i) {
-        float pi = p[i], mi = m.decode(i, gm), vi = v.decode(i, gv);
-        adamw_math::adamw_update(pi, g[i], mi, vi, s);
-        m.add(gm, mi);
-        v.add(gv, vi);
-      }
-    });
+    for_each_run(n, m.group_size(), v.group_size(), decay,
+                 [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
+                   const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
+                   for (int64_t i = b; i < e; ++i) {
+                     const Updated u = update(i, gm, gv, s);
+                     m.add(gm, u.m);
+                     v.add(gv, u.v);
+                   }
+                 });
     m.finish_stats();
     v.finish_stats();
   }
   // Pass 2: the same update again (identical values), written; moments encoded with the new metadata.
-  for_each_run(n, m.group_size(), v.group_size(), decay, [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
-    const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
-    for (int64_t i = b; i < e; ++i) {
-      float pi = p[i], mi = m.decode(i, gm), vi = v.decode(i, gv);
-      adamw_math::adamw_update(pi, g[i], mi, vi, s);
-      p[i] = pi;
-      m.encode(i, gm, mi);
-      v.encode(i, gv, vi);
-    }
-  });
+  for_each_run(n, m.group_size(), v.group_size(), decay,
+               [&](int64_t b, int64_t e, int64_t gm, int64_t gv, bool d) {
+                 const adamw_math::AdamWScalars& s = d ? with_decay : without_decay;
+                 for (int64_t i = b; i < e; ++i) {
+                   const Updated u = update(i, gm, gv, s);
+                   p[i] = u.p;
+                   m.encode(i, gm, u.m);
+                   v.encode(i, gv, u.v);
+                 }
+               });
   m.store_meta();
   v.store_meta();
 }
@@ -181,11 +192,12 @@ void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffe
 }  // namespace
 
 void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
-                          const adamw_math::AdamWScalars& with_decay, const adamw_math::AdamWScalars& without_decay,
-                          const DecayPlan& decay) {
+                          const adamw_math::AdamWScalars& with_decay,
+                          const adamw_math::AdamWScalars& without_decay, const DecayPlan& decay) {
   dispatch_codec(m.codec, [&](auto cm) {
     dispatch_codec(v.codec, [&](auto cv) {
-      step_impl<decltype(cm)::value, decltype(cv)::value>(param, grad, m, v, with_decay, without_decay, decay);
+      step_impl<decltype(cm)::value, decltype(cv)::value>(param, grad, m, v, with_decay, without_decay,
+                                                          decay);
     });
   });
 }

@@ -11,6 +11,7 @@
 #include "coat/backend/cuda/check.h"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/quantized_adamw.h"
+#include "coat/core/float_formats.h"
 
 namespace coat::cuda {
 namespace {
@@ -19,11 +20,11 @@ using namespace moment_codec;
 using adamw_math::AdamWScalars;
 
 constexpr int kThreads = 128;
-constexpr int kVec = 4;                      // contiguous elements per thread and slot
-constexpr int kSlots = 2;                    // slots per thread and tile
-constexpr int kSlotSpan = kThreads * kVec;   // 512 elements
-constexpr int kTile = kSlotSpan * kSlots;    // 1024 elements per tile, whole groups
-constexpr int64_t kMinFastGroup = 4;         // a thread's 4 elements lie in one group
+constexpr int kVec = 4;                     // contiguous elements per thread and slot
+constexpr int kSlots = 2;                   // slots per thread and tile
+constexpr int kSlotSpan = kThreads * kVec;  // 512 elements
+constexpr int kTile = kSlotSpan * kSlots;   // 1024 elements per tile, whole groups
+constexpr int64_t kMinFastGroup = 4;        // a thread's 4 elements lie in one group
 constexpr int kMaxTileGroups = kTile / kMinFastGroup;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 constexpr int kGenThreads = 256;  // the general path's element and group kernels
@@ -56,8 +57,9 @@ struct StepArgs {
   const float* grad = nullptr;
   int64_t n = 0;
   MomentArgs m, v;
-  AdamWScalars scalars;    // with weight decay
-  float no_decay = 1.0f;   // the `decay` factor without weight decay (1)
+  AdamWScalars scalars;     // with weight decay
+  float no_decay = 1.0f;    // the `decay` factor without weight decay (1)
+  uint16_t* compute = nullptr;  // optional BF16 copy of the updated param (mixed-precision compute weights)
   bool vectorized = false;  // 16-byte loads of grad / param, 4-code loads of the codes
   bool prefetch = false;    // every base pointer 16-byte aligned: bulk L2 prefetch of the next tile
 };
@@ -136,8 +138,12 @@ __device__ __forceinline__ int first_beginning_from(const int64_t* begin, int lo
   return lo;
 }
 
-__device__ __forceinline__ uint32_t umax(uint32_t a, uint32_t b) { return a > b ? a : b; }
-__device__ __forceinline__ uint32_t umin(uint32_t a, uint32_t b) { return a < b ? a : b; }
+__device__ __forceinline__ uint32_t umax(uint32_t a, uint32_t b) {
+  return a > b ? a : b;
+}
+__device__ __forceinline__ uint32_t umin(uint32_t a, uint32_t b) {
+  return a < b ? a : b;
+}
 
 template <Codec C>
 __device__ __forceinline__ float decode_code(code_t<C> code, const GroupCoder& c, const float* lq) {
@@ -161,7 +167,8 @@ __device__ __forceinline__ void fill_code_log2(float* lq) {
 
 /// Stored metadata of group g of a moment.
 template <Codec C>
-__device__ __forceinline__ GroupMeta load_meta(const float* scale, const float* expo, const float* center, int64_t g) {
+__device__ __forceinline__ GroupMeta load_meta(const float* scale, const float* expo, const float* center,
+                                               int64_t g) {
   GroupMeta m;
   m.scale = scale[g];
   if constexpr (is_expand(C)) {
@@ -172,7 +179,8 @@ __device__ __forceinline__ GroupMeta load_meta(const float* scale, const float* 
 }
 
 template <Codec C>
-__device__ __forceinline__ void store_meta(float* scale, float* expo, float* center, int64_t g, const GroupMeta& m) {
+__device__ __forceinline__ void store_meta(float* scale, float* expo, float* center, int64_t g,
+                                           const GroupMeta& m) {
   scale[g] = m.scale;
   if constexpr (is_expand(C)) {
     expo[g] = m.expo;
@@ -264,8 +272,9 @@ __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
 /// Decoders of the stored metadata and empty statistics for a tile's groups of one moment (group i of the
 /// tile by worker i % workers).
 template <Codec C>
-__device__ __forceinline__ void prepare_groups(const MomentArgs& ma, int64_t first, int count, int worker, int workers,
-                                               uint32_t* smax, uint32_t* smin, float* ca, float* cb, float* cc) {
+__device__ __forceinline__ void prepare_groups(const MomentArgs& ma, int64_t first, int count, int worker,
+                                               int workers, uint32_t* smax, uint32_t* smin, float* ca,
+                                               float* cb, float* cc) {
   for (int i = worker; i < count; i += workers) {
     smax[i] = 0u;
     smin[i] = 0xFFFFFFFFu;
@@ -278,9 +287,9 @@ __device__ __forceinline__ void prepare_groups(const MomentArgs& ma, int64_t fir
 
 /// New metadata from the statistics (stored) and its encoders, for a tile's groups of one moment.
 template <Codec C>
-__device__ __forceinline__ void finish_groups(const MomentArgs& ma, int64_t first, int count, int worker, int workers,
-                                              const uint32_t* smax, const uint32_t* smin, float* ca, float* cb,
-                                              float* cc) {
+__device__ __forceinline__ void finish_groups(const MomentArgs& ma, int64_t first, int count, int worker,
+                                              int workers, const uint32_t* smax, const uint32_t* smin,
+                                              float* ca, float* cb, float* cc) {
   for (int i = worker; i < count; i += workers) {
     GroupStats st;
     st.max_key = smax[i];
@@ -297,15 +306,17 @@ __device__ __forceinline__ void finish_groups(const MomentArgs& ma, int64_t firs
 /// Both moments expanded (the FP8 formats may differ): one pass of the long per-group code over the groups of
 /// both, m groups first.
 template <Codec CM, Codec CV>
-__device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const TileGeom& t, TileShared<CM, CV>& sh,
-                                                      int b, int worker, int workers) {
+__device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const TileGeom& t,
+                                                      TileShared<CM, CV>& sh, int b, int worker,
+                                                      int workers) {
   for (int i = worker; i < t.groups_m + t.groups_v; i += workers) {
     const bool is_m = i < t.groups_m;
     const int j = is_m ? i : i - t.groups_m;
     const MomentArgs& ma = is_m ? a.m : a.v;
     (is_m ? sh.max_m[b] : sh.max_v[b])[j] = 0u;
     (is_m ? sh.min_m[b] : sh.min_v[b])[j] = 0xFFFFFFFFu;
-    const GroupCoder c = group_decoder<CM>(load_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j));
+    const GroupCoder c =
+        group_decoder<CM>(load_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j));
     (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
     (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.b;
     (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.c;
@@ -313,8 +324,8 @@ __device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const T
 }
 
 template <Codec CM, Codec CV>
-__device__ __forceinline__ void finish_groups_merged(const StepArgs& a, const TileGeom& t, TileShared<CM, CV>& sh,
-                                                     int b, int worker, int workers) {
+__device__ __forceinline__ void finish_groups_merged(const StepArgs& a, const TileGeom& t,
+                                                     TileShared<CM, CV>& sh, int b, int worker, int workers) {
   for (int i = worker; i < t.groups_m + t.groups_v; i += workers) {
     const bool is_m = i < t.groups_m;
     const int j = is_m ? i : i - t.groups_m;
@@ -331,22 +342,23 @@ __device__ __forceinline__ void finish_groups_merged(const StepArgs& a, const Ti
   }
 }
 
-/// Decoders, empty statistics and decay ranges of tile t into buffer b, by the threads [worker0, worker0 + workers).
+/// Decoders, empty statistics and decay ranges of tile t into buffer b, by the threads [worker0, worker0 +
+/// workers).
 template <Codec CM, Codec CV>
-__device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh, int b,
-                                             const TileGeom& t, const int64_t* rb, const int64_t* re, bool use_ranges,
-                                             int worker0, int workers) {
+__device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh,
+                                             int b, const TileGeom& t, const int64_t* rb, const int64_t* re,
+                                             bool use_ranges, int worker0, int workers) {
   const int w = static_cast<int>(threadIdx.x) - worker0;
   if (w < 0 || w >= workers) return;
   if constexpr (is_expand(CM) && is_expand(CV)) {
     prepare_groups_merged<CM, CV>(a, t, sh, b, w, workers);
   } else {
     if constexpr (is_grouped(CM))
-      prepare_groups<CM>(a.m, t.first_m, t.groups_m, w, workers, sh.max_m[b], sh.min_m[b], sh.ca_m[b], sh.cb_m[b],
-                         sh.cc_m[b]);
+      prepare_groups<CM>(a.m, t.first_m, t.groups_m, w, workers, sh.max_m[b], sh.min_m[b], sh.ca_m[b],
+                         sh.cb_m[b], sh.cc_m[b]);
     if constexpr (is_grouped(CV))
-      prepare_groups<CV>(a.v, t.first_v, t.groups_v, w, workers, sh.max_v[b], sh.min_v[b], sh.ca_v[b], sh.cb_v[b],
-                         sh.cc_v[b]);
+      prepare_groups<CV>(a.v, t.first_v, t.groups_v, w, workers, sh.max_v[b], sh.min_v[b], sh.ca_v[b],
+                         sh.cb_v[b], sh.cc_v[b]);
   }
   if (use_ranges && w == workers - 1) {
     const int lo = first_ending_after(re, 0, d.count, t.base);
@@ -359,16 +371,18 @@ __device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs&
 ///  A. loads of grad, param and codes;
 ///  B. decode, update (param stored), new moments kept in registers; statistics reduced over each group's
 ///     lanes (redux / shuffles) and merged into shared memory with atomics (exact, order-free);
-///  C. new metadata (stored) and encoders of this tile's groups into buffer b, by the first half of the block;
+///  C. new metadata (stored) and encoders of this tile's groups into buffer b, by the first half of the
+///  block;
 ///     at the same time the second half prepares the block's next tile (decoders from its stored metadata,
 ///     empty statistics, decay ranges) in buffer b ^ 1;
 ///  D. encode and store the codes.
 /// Two barriers per tile (after B and after C); D of this tile and B of the next use different buffers.
 /// kFull: a whole, vector-aligned tile (no per-element bounds).
 template <Codec CM, Codec CV, bool kFull>
-__device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh, int b,
-                                           const TileGeom& t, bool has_next, const TileGeom& next, const int64_t* rb,
-                                           const int64_t* re, bool use_ranges, int width_m, int width_v) {
+__device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh,
+                                           int b, const TileGeom& t, bool has_next, const TileGeom& next,
+                                           const int64_t* rb, const int64_t* re, bool use_ranges, int width_m,
+                                           int width_v) {
   constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
   using TM = code_t<CM>;
   using TV = code_t<CV>;
@@ -438,6 +452,12 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
       vn[s][q] = vi;
     }
     store4(a.param, e0, count[s], vec, p[s]);
+    if (a.compute != nullptr) {
+      uint16_t w[kVec];
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) w[q] = double_to_bf16(static_cast<double>(p[s][q]));
+      store4(a.compute, e0, count[s], vec, w);
+    }
     if constexpr (kGM) {
       reduce_group_stats(mn[s], count[s], width_m, local_m, sh.max_m[b], sh.min_m[b]);
     } else {
@@ -473,11 +493,11 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
                           sh.ca_v[b], sh.cb_v[b], sh.cc_v[b]);
       }
     } else if constexpr (kGM) {
-      finish_groups<CM>(a.m, t.first_m, t.groups_m, tid, kHalf, sh.max_m[b], sh.min_m[b], sh.ca_m[b], sh.cb_m[b],
-                        sh.cc_m[b]);
+      finish_groups<CM>(a.m, t.first_m, t.groups_m, tid, kHalf, sh.max_m[b], sh.min_m[b], sh.ca_m[b],
+                        sh.cb_m[b], sh.cc_m[b]);
     } else if constexpr (kGV) {
-      finish_groups<CV>(a.v, t.first_v, t.groups_v, tid, kHalf, sh.max_v[b], sh.min_v[b], sh.ca_v[b], sh.cb_v[b],
-                        sh.cc_v[b]);
+      finish_groups<CV>(a.v, t.first_v, t.groups_v, tid, kHalf, sh.max_v[b], sh.min_v[b], sh.ca_v[b],
+                        sh.cb_v[b], sh.cc_v[b]);
     }
   } else if (has_next) {
     prepare_tile<CM, CV>(a, d, sh, b ^ 1, next, rb, re, use_ranges, kHalf, kHalf);
@@ -512,7 +532,9 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
 /// prefetch the block's next tile into L2 first. Memory traffic: grad, param, codes and metadata read once;
 /// param, codes and metadata written once.
 template <Codec CM, Codec CV>
-__global__ __launch_bounds__(kThreads, kFusedBlocksPerSM) void fused_step_kernel(const StepArgs a, const __grid_constant__ DecayArgs d) {
+__global__ __launch_bounds__(kThreads,
+                             kFusedBlocksPerSM) void fused_step_kernel(const StepArgs a,
+                                                                       const __grid_constant__ DecayArgs d) {
   constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
   __shared__ TileShared<CM, CV> sh;
   const int tid = threadIdx.x;
@@ -533,9 +555,12 @@ __global__ __launch_bounds__(kThreads, kFusedBlocksPerSM) void fused_step_kernel
 
   const int64_t tiles = (a.n + kTile - 1) / kTile;
   if (int64_t{blockIdx.x} >= tiles) return;
+  __syncthreads();  // tables and ranges (prepare_tile searches the ranges)
   TileGeom t = tile_geom<CM, CV>(a, blockIdx.x);
-  if constexpr (kGM || kGV) prepare_tile<CM, CV>(a, d, sh, 0, t, rb, re, use_ranges, 0, kThreads);
-  __syncthreads();  // tables, ranges, the first tile's decoders
+  if constexpr (kGM || kGV) {
+    prepare_tile<CM, CV>(a, d, sh, 0, t, rb, re, use_ranges, 0, kThreads);
+    __syncthreads();  // the first tile's decoders, statistics and ranges
+  }
   int b = 0;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x, b ^= 1) {
     const int64_t next_tile = tile + gridDim.x;
@@ -546,8 +571,10 @@ __global__ __launch_bounds__(kThreads, kFusedBlocksPerSM) void fused_step_kernel
       const int64_t e = next.base;
       if (tid == 0) prefetch_l2(a.grad + e, 4 * count);
       if (tid == 1) prefetch_l2(a.param + e, 4 * count);
-      if (tid == 2) prefetch_l2(static_cast<const char*>(a.m.codes) + e * sizeof(code_t<CM>), sizeof(code_t<CM>) * count);
-      if (tid == 3) prefetch_l2(static_cast<const char*>(a.v.codes) + e * sizeof(code_t<CV>), sizeof(code_t<CV>) * count);
+      if (tid == 2)
+        prefetch_l2(static_cast<const char*>(a.m.codes) + e * sizeof(code_t<CM>), sizeof(code_t<CM>) * count);
+      if (tid == 3)
+        prefetch_l2(static_cast<const char*>(a.v.codes) + e * sizeof(code_t<CV>), sizeof(code_t<CV>) * count);
     }
     if (t.valid == kTile && a.vectorized) {
       fused_tile<CM, CV, true>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
@@ -569,10 +596,10 @@ struct GenMoment {
   float* center = nullptr;
   int64_t group_size = 1;
   int64_t groups = 0;
-  float* decoders = nullptr;   // [groups][3] of the stored metadata
-  float* encoders = nullptr;   // [groups][3] of the new metadata
-  uint32_t* stats = nullptr;   // [groups][2] max key, masked min key
-  float* new_meta = nullptr;   // [groups][3] scale, expo, center (committed last)
+  float* decoders = nullptr;  // [groups][3] of the stored metadata
+  float* encoders = nullptr;  // [groups][3] of the new metadata
+  uint32_t* stats = nullptr;  // [groups][2] max key, masked min key
+  float* new_meta = nullptr;  // [groups][3] scale, expo, center (committed last)
 };
 
 template <typename F>
@@ -657,7 +684,8 @@ __device__ __forceinline__ void gen_add_stats(uint32_t* stats, int64_t group, fl
 
 /// Per group: empty statistics, and (when `decoders`) the decoders of the stored metadata.
 __global__ void gen_prepare_kernel(GenMoment m, bool decoders) {
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
     m.stats[2 * g] = 0u;
     m.stats[2 * g + 1] = 0xFFFFFFFFu;
     if (!decoders) continue;
@@ -676,7 +704,8 @@ __global__ void gen_prepare_kernel(GenMoment m, bool decoders) {
 /// Per group: the new metadata from the statistics (into the moment when `direct`, else into new_meta) and
 /// its encoders.
 __global__ void gen_params_kernel(GenMoment m, bool direct) {
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
     with_codec(m.codec, [&](auto tag) {
       constexpr Codec C = decltype(tag)::value;
       if constexpr (is_grouped(C)) {
@@ -701,7 +730,8 @@ __global__ void gen_params_kernel(GenMoment m, bool direct) {
 }
 
 __global__ void gen_commit_kernel(GenMoment m) {
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups; g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
     GroupMeta meta;
     meta.scale = m.new_meta[3 * g];
     meta.expo = m.new_meta[3 * g + 1];
@@ -716,9 +746,10 @@ __global__ void gen_commit_kernel(GenMoment m) {
 
 /// The element loop of the general step: warps walk [0, n) together (for the warp-level statistics).
 /// write == false: statistics of the new moments only; write == true: param and codes written.
-__global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, const float* grad, int64_t n, GenMoment m,
-                                                            GenMoment v, AdamWScalars scalars, float no_decay,
-                                                            bool write, const __grid_constant__ DecayArgs d) {
+__global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, const float* grad, int64_t n,
+                                                               GenMoment m, GenMoment v, AdamWScalars scalars,
+                                                               float no_decay, bool write,
+                                                               const __grid_constant__ DecayArgs d) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t start = blockIdx.x * int64_t(blockDim.x) + (threadIdx.x & ~31); start < n; start += stride) {
     const int64_t i = start + (threadIdx.x & 31);
@@ -744,7 +775,8 @@ __global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, con
   }
 }
 
-__global__ __launch_bounds__(kGenThreads) void gen_quantize_kernel(const float* x, int64_t n, GenMoment m, bool write) {
+__global__ __launch_bounds__(kGenThreads) void gen_quantize_kernel(const float* x, int64_t n, GenMoment m,
+                                                                   bool write) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t start = blockIdx.x * int64_t(blockDim.x) + (threadIdx.x & ~31); start < n; start += stride) {
     const int64_t i = start + (threadIdx.x & 31);
@@ -759,7 +791,8 @@ __global__ __launch_bounds__(kGenThreads) void gen_quantize_kernel(const float* 
 }
 
 __global__ __launch_bounds__(kGenThreads) void gen_decode_kernel(GenMoment m, int64_t n, float* out) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = gen_decode(m, i);
   }
 }
@@ -783,7 +816,9 @@ __global__ void upload_ranges_kernel(const __grid_constant__ RangeChunk c, int64
 
 // ---- host side ----
 
-bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+bool aligned(const void* p, size_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
 
 int log2_exact(int64_t x) {
   int s = 0;
@@ -817,7 +852,8 @@ DecayArgs decay_args(const DecayPlan& plan, const Tensor& like, Tensor& storage)
   DecayArgs d;
   d.all = plan.all ? 1 : 0;
   const int64_t count = static_cast<int64_t>(plan.begin.size());
-  COAT_CHECK(count < (int64_t{1} << 30), InvalidArgument, "[adamw_step_quantized] too many decay ranges: ", count);
+  COAT_CHECK(count < (int64_t{1} << 30), InvalidArgument,
+             "[adamw_step_quantized] too many decay ranges: ", count);
   d.count = static_cast<int>(count);
   if (count <= kInlineDecayRanges) {
     for (int64_t i = 0; i < count; ++i) {
@@ -894,10 +930,11 @@ void gen_group_launch(void (*kernel)(GenMoment, bool), const GenMoment& g, bool 
 
 }  // namespace
 
-void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
-                          const AdamWScalars& with_decay, const AdamWScalars& without_decay, const DecayPlan& decay) {
+bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
+                          const AdamWScalars& with_decay, const AdamWScalars& without_decay,
+                          const DecayPlan& decay, Tensor* compute_copy) {
   const int64_t n = param.numel();
-  if (n == 0) return;
+  if (n == 0) return true;
   Tensor range_storage;
   const DecayArgs d = decay_args(decay, param, range_storage);
   cudaStream_t stream = stream_of(param);
@@ -910,25 +947,28 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
     a.v = moment_args(v);
     a.scalars = with_decay;
     a.no_decay = without_decay.decay;
-    a.vectorized = aligned(a.param, 16) && aligned(a.grad, 16) && codes_aligned(m) && codes_aligned(v);
+    if (compute_copy != nullptr) a.compute = static_cast<uint16_t*>(compute_copy->data_ptr());
+    a.vectorized = aligned(a.param, 16) && aligned(a.grad, 16) && codes_aligned(m) && codes_aligned(v) &&
+                   (a.compute == nullptr || aligned(a.compute, 8));
     a.prefetch = a.vectorized && aligned(m.codes.data_ptr(), 16) && aligned(v.codes.data_ptr(), 16);
     dispatch_codec(m.codec, [&](auto cm) {
-      dispatch_codec(v.codec, [&](auto cv) { launch_fused<decltype(cm)::value, decltype(cv)::value>(a, d, param); });
+      dispatch_codec(v.codec,
+                     [&](auto cv) { launch_fused<decltype(cm)::value, decltype(cv)::value>(a, d, param); });
     });
-    return;
+    return true;
   }
   Tensor ws_m, ws_v;
   const GenMoment gm = gen_moment(m, n, ws_m, true), gv = gen_moment(v, n, ws_v, true);
   gen_group_launch(gen_prepare_kernel, gm, true, param);
   gen_group_launch(gen_prepare_kernel, gv, true, param);
   const unsigned grid = grid_for(param, n, kGenThreads);
-  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv, with_decay,
-                                                 without_decay.decay, false, d);
+  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv,
+                                                    with_decay, without_decay.decay, false, d);
   COAT_CUDA_CHECK_LAST_LAUNCH();
   gen_group_launch(gen_params_kernel, gm, false, param);
   gen_group_launch(gen_params_kernel, gv, false, param);
-  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv, with_decay,
-                                                 without_decay.decay, true, d);
+  gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv,
+                                                    with_decay, without_decay.decay, true, d);
   COAT_CUDA_CHECK_LAST_LAUNCH();
   if (gm.groups > 0) {
     gen_commit_kernel<<<grid_for(param, gm.groups, kGenThreads), kGenThreads, 0, stream>>>(gm);
@@ -938,6 +978,7 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
     gen_commit_kernel<<<grid_for(param, gv.groups, kGenThreads), kGenThreads, 0, stream>>>(gv);
     COAT_CUDA_CHECK_LAST_LAUNCH();
   }
+  return false;
 }
 
 void quantize_moment(const Tensor& values, MomentBuffers& out) {
@@ -963,7 +1004,8 @@ void dequantize_moment(const MomentBuffers& m, Tensor& out) {
   Tensor ws;
   const GenMoment g = gen_moment(m, n, ws, false);
   gen_group_launch(gen_prepare_kernel, g, true, out);
-  gen_decode_kernel<<<grid_for(out, n, kGenThreads), kGenThreads, 0, stream_of(out)>>>(g, n, out.data<float>());
+  gen_decode_kernel<<<grid_for(out, n, kGenThreads), kGenThreads, 0, stream_of(out)>>>(g, n,
+                                                                                       out.data<float>());
   COAT_CUDA_CHECK_LAST_LAUNCH();
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "coat/ops/activation.h"
+#include "coat/ops/elementwise.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/norm.h"
@@ -485,6 +486,8 @@ TEST_F(CudaNormRopeSwiglu, DISABLED_Bandwidth) {
   report("layernorm fwd [16384,4096] bf16", 2, median_ms(gpu, [&] { ops::layernorm_forward(x, 1e-5); }));
   report("layernorm bwd [16384,4096] bf16", 3,
          median_ms(gpu, [&] { ops::layernorm_backward(dy, x, ln.mean, ln.rstd); }));
+  report("add [16384,4096] bf16", 3, median_ms(gpu, [&] { ops::add(x, u); }));
+  report("add_ in place [16384,4096] bf16", 3, median_ms(gpu, [&] { ops::add_(u, x); }));
   report("swiglu fwd [16384,4096] bf16", 3, median_ms(gpu, [&] { ops::swiglu(x, u); }));
   report("swiglu bwd [16384,4096] bf16", 5, median_ms(gpu, [&] { ops::swiglu_backward(dy, x, u); }));
   Tensor gu = rnd({n, 2 * d});  // packed [gate | up]

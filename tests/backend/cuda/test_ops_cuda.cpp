@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "coat/ops/copy.h"
@@ -87,6 +88,19 @@ TEST_F(CudaOps, StridedCopiesAndTransfersMatch) {
   Tensor src = ops::from_vector(cpu, {5, 7}, DType::F64, random_values(35, 12));
   ops::copy_(target_t, src);
   EXPECT_EQ(ops::to_double_vector(target_t), ops::to_double_vector(ops::cast(src, DType::BF16)));
+  // Contiguous F32 <-> BF16 (the vectorised conversion; 8 * 1000 + 5 elements: a scalar tail), and a view
+  // starting off the vector alignment (the scalar kernel): the CPU's bits.
+  const Tensor f32 = ops::from_vector(cpu, {8005}, DType::F32, random_values(8005, 13, 100.0));
+  for (int64_t start : {0, 1}) {
+    const Tensor h = f32.slice(0, start, 8005);
+    Tensor d = ops::to(h, gpu);
+    Tensor d16 = ops::zeros(gpu, {8005 - start}, DType::BF16);
+    ops::copy_(d16, d);
+    EXPECT_EQ(ops::to_bytes(d16), ops::to_bytes(ops::cast(h, DType::BF16))) << start;
+    Tensor back = ops::zeros(gpu, {8005 - start}, DType::F32);
+    ops::copy_(back, d16);
+    EXPECT_EQ(ops::to_bytes(back), ops::to_bytes(ops::cast(ops::cast(h, DType::BF16), DType::F32))) << start;
+  }
 }
 
 TEST_F(CudaOps, FillsMatch) {
@@ -101,6 +115,12 @@ TEST_F(CudaOps, FillsMatch) {
   Tensor host_col = host.slice(1, 3, 64, 5);
   ops::fill_(host_col, 2.0);
   EXPECT_EQ(ops::to_bytes(dev), ops::to_bytes(host));
+  // Zero fills are memsets; -0.0 keeps its sign bit.
+  for (double z : {0.0, -0.0}) {
+    Tensor d = ops::full(gpu, {1000}, 5.0, DType::F32);
+    ops::fill_(d, z);
+    EXPECT_EQ(ops::to_bytes(d), ops::to_bytes(ops::full(cpu, {1000}, z, DType::F32))) << z;
+  }
 }
 
 TEST_F(CudaOps, RandomFillsAreBitIdenticalAcrossDevices) {
@@ -131,10 +151,35 @@ TEST_F(CudaOps, ElementwiseIsByteIdentical) {
     // Non-contiguous operands go through contiguous() first.
     EXPECT_EQ(ops::to_bytes(ops::add(da.transpose(0, 1), db.transpose(0, 1))),
               ops::to_bytes(ops::add(a.transpose(0, 1), b.transpose(0, 1))));
+    // Views that start off a 16-byte boundary take the scalar kernel; aligned ones the vectorised one.
+    EXPECT_EQ(ops::to_bytes(ops::add(da.flatten().slice(0, 1, 1001), db.flatten().slice(0, 3, 1003))),
+              ops::to_bytes(ops::add(a.flatten().slice(0, 1, 1001), b.flatten().slice(0, 3, 1003))));
     ops::mul_(da, db);
     ops::mul_(a, b);
     EXPECT_EQ(ops::to_bytes(da), ops::to_bytes(a));
   }
+}
+
+// BF16 add/sub/mul run in float on the GPU's vector path: the same bits as the CPU's double arithmetic,
+// also for operands 2^-60..2^60 apart (sums far below half an ulp), infinities and NaN.
+TEST_F(CudaOps, Bf16BinaryOpsMatchAcrossWideExponentGaps) {
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<double> mant(1.0, 2.0), expo(-60.0, 60.0);
+  const int64_t n = 8 * 4096 + 3;
+  std::vector<double> va(static_cast<size_t>(n)), vb(static_cast<size_t>(n));
+  for (size_t i = 0; i < va.size(); ++i) {
+    va[i] = (i % 3 == 0 ? -1 : 1) * mant(gen) * std::exp2(std::floor(expo(gen)));
+    vb[i] = (i % 5 == 0 ? -1 : 1) * mant(gen) * std::exp2(std::floor(expo(gen)));
+  }
+  va[7] = std::numeric_limits<double>::infinity();
+  vb[8] = std::numeric_limits<double>::quiet_NaN();
+  va[9] = -va[9 + 1];
+  vb[9] = va[9 + 1];
+  Tensor a = ops::from_vector(cpu, {n}, DType::BF16, va), b = ops::from_vector(cpu, {n}, DType::BF16, vb);
+  Tensor da = ops::to(a, gpu), db = ops::to(b, gpu);
+  EXPECT_EQ(ops::to_bytes(ops::add(da, db)), ops::to_bytes(ops::add(a, b)));
+  EXPECT_EQ(ops::to_bytes(ops::sub(da, db)), ops::to_bytes(ops::sub(a, b)));
+  EXPECT_EQ(ops::to_bytes(ops::mul(da, db)), ops::to_bytes(ops::mul(a, b)));
 }
 
 TEST_F(CudaOps, SumsMatchWithinSummationOrder) {

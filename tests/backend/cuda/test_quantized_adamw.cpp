@@ -2,8 +2,8 @@
 // inputs: the fused AdamW step for every pair of encodings, the general path (other group sizes), many decay
 // ranges, unaligned views, quantize / dequantize; plus a disabled bandwidth benchmark.
 //
-// Tolerance: exact bytes everywhere (params, codes, scale, expo, center). Both backends run the scalar code of
-// moment_codec.h and adamw_math::adamw_update, one IEEE operation (or explicit fma) at a time; the group
+// Tolerance: exact bytes everywhere (params, codes, scale, expo, center). Both backends run the scalar code
+// of moment_codec.h and adamw_math::adamw_update, one IEEE operation (or explicit fma) at a time; the group
 // statistics are exact max / min of keys, independent of the reduction order.
 #include <gtest/gtest.h>
 
@@ -165,6 +165,31 @@ TEST_F(CudaQuantizedAdamW, EveryEncodingPairIsBitIdenticalToCpu) {
     }
 }
 
+// The BF16 compute copy written in the fused pass (fast path: group 128; general path: group 100) has the
+// bits of a separate F32 -> BF16 copy of the updated params, and the params stay those of the CPU.
+TEST_F(CudaQuantizedAdamW, FusedComputeCopyEqualsACopyAfterTheStep) {
+  const int64_t n = 3 * 128 * 1000 + 77;
+  for (int64_t group : {128, 100}) {
+    const MomentSpec spec{MomentEncoding::FP8Expand, DType::E4M3, group};
+    for (const MomentSpec& ms : {MomentSpec{}, spec}) {
+      Tensor p_c = random_param(cpu, n, 3);
+      QuantizedMoment m_c = ops::make_moment(cpu, n, ms, MemoryCategory::OptimizerState);
+      QuantizedMoment v_c = ops::make_moment(cpu, n, ms, MemoryCategory::OptimizerState);
+      Tensor p_g = ops::to(p_c, gpu);
+      QuantizedMoment m_g = to_device(m_c, gpu), v_g = to_device(v_c, gpu);
+      Tensor c_g = ops::zeros(gpu, {n}, DType::BF16);
+      for (int s = 1; s <= 2; ++s) {
+        Tensor g_c = random_grad(cpu, n, 300 + s);
+        Tensor g_g = ops::to(g_c, gpu);
+        ops::adamw_step_quantized(p_c, g_c, m_c, v_c, hyper(s), {{0, 5000}, {9000, n}});
+        ops::adamw_step_quantized(p_g, g_g, m_g, v_g, hyper(s), {{0, 5000}, {9000, n}}, &c_g);
+        ASSERT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c)) << group << " step " << s;
+        ASSERT_EQ(ops::to_bytes(c_g), ops::to_bytes(ops::cast(p_c, DType::BF16))) << group << " step " << s;
+      }
+    }
+  }
+}
+
 TEST_F(CudaQuantizedAdamW, OneStepFromZeroMoments) {
   const int64_t n = 3 * 128 * 1000 + 77;
   for (const MomentSpec& ms : all_specs())
@@ -178,15 +203,16 @@ TEST_F(CudaQuantizedAdamW, GeneralPathGroupSizes) {
   // Group sizes outside the fast path (not a power of two in [4, 1024]) and mixed sizes; the smallest and
   // largest fast ones too.
   const int64_t n = 200'003;
-  const std::vector<std::pair<int64_t, int64_t>> sizes = {{1, 2}, {100, 128}, {4096, 65536}, {128, 100},
+  const std::vector<std::pair<int64_t, int64_t>> sizes = {{1, 2},    {100, 128}, {4096, 65536}, {128, 100},
                                                           {4, 1024}, {2048, 64}, {3, 3}};
   for (auto [gm, gv] : sizes) {
     for (MomentEncoding e : {MomentEncoding::FP8, MomentEncoding::FP8Expand}) {
-      run_and_compare(cpu, gpu, n, spec_of(e, DType::E4M3, gm), spec_of(MomentEncoding::FP8Expand, DType::E5M2, gv),
-                      {{5, 150'000}}, 2, 2);
+      run_and_compare(cpu, gpu, n, spec_of(e, DType::E4M3, gm),
+                      spec_of(MomentEncoding::FP8Expand, DType::E5M2, gv), {{5, 150'000}}, 2, 2);
       if (HasFatalFailure()) return;
     }
-    run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::FP8, DType::E5M2, gv), {}, 1, 1);
+    run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::FP8, DType::E5M2, gv),
+                    {}, 1, 1);
     if (HasFatalFailure()) return;
   }
 }
@@ -205,7 +231,8 @@ TEST_F(CudaQuantizedAdamW, ManyDecayRanges) {
   const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
   run_and_compare(cpu, gpu, n, ex, ex, ranges, 1, 2);
   run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::F32), spec_of(MomentEncoding::BF16), ranges, 1, 1);
-  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, ranges, 1, 1);  // general path
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, ranges, 1,
+                  1);  // general path
   std::vector<DecayRange> few(ranges.begin(), ranges.begin() + 50);
   run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, few, 1, 1);
 }
@@ -214,7 +241,33 @@ TEST_F(CudaQuantizedAdamW, UnalignedViews) {
   const int64_t n = 100'003;
   const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
   run_and_compare(cpu, gpu, n, ex, ex, {{0, n}}, 1, 2, 1);
-  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::F32), {{0, 777}}, 1, 1, 3);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::BF16), spec_of(MomentEncoding::F32), {{0, 777}}, 1, 1,
+                  3);
+}
+
+TEST_F(CudaQuantizedAdamW, ManyTilesPerBlock) {
+  // More tiles than resident blocks (132 SMs x 6 blocks x 1024 elements on an H100): each block walks several
+  // tiles, with the next tile's decoders prepared while the current one is encoded.
+  const int64_t n = 4'000'037;
+  const std::vector<DecayRange> ranges = {{0, 1'000'000}, {1'000'003, 1'000'004}, {2'000'000, 3'999'000}};
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8Expand, DType::E4M3),
+                  spec_of(MomentEncoding::FP8Expand, DType::E5M2, 64), ranges, 1, 2);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 256), spec_of(MomentEncoding::BF16),
+                  ranges, 1, 1);
+  run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::F32), spec_of(MomentEncoding::FP8, DType::E5M2, 32),
+                  {}, 1, 1);
+}
+
+TEST_F(CudaQuantizedAdamW, TinyAndOddSizes) {
+  const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  for (int64_t n :
+       {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{127}, int64_t{1023}, int64_t{1025}, int64_t{4099}}) {
+    run_and_compare(cpu, gpu, n, ex, spec_of(MomentEncoding::FP8Expand, DType::E5M2, 4), {{0, (n + 1) / 2}},
+                    1, 2);
+    run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E5M2, 8), spec_of(MomentEncoding::BF16),
+                    {}, 1, 1);
+    if (HasFatalFailure()) return;
+  }
 }
 
 TEST_F(CudaQuantizedAdamW, QuantizeAndDequantizeMatchCpu) {
@@ -272,10 +325,12 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Bandwidth) {
   {
     Tensor src = ops::zeros(gpu, {n}, DType::F32), dst = ops::zeros(gpu, {n}, DType::F32);
     const double ms = median_ms(stream, 10, [&] {
-      COAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), size_t(n) * 4, cudaMemcpyDeviceToDevice, stream));
+      COAT_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), size_t(n) * 4, cudaMemcpyDeviceToDevice, stream));
     });
     copy_gbs = 8.0 * n / ms / 1e6;
-    std::printf("[bw] D2D cudaMemcpy %.0f MB: %.3f ms, %.0f GB/s (read + write)\n", 4.0 * n / 1e6, ms, copy_gbs);
+    std::printf("[bw] D2D cudaMemcpy %.0f MB: %.3f ms, %.0f GB/s (read + write)\n", 4.0 * n / 1e6, ms,
+                copy_gbs);
   }
   Tensor p = Tensor::empty(gpu, {n}, DType::F32), g = Tensor::empty(gpu, {n}, DType::F32);
   ops::normal_(p, rng, 0.0f, 1.0f);
@@ -301,23 +356,26 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Bandwidth) {
     QuantizedMoment m = ops::make_moment(gpu, n, c.m, MemoryCategory::OptimizerState);
     QuantizedMoment v = ops::make_moment(gpu, n, c.v, MemoryCategory::OptimizerState);
     int64_t step = 0;
-    for (int i = 0; i < 3; ++i) ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges);  // realistic states
-    const double ms = median_ms(stream, 10, [&] { ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges); });
+    for (int i = 0; i < 3; ++i)
+      ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges);  // realistic states
+    const double ms =
+        median_ms(stream, 10, [&] { ops::adamw_step_quantized(p, g, m, v, hyper(++step), c.ranges); });
     // Bytes moved: grad read, param read + write, codes and metadata read + write.
     const double bytes = 12.0 * n + 2.0 * static_cast<double>(m.bytes() + v.bytes());
     const double gbs = bytes / ms / 1e6;
-    std::printf("[bw] adamw_step_quantized %lld params, m %s, v %s, decay %s: %.3f ms, %.0f GB/s (%.2f B/param) = "
-                "%.0f%% of copy\n",
-                static_cast<long long>(n), ops::moment_spec_str(c.m).c_str(), ops::moment_spec_str(c.v).c_str(),
-                c.ranges_name, ms, gbs, bytes / n, 100.0 * gbs / copy_gbs);
+    std::printf(
+        "[bw] adamw_step_quantized %lld params, m %s, v %s, decay %s: %.3f ms, %.0f GB/s (%.2f B/param) = "
+        "%.0f%% of copy\n",
+        static_cast<long long>(n), ops::moment_spec_str(c.m).c_str(), ops::moment_spec_str(c.v).c_str(),
+        c.ranges_name, ms, gbs, bytes / n, 100.0 * gbs / copy_gbs);
   }
   {
     Tensor m = ops::zeros(gpu, {n}, DType::F32), v = ops::zeros(gpu, {n}, DType::F32);
     int64_t step = 0;
     const double ms = median_ms(stream, 10, [&] { ops::adamw_step(p, g, m, v, hyper(++step)); });
     const double gbs = 28.0 * n / ms / 1e6;
-    std::printf("[bw] reference ops::adamw_step f32: %.3f ms, %.0f GB/s (28 B/param) = %.0f%% of copy\n", ms, gbs,
-                100.0 * gbs / copy_gbs);
+    std::printf("[bw] reference ops::adamw_step f32: %.3f ms, %.0f GB/s (28 B/param) = %.0f%% of copy\n", ms,
+                gbs, 100.0 * gbs / copy_gbs);
   }
 #endif
 }

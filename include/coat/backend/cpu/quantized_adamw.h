@@ -37,7 +37,8 @@ namespace coat::cpu {
 /// groups' new values. Two passes over the data when a moment is grouped (statistics, then encode).
 void adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
                           moment_codec::MomentBuffers& v, const adamw_math::AdamWScalars& with_decay,
-                          const adamw_math::AdamWScalars& without_decay, const moment_codec::DecayPlan& decay);
+                          const adamw_math::AdamWScalars& without_decay,
+                          const moment_codec::DecayPlan& decay);
 
 /// values: contiguous F32 [numel] -> out's codes and metadata.
 void quantize_moment(const Tensor& values, moment_codec::MomentBuffers& out);

@@ -24,12 +24,14 @@ inline constexpr int kInlineDecayRanges = 128;
 /// 16.4 bytes per parameter, 50% of a device-to-device copy; plain FP8 72%, BF16 87%. The expansion is
 /// instruction bound (about 270 instructions per element: four log2 / exp2 evaluations, the AdamW update with
 /// its two IEEE divisions and square root, statistics), not memory bound.
-void adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
+/// Returns true when the BF16 compute copy (if any) was written by the fused pass (false: the caller copies).
+bool adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
                           moment_codec::MomentBuffers& v, const adamw_math::AdamWScalars& with_decay,
-                          const adamw_math::AdamWScalars& without_decay, const moment_codec::DecayPlan& decay);
+                          const adamw_math::AdamWScalars& without_decay,
+                          const moment_codec::DecayPlan& decay, Tensor* compute_copy = nullptr);
 
-/// values: contiguous F32 [numel] -> out's codes and metadata (empty statistics, statistics, metadata, encode:
-/// four launches; one for F32 / BF16).
+/// values: contiguous F32 [numel] -> out's codes and metadata (empty statistics, statistics, metadata,
+/// encode: four launches; one for F32 / BF16).
 void quantize_moment(const Tensor& values, moment_codec::MomentBuffers& out);
 
 /// m decoded into the contiguous F32 [numel] tensor out.
