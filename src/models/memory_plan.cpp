@@ -1,6 +1,7 @@
 #include "coat/models/memory_plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "coat/models/unit_layout.h"
@@ -22,6 +23,23 @@ size_t allocation_bytes(double bytes, const Device& device) {
   const auto up = [b](size_t multiple) { return (b + multiple - 1) / multiple * multiple; };
   if (device.is_cuda()) return b <= (size_t{1} << 20) ? up(512) : up(size_t{2} << 20);
   return up(256);
+}
+
+/// The allocations of one AdamW moment of n elements as ops::make_moment makes them: the codes, and one
+/// buffer of group metadata: an F32 scale per group (FP8), or a scale, an exponent and a centre (expansion).
+size_t moment_allocation(const ops::MomentSpec& spec, double n, const Device& device) {
+  const bool grouped = spec.encoding == ops::MomentEncoding::FP8 || spec.encoding == ops::MomentEncoding::FP8Expand;
+  const double code_bytes = spec.encoding == ops::MomentEncoding::F32    ? 4.0
+                            : spec.encoding == ops::MomentEncoding::BF16 ? 2.0
+                                                                         : 1.0;
+  size_t bytes = allocation_bytes(n * code_bytes, device);
+  if (grouped) {
+    // One F32 allocation of scale (+ exponent and centre), each part padded to 4 floats (make_moment).
+    const double padded_groups = std::ceil(std::ceil(n / static_cast<double>(spec.group_size)) / 4.0) * 4.0;
+    const int parts = spec.encoding == ops::MomentEncoding::FP8Expand ? 3 : 1;
+    bytes += allocation_bytes(parts * padded_groups * 4.0, device);
+  }
+  return bytes;
 }
 
 // The shapes that size the activations of one micro-batch.
@@ -171,7 +189,7 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
     masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
     grads += allocation_bytes(n * param_bytes, dev);
-    states += 2 * allocation_bytes(n * in.optimizer_bytes_per_param / 2, dev);
+    states += moment_allocation(in.exp_avg, n, dev) + moment_allocation(in.exp_avg_sq, n, dev);
   }
   std::string count = std::to_string(m.parameter_count()) + " parameters";
   if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
@@ -184,9 +202,10 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   }
   plan.lines.push_back(
       {MemoryCategory::Gradients, grads, "accumulated in " + std::string(dtype_name(in.param_dtype))});
-  char state_what[96];
-  std::snprintf(state_what, sizeof state_what, "AdamW moments, %.4g bytes per parameter",
-                in.optimizer_bytes_per_param);
+  char state_what[160];
+  std::snprintf(state_what, sizeof state_what, "AdamW moments m %s, v %s: %.4g bytes per parameter",
+                ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str(),
+                static_cast<double>(states) / static_cast<double>(std::max<int64_t>(padded, 1)));
   plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
 
   // Activations.

@@ -203,10 +203,18 @@ QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSp
   m.numel = numel;
   m.codes = zeros(ctx, {numel}, moment_codec::code_dtype(codec_of(spec)), category);
   const int64_t groups = m.groups();
-  if (is_grouped(spec.encoding)) m.scale = zeros(ctx, {groups}, DType::F32, category);
-  if (spec.encoding == MomentEncoding::FP8Expand) {
-    m.expo = full(ctx, {groups}, 1.0, DType::F32, category);
-    m.center = zeros(ctx, {groups}, DType::F32, category);
+  if (!is_grouped(spec.encoding)) return m;
+  // The group metadata in one allocation (scale, then expo and centre with expansion), each part starting on
+  // a 16-byte boundary: one allocation rounds up once (the caching allocator's 2 MiB granularity would
+  // otherwise be paid three times per moment).
+  const int64_t stride = (groups + 3) / 4 * 4;
+  const bool expand = spec.encoding == MomentEncoding::FP8Expand;
+  Tensor meta = zeros(ctx, {(expand ? 3 : 1) * stride}, DType::F32, category);
+  m.scale = meta.slice(0, 0, groups);
+  if (expand) {
+    m.expo = meta.slice(0, stride, stride + groups);
+    fill_(m.expo, 1.0);
+    m.center = meta.slice(0, 2 * stride, 2 * stride + groups);
   }
   return m;
 }

@@ -7,19 +7,9 @@ namespace coat::train {
 
 namespace {
 
-// Bytes per element of one AdamW moment stored as `dtype` (optim.state_dtype's values). The FP8 storages
-// keep an F32 scale per group (fp8) or a scale and an expansion exponent per group (fp8_expand).
-double moment_bytes(const std::string& dtype, int64_t group_size) {
-  const double groups = 1.0 / static_cast<double>(group_size);
-  if (dtype == "bf16") return 2.0;
-  if (dtype == "fp8") return 1.0 + 4.0 * groups;
-  if (dtype == "fp8_expand") return 1.0 + 8.0 * groups;
-  return 4.0;
-}
-
 std::string recipe_words(const TrainConfig& c) {
   if (c.precision.recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
-  std::string words = "bf16: BF16 compute weights and activations, FP32 masters, gradients and AdamW states";
+  std::string words = "bf16: BF16 compute weights and activations, FP32 masters and gradients";
   if (c.precision.recipe != "bf16")
     words = "planned as " + words + " (the " + c.precision.recipe + " recipe is not available yet)";
   return words;
@@ -39,10 +29,8 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.seq_len = c.data.seq_len;
   in.param_dtype = DType::F32;
   in.compute_dtype = c.precision.recipe == "fp32" ? DType::F32 : DType::BF16;
-  const std::string m = c.optim.exp_avg_dtype.empty() ? c.optim.state_dtype : c.optim.exp_avg_dtype;
-  const std::string v = c.optim.exp_avg_sq_dtype.empty() ? c.optim.state_dtype : c.optim.exp_avg_sq_dtype;
-  in.optimizer_bytes_per_param =
-      moment_bytes(m, c.optim.state_group_size) + moment_bytes(v, c.optim.state_group_size);
+  in.exp_avg = exp_avg_spec(c.optim);
+  in.exp_avg_sq = exp_avg_sq_spec(c.optim);
   in.recompute = c.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None;
   in.device = c.train.device == "cuda" ? Device::cuda(0) : Device::cpu();
   return in;

@@ -188,4 +188,42 @@ TrainConfig load_train_config(const std::filesystem::path& path, const std::vect
   return parse_train_config(doc, path.string());
 }
 
+namespace {
+
+// The storage of one AdamW moment from its config strings (validated by the config reader).
+ops::MomentSpec moment_spec(const std::string& dtype, const std::string& fp8, int64_t group_size) {
+  ops::MomentSpec spec;
+  if (dtype == "fp32") {
+    spec.encoding = ops::MomentEncoding::F32;
+  } else if (dtype == "bf16") {
+    spec.encoding = ops::MomentEncoding::BF16;
+  } else if (dtype == "fp8") {
+    spec.encoding = ops::MomentEncoding::FP8;
+  } else if (dtype == "fp8_expand") {
+    spec.encoding = ops::MomentEncoding::FP8Expand;
+  } else {
+    throw ConfigError(detail::concat("config: optimizer state dtype '", dtype, "' is not one of fp32, bf16, fp8, fp8_expand"));
+  }
+  if (fp8 == "e4m3") {
+    spec.fp8 = DType::E4M3;
+  } else if (fp8 == "e5m2") {
+    spec.fp8 = DType::E5M2;
+  } else {
+    throw ConfigError(detail::concat("config: optimizer state fp8 format '", fp8, "' is not one of e4m3, e5m2"));
+  }
+  spec.group_size = group_size;
+  return spec;
+}
+
+}  // namespace
+
+ops::MomentSpec exp_avg_spec(const OptimConfig& o) {
+  return moment_spec(o.exp_avg_dtype.empty() ? o.state_dtype : o.exp_avg_dtype, o.exp_avg_fp8, o.state_group_size);
+}
+
+ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o) {
+  return moment_spec(o.exp_avg_sq_dtype.empty() ? o.state_dtype : o.exp_avg_sq_dtype, o.exp_avg_sq_fp8,
+                     o.state_group_size);
+}
+
 }  // namespace coat::train

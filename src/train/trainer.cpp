@@ -43,31 +43,6 @@ bool has_previous_run(const std::filesystem::path& dir) {
   return std::filesystem::exists(dir / "metrics.jsonl") || std::filesystem::exists(dir / "checkpoints");
 }
 
-// The storage of one AdamW moment from its config strings (validated by the config reader).
-ops::MomentSpec moment_spec(const std::string& dtype, const std::string& fp8, int64_t group_size) {
-  ops::MomentSpec spec;
-  if (dtype == "fp32") {
-    spec.encoding = ops::MomentEncoding::F32;
-  } else if (dtype == "bf16") {
-    spec.encoding = ops::MomentEncoding::BF16;
-  } else if (dtype == "fp8") {
-    spec.encoding = ops::MomentEncoding::FP8;
-  } else if (dtype == "fp8_expand") {
-    spec.encoding = ops::MomentEncoding::FP8Expand;
-  } else {
-    throw ConfigError(detail::concat("config: optimizer state dtype '", dtype, "' is not one of fp32, bf16, fp8, fp8_expand"));
-  }
-  if (fp8 == "e4m3") {
-    spec.fp8 = DType::E4M3;
-  } else if (fp8 == "e5m2") {
-    spec.fp8 = DType::E5M2;
-  } else {
-    throw ConfigError(detail::concat("config: optimizer state fp8 format '", fp8, "' is not one of e4m3, e5m2"));
-  }
-  spec.group_size = group_size;
-  return spec;
-}
-
 optim::LrSchedule make_schedule(const TrainConfig& c) {
   optim::LrSchedule s;
   s.kind = optim::LrSchedule::parse_kind(c.optim.schedule);
@@ -140,8 +115,8 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   oc.eps = static_cast<float>(config_.optim.eps);
   oc.weight_decay = static_cast<float>(config_.optim.weight_decay);
   oc.clip_grad_norm = static_cast<float>(config_.optim.clip_grad_norm);
-  oc.exp_avg = moment_spec(config_.optim.exp_avg_dtype, config_.optim.exp_avg_fp8, config_.optim.state_group_size);
-  oc.exp_avg_sq = moment_spec(config_.optim.exp_avg_sq_dtype, config_.optim.exp_avg_sq_fp8, config_.optim.state_group_size);
+  oc.exp_avg = exp_avg_spec(config_.optim);
+  oc.exp_avg_sq = exp_avg_sq_spec(config_.optim);
   optimizer_ = std::make_unique<optim::AdamW>(optim::make_buffers(units), oc);
   schedule_ = make_schedule(config_);
 

@@ -122,6 +122,20 @@ TEST_P(PlanAgainstStep, MeasuredPeakWithinTenPercent) {
   EXPECT_EQ(tape.saved_bytes(), plan.saved_bytes);
 }
 
+// Every optimizer-state storage: the plan counts the codes and group metadata exactly as allocated.
+TEST_F(MemoryPlanTest, OptimizerStatesOfEveryStorageAreCountedExactly) {
+  for (const char* states : {"fp32", "bf16", "fp8", "fp8_expand"}) {
+    nlohmann::json doc = config("llama", "bf16", "none", std::string("run_") + states);
+    doc["optim"]["state_dtype"] = states;
+    doc["optim"]["exp_avg_sq_fp8"] = "e5m2";
+    const TrainConfig cfg = parse_train_config(doc, "plan.json");
+    ContextPtr ctx = ops::make_context(Device::cpu());
+    Trainer trainer(cfg, ctx);
+    const size_t measured = ctx->allocator().memory_report().current(MemoryCategory::OptimizerState);
+    EXPECT_EQ(memory_plan(cfg).bytes(MemoryCategory::OptimizerState), measured) << states;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
                                             ::testing::Values("fp32", "bf16"),

@@ -61,15 +61,24 @@ TEST_F(TrainerTest, SameSeedSameLossesAndLearning) {
   EXPECT_TRUE(fs::exists(dir_ / "a" / "metrics.jsonl"));
 }
 
-TEST_F(TrainerTest, ResumeIsBitIdentical) {
-  Trainer full(parse_train_config(config("full"), "c.json"), ctx_);
+class TrainerResume : public TrainerTest, public ::testing::WithParamInterface<std::string> {};
+
+// Through a native checkpoint on disk, for every optimizer-state storage (FP8 codes with their scales,
+// exponents and centres included): the resumed run continues bit-identically.
+TEST_P(TrainerResume, ResumeIsBitIdentical) {
+  auto cfg = [&](const std::string& run) {
+    nlohmann::json c = config(run);
+    c["optim"]["state_dtype"] = GetParam();
+    return c;
+  };
+  Trainer full(parse_train_config(cfg("full"), "c.json"), ctx_);
   full.run();
   {
-    Trainer first(parse_train_config(config("split"), "c.json"), ctx_);
+    Trainer first(parse_train_config(cfg("split"), "c.json"), ctx_);
     first.run(/*stop_after_step=*/3);  // checkpoint.interval = 3 writes step 3
     ASSERT_EQ(first.step(), 3);
   }
-  Trainer second(parse_train_config(config("split"), "c.json"), ctx_, /*resuming=*/true);
+  Trainer second(parse_train_config(cfg("split"), "c.json"), ctx_, /*resuming=*/true);
   auto latest = second.latest_checkpoint();
   ASSERT_TRUE(latest.has_value());
   second.load_checkpoint(*latest);
@@ -84,6 +93,8 @@ TEST_F(TrainerTest, ResumeIsBitIdentical) {
     ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(StateStorages, TrainerResume, ::testing::Values("fp32", "bf16", "fp8", "fp8_expand"));
 
 TEST_F(TrainerTest, ExistingRunIsNotOverwritten) {
   Trainer a(parse_train_config(config("r"), "r.json"), ctx_);

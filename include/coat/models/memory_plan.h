@@ -20,6 +20,7 @@
 #include "coat/core/memory_stats.h"
 #include "coat/models/model_config.h"
 #include "coat/models/transformer.h"
+#include "coat/ops/quantized_moment.h"
 
 namespace coat::models {
 
@@ -28,7 +29,8 @@ struct MemoryPlanInput {
   int64_t seq_len = 1;
   DType param_dtype = DType::F32;    ///< master weights and gradients (the weights too when compute == param)
   DType compute_dtype = DType::F32;  ///< the compute copy of the weights; every activation is in this dtype
-  double optimizer_bytes_per_param = 8.0;  ///< both AdamW moments together (FP32: 8, BF16: 4)
+  ops::MomentSpec exp_avg{};     ///< storage of AdamW's first moment (F32 by default)
+  ops::MomentSpec exp_avg_sq{};  ///< storage of the second moment
   Recompute recompute = Recompute::None;
   Device device = Device::cpu();  ///< allocation rounding; CUDA adds its workspaces
 };

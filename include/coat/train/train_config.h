@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "coat/models/model_config.h"
+#include "coat/ops/quantized_moment.h"
 
 namespace coat::train {
 
@@ -88,6 +89,11 @@ struct TrainConfig {
 
 /// Parses and validates a document (after overrides). `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source);
+
+/// The storage of AdamW's first / second moment that optim.* asks for (exp_avg_dtype or state_dtype, the FP8
+/// format, the group size).
+ops::MomentSpec exp_avg_spec(const OptimConfig& o);
+ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o);
 /// Reads a JSON file, applies "section.key=value" overrides, parses. Errors name the file.
 TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides);
 
