@@ -283,6 +283,47 @@ void Trainer::save_checkpoint() {
   io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
 }
 
+void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
+  // The states must be stored as this run stores them (a change of optim.state_dtype cannot resume).
+  if (ck.meta.contains("config") && ck.meta["config"].contains("optim")) {
+    const nlohmann::json& saved = ck.meta["config"]["optim"];
+    for (const char* key : {"state_dtype", "exp_avg_dtype", "exp_avg_sq_dtype", "exp_avg_fp8", "exp_avg_sq_fp8",
+                            "state_group_size"}) {
+      if (saved.contains(key) && saved[key] != config_.resolved["optim"][key]) {
+        throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores AdamW states with optim.", key, " = ",
+                                         saved[key].dump(), " but this config has ",
+                                         config_.resolved["optim"][key].dump(),
+                                         "; resume with the checkpoint's setting"));
+      }
+    }
+  }
+  auto states = optimizer_->state_tensors();
+  if (states.empty() || ck.tensors.contains(states.front().first)) {
+    for (auto& [name, t] : states) ck.tensors.read_into(name, t);
+    return;
+  }
+  // Checkpoints of earlier versions keep FP32 moments per parameter ("<parameter>.exp_avg"): read each into
+  // its place in the unit's flat state.
+  const bool f32 = optimizer_->config().exp_avg.encoding == ops::MomentEncoding::F32 &&
+                   optimizer_->config().exp_avg_sq.encoding == ops::MomentEncoding::F32;
+  const auto& params = model_->parameters();
+  if (!f32 || params.empty() || !ck.tensors.contains(params.front().name + ".exp_avg")) {
+    ck.tensors.read_into(states.front().first, states.front().second);  // throws, naming what is missing
+  }
+  std::map<std::string, Tensor> by_name(states.begin(), states.end());
+  for (const models::ParamUnit& u : model_->units()) {
+    for (const char* moment : {".exp_avg", ".exp_avg_sq"}) {
+      const Tensor& flat = by_name.at(u.name + moment);
+      for (size_t index : u.params) {
+        const nn::Parameter& p = params[index];
+        const int64_t begin = p.master.offset() - u.master.offset();
+        Tensor view = flat.slice(0, begin, begin + p.master.numel());  // stored flat
+        ck.tensors.read_into(p.name + moment, view);
+      }
+    }
+  }
+}
+
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
   io::LoadedCheckpoint ck = io::open_checkpoint(dir);
   if (ck.meta.value("weights_only", false)) {
@@ -296,7 +337,7 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
                                      "; this config has ", config_.resolved.at("model").dump()));
   }
   for (nn::Parameter& p : model_->parameters()) ck.tensors.read_into(p.name, p.master);
-  for (auto& [name, t] : optimizer_->state_tensors()) ck.tensors.read_into(name, t);
+  load_optimizer_states(ck);
   optimizer_->set_step_count(ck.meta.at("optimizer_step").get<int64_t>());
   model_->sync_compute_weights();
   step_ = ck.meta.at("step").get<int64_t>();

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "coat/data/token_file.h"
+#include "coat/io/checkpoint.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/trainer.h"
@@ -91,6 +92,61 @@ TEST_P(TrainerResume, ResumeIsBitIdentical) {
     const Tensor& p = full.model().parameters()[i].value;
     const Tensor& q = second.model().parameters()[i].value;
     ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
+  }
+}
+
+// A checkpoint in the layout of earlier versions (FP32 moments per parameter, "<parameter>.exp_avg", flat)
+// resumes exactly like the current per-unit layout.
+TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
+  {
+    Trainer first(parse_train_config(config("new"), "c.json"), ctx_);
+    first.run(/*stop_after_step=*/3);
+  }
+  // Rewrite the step-3 checkpoint with per-parameter states into another run directory.
+  const io::LoadedCheckpoint ck = io::open_checkpoint(dir_ / "new" / "checkpoints" / io::checkpoint_dir_name(3));
+  Trainer layout(parse_train_config(config("layout"), "c.json"), ctx_);
+  std::vector<std::pair<std::string, Tensor>> old;
+  for (const nn::Parameter& p : layout.model().parameters()) old.emplace_back(p.name, ck.tensors.read(p.name));
+  for (const models::ParamUnit& u : layout.model().units()) {
+    for (const char* moment : {".exp_avg", ".exp_avg_sq"}) {
+      const Tensor flat = ck.tensors.read(u.name + moment);
+      for (size_t index : u.params) {
+        const nn::Parameter& p = layout.model().parameters()[index];
+        const int64_t begin = p.master.offset() - u.master.offset();
+        old.emplace_back(p.name + moment, ops::clone(flat.slice(0, begin, begin + p.master.numel())));
+      }
+    }
+  }
+  fs::create_directories(dir_ / "old");
+  io::save_checkpoint(dir_ / "old", 3, ck.meta, old);
+  fs::copy_file(dir_ / "new" / "metrics.jsonl", dir_ / "old" / "metrics.jsonl");
+
+  auto resumed = [&](const std::string& run) {
+    auto t = std::make_unique<Trainer>(parse_train_config(config(run), "c.json"), ctx_, /*resuming=*/true);
+    t->load_checkpoint(*t->latest_checkpoint());
+    t->run();
+    return losses(*t);
+  };
+  const std::vector<double> from_new = resumed("new"), from_old = resumed("old");
+  ASSERT_FALSE(from_new.empty());
+  EXPECT_EQ(from_old, from_new);
+}
+
+TEST_F(TrainerTest, ResumeWithAnotherStateStorageIsRefused) {
+  {
+    Trainer first(parse_train_config(config("run"), "c.json"), ctx_);
+    first.run(/*stop_after_step=*/3);
+  }
+  nlohmann::json c = config("run");
+  c["optim"]["state_dtype"] = "fp8_expand";
+  Trainer second(parse_train_config(c, "c.json"), ctx_, /*resuming=*/true);
+  try {
+    second.load_checkpoint(*second.latest_checkpoint());
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("optim.state_dtype = \"fp32\" but this config has \"fp8_expand\""),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "coat/data/token_file.h"
+#include "coat/io/checkpoint.h"
 #include "coat/data/window_sampler.h"
 #include "coat/models/transformer.h"
 #include "coat/optim/adamw.h"
@@ -68,6 +69,9 @@ class Trainer {
   double validation_unigram_entropy() const;
 
  private:
+  /// The AdamW states of a checkpoint into the optimizer (also from the per-parameter FP32 layout of
+  /// earlier versions); a checkpoint whose state storage differs from the config's is refused.
+  void load_optimizer_states(const io::LoadedCheckpoint& ck);
   void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
   std::string first_nonfinite_gradient() const;
   /// train_step's work; train_step adds the memory plan to an out-of-memory error.

@@ -1,5 +1,6 @@
 // cpu GEMM on OpenBLAS; 16-bit floats are widened to F32, multiplied by sgemm and rounded back once.
 #include "coat/backend/cpu/gemm.h"
+#include "coat/backend/dense_operands.h"
 
 #include <cblas.h>
 
@@ -21,18 +22,6 @@ struct GemmDims {
   int64_t n = 0;
   int64_t k = 0;
 };
-
-// Contiguous, or empty (an empty tensor has no layout to get wrong, whatever its strides say).
-bool is_dense(const Tensor& t) {
-  return t.numel() == 0 || t.is_contiguous();
-}
-
-bool ranges_overlap(const Tensor& x, const Tensor& y) {
-  const auto* x0 = static_cast<const char*>(x.data_ptr());
-  const auto* y0 = static_cast<const char*>(y.data_ptr());
-  if (x.nbytes() == 0 || y.nbytes() == 0) return false;
-  return x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
-}
 
 GemmDims check_arguments(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b,
                          const Tensor& out) {

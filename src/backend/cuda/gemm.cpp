@@ -5,6 +5,7 @@
 // out^T = op(b)^T @ op(a)^T in column-major terms: cuBLASLt's A is our b, its B is our a, m = N, n = M,
 // k = K, and each operand keeps its own transpose flag.
 #include "coat/backend/cuda/gemm.h"
+#include "coat/backend/dense_operands.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -20,18 +21,6 @@ namespace coat::cuda {
 namespace {
 
 constexpr const char* kOp = "matmul";
-
-// Contiguous, or empty (an empty tensor has no layout to get wrong, whatever its strides say).
-bool is_dense(const Tensor& t) {
-  return t.numel() == 0 || t.is_contiguous();
-}
-
-bool ranges_overlap(const Tensor& x, const Tensor& y) {
-  const auto* x0 = static_cast<const char*>(x.data_ptr());
-  const auto* y0 = static_cast<const char*>(y.data_ptr());
-  if (x.nbytes() == 0 || y.nbytes() == 0) return false;
-  return x0 < y0 + y.nbytes() && y0 < x0 + x.nbytes();
-}
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {

@@ -53,6 +53,7 @@ std::unique_ptr<MatmulPlan> build_plan(cublasLtHandle_t handle, const MatmulPlan
   COAT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, key.compute_type, key.scale_type));
   set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, key.trans_a);
   set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, key.trans_b);
+  if (key.fast_accum) set_desc<int8_t>(plan->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, 1);
 
   // Layouts describe the matrices as stored (before the op): op(A) is m x k, so A is k x m when transposed.
   const bool ta = key.trans_a != CUBLAS_OP_N;
@@ -96,7 +97,7 @@ std::string MatmulPlanKey::str() const {
   return ::coat::detail::concat("m=", m, " n=", n, " k=", k, " opA=", op_name(trans_a),
                                 " opB=", op_name(trans_b), " lda=", lda, " ldb=", ldb, " ldc=", ldc,
                                 " A=", type_name(a_type), " B=", type_name(b_type), " C=", type_name(c_type),
-                                " beta=", beta_zero ? "0" : "nonzero", " align=", align_a, "/", align_b, "/",
+                                " beta=", beta_zero ? "0" : "nonzero", fast_accum ? " fast_accum" : "", " align=", align_a, "/", align_b, "/",
                                 align_c);
 }
 
@@ -112,7 +113,7 @@ size_t MatmulPlanKeyHash::operator()(const MatmulPlanKey& key) const {
   mix(static_cast<uint64_t>(key.ldb));
   mix(static_cast<uint64_t>(key.ldc));
   mix(static_cast<uint64_t>(key.trans_a) | (static_cast<uint64_t>(key.trans_b) << 8) |
-      (static_cast<uint64_t>(key.beta_zero) << 16));
+      (static_cast<uint64_t>(key.beta_zero) << 16) | (static_cast<uint64_t>(key.fast_accum) << 17));
   mix(static_cast<uint64_t>(key.a_type) | (static_cast<uint64_t>(key.b_type) << 16) |
       (static_cast<uint64_t>(key.c_type) << 32) | (static_cast<uint64_t>(key.scale_type) << 48));
   mix(static_cast<uint64_t>(key.compute_type));

@@ -31,6 +31,8 @@ struct MatmulPlanKey {
   cublasComputeType_t compute_type = CUBLAS_COMPUTE_32F;
   cudaDataType_t scale_type = CUDA_R_32F;  // type of alpha and beta
   bool beta_zero = true;
+  /// CUBLASLT_MATMUL_DESC_FAST_ACCUM (FP8 only): part of the key since it may change the algorithm chosen.
+  bool fast_accum = false;
   /// Guaranteed alignment of the A, B, C/D addresses in bytes (a power of two <= 256): the heuristic may
   /// only pick kernels that need no more than this.
   uint32_t align_a = 256;
