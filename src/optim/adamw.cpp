@@ -90,7 +90,8 @@ std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units) {
     bool previous_decayed = false;
     for (const Span& s : spans) {
       // Consecutive decayed parameters form one range: only zero padding lies between them, and zero
-      // parameters with zero gradients stay zero under any AdamW update.
+      // parameters with zero gradients stay zero under any AdamW update with eps > 0 (eps = 0 makes them
+      // 0/0, as it does zero-gradient weights in PyTorch; nothing reads the padding).
       if (s.decay && previous_decayed) {
         b.decay.back().end = s.end;
       } else if (s.decay) {

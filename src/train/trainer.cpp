@@ -284,17 +284,35 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
-  // The states must be stored as this run stores them (a change of optim.state_dtype cannot resume).
+  // The states must be stored as this run stores them (a change of the state storage cannot resume). The
+  // storages that the two configs produce are compared, not their spellings.
   if (ck.meta.contains("config") && ck.meta["config"].contains("optim")) {
     const nlohmann::json& saved = ck.meta["config"]["optim"];
-    for (const char* key : {"state_dtype", "exp_avg_dtype", "exp_avg_sq_dtype", "exp_avg_fp8", "exp_avg_sq_fp8",
-                            "state_group_size"}) {
-      if (saved.contains(key) && saved[key] != config_.resolved["optim"][key]) {
-        throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores AdamW states with optim.", key, " = ",
-                                         saved[key].dump(), " but this config has ",
-                                         config_.resolved["optim"][key].dump(),
-                                         "; resume with the checkpoint's setting"));
-      }
+    OptimConfig before = config_.optim;
+    before.state_dtype = saved.value("state_dtype", before.state_dtype);
+    before.exp_avg_dtype = saved.value("exp_avg_dtype", before.state_dtype);
+    before.exp_avg_sq_dtype = saved.value("exp_avg_sq_dtype", before.state_dtype);
+    before.exp_avg_fp8 = saved.value("exp_avg_fp8", before.exp_avg_fp8);
+    before.exp_avg_sq_fp8 = saved.value("exp_avg_sq_fp8", before.exp_avg_sq_fp8);
+    before.state_group_size = saved.value("state_group_size", before.state_group_size);
+    auto same = [](const ops::MomentSpec& a, const ops::MomentSpec& b) {
+      if (a.encoding != b.encoding) return false;
+      const bool grouped = a.encoding == ops::MomentEncoding::FP8 || a.encoding == ops::MomentEncoding::FP8Expand;
+      return !grouped || (a.fp8 == b.fp8 && a.group_size == b.group_size);
+    };
+    const std::pair<const char*, bool> moments[] = {
+        {"exp_avg", same(exp_avg_spec(before), optimizer_->config().exp_avg)},
+        {"exp_avg_sq", same(exp_avg_sq_spec(before), optimizer_->config().exp_avg_sq)}};
+    for (const auto& [moment, equal] : moments) {
+      if (equal) continue;
+      const ops::MomentSpec was = std::string(moment) == "exp_avg" ? exp_avg_spec(before) : exp_avg_sq_spec(before);
+      const ops::MomentSpec now =
+          std::string(moment) == "exp_avg" ? optimizer_->config().exp_avg : optimizer_->config().exp_avg_sq;
+      throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores the AdamW moment ", moment, " as ",
+                                       ops::moment_spec_str(was), " but this config stores it as ",
+                                       ops::moment_spec_str(now),
+                                       " (optim.state_dtype / optim.", moment,
+                                       "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
     }
   }
   auto states = optimizer_->state_tensors();
