@@ -13,6 +13,7 @@
 #include "coat/ops/optimizer.h"
 #include "coat/ops/runtime.h"
 #include "coat/optim/adamw.h"
+#include "expect_error.h"
 
 namespace coat {
 namespace {
@@ -185,36 +186,26 @@ TEST(AdamW, OptimizerStateMemoryIsAccounted) {
             2 * 10 * sizeof(float));
 }
 
-template <typename Fn>
-void expect_invalid(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 TEST(AdamW, RejectsInvalidSegmentsAndConfig) {
   auto ctx = cpu();
   FlatUnit unit = make_unit(ctx, normal_values(10, 7, 0.1));
   auto segs = unit.segments(true, true);
   segs[1].name = "a";
-  expect_invalid([&] { optim::AdamW(segs, {}); }, "name 'a' is used twice");
+  test::expect_error_containing<InvalidArgument>([&] { optim::AdamW(segs, {}); }, "name 'a' is used twice");
   segs = unit.segments(true, true);
   segs[1].grad = unit.grads.slice(0, 0, 5);
-  expect_invalid([&] { optim::AdamW(segs, {}); }, "segment 'b': param (4) and grad (5) differ in shape");
+  test::expect_error_containing<InvalidArgument>([&] { optim::AdamW(segs, {}); }, "segment 'b': param (4) and grad (5) differ in shape");
   segs = unit.segments(true, true);
   segs[0].grad = ops::cast(segs[0].grad, DType::BF16);
-  expect_invalid([&] { optim::AdamW(segs, {}); }, "expected f32");
+  test::expect_error_containing<InvalidArgument>([&] { optim::AdamW(segs, {}); }, "expected f32");
   segs = unit.segments(true, true);
   segs[0].name.clear();
-  expect_invalid([&] { optim::AdamW(segs, {}); }, "empty name");
-  expect_invalid([&] { optim::AdamW(unit.segments(true, true), {0.9f, 0.999f, 1e-8f, 0.0f, -1.0f}); },
+  test::expect_error_containing<InvalidArgument>([&] { optim::AdamW(segs, {}); }, "empty name");
+  test::expect_error_containing<InvalidArgument>([&] { optim::AdamW(unit.segments(true, true), {0.9f, 0.999f, 1e-8f, 0.0f, -1.0f}); },
                  "clip_grad_norm");
   optim::AdamW ok(unit.segments(true, true), {});
-  expect_invalid([&] { ok.step(-1.0f); }, "lr");
-  expect_invalid([&] { ok.set_step_count(-1); }, "step count");
+  test::expect_error_containing<InvalidArgument>([&] { ok.step(-1.0f); }, "lr");
+  test::expect_error_containing<InvalidArgument>([&] { ok.set_step_count(-1); }, "step count");
 }
 
 TEST(DefaultDecay, NormsAndEmbeddingsOnlyWhenConfigured) {

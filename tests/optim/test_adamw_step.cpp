@@ -13,6 +13,7 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/optimizer.h"
 #include "coat/ops/runtime.h"
+#include "expect_error.h"
 
 namespace coat {
 namespace {
@@ -197,35 +198,25 @@ TEST(AdamWStep, EmptyTensorsAreANoOp) {
   EXPECT_EQ(b.p.numel(), 0);
 }
 
-template <typename Fn>
-void expect_invalid(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 TEST(AdamWStep, RejectsInvalidArguments) {
   auto ctx = cpu();
   Buffers b = make_buffers(ctx, {1.0, 2.0});
   const ops::AdamWHyper good{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1, 1.0f};
   Tensor short_g = ops::zeros(ctx, {3}, DType::F32);
-  expect_invalid([&] { ops::adamw_step(b.p, short_g, b.m, b.v, good); }, "[adamw_step] grad has 3 elements");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, short_g, b.m, b.v, good); }, "[adamw_step] grad has 3 elements");
   Tensor bf16_m = ops::zeros(ctx, {2}, DType::BF16);
-  expect_invalid([&] { ops::adamw_step(b.p, b.g, bf16_m, b.v, good); }, "exp_avg (m) has dtype bf16");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, b.g, bf16_m, b.v, good); }, "exp_avg (m) has dtype bf16");
   Tensor strided = ops::zeros(ctx, {4}, DType::F32).slice(0, 0, 4, 2);
-  expect_invalid([&] { ops::adamw_step(b.p, b.g, b.m, strided, good); }, "must be contiguous");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, b.g, b.m, strided, good); }, "must be contiguous");
   ops::AdamWHyper bad = good;
   bad.step = 0;
-  expect_invalid([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "step 0 must be >= 1");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "step 0 must be >= 1");
   bad = good;
   bad.beta2 = 1.0f;
-  expect_invalid([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "beta2");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "beta2");
   bad = good;
   bad.lr = NAN;
-  expect_invalid([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "lr");
+  test::expect_error_containing<InvalidArgument>([&] { ops::adamw_step(b.p, b.g, b.m, b.v, bad); }, "lr");
 }
 
 }  // namespace

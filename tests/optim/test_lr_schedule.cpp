@@ -6,6 +6,7 @@
 
 #include "coat/core/error.h"
 #include "coat/optim/lr_schedule.h"
+#include "expect_error.h"
 
 namespace coat {
 namespace {
@@ -56,31 +57,21 @@ TEST(LrSchedule, ConstantAndNoWarmup) {
   EXPECT_FLOAT_EQ(abrupt.lr_at(11), 2e-4f);
 }
 
-template <typename Fn>
-void expect_invalid(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    FAIL() << "no exception; expected one containing: " << needle;
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 TEST(LrSchedule, ParseKindAndValidation) {
   EXPECT_EQ(LrSchedule::parse_kind("constant"), LrSchedule::Constant);
   EXPECT_EQ(LrSchedule::parse_kind("linear"), LrSchedule::Linear);
   EXPECT_EQ(LrSchedule::parse_kind("cosine"), LrSchedule::Cosine);
   EXPECT_EQ(LrSchedule::kind_name(LrSchedule::Cosine), "cosine");
-  expect_invalid([] { LrSchedule::parse_kind("cosin"); }, "unknown schedule 'cosin'; valid: constant, linear, cosine");
-  expect_invalid([] { LrSchedule::parse_kind("Cosine"); }, "valid: constant, linear, cosine");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule::parse_kind("cosin"); }, "unknown schedule 'cosin'; valid: constant, linear, cosine");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule::parse_kind("Cosine"); }, "valid: constant, linear, cosine");
 
   const LrSchedule s{LrSchedule::Cosine, 1e-3f, 10, 100, 0.1f};
-  expect_invalid([&] { s.lr_at(0); }, "step 0 must be >= 1");
-  expect_invalid([] { LrSchedule{LrSchedule::Cosine, 1e-3f, 10, 5, 0.1f}.lr_at(1); },
+  test::expect_error_containing<InvalidArgument>([&] { s.lr_at(0); }, "step 0 must be >= 1");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule{LrSchedule::Cosine, 1e-3f, 10, 5, 0.1f}.lr_at(1); },
                  "cosine decay needs total_steps (5) >= warmup_steps (10)");
-  expect_invalid([] { LrSchedule{LrSchedule::Linear, 1e-3f, 0, 5, 1.5f}.validate(); }, "min_lr_ratio");
-  expect_invalid([] { LrSchedule{LrSchedule::Linear, -1e-3f, 0, 5, 0.0f}.validate(); }, "peak_lr");
-  expect_invalid([] { LrSchedule{LrSchedule::Constant, 1e-3f, -1, 0, 0.0f}.validate(); }, "warmup_steps");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule{LrSchedule::Linear, 1e-3f, 0, 5, 1.5f}.validate(); }, "min_lr_ratio");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule{LrSchedule::Linear, -1e-3f, 0, 5, 0.0f}.validate(); }, "peak_lr");
+  test::expect_error_containing<InvalidArgument>([] { LrSchedule{LrSchedule::Constant, 1e-3f, -1, 0, 0.0f}.validate(); }, "warmup_steps");
   LrSchedule{LrSchedule::Constant, 1e-3f, 10, 0, 0.0f}.validate();  // Constant ignores total_steps
 }
 
