@@ -25,21 +25,11 @@ size_t allocation_bytes(double bytes, const Device& device) {
   return up(256);
 }
 
-/// The allocations of one AdamW moment of n elements as ops::make_moment makes them: the codes, and one
-/// buffer of group metadata: an F32 scale per group (FP8), or a scale, an exponent and a centre (expansion).
-size_t moment_allocation(const ops::MomentSpec& spec, double n, const Device& device) {
-  const bool grouped = spec.encoding == ops::MomentEncoding::FP8 || spec.encoding == ops::MomentEncoding::FP8Expand;
-  const double code_bytes = spec.encoding == ops::MomentEncoding::F32    ? 4.0
-                            : spec.encoding == ops::MomentEncoding::BF16 ? 2.0
-                                                                         : 1.0;
-  size_t bytes = allocation_bytes(n * code_bytes, device);
-  if (grouped) {
-    // One F32 allocation of scale (+ exponent and centre), each part padded to 4 floats (make_moment).
-    const double padded_groups = std::ceil(std::ceil(n / static_cast<double>(spec.group_size)) / 4.0) * 4.0;
-    const int parts = spec.encoding == ops::MomentEncoding::FP8Expand ? 3 : 1;
-    bytes += allocation_bytes(parts * padded_groups * 4.0, device);
-  }
-  return bytes;
+/// The allocations of one AdamW moment of n elements, as ops::make_moment makes them (ops::moment_layout).
+size_t moment_allocation(const ops::MomentSpec& spec, int64_t n, const Device& device) {
+  const ops::MomentLayout l = ops::moment_layout(spec, n);
+  return allocation_bytes(static_cast<double>(l.code_bytes(n)), device) +
+         (l.parts > 0 ? allocation_bytes(static_cast<double>(l.metadata_bytes()), device) : 0);
 }
 
 // The shapes that size the activations of one micro-batch.
@@ -189,7 +179,7 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
     masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
     grads += allocation_bytes(n * param_bytes, dev);
-    states += moment_allocation(in.exp_avg, n, dev) + moment_allocation(in.exp_avg_sq, n, dev);
+    states += moment_allocation(in.exp_avg, u.numel, dev) + moment_allocation(in.exp_avg_sq, u.numel, dev);
   }
   std::string count = std::to_string(m.parameter_count()) + " parameters";
   if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";

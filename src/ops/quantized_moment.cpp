@@ -193,25 +193,34 @@ std::vector<std::pair<std::string, Tensor>> QuantizedMoment::tensors() const {
   return out;
 }
 
+MomentLayout moment_layout(const MomentSpec& spec, int64_t numel) {
+  validate(spec);
+  MomentLayout l;
+  l.code_dtype = moment_codec::code_dtype(codec_of(spec));
+  if (!is_grouped(spec.encoding)) return l;
+  l.groups = group_count(numel, spec);
+  l.parts = spec.encoding == MomentEncoding::FP8Expand ? 3 : 1;
+  l.stride = (l.groups + 3) / 4 * 4;
+  return l;
+}
+
 QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec,
                             MemoryCategory category) {
   COAT_ARG_CHECK(ctx != nullptr, "make_moment", "context is null");
-  validate(spec);
   COAT_ARG_CHECK(numel >= 0, "make_moment", "numel ", numel, " must be >= 0");
   QuantizedMoment m;
   m.spec = spec;
   m.numel = numel;
-  m.codes = zeros(ctx, {numel}, moment_codec::code_dtype(codec_of(spec)), category);
-  const int64_t groups = m.groups();
-  if (!is_grouped(spec.encoding)) return m;
+  const MomentLayout layout = moment_layout(spec, numel);  // validates spec
+  m.codes = zeros(ctx, {numel}, layout.code_dtype, category);
+  if (layout.parts == 0) return m;
   // The group metadata in one allocation (scale, then expo and centre with expansion), each part starting on
   // a 16-byte boundary: one allocation rounds up once (the caching allocator's 2 MiB granularity would
   // otherwise be paid three times per moment).
-  const int64_t stride = (groups + 3) / 4 * 4;
-  const bool expand = spec.encoding == MomentEncoding::FP8Expand;
-  Tensor meta = zeros(ctx, {(expand ? 3 : 1) * stride}, DType::F32, category);
+  const int64_t groups = layout.groups, stride = layout.stride;
+  Tensor meta = zeros(ctx, {layout.parts * stride}, DType::F32, category);
   m.scale = meta.slice(0, 0, groups);
-  if (expand) {
+  if (layout.parts == 3) {
     m.expo = meta.slice(0, stride, stride + groups);
     fill_(m.expo, 1.0);
     m.center = meta.slice(0, 2 * stride, 2 * stride + groups);

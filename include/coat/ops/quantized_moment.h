@@ -50,6 +50,19 @@ struct QuantizedMoment {
 
 /// A zero moment (all codes 0, scale 0, expo 1, center 0) of numel elements on ctx's device, allocated in
 /// `category`.
+/// The allocations make_moment makes for a moment of numel elements: the codes (numel elements of the
+/// code dtype), and one F32 buffer of group metadata holding `parts` parts (scale; + exponent and centre with
+/// expansion) of `stride` floats each (the group count padded to 4: every part starts on 16 bytes).
+struct MomentLayout {
+  DType code_dtype = DType::F32;
+  int64_t groups = 0;
+  int parts = 0;       ///< 0 without groups
+  int64_t stride = 0;  ///< floats per part
+  size_t code_bytes(int64_t numel) const { return static_cast<size_t>(numel) * dtype_size(code_dtype); }
+  size_t metadata_bytes() const { return static_cast<size_t>(parts * stride) * sizeof(float); }
+};
+MomentLayout moment_layout(const MomentSpec& spec, int64_t numel);
+
 QuantizedMoment make_moment(const ContextPtr& ctx, int64_t numel, const MomentSpec& spec,
                             MemoryCategory category);
 
