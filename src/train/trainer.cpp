@@ -300,18 +300,16 @@ void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
       const bool grouped = a.encoding == ops::MomentEncoding::FP8 || a.encoding == ops::MomentEncoding::FP8Expand;
       return !grouped || (a.fp8 == b.fp8 && a.group_size == b.group_size);
     };
-    const std::pair<const char*, bool> moments[] = {
-        {"exp_avg", same(exp_avg_spec(before), optimizer_->config().exp_avg)},
-        {"exp_avg_sq", same(exp_avg_sq_spec(before), optimizer_->config().exp_avg_sq)}};
-    for (const auto& [moment, equal] : moments) {
-      if (equal) continue;
-      const ops::MomentSpec was = std::string(moment) == "exp_avg" ? exp_avg_spec(before) : exp_avg_sq_spec(before);
-      const ops::MomentSpec now =
-          std::string(moment) == "exp_avg" ? optimizer_->config().exp_avg : optimizer_->config().exp_avg_sq;
-      throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores the AdamW moment ", moment, " as ",
-                                       ops::moment_spec_str(was), " but this config stores it as ",
-                                       ops::moment_spec_str(now),
-                                       " (optim.state_dtype / optim.", moment,
+    struct Moment {
+      const char* name;
+      ops::MomentSpec was, now;
+    };
+    for (const Moment& m : {Moment{"exp_avg", exp_avg_spec(before), optimizer_->config().exp_avg},
+                            Moment{"exp_avg_sq", exp_avg_sq_spec(before), optimizer_->config().exp_avg_sq}}) {
+      if (same(m.was, m.now)) continue;
+      throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores the AdamW moment ", m.name, " as ",
+                                       ops::moment_spec_str(m.was), " but this config stores it as ",
+                                       ops::moment_spec_str(m.now), " (optim.state_dtype / optim.", m.name,
                                        "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
     }
   }
