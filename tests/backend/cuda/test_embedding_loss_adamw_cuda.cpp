@@ -30,6 +30,7 @@
 #include "coat/ops/optimizer.h"
 #include "coat/ops/runtime.h"
 #include "cuda_test_util.h"
+#include "cuda_timing.h"
 
 #ifdef COAT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -315,28 +316,7 @@ TEST_F(CudaTrainOps, SumSquaresMatchesCpuAndIsDeterministic) {
 // ---- timing (run with --gtest_also_run_disabled_tests) ----
 
 #ifdef COAT_WITH_CUDA
-/// Median device time in ms of fn over `reps` runs after 2 warm-ups, measured with events on stream.
-template <typename Fn>
-double median_ms(cudaStream_t stream, int reps, Fn&& fn) {
-  cudaEvent_t start, stop;
-  COAT_CUDA_CHECK(cudaEventCreate(&start));
-  COAT_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < 2; ++i) fn();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    COAT_CUDA_CHECK(cudaEventRecord(start, stream));
-    fn();
-    COAT_CUDA_CHECK(cudaEventRecord(stop, stream));
-    COAT_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0.0f;
-    COAT_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  COAT_CUDA_CHECK(cudaEventDestroy(start));
-  COAT_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
+using test::median_ms;
 #endif
 
 TEST_F(CudaTrainOps, DISABLED_Bandwidth) {

@@ -32,6 +32,7 @@
 #include "coat/ops/rope.h"
 #include "coat/ops/runtime.h"
 #include "cuda_test_util.h"
+#include "cuda_timing.h"
 #include "expect_error.h"
 
 #ifdef COAT_WITH_CUDA
@@ -429,28 +430,10 @@ TEST_F(CudaNormRopeSwiglu, UnsupportedDtypeIsNotImplemented) {
 }
 
 #ifdef COAT_WITH_CUDA
-/// Median over `reps` timed runs (CUDA events on the context's stream) of fn, in milliseconds.
+/// Median over `reps` timed runs (CUDA events on the context's stream, 3 warm-ups) of fn, in milliseconds.
 template <typename Fn>
 double median_ms(const ContextPtr& ctx, Fn&& fn, int reps = 20) {
-  cudaStream_t stream = static_cast<cuda::CudaContext&>(*ctx).stream();
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<double> ms;
-  cudaEvent_t start, stop;
-  COAT_CUDA_CHECK(cudaEventCreate(&start));
-  COAT_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int i = 0; i < reps; ++i) {
-    COAT_CUDA_CHECK(cudaEventRecord(start, stream));
-    fn();
-    COAT_CUDA_CHECK(cudaEventRecord(stop, stream));
-    COAT_CUDA_CHECK(cudaEventSynchronize(stop));
-    float t = 0;
-    COAT_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  COAT_CUDA_CHECK(cudaEventDestroy(start));
-  COAT_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return test::median_ms(static_cast<cuda::CudaContext&>(*ctx).stream(), reps, fn, /*warmups=*/3);
 }
 #endif
 
