@@ -187,9 +187,12 @@ size_t QuantizedMoment::bytes() const {
 std::vector<std::pair<std::string, Tensor>> QuantizedMoment::tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
   if (codes.defined()) out.emplace_back("", codes);
-  if (scale.defined()) out.emplace_back(".scale", scale);
+  // The expansion stores log2 s and log2 g (moment_codec.h): its own names, so that a checkpoint written
+  // when s and g were stored directly is refused by name instead of being misread.
+  const bool expand = spec.encoding == MomentEncoding::FP8Expand;
+  if (scale.defined()) out.emplace_back(expand ? ".log2_scale" : ".scale", scale);
   if (expo.defined()) out.emplace_back(".expo", expo);
-  if (center.defined()) out.emplace_back(".center", center);
+  if (center.defined()) out.emplace_back(".log2_center", center);
   return out;
 }
 

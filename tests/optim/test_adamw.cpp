@@ -294,9 +294,9 @@ TEST(AdamWBuffers, Fp8ExpandStatesTakeAtMost2Point25BytesPerParameter) {
   EXPECT_GE(static_cast<double>(opt.state_bytes()) / static_cast<double>(n), 2.0);
   std::vector<std::string> names;
   for (const auto& [name, t] : opt.state_tensors()) names.push_back(name);
-  const std::vector<std::string> expected = {"u.exp_avg",        "u.exp_avg.scale",    "u.exp_avg.expo",
-                                             "u.exp_avg.center", "u.exp_avg_sq",       "u.exp_avg_sq.scale",
-                                             "u.exp_avg_sq.expo", "u.exp_avg_sq.center"};
+  const std::vector<std::string> expected = {
+      "u.exp_avg",    "u.exp_avg.log2_scale",    "u.exp_avg.expo",    "u.exp_avg.log2_center",
+      "u.exp_avg_sq", "u.exp_avg_sq.log2_scale", "u.exp_avg_sq.expo", "u.exp_avg_sq.log2_center"};
   EXPECT_EQ(names, expected);
 }
 

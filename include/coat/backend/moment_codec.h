@@ -23,20 +23,24 @@
 //               decode q * s. All-zero group: s = 0, codes 0. A max below fmt_max * 2^-149 (s would
 //               underflow to 0) gives the smallest subnormal s, so that x / s stays finite.
 //   expansion:  over the NONZERO |x| of the group (a masked min: zeros, also in the first lane, never count):
-//               mx = max, mn = min; g = sqrt(mx) * sqrt(mn);
+//               mx = max, mn = min; g = sqrt(mx mn) (log2 g = (log2 mx + log2 mn) / 2);
 //               k = floor(16 * log2(R) / log2(mx / mn)) / 16 clamped to [kExpoMin, kExpoMax] = [1/16, 8]
 //               (k = 1 when mx == mn); y = sign(x) |x / g|^k; s = max|y| / fmt_max; q = fp8_sat(y / s);
-//               zeros are stored as code 0. All-zero group: s = 0, k = 1, g = 0. Decode:
-//               x = sign(q) (|q| s)^(1/k) g, code 0 -> 0.
-//               Evaluated in the log2 domain: y / s = exp2(k (log2|x| - log2 g) - log2 s) and
-//               (|q| s)^(1/k) g = exp2((log2|q| + log2 s) / k + log2 g), with log2 s and log2 g taken of the
-//               stored s and g, so that encode and decode agree; max|y| = exp2(k (log2 mx - log2 g)) (y is
-//               monotone in |x|).
-//   Non-finite values: a group whose max|x| is inf or NaN gets s = NaN (and g = NaN with expansion): its
-//   elements (with expansion: its nonzero elements) are stored as the NaN code 0x7F and decode to NaN, so an
-//   overflow is never hidden. (Callers skip steps with non-finite gradients, as for ops::adamw_step.)
-//   The encode clamps log2(y / s) to [-125, 126] before exp2 (within a group |log2(y / s)| < 32; beyond the
-//   clamp the code saturates or is 0 anyway), so that 2^n can be applied to the exponent bits directly.
+//               zeros are stored as code 0. Decode: x = sign(q) (|q| s)^(1/k) g, code 0 -> 0.
+//               Stored per group: log2 s, k, log2 g (the log2 domain is where encode and decode use them,
+//               so nothing per step takes the log2 of stored values, and the per-group code is short). All-
+//               zero group: log2 s = log2 g = -inf, k = 1.
+//               Evaluated in the log2 domain: y / s = exp2(k log2|x| - (k log2 g + log2 s)) and
+//               (|q| s)^(1/k) g = exp2(log2|q| / k + (log2 s / k + log2 g)), the bracketed terms once per
+//               group; log2 max|y| = k (log2 mx - log2 g) (y is monotone in |x|), so log2 s needs no exp2.
+//               Per element the cheaper log2_elem / exp2_elem (below); decoded magnitudes below 2^-125 become
+//               0.
+//   Non-finite values: a group whose max|x| is inf or NaN gets s = NaN (log2 s = log2 g = NaN with
+//   expansion): its elements (with expansion: its nonzero elements) are stored as the NaN code 0x7F and
+//   decode to NaN, so an overflow is never hidden. (Callers skip steps with non-finite gradients, as for
+//   ops::adamw_step.) The encode clamps log2(y / s) to [-125, 126] before exp2 (within a group |log2(y / s)|
+//   < 32; beyond the clamp the code saturates or is 0 anyway), so that 2^n can be applied to the exponent
+//   bits directly.
 //
 // The target range R and the bounds of k:
 //   R_fmt = fmt_max^2 / 2: 448^2 / 2 for E4M3 (the reference's choice) and 57344^2 / 2 for E5M2. Both formats
@@ -94,25 +98,40 @@ COAT_HOST_DEVICE inline float floor_exact(float x) {
 /// coefficients rounded to float); e + f P(f) rounded once by an fma. No division and no branch, so that the
 /// elements of a thread interleave on the GPU. For 0, inf, NaN or x < 0 the result is some value computed by
 /// the same integer and IEEE operations (callers select those cases away).
-COAT_HOST_DEVICE inline float log2_core(float x) {
+/// c[0] f^(N-1) + ... + c[N-1] by Horner's rule, one fma per coefficient after the first (highest degree
+/// first).
+template <int N>
+COAT_HOST_DEVICE inline float horner(float f, const float (&c)[N]) {
+  float p = c[0];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int i = 1; i < N; ++i) p = fma_rn(p, f, c[i]);
+  return p;
+}
+
+/// The argument reduction of log2_core / log2_elem: x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), f
+/// exact, e returned as a float (exact).
+struct Log2Split {
+  float f;
+  float e;
+};
+COAT_HOST_DEVICE inline Log2Split log2_split(float x) {
   const uint32_t bits = float_to_bits(x);
   const bool subnormal = bits < 0x00800000u;
   const uint32_t b = subnormal ? float_to_bits(mul_rn(x, 8388608.0f)) : bits;  // * 2^23, exact
   // Split around sqrt(1/2) (bits 0x3F3504F3): e = floor(log2(x / sqrt(1/2))), m = x / 2^e.
   const int32_t e = static_cast<int32_t>(b - 0x3F3504F3u) >> 23;
   const float m = bits_to_float(b - (static_cast<uint32_t>(e) << 23));
-  const float f = sub_rn(m, 1.0f);  // exact (Sterbenz)
-  float p = -1.074978933e-01f;
-  p = fma_rn(p, f, 1.847603321e-01f);
-  p = fma_rn(p, f, -1.913883835e-01f);
-  p = fma_rn(p, f, 2.048576474e-01f);
-  p = fma_rn(p, f, -2.396081239e-01f);
-  p = fma_rn(p, f, 2.885525525e-01f);
-  p = fma_rn(p, f, -3.606965542e-01f);
-  p = fma_rn(p, f, 4.808985293e-01f);
-  p = fma_rn(p, f, -7.213473320e-01f);
-  p = fma_rn(p, f, 1.442695022e+00f);
-  return fma_rn(f, p, static_cast<float>(subnormal ? e - 23 : e));
+  return Log2Split{sub_rn(m, 1.0f), static_cast<float>(subnormal ? e - 23 : e)};  // m - 1 exact (Sterbenz)
+}
+
+COAT_HOST_DEVICE inline float log2_core(float x) {
+  const Log2Split s = log2_split(x);
+  constexpr float kP[] = {-1.074978933e-01f, 1.847603321e-01f, -1.913883835e-01f, 2.048576474e-01f,
+                          -2.396081239e-01f, 2.885525525e-01f, -3.606965542e-01f, 4.808985293e-01f,
+                          -7.213473320e-01f, 1.442695022e+00f};
+  return fma_rn(s.f, horner(s.f, kP), s.e);
 }
 
 /// log2(x) for any float x: log2_core, with -inf for +-0, NaN (canonical) for x < 0 and NaN, +inf for +inf.
@@ -130,15 +149,11 @@ COAT_HOST_DEVICE inline float pow2i(int32_t n) {
 
 /// 2^f for |f| <= 1/2: the Taylor series of 2^f to degree 7 (truncation < 2^-27); result in [0.7071, 1.4143].
 COAT_HOST_DEVICE inline float exp2_reduced(float f) {
-  // (ln 2)^j / j!, j = 7..1
-  float p = 1.5252733804059841e-05f;
-  p = fma_rn(p, f, 1.5403530393381609e-04f);
-  p = fma_rn(p, f, 1.3333558146428443e-03f);
-  p = fma_rn(p, f, 9.6181291076284772e-03f);
-  p = fma_rn(p, f, 5.5504108664821580e-02f);
-  p = fma_rn(p, f, 2.4022650695910071e-01f);
-  p = fma_rn(p, f, 6.9314718055994531e-01f);
-  return fma_rn(p, f, 1.0f);
+  // (ln 2)^j / j!, j = 7..0
+  constexpr float kP[] = {
+      1.5252733804059841e-05f, 1.5403530393381609e-04f, 1.3333558146428443e-03f, 9.6181291076284772e-03f,
+      5.5504108664821580e-02f, 2.4022650695910071e-01f, 6.9314718055994531e-01f, 1.0f};
+  return horner(f, kP);
 }
 
 /// t = n + f with n the nearest integer (|t| < 2^22) and |f| <= 1/2, both exact.
@@ -167,17 +182,42 @@ COAT_HOST_DEVICE inline float exp2_det(float t) {
   return t != t ? fp8math::canonical_nan() : exp2_clamped(t);
 }
 
-/// exp2_det for t in [-125, 126] (NaN and other t: some finite value; callers select those away), where the
-/// result is normal and 2^n is applied to the exponent bits directly. The same values as exp2_det there.
-COAT_HOST_DEVICE inline float exp2_normal(float t) {
-  int32_t n = 0;
-  const float p = exp2_reduced(split_nearest(t, n));
-  return bits_to_float(float_to_bits(p) + (static_cast<uint32_t>(n) << 23));
-}
-
 /// a^b for a >= 0 as exp2(b * log2(a)) (0^b = 0 for b > 0).
 COAT_HOST_DEVICE inline float pow_det(float a, float b) {
   return exp2_det(mul_rn(b, log2_det(a)));
+}
+
+// ---- the per-element functions of the encode and decode ----
+// Cheaper than log2_det / exp2_det (which the per-group metadata keeps): within a group the log2-domain
+// arguments are sums of terms up to ~130 in magnitude, so they already carry an absolute rounding error of
+// ~1e-5 (ulp(128) = 2^-16, times k <= 8), far below FP8's quantum (2^-4 relative for E4M3). Polynomials
+// accurate to ~1e-7 relative are therefore as good as the 1-ulp ones here, and cost 6 fewer FMAs per element
+// and moment. Both backends run these same operations, so the codes stay bit-identical between them.
+
+/// log2(x) for a positive finite float x (normal or subnormal): the reduction of log2_core with a degree-6
+/// polynomial (weighted least squares / Lawson fit of log2(1 + f) / f on [sqrt(1/2) - 1, sqrt(2) - 1];
+/// relative error of the polynomial 1.2e-6 with float coefficients, so |error| <= 5e-7 + 1 ulp of the
+/// result).
+COAT_HOST_DEVICE inline float log2_elem(float x) {
+  const Log2Split s = log2_split(x);
+  constexpr float kP[] = {1.716233343e-01f, -2.693197727e-01f, 2.956996858e-01f, -3.593716919e-01f,
+                          4.806267619e-01f, -7.213636041e-01f, 1.442696452e+00f};
+  return fma_rn(s.f, horner(s.f, kP), s.e);
+}
+
+/// 2^f for |f| <= 1/2: a degree-5 polynomial (the same kind of fit of 2^f; relative error 1.6e-7).
+COAT_HOST_DEVICE inline float exp2_elem_reduced(float f) {
+  constexpr float kP[] = {1.327646896e-03f, 9.675540961e-03f, 5.550713465e-02f,
+                          2.402212024e-01f, 6.931469440e-01f, 1.000000119e+00f};
+  return horner(f, kP);
+}
+
+/// 2^t for t in [-125, 127] (the result is normal; 2^n goes into the exponent bits): relative error
+/// <= 2.5e-7. Other t: some finite value or inf (callers clamp).
+COAT_HOST_DEVICE inline float exp2_elem(float t) {
+  int32_t n = 0;
+  const float p = exp2_elem_reduced(split_nearest(t, n));
+  return bits_to_float(float_to_bits(p) + (static_cast<uint32_t>(n) << 23));
 }
 
 // ---- encodings ----
@@ -282,11 +322,12 @@ COAT_HOST_DEVICE inline void merge(GroupStats& a, const GroupStats& b) {
 
 // ---- per-group metadata ----
 
-/// What is stored per group: scale s (plain FP8 and expansion), exponent k and centre g (expansion).
+/// What is stored per group. Plain FP8: the scale s. Expansion: log2 s, the exponent k and log2 g, stored in
+/// the log2 domain where the encode and decode use them (no log2 of stored values per step).
 struct GroupMeta {
-  float scale = 0.0f;
-  float expo = 1.0f;
-  float center = 0.0f;
+  float scale = 0.0f;   ///< s (plain FP8) or log2 s (expansion)
+  float expo = 1.0f;    ///< k (expansion)
+  float center = 0.0f;  ///< log2 g (expansion)
 };
 
 /// A group is non-finite when its max|x| is inf or NaN.
@@ -306,11 +347,11 @@ COAT_HOST_DEVICE inline GroupMeta plain_meta(const GroupStats& st, DType fmt) {
   return m;
 }
 
-/// The expansion exponent for a group with nonzero magnitudes mx >= mn (keys), a multiple of 1/16 in
-/// [kExpoMin, kExpoMax]; 1 when mx == mn.
-COAT_HOST_DEVICE inline float expansion_exponent(uint32_t max_key, uint32_t min_key, DType fmt) {
-  if (max_key == min_key) return 1.0f;
-  const float span = sub_rn(log2_det(bits_to_float(max_key)), log2_det(bits_to_float(min_key)));
+/// The expansion exponent for a group whose nonzero magnitudes have log2 l_mx >= l_mn (equal exactly when
+/// mx == mn), a multiple of 1/16 in [kExpoMin, kExpoMax]; 1 when mx == mn.
+COAT_HOST_DEVICE inline float expansion_exponent(float l_mx, float l_mn, DType fmt) {
+  const float span = sub_rn(l_mx, l_mn);
+  if (span == 0.0f) return 1.0f;
   constexpr float kMaxSteps = kExpoMax / kExpoQuantum, kMinSteps = kExpoMin / kExpoQuantum;
   float steps = span > 0.0f ? floor_exact(div_rn(sixteen_log2_range(fmt), span)) : kMaxSteps;
   steps = steps > kMaxSteps ? kMaxSteps : steps;
@@ -318,24 +359,28 @@ COAT_HOST_DEVICE inline float expansion_exponent(uint32_t max_key, uint32_t min_
   return mul_rn(steps, kExpoQuantum);  // exact
 }
 
-/// Expansion: k, g = sqrt(mx) sqrt(mn), s = max|y| / fmt_max with max|y| = exp2(k (log2 mx - log2 g)).
-/// log2_center (optional) receives log2_det(g), which the encoder needs.
-COAT_HOST_DEVICE inline GroupMeta expand_meta(const GroupStats& st, DType fmt, float* log2_center = nullptr) {
+/// log2(fmt_max), rounded to float: log2(7) + 6 for E4M3 (448), + 13 for E5M2 (57344).
+COAT_HOST_DEVICE constexpr float log2_fmt_max(DType fmt) {
+  return fmt == DType::E5M2 ? static_cast<float>(15.807354922057604) : static_cast<float>(8.807354922057604);
+}
+
+/// Expansion, in the log2 domain: l_mx = log2 mx, l_mn = log2 mn, k from them, log2 g = (l_mx + l_mn) / 2
+/// (g = sqrt(mx mn), the geometric centre), log2 s = k (l_mx - log2 g) - log2 fmt_max (s = max|y| / fmt_max
+/// with max|y| = (mx / g)^k). All zero: log2 s = log2 g = -inf, k = 1; non-finite: log2 s = log2 g = NaN.
+COAT_HOST_DEVICE inline GroupMeta expand_meta(const GroupStats& st, DType fmt) {
   GroupMeta m;
-  float lg = -positive_infinity();
   if (non_finite(st)) {
     m.scale = fp8math::canonical_nan();
     m.center = fp8math::canonical_nan();
-    lg = m.center;
-  } else if (st.max_key != 0u) {  // else all zero: s = 0, k = 1, g = 0
-    const float mx = bits_to_float(st.max_key), mn = bits_to_float(st.min_key);
-    m.expo = expansion_exponent(st.max_key, st.min_key, fmt);
-    m.center = mul_rn(sqrt_rn(mx), sqrt_rn(mn));
-    lg = log2_det(m.center);
-    const float y_max = exp2_det(mul_rn(m.expo, sub_rn(log2_det(mx), lg)));
-    m.scale = div_rn(y_max, fp8math::fp8_max(fmt));
+  } else if (st.max_key == 0u) {
+    m.scale = -positive_infinity();
+    m.center = -positive_infinity();
+  } else {
+    const float l_mx = log2_det(bits_to_float(st.max_key)), l_mn = log2_det(bits_to_float(st.min_key));
+    m.expo = expansion_exponent(l_mx, l_mn, fmt);
+    m.center = mul_rn(0.5f, add_rn(l_mx, l_mn));
+    m.scale = fma_rn(m.expo, sub_rn(l_mx, m.center), -log2_fmt_max(fmt));
   }
-  if (log2_center != nullptr) *log2_center = lg;
   return m;
 }
 
@@ -349,31 +394,37 @@ COAT_HOST_DEVICE inline GroupMeta group_meta(const GroupStats& st) {
   }
 }
 
-/// What encoding and decoding one element needs from its group's metadata, in the log2 domain for the
-/// expansion: a = s (plain) or log2 s, b = log2 g, c = k (encoder) or 1 / k (decoder).
+/// What encoding and decoding one element needs from its group's metadata. Plain FP8: a = s. Expansion, in
+/// the log2 domain with the per-group terms folded into one offset:
+///   encoder: c = k, a = -(k log2 g + log2 s) (one fma, negated), so that log2(y / s) = c log2|x| + a;
+///   decoder: c = 1 / k, b = log2 s / k + log2 g (one fma), so that log2|x| = c log2|q| + b.
 struct GroupCoder {
   float a = 0.0f;
   float b = 0.0f;
   float c = 1.0f;
 };
 
-/// The encoder of stored metadata m (log2 of s and g for the expansion, s for plain FP8).
+/// The expansion's encoder from log2 s, log2 g and k.
+COAT_HOST_DEVICE inline GroupCoder expand_encoder(float log2_scale, float log2_center, float expo) {
+  return GroupCoder{-fma_rn(expo, log2_center, log2_scale), 0.0f, expo};
+}
+
+/// The encoder of stored metadata m.
 template <Codec C>
 COAT_HOST_DEVICE inline GroupCoder group_encoder(const GroupMeta& m) {
   if constexpr (is_expand(C)) {
-    return GroupCoder{log2_det(m.scale), log2_det(m.center), m.expo};
+    return expand_encoder(m.scale, m.center, m.expo);
   } else {
     return GroupCoder{m.scale, 0.0f, 1.0f};
   }
 }
 
-/// group_meta and group_encoder of it in one (log2 g computed once; the same values), for FP8 format fmt.
+/// group_meta and group_encoder of it in one, for FP8 format fmt.
 template <bool kExpand>
 COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, DType fmt, GroupMeta& meta) {
   if constexpr (kExpand) {
-    float lg = 0.0f;
-    meta = expand_meta(st, fmt, &lg);
-    return GroupCoder{log2_det(meta.scale), lg, meta.expo};
+    meta = expand_meta(st, fmt);
+    return expand_encoder(meta.scale, meta.center, meta.expo);
   } else {
     meta = plain_meta(st, fmt);
     return GroupCoder{meta.scale, 0.0f, 1.0f};
@@ -389,7 +440,8 @@ COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, Grou
 template <Codec C>
 COAT_HOST_DEVICE inline GroupCoder group_decoder(const GroupMeta& m) {
   if constexpr (is_expand(C)) {
-    return GroupCoder{log2_det(m.scale), log2_det(m.center), div_rn(1.0f, m.expo)};
+    const float inv_k = div_rn(1.0f, m.expo);
+    return GroupCoder{0.0f, fma_rn(m.scale, inv_k, m.center), inv_k};
   } else {
     return GroupCoder{m.scale, 0.0f, 1.0f};
   }
@@ -397,8 +449,8 @@ COAT_HOST_DEVICE inline GroupCoder group_decoder(const GroupMeta& m) {
 
 // ---- one element ----
 
-/// log2 of the magnitude of FP8 code `magnitude` (0x01 .. max finite): what the expansion decode needs; the
-/// CUDA kernel tabulates it.
+/// log2 of the magnitude of FP8 code `magnitude` (0x01 .. max finite): what the expansion decode needs; both
+/// backends tabulate it.
 template <DType Fmt>
 COAT_HOST_DEVICE inline float code_log2(uint32_t magnitude) {
   return log2_det(fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(magnitude)));
@@ -427,12 +479,13 @@ COAT_HOST_DEVICE inline uint8_t encode_fp8(float x, const GroupCoder& e) {
   if constexpr (is_expand(C)) {
     // t = log2(y / s). |x| = 0, inf or NaN give garbage here and are selected below (inf and NaN only occur
     // in non-finite groups, whose log2 g is NaN, so that t is NaN). Within a group |t| < 32; the clamp to
-    // [-125, 126] only keeps exp2_normal exact for any coder (beyond it the code saturates or is 0 anyway).
-    const float t = fma_rn(e.c, sub_rn(log2_core(bits_to_float(key)), e.b), -e.a);
+    // [-125, 126] only keeps exp2_elem's result normal for any coder (beyond it the code saturates or is 0
+    // anyway).
+    const float t = fma_rn(e.c, log2_elem(bits_to_float(key)), e.a);
     const bool nan = t != t;
     float tc = t > -125.0f ? t : -125.0f;
     tc = tc < 126.0f ? tc : 126.0f;
-    const float z = bits_to_float(float_to_bits(exp2_normal(tc)) | (xbits & 0x80000000u));  // sign of x
+    const float z = bits_to_float(float_to_bits(exp2_elem(tc)) | (xbits & 0x80000000u));  // sign of x
     const uint32_t code = nan ? 0x7Fu : fp8_saturate<kFmt>(z);
     return static_cast<uint8_t>(key == 0u ? 0u : code);
   } else {
@@ -450,9 +503,11 @@ COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d, floa
   constexpr DType kFmt = fp8_format(C);
   if constexpr (is_expand(C)) {
     const uint32_t magnitude = code & 0x7Fu;
-    // exp2_clamped: a NaN argument only occurs in non-finite groups, whose codes are 0 or NaN (selected
-    // below)
-    const float x = exp2_clamped(fma_rn(add_rn(magnitude_log2, d.a), d.c, d.b));
+    // log2|x|, NaN only in non-finite groups, whose codes are 0 or NaN (selected below). Magnitudes below
+    // 2^-125 decode to 0 (a moment that small does not move AdamW: eps >> sqrt(2^-125)), above 2^127 to
+    // 2^127.
+    const float t = fma_rn(magnitude_log2, d.c, d.b);
+    const float x = t < -125.0f ? 0.0f : exp2_elem(t < 127.0f ? t : 127.0f);
     const float signed_x = bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
     const float r = magnitude == 0u ? 0.0f : signed_x;
     return magnitude > max_finite_code(kFmt) ? fp8math::canonical_nan() : r;

@@ -35,16 +35,16 @@ struct QuantizedMoment {
   MomentSpec spec;
   int64_t numel = 0;
   Tensor codes;   ///< [numel]: F32 | BF16 | E4M3 | E5M2 per encoding
-  Tensor scale;   ///< [groups] F32 (FP8, FP8Expand); undefined otherwise
+  Tensor scale;   ///< [groups] F32: the scale s (FP8) or log2 s (FP8Expand); undefined otherwise
   Tensor expo;    ///< [groups] F32, the expansion exponent k (FP8Expand); undefined otherwise
-  Tensor center;  ///< [groups] F32, the recentring value g (FP8Expand); undefined otherwise
+  Tensor center;  ///< [groups] F32, log2 of the recentring value g (FP8Expand); undefined otherwise
 
   /// ceil(numel / group_size) for FP8/FP8Expand, 0 otherwise.
   int64_t groups() const;
   /// codes + metadata bytes.
   size_t bytes() const;
-  /// All tensors of this moment by suffix: {"", codes}, {".scale", ...}, {".expo", ...}, {".center", ...}
-  /// (defined ones only), for checkpoints.
+  /// All tensors of this moment by suffix, for checkpoints (defined ones only): {"", codes}, {".scale", ...}
+  /// (FP8); {".log2_scale", ...}, {".expo", ...}, {".log2_center", ...} (FP8Expand).
   std::vector<std::pair<std::string, Tensor>> tensors() const;
 };
 
@@ -87,7 +87,7 @@ struct DecayRange {
 /// param, grad: F32 contiguous [numel]; m.numel == v.numel == numel; same device.
 /// decay_ranges: sorted, non-overlapping, within [0, numel) (validated); empty ranges are allowed.
 /// On CUDA, up to 128 ranges (cuda::kInlineDecayRanges, counted after merging touching ones) travel as kernel
-/// parameters; more take one extra small launch per 128. Group sizes other than powers of two in [4, 1024]
+/// parameters; more take one extra small launch per 128. Group sizes other than powers of two in [32, 1024]
 /// take a slower multi-launch path (still no host synchronisation). Weight decay 0 skips the range lookups.
 /// compute_copy (optional): a BF16 [numel] contiguous tensor on param's device that receives the updated
 /// parameters rounded to nearest even (the mixed-precision compute weights), written in the same pass on

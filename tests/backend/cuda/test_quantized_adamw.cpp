@@ -361,5 +361,80 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Bandwidth) {
 #endif
 }
 
+// The shape: the 28 weight matrices of 4 Llama-2-7B layers (0.81B parameters), one flat unit per
+// layer as the trainer keeps them, FP32 master weights and gradients, groups of 128, weight decay on all.
+// Prints the time of one step over the four units (with and without the BF16 compute copy) beside our FP32
+// ops::adamw_step over the same units; scripts/bench_adamw_torch.py times torch's fused AdamW on the same
+// shapes in the same device command.
+TEST_F(CudaQuantizedAdamW, DISABLED_Llama2_7B_FourLayers) {
+#ifdef COAT_WITH_CUDA
+  cudaStream_t stream = static_cast<cuda::CudaContext&>(*gpu).stream();
+  std::printf("device: %s\n", static_cast<cuda::CudaContext&>(*gpu).properties().str().c_str());
+  const int64_t d = 4096, f = 11008, layers = 4;
+  const int64_t per_layer = 4 * d * d + 3 * d * f;  // q, k, v, o; gate, up, down
+  const int64_t n = layers * per_layer;
+  double copy_gbs = 0.0;
+  {
+    Tensor src = ops::zeros(gpu, {per_layer}, DType::F32), dst = ops::zeros(gpu, {per_layer}, DType::F32);
+    const double ms = median_ms(stream, 10, [&] {
+      COAT_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), size_t(per_layer) * 4,
+                                      cudaMemcpyDeviceToDevice, stream));
+    });
+    copy_gbs = 8.0 * per_layer / ms / 1e6;
+    std::printf("[7b4] D2D cudaMemcpy %.0f MB: %.0f GB/s (read + write)\n", 4.0 * per_layer / 1e6, copy_gbs);
+  }
+  RandomGenerator rng{7, 0};
+  std::vector<Tensor> p, g, w;
+  for (int64_t l = 0; l < layers; ++l) {
+    p.push_back(Tensor::empty(gpu, {per_layer}, DType::F32));
+    g.push_back(Tensor::empty(gpu, {per_layer}, DType::F32));
+    w.push_back(Tensor::empty(gpu, {per_layer}, DType::BF16));
+    ops::normal_(p.back(), rng, 0.0f, 0.02f);
+    ops::normal_(g.back(), rng, 0.0f, 1e-3f);
+  }
+  const std::vector<DecayRange> all = {{0, per_layer}};
+  const MomentSpec ex4 = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  for (const MomentSpec& spec : {ex4, spec_of(MomentEncoding::FP8, DType::E4M3), spec_of(MomentEncoding::F32)}) {
+    std::vector<QuantizedMoment> m, v;
+    for (int64_t l = 0; l < layers; ++l) {
+      m.push_back(ops::make_moment(gpu, per_layer, spec, MemoryCategory::OptimizerState));
+      v.push_back(ops::make_moment(gpu, per_layer, spec, MemoryCategory::OptimizerState));
+    }
+    int64_t step = 0;
+    for (bool with_copy : {false, true}) {
+      auto run = [&] {
+        ++step;
+        for (int64_t l = 0; l < layers; ++l)
+          ops::adamw_step_quantized(p[size_t(l)], g[size_t(l)], m[size_t(l)], v[size_t(l)], hyper(step), all,
+                                    with_copy ? &w[size_t(l)] : nullptr);
+      };
+      for (int i = 0; i < 3; ++i) run();
+      const double ms = median_ms(stream, 10, run);
+      const double bytes =
+          (12.0 + (with_copy ? 2.0 : 0.0)) * n + 2.0 * layers * static_cast<double>(m[0].bytes() + v[0].bytes());
+      const double gbs = bytes / ms / 1e6;
+      std::printf("[7b4] adamw_step_quantized %s%s: %.3f ms, %.2f B/param, %.0f GB/s = %.0f%% of copy\n",
+                  ops::moment_spec_str(spec).c_str(), with_copy ? " + bf16 copy" : "", ms, bytes / n, gbs,
+                  100.0 * gbs / copy_gbs);
+    }
+  }
+  {
+    std::vector<Tensor> m, v;
+    for (int64_t l = 0; l < layers; ++l) {
+      m.push_back(ops::zeros(gpu, {per_layer}, DType::F32));
+      v.push_back(ops::zeros(gpu, {per_layer}, DType::F32));
+    }
+    int64_t step = 0;
+    const double ms = median_ms(stream, 10, [&] {
+      ++step;
+      for (int64_t l = 0; l < layers; ++l) ops::adamw_step(p[size_t(l)], g[size_t(l)], m[size_t(l)], v[size_t(l)], hyper(step));
+    });
+    const double gbs = 28.0 * n / ms / 1e6;
+    std::printf("[7b4] ops::adamw_step f32 (per unit): %.3f ms, 28 B/param, %.0f GB/s = %.0f%% of copy\n", ms, gbs,
+                100.0 * gbs / copy_gbs);
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace coat

@@ -13,7 +13,7 @@ namespace coat::cuda {
 /// (copied into a workspace buffer by kernels, no host synchronisation).
 inline constexpr int kInlineDecayRanges = 128;
 
-/// The fused step. When every grouped moment has a power-of-two group size in [4, 1024]: ONE launch of
+/// The fused step. When every grouped moment has a power-of-two group size in [32, 1024]: ONE launch of
 /// persistent 128-thread blocks over tiles of 1024 elements (whole groups): 4-element vector loads, the next
 /// tile bulk-prefetched into L2, group statistics reduced with redux / shuffles into shared memory, the new
 /// metadata of a tile computed while the next tile's decoders are prepared (double-buffered, two barriers per
