@@ -117,7 +117,18 @@ void Transformer::init(uint64_t seed) {
   sync_compute_weights();
 }
 
+void Transformer::set_recipe(PrecisionRecipe recipe) {
+  COAT_ARG_CHECK(!recipe.fp8_linears || compute_dtype_ == DType::BF16, "Transformer", "the ", recipe.name,
+                 " recipe computes in BF16; the model's compute dtype is ", dtype_name(compute_dtype_));
+  for (int64_t layer : recipe.bf16_layers)
+    COAT_ARG_CHECK(layer >= 0 && layer < config_.num_hidden_layers, "Transformer", "bf16 layer ", layer,
+                   " out of range");
+  recipe_ = std::move(recipe);
+  weights_changed();
+}
+
 void Transformer::sync_compute_weights() {
+  weights_changed();
   if (compute_dtype_ == dtype_) return;
   for (ParamUnit& u : units_) ops::copy_(u.value, u.master);
 }
@@ -128,9 +139,18 @@ void Transformer::zero_grad() {
   }
 }
 
-autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name) {
-  if (config_.norms_have_weights()) return nn::rms_norm(tape, x, &parameter(weight_name), config_.rms_norm_eps);
-  return nn::layer_norm(tape, x, 1e-5);
+autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name,
+                                bool compress) {
+  if (config_.norms_have_weights())
+    return nn::rms_norm(tape, x, &parameter(weight_name), config_.rms_norm_eps, compress);
+  return nn::layer_norm(tape, x, 1e-5, compress);
+}
+
+autograd::Var Transformer::block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight,
+                                        int64_t layer, LinearRole role) {
+  const LinearRecipe r = recipe_.linear(layer, role);
+  if (!r.fp8) return nn::linear(tape, x, weight);
+  return nn::linear_fp8(tape, x, weight, fp8_weights_, r.save_fp8_input);
 }
 
 autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq) {
@@ -140,16 +160,19 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
                  " input ", shape_str(x.shape()),
                  " is not [batch, seq, hidden] = ", shape_str({batch, seq, config_.hidden_size}));
   FusedProjections& fused = fused_.at(static_cast<size_t>(layer));
-  autograd::Var a = norm(tape, x, p + "input_layernorm.weight");
+  const bool compress = recipe_.compresses(layer);  // COAT: norm and SwiGLU inputs kept as FP8 1x16 groups
+  autograd::Var a = norm(tape, x, p + "input_layernorm.weight", compress);
   // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
-  autograd::Var qkv = nn::linear(tape, a, fused.qkv);
+  autograd::Var qkv = block_linear(tape, a, fused.qkv, layer, LinearRole::Qkv);
   autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, config_.rope_theta,
                                          1.0 / std::sqrt(static_cast<double>(dh)));
-  autograd::Var h = nn::add(tape, x, nn::linear(tape, o, parameter(p + "self_attn.o_proj.weight")));
-  autograd::Var m = norm(tape, h, p + "post_attention_layernorm.weight");
+  autograd::Var h =
+      nn::add(tape, x, block_linear(tape, o, parameter(p + "self_attn.o_proj.weight"), layer, LinearRole::Out));
+  autograd::Var m = norm(tape, h, p + "post_attention_layernorm.weight", compress);
   // One GEMM for gate and up: [B, T, 2F].
-  autograd::Var gu = nn::linear(tape, m, fused.gate_up);
-  autograd::Var d = nn::linear(tape, nn::swiglu_packed(tape, gu), parameter(p + "mlp.down_proj.weight"));
+  autograd::Var gu = block_linear(tape, m, fused.gate_up, layer, LinearRole::GateUp);
+  autograd::Var d = block_linear(tape, nn::swiglu_packed(tape, gu, compress), parameter(p + "mlp.down_proj.weight"),
+                                 layer, LinearRole::Down);
   return nn::add(tape, h, d);
 }
 

@@ -1,6 +1,7 @@
 #include "coat/nn/activation.h"
 
 #include "coat/core/nvtx.h"
+#include "coat/nn/compressed_save.h"
 #include "coat/ops/activation.h"
 
 namespace coat::nn {
@@ -14,11 +15,14 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
                      });
 }
 
-autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu) {
+autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress) {
   const NvtxRange range("swiglu_packed");
-  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value), {gu}, {gu.value},
-                     [](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
-                       return {ops::swiglu_packed_backward(dy, s[0])};
+  const bool packed = compress && tape.grad_enabled() && compressible(gu.value);
+  std::vector<Tensor> saved = packed ? compress_for_backward(gu.value) : std::vector<Tensor>{gu.value};
+  const DType dtype = gu.value.dtype();
+  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value), {gu}, std::move(saved),
+                     [packed, dtype](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
+                       return {ops::swiglu_packed_backward(dy, packed ? restore_from_backward(s, 0, dtype) : s[0])};
                      });
 }
 

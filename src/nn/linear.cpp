@@ -4,6 +4,8 @@
 #include "coat/nn/rows.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/matmul.h"
+#include "coat/ops/matmul_fp8.h"
+#include "coat/ops/quantize.h"
 
 namespace coat::nn {
 
@@ -35,6 +37,76 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
         }
         if (!want_dx) return {Tensor()};
         return {ops::matmul(dy2, p->value).reshape(in_shape)};
+      },
+      /*force_grad=*/weight.grad.defined());
+}
+
+namespace {
+
+/// codes_t of q as an operand: the transposed codes with q's scales.
+ops::Fp8PerTensor transposed(const ops::Fp8PerTensor& q) {
+  ops::Fp8PerTensor t;
+  t.codes = q.codes_t;
+  t.scale = q.scale;
+  t.scale_inv = q.scale_inv;
+  return t;
+}
+
+constexpr int64_t kFp8Multiple = 16;
+
+}  // namespace
+
+autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
+                         bool save_fp8_input) {
+  const NvtxRange range("linear_fp8");
+  const Tensor& w = weight.value;
+  COAT_ARG_CHECK(w.dim() == 2, "linear_fp8", "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
+  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), "linear_fp8", "input ", shape_str(x.shape()),
+                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
+  const Tensor x2 = as_rows(x.value);
+  const int64_t rows = x2.size(0), in = w.size(1), out = w.size(0);
+  COAT_ARG_CHECK(rows % kFp8Multiple == 0 && in % kFp8Multiple == 0 && out % kFp8Multiple == 0, "linear_fp8",
+                 "weight '", weight.name, "' [", out, ", ", in, "] with ", rows,
+                 " input rows: FP8 GEMMs need all three to be multiples of ", kFp8Multiple,
+                 " (keep this layer in BF16: precision.bf16_layers, or change the batch / sequence length)");
+  const bool grad = tape.grad_enabled();
+  const bool keep_fp8 = save_fp8_input && grad;
+  // fprop: E4M3 x E4M3 with fast accumulation; under COAT the transposed codes for wgrad come from the same pass.
+  ops::Fp8PerTensor xq = ops::quantize_per_tensor(x2, DType::E4M3, /*with_transpose=*/keep_fp8);
+  const ops::Fp8PerTensor& wq = weights.get(weight);
+  const Shape in_shape = x.shape();
+  Tensor y = ops::matmul_fp8(xq, wq, DType::BF16, /*fast_accum=*/true).reshape(with_last(in_shape, out));
+  std::vector<Tensor> saved;
+  if (keep_fp8) {
+    saved = {xq.codes_t, xq.scale, xq.scale_inv};
+  } else {
+    saved = {x2};
+  }
+  xq = ops::Fp8PerTensor{};  // the forward's codes are not kept
+  Parameter* p = &weight;
+  Fp8Weights* cache = &weights;
+  const bool want_dx = x.requires_grad();
+  return tape.record(
+      "linear_fp8", std::move(y), {x}, std::move(saved),
+      [p, cache, in_shape, want_dx, keep_fp8](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+        const Tensor dy2 = as_rows(dy);
+        // E5M2 for gradients; the transpose (wgrad's operand) from the same pass.
+        const ops::Fp8PerTensor dyq = ops::quantize_per_tensor(dy2, DType::E5M2, /*with_transpose=*/p->grad.defined());
+        if (p->grad.defined()) {
+          ops::Fp8PerTensor xt;
+          if (keep_fp8) {
+            xt.codes = saved[0];
+            xt.scale = saved[1];
+            xt.scale_inv = saved[2];
+          } else {
+            xt = transposed(ops::quantize_per_tensor(saved[0], DType::E4M3, /*with_transpose=*/true));
+          }
+          Tensor g = p->grad;
+          ops::matmul_fp8(transposed(dyq), xt, g, /*accumulate=*/true, /*fast_accum=*/false);  // [out, in]
+        }
+        if (!want_dx) return {Tensor()};
+        return {ops::matmul_fp8(dyq, transposed(cache->get(*p)), DType::BF16, /*fast_accum=*/false)
+                    .reshape(in_shape)};
       },
       /*force_grad=*/weight.grad.defined());
 }

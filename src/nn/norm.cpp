@@ -1,35 +1,50 @@
 #include "coat/nn/norm.h"
 
 #include "coat/core/nvtx.h"
+#include "coat/nn/compressed_save.h"
 #include "coat/nn/rows.h"
 #include "coat/ops/norm.h"
 
 namespace coat::nn {
 
-autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps) {
+autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps, bool compress) {
   const NvtxRange range("rms_norm");
   const Tensor x2 = as_rows(x.value);
   const Tensor w = weight ? weight->value : Tensor();
   ops::NormForward f = ops::rmsnorm_forward(x2, w, eps);
   const Shape shape = x.shape();
+  // COAT: keep x as FP8 with 1x16 group scales (restored to its dtype in the backward) instead of x itself.
+  const bool packed = compress && tape.grad_enabled() && compressible(x2);
+  std::vector<Tensor> saved = packed ? compress_for_backward(x2) : std::vector<Tensor>{x2};
+  saved.push_back(f.rstd);
+  const DType dtype = x2.dtype();
   return tape.record(
-      "rms_norm", f.y.reshape(shape), {x}, {x2, f.rstd},
-      [weight, shape](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+      "rms_norm", f.y.reshape(shape), {x}, std::move(saved),
+      [weight, shape, packed, dtype](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
         const Tensor w = weight ? weight->value : Tensor();
         const Tensor dw = weight ? weight->grad : Tensor();
-        return {ops::rmsnorm_backward(as_rows(dy), saved[0], w, saved[1], dw).reshape(shape)};
+        const Tensor x_saved = packed ? restore_from_backward(saved, 0, dtype) : saved[0];
+        return {ops::rmsnorm_backward(as_rows(dy), x_saved, w, saved.back(), dw).reshape(shape)};
       },
       /*force_grad=*/weight != nullptr && weight->grad.defined());
 }
 
-autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps) {
+autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress) {
   const NvtxRange range("layer_norm");
   const Tensor x2 = as_rows(x.value);
   ops::NormForward f = ops::layernorm_forward(x2, eps);
   const Shape shape = x.shape();
-  return tape.record("layer_norm", f.y.reshape(shape), {x}, {x2, f.mean, f.rstd},
-                     [shape](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
-                       return {ops::layernorm_backward(as_rows(dy), saved[0], saved[1], saved[2]).reshape(shape)};
+  const bool packed = compress && tape.grad_enabled() && compressible(x2);
+  std::vector<Tensor> saved = packed ? compress_for_backward(x2) : std::vector<Tensor>{x2};
+  saved.push_back(f.mean);
+  saved.push_back(f.rstd);
+  const DType dtype = x2.dtype();
+  return tape.record("layer_norm", f.y.reshape(shape), {x}, std::move(saved),
+                     [shape, packed, dtype](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+                       const size_t n = saved.size();
+                       const Tensor x_saved = packed ? restore_from_backward(saved, 0, dtype) : saved[0];
+                       return {ops::layernorm_backward(as_rows(dy), x_saved, saved[n - 2], saved[n - 1])
+                                   .reshape(shape)};
                      });
 }
 

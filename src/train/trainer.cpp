@@ -60,10 +60,6 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
       context_(std::move(context)),
       run_dir_(config_.logging.run_dir),
       tokens_(open_tokens(config_.data, config_.model.vocab_size)) {
-  if (config_.precision.recipe != "fp32" && config_.precision.recipe != "bf16") {
-    throw ConfigError(detail::concat("config: 'precision.recipe' = \"", config_.precision.recipe,
-                                     "\" is not available yet (the FP8 recipes arrive with issues 5 and 6); use fp32 or bf16"));
-  }
   if (!resuming && has_previous_run(run_dir_)) {
     throw ConfigError(detail::concat("run directory '", run_dir_.string(),
                                      "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
@@ -79,10 +75,13 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
   }
-  // bf16: BF16 compute weights and activations, FP32 master weights, gradients and AdamW states.
-  const std::optional<DType> compute = config_.precision.recipe == "bf16" ? std::optional<DType>(DType::BF16) : std::nullopt;
+  // bf16, fp8, coat: BF16 compute weights and activations, FP32 master weights and gradients (the FP8 recipes
+  // add FP8 GEMMs and, under coat, compressed saved activations: models/precision_recipe.h).
+  const std::optional<DType> compute =
+      config_.precision.recipe != "fp32" ? std::optional<DType>(DType::BF16) : std::nullopt;
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute);
   model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
+  model_->set_recipe(models::make_recipe(config_.precision.recipe, {}, config_.model.num_hidden_layers));
   model_->init(config_.train.seed);
   if (!config_.train.init_from.empty()) {
     LoadedModel source = load_model(config_.train.init_from, context_);
@@ -200,6 +199,7 @@ StepRecord Trainer::run_step() {
   if (loss_finite) {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
     stats = optimizer_->step(static_cast<float>(rec.lr));
+    model_->weights_changed();  // the FP8 weight copies are made again at their next use
     // (the optimizer wrote the BF16 compute weights in the same pass as the update)
   }
   rec.grad_norm = stats.grad_norm;

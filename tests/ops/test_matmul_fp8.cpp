@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "expect_error.h"
+#include "fp8_reference.h"
 
 #include <cmath>
 #include <cstdint>
@@ -50,59 +51,20 @@ class MatmulFp8Cpu : public ::testing::Test {
     return ops::from_vector(cpu, shape, dtype, v);
   }
 
-  static double decode(const Tensor& codes, int64_t i) {
-    const uint8_t c = codes.data<uint8_t>()[i];
-    return codes.dtype() == DType::E4M3 ? static_cast<double>(e4m3_to_float(c))
-                                        : static_cast<double>(e5m2_to_float(c));
-  }
-
   // The unrounded FP64 values (c + s * sum) of the product.
   static std::vector<double> reference(const ops::Fp8PerTensor& a, const ops::Fp8PerTensor& b, const Tensor* c) {
     const int64_t m = a.codes.size(0), k = a.codes.size(1), n = b.codes.size(0);
     const double s = static_cast<double>(a.scale_inv.data<float>()[0]) * static_cast<double>(b.scale_inv.data<float>()[0]);
-    std::vector<double> out(static_cast<size_t>(m * n));
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
-        double sum = 0.0;
-        for (int64_t p = 0; p < k; ++p) sum += decode(a.codes, i * k + p) * decode(b.codes, j * k + p);
-        double base = 0.0;
-        if (c != nullptr) {
-          base = c->dtype() == DType::F32 ? static_cast<double>(c->data<float>()[i * n + j])
-                                          : static_cast<double>(bf16_to_float(c->data<uint16_t>()[i * n + j]));
-        }
-        out[static_cast<size_t>(i * n + j)] = base + s * sum;
-      }
-    }
-    return out;
-  }
-
-  // Bitwise comparison of `out` with the reference rounded once to out's dtype.
-  static void expect_bitwise(const Tensor& out, const std::vector<double>& ref, const std::string& what) {
-    int64_t mismatches = 0;
-    for (int64_t i = 0; i < out.numel(); ++i) {
-      const double r = ref[static_cast<size_t>(i)];
-      bool same = false;
-      if (out.dtype() == DType::F32) {
-        const float want = static_cast<float>(r);
-        same = std::memcmp(&want, out.data<float>() + i, sizeof(float)) == 0;
-      } else {
-        same = double_to_bf16(r) == out.data<uint16_t>()[i];
-      }
-      if (!same && ++mismatches <= 3) ADD_FAILURE() << what << ": element " << i << " differs (reference " << r << ")";
-    }
-    EXPECT_EQ(mismatches, 0) << what;
+    const std::vector<double> base = c != nullptr ? test::f32_or_bf16_values(*c) : std::vector<double>();
+    return test::matmul_nt_reference(test::decode_fp8(a.codes), test::decode_fp8(b.codes), m, n, k, s,
+                                     c != nullptr ? &base : nullptr);
   }
 };
-
-struct Pair {
-  DType a, b;
-};
-const Pair kPairs[] = {{DType::E4M3, DType::E4M3}, {DType::E5M2, DType::E4M3}, {DType::E4M3, DType::E5M2}};
 
 TEST_F(MatmulFp8Cpu, MatchesFp64ReferenceBitwise) {
   const Shape shapes[][2] = {{{5, 48}, {32, 48}}, {{33, 64}, {16, 64}}, {{1, 16}, {48, 16}}};
   uint32_t seed = 1;
-  for (const Pair& p : kPairs) {
+  for (const test::Fp8Pair& p : test::kFp8Pairs) {
     for (const auto& sh : shapes) {
       const ops::Fp8PerTensor a = random_fp8(sh[0], p.a, seed++);
       const ops::Fp8PerTensor b = random_fp8(sh[1], p.b, seed++);
@@ -113,9 +75,9 @@ TEST_F(MatmulFp8Cpu, MatchesFp64ReferenceBitwise) {
         const Tensor out = ops::matmul_fp8(a, b, od);
         ASSERT_EQ(out.shape(), Shape({sh[0][0], sh[1][0]}));
         ASSERT_EQ(out.dtype(), od);
-        expect_bitwise(out, ref, what);
+        test::expect_bitwise(out, ref, what);
         // fast_accum is a cuBLASLt setting: the CPU reference is the same with it.
-        expect_bitwise(ops::matmul_fp8(a, b, od, /*fast_accum=*/true), ref, what + " fast_accum");
+        test::expect_bitwise(ops::matmul_fp8(a, b, od, /*fast_accum=*/true), ref, what + " fast_accum");
       }
     }
   }
@@ -151,25 +113,25 @@ TEST_F(MatmulFp8Cpu, ScalesAreApplied) {
   ops::Fp8PerTensor b = random_fp8({16, 32}, DType::E5M2, 12);
   EXPECT_NE(a.scale_inv.data<float>()[0], 1.0f);  // quantization picked real scales
   EXPECT_NE(b.scale_inv.data<float>()[0], 1.0f);
-  expect_bitwise(ops::matmul_fp8(a, b, DType::F32), reference(a, b, nullptr), "quantized scales");
+  test::expect_bitwise(ops::matmul_fp8(a, b, DType::F32), reference(a, b, nullptr), "quantized scales");
   b.scale_inv = ops::full(cpu, {1}, 0.0078125, DType::F32);  // a different scale: a different (right) result
-  expect_bitwise(ops::matmul_fp8(a, b, DType::F32), reference(a, b, nullptr), "replaced scale_inv");
+  test::expect_bitwise(ops::matmul_fp8(a, b, DType::F32), reference(a, b, nullptr), "replaced scale_inv");
 }
 
 TEST_F(MatmulFp8Cpu, AccumulateAddsToOut) {
   uint32_t seed = 100;
-  for (const Pair& p : kPairs) {
+  for (const test::Fp8Pair& p : test::kFp8Pairs) {
     const ops::Fp8PerTensor a = random_fp8({9, 32}, p.a, seed++);
     const ops::Fp8PerTensor b = random_fp8({48, 32}, p.b, seed++);
     for (DType od : {DType::BF16, DType::F32}) {
       const Tensor c = random_out({9, 48}, od, seed++);
       Tensor out = ops::clone(c);
       ops::matmul_fp8(a, b, out, /*accumulate=*/true);
-      expect_bitwise(out, reference(a, b, &c), "accumulate " + std::string(dtype_name(od)));
+      test::expect_bitwise(out, reference(a, b, &c), "accumulate " + std::string(dtype_name(od)));
       // accumulate = false overwrites (even NaN garbage does not leak in).
       Tensor fresh = ops::full(cpu, {9, 48}, std::nan(""), od);
       ops::matmul_fp8(a, b, fresh);
-      expect_bitwise(fresh, reference(a, b, nullptr), "overwrite " + std::string(dtype_name(od)));
+      test::expect_bitwise(fresh, reference(a, b, nullptr), "overwrite " + std::string(dtype_name(od)));
     }
   }
 }

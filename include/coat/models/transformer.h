@@ -13,7 +13,9 @@
 #include "coat/core/context.h"
 #include "coat/core/random_generator.h"
 #include "coat/models/model_config.h"
+#include "coat/models/precision_recipe.h"
 #include "coat/models/unit_layout.h"
+#include "coat/nn/fp8_weights.h"
 #include "coat/nn/loss.h"
 #include "coat/nn/parameter.h"
 
@@ -58,6 +60,15 @@ class Transformer {
   const ContextPtr& context() const { return context_; }
   /// Applies to the forwards that follow (with gradients on; a forward-only tape keeps nothing anyway).
   void set_recompute(Recompute recompute) { recompute_ = recompute; }
+  /// The precision recipe of the forwards that follow (models/precision_recipe.h; default bf16: no FP8). FP8
+  /// recipes need a BF16 compute dtype.
+  void set_recipe(PrecisionRecipe recipe);
+  const PrecisionRecipe& recipe() const { return recipe_; }
+  /// Tells the model its weights changed (after an optimizer step or a load): the FP8 weight copies are made
+  /// again at their next use. sync_compute_weights calls it.
+  void weights_changed() { fp8_weights_.invalidate(); }
+  /// The FP8 weight copies (FP8 recipes).
+  const nn::Fp8Weights& fp8_weights() const { return fp8_weights_; }
   Recompute recompute() const { return recompute_; }
 
   /// HF-style initialisation: matrices and embeddings ~ N(0, initializer_range), norm weights 1. Draws
@@ -81,11 +92,17 @@ class Transformer {
                          double grad_scale);
   /// Logits [B, T, V] for ids [B, T], forward only.
   Tensor logits(const Tensor& ids);
+  /// Block `layer` applied to x [batch, seq, hidden] (compute dtype), recorded on the tape under the recipe
+  /// (the block benchmark times this alone).
+  autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq);
 
  private:
   autograd::Var hidden_states(autograd::Tape& tape, const Tensor& ids);
-  autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq);
-  autograd::Var norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name);
+  autograd::Var norm(autograd::Tape& tape, const autograd::Var& x, const std::string& weight_name,
+                     bool compress = false);
+  /// A block linear under the recipe: BF16 or FP8 GEMMs.
+  autograd::Var block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight, int64_t layer,
+                             LinearRole role);
   void add_unit(const UnitLayout& layout);
 
   ModelConfig config_;
@@ -94,6 +111,8 @@ class Transformer {
   DType compute_dtype_;
   bool with_grads_;
   Recompute recompute_ = Recompute::None;
+  PrecisionRecipe recipe_;
+  nn::Fp8Weights fp8_weights_;
   std::vector<nn::Parameter> params_;
   std::map<std::string, size_t> index_;
   std::vector<ParamUnit> units_;

@@ -3,10 +3,24 @@
 #pragma once
 
 #include "coat/autograd/tape.h"
+#include "coat/nn/fp8_weights.h"
 #include "coat/nn/parameter.h"
 
 namespace coat::nn {
 
 autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight);
+
+/// The same through FP8 GEMMs (COAT / TransformerEngine; models/precision_recipe.h):
+///   fprop  y  = x W^T      E4M3 x E4M3, fast accumulation, BF16 out
+///   dgrad  dx = dy W       E5M2 x E4M3 (W^T's codes from `weights`), BF16 out
+///   wgrad  dW += dy^T x    E5M2 x E4M3, accumulated in FP32 into the parameter's gradient
+/// x and dy are quantised per tensor just in time (amax on the device), each with its transpose in the same
+/// pass where a GEMM needs it; W comes from `weights` (quantised once per optimizer step).
+/// save_fp8_input: keep the FP8 transposed x the forward made (1 byte per element) instead of x (COAT);
+/// otherwise x is kept and quantised again in the backward (TransformerEngine's BF16 saved activations, or an
+/// input that another function keeps anyway). in_features, out_features and the row count of x must be
+/// multiples of 16 (cuBLASLt FP8); x is BF16.
+autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
+                         bool save_fp8_input);
 
 }  // namespace coat::nn

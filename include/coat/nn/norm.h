@@ -7,7 +7,10 @@
 
 namespace coat::nn {
 
-autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps);
-autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps);
+/// compress: keep x for the backward as FP8 E4M3 with 1x16 group scales (COAT; nn/compressed_save.h) when its
+/// last dimension allows.
+autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps,
+                       bool compress = false);
+autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress = false);
 
 }  // namespace coat::nn

@@ -48,12 +48,24 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
 }
 
 std::unique_ptr<MatmulPlan> build_plan(cublasLtHandle_t handle, const MatmulPlanKey& key,
-                                       size_t max_workspace_bytes) {
+                                       size_t max_workspace_bytes, const void* a_scale, const void* b_scale) {
   auto plan = std::make_unique<MatmulPlan>();  // frees whatever was created if a step below throws
   COAT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, key.compute_type, key.scale_type));
   set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, key.trans_a);
   set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, key.trans_b);
   if (key.fast_accum) set_desc<int8_t>(plan->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, 1);
+  if (key.a_scale_mode != 0 || key.b_scale_mode != 0) {
+#if CUBLAS_VERSION >= 120800
+    set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, key.a_scale_mode);
+    set_desc<int32_t>(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, key.b_scale_mode);
+#else
+    throw NotImplemented(::coat::detail::concat("[matmul] scale modes other than one scale per tensor need "
+                                                "cuBLAS 12.8 or newer; built with ", CUBLAS_VERSION, ": ",
+                                                key.str()));
+#endif
+  }
+  if (a_scale != nullptr) set_desc<const void*>(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a_scale);
+  if (b_scale != nullptr) set_desc<const void*>(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b_scale);
 
   // Layouts describe the matrices as stored (before the op): op(A) is m x k, so A is k x m when transposed.
   const bool ta = key.trans_a != CUBLAS_OP_N;
@@ -94,11 +106,15 @@ std::unique_ptr<MatmulPlan> build_plan(cublasLtHandle_t handle, const MatmulPlan
 }  // namespace
 
 std::string MatmulPlanKey::str() const {
+  const std::string scale_modes =
+      a_scale_mode != 0 || b_scale_mode != 0
+          ? ::coat::detail::concat(" scale_mode=", a_scale_mode, "/", b_scale_mode)
+          : std::string();
   return ::coat::detail::concat("m=", m, " n=", n, " k=", k, " opA=", op_name(trans_a),
                                 " opB=", op_name(trans_b), " lda=", lda, " ldb=", ldb, " ldc=", ldc,
                                 " A=", type_name(a_type), " B=", type_name(b_type), " C=", type_name(c_type),
                                 " beta=", beta_zero ? "0" : "nonzero", fast_accum ? " fast_accum" : "", " align=", align_a, "/", align_b, "/",
-                                align_c);
+                                align_c, scale_modes);
 }
 
 size_t MatmulPlanKeyHash::operator()(const MatmulPlanKey& key) const {
@@ -119,6 +135,8 @@ size_t MatmulPlanKeyHash::operator()(const MatmulPlanKey& key) const {
   mix(static_cast<uint64_t>(key.compute_type));
   mix(static_cast<uint64_t>(key.align_a) | (static_cast<uint64_t>(key.align_b) << 16) |
       (static_cast<uint64_t>(key.align_c) << 32));
+  mix(static_cast<uint64_t>(static_cast<uint32_t>(key.a_scale_mode)) |
+      (static_cast<uint64_t>(static_cast<uint32_t>(key.b_scale_mode)) << 32));
   return h;
 }
 
@@ -130,11 +148,11 @@ MatmulPlan::~MatmulPlan() {
 }
 
 const MatmulPlan& MatmulPlanCache::get(cublasLtHandle_t handle, const MatmulPlanKey& key,
-                                       size_t max_workspace_bytes) {
+                                       size_t max_workspace_bytes, const void* a_scale, const void* b_scale) {
   std::lock_guard lock(mutex_);
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
-  auto plan = build_plan(handle, key, max_workspace_bytes);
+  auto plan = build_plan(handle, key, max_workspace_bytes, a_scale, b_scale);
   ++plans_built_;
   // unique_ptr: the plan's address stays valid when the map rehashes.
   return *plans_.emplace(key, std::move(plan)).first->second;

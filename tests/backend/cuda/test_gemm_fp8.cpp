@@ -25,16 +25,15 @@
 
 #include "cuda_test_util.h"
 #include "expect_error.h"
+#include "fp8_reference.h"
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "coat/core/float_formats.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/matmul_fp8.h"
@@ -86,42 +85,13 @@ class CudaGemmFp8 : public test::CudaTest {
   };
 
   Decoded decode(const ops::Fp8PerTensor& q) {
-    const Tensor codes = ops::to(q.codes, cpu);
-    Decoded d;
-    d.values.resize(static_cast<size_t>(codes.numel()));
-    const auto* c = codes.data<uint8_t>();
-    for (int64_t i = 0; i < codes.numel(); ++i)
-      d.values[static_cast<size_t>(i)] = codes.dtype() == DType::E4M3 ? e4m3_to_float(c[i]) : e5m2_to_float(c[i]);
-    d.scale_inv = ops::to(q.scale_inv, cpu).data<float>()[0];
-    return d;
+    return {test::decode_fp8(ops::to(q.codes, cpu)), ops::to(q.scale_inv, cpu).data<float>()[0]};
   }
 
   // (sa * sb) * A @ B^T in double (exact products, double sums), unrounded; plus c when given.
   static std::vector<double> reference(const Decoded& a, const Decoded& b, int64_t m, int64_t n, int64_t k,
                                        const std::vector<double>* c = nullptr) {
-    const double s = a.scale_inv * b.scale_inv;
-    std::vector<double> out(static_cast<size_t>(m * n));
-    for (int64_t i = 0; i < m; ++i) {
-      const double* ar = a.values.data() + i * k;
-      for (int64_t j = 0; j < n; ++j) {
-        const double* br = b.values.data() + j * k;
-        double sum = 0.0;
-        for (int64_t p = 0; p < k; ++p) sum += ar[p] * br[p];
-        const size_t idx = static_cast<size_t>(i * n + j);
-        out[idx] = s * sum + (c != nullptr ? (*c)[idx] : 0.0);
-      }
-    }
-    return out;
-  }
-
-  static double rel_frobenius(const std::vector<double>& got, const std::vector<double>& ref) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      const double d = got[i] - ref[i];
-      num += d * d;
-      den += ref[i] * ref[i];
-    }
-    return std::sqrt(num / den);
+    return test::matmul_nt_reference(a.values, b.values, m, n, k, a.scale_inv * b.scale_inv, c);
   }
 
   static double bound(DType out_dtype, bool fast_accum) {
@@ -130,17 +100,6 @@ class CudaGemmFp8 : public test::CudaTest {
   }
 };
 
-struct Pair {
-  DType a, b;
-};
-const Pair kPairs[] = {{DType::E4M3, DType::E4M3}, {DType::E5M2, DType::E4M3}, {DType::E4M3, DType::E5M2}};
-
-std::string label(const Pair& p, DType od, bool fast, int64_t m, int64_t n, int64_t k) {
-  return std::string(dtype_name(p.a)) + "x" + std::string(dtype_name(p.b)) + "->" + std::string(dtype_name(od)) +
-         (fast ? " fast_accum" : "") + " M=" + std::to_string(m) + " N=" + std::to_string(n) +
-         " K=" + std::to_string(k);
-}
-
 TEST_F(CudaGemmFp8, AllPairsMatchFp64Reference) {
   struct Mnk {
     int64_t m, n, k;
@@ -148,16 +107,16 @@ TEST_F(CudaGemmFp8, AllPairsMatchFp64Reference) {
   const Mnk shapes[] = {{256, 512, 384}, {512, 1024, 1024}, {40, 48, 64}};  // the last one: M not a tile multiple
   uint32_t seed = 1;
   for (const Mnk& s : shapes) {
-    for (const Pair& p : kPairs) {
+    for (const test::Fp8Pair& p : test::kFp8Pairs) {
       const ops::Fp8PerTensor a = random_fp8(s.m, s.k, p.a, seed++);
       const ops::Fp8PerTensor b = random_fp8(s.n, s.k, p.b, seed++);
       const std::vector<double> ref = reference(decode(a), decode(b), s.m, s.n, s.k);
       for (bool fast : {false, true}) {
         for (DType od : {DType::BF16, DType::F32}) {
-          const std::string what = label(p, od, fast, s.m, s.n, s.k);
+          const std::string what = test::fp8_gemm_label(p, od, s.m, s.n, s.k, fast);
           const Tensor out = ops::matmul_fp8(a, b, od, fast);
           ASSERT_EQ(out.shape(), Shape({s.m, s.n})) << what;
-          const double err = rel_frobenius(ops::to_double_vector(out), ref);
+          const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
           std::printf("[matmul_fp8] %-48s rel. Frobenius error %.3e (bound %.0e)\n", what.c_str(), err,
                       bound(od, fast));
           EXPECT_LE(err, bound(od, fast)) << what;
@@ -196,13 +155,13 @@ TEST_F(CudaGemmFp8, ScalesAreReadThroughDevicePointers) {
   ops::matmul_fp8(a, b2, out);
   EXPECT_EQ(plans.plans_built(), built);
   const std::vector<double> ref = reference(decode(a), decode(b2), m, n, k);
-  EXPECT_LE(rel_frobenius(ops::to_double_vector(out), ref), bound(DType::F32, false));
+  EXPECT_LE(test::rel_frobenius(ops::to_double_vector(out), ref), bound(DType::F32, false));
 }
 
 TEST_F(CudaGemmFp8, AccumulateAddsToOut) {
   const int64_t m = 256, n = 512, k = 384;
   uint32_t seed = 60;
-  for (const Pair& p : kPairs) {
+  for (const test::Fp8Pair& p : test::kFp8Pairs) {
     const ops::Fp8PerTensor a = random_fp8(m, k, p.a, seed++);
     const ops::Fp8PerTensor b = random_fp8(n, k, p.b, seed++);
     const Decoded da = decode(a), db = decode(b);
@@ -213,8 +172,8 @@ TEST_F(CudaGemmFp8, AccumulateAddsToOut) {
         Tensor out = ops::clone(c);
         ops::matmul_fp8(a, b, out, /*accumulate=*/true, fast);
         const std::vector<double> ref = reference(da, db, m, n, k, &c_values);
-        const double err = rel_frobenius(ops::to_double_vector(out), ref);
-        const std::string what = "accumulate " + label(p, od, fast, m, n, k);
+        const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
+        const std::string what = "accumulate " + test::fp8_gemm_label(p, od, m, n, k, fast);
         std::printf("[matmul_fp8] %-59s rel. Frobenius error %.3e\n", what.c_str(), err);
         EXPECT_LE(err, bound(od, fast)) << what;
       }

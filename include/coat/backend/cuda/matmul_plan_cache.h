@@ -33,6 +33,11 @@ struct MatmulPlanKey {
   bool beta_zero = true;
   /// CUBLASLT_MATMUL_DESC_FAST_ACCUM (FP8 only): part of the key since it may change the algorithm chosen.
   bool fast_accum = false;
+  /// CUBLASLT_MATMUL_DESC_A_SCALE_MODE / B_SCALE_MODE, cublasLtMatmulMatrixScale_t values: 0 (the default,
+  /// CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F) is one scale per tensor; block-scaled FP8 GEMMs set e.g.
+  /// VEC128_32F / BLK128x128_32F. Part of the key since they change the kernels that qualify.
+  int32_t a_scale_mode = 0;
+  int32_t b_scale_mode = 0;
   /// Guaranteed alignment of the A, B, C/D addresses in bytes (a power of two <= 256): the heuristic may
   /// only pick kernels that need no more than this.
   uint32_t align_a = 256;
@@ -67,7 +72,11 @@ class MatmulPlanCache {
  public:
   /// The plan for `key`, built on first use with `handle`, allowing up to `max_workspace_bytes` of
   /// workspace. Throws CublasError when cuBLASLt has no algorithm for the problem.
-  const MatmulPlan& get(cublasLtHandle_t handle, const MatmulPlanKey& key, size_t max_workspace_bytes);
+  /// a_scale / b_scale, when given, are set as A_SCALE_POINTER / B_SCALE_POINTER before the heuristic query
+  /// of a plan being built (cuBLASLt refuses the query for block scale modes without them); a cached plan's
+  /// descriptor keeps whatever pointers it was last given, so callers set their own on every call.
+  const MatmulPlan& get(cublasLtHandle_t handle, const MatmulPlanKey& key, size_t max_workspace_bytes,
+                        const void* a_scale = nullptr, const void* b_scale = nullptr);
   /// How many plans were built so far (a repeated call with a known key builds none).
   uint64_t plans_built() const;
   size_t size() const;

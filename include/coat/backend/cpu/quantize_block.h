@@ -1,0 +1,28 @@
+// cpu kernels: 128-block FP8 quantization (1x128 groups, 128x128 blocks) and its dequantization. The
+// reference for backend/cuda/quantize_block.h, which has the same functions and gives the same bytes: both run
+// the scalar math of coat/backend/quantize_math.h (amax, scale = fmt_max / amax, codes, canonical NaN) and the
+// scale layouts of coat/backend/block_scale_layout.h (those cuBLASLt's VEC128_32F / BLK128x128_32F modes read).
+//
+// Conventions shared by both backends:
+//  - Inputs are 2-D f32, bf16 or f16, read as float; every tensor is contiguous (checked, [op] messages).
+//  - FP8 code tensors have dtype e4m3 or e5m2, which is the format used; codes have the input's shape.
+//  - Per block: scale = fmt_max / amax (NaN- and inf-propagating amax; amax == 0 gives scale 1; a non-finite
+//    amax gives scale NaN, so the whole block's codes are NaN), code = fp8(x * scale) with `sat`,
+//    scale_inv = 1 / scale written at the block's place in the cuBLASLt layout; padding entries hold 1.0f.
+#pragma once
+
+#include "coat/core/float_formats.h"
+#include "coat/core/tensor.h"
+
+namespace coat::cpu {
+
+/// x [M,K] (K % 128 == 0) -> codes [M,K], scale_inv f32 [K/128, round_up(M,4)] (one per 1x128 group).
+void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
+/// w [N,K] (N, K % 128 == 0) -> codes [N,K], scale_inv f32 [N/128, round_up(K/128,4)] (one per 128x128 block).
+void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
+/// out = float(code) * scale_inv of its 1x128 group; out f32, bf16 or f16 of codes' shape.
+void dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out);
+/// out = float(code) * scale_inv of its 128x128 block; out f32, bf16 or f16 of codes' shape.
+void dequantize_128x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out);
+
+}  // namespace coat::cpu

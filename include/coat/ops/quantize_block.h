@@ -1,0 +1,36 @@
+// Device-agnostic 128-block FP8 quantization (DeepSeek-V3 style): activations per 1x128 group along K, weights
+// per 128x128 block, each block with its own scale, the scales stored exactly as cuBLASLt's block-scaled GEMM
+// reads them (ops::matmul_fp8_block). Scales stay on the device.
+#pragma once
+
+#include "coat/core/float_formats.h"
+#include "coat/core/tensor.h"
+
+namespace coat::ops {
+
+/// 128-block quantized FP8 tensor: value[r,c] = decode(codes[r,c]) * scale_inv[its block].
+/// Per block: scale = fmt_max / amax of the block (1 when the amax is 0; NaN, making the block's codes NaN,
+/// when it is not finite), codes = fp8(x * scale), scale_inv = 1 / scale (the same scalar math as
+/// quantize_per_tensor / quantize_per_group, and byte-identical on the CPU and CUDA backends).
+/// scale_inv is F32 in the layout of cuBLASLt's scale modes (coat/backend/block_scale_layout.h):
+///  - 1x128 (block_rows 1, codes [M,K]): [K/128, round_up(M,4)], scale of row m, group kb at kb*ld + m
+///    (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: rows contiguous, "M-major").
+///  - 128x128 (block_rows 128, codes [N,K]): [N/128, round_up(K/128,4)], scale of block (nb,kb) at nb*ld + kb
+///    (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: K blocks contiguous).
+/// Padding entries (rows past M, K blocks past K/128) hold 1.0f.
+struct Fp8Blocked {
+  Tensor codes;
+  Tensor scale_inv;
+  int block_rows = 0;  // 1 (quantize_1x128) or 128 (quantize_128x128)
+  int block_cols = 0;  // 128
+};
+
+/// x [M,K] (f32, bf16 or f16; K a multiple of 128) -> one scale per 1x128 group along K.
+Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate);
+/// w [N,K] (f32, bf16 or f16; N and K multiples of 128) -> one scale per 128x128 block.
+Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate);
+/// The f32 product float(code) * scale_inv of its block (one rounding), converted to out_dtype (F32 or BF16,
+/// nearest even), as dequantize(Fp8PerGroup) does.
+Tensor dequantize(const Fp8Blocked& q, DType out_dtype = DType::F32);
+
+}  // namespace coat::ops

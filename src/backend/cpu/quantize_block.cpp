@@ -1,0 +1,123 @@
+// CPU reference of 128-block FP8 quantization: plain loops over the shared scalar math of quantize_math.h
+// (which the CUDA kernels run too, so both backends give the same bytes) and the cuBLASLt scale layouts of
+// block_scale_layout.h.
+#include "coat/backend/cpu/quantize_block.h"
+
+#include "coat/backend/block_scale_layout.h"
+#include "coat/backend/quantize_math.h"
+
+namespace coat::cpu {
+namespace {
+
+using namespace coat::fp8math;
+using fp8block::kBlock;
+
+template <DType In>
+const storage_t<In>* input_data(const Tensor& x) {
+  return static_cast<const storage_t<In>*>(x.data_ptr());
+}
+
+uint8_t* code_data(const Tensor& codes) {
+  return static_cast<uint8_t*>(codes.data_ptr());
+}
+
+/// scale_inv of every element of codes [rows, cols] through `scale_of(row, col)`, into out.
+template <typename ScaleOf>
+void dequantize_blocks(const Tensor& codes, Tensor& out, const char* op, ScaleOf scale_of) {
+  const int64_t rows = codes.size(0), cols = codes.size(1);
+  const uint8_t* cp = code_data(codes);
+  dispatch_fp8_format(codes.dtype(), op, [&](auto fmt) {
+    constexpr DType Fmt = decltype(fmt)::value;
+    dispatch_float_dtype(out.dtype(), op, [&](auto out_tag) {
+      constexpr DType Out = decltype(out_tag)::value;
+      storage_t<Out>* op_data = out.data<storage_t<Out>>();
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          const int64_t i = r * cols + c;
+          op_data[i] = store_float<Out>(dequantize_value<Fmt>(cp[i], scale_of(r, c)));
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  fp8block::check_quantize_1x128(x, codes, scale_inv, Device::cpu());
+  const int64_t rows = x.size(0), cols = x.size(1), kblocks = cols / kBlock;
+  const int64_t ld = fp8block::scale_ld_1x128(rows);
+  uint8_t* out = code_data(codes);
+  float* si = scale_inv.data<float>();
+  dispatch_float_dtype(x.dtype(), "quantize_1x128", [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    dispatch_fp8_format(codes.dtype(), "quantize_1x128", [&](auto fmt) {
+      constexpr DType Fmt = decltype(fmt)::value;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+          const int64_t first = r * cols + kb * kBlock;
+          const storage_t<In>* xg = input_data<In>(x) + first;
+          uint32_t key = 0;
+          for (int64_t j = 0; j < kBlock; ++j) key = max_key(key, amax_key(load_float<In>(xg[j])));
+          const float s = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+          si[fp8block::scale_index_1x128(r, kb, ld)] = scale_inv_from_scale(s);
+          for (int64_t j = 0; j < kBlock; ++j) out[first + j] = quantize_value<Fmt>(load_float<In>(xg[j]), s, sat);
+        }
+      }
+    });
+  });
+  for (int64_t kb = 0; kb < kblocks; ++kb)
+    for (int64_t r = rows; r < ld; ++r) si[fp8block::scale_index_1x128(r, kb, ld)] = fp8block::kPadScaleInv;
+}
+
+void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  fp8block::check_quantize_128x128(w, codes, scale_inv, Device::cpu());
+  const int64_t cols = w.size(1), nblocks = w.size(0) / kBlock, kblocks = cols / kBlock;
+  const int64_t ld = fp8block::scale_ld_128x128(cols);
+  uint8_t* out = code_data(codes);
+  float* si = scale_inv.data<float>();
+  dispatch_float_dtype(w.dtype(), "quantize_128x128", [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    dispatch_fp8_format(codes.dtype(), "quantize_128x128", [&](auto fmt) {
+      constexpr DType Fmt = decltype(fmt)::value;
+      const storage_t<In>* wp = input_data<In>(w);
+      for (int64_t nb = 0; nb < nblocks; ++nb) {
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+          const int64_t corner = nb * kBlock * cols + kb * kBlock;  // element (128*nb, 128*kb)
+          uint32_t key = 0;
+          for (int64_t r = 0; r < kBlock; ++r)
+            for (int64_t c = 0; c < kBlock; ++c) key = max_key(key, amax_key(load_float<In>(wp[corner + r * cols + c])));
+          const float s = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+          si[fp8block::scale_index_128x128(nb, kb, ld)] = scale_inv_from_scale(s);
+          for (int64_t r = 0; r < kBlock; ++r) {
+            for (int64_t c = 0; c < kBlock; ++c) {
+              const int64_t i = corner + r * cols + c;
+              out[i] = quantize_value<Fmt>(load_float<In>(wp[i]), s, sat);
+            }
+          }
+        }
+      }
+    });
+  });
+  for (int64_t nb = 0; nb < nblocks; ++nb)
+    for (int64_t kb = kblocks; kb < ld; ++kb) si[fp8block::scale_index_128x128(nb, kb, ld)] = fp8block::kPadScaleInv;
+}
+
+void dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out) {
+  fp8block::check_dequantize_1x128(codes, scale_inv, out, Device::cpu());
+  const int64_t ld = fp8block::scale_ld_1x128(codes.size(0));
+  const float* si = scale_inv.data<const float>();
+  dequantize_blocks(codes, out, "dequantize_1x128",
+                    [&](int64_t r, int64_t c) { return si[fp8block::scale_index_1x128(r, c / kBlock, ld)]; });
+}
+
+void dequantize_128x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out) {
+  fp8block::check_dequantize_128x128(codes, scale_inv, out, Device::cpu());
+  const int64_t ld = fp8block::scale_ld_128x128(codes.size(1));
+  const float* si = scale_inv.data<const float>();
+  dequantize_blocks(codes, out, "dequantize_128x128", [&](int64_t r, int64_t c) {
+    return si[fp8block::scale_index_128x128(r / kBlock, c / kBlock, ld)];
+  });
+}
+
+}  // namespace coat::cpu

@@ -1,0 +1,30 @@
+#include "coat/nn/fp8_weights.h"
+
+#include "coat/core/nvtx.h"
+
+namespace coat::nn {
+
+const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
+  Entry& e = entries_[&w];
+  if (e.version != version_) {
+    const NvtxRange range("fp8_weight");
+    COAT_ARG_CHECK(w.value.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
+                   shape_str(w.value.shape()));
+    e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
+    e.q = ops::quantize_per_tensor(w.value, DType::E4M3, /*with_transpose=*/true);
+    e.version = version_;
+    ++quantizations_;
+  }
+  return e.q;
+}
+
+size_t Fp8Weights::bytes() const {
+  size_t total = 0;
+  for (const auto& [p, e] : entries_) {
+    for (const Tensor* t : {&e.q.codes, &e.q.codes_t, &e.q.scale, &e.q.scale_inv})
+      if (t->defined()) total += t->nbytes();
+  }
+  return total;
+}
+
+}  // namespace coat::nn

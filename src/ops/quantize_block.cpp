@@ -1,0 +1,80 @@
+// 128-block FP8 quantization: validation and output allocation here, kernels in the backends.
+#include "coat/ops/quantize_block.h"
+
+#include "coat/backend/block_scale_layout.h"
+#include "coat/backend/cpu/quantize_block.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/dispatch.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/quantize_block.h"
+#endif
+
+namespace coat::ops {
+namespace {
+
+constexpr int kBlock = static_cast<int>(fp8block::kBlock);
+
+void check_input(const Tensor& x, DType fmt, const char* op) {
+  COAT_ARG_CHECK(x.defined(), op, "undefined tensor");
+  COAT_ARG_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16 || x.dtype() == DType::F16, op,
+                 "input dtype ", dtype_name(x.dtype()), " not supported; expected f32, bf16 or f16");
+  COAT_ARG_CHECK(is_fp8(fmt), op, "format ", dtype_name(fmt), " is not an FP8 format (e4m3 or e5m2)");
+}
+
+// The steps both quantizers share: x and fmt checked, the scale shape of x taken (which checks x's shape too),
+// codes (x's shape, dtype fmt) and f32 scale_inv allocated on x's context, then run(contiguous x, q) calls the
+// backend's kernel.
+template <typename Run>
+Fp8Blocked quantize_blocked(const Tensor& x, DType fmt, const char* op, int block_rows,
+                            Shape (*scale_shape_of)(const Shape&, const char*), Run run) {
+  check_input(x, fmt, op);
+  const Shape scale_shape = scale_shape_of(x.shape(), op);
+  const Tensor cx = contiguous(x);
+  Fp8Blocked q;
+  q.block_rows = block_rows;
+  q.block_cols = kBlock;
+  q.codes = Tensor::empty(x.context(), x.shape(), fmt);
+  q.scale_inv = Tensor::empty(x.context(), scale_shape, DType::F32);
+  run(cx, q);
+  return q;
+}
+
+}  // namespace
+
+Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat) {
+  constexpr const char* op = "quantize_1x128";
+  return quantize_blocked(x, fmt, op, 1, fp8block::scale_shape_1x128, [&](const Tensor& cx, Fp8Blocked& q) {
+    COAT_DISPATCH(op, cx.device(), cpu::quantize_1x128(cx, sat, q.codes, q.scale_inv),
+                  cuda::quantize_1x128(cx, sat, q.codes, q.scale_inv));
+  });
+}
+
+Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat) {
+  constexpr const char* op = "quantize_128x128";
+  return quantize_blocked(w, fmt, op, kBlock, fp8block::scale_shape_128x128, [&](const Tensor& cw, Fp8Blocked& q) {
+    COAT_DISPATCH(op, cw.device(), cpu::quantize_128x128(cw, sat, q.codes, q.scale_inv),
+                  cuda::quantize_128x128(cw, sat, q.codes, q.scale_inv));
+  });
+}
+
+Tensor dequantize(const Fp8Blocked& q, DType out_dtype) {
+  constexpr const char* op = "dequantize_blocked";
+  COAT_ARG_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16, op, "output dtype ", dtype_name(out_dtype),
+                 " not supported; expected f32 or bf16");
+  COAT_ARG_CHECK(q.codes.defined(), op, "undefined codes");
+  const bool rowwise = q.block_rows == 1 && q.block_cols == kBlock;
+  const bool blockwise = q.block_rows == kBlock && q.block_cols == kBlock;
+  COAT_ARG_CHECK(rowwise || blockwise, op, "blocks of ", q.block_rows, "x", q.block_cols,
+                 " are not supported; expected 1x128 or 128x128");
+  Tensor out = Tensor::empty(q.codes.context(), q.codes.shape(), out_dtype);
+  if (rowwise) {
+    COAT_DISPATCH("dequantize_1x128", out.device(), cpu::dequantize_1x128(q.codes, q.scale_inv, out),
+                  cuda::dequantize_1x128(q.codes, q.scale_inv, out));
+  } else {
+    COAT_DISPATCH("dequantize_128x128", out.device(), cpu::dequantize_128x128(q.codes, q.scale_inv, out),
+                  cuda::dequantize_128x128(q.codes, q.scale_inv, out));
+  }
+  return out;
+}
+
+}  // namespace coat::ops

@@ -1,0 +1,91 @@
+// The FP8 recipes on CUDA against the CPU backend: the same tiny Llama (same Philox initialisation on both
+// devices) and batch under fp8 and coat. Bounds: loss within 0.5% relative, the bytes kept for the backward
+// identical (the same save policy), each unit's gradient within a relative L2 distance of 0.2. Why 0.2: the
+// two backends' BF16 kernels (cuDNN attention, cuBLAS, fused norms) differ from the CPU reference at the BF16
+// level (~2^-8), and FP8 quantisation is discontinuous: such a perturbation moves a value across an FP8
+// rounding boundary with a probability of a few percent (an E4M3 step is 2^-4 .. 2^-3, an E5M2 step twice
+// that), and each crossing changes that element by a whole step (up to 25% for E5M2 gradients). So a CUDA and
+// a CPU FP8 run differ about as much as FP8 differs from BF16 (tests/models/test_precision_recipe.cpp bounds
+// that by 0.25). Measured on an H100: 0.026 (head) .. 0.104 (embedding) under coat.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "coat/autograd/tape.h"
+#include "coat/models/precision_recipe.h"
+#include "coat/models/transformer.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "cuda_test_util.h"
+
+namespace coat {
+namespace {
+
+class CudaPrecisionRecipe : public test::CudaTest {};
+
+models::ModelConfig tiny() {
+  models::ModelConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 64;
+  c.max_position_embeddings = 64;
+  c.initializer_range = 0.05;
+  return c;
+}
+
+struct Pass {
+  double loss = 0.0;
+  size_t saved = 0;
+  std::vector<std::vector<double>> grads;
+};
+
+Pass run(const ContextPtr& ctx, const std::string& recipe) {
+  models::Transformer model(tiny(), ctx, DType::F32, true, DType::BF16);
+  model.init(17);
+  model.set_recipe(models::make_recipe(recipe, {}, 2));
+  const int64_t batch = 2, seq = 32;
+  std::mt19937 rng(9);
+  std::vector<double> ids(batch * seq), targets(batch * seq);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<double>(rng() % 64);
+    targets[i] = static_cast<double>(rng() % 64);
+  }
+  Pass p;
+  autograd::Tape tape;
+  nn::LossOutput out = model.forward(tape, ops::from_vector(ctx, {batch, seq}, DType::I32, ids),
+                                     ops::from_vector(ctx, {batch, seq}, DType::I32, targets), -1,
+                                     1.0 / static_cast<double>(batch * seq));
+  p.loss = out.loss_sum / static_cast<double>(out.count);
+  p.saved = tape.saved_bytes();
+  tape.backward(out.root, ops::full(ctx, {1}, 1.0, DType::F64));
+  for (const models::ParamUnit& u : model.units()) p.grads.push_back(ops::to_double_vector(u.grad));
+  return p;
+}
+
+TEST_F(CudaPrecisionRecipe, MatchesTheCpu) {
+  for (const char* recipe : {"fp8", "coat"}) {
+    SCOPED_TRACE(recipe);
+    const Pass c = run(cpu, recipe), g = run(gpu, recipe);
+    std::printf("[recipe cuda] %s: loss cpu %.6f cuda %.6f\n", recipe, c.loss, g.loss);
+    EXPECT_NEAR(g.loss, c.loss, 5e-3 * std::fabs(c.loss));
+    EXPECT_EQ(g.saved, c.saved);
+    for (size_t u = 0; u < c.grads.size(); ++u) {
+      double num = 0.0, den = 0.0;
+      for (size_t i = 0; i < c.grads[u].size(); ++i) {
+        num += (g.grads[u][i] - c.grads[u][i]) * (g.grads[u][i] - c.grads[u][i]);
+        den += c.grads[u][i] * c.grads[u][i];
+      }
+      const double err = std::sqrt(num / den);
+      std::printf("[recipe cuda] %s: unit %zu gradient relative L2 %.4f\n", recipe, u, err);
+      EXPECT_LE(err, 0.2) << u;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace coat

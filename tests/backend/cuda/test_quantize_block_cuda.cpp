@@ -1,0 +1,224 @@
+// CUDA 128-block FP8 quantization (1x128 groups, 128x128 blocks) against the CPU reference: codes and scales
+// (padding included) on random non-zero inputs of several shapes, f32 / bf16 / f16 inputs, both formats,
+// both saturation modes, aligned and misaligned tensors (the vectorized and the scalar kernel paths); zero,
+// NaN and inf blocks; dequantization. Skips without a GPU.
+//
+// Tolerance: exact bytes. Both backends run the same scalar functions (quantize_math.h) made of single,
+// correctly rounded IEEE float operations (x * scale, fmt_max / amax, 1 / scale, code * scale_inv) and exact
+// ones (|x|, max, the FP8 codec); the block amax is a max, exact in any reduction order; NaNs are
+// canonicalised; the scale positions come from one header (block_scale_layout.h). So any differing byte is
+// a bug, not rounding noise.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "coat/backend/block_scale_layout.h"
+#include "coat/backend/cpu/quantize_block.h"
+#include "coat/core/float_formats.h"
+#include "coat/core/storage.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/quantize_block.h"
+
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/quantize_block.h"
+#endif
+
+namespace coat {
+namespace {
+
+#ifdef COAT_WITH_CUDA
+
+class CudaQuantizeBlock : public test::CudaTest {
+ protected:
+  // Random non-zero values, log-uniform over 2^-8 .. 2^8 with both signs, every 97th pushed to 6e4 (past
+  // E4M3's and E5M2's largest finite values, still finite in f16) so that blocks have outliers.
+  Tensor random_host(const Shape& shape, DType dtype, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> exponent(-8.0, 8.0);
+    std::bernoulli_distribution negative(0.5);
+    std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const double magnitude = i % 97 == 5 ? 6e4 : std::exp2(exponent(rng));
+      v[i] = negative(rng) ? -magnitude : magnitude;
+    }
+    return ops::from_vector(cpu, shape, dtype, v);
+  }
+
+  /// A GPU tensor of `shape` starting one element into its storage (misaligned for vector loads) or at its
+  /// start, holding `host`'s values when given.
+  Tensor gpu_tensor(const Shape& shape, DType dtype, bool misaligned, const Tensor* host = nullptr) {
+    const int64_t offset = misaligned ? 1 : 0;
+    auto storage = std::make_shared<Storage>(gpu, (shape_numel(shape) + offset) * dtype_size(dtype), MemoryCategory::Other);
+    Tensor t = Tensor::from_storage(storage, shape, dtype, offset);
+    if (host != nullptr) ops::copy_(t, *host);
+    return t;
+  }
+
+  static void expect_same_bytes(const Tensor& expected, const Tensor& actual_any, const std::string& what) {
+    const Tensor actual = ops::to(actual_any, expected.context());
+    ASSERT_EQ(expected.shape(), actual.shape()) << what;
+    ASSERT_EQ(expected.dtype(), actual.dtype()) << what;
+    const auto* e = static_cast<const uint8_t*>(expected.data_ptr());
+    const auto* a = static_cast<const uint8_t*>(actual.data_ptr());
+    if (std::memcmp(e, a, expected.nbytes()) == 0) return;
+    const size_t elem = dtype_size(expected.dtype());
+    for (size_t b = 0; b < expected.nbytes(); ++b) {
+      if (e[b] != a[b]) {
+        FAIL() << what << ": first difference at element " << b / elem << " of " << expected.numel();
+      }
+    }
+  }
+};
+
+const Fp8Saturation kSats[] = {Fp8Saturation::Saturate, Fp8Saturation::NoSaturate};
+
+std::string label(const char* op, const Shape& shape, DType in, DType fmt, Fp8Saturation sat, bool misaligned) {
+  return std::string(op) + " " + shape_str(shape) + " " + std::string(dtype_name(in)) + "->" +
+         std::string(dtype_name(fmt)) + (sat == Fp8Saturation::Saturate ? " sat" : " nosat") +
+         (misaligned ? " misaligned" : "");
+}
+
+TEST_F(CudaQuantizeBlock, Rowwise1x128ByteIdenticalToCpu) {
+  // [130, 256]: M not a multiple of 4 (padding rows in the scale layout); [1, 128]: one group.
+  const Shape shapes[] = {{256, 384}, {130, 256}, {1, 128}, {7, 1024}};
+  uint32_t seed = 1;
+  for (const Shape& shape : shapes) {
+    for (DType in : {DType::F32, DType::BF16, DType::F16}) {
+      const Tensor x = random_host(shape, in, seed++);
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        for (Fp8Saturation sat : kSats) {
+          const Shape scale_shape = fp8block::scale_shape_1x128(shape, "test");
+          Tensor codes = Tensor::empty(cpu, shape, fmt), scale_inv = Tensor::empty(cpu, scale_shape, DType::F32);
+          cpu::quantize_1x128(x, sat, codes, scale_inv);
+          for (bool misaligned : {false, true}) {
+            const std::string what = label("1x128", shape, in, fmt, sat, misaligned);
+            const Tensor dx = gpu_tensor(shape, in, misaligned, &x);
+            Tensor dcodes = gpu_tensor(shape, fmt, misaligned);
+            Tensor dscale = gpu_tensor(scale_shape, DType::F32, false);
+            cuda::quantize_1x128(dx, sat, dcodes, dscale);
+            expect_same_bytes(codes, dcodes, what + " codes");
+            expect_same_bytes(scale_inv, dscale, what + " scale_inv");
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaQuantizeBlock, Blockwise128x128ByteIdenticalToCpu) {
+  // K/128 = 3 and 5: padded K blocks in the scale layout; [128, 128]: one block.
+  const Shape shapes[] = {{256, 384}, {128, 128}, {384, 256}, {128, 640}};
+  uint32_t seed = 100;
+  for (const Shape& shape : shapes) {
+    for (DType in : {DType::F32, DType::BF16, DType::F16}) {
+      const Tensor w = random_host(shape, in, seed++);
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        for (Fp8Saturation sat : kSats) {
+          const Shape scale_shape = fp8block::scale_shape_128x128(shape, "test");
+          Tensor codes = Tensor::empty(cpu, shape, fmt), scale_inv = Tensor::empty(cpu, scale_shape, DType::F32);
+          cpu::quantize_128x128(w, sat, codes, scale_inv);
+          for (bool misaligned : {false, true}) {
+            const std::string what = label("128x128", shape, in, fmt, sat, misaligned);
+            const Tensor dw = gpu_tensor(shape, in, misaligned, &w);
+            Tensor dcodes = gpu_tensor(shape, fmt, misaligned);
+            Tensor dscale = gpu_tensor(scale_shape, DType::F32, false);
+            cuda::quantize_128x128(dw, sat, dcodes, dscale);
+            expect_same_bytes(codes, dcodes, what + " codes");
+            expect_same_bytes(scale_inv, dscale, what + " scale_inv");
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaQuantizeBlock, ZeroNanInfBlocksMatchCpu) {
+  const float nan = std::nanf(""), inf = INFINITY;
+  Tensor x = random_host({12, 384}, DType::F32, 7);
+  for (int64_t c = 128; c < 256; ++c) x.data<float>()[3 * 384 + c] = 0.0f;  // a zero group
+  x.data<float>()[5 * 384 + 300] = nan;
+  x.data<float>()[8 * 384 + 2] = -inf;
+  Tensor w = random_host({256, 384}, DType::F32, 8);
+  for (int64_t r = 0; r < 128; ++r)
+    for (int64_t c = 128; c < 256; ++c) w.data<float>()[r * 384 + c] = 0.0f;  // a zero block
+  w.data<float>()[200 * 384 + 10] = inf;
+  w.data<float>()[255 * 384 + 383] = nan;
+  for (DType fmt : {DType::E4M3, DType::E5M2}) {
+    const ops::Fp8Blocked r = ops::quantize_1x128(x, fmt), rg = ops::quantize_1x128(ops::to(x, gpu), fmt);
+    expect_same_bytes(r.codes, rg.codes, "1x128 codes");
+    expect_same_bytes(r.scale_inv, rg.scale_inv, "1x128 scale_inv");
+    const ops::Fp8Blocked b = ops::quantize_128x128(w, fmt), bg = ops::quantize_128x128(ops::to(w, gpu), fmt);
+    expect_same_bytes(b.codes, bg.codes, "128x128 codes");
+    expect_same_bytes(b.scale_inv, bg.scale_inv, "128x128 scale_inv");
+    // All zeros: every code 0, every scale (padding included) 1.
+    for (const ops::Fp8Blocked& z : {ops::quantize_1x128(ops::zeros(gpu, {6, 256}, DType::F32), fmt),
+                                     ops::quantize_128x128(ops::zeros(gpu, {128, 384}, DType::BF16), fmt)}) {
+      const Tensor zs = ops::to(z.scale_inv, cpu), zc = ops::to(z.codes, cpu);
+      for (int64_t i = 0; i < zs.numel(); ++i) EXPECT_EQ(zs.data<float>()[i], 1.0f);
+      for (int64_t i = 0; i < zc.numel(); ++i) EXPECT_EQ(zc.data<uint8_t>()[i], 0);
+    }
+  }
+}
+
+TEST_F(CudaQuantizeBlock, DequantizeByteIdenticalToCpu) {
+  uint32_t seed = 300;
+  for (DType fmt : {DType::E4M3, DType::E5M2}) {
+    const ops::Fp8Blocked r = ops::quantize_1x128(random_host({130, 384}, DType::F32, seed++), fmt);
+    const ops::Fp8Blocked b = ops::quantize_128x128(random_host({256, 384}, DType::F32, seed++), fmt);
+    for (const ops::Fp8Blocked* q : {&r, &b}) {
+      const bool rowwise = q->block_rows == 1;
+      const Tensor dcodes = ops::to(q->codes, gpu), dscale = ops::to(q->scale_inv, gpu);
+      for (DType out : {DType::F32, DType::BF16, DType::F16}) {
+        Tensor ref = Tensor::empty(cpu, q->codes.shape(), out);
+        Tensor got = Tensor::empty(gpu, q->codes.shape(), out);
+        if (rowwise) {
+          cpu::dequantize_1x128(q->codes, q->scale_inv, ref);
+          cuda::dequantize_1x128(dcodes, dscale, got);
+        } else {
+          cpu::dequantize_128x128(q->codes, q->scale_inv, ref);
+          cuda::dequantize_128x128(dcodes, dscale, got);
+        }
+        expect_same_bytes(ref, got, std::string(rowwise ? "1x128" : "128x128") + " dequantize to " +
+                                        std::string(dtype_name(out)));
+      }
+      // And through ops::dequantize on the GPU operand.
+      const ops::Fp8Blocked qg{dcodes, dscale, q->block_rows, q->block_cols};
+      expect_same_bytes(ops::dequantize(*q, DType::BF16), ops::dequantize(qg, DType::BF16), "ops::dequantize");
+    }
+  }
+}
+
+TEST_F(CudaQuantizeBlock, EmptyAndErrors) {
+  const ops::Fp8Blocked e = ops::quantize_1x128(Tensor::empty(gpu, {0, 256}, DType::F32), DType::E4M3);
+  EXPECT_EQ(e.scale_inv.shape(), Shape({2, 0}));
+  const ops::Fp8Blocked e2 = ops::quantize_128x128(Tensor::empty(gpu, {128, 0}, DType::F32), DType::E4M3);
+  EXPECT_EQ(e2.scale_inv.shape(), Shape({1, 0}));
+  Tensor codes = Tensor::empty(gpu, {4, 256}, DType::E4M3);
+  Tensor wrong_scales = Tensor::empty(gpu, {4, 2}, DType::F32);  // row-major [M, K/128]: not the layout
+  try {
+    cuda::quantize_1x128(Tensor::empty(gpu, {4, 256}, DType::F32), Fp8Saturation::Saturate, codes, wrong_scales);
+    FAIL() << "no exception";
+  } catch (const InvalidArgument& err) {
+    EXPECT_NE(std::string(err.what()).find("scale_inv"), std::string::npos) << err.what();
+  }
+}
+
+#else
+
+TEST(CudaQuantizeBlock, NotBuilt) {
+  GTEST_SKIP() << "built without CUDA";
+}
+
+#endif  // COAT_WITH_CUDA
+
+}  // namespace
+}  // namespace coat

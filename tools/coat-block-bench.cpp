@@ -1,0 +1,131 @@
+// coat-block-bench: one transformer block of a config, forward + backward, under several precision recipes
+// in one process (so their ratios come from one run): time per pass (CUDA events through a device sync,
+// median), model TFLOP/s of the block, the bytes the block keeps for its backward (the tape's saved
+// activations, distinct storages counted once) and the peak memory above the weights.
+//   coat-block-bench --config configs/bench_llama2_7b_4layers.json [--recipes bf16,fp8,coat] [--steps 10]
+//                    [--warmup 3] [--set k=v ...] [--json out.json]
+// The model is built with one block (the config's shape otherwise); x and the output gradient are random
+// BF16 [micro_batch_size, seq_len, hidden].
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "coat/autograd/tape.h"
+#include "coat/core/random_generator.h"
+#include "coat/models/transformer.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/train_config.h"
+
+namespace {
+
+struct Result {
+  std::string recipe;
+  double ms = 0.0;
+  size_t saved_bytes = 0;
+  size_t peak_bytes = 0;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"coat-block-bench: one block's forward + backward under several precision recipes"};
+  std::string config_path, recipes = "bf16,fp8,coat", json_out;
+  std::vector<std::string> overrides;
+  int steps = 10, warmup = 3;
+  app.add_option("--config", config_path, "JSON config (its model shape, micro-batch and sequence length)")
+      ->required();
+  app.add_option("--set", overrides, "override: section.key=value (repeatable)");
+  app.add_option("--recipes", recipes, "comma-separated precision recipes (bf16, fp8, coat)");
+  app.add_option("--steps", steps, "timed passes")->check(CLI::Range(1, 100000));
+  app.add_option("--warmup", warmup, "untimed passes first")->check(CLI::Range(0, 100000));
+  app.add_option("--json", json_out, "write the results here");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
+    coat::models::ModelConfig shape = config.model;
+    shape.num_hidden_layers = 1;
+    const coat::Device device = coat::Device::parse(config.train.device);
+    auto ctx = coat::ops::make_context(device);
+    const int64_t batch = config.train.micro_batch_size, seq = config.data.seq_len, hidden = shape.hidden_size;
+    const double tokens = static_cast<double>(batch * seq);
+    // 6 N per token for the block's matrices, 12 L H S for attention (as coat-bench counts).
+    const double block_params = static_cast<double>(shape.matmul_parameter_count() - shape.vocab_size * hidden);
+    const double flops = tokens * (6.0 * block_params + 12.0 * static_cast<double>(hidden * seq));
+    coat::models::Transformer model(shape, ctx, coat::DType::F32, /*with_grads=*/true, coat::DType::BF16);
+    model.init(1);
+    coat::RandomGenerator rng{2, 0};
+    coat::Tensor x = coat::Tensor::empty(ctx, {batch, seq, hidden}, coat::DType::BF16);
+    coat::Tensor dy = coat::Tensor::empty(ctx, {batch, seq, hidden}, coat::DType::BF16);
+    coat::ops::normal_(x, rng, 0.0f, 1.0f);
+    coat::ops::normal_(dy, rng, 0.0f, 1e-3f);
+    std::printf("block of %s: hidden %lld, intermediate %lld, heads %lld/%lld, batch %lld x seq %lld on %s\n",
+                config_path.c_str(), static_cast<long long>(hidden),
+                static_cast<long long>(shape.intermediate_size), static_cast<long long>(shape.num_attention_heads),
+                static_cast<long long>(shape.num_key_value_heads), static_cast<long long>(batch),
+                static_cast<long long>(seq), device.str().c_str());
+    std::vector<Result> results;
+    for (const std::string& name : split(recipes)) {
+      model.set_recipe(coat::models::make_recipe(name, {}, 1));
+      Result r;
+      r.recipe = name;
+      std::vector<double> times;
+      for (int i = 0; i < warmup + steps; ++i) {
+        model.zero_grad();
+        ctx->synchronize();
+        const size_t base = ctx->allocator().memory_report().total_current_bytes;
+        ctx->allocator().reset_peaks();
+        const auto t0 = std::chrono::steady_clock::now();
+        {
+          coat::autograd::Tape tape;
+          coat::autograd::Var in = tape.leaf(x, /*requires_grad=*/true);
+          coat::autograd::Var out = model.block(tape, 0, in, batch, seq);
+          r.saved_bytes = tape.saved_bytes();
+          tape.backward(out, dy);
+        }
+        ctx->synchronize();
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (i >= warmup) times.push_back(ms);
+        r.peak_bytes = ctx->allocator().memory_report().total_peak_bytes - base;
+      }
+      std::sort(times.begin(), times.end());
+      r.ms = times[times.size() / 2];
+      results.push_back(r);
+    }
+    const Result& base = results.front();
+    nlohmann::json js = nlohmann::json::array();
+    for (const Result& r : results) {
+      std::printf(
+          "[block] %-5s %8.2f ms  %6.1f TFLOP/s  speed x%.2f vs %s | saved activations %8.1f MiB (x%.2f smaller) | "
+          "peak above weights %8.1f MiB\n",
+          r.recipe.c_str(), r.ms, flops / (r.ms * 1e-3) / 1e12, base.ms / r.ms, base.recipe.c_str(),
+          static_cast<double>(r.saved_bytes) / (1 << 20),
+          static_cast<double>(base.saved_bytes) / static_cast<double>(r.saved_bytes),
+          static_cast<double>(r.peak_bytes) / (1 << 20));
+      js.push_back({{"recipe", r.recipe},
+                    {"ms", r.ms},
+                    {"tflops", flops / (r.ms * 1e-3) / 1e12},
+                    {"saved_bytes", r.saved_bytes},
+                    {"peak_bytes_above_weights", r.peak_bytes}});
+    }
+    if (!json_out.empty()) std::ofstream(json_out) << js.dump(2) << "\n";
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coat-block-bench: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
