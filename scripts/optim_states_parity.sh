@@ -3,28 +3,17 @@
 # with fp32, fp8_expand and plain fp8 optimizer states; prints the final training and validation losses and
 # the relative gaps to fp32, and plots the three curves with scripts/plot_metrics.py.
 #   scripts/optim_states_parity.sh [--device cuda] [--steps 1200] [--config configs/tiny.json] [--out runs/states]
+#                                  [--set section.key=value ...]   (passed to every run)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-build_dir=${COAT_BUILD_DIR:-build}
 device=cpu steps=1200 config=configs/tiny.json out=runs/states
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --device) device=$2; shift 2 ;;
-    --steps) steps=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    *) echo "optim_states_parity.sh: unknown argument '$1'" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=scripts/parity_common.sh
+source scripts/parity_common.sh
+parity_parse_args "$@"
 recipe=fp32
 [ "$device" = cuda ] && recipe=bf16
-common=(--config "$config" --device "$device" --set precision.recipe=$recipe --set train.max_steps="$steps"
-        --set train.eval_interval=$((steps / 4)) --set checkpoint.interval=0 --set logging.progress=off)
-mkdir -p "$out"
 for states in fp32 fp8_expand fp8; do
-  rm -rf "${out:?}/$states"
-  "$build_dir/coat-train" "${common[@]}" --set optim.state_dtype=$states --set logging.run_dir="$out/$states" \
-    >"$out/$states.log" 2>&1 || { tail -20 "$out/$states.log"; exit 1; }
+  parity_train "$states" --set precision.recipe=$recipe --set optim.state_dtype=$states
 done
 python3 - "$out" <<'PY'
 import json, sys
@@ -41,4 +30,4 @@ print(f"{'states':<12} {'train loss (mean of last 20 steps)':>36} {'val loss':>1
 for s, (tl, vl) in rows.items():
     print(f"{s:<12} {tl:>36.4f} {vl:>10.4f} {100 * (tl / ref[0] - 1):>9.2f}% {100 * (vl / ref[1] - 1):>8.2f}%")
 PY
-python3 scripts/plot_metrics.py "$out/fp32" "$out/fp8_expand" "$out/fp8" -o "$out/loss.png" || echo "(plot skipped)"
+parity_plot "$out/loss.png" "$out/fp32" "$out/fp8_expand" "$out/fp8"

@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
       r.recipe = name;
       std::vector<double> times;
       for (int i = 0; i < warmup + steps; ++i) {
-        model.zero_grad();
+        model.zero_grad(/*defer_linear=*/true);
         ctx->synchronize();
         const size_t base = ctx->allocator().memory_report().total_current_bytes;
         ctx->allocator().reset_peaks();

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "coat/models/unit_layout.h"
+#include "coat/nn/compressed_save.h"
 
 namespace coat::models {
 
@@ -41,6 +42,28 @@ struct ActivationShapes {
   int stats_per_norm = 0;  // rms_norm keeps rstd; layer_norm keeps mean and rstd
 };
 
+// What block `layer` keeps in FP8 under the recipe (precision_recipe.h).
+struct BlockPrecision {
+  bool compress = false;           // norm inputs and the SwiGLU input as E4M3 1x16 groups (coat)
+  bool fp8_qkv_input = false;      // the q/k/v projection keeps its E4M3 transposed input (coat)
+  bool fp8_gate_up_input = false;  // the gate/up projection likewise
+  bool fp8_down = false;           // the down projection runs FP8 GEMMs
+  bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat)
+
+  static BlockPrecision of(const PrecisionRecipe& r, int64_t layer) {
+    BlockPrecision b;
+    b.compress = r.compresses(layer);
+    b.fp8_qkv_input = r.linear(layer, LinearRole::Qkv).save_fp8_input;
+    b.fp8_gate_up_input = r.linear(layer, LinearRole::GateUp).save_fp8_input;
+    b.fp8_down = r.linear(layer, LinearRole::Down).fp8;
+    b.fp8_down_input = r.linear(layer, LinearRole::Down).save_fp8_input;
+    return b;
+  }
+};
+
+// Per-tensor FP8 (ops::Fp8PerTensor) keeps, besides its codes, a scale and its inverse: F32 [1] each.
+constexpr int kFp8TensorScales = 2;
+
 // Counts tensors either as the tape counts them (exact bytes) or as the allocator hands them out.
 struct Counter {
   const ActivationShapes& s;
@@ -53,6 +76,17 @@ struct Counter {
   size_t values(double per_token) const { return (*this)(s.tokens * per_token, s.value_bytes); }
   size_t stats(double per_token) const { return (*this)(s.tokens * per_token, s.stat_bytes); }
   size_t norm_stats() const { return static_cast<size_t>(s.stats_per_norm) * stats(1); }
+  /// A per-tensor FP8 copy of a [B*T, width] tensor (its codes or transposed codes) with its two scales.
+  size_t fp8(double width) const { return (*this)(s.tokens * width, 1) + kFp8TensorScales * (*this)(1, 4); }
+  /// The same with both the codes and the transposed codes (an FP8 GEMM operand quantised for two GEMMs).
+  size_t fp8_pair(double width) const { return fp8(width) + (*this)(s.tokens * width, 1); }
+  /// A [B*T, width] tensor kept for a backward: as it is, or, compressed, as E4M3 codes with one F32 scale
+  /// per 1x16 group (nn::compress_for_backward) when the width allows (nn::compressible).
+  size_t kept(double width, bool compress) const {
+    if (!compress || static_cast<int64_t>(width) % nn::kCompressGroup != 0) return values(width);
+    return (*this)(s.tokens * width, 1) +
+           (*this)(s.tokens * width / static_cast<double>(nn::kCompressGroup), 4);
+  }
 };
 
 // What one block keeps for its backward, following each function's save policy (nn/*.h); storages shared
@@ -61,16 +95,26 @@ struct Counter {
 // o projection saves too) and the log-sum-exp: as separate tensors or as one packed qkv projection rotated in
 // place (nn::packed_attention), the same bytes; the post-attention norm saves the residual and statistics;
 // the gate/up projection saves the norm's output; SwiGLU saves gate and up (or the packed gate_up); the
-// down projection saves their product.
-size_t block_saved(const Counter& c) {
+// down projection saves their product. Under coat the norm and SwiGLU inputs are compressed and the
+// projections keep FP8 transposed inputs (BlockPrecision); attention is unchanged.
+size_t attention_saved(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
-  return c.values(s.hidden) + c.norm_stats()        // input norm: x and its statistics
-         + c.values(s.hidden)                       // q/k/v projection: the norm's output
-         + c.values(s.hidden) + 2 * c.values(s.kv)  // attention: q and k after RoPE, v
-         + c.values(s.hidden) + c.stats(s.heads)    // attention: output, log-sum-exp [B, H, T]
-         + c.values(s.hidden) + c.norm_stats()      // post-attention norm: residual and statistics
-         + c.values(s.hidden)                       // gate/up projection: the norm's output
-         + 3 * c.values(s.ffn);                     // swiglu: gate and up; down projection: their product
+  return c.kept(s.hidden, b.compress) + c.norm_stats()               // input norm: x, statistics
+         + (b.fp8_qkv_input ? c.fp8(s.hidden) : c.values(s.hidden))  // q/k/v projection: its input
+         + c.values(s.hidden) + 2 * c.values(s.kv)                   // attention: q, k after RoPE, v
+         + c.values(s.hidden) + c.stats(s.heads);                    // attention: output, lse [B, H, T]
+}
+
+size_t mlp_saved(const Counter& c, const BlockPrecision& b) {
+  const ActivationShapes& s = c.s;
+  return c.kept(s.hidden, b.compress) + c.norm_stats()                   // post-attention norm: h, stats
+         + (b.fp8_gate_up_input ? c.fp8(s.hidden) : c.values(s.hidden))  // gate/up projection: its input
+         + (b.compress ? c.kept(2 * s.ffn, true) : 2 * c.values(s.ffn))  // swiglu: gate and up
+         + (b.fp8_down_input ? c.fp8(s.ffn) : c.values(s.ffn));          // down projection: their product
+}
+
+size_t block_saved(const Counter& c, const BlockPrecision& b) {
+  return attention_saved(c, b) + mlp_saved(c, b);
 }
 
 // The final norm (its input and statistics), the LM head (the final norm's output) and the fused
@@ -81,16 +125,62 @@ size_t head_saved(const Counter& c) {
 
 // Gradients alive beyond the block's saved tensors at the widest point of a block's backward: at the
 // SwiGLU backward, the gradient of the block's output (held for the residual branch), the gradient of the
-// product and the gradients of gate and up, while the product itself was just freed; at the attention
+// product and the gradients of gate and up (and, compressed, gate and up restored), while the product itself
+// was just freed; at an FP8 down projection's backward, the same output gradient, its E5M2 codes and
+// transposed codes, and either the product quantised again (fp8) or the product's gradient; at the attention
 // backward, the residual gradient, the output's gradient and dq, dk, dv, while the MLP's tensors, the
 // residual and the post-attention norm's statistics are gone.
-int64_t block_backward_extra(const Counter& c) {
+int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
-  const auto at_swiglu = static_cast<int64_t>(c.values(s.hidden) + 2 * c.values(s.ffn));
-  const auto at_attention =
-      static_cast<int64_t>(3 * c.values(s.hidden) + 2 * c.values(s.kv)) -
-      static_cast<int64_t>(2 * c.values(s.hidden) + c.norm_stats() + 3 * c.values(s.ffn));
-  return std::max(at_swiglu, at_attention);
+  const auto i64 = [](size_t v) { return static_cast<int64_t>(v); };
+  const int64_t product = i64(b.fp8_down_input ? c.fp8(s.ffn) : c.values(s.ffn));
+  const int64_t at_swiglu = i64(c.values(s.hidden) + c.values(s.ffn) + 2 * c.values(s.ffn) +
+                                (b.compress ? c.values(2 * s.ffn) : 0)) -
+                            product;
+  const int64_t at_down = b.fp8_down
+                              ? i64(c.values(s.hidden) + c.fp8_pair(s.hidden) +
+                                    std::max(b.fp8_down_input ? 0 : c.fp8_pair(s.ffn), c.values(s.ffn)))
+                              : 0;
+  const int64_t at_attention = i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) - i64(mlp_saved(c, b));
+  return std::max({at_swiglu, at_down, at_attention});
+}
+
+// The block's input where the block does not save it as it is (the input norm compresses it): alive beside
+// the block's saved tensors while the block runs forward (and, recomputing, until its backward ends).
+size_t input_apart(const Counter& c, const BlockPrecision& b) {
+  return b.compress ? c.values(c.s.hidden) : 0;
+}
+
+// Tensors alive beyond the block's saved ones (and its input) at the widest point of its forward. Every
+// intermediate stays referenced until the block returns (Transformer::block), so the norms' outputs, the
+// residual and the gate/up output that the block saves in FP8 or compressed exist in BF16 too (under bf16
+// they are the saved tensors themselves); at the down projection besides its input (the SwiGLU output), the
+// input's e4m3 codes (fprop's operand) and the output; at the last residual add, the down projection's
+// output and the block's output.
+size_t block_forward_extra(const Counter& c, const BlockPrecision& b) {
+  const ActivationShapes& s = c.s;
+  const size_t unsaved = (b.fp8_qkv_input ? c.values(s.hidden) : 0)        // the input norm's output
+                         + (b.compress ? c.values(s.hidden) : 0)           // the residual
+                         + (b.fp8_gate_up_input ? c.values(s.hidden) : 0)  // the post-attention norm's output
+                         + (b.compress ? c.values(2 * s.ffn) : 0);         // gate and up
+  const size_t at_down = unsaved + (b.fp8_down_input ? c.values(s.ffn) : 0) +
+                         (b.fp8_down ? c(s.tokens * s.ffn, 1) : 0) + c.values(s.hidden);
+  const size_t at_add = unsaved + 2 * c.values(s.hidden);
+  return std::max(at_down, at_add);
+}
+
+// The linear layers of a block with their weights' shapes [out, in].
+struct BlockLinear {
+  LinearRole role;
+  int64_t out, in;
+};
+
+std::vector<BlockLinear> block_linears(const ModelConfig& m) {
+  const int64_t h = m.hidden_size, kv = m.num_key_value_heads * m.head_dim(), f = m.intermediate_size;
+  return {{LinearRole::Qkv, h + 2 * kv, h},
+          {LinearRole::Out, h, h},
+          {LinearRole::GateUp, 2 * f, h},
+          {LinearRole::Down, h, f}};
 }
 
 std::string per_token(double v) {
@@ -163,6 +253,8 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   m.validate();
   COAT_ARG_CHECK(in.micro_batch_size > 0 && in.seq_len > 0, "plan_memory", "micro-batch ",
                  in.micro_batch_size, " and sequence length ", in.seq_len, " must be positive");
+  COAT_ARG_CHECK(!in.recipe.fp8_linears || in.compute_dtype == DType::BF16, "plan_memory", "the ",
+                 in.recipe.name, " recipe computes in bf16, not ", dtype_name(in.compute_dtype));
   MemoryPlan plan;
   const Device dev = in.device;
   const bool mixed = in.compute_dtype != in.param_dtype;
@@ -186,6 +278,29 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   count += " in " + std::to_string(units.size()) + " units";
   plan.lines.push_back({MemoryCategory::Weights, weights,
                         count + " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype))});
+  // The FP8 weight cache (nn::Fp8Weights): per FP8 block linear W [N, K], the E4M3 codes of W and of W^T and
+  // the per-tensor scale and its inverse.
+  size_t cache = 0;
+  int64_t fp8_linears = 0, fp8_blocks = 0, fp8_params = 0;
+  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
+    bool any = false;
+    for (const BlockLinear& l : block_linears(m)) {
+      if (!in.recipe.linear(layer, l.role).fp8) continue;
+      const auto n = static_cast<double>(l.out * l.in);
+      cache += 2 * allocation_bytes(n, dev) + kFp8TensorScales * allocation_bytes(4, dev);
+      fp8_params += l.out * l.in;
+      ++fp8_linears;
+      any = true;
+    }
+    fp8_blocks += any ? 1 : 0;
+  }
+  if (fp8_linears > 0) {
+    plan.lines.push_back({MemoryCategory::Weights, cache,
+                          "FP8 weight cache: E4M3 W and W^T of " + std::to_string(fp8_linears) +
+                              " linears in " + std::to_string(fp8_blocks) + " blocks (" +
+                              std::to_string(fp8_params) +
+                              " parameters, 2 bytes each) and their per-tensor scales"});
+  }
   if (mixed) {
     plan.lines.push_back({MemoryCategory::MasterWeights, masters,
                           "master copy in " + std::string(dtype_name(in.param_dtype))});
@@ -214,55 +329,119 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   const bool recompute = in.recompute == Recompute::Blocks;
   const auto layers = static_cast<size_t>(m.num_hidden_layers);
 
+  // What each block keeps under the recipe; the last block's backward is the one planned.
+  std::vector<BlockPrecision> precision;
+  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer)
+    precision.push_back(BlockPrecision::of(in.recipe, layer));
+  const BlockPrecision& last = precision.back();
+
   // What the tape holds at the end of the forward: per block everything (or, recomputing, the block's
   // input alone), the head's tensors and the token ids (the embedding saves them; a view of the batch).
-  plan.saved_bytes = layers * (recompute ? exact.values(s.hidden) : block_saved(exact)) + head_saved(exact) +
-                     exact(s.tokens, 4);
+  size_t saved_blocks = 0, kept_blocks = 0;
+  for (const BlockPrecision& b : precision) {
+    saved_blocks += recompute ? exact.values(s.hidden) : block_saved(exact, b);
+    kept_blocks += recompute ? alloc.values(s.hidden) : block_saved(alloc, b);
+  }
+  plan.saved_bytes = saved_blocks + head_saved(exact) + exact(s.tokens, 4);
 
   const size_t inputs = 2 * alloc(s.tokens, 4);  // ids and targets, I32
-  const size_t block = block_saved(alloc);
-  const size_t kept_blocks = layers * (recompute ? alloc.values(s.hidden) : block);
+  const size_t block = block_saved(alloc, last);
   const size_t head = head_saved(alloc);
   const size_t logits = alloc.values(s.vocab);
-  const int64_t extra = block_backward_extra(alloc);
+  const int64_t backward_extra = block_backward_extra(alloc, last);
   const size_t forward_end = inputs + kept_blocks + head + logits;
   const size_t head_backward = inputs + kept_blocks + head + alloc.values(s.hidden);
-  const size_t last_block_backward =
-      static_cast<size_t>(static_cast<int64_t>(inputs + (recompute ? (layers - 1) * alloc.values(s.hidden) +
-                                                                         block + alloc.values(s.hidden)
-                                                                   : kept_blocks)) +
-                          extra);
-  const std::string block_what = "per block " + format_bytes(static_cast<double>(block)) + ": " +
-                                 per_token(6 * s.hidden + 2 * s.kv + 3 * s.ffn) + " values/token + " +
-                                 std::to_string(2 * s.stats_per_norm) +
-                                 " norm statistics/token + log-sum-exp [B, " + per_token(s.heads) + ", T]";
+  // Recomputing, the last block runs forward again beside the other blocks' inputs, its own input and the
+  // gradient of its output, then backward: the wider of the two is planned.
+  const auto forward_extra = static_cast<int64_t>(block_forward_extra(alloc, last));
+  const bool rerun_is_wider = recompute && forward_extra > backward_extra;
+  const int64_t extra = rerun_is_wider ? forward_extra : backward_extra;
+  const size_t last_input = recompute ? input_apart(alloc, last) : 0;
+  const size_t last_block_backward = static_cast<size_t>(
+      static_cast<int64_t>(inputs + (recompute ? (layers - 1) * alloc.values(s.hidden) + last_input + block +
+                                                     alloc.values(s.hidden)
+                                               : kept_blocks)) +
+      extra);
+  // Without recomputation, the widest point of a block's forward: the blocks saved so far, the block's input
+  // and what its forward holds beyond its saved tensors. Under bf16 this stays below the end of the forward.
+  size_t block_forward = 0, saved_through = 0, widest_forward = 0, widest_layer = 0;
+  if (!recompute) {
+    size_t saved_so_far = 0;
+    for (size_t layer = 0; layer < layers; ++layer) {
+      const BlockPrecision& b = precision[layer];
+      saved_so_far += block_saved(alloc, b);
+      const size_t beyond = input_apart(alloc, b) + block_forward_extra(alloc, b);
+      if (inputs + saved_so_far + beyond > block_forward) {
+        block_forward = inputs + saved_so_far + beyond;
+        saved_through = saved_so_far;
+        widest_forward = beyond;
+        widest_layer = layer;
+      }
+    }
+  }
+  // The blocks' layouts: as bf16 saves (fp8 too), or compressed (coat); blocks of both under bf16_layers.
+  const auto layout = [&](const BlockPrecision& b) {
+    const std::string bytes = "per block " + format_bytes(static_cast<double>(block_saved(alloc, b))) + ": ";
+    if (!b.compress) {
+      return bytes + per_token(6 * s.hidden + 2 * s.kv + 3 * s.ffn) + " values/token + " +
+             std::to_string(2 * s.stats_per_norm) + " norm statistics/token + log-sum-exp [B, " +
+             per_token(s.heads) + ", T]";
+    }
+    return bytes +
+           "norm and SwiGLU inputs in e4m3 with 1x16 group scales, q/k/v, gate/up and down inputs as " +
+           "e4m3 transposed codes, attention in " + std::string(dtype_name(in.compute_dtype));
+  };
+  const auto compressed = static_cast<size_t>(
+      std::count_if(precision.begin(), precision.end(), [](const BlockPrecision& b) { return b.compress; }));
+  std::string block_what = layout(last);
+  if (compressed > 0 && compressed < layers) {
+    const auto first = [&](bool compress) {
+      return *std::find_if(precision.begin(), precision.end(),
+                           [compress](const BlockPrecision& b) { return b.compress == compress; });
+    };
+    block_what = std::to_string(compressed) + " compressed, " + layout(first(true)) + "; " +
+                 std::to_string(layers - compressed) + " in precision.bf16_layers, " + layout(first(false));
+  }
   const auto act = [&plan](size_t bytes, std::string what) {
     plan.lines.push_back({MemoryCategory::Activations, bytes, std::move(what)});
   };
   act(inputs, "token ids and targets (i32)");
-  if (forward_end >= head_backward && forward_end >= last_block_backward) {
+  const std::string all_blocks = "saved by " + std::to_string(layers) + " blocks (" + block_what + ")";
+  if (forward_end >= head_backward && forward_end >= last_block_backward && forward_end >= block_forward) {
     plan.activation_peak = "at the end of the forward";
-    act(kept_blocks, recompute ? "block inputs kept by " + std::to_string(layers) + " recomputed blocks"
-                               : "saved by " + std::to_string(layers) + " blocks (" + block_what + ")");
+    act(kept_blocks,
+        recompute ? "block inputs kept by " + std::to_string(layers) + " recomputed blocks" : all_blocks);
     act(head, "saved by the final norm, LM head and cross-entropy (the logits' gradient [B*T, V])");
     act(logits, "logits [B*T, V] (freed when the loss is computed)");
-  } else if (head_backward >= last_block_backward) {
+  } else if (head_backward >= last_block_backward && head_backward >= block_forward) {
     plan.activation_peak = "in the LM head's backward";
-    act(kept_blocks, recompute ? "block inputs kept by " + std::to_string(layers) + " recomputed blocks"
-                               : "saved by " + std::to_string(layers) + " blocks (" + block_what + ")");
+    act(kept_blocks,
+        recompute ? "block inputs kept by " + std::to_string(layers) + " recomputed blocks" : all_blocks);
     act(head, "saved by the final norm, LM head and cross-entropy (the logits' gradient [B*T, V])");
     act(alloc.values(s.hidden), "gradient of the hidden states");
-  } else {
-    plan.activation_peak = "in the last block's backward";
+  } else if (last_block_backward >= block_forward) {
+    plan.activation_peak =
+        rerun_is_wider ? "in the last block's forward run again" : "in the last block's backward";
     if (recompute) {
-      act((layers - 1) * alloc.values(s.hidden),
-          "block inputs kept by " + std::to_string(layers - 1) + " recomputed blocks");
-      act(block + alloc.values(s.hidden), "the last block run again (" + block_what + ", and its output)");
+      const size_t kept = layers - (last_input > 0 ? 0 : 1);
+      act(kept * alloc.values(s.hidden),
+          "block inputs kept by " + std::to_string(kept) + " recomputed blocks");
+      act(block + alloc.values(s.hidden), "the last block run again (" + layout(last) + ", and its output)");
     } else {
-      act(kept_blocks, "saved by " + std::to_string(layers) + " blocks (" + block_what + ")");
+      act(kept_blocks, all_blocks);
     }
     act(static_cast<size_t>(std::max<int64_t>(extra, 0)),
-        "gradients alive at the widest point of the block's backward");
+        rerun_is_wider ? "tensors alive at the widest point of the block's forward beyond what it saves"
+                       : "gradients alive at the widest point of the block's backward");
+  } else {
+    plan.activation_peak = "in the forward of block " + std::to_string(widest_layer);
+    act(saved_through, widest_layer + 1 == layers ? all_blocks
+                                                  : "saved by blocks 0 to " + std::to_string(widest_layer) +
+                                                        " (" + block_what + ")");
+    act(widest_forward,
+        "the block's input and tensors alive at the widest point of its forward beyond what it "
+        "saves (BF16 originals of its compressed and FP8 copies, referenced until the block "
+        "returns; the down projection's e4m3 input and output)");
   }
 
   if (dev.is_cuda()) {

@@ -1,5 +1,6 @@
 #include "coat/models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "coat/core/nvtx.h"
@@ -133,9 +134,45 @@ void Transformer::sync_compute_weights() {
   for (ParamUnit& u : units_) ops::copy_(u.value, u.master);
 }
 
-void Transformer::zero_grad() {
-  for (ParamUnit& u : units_) {
-    if (u.grad.defined()) ops::fill_(u.grad, 0.0);
+void Transformer::zero_grad(bool defer_linear) {
+  if (!defer_linear) {
+    for (ParamUnit& u : units_)
+      if (u.grad.defined()) ops::fill_(u.grad, 0.0);
+    for (nn::Parameter* p : deferred_grads_) p->grad_unset = false;
+    return;
+  }
+  if (deferred_grads_.empty() && filled_grads_.empty()) {
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      FusedProjections& f = fused_[static_cast<size_t>(i)];
+      deferred_grads_.insert(deferred_grads_.end(), {&f.qkv, &f.gate_up, &parameter(p + "self_attn.o_proj.weight"),
+                                                     &parameter(p + "mlp.down_proj.weight")});
+    }
+    if (!config_.tie_word_embeddings) deferred_grads_.push_back(&parameter("lm_head.weight"));
+    // Per unit, the element ranges the deferred gradients cover; everything else gets filled.
+    for (ParamUnit& u : units_) {
+      if (!u.grad.defined()) continue;
+      std::vector<std::pair<int64_t, int64_t>> covered;
+      for (const nn::Parameter* p : deferred_grads_)
+        if (p->grad.defined() && p->grad.shares_storage_with(u.grad))
+          covered.emplace_back(p->grad.offset() - u.grad.offset(), p->grad.offset() - u.grad.offset() + p->grad.numel());
+      std::sort(covered.begin(), covered.end());
+      int64_t at = 0;
+      for (const auto& [begin, end] : covered) {
+        if (begin > at) filled_grads_.push_back(u.grad.slice(0, at, begin));
+        at = std::max(at, end);
+      }
+      if (at < u.grad.numel()) filled_grads_.push_back(u.grad.slice(0, at, u.grad.numel()));
+    }
+  }
+  for (Tensor& g : filled_grads_) ops::fill_(g, 0.0);
+  for (nn::Parameter* p : deferred_grads_) p->grad_unset = p->grad.defined();
+}
+
+void Transformer::finish_grads() {
+  for (nn::Parameter* p : deferred_grads_) {
+    if (p->grad_unset) ops::fill_(p->grad, 0.0);
+    p->grad_unset = false;
   }
 }
 

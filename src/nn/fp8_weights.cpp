@@ -11,7 +11,8 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
     COAT_ARG_CHECK(w.value.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
                    shape_str(w.value.shape()));
     e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
-    e.q = ops::quantize_per_tensor(w.value, DType::E4M3, /*with_transpose=*/true);
+    e.q = ops::quantize_per_tensor(w.value, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
+                                   MemoryCategory::Weights);
     e.version = version_;
     ++quantizations_;
   }

@@ -33,7 +33,8 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
         const Tensor dy2 = as_rows(dy);
         if (p->grad.defined()) {
           Tensor g = p->grad;
-          ops::matmul_(dy2, saved[0], g, true, false, 1.0f, 1.0f);
+          ops::matmul_(dy2, saved[0], g, true, false, 1.0f, p->grad_unset ? 0.0f : 1.0f);
+          p->grad_unset = false;
         }
         if (!want_dx) return {Tensor()};
         return {ops::matmul(dy2, p->value).reshape(in_shape)};
@@ -102,7 +103,8 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
             xt = transposed(ops::quantize_per_tensor(saved[0], DType::E4M3, /*with_transpose=*/true));
           }
           Tensor g = p->grad;
-          ops::matmul_fp8(transposed(dyq), xt, g, /*accumulate=*/true, /*fast_accum=*/false);  // [out, in]
+          ops::matmul_fp8(transposed(dyq), xt, g, /*accumulate=*/!p->grad_unset, /*fast_accum=*/false);  // [out, in]
+          p->grad_unset = false;
         }
         if (!want_dx) return {Tensor()};
         return {ops::matmul_fp8(dyq, transposed(cache->get(*p)), DType::BF16, /*fast_accum=*/false)

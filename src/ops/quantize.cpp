@@ -28,9 +28,11 @@ void check_output_dtype(DType out_dtype, std::string_view op) {
 
 }  // namespace
 
-Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale, bool with_transpose,
-                                            Fp8Saturation sat) {
-  check_input(x, fmt, "quantize_per_tensor");
+namespace {
+
+/// The codes (and transpose) of x with a given scale; scale_inv as given (defined) or 1 / scale.
+Fp8PerTensor quantize_with(const Tensor& x, DType fmt, const Tensor& scale, Tensor scale_inv, bool with_transpose,
+                           Fp8Saturation sat, MemoryCategory category) {
   COAT_ARG_CHECK(scale.defined() && scale.numel() == 1 && scale.dtype() == DType::F32 &&
                      scale.device() == x.device(),
                  "quantize_per_tensor", "scale must be a one-element f32 tensor on ", x.device().str());
@@ -39,14 +41,18 @@ Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Te
   const Tensor cx = contiguous(x);
   Fp8PerTensor q;
   q.scale = scale;
-  q.scale_inv = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
-  q.codes = Tensor::empty(x.context(), x.shape(), fmt);
   const Device d = x.device();
-  // 1/scale rounded once from double equals the float division compute_scale does (division is
-  // correctly rounded either way), so both paths give the same scale_inv.
-  COAT_DISPATCH("quantize_per_tensor", d, cpu::reciprocal(scale, q.scale_inv), cuda::reciprocal(scale, q.scale_inv));
+  if (scale_inv.defined()) {
+    q.scale_inv = std::move(scale_inv);
+  } else {
+    q.scale_inv = Tensor::empty(x.context(), {1}, DType::F32, category);
+    // 1/scale rounded once from double equals the float division compute_scale does (division is
+    // correctly rounded either way), so both paths give the same scale_inv.
+    COAT_DISPATCH("quantize_per_tensor", d, cpu::reciprocal(scale, q.scale_inv), cuda::reciprocal(scale, q.scale_inv));
+  }
+  q.codes = Tensor::empty(x.context(), x.shape(), fmt, category);
   if (with_transpose) {
-    q.codes_t = Tensor::empty(x.context(), {x.size(1), x.size(0)}, fmt);
+    q.codes_t = Tensor::empty(x.context(), {x.size(1), x.size(0)}, fmt, category);
     COAT_DISPATCH("quantize_transpose_per_tensor", d,
                   cpu::quantize_transpose_per_tensor(cx, scale, sat, q.codes, q.codes_t),
                   cuda::quantize_transpose_per_tensor(cx, scale, sat, q.codes, q.codes_t));
@@ -57,16 +63,25 @@ Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Te
   return q;
 }
 
-Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose, Fp8Saturation sat) {
+}  // namespace
+
+Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale, bool with_transpose,
+                                            Fp8Saturation sat, MemoryCategory category) {
   check_input(x, fmt, "quantize_per_tensor");
-  const Tensor max_abs = amax(x);
-  Tensor scale = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
-  Tensor scale_inv = Tensor::empty(x.context(), {1}, DType::F32, MemoryCategory::Workspace);
-  COAT_DISPATCH("compute_scale", x.device(), cpu::compute_scale(max_abs, fmt, scale, scale_inv),
-                cuda::compute_scale(max_abs, fmt, scale, scale_inv));
-  Fp8PerTensor q = quantize_per_tensor_with_scale(x, fmt, scale, with_transpose, sat);
-  q.scale_inv = scale_inv;
-  return q;
+  return quantize_with(x, fmt, scale, Tensor(), with_transpose, sat, category);
+}
+
+Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose, Fp8Saturation sat,
+                                 MemoryCategory category) {
+  check_input(x, fmt, "quantize_per_tensor");
+  Tensor scale = Tensor::empty(x.context(), {1}, DType::F32, category);
+  Tensor scale_inv = Tensor::empty(x.context(), {1}, DType::F32, category);
+  {
+    const Tensor max_abs = amax(x);
+    COAT_DISPATCH("compute_scale", x.device(), cpu::compute_scale(max_abs, fmt, scale, scale_inv),
+                  cuda::compute_scale(max_abs, fmt, scale, scale_inv));
+  }
+  return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
 }
 
 Tensor dequantize(const Fp8PerTensor& q, DType out_dtype) {

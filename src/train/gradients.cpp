@@ -42,6 +42,7 @@ GradientResult compute_gradients(models::Transformer& model, const TokenBatch& b
   const double grad_scale = 1.0 / static_cast<double>(batch.targets.numel());
   nn::LossOutput out = model.forward(tape, batch.ids, batch.targets, /*ignore_index=*/-1, grad_scale);
   tape.backward(out.root, ops::full(model.context(), {1}, 1.0, DType::F64));
+  model.finish_grads();
   GradientResult r;
   r.tokens = out.count;
   r.loss = out.count > 0 ? out.loss_sum / static_cast<double>(out.count) : 0.0;

@@ -8,10 +8,22 @@ namespace coat::train {
 namespace {
 
 std::string recipe_words(const TrainConfig& c) {
-  if (c.precision.recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
-  std::string words = "bf16: BF16 compute weights and activations, FP32 masters and gradients";
-  if (c.precision.recipe != "bf16")
-    words = "planned as " + words + " (the " + c.precision.recipe + " recipe is not available yet)";
+  const std::string& recipe = c.precision.recipe;
+  if (recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
+  if (recipe == "bf16") return "bf16: BF16 compute weights and activations, FP32 masters and gradients";
+  std::string words = recipe;
+  words +=
+      ": FP8 (e4m3) copies of the block linears' weights and their transposes beside the BF16 compute "
+      "weights, FP32 masters and gradients; ";
+  words += recipe == "coat" ? "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group "
+                              "scales, linear inputs in e4m3, attention in BF16)"
+                            : "BF16 saved activations";
+  const models::PrecisionRecipe r = recipe_of(c);
+  if (!r.bf16_layers.empty()) {
+    std::string list;
+    for (int64_t layer : r.bf16_layers) list += (list.empty() ? "" : ", ") + std::to_string(layer);
+    words += "; blocks " + list + " in bf16 (precision.bf16_layers)";
+  }
   return words;
 }
 
@@ -29,6 +41,7 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.seq_len = c.data.seq_len;
   in.param_dtype = DType::F32;
   in.compute_dtype = c.precision.recipe == "fp32" ? DType::F32 : DType::BF16;
+  in.recipe = recipe_of(c);
   in.exp_avg = exp_avg_spec(c.optim);
   in.exp_avg_sq = exp_avg_sq_spec(c.optim);
   in.recompute = c.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None;
@@ -105,8 +118,13 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
     std::string s = "nothing fits at train.micro_batch_size=1 with train.recompute=blocks (" +
                     fmt(plan_one.total()) + ")";
     if (fixed > usable) {
+      const auto fp8 = [](const ops::MomentSpec& m) {
+        return m.encoding == ops::MomentEncoding::FP8 || m.encoding == ops::MomentEncoding::FP8Expand;
+      };
       s += ": the weights, gradients and AdamW states alone take " + fmt(fixed) +
-           "; shard them over more GPUs, or store the AdamW moments in less (optim.state_dtype = bf16, fp8)";
+           "; shard them over more GPUs";
+      if (!fp8(exp_avg_spec(c.optim)) || !fp8(exp_avg_sq_spec(c.optim)))
+        s += ", or store the AdamW moments in less (optim.state_dtype = bf16, fp8_expand)";
     } else {
       s += "; shorten data.seq_len";
     }

@@ -1,6 +1,7 @@
 #include "coat/train/train_config.h"
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 namespace coat::train {
@@ -48,7 +49,8 @@ LoopConfig read_loop(ConfigSection s) {
   return t;
 }
 
-OptimConfig read_optim(ConfigSection s) {
+// recipe: precision.recipe, which "auto" state storages follow.
+OptimConfig read_optim(ConfigSection s, const std::string& recipe) {
   OptimConfig o;
   o.lr = s.require<double>("lr");
   s.check_range("lr", o.lr, 0.0, 10.0);
@@ -69,10 +71,14 @@ OptimConfig read_optim(ConfigSection s) {
   s.check_range("clip_grad_norm", o.clip_grad_norm, 0.0, 1e9);
   o.decay_embeddings = s.get<bool>("decay_embeddings", o.decay_embeddings);
   o.decay_norms = s.get<bool>("decay_norms", o.decay_norms);
-  const std::vector<std::string> state_dtypes = {"fp32", "bf16", "fp8", "fp8_expand"};
-  o.state_dtype = s.choice("state_dtype", o.state_dtype, state_dtypes);
-  o.exp_avg_dtype = s.choice("exp_avg_dtype", o.state_dtype, state_dtypes);
-  o.exp_avg_sq_dtype = s.choice("exp_avg_sq_dtype", o.state_dtype, state_dtypes);
+  // "auto" is the recipe's storage; the parsed config holds only concrete storages.
+  const std::vector<std::string> state_dtypes = {"auto", "fp32", "bf16", "fp8", "fp8_expand"};
+  const auto concrete = [&recipe](const std::string& dtype) {
+    return dtype == "auto" ? default_state_dtype(recipe) : dtype;
+  };
+  o.state_dtype = concrete(s.choice("state_dtype", "auto", state_dtypes));
+  o.exp_avg_dtype = concrete(s.choice("exp_avg_dtype", o.state_dtype, state_dtypes));
+  o.exp_avg_sq_dtype = concrete(s.choice("exp_avg_sq_dtype", o.state_dtype, state_dtypes));
   o.exp_avg_fp8 = s.choice("exp_avg_fp8", o.exp_avg_fp8, {"e4m3", "e5m2"});
   o.exp_avg_sq_fp8 = s.choice("exp_avg_sq_fp8", o.exp_avg_sq_fp8, {"e4m3", "e5m2"});
   o.state_group_size = s.get<int64_t>("state_group_size", o.state_group_size);
@@ -81,7 +87,50 @@ OptimConfig read_optim(ConfigSection s) {
   return o;
 }
 
+// precision.bf16_layers: a JSON array of integers; each in range for a model of num_layers blocks.
+std::vector<int64_t> read_bf16_layers(ConfigSection& s, int64_t num_layers) {
+  const nlohmann::json list = s.get<nlohmann::json>("bf16_layers", nlohmann::json::array());
+  const auto wrong = [&] {
+    throw ConfigError(
+        detail::concat("config: '", s.where("bf16_layers"),
+                       "' must be an array of integers (block indices, negative ones counting from "
+                       "the end), got ",
+                       list.dump()));
+  };
+  if (!list.is_array()) wrong();
+  std::vector<int64_t> layers;
+  constexpr auto kLargest = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  for (const nlohmann::json& v : list) {
+    // An unsigned value past int64's range would wrap around to a valid negative index.
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > kLargest)) wrong();
+    layers.push_back(v.get<int64_t>());
+  }
+  // The range, as the recipe checks it (the message names precision.bf16_layers).
+  try {
+    models::make_recipe("bf16", layers, num_layers);
+  } catch (const InvalidArgument& e) {
+    throw ConfigError(detail::concat("config: ", e.what()));
+  }
+  return layers;
+}
+
+PrecisionConfig read_precision(ConfigSection s, int64_t num_layers) {
+  PrecisionConfig p;
+  p.recipe = s.choice("recipe", p.recipe, {"fp32", "bf16", "fp8", "coat"});
+  p.bf16_layers = read_bf16_layers(s, num_layers);
+  s.finish();
+  return p;
+}
+
 }  // namespace
+
+std::string default_state_dtype(const std::string& recipe) {
+  return recipe == "coat" ? "fp8_expand" : "fp32";
+}
+
+models::PrecisionRecipe recipe_of(const TrainConfig& c) {
+  return models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
+}
 
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source) {
   try {
@@ -91,12 +140,9 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
     c.model = models::ModelConfig::from_config(root.section("model"));
     c.data = read_data(root.section("data"));
     c.train = read_loop(root.section("train"));
-    c.optim = read_optim(root.section("optim"));
-    {
-      ConfigSection p = root.section("precision");
-      c.precision.recipe = p.choice("recipe", c.precision.recipe, {"fp32", "bf16", "fp8", "coat"});
-      p.finish();
-    }
+    // The recipe first: the optimizer states' default storage follows it.
+    c.precision = read_precision(root.section("precision"), c.model.num_hidden_layers);
+    c.optim = read_optim(root.section("optim"), c.precision.recipe);
     root.section("dist").finish();
     {
       ConfigSection k = root.section("checkpoint");
@@ -159,7 +205,7 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                   {"exp_avg_fp8", c.optim.exp_avg_fp8},
                   {"exp_avg_sq_fp8", c.optim.exp_avg_sq_fp8},
                   {"state_group_size", c.optim.state_group_size}};
-    r["precision"] = {{"recipe", c.precision.recipe}};
+    r["precision"] = {{"recipe", c.precision.recipe}, {"bf16_layers", c.precision.bf16_layers}};
     r["dist"] = nlohmann::json::object();
     r["checkpoint"] = {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}};
     r["logging"] = {{"run_dir", c.logging.run_dir}, {"progress", c.logging.progress}};

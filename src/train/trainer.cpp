@@ -81,7 +81,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
       config_.precision.recipe != "fp32" ? std::optional<DType>(DType::BF16) : std::nullopt;
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute);
   model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
-  model_->set_recipe(models::make_recipe(config_.precision.recipe, {}, config_.model.num_hidden_layers));
+  model_->set_recipe(recipe_of(config_));
   model_->init(config_.train.seed);
   if (!config_.train.init_from.empty()) {
     LoadedModel source = load_model(config_.train.init_from, context_);
@@ -171,7 +171,7 @@ StepRecord Trainer::run_step() {
   const int64_t micro = config_.train.micro_batch_size;
   const int64_t accum = config_.accumulation_steps();
   const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
-  model_->zero_grad();
+  model_->zero_grad(/*defer_linear=*/true);
   double loss_sum = 0.0;
   int64_t count = 0;
   for (int64_t a = 0; a < accum; ++a) {
@@ -190,6 +190,7 @@ StepRecord Trainer::run_step() {
     loss_sum += out.loss_sum;
     count += out.count;
   }
+  model_->finish_grads();
   StepRecord rec;
   rec.step = step_ + 1;
   rec.loss = loss_sum / static_cast<double>(count);

@@ -4,6 +4,8 @@
 // plan: weights, master weights, gradients and optimizer states exactly (the plan counts the same flat
 // buffers with the same rounding), activations and the total within 10%. Also: what the tape saves equals
 // the plan's saved bytes, the plan's advice when a device is too small, and the strict train.recompute key.
+// The fp8 and coat recipes (FP8 weight cache, compressed saved activations, precision.bf16_layers) against
+// hand-computed bytes.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -138,12 +140,205 @@ TEST_F(MemoryPlanTest, OptimizerStatesOfEveryStorageAreCountedExactly) {
 
 INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
-                                            ::testing::Values("fp32", "bf16"),
+                                            ::testing::Values("fp32", "bf16", "fp8", "coat"),
                                             ::testing::Values("none", "blocks")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
                                   std::get<2>(info.param);
                          });
+
+// The bytes of the activation line whose description starts with `start`.
+size_t activation_line(const models::MemoryPlan& p, const std::string& start) {
+  for (const auto& line : p.lines) {
+    if (line.category == MemoryCategory::Activations && line.what.rfind(start, 0) == 0) return line.bytes;
+  }
+  ADD_FAILURE() << "no activation line starting with '" << start << "' in\n" << p.str();
+  return 0;
+}
+
+// The FP8 recipes against hand-computed bytes, for the Llama config above (hidden d 256, 4 heads of 64 over
+// 2 KV heads, intermediate F 704, 4 blocks, vocab 1000) and B*T = 512 tokens: fp8 adds the FP8 weight cache
+// and saves what bf16 saves; coat compresses what its blocks save; precision.bf16_layers keep blocks as bf16.
+constexpr size_t kTokens = 4 * 128;
+// Bytes per token that one block saves for its backward under bf16 (and fp8).
+constexpr size_t kBf16Block = 2 * 256 + 4               // input norm: x in bf16, rstd in f32
+                              + 2 * 256                 // q/k/v projection: the norm's output
+                              + 2 * (256 + 2 * 128)     // attention: q, k after RoPE, v
+                              + 2 * 256 + 4 * 4         // attention: output, log-sum-exp per head
+                              + 2 * 256 + 4             // post-attention norm: h, rstd
+                              + 2 * 256                 // gate/up projection: the norm's output
+                              + 2 * 2 * 704 + 2 * 704;  // swiglu: gate and up; down projection: their product
+// The same under coat: norm and SwiGLU inputs as e4m3 with one f32 scale per 16, projection inputs as e4m3.
+constexpr size_t kCoatBlock = (256 + 256 / 16 * 4) + 4        // input norm: x compressed, rstd
+                              + 256                           // q/k/v projection: e4m3 transposed input
+                              + 2 * (256 + 2 * 128)           // attention: q, k, v (bf16)
+                              + 2 * 256 + 4 * 4               // attention: output (o_proj's input), lse
+                              + (256 + 256 / 16 * 4) + 4      // post-attention norm: h compressed, rstd
+                              + 256                           // gate/up projection: e4m3 transposed input
+                              + (2 * 704 + 2 * 704 / 16 * 4)  // swiglu: gate and up compressed
+                              + 704;                          // down projection: e4m3 transposed input
+// Per coat block, besides: the per-tensor scale and its inverse (f32 [1]) of its three e4m3 inputs.
+constexpr size_t kCoatScalars = 3 * 2;
+// The final norm (x, rstd), the LM head's input, the logits' gradient; the token ids.
+constexpr size_t kHeadAndIds = kTokens * (2 * 256 + 4 + 2 * 256 + 2 * 1000) + kTokens * 4;
+// The FP8 weight cache of one block: codes of W and W^T of qkv [512, 256], o [256, 256], gate_up [1408, 256],
+// down [256, 704], and two f32 [1] scales per weight (a 256-byte CPU allocation each).
+constexpr size_t kCacheBlock = 2 * (512 * 256 + 256 * 256 + 1408 * 256 + 256 * 704) + 4 * 2 * 256;
+
+TEST_F(MemoryPlanTest, FP8RecipesSaveWhatTheirBlocksKeep) {
+  const auto plan = [&](const std::string& recipe, const std::string& recompute, nlohmann::json bf16_layers) {
+    nlohmann::json doc = config("llama", recipe, recompute, "r");
+    doc["precision"]["bf16_layers"] = std::move(bf16_layers);
+    return memory_plan(parse_train_config(doc, "plan.json"));
+  };
+  const nlohmann::json none = nlohmann::json::array();
+  const size_t coat_block = kTokens * kCoatBlock + kCoatScalars * 4;
+  EXPECT_EQ(plan("bf16", "none", none).saved_bytes, 4 * kTokens * kBf16Block + kHeadAndIds);
+  EXPECT_EQ(plan("fp8", "none", none).saved_bytes, 4 * kTokens * kBf16Block + kHeadAndIds);
+  EXPECT_EQ(plan("coat", "none", none).saved_bytes, 4 * coat_block + kHeadAndIds);
+  EXPECT_EQ(plan("coat", "none", {0, -1}).saved_bytes,
+            2 * coat_block + 2 * kTokens * kBf16Block + kHeadAndIds);
+  // Recomputing, every recipe keeps the blocks' BF16 inputs alone.
+  for (const char* recipe : {"bf16", "fp8", "coat"}) {
+    EXPECT_EQ(plan(recipe, "blocks", none).saved_bytes, 4 * kTokens * 2 * 256 + kHeadAndIds) << recipe;
+  }
+
+  // The allocations of the kept blocks (every tensor here is a multiple of the CPU's 256-byte rounding but
+  // the f32 [1] scales, 256 bytes each).
+  const auto blocks_line = [](const models::MemoryPlan& p) {
+    return activation_line(p, "saved by 4 blocks");
+  };
+  const size_t coat_block_allocated = kTokens * kCoatBlock + kCoatScalars * 256;
+  EXPECT_EQ(blocks_line(plan("coat", "none", none)), 4 * coat_block_allocated);
+  EXPECT_EQ(blocks_line(plan("coat", "none", {-4, 2})), 2 * coat_block_allocated + 2 * kTokens * kBf16Block);
+  EXPECT_EQ(blocks_line(plan("fp8", "none", none)), 4 * kTokens * kBf16Block);
+}
+
+// What one forward of the FP8 recipes saves for backward is exactly what the plan counts (the allocations by
+// category are compared once the FP8 weight cache is allocated as Weights). The model takes the config's
+// recipe with its bf16_layers (recipe_of).
+TEST_F(MemoryPlanTest, TapeSavesWhatThePlanCountsUnderFP8Recipes) {
+  std::vector<double> ids_v(4 * 128), targets_v(4 * 128);
+  for (size_t i = 0; i < ids_v.size(); ++i) {
+    ids_v[i] = static_cast<double>((i * 7) % kVocab);
+    targets_v[i] = static_cast<double>((i * 11) % kVocab);
+  }
+  const auto check = [&](const std::string& arch, const std::string& recipe,
+                         const nlohmann::json& bf16_layers) {
+    nlohmann::json doc =
+        config(arch, recipe, "none", "run_" + arch + recipe + std::to_string(bf16_layers.size()));
+    doc["precision"]["bf16_layers"] = bf16_layers;
+    const TrainConfig cfg = parse_train_config(doc, "plan.json");
+    ContextPtr ctx = ops::make_context(Device::cpu());
+    Trainer trainer(cfg, ctx);
+    trainer.model().set_recipe(recipe_of(cfg));
+    autograd::Tape tape;
+    trainer.model().forward(tape, ops::from_vector(ctx, {4, 128}, DType::I32, ids_v),
+                            ops::from_vector(ctx, {4, 128}, DType::I32, targets_v), -1, 1.0);
+    EXPECT_EQ(tape.saved_bytes(), memory_plan(cfg).saved_bytes)
+        << arch << " " << recipe << " " << bf16_layers;
+  };
+  for (const char* arch : {"llama", "olmo"}) {
+    for (const char* recipe : {"fp8", "coat"}) check(arch, recipe, nlohmann::json::array());
+  }
+  check("llama", "coat", {1, -1});
+}
+
+TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
+  const auto plan = [&](const std::string& recipe, nlohmann::json bf16_layers) {
+    nlohmann::json doc = config("llama", recipe, "none", "r");
+    doc["precision"]["bf16_layers"] = std::move(bf16_layers);
+    doc["optim"]["state_dtype"] = "fp32";
+    return memory_plan(parse_train_config(doc, "plan.json"));
+  };
+  const models::MemoryPlan bf16 = plan("bf16", nlohmann::json::array());
+  const size_t weights = bf16.bytes(MemoryCategory::Weights);
+  EXPECT_EQ(plan("fp8", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * kCacheBlock);
+  EXPECT_EQ(plan("coat", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * kCacheBlock);
+  EXPECT_EQ(plan("coat", {1, -1, 3}).bytes(MemoryCategory::Weights), weights + 2 * kCacheBlock);
+  for (const char* recipe : {"fp8", "coat"}) {
+    const models::MemoryPlan p = plan(recipe, {2});
+    for (MemoryCategory c :
+         {MemoryCategory::MasterWeights, MemoryCategory::Gradients, MemoryCategory::OptimizerState})
+      EXPECT_EQ(p.bytes(c), bf16.bytes(c)) << recipe << " " << memory_category_name(c);
+    EXPECT_NE(p.str().find("FP8 weight cache: E4M3 W and W^T of 12 linears in 3 blocks"), std::string::npos)
+        << p.str();
+  }
+  EXPECT_EQ(bf16.str().find("FP8 weight cache"), std::string::npos);
+
+  // Every block in bf16: the fp8 and coat plans are the bf16 plan, line by line.
+  for (const char* recipe : {"fp8", "coat"}) {
+    for (const char* recompute : {"none", "blocks"}) {
+      nlohmann::json doc = config("llama", recipe, recompute, "r");
+      doc["precision"]["bf16_layers"] = {0, 1, 2, 3};
+      doc["optim"]["state_dtype"] = "fp32";
+      const models::MemoryPlan all_bf16 = memory_plan(parse_train_config(doc, "plan.json"));
+      const models::MemoryPlan reference =
+          memory_plan(parse_train_config(config("llama", "bf16", recompute, "r"), "plan.json"));
+      EXPECT_EQ(all_bf16.saved_bytes, reference.saved_bytes);
+      ASSERT_EQ(all_bf16.lines.size(), reference.lines.size()) << all_bf16.str() << reference.str();
+      for (size_t i = 0; i < reference.lines.size(); ++i) {
+        EXPECT_EQ(all_bf16.lines[i].bytes, reference.lines[i].bytes) << reference.lines[i].what;
+        EXPECT_EQ(all_bf16.lines[i].what, reference.lines[i].what);
+      }
+    }
+  }
+}
+
+// Under coat the optimizer states default to fp8_expand; the plan counts them so and says which recipe.
+TEST_F(MemoryPlanTest, CoatPlanDescribesItsRecipe) {
+  const TrainConfig coat = parse_train_config(config("llama", "coat", "none", "r"), "plan.json");
+  nlohmann::json expand = config("llama", "bf16", "none", "r");
+  expand["optim"]["state_dtype"] = "fp8_expand";
+  EXPECT_EQ(memory_plan(coat).bytes(MemoryCategory::OptimizerState),
+            memory_plan(parse_train_config(expand, "plan.json")).bytes(MemoryCategory::OptimizerState));
+  const std::string words = describe_memory_plan(coat, 0);
+  EXPECT_EQ(words.find("not available"), std::string::npos) << words;
+  EXPECT_NE(words.find("coat: FP8 (e4m3) copies of the block linears' weights"), std::string::npos) << words;
+  EXPECT_NE(words.find("saved activations compressed"), std::string::npos) << words;
+  EXPECT_NE(words.find("norm and SwiGLU inputs in e4m3 with 1x16 group scales"), std::string::npos) << words;
+  nlohmann::json fp8 = config("llama", "fp8", "none", "r");
+  fp8["precision"]["bf16_layers"] = {-1, 0};
+  const std::string fp8_words = describe_memory_plan(parse_train_config(fp8, "plan.json"), 0);
+  EXPECT_NE(fp8_words.find("fp8: FP8 (e4m3) copies"), std::string::npos) << fp8_words;
+  EXPECT_NE(fp8_words.find("BF16 saved activations; blocks 0, 3 in bf16 (precision.bf16_layers)"),
+            std::string::npos)
+      << fp8_words;
+}
+
+// The widest points of a coat block. Its forward: every intermediate stays referenced until the block
+// returns, so besides what it saves the block holds its input x, the norms' outputs a and m and the residual
+// h (d each), gate and up (2F), and at the down projection the SwiGLU output (F), its e4m3 codes (F bytes)
+// and the output (d), all BF16 but the codes. Its backward, at the SwiGLU: the block output's gradient (d),
+// the product's gradient (F), the gradients of gate and up (2F) and gate and up restored (2F), while the
+// product's e4m3 copy and its two scales are freed. The forward is wider for F = 704, the backward for F =
+// 1408.
+TEST_F(MemoryPlanTest, CoatBlocksPeakWhereTheirWidestPointIs) {
+  const models::MemoryPlan forward =
+      memory_plan(parse_train_config(config("llama", "coat", "none", "r"), "plan.json"));
+  EXPECT_EQ(forward.activation_peak, "in the forward of block 3") << forward.str();
+  EXPECT_EQ(activation_line(forward, "saved by 4 blocks"), 4 * (kTokens * kCoatBlock + kCoatScalars * 256));
+  EXPECT_EQ(activation_line(forward, "the block's input and tensors alive"),
+            kTokens * (4 * 2 * 256 + 2 * 2 * 704 + 2 * 704 + 704 + 2 * 256));
+
+  nlohmann::json wide = config("llama", "coat", "none", "r");
+  wide["model"]["intermediate_size"] = 1408;
+  const models::MemoryPlan backward = memory_plan(parse_train_config(wide, "plan.json"));
+  EXPECT_EQ(backward.activation_peak, "in the last block's backward") << backward.str();
+  EXPECT_EQ(activation_line(backward, "gradients alive"),
+            kTokens * (2 * 256 + 2 * 1408 + 2 * 2 * 1408 + 2 * 2 * 1408 - 1408) - 2 * 256);
+
+  // Recomputing, the last block runs forward again beside every block's input (its own is not among what it
+  // saves) and the gradient of its output.
+  const models::MemoryPlan again =
+      memory_plan(parse_train_config(config("llama", "coat", "blocks", "r"), "plan.json"));
+  EXPECT_EQ(again.activation_peak, "in the last block's forward run again") << again.str();
+  EXPECT_EQ(activation_line(again, "block inputs kept by 4 recomputed blocks"), 4 * kTokens * 2 * 256);
+  EXPECT_EQ(activation_line(again, "the last block run again"),
+            kTokens * kCoatBlock + kCoatScalars * 256 + kTokens * 2 * 256);
+  EXPECT_EQ(activation_line(again, "tensors alive at the widest point of the block's forward"),
+            kTokens * (3 * 2 * 256 + 2 * 2 * 704 + 2 * 704 + 704 + 2 * 256));
+}
 
 TEST_F(MemoryPlanTest, RecomputationShrinksThePlanAndAdviceNamesWhatFits) {
   const TrainConfig keep = parse_train_config(config("llama", "bf16", "none", "a"), "plan.json");
@@ -163,6 +358,13 @@ TEST_F(MemoryPlanTest, RecomputationShrinksThePlanAndAdviceNamesWhatFits) {
   // Not even the weights, gradients and states fit.
   const std::string hopeless = describe_memory_plan(keep, p_keep.bytes(MemoryCategory::Weights));
   EXPECT_NE(hopeless.find("alone take"), std::string::npos) << hopeless;
+  EXPECT_NE(hopeless.find("optim.state_dtype = bf16, fp8_expand"), std::string::npos) << hopeless;
+  // FP8 states already (coat's default): only sharding is left to suggest.
+  const TrainConfig coat = parse_train_config(config("llama", "coat", "none", "c"), "plan.json");
+  const std::string coat_hopeless =
+      describe_memory_plan(coat, memory_plan(coat).bytes(MemoryCategory::Weights));
+  EXPECT_NE(coat_hopeless.find("alone take"), std::string::npos) << coat_hopeless;
+  EXPECT_EQ(coat_hopeless.find("optim.state_dtype"), std::string::npos) << coat_hopeless;
 }
 
 TEST_F(MemoryPlanTest, CudaPlanAddsTheWorkspacesAndRoundsToTheCachingAllocator) {

@@ -156,6 +156,23 @@ TEST_F(TrainerTest, ResumeWithAnotherStateStorageIsRefused) {
   EXPECT_NO_THROW(third.load_checkpoint(*third.latest_checkpoint()));
 }
 
+// optim.state_dtype defaults to "auto" (the recipe's storage); runs save the concrete storage (as checkpoints
+// of earlier versions did), so a checkpoint resumes under "auto" and under the concrete name alike.
+TEST_F(TrainerTest, ResumeAcrossTheAutoStateDtype) {
+  {
+    Trainer first(parse_train_config(config("run"), "c.json"), ctx_);
+    first.run(/*stop_after_step=*/3);
+  }
+  std::ifstream saved(dir_ / "run" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(saved).at("optim").at("state_dtype"), "fp32");
+  for (const char* states : {"auto", "fp32"}) {
+    nlohmann::json c = config("run");
+    c["optim"]["state_dtype"] = states;
+    Trainer again(parse_train_config(c, "c.json"), ctx_, /*resuming=*/true);
+    EXPECT_NO_THROW(again.load_checkpoint(*again.latest_checkpoint())) << states;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(StateStorages, TrainerResume, ::testing::Values("fp32", "bf16", "fp8", "fp8_expand"));
 
 TEST_F(TrainerTest, ExistingRunIsNotOverwritten) {

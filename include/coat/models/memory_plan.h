@@ -4,11 +4,22 @@
 // Weights, master weights, gradients and optimizer states are counted from the flat units the model
 // allocates (unit_layout.h), each buffer rounded as the device's allocator rounds it. Activations are
 // counted from the save policy of each nn function (what it records as saved on the tape), and the peak
-// is the largest of three moments of a step: the end of the forward (everything saved, plus the logits and
-// the logits' gradient that the fused cross-entropy makes), the backward of the LM head, and the backward
+// is the largest of these moments of a step: the end of the forward (everything saved, plus the logits and
+// the logits' gradient that the fused cross-entropy makes), the backward of the LM head, the backward
 // of the last block (its saved tensors, or under recomputation the block run again, plus the gradients
-// alive at the block's widest point). On CUDA the workspace adds the cuBLASLt workspace and the largest
-// transient buffer of a backward (cuDNN's attention backward).
+// alive at the block's widest point, or what its forward run again holds when that is wider), and the
+// widest point of a block's forward (what the blocks saved so far plus the block's intermediates that it
+// does not save as they are: under coat its BF16 tensors whose compressed or FP8 copies it saves). On CUDA
+// the workspace adds the cuBLASLt workspace and the largest transient buffer of a backward (cuDNN's attention
+// backward).
+//
+// The precision recipe (precision_recipe.h) changes two things. Weights: every block linear that runs FP8
+// GEMMs keeps the E4M3 codes of W [N, K] and of W^T [K, N] with their per-tensor scale and inverse
+// (nn::Fp8Weights: 2 bytes per parameter) beside the BF16 compute copy. Activations: under fp8 a block saves
+// what it saves under bf16; under coat its norm inputs and SwiGLU input are kept as E4M3 codes with one F32
+// scale per 1x16 group (nn/compressed_save.h; BF16 where the width is not a multiple of 16), and the inputs
+// of its q/k/v, gate/up and down projections as the E4M3 transposed codes with their scale and inverse (the
+// o projection's input is the attention output, kept anyway). Blocks in bf16_layers plan as bf16.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +30,7 @@
 #include "coat/core/dtype.h"
 #include "coat/core/memory_stats.h"
 #include "coat/models/model_config.h"
+#include "coat/models/precision_recipe.h"
 #include "coat/models/transformer.h"
 #include "coat/ops/quantized_moment.h"
 
@@ -33,6 +45,9 @@ struct MemoryPlanInput {
   ops::MomentSpec exp_avg_sq{};  ///< storage of the second moment
   Recompute recompute = Recompute::None;
   Device device = Device::cpu();  ///< allocation rounding; CUDA adds its workspaces
+  /// Which blocks run FP8 linears and compress their saved activations (make_recipe; the default plans no
+  /// FP8 anywhere). FP8 recipes need compute_dtype BF16.
+  PrecisionRecipe recipe{};
 };
 
 struct MemoryPlanLine {

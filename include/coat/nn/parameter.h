@@ -16,6 +16,9 @@ struct Parameter {
   Tensor master;
   Tensor grad;
   bool decay = true;  ///< AdamW weight decay applies
+  /// The gradient buffer holds no contribution yet and its contents are stale (a zeroing deferred by the
+  /// model for weights that only linear layers use): the first linear backward writes it instead of adding.
+  bool grad_unset = false;
 };
 
 }  // namespace coat::nn

@@ -23,12 +23,15 @@ struct Fp8PerGroup {
   int64_t group_size = 0;
 };
 
+/// `category`: where the codes, codes_t and scales are accounted (e.g. Weights for a model's FP8 weights).
 Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose = false,
-                                 Fp8Saturation sat = Fp8Saturation::Saturate);
+                                 Fp8Saturation sat = Fp8Saturation::Saturate,
+                                 MemoryCategory category = MemoryCategory::Activations);
 /// The same with a given scale (F32 [1] on x's device), e.g. one computed from other maxima.
 Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale,
                                             bool with_transpose = false,
-                                            Fp8Saturation sat = Fp8Saturation::Saturate);
+                                            Fp8Saturation sat = Fp8Saturation::Saturate,
+                                            MemoryCategory category = MemoryCategory::Activations);
 Tensor dequantize(const Fp8PerTensor& q, DType out_dtype = DType::F32);
 
 Fp8PerGroup quantize_per_group(const Tensor& x, int64_t group_size, DType fmt,

@@ -16,9 +16,10 @@ namespace coat::train {
 inline constexpr size_t kCudaContextReserveBytes = size_t{1} << 30;
 
 /// The plan's input from the config: precision.recipe fp32 is F32 everywhere; bf16 is BF16 compute weights
-/// and activations with FP32 masters, gradients and AdamW states; fp8 and coat, not available yet, are
-/// planned as bf16. The AdamW state bytes follow optim.exp_avg_dtype / exp_avg_sq_dtype (the FP8 storages'
-/// per-group scales estimated).
+/// and activations with FP32 masters and gradients; fp8 adds the FP8 copies of the block linears' weights
+/// (and their transposes), and coat also compresses the blocks' saved activations, both except in
+/// precision.bf16_layers (recipe_of; models/memory_plan.h). The AdamW state bytes follow
+/// optim.exp_avg_dtype / exp_avg_sq_dtype (under coat fp8_expand unless set).
 models::MemoryPlanInput memory_plan_input(const TrainConfig& config);
 models::MemoryPlan memory_plan(const TrainConfig& config);
 

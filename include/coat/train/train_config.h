@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "coat/models/model_config.h"
+#include "coat/models/precision_recipe.h"
 #include "coat/ops/quantized_moment.h"
 
 namespace coat::train {
@@ -50,7 +51,9 @@ struct OptimConfig {
   bool decay_embeddings = false;
   bool decay_norms = false;
   /// Storage of AdamW's moments: fp32 | bf16 | fp8 (per-group absmax scale) | fp8_expand (COAT's dynamic
-  /// range expansion). state_dtype sets both; exp_avg_dtype / exp_avg_sq_dtype override one moment.
+  /// range expansion). state_dtype sets both; exp_avg_dtype / exp_avg_sq_dtype override one moment. In the
+  /// config each may also be "auto" (state_dtype's default): the recipe's storage (default_state_dtype);
+  /// parse_train_config resolves it, so a parsed config (and its resolved document) holds concrete values.
   std::string state_dtype = "fp32";
   std::string exp_avg_dtype;             ///< "" : state_dtype
   std::string exp_avg_sq_dtype;          ///< "" : state_dtype
@@ -61,6 +64,10 @@ struct OptimConfig {
 
 struct PrecisionConfig {
   std::string recipe = "fp32";    ///< fp32 (CPU reference) | bf16 | fp8 | coat
+  /// Blocks kept in BF16 under the FP8 recipes (models/precision_recipe.h), as written in the config: block
+  /// indices, negative ones counting from the end (-1 is the last block). Checked against the model's
+  /// num_hidden_layers when the config is parsed.
+  std::vector<int64_t> bf16_layers;
 };
 
 struct CheckpointConfig {
@@ -89,6 +96,14 @@ struct TrainConfig {
 
 /// Parses and validates a document (after overrides). `source` names it in messages.
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source);
+
+/// The AdamW state storage that optim.state_dtype = "auto" means under precision.recipe `recipe`: fp8_expand
+/// (COAT's FP8 states with dynamic range expansion) under coat, fp32 otherwise.
+std::string default_state_dtype(const std::string& recipe);
+
+/// The config's precision recipe for its model (models::make_recipe with model.num_hidden_layers): which
+/// blocks run FP8 linears and compress their saved activations.
+models::PrecisionRecipe recipe_of(const TrainConfig& config);
 
 /// The storage of AdamW's first / second moment that optim.* asks for (exp_avg_dtype or state_dtype, the FP8
 /// format, the group size).
