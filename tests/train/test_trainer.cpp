@@ -1,6 +1,8 @@
 // The trainer end to end on a tiny model: determinism, exact resume, and the errors a user meets.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <filesystem>
 #include <fstream>
 #include <cstring>
@@ -62,38 +64,53 @@ TEST_F(TrainerTest, SameSeedSameLossesAndLearning) {
   EXPECT_TRUE(fs::exists(dir_ / "a" / "metrics.jsonl"));
 }
 
-class TrainerResume : public TrainerTest, public ::testing::WithParamInterface<std::string> {};
+class TrainerResume : public TrainerTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  /// Six steps in one run against three, a native checkpoint on disk, and three more after resuming: the
+  /// losses and parameters are bit-identical. `set` adjusts the config of both runs.
+  void expect_resume_bit_identical(const std::function<void(nlohmann::json&)>& set) {
+    auto cfg = [&](const std::string& run) {
+      nlohmann::json c = config(run);
+      set(c);
+      return c;
+    };
+    Trainer full(parse_train_config(cfg("full"), "c.json"), ctx_);
+    full.run();
+    {
+      Trainer first(parse_train_config(cfg("split"), "c.json"), ctx_);
+      first.run(/*stop_after_step=*/3);  // checkpoint.interval = 3 writes step 3
+      ASSERT_EQ(first.step(), 3);
+    }
+    Trainer second(parse_train_config(cfg("split"), "c.json"), ctx_, /*resuming=*/true);
+    auto latest = second.latest_checkpoint();
+    ASSERT_TRUE(latest.has_value());
+    second.load_checkpoint(*latest);
+    EXPECT_EQ(second.step(), 3);
+    second.run();
+    const std::vector<double> all = losses(full);
+    EXPECT_EQ(losses(second), std::vector<double>(all.begin() + 3, all.end()));
+    // Parameters are bit-identical too.
+    for (size_t i = 0; i < full.model().parameters().size(); ++i) {
+      const Tensor& p = full.model().parameters()[i].value;
+      const Tensor& q = second.model().parameters()[i].value;
+      ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
+    }
+  }
+};
 
 // Through a native checkpoint on disk, for every optimizer-state storage (FP8 codes with their scales,
 // exponents and centres included): the resumed run continues bit-identically.
 TEST_P(TrainerResume, ResumeIsBitIdentical) {
-  auto cfg = [&](const std::string& run) {
-    nlohmann::json c = config(run);
-    c["optim"]["state_dtype"] = GetParam();
-    return c;
-  };
-  Trainer full(parse_train_config(cfg("full"), "c.json"), ctx_);
-  full.run();
-  {
-    Trainer first(parse_train_config(cfg("split"), "c.json"), ctx_);
-    first.run(/*stop_after_step=*/3);  // checkpoint.interval = 3 writes step 3
-    ASSERT_EQ(first.step(), 3);
-  }
-  Trainer second(parse_train_config(cfg("split"), "c.json"), ctx_, /*resuming=*/true);
-  auto latest = second.latest_checkpoint();
-  ASSERT_TRUE(latest.has_value());
-  second.load_checkpoint(*latest);
-  EXPECT_EQ(second.step(), 3);
-  second.run();
-  const std::vector<double> all = losses(full);
-  EXPECT_EQ(losses(second), std::vector<double>(all.begin() + 3, all.end()));
-  // Parameters are bit-identical too.
-  for (size_t i = 0; i < full.model().parameters().size(); ++i) {
-    const Tensor& p = full.model().parameters()[i].value;
-    const Tensor& q = second.model().parameters()[i].value;
-    ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
-  }
+  expect_resume_bit_identical([](nlohmann::json& c) { c["optim"]["state_dtype"] = GetParam(); });
 }
+
+// The same under the FP8 recipes (FP8 weight copies made again after the load, two micro-batches per step
+// sharing them, coat's compressed saves and its default fp8_expand states).
+class TrainerResumeRecipe : public TrainerResume {};
+TEST_P(TrainerResumeRecipe, ResumeIsBitIdentical) {
+  expect_resume_bit_identical([](nlohmann::json& c) { c["precision"]["recipe"] = GetParam(); });
+}
+INSTANTIATE_TEST_SUITE_P(Fp8Recipes, TrainerResumeRecipe, ::testing::Values("bf16", "fp8", "coat"));
 
 // A checkpoint in the layout of earlier versions (FP32 moments per parameter, "<parameter>.exp_avg", flat)
 // resumes exactly like the current per-unit layout.
