@@ -81,7 +81,7 @@ struct Counter {
   /// The same with both the codes and the transposed codes (an FP8 GEMM operand quantised for two GEMMs).
   size_t fp8_pair(double width) const { return fp8(width) + (*this)(s.tokens * width, 1); }
   /// A [B*T, width] tensor kept for a backward: as it is, or, compressed, as E4M3 codes with one F32 scale
-  /// per 1x16 group (nn::compress_for_backward) when the width allows (nn::compressible).
+  /// per 1x16 group (nn::save_input) when the width allows.
   size_t kept(double width, bool compress) const {
     if (!compress || static_cast<int64_t>(width) % nn::kCompressGroup != 0) return values(width);
     return (*this)(s.tokens * width, 1) +

@@ -17,12 +17,11 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
 
 autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress) {
   const NvtxRange range("swiglu_packed");
-  const bool packed = compress && tape.grad_enabled() && compressible(gu.value);
-  std::vector<Tensor> saved = packed ? compress_for_backward(gu.value) : std::vector<Tensor>{gu.value};
-  const DType dtype = gu.value.dtype();
+  std::vector<Tensor> saved;
+  const SavedInput in = save_input(tape, gu.value, compress, saved);
   return tape.record("swiglu_packed", ops::swiglu_packed(gu.value), {gu}, std::move(saved),
-                     [packed, dtype](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
-                       return {ops::swiglu_packed_backward(dy, packed ? restore_from_backward(s, 0, dtype) : s[0])};
+                     [in](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
+                       return {ops::swiglu_packed_backward(dy, in.restore(s))};
                      });
 }
 

@@ -14,14 +14,20 @@ Shape with_last(Shape shape, int64_t last) {
   shape.back() = last;
   return shape;
 }
+
+/// x [..., in] against weight [out, in], for both linears; `op` names the function in messages.
+void check_operands(const char* op, const autograd::Var& x, const Parameter& weight) {
+  const Tensor& w = weight.value;
+  COAT_ARG_CHECK(w.dim() == 2, op, "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
+  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), op, "input ", shape_str(x.shape()),
+                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
+}
 }  // namespace
 
 autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight) {
   const NvtxRange range("linear");
+  check_operands("linear", x, weight);
   const Tensor& w = weight.value;
-  COAT_ARG_CHECK(w.dim() == 2, "linear", "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
-  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), "linear", "input ", shape_str(x.shape()),
-                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
   const Tensor x2 = as_rows(x.value);
   const Shape in_shape = x.shape();
   Tensor y = ops::matmul(x2, w, false, true).reshape(with_last(in_shape, w.size(0)));
@@ -60,10 +66,8 @@ constexpr int64_t kFp8Multiple = 16;
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
                          bool save_fp8_input) {
   const NvtxRange range("linear_fp8");
+  check_operands("linear_fp8", x, weight);
   const Tensor& w = weight.value;
-  COAT_ARG_CHECK(w.dim() == 2, "linear_fp8", "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
-  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), "linear_fp8", "input ", shape_str(x.shape()),
-                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
   const Tensor x2 = as_rows(x.value);
   const int64_t rows = x2.size(0), in = w.size(1), out = w.size(0);
   COAT_ARG_CHECK(rows % kFp8Multiple == 0 && in % kFp8Multiple == 0 && out % kFp8Multiple == 0, "linear_fp8",
@@ -83,7 +87,6 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
   } else {
     saved = {x2};
   }
-  xq = ops::Fp8PerTensor{};  // the forward's codes are not kept
   Parameter* p = &weight;
   Fp8Weights* cache = &weights;
   const bool want_dx = x.requires_grad();

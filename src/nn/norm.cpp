@@ -14,17 +14,15 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
   ops::NormForward f = ops::rmsnorm_forward(x2, w, eps);
   const Shape shape = x.shape();
   // COAT: keep x as FP8 with 1x16 group scales (restored to its dtype in the backward) instead of x itself.
-  const bool packed = compress && tape.grad_enabled() && compressible(x2);
-  std::vector<Tensor> saved = packed ? compress_for_backward(x2) : std::vector<Tensor>{x2};
+  std::vector<Tensor> saved;
+  const SavedInput in = save_input(tape, x2, compress, saved);
   saved.push_back(f.rstd);
-  const DType dtype = x2.dtype();
   return tape.record(
       "rms_norm", f.y.reshape(shape), {x}, std::move(saved),
-      [weight, shape, packed, dtype](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+      [weight, shape, in](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
         const Tensor w = weight ? weight->value : Tensor();
         const Tensor dw = weight ? weight->grad : Tensor();
-        const Tensor x_saved = packed ? restore_from_backward(saved, 0, dtype) : saved[0];
-        return {ops::rmsnorm_backward(as_rows(dy), x_saved, w, saved.back(), dw).reshape(shape)};
+        return {ops::rmsnorm_backward(as_rows(dy), in.restore(saved), w, saved.back(), dw).reshape(shape)};
       },
       /*force_grad=*/weight != nullptr && weight->grad.defined());
 }
@@ -34,16 +32,14 @@ autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double ep
   const Tensor x2 = as_rows(x.value);
   ops::NormForward f = ops::layernorm_forward(x2, eps);
   const Shape shape = x.shape();
-  const bool packed = compress && tape.grad_enabled() && compressible(x2);
-  std::vector<Tensor> saved = packed ? compress_for_backward(x2) : std::vector<Tensor>{x2};
+  std::vector<Tensor> saved;
+  const SavedInput in = save_input(tape, x2, compress, saved);
   saved.push_back(f.mean);
   saved.push_back(f.rstd);
-  const DType dtype = x2.dtype();
   return tape.record("layer_norm", f.y.reshape(shape), {x}, std::move(saved),
-                     [shape, packed, dtype](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+                     [shape, in](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
                        const size_t n = saved.size();
-                       const Tensor x_saved = packed ? restore_from_backward(saved, 0, dtype) : saved[0];
-                       return {ops::layernorm_backward(as_rows(dy), x_saved, saved[n - 2], saved[n - 1])
+                       return {ops::layernorm_backward(as_rows(dy), in.restore(saved), saved[n - 2], saved[n - 1])
                                    .reshape(shape)};
                      });
 }

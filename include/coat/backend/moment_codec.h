@@ -70,26 +70,8 @@ namespace coat::moment_codec {
 
 // ---- deterministic elementary functions ----
 
-/// a * b + c rounded once (IEEE fusedMultiplyAdd): identical on host and device.
-COAT_HOST_DEVICE inline float fma_rn(float a, float b, float c) {
-#if defined(__CUDA_ARCH__)
-  return __fmaf_rn(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
-}
-
 COAT_HOST_DEVICE inline float positive_infinity() {
   return bits_to_float(0x7F800000u);
-}
-
-/// Rounds down to an integer (exact on both sides).
-COAT_HOST_DEVICE inline float floor_exact(float x) {
-#if defined(__CUDA_ARCH__)
-  return floorf(x);
-#else
-  return std::floor(x);
-#endif
 }
 
 /// log2(x) for a positive finite float x (normal or subnormal), without the special inputs: <= 1.61 ulp.

@@ -1,7 +1,8 @@
 // Scalar float operations written once for host and device code that must agree to the bit: bit casts,
-// and + - * / sqrt each rounded once to nearest even. On the device they are the explicit _rn intrinsics, so
-// neither FMA contraction nor nvcc flags such as -prec-div=false change them; on the host they are the plain
-// IEEE operations (the project compiles with -ffp-contract=off and without fast-math).
+// + - * / sqrt and fma each rounded once to nearest even, and floor. On the device they are the explicit _rn
+// intrinsics, so neither FMA contraction nor nvcc flags such as -prec-div=false change them; on the host they
+// are the plain IEEE operations and std::fma (the project compiles with -ffp-contract=off and without
+// fast-math).
 #pragma once
 
 #include <cmath>
@@ -59,6 +60,24 @@ COAT_HOST_DEVICE inline double sqrt_rn(double a) {
   return __dsqrt_rn(a);
 #else
   return std::sqrt(a);
+#endif
+}
+
+/// a * b + c rounded once (IEEE fusedMultiplyAdd): identical on host and device.
+COAT_HOST_DEVICE inline float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+/// Rounds down to an integer (exact on both sides).
+COAT_HOST_DEVICE inline float floor_exact(float x) {
+#if defined(__CUDA_ARCH__)
+  return floorf(x);
+#else
+  return std::floor(x);
 #endif
 }
 

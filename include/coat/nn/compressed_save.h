@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "coat/autograd/tape.h"
 #include "coat/core/tensor.h"
 
 namespace coat::nn {
@@ -12,13 +13,17 @@ namespace coat::nn {
 /// Elements per scale group of the compressed copies.
 inline constexpr int64_t kCompressGroup = 16;
 
-/// Whether x can be compressed: its last dimension is a multiple of kCompressGroup.
-bool compressible(const Tensor& x);
+/// How a function kept its input for the backward (what restore needs; the tensors are in its saved list).
+struct SavedInput {
+  bool compressed = false;
+  DType dtype = DType::F32;
+  /// The input from the front of the node's saved list: itself, or decompressed to `dtype`.
+  Tensor restore(const std::vector<Tensor>& saved) const;
+};
 
-/// The tensors to save for x [..., C]: {codes (E4M3, x's shape), scale_inv (F32 [..., C / 16])}.
-std::vector<Tensor> compress_for_backward(const Tensor& x);
-
-/// x back from saved[first], saved[first + 1] (as compress_for_backward made them), in `dtype`.
-Tensor restore_from_backward(const std::vector<Tensor>& saved, size_t first, DType dtype);
+/// Appends to `saved` what a function keeps of its input x: x itself, or, when `compress` is asked, the tape
+/// records gradients and x's last dimension is a multiple of kCompressGroup, {codes (E4M3, x's shape),
+/// scale_inv (F32 [..., C / 16])}. Call it on an empty list: the input sits at its front.
+SavedInput save_input(const autograd::Tape& tape, const Tensor& x, bool compress, std::vector<Tensor>& saved);
 
 }  // namespace coat::nn
