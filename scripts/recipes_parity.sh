@@ -5,7 +5,9 @@
 # final validation loss and the mean training loss of the last 20 steps with their relative differences to
 # bf16, and plots the three curves into OUT/loss.png with scripts/plot_metrics.py.
 #   scripts/recipes_parity.sh [--device cuda|cpu] [--steps 1200] [--config configs/tiny.json] [--out runs/recipes]
-#                             [--set section.key=value ...]
+#                             [--recipes bf16,fp8,coat] [--set section.key=value ...]
+# --recipes trains only those (e.g. one per GPU session); the table and the plot cover every recipe whose run
+# is in OUT (OUT/<recipe>/metrics.jsonl), bf16 first as the reference.
 # --set is passed to every run (e.g. --set optim.state_dtype=fp32 to compare the recipes with FP32 states).
 # On the CPU the FP8 GEMMs run as an exact reference: correct but slow.
 set -euo pipefail
@@ -13,9 +15,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 device=cuda steps=1200 config=configs/tiny.json out=runs/recipes
 # shellcheck source=scripts/parity_common.sh
 source scripts/parity_common.sh
-parity_parse_args "$@"
-recipes=(bf16 fp8 coat)
-for recipe in "${recipes[@]}"; do parity_train "$recipe" --set precision.recipe="$recipe"; done
+train=bf16,fp8,coat
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = --recipes ]; then train=$2; shift 2; else args+=("$1"); shift; fi
+done
+parity_parse_args ${args[@]+"${args[@]}"}
+IFS=, read -r -a to_train <<<"$train"
+for recipe in "${to_train[@]}"; do
+  case "$recipe" in bf16|fp8|fp8_block|coat) ;; *) echo "recipes_parity.sh: unknown recipe '$recipe'" >&2; exit 2 ;; esac
+  parity_train "$recipe" --set precision.recipe="$recipe"
+done
+recipes=()
+for recipe in bf16 fp8 fp8_block coat; do [ -f "$out/$recipe/metrics.jsonl" ] && recipes+=("$recipe"); done
 python3 - "$out" "${recipes[@]}" <<'PY'
 import json, math, sys
 out, recipes = sys.argv[1], sys.argv[2:]

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "JSON config (its model shape, micro-batch and sequence length)")
       ->required();
   app.add_option("--set", overrides, "override: section.key=value (repeatable)");
-  app.add_option("--recipes", recipes, "comma-separated precision recipes (bf16, fp8, coat)");
+  app.add_option("--recipes", recipes, "comma-separated precision recipes (bf16, fp8, fp8_block, coat)");
   app.add_option("--steps", steps, "timed passes")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", warmup, "untimed passes first")->check(CLI::Range(0, 100000));
   app.add_option("--json", json_out, "write the results here");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "coat/backend/block_scale_layout.h"
 #include "coat/models/unit_layout.h"
 #include "coat/nn/compressed_save.h"
 
@@ -49,9 +50,11 @@ struct BlockPrecision {
   bool fp8_gate_up_input = false;  // the gate/up projection likewise
   bool fp8_down = false;           // the down projection runs FP8 GEMMs
   bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat)
+  bool block_scaled = false;       // the FP8 GEMMs take 128-block scales (fp8_block, nn::linear_fp8_block)
 
   static BlockPrecision of(const PrecisionRecipe& r, int64_t layer) {
     BlockPrecision b;
+    b.block_scaled = r.linear(layer, LinearRole::GateUp).block_scaled;
     b.compress = r.compresses(layer);
     b.fp8_qkv_input = r.linear(layer, LinearRole::Qkv).save_fp8_input;
     b.fp8_gate_up_input = r.linear(layer, LinearRole::GateUp).save_fp8_input;
@@ -63,6 +66,19 @@ struct BlockPrecision {
 
 // Per-tensor FP8 (ops::Fp8PerTensor) keeps, besides its codes, a scale and its inverse: F32 [1] each.
 constexpr int kFp8TensorScales = 2;
+
+// The F32 scales of a 128x128-blocked W [out, in] and of W^T (nn::Fp8BlockWeights): [rows/128, round_up(cols/128,
+// 4)] each, cuBLASLt's layout (coat/backend/block_scale_layout.h). Partial blocks count whole (such a layer is
+// refused when it runs; the plan still sizes it).
+size_t block_scale_bytes(int64_t out, int64_t in, const Device& device) {
+  const auto scales = [&device](int64_t rows, int64_t cols) {
+    const int64_t row_blocks = fp8block::round_up(rows, fp8block::kBlock) / fp8block::kBlock;
+    const int64_t col_blocks = fp8block::round_up(cols, fp8block::kBlock) / fp8block::kBlock;
+    const int64_t count = row_blocks * fp8block::round_up(col_blocks, fp8block::kScaleLdMultiple);
+    return allocation_bytes(static_cast<double>(count) * 4, device);
+  };
+  return scales(out, in) + scales(in, out);
+}
 
 // Counts tensors either as the tape counts them (exact bytes) or as the allocator hands them out.
 struct Counter {
@@ -80,6 +96,9 @@ struct Counter {
   size_t fp8(double width) const { return (*this)(s.tokens * width, 1) + kFp8TensorScales * (*this)(1, 4); }
   /// The same with both the codes and the transposed codes (an FP8 GEMM operand quantised for two GEMMs).
   size_t fp8_pair(double width) const { return fp8(width) + (*this)(s.tokens * width, 1); }
+  /// A [B*T, width] tensor or its transpose in 1x128 groups (ops::quantize_1x128): codes and one F32 scale per
+  /// group (B*T and width multiples of 128 under fp8_block).
+  size_t blocked(double width) const { return (*this)(s.tokens * width, 1) + (*this)(s.tokens * width / 128, 4); }
   /// A [B*T, width] tensor kept for a backward: as it is, or, compressed, as E4M3 codes with one F32 scale
   /// per 1x16 group (nn::save_input) when the width allows.
   size_t kept(double width, bool compress) const {
@@ -127,9 +146,10 @@ size_t head_saved(const Counter& c) {
 // SwiGLU backward, the gradient of the block's output (held for the residual branch), the gradient of the
 // product and the gradients of gate and up (and, compressed, gate and up restored), while the product itself
 // was just freed; at an FP8 down projection's backward, the same output gradient, its E5M2 codes and
-// transposed codes, and either the product quantised again (fp8) or the product's gradient; at the attention
-// backward, the residual gradient, the output's gradient and dq, dk, dv, while the MLP's tensors, the
-// residual and the post-attention norm's statistics are gone.
+// transposed codes, and either the product quantised again (fp8) or the product's gradient (fp8_block: the
+// wgrad operands in 1x128 groups, below, and at its gate/up projection too); at the attention backward, the
+// residual gradient, the output's gradient and dq, dk, dv, while the MLP's tensors, the residual and the
+// post-attention norm's statistics are gone.
 int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   const auto i64 = [](size_t v) { return static_cast<int64_t>(v); };
@@ -137,12 +157,23 @@ int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
   const int64_t at_swiglu = i64(c.values(s.hidden) + c.values(s.ffn) + 2 * c.values(s.ffn) +
                                 (b.compress ? c.values(2 * s.ffn) : 0)) -
                             product;
-  const int64_t at_down = b.fp8_down
-                              ? i64(c.values(s.hidden) + c.fp8_pair(s.hidden) +
-                                    std::max(b.fp8_down_input ? 0 : c.fp8_pair(s.ffn), c.values(s.ffn)))
-                              : 0;
+  int64_t at_down = b.fp8_down
+                        ? i64(c.values(s.hidden) + c.fp8_pair(s.hidden) +
+                              std::max(b.fp8_down_input ? 0 : c.fp8_pair(s.ffn), c.values(s.ffn)))
+                        : 0;
+  int64_t at_gate_up = 0;
+  if (b.block_scaled) {
+    // fp8_block (nn::linear_fp8_block): a wgrad quantises the transposed output gradient, then the transposed
+    // input, each from a BF16 transposed copy (freed once quantised), in 1x128 groups along the tokens. At the
+    // down projection: its output gradient, that gradient in groups, the product's transposed copy and groups.
+    // At the gate/up projection: the block output's gradient, the gradient of gate and up, its transposed copy
+    // and groups, while SwiGLU's gate and up and the product are freed.
+    at_down = i64(c.values(s.hidden) + c.blocked(s.hidden) + c.values(s.ffn) + c.blocked(s.ffn));
+    at_gate_up = i64(c.values(s.hidden) + 2 * c.values(2 * s.ffn) + c.blocked(2 * s.ffn)) - product -
+                 i64(2 * c.values(s.ffn));
+  }
   const int64_t at_attention = i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) - i64(mlp_saved(c, b));
-  return std::max({at_swiglu, at_down, at_attention});
+  return std::max({at_swiglu, at_down, at_gate_up, at_attention});
 }
 
 // The block's input where the block does not save it as it is (the input norm compresses it): alive beside
@@ -155,8 +186,8 @@ size_t input_apart(const Counter& c, const BlockPrecision& b) {
 // intermediate stays referenced until the block returns (Transformer::block), so the norms' outputs, the
 // residual and the gate/up output that the block saves in FP8 or compressed exist in BF16 too (under bf16
 // they are the saved tensors themselves); at the down projection besides its input (the SwiGLU output), the
-// input's e4m3 codes (fprop's operand) and the output; at the last residual add, the down projection's
-// output and the block's output.
+// input's e4m3 codes (fprop's operand; with their 1x128 group scales under fp8_block) and the output; at the
+// last residual add, the down projection's output and the block's output.
 size_t block_forward_extra(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   const size_t unsaved = (b.fp8_qkv_input ? c.values(s.hidden) : 0)        // the input norm's output
@@ -164,7 +195,8 @@ size_t block_forward_extra(const Counter& c, const BlockPrecision& b) {
                          + (b.fp8_gate_up_input ? c.values(s.hidden) : 0)  // the post-attention norm's output
                          + (b.compress ? c.values(2 * s.ffn) : 0);         // gate and up
   const size_t at_down = unsaved + (b.fp8_down_input ? c.values(s.ffn) : 0) +
-                         (b.fp8_down ? c(s.tokens * s.ffn, 1) : 0) + c.values(s.hidden);
+                         (b.fp8_down ? (b.block_scaled ? c.blocked(s.ffn) : c(s.tokens * s.ffn, 1)) : 0) +
+                         c.values(s.hidden);
   const size_t at_add = unsaved + 2 * c.values(s.hidden);
   return std::max(at_down, at_add);
 }
@@ -263,21 +295,41 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
 
   // Parameters, gradients and AdamW states: one flat buffer per unit and role.
   const std::vector<UnitLayout> units = unit_layouts(m);
-  int64_t padded = 0;
-  size_t weights = 0, masters = 0, grads = 0, states = 0;
+  int64_t padded = 0, fp8_only_blocks = 0;
+  size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0;
   for (const UnitLayout& u : units) {
     const auto n = static_cast<double>(u.numel);
     padded += u.numel;
-    weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
+    // A block whose four linears all run FP8 has compute copies of its vectors only (Transformer).
+    const bool is_block = u.name.rfind("layers.", 0) == 0;
+    bool full = !mixed || !is_block;
+    if (!full) {
+      const int64_t layer = std::stoll(u.name.substr(7));
+      for (const BlockLinear& l : block_linears(m)) full = full || !in.recipe.linear(layer, l.role).fp8;
+    }
+    if (full) {
+      weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
+    } else {
+      ++fp8_only_blocks;
+      for (const auto& [name, shape] : u.params)
+        if (shape.size() == 1) weights += allocation_bytes(static_cast<double>(shape_numel(shape)) * compute_bytes, dev);
+    }
     masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
-    grads += allocation_bytes(n * param_bytes, dev);
+    if (is_block && in.share_block_grads) {
+      block_grad = allocation_bytes(n * param_bytes, dev);
+    } else {
+      grads += allocation_bytes(n * param_bytes, dev);
+    }
     states += moment_allocation(in.exp_avg, u.numel, dev) + moment_allocation(in.exp_avg_sq, u.numel, dev);
   }
+  grads += block_grad;
   std::string count = std::to_string(m.parameter_count()) + " parameters";
   if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
   count += " in " + std::to_string(units.size()) + " units";
-  plan.lines.push_back({MemoryCategory::Weights, weights,
-                        count + " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype))});
+  count += " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype));
+  if (fp8_only_blocks > 0)
+    count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
+  plan.lines.push_back({MemoryCategory::Weights, weights, count});
   // The FP8 weight cache (nn::Fp8Weights): per FP8 block linear W [N, K], the E4M3 codes of W and of W^T and
   // the per-tensor scale and its inverse.
   size_t cache = 0;
@@ -285,9 +337,11 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
     bool any = false;
     for (const BlockLinear& l : block_linears(m)) {
-      if (!in.recipe.linear(layer, l.role).fp8) continue;
+      const LinearRecipe r = in.recipe.linear(layer, l.role);
+      if (!r.fp8) continue;
       const auto n = static_cast<double>(l.out * l.in);
-      cache += 2 * allocation_bytes(n, dev) + kFp8TensorScales * allocation_bytes(4, dev);
+      cache += 2 * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
+                                                              : kFp8TensorScales * allocation_bytes(4, dev));
       fp8_params += l.out * l.in;
       ++fp8_linears;
       any = true;
@@ -299,14 +353,16 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
                           "FP8 weight cache: E4M3 W and W^T of " + std::to_string(fp8_linears) +
                               " linears in " + std::to_string(fp8_blocks) + " blocks (" +
                               std::to_string(fp8_params) +
-                              " parameters, 2 bytes each) and their per-tensor scales"});
+                              " parameters, 2 bytes each) and their " +
+                              (in.recipe.block_scaled ? "128x128 block scales" : "per-tensor scales")});
   }
   if (mixed) {
     plan.lines.push_back({MemoryCategory::MasterWeights, masters,
                           "master copy in " + std::string(dtype_name(in.param_dtype))});
   }
-  plan.lines.push_back(
-      {MemoryCategory::Gradients, grads, "accumulated in " + std::string(dtype_name(in.param_dtype))});
+  plan.lines.push_back({MemoryCategory::Gradients, grads,
+                        "accumulated in " + std::string(dtype_name(in.param_dtype)) +
+                            (in.share_block_grads ? "; the blocks share one buffer (optim.apply_in_backward)" : "")});
   char state_what[160];
   std::snprintf(state_what, sizeof state_what, "AdamW moments m %s, v %s: %.4g bytes per parameter",
                 ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str(),

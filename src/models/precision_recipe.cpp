@@ -14,6 +14,7 @@ LinearRecipe PrecisionRecipe::linear(int64_t layer, LinearRole role) const {
   LinearRecipe r;
   if (!fp8_linears || layer_in_bf16(layer)) return r;
   r.fp8 = true;
+  r.block_scaled = block_scaled;
   // The attention output is kept by attention for its own backward: o_proj re-quantises it there instead of
   // keeping a second (FP8) copy.
   r.save_fp8_input = compress_activations && role != LinearRole::Out;
@@ -29,12 +30,15 @@ PrecisionRecipe make_recipe(const std::string& name, const std::vector<int64_t>&
   r.name = name;
   if (name == "fp8") {
     r.fp8_linears = true;
+  } else if (name == "fp8_block") {
+    r.fp8_linears = true;
+    r.block_scaled = true;
   } else if (name == "coat") {
     r.fp8_linears = true;
     r.compress_activations = true;
   } else if (name != "bf16" && name != "fp32") {
     throw InvalidArgument(detail::concat("precision.recipe: unknown recipe \"", name,
-                                         "\"; expected fp32, bf16, fp8 or coat"));
+                                         "\"; expected fp32, bf16, fp8, fp8_block or coat"));
   }
   for (int64_t layer : bf16_layers) {
     const int64_t index = layer < 0 ? layer + num_layers : layer;

@@ -15,11 +15,11 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
                      });
 }
 
-autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress) {
+autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress, Tensor* out_row_maxima) {
   const NvtxRange range("swiglu_packed");
   std::vector<Tensor> saved;
   const SavedInput in = save_input(tape, gu.value, compress, saved);
-  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value), {gu}, std::move(saved),
+  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value, out_row_maxima), {gu}, std::move(saved),
                      [in](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
                        return {ops::swiglu_packed_backward(dy, in.restore(s))};
                      });

@@ -8,10 +8,11 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
   Entry& e = entries_[&w];
   if (e.version != version_) {
     const NvtxRange range("fp8_weight");
-    COAT_ARG_CHECK(w.value.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
-                   shape_str(w.value.shape()));
+    const Tensor& source = w.quantization_source();
+    COAT_ARG_CHECK(source.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
+                   shape_str(source.shape()));
     e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
-    e.q = ops::quantize_per_tensor(w.value, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
+    e.q = ops::quantize_per_tensor(source, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
                                    MemoryCategory::Weights);
     e.version = version_;
     ++quantizations_;

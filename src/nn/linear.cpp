@@ -17,7 +17,7 @@ Shape with_last(Shape shape, int64_t last) {
 
 /// x [..., in] against weight [out, in], for both linears; `op` names the function in messages.
 void check_operands(const char* op, const autograd::Var& x, const Parameter& weight) {
-  const Tensor& w = weight.value;
+  const Tensor& w = weight.quantization_source();
   COAT_ARG_CHECK(w.dim() == 2, op, "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
   COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), op, "input ", shape_str(x.shape()),
                  " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
@@ -27,6 +27,8 @@ void check_operands(const char* op, const autograd::Var& x, const Parameter& wei
 autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight) {
   const NvtxRange range("linear");
   check_operands("linear", x, weight);
+  COAT_ARG_CHECK(weight.value.defined(), "linear", "weight '", weight.name,
+                 "' has no compute copy: the model keeps only FP8 copies of it under its precision recipe");
   const Tensor& w = weight.value;
   const Tensor x2 = as_rows(x.value);
   const Shape in_shape = x.shape();
@@ -64,10 +66,10 @@ constexpr int64_t kFp8Multiple = 16;
 }  // namespace
 
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input) {
+                         bool save_fp8_input, Tensor x_row_maxima) {
   const NvtxRange range("linear_fp8");
   check_operands("linear_fp8", x, weight);
-  const Tensor& w = weight.value;
+  const Tensor& w = weight.quantization_source();
   const Tensor x2 = as_rows(x.value);
   const int64_t rows = x2.size(0), in = w.size(1), out = w.size(0);
   COAT_ARG_CHECK(rows % kFp8Multiple == 0 && in % kFp8Multiple == 0 && out % kFp8Multiple == 0, "linear_fp8",
@@ -77,7 +79,11 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
   const bool grad = tape.grad_enabled();
   const bool keep_fp8 = save_fp8_input && grad;
   // fprop: E4M3 x E4M3 with fast accumulation; under COAT the transposed codes for wgrad come from the same pass.
-  ops::Fp8PerTensor xq = ops::quantize_per_tensor(x2, DType::E4M3, /*with_transpose=*/keep_fp8);
+  // With the producer's row maxima the scale is a reduction of those: no amax pass over x.
+  ops::Fp8PerTensor xq =
+      x_row_maxima.defined()
+          ? ops::quantize_per_tensor_from_row_maxima(x2, std::move(x_row_maxima), DType::E4M3, keep_fp8)
+          : ops::quantize_per_tensor(x2, DType::E4M3, /*with_transpose=*/keep_fp8);
   const ops::Fp8PerTensor& wq = weights.get(weight);
   const Shape in_shape = x.shape();
   Tensor y = ops::matmul_fp8(xq, wq, DType::BF16, /*fast_accum=*/true).reshape(with_last(in_shape, out));

@@ -7,15 +7,17 @@
 
 namespace coat::nn {
 
-autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps, bool compress) {
+autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps, bool compress,
+                       const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima) {
   const NvtxRange range("rms_norm");
   const Tensor x2 = as_rows(x.value);
   const Tensor w = weight ? weight->value : Tensor();
-  ops::NormForward f = ops::rmsnorm_forward(x2, w, eps);
+  ops::NormForward f = ops::rmsnorm_forward(x2, w, eps, /*with_row_max=*/out_row_maxima != nullptr);
+  if (out_row_maxima != nullptr) *out_row_maxima = f.row_max;
   const Shape shape = x.shape();
   // COAT: keep x as FP8 with 1x16 group scales (restored to its dtype in the backward) instead of x itself.
   std::vector<Tensor> saved;
-  const SavedInput in = save_input(tape, x2, compress, saved);
+  const SavedInput in = save_input(tape, x2, compress, saved, compressed_x);
   saved.push_back(f.rstd);
   return tape.record(
       "rms_norm", f.y.reshape(shape), {x}, std::move(saved),
@@ -27,13 +29,15 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
       /*force_grad=*/weight != nullptr && weight->grad.defined());
 }
 
-autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress) {
+autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress,
+                         const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima) {
   const NvtxRange range("layer_norm");
   const Tensor x2 = as_rows(x.value);
-  ops::NormForward f = ops::layernorm_forward(x2, eps);
+  ops::NormForward f = ops::layernorm_forward(x2, eps, /*with_row_max=*/out_row_maxima != nullptr);
+  if (out_row_maxima != nullptr) *out_row_maxima = f.row_max;
   const Shape shape = x.shape();
   std::vector<Tensor> saved;
-  const SavedInput in = save_input(tape, x2, compress, saved);
+  const SavedInput in = save_input(tape, x2, compress, saved, compressed_x);
   saved.push_back(f.mean);
   saved.push_back(f.rstd);
   return tape.record("layer_norm", f.y.reshape(shape), {x}, std::move(saved),

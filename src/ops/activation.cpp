@@ -64,11 +64,20 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
   return grads;
 }
 
-Tensor swiglu_packed(const Tensor& gu) {
+Tensor swiglu_packed(const Tensor& gu, Tensor* row_max) {
   const int64_t f = packed_half(gu, "swiglu_packed");
   const Tensor cg = contiguous(gu);
   Tensor y = Tensor::empty(gu.context(), with_last(gu.shape(), f), gu.dtype());
-  COAT_DISPATCH("swiglu_packed", gu.device(), cpu::swiglu_packed(cg, y), cuda::swiglu_packed(cg, y));
+  if (row_max != nullptr) {
+    COAT_ARG_CHECK(gu.dtype() == DType::F32 || gu.dtype() == DType::BF16, "swiglu_packed",
+                   "row maxima are written for f32 and bf16 outputs (what FP8 quantisation reads), not ",
+                   dtype_name(gu.dtype()));
+    int64_t rows = 1;
+    for (int64_t d = 0; d + 1 < y.dim(); ++d) rows *= y.size(d);
+    *row_max = Tensor::empty(gu.context(), {rows}, DType::F32);
+  }
+  COAT_DISPATCH("swiglu_packed", gu.device(), cpu::swiglu_packed(cg, y, row_max),
+                cuda::swiglu_packed(cg, y, row_max));
   return y;
 }
 

@@ -19,19 +19,25 @@ constexpr int kBlock = static_cast<int>(fp8block::kBlock);
 /// Rows of a: the 1x128 scale tensor's leading dimension round_up(M, 4) is then M (block_scale_layout.h).
 constexpr int64_t kRowMultiple = fp8block::kScaleLdMultiple;
 
-void check_operand(const Fp8Blocked& q, const char* name, const char* dims, int block_rows) {
+/// q checked as operand `name` with codes `dims`, which may have 1x128 groups and / or 128x128 blocks.
+void check_operand(const Fp8Blocked& q, const char* name, const char* dims, bool may_be_1x128,
+                   bool may_be_128x128) {
   COAT_ARG_CHECK(q.codes.defined(), kOp, "operand ", name, ": undefined codes");
-  COAT_ARG_CHECK(q.block_rows == block_rows && q.block_cols == kBlock, kOp, "operand ", name, " must be ",
-                 block_rows, "x", kBlock, "-quantized (ops::quantize_", block_rows, "x", kBlock, "), got ",
-                 q.block_rows, "x", q.block_cols, " blocks");
+  const bool is_1x128 = q.block_rows == 1 && q.block_cols == kBlock;
+  const bool is_128x128 = q.block_rows == kBlock && q.block_cols == kBlock;
+  const char* expected = may_be_1x128 && may_be_128x128 ? "1x128- or 128x128-quantized (ops::quantize_1x128 or "
+                                                          "ops::quantize_128x128)"
+                         : may_be_1x128 ? "1x128-quantized (ops::quantize_1x128)"
+                                        : "128x128-quantized (ops::quantize_128x128)";
+  COAT_ARG_CHECK((may_be_1x128 && is_1x128) || (may_be_128x128 && is_128x128), kOp, "operand ", name, " must be ",
+                 expected, ", got ", q.block_rows, "x", q.block_cols, " blocks");
   COAT_ARG_CHECK(is_fp8(q.codes.dtype()), kOp, "operand ", name, ": codes have dtype ",
                  dtype_name(q.codes.dtype()), ", expected an FP8 format (e4m3 or e5m2)");
   COAT_ARG_CHECK(q.codes.dim() == 2, kOp, "operand ", name, ": codes must be 2-D ", dims, ", got ",
                  shape_str(q.codes.shape()));
   COAT_ARG_CHECK(q.codes.numel() == 0 || q.codes.is_contiguous(), kOp, "operand ", name,
                  ": codes must be contiguous (K innermost)");
-  const Shape scale_shape = block_rows == 1 ? fp8block::scale_shape_1x128(q.codes.shape(), kOp)
-                                            : fp8block::scale_shape_128x128(q.codes.shape(), kOp);
+  const Shape scale_shape = fp8block::scale_shape_blocked(q.codes.shape(), q.block_rows, kOp);
   COAT_ARG_CHECK(q.scale_inv.defined() && q.scale_inv.dtype() == DType::F32 && q.scale_inv.shape() == scale_shape,
                  kOp, "operand ", name, ": scale_inv must be f32 of shape ", shape_str(scale_shape),
                  " (the cuBLASLt layout of ops::Fp8Blocked), got ",
@@ -47,8 +53,8 @@ struct Dims {
 };
 
 Dims check_operands(const Fp8Blocked& a, const Fp8Blocked& b) {
-  check_operand(a, "a", "[M,K]", 1);
-  check_operand(b, "b", "[N,K]", kBlock);
+  check_operand(a, "a", "[M,K]", /*may_be_1x128=*/true, /*may_be_128x128=*/false);
+  check_operand(b, "b", "[N,K]", /*may_be_1x128=*/true, /*may_be_128x128=*/true);
   COAT_ARG_CHECK(a.codes.context() == b.codes.context(), kOp, "operands a and b on different contexts (",
                  a.codes.device().str(), " and ", b.codes.device().str(), ")");
   COAT_ARG_CHECK(!(a.codes.dtype() == DType::E5M2 && b.codes.dtype() == DType::E5M2), kOp,
@@ -59,7 +65,10 @@ Dims check_operands(const Fp8Blocked& a, const Fp8Blocked& b) {
                  shape_str(b.codes.shape()), " [N,K] do not match: K = ", d.k, " and ", b.codes.size(1));
   COAT_ARG_CHECK(d.m % kRowMultiple == 0, kOp, "M = ", d.m, " (rows of a) must be a multiple of ", kRowMultiple,
                  " for cuBLASLt's 1x128 scale layout. HINT: pad the rows of a");
-  return d;  // K and N multiples of 128: checked with the scale shapes
+  COAT_ARG_CHECK(b.block_rows != 1 || d.n % kRowMultiple == 0, kOp, "N = ", d.n,
+                 " (rows of the 1x128-quantized b) must be a multiple of ", kRowMultiple,
+                 " for cuBLASLt's 1x128 scale layout. HINT: pad the rows of b");
+  return d;  // K (and N for a 128x128-blocked b) multiples of 128: checked with the scale shapes
 }
 
 void check_out_dtype(DType t) {
@@ -80,8 +89,8 @@ void matmul_fp8_block(const Fp8Blocked& a, const Fp8Blocked& b, Tensor& out, boo
   COAT_ARG_CHECK(out.context() == a.codes.context(), kOp, "output on ", out.device().str(), ", operands on ",
                  a.codes.device().str(), " (must be the same context)");
   COAT_DISPATCH(kOp, out.device(),
-                cpu::matmul_fp8_block(a.codes, a.scale_inv, b.codes, b.scale_inv, out, accumulate),
-                cuda::matmul_fp8_block(a.codes, a.scale_inv, b.codes, b.scale_inv, out, accumulate));
+                cpu::matmul_fp8_block(a.codes, a.scale_inv, b.codes, b.scale_inv, b.block_rows, out, accumulate),
+                cuda::matmul_fp8_block(a.codes, a.scale_inv, b.codes, b.scale_inv, b.block_rows, out, accumulate));
 }
 
 Tensor matmul_fp8_block(const Fp8Blocked& a, const Fp8Blocked& b, DType out_dtype) {

@@ -64,9 +64,18 @@ void check_stat(const Tensor& s, const Tensor& x, int64_t rows, const char* op, 
                  x.device().str());
 }
 
+/// The row maxima of a forward's output when asked for (F32 [rows], activations of the forward that live until
+/// the quantisation that takes them), else undefined; only outputs FP8 quantisation reads have them.
+Tensor row_max_output(const Tensor& x, int64_t rows, bool with_row_max, const char* op) {
+  if (!with_row_max) return Tensor();
+  COAT_ARG_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16, op, "row maxima are written for f32 and ",
+                 "bf16 outputs (what FP8 quantisation reads), not ", dtype_name(x.dtype()));
+  return Tensor::empty(x.context(), {rows}, DType::F32);
+}
+
 }  // namespace
 
-NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps) {
+NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, bool with_row_max) {
   const int64_t rows = check_input(x, "rmsnorm_forward");
   check_weight(weight, x, "rmsnorm_forward");
   check_eps(eps, "rmsnorm_forward");
@@ -75,8 +84,10 @@ NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps) {
   NormForward out;
   out.y = Tensor::empty(x.context(), x.shape(), x.dtype());
   out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
-  COAT_DISPATCH("rmsnorm_forward", x.device(), cpu::rmsnorm_forward(cx, cw, eps, out.y, out.rstd),
-                cuda::rmsnorm_forward(cx, cw, eps, out.y, out.rstd));
+  out.row_max = row_max_output(x, rows, with_row_max, "rmsnorm_forward");
+  Tensor* row_max = with_row_max ? &out.row_max : nullptr;
+  COAT_DISPATCH("rmsnorm_forward", x.device(), cpu::rmsnorm_forward(cx, cw, eps, out.y, out.rstd, row_max),
+                cuda::rmsnorm_forward(cx, cw, eps, out.y, out.rstd, row_max));
   return out;
 }
 
@@ -109,7 +120,7 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   return dx;
 }
 
-NormForward layernorm_forward(const Tensor& x, double eps) {
+NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max) {
   const int64_t rows = check_input(x, "layernorm_forward");
   check_eps(eps, "layernorm_forward");
   const Tensor cx = contiguous(x);
@@ -117,8 +128,11 @@ NormForward layernorm_forward(const Tensor& x, double eps) {
   out.y = Tensor::empty(x.context(), x.shape(), x.dtype());
   out.mean = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
   out.rstd = Tensor::empty(x.context(), {rows}, stat_dtype(x.dtype()));
-  COAT_DISPATCH("layernorm_forward", x.device(), cpu::layernorm_forward(cx, eps, out.y, out.mean, out.rstd),
-                cuda::layernorm_forward(cx, eps, out.y, out.mean, out.rstd));
+  out.row_max = row_max_output(x, rows, with_row_max, "layernorm_forward");
+  Tensor* row_max = with_row_max ? &out.row_max : nullptr;
+  COAT_DISPATCH("layernorm_forward", x.device(),
+                cpu::layernorm_forward(cx, eps, out.y, out.mean, out.rstd, row_max),
+                cuda::layernorm_forward(cx, eps, out.y, out.mean, out.rstd, row_max));
   return out;
 }
 

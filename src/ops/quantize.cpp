@@ -84,6 +84,30 @@ Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose
   return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
 }
 
+Fp8PerTensor quantize_per_tensor_from_row_maxima(const Tensor& x, Tensor row_maxima, DType fmt,
+                                                 bool with_transpose, Fp8Saturation sat, MemoryCategory category) {
+  constexpr const char* op = "quantize_per_tensor_from_row_maxima";
+  check_input(x, fmt, op);
+  COAT_ARG_CHECK(row_maxima.defined() && row_maxima.dtype() == DType::F32, op,
+                 "row_maxima must be an f32 tensor, got ", row_maxima.defined() ? row_maxima.str() : "undefined");
+  COAT_ARG_CHECK(row_maxima.device() == x.device(), op, "row_maxima is on ", row_maxima.device().str(),
+                 " but x is on ", x.device().str());
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  COAT_ARG_CHECK(row_maxima.numel() == rows, op, "row_maxima ", shape_str(row_maxima.shape()), " holds ",
+                 row_maxima.numel(), " values; x ", shape_str(x.shape()), " has ", rows, " rows");
+  Tensor scale = Tensor::empty(x.context(), {1}, DType::F32, category);
+  Tensor scale_inv = Tensor::empty(x.context(), {1}, DType::F32, category);
+  {
+    const Tensor maxima = contiguous(row_maxima);
+    COAT_DISPATCH("compute_scale_from_maxima", x.device(),
+                  cpu::compute_scale_from_maxima(maxima, fmt, scale, scale_inv),
+                  cuda::compute_scale_from_maxima(maxima, fmt, scale, scale_inv));
+    row_maxima = Tensor();  // the caller's, when moved in: no longer needed
+  }
+  return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
+}
+
 Tensor dequantize(const Fp8PerTensor& q, DType out_dtype) {
   check_output_dtype(out_dtype, "dequantize_per_tensor");
   Tensor out = Tensor::empty(q.codes.context(), q.codes.shape(), out_dtype);

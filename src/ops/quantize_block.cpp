@@ -4,6 +4,7 @@
 #include "coat/backend/block_scale_layout.h"
 #include "coat/backend/cpu/quantize_block.h"
 #include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
 #include "coat/ops/dispatch.h"
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/quantize_block.h"
@@ -26,35 +27,62 @@ void check_input(const Tensor& x, DType fmt, const char* op) {
 // backend's kernel.
 template <typename Run>
 Fp8Blocked quantize_blocked(const Tensor& x, DType fmt, const char* op, int block_rows,
-                            Shape (*scale_shape_of)(const Shape&, const char*), Run run) {
+                            Shape (*scale_shape_of)(const Shape&, const char*), MemoryCategory category, Run run) {
   check_input(x, fmt, op);
   const Shape scale_shape = scale_shape_of(x.shape(), op);
   const Tensor cx = contiguous(x);
   Fp8Blocked q;
   q.block_rows = block_rows;
   q.block_cols = kBlock;
-  q.codes = Tensor::empty(x.context(), x.shape(), fmt);
-  q.scale_inv = Tensor::empty(x.context(), scale_shape, DType::F32);
+  q.codes = Tensor::empty(x.context(), x.shape(), fmt, category);
+  q.scale_inv = Tensor::empty(x.context(), scale_shape, DType::F32, category);
   run(cx, q);
   return q;
 }
 
 }  // namespace
 
-Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat) {
+Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat, MemoryCategory category) {
   constexpr const char* op = "quantize_1x128";
-  return quantize_blocked(x, fmt, op, 1, fp8block::scale_shape_1x128, [&](const Tensor& cx, Fp8Blocked& q) {
-    COAT_DISPATCH(op, cx.device(), cpu::quantize_1x128(cx, sat, q.codes, q.scale_inv),
-                  cuda::quantize_1x128(cx, sat, q.codes, q.scale_inv));
-  });
+  return quantize_blocked(x, fmt, op, 1, fp8block::scale_shape_1x128, category,
+                          [&](const Tensor& cx, Fp8Blocked& q) {
+                            COAT_DISPATCH(op, cx.device(), cpu::quantize_1x128(cx, sat, q.codes, q.scale_inv),
+                                          cuda::quantize_1x128(cx, sat, q.codes, q.scale_inv));
+                          });
 }
 
-Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat) {
+Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat, MemoryCategory category) {
   constexpr const char* op = "quantize_128x128";
-  return quantize_blocked(w, fmt, op, kBlock, fp8block::scale_shape_128x128, [&](const Tensor& cw, Fp8Blocked& q) {
-    COAT_DISPATCH(op, cw.device(), cpu::quantize_128x128(cw, sat, q.codes, q.scale_inv),
-                  cuda::quantize_128x128(cw, sat, q.codes, q.scale_inv));
-  });
+  return quantize_blocked(w, fmt, op, kBlock, fp8block::scale_shape_128x128, category,
+                          [&](const Tensor& cw, Fp8Blocked& q) {
+                            COAT_DISPATCH(op, cw.device(), cpu::quantize_128x128(cw, sat, q.codes, q.scale_inv),
+                                          cuda::quantize_128x128(cw, sat, q.codes, q.scale_inv));
+                          });
+}
+
+Fp8Blocked transpose_128x128(const Fp8Blocked& q) {
+  constexpr const char* op = "transpose_128x128";
+  COAT_ARG_CHECK(q.codes.defined() && q.scale_inv.defined(), op, "undefined codes or scale_inv");
+  COAT_ARG_CHECK(q.block_rows == kBlock && q.block_cols == kBlock, op, "expected a 128x128-quantized tensor "
+                 "(ops::quantize_128x128), got ", q.block_rows, "x", q.block_cols, " blocks");
+  COAT_ARG_CHECK(is_fp8(q.codes.dtype()), op, "codes have dtype ", dtype_name(q.codes.dtype()),
+                 ", expected e4m3 or e5m2");
+  const Shape scale_shape = fp8block::scale_shape_128x128(q.codes.shape(), op);
+  COAT_ARG_CHECK(q.scale_inv.dtype() == DType::F32 && q.scale_inv.shape() == scale_shape, op,
+                 "scale_inv must be f32 of shape ", shape_str(scale_shape), ", got ", q.scale_inv.str());
+  const int64_t n = q.codes.size(0), k = q.codes.size(1);
+  const MemoryCategory category = q.codes.storage()->category();
+  Fp8Blocked t;
+  t.block_rows = kBlock;
+  t.block_cols = kBlock;
+  // Codes and scales move as integers of their width (U8, U32 views), so that every bit, NaN included, stays.
+  t.codes = contiguous(q.codes.view_as(DType::U8).transpose(0, 1)).view_as(q.codes.dtype());
+  // Block (nb, kb) of w is block (kb, nb) of w^T; the padding of the new rows holds the neutral 1.0f.
+  t.scale_inv = full(q.codes.context(), fp8block::scale_shape_128x128({k, n}, op),
+                     static_cast<double>(fp8block::kPadScaleInv), DType::F32, category);
+  Tensor blocks = t.scale_inv.view_as(DType::U32).slice(1, 0, n / kBlock);
+  copy_(blocks, q.scale_inv.view_as(DType::U32).slice(1, 0, k / kBlock).transpose(0, 1));
+  return t;
 }
 
 Tensor dequantize(const Fp8Blocked& q, DType out_dtype) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "coat/ops/copy.h"
@@ -157,21 +158,63 @@ StepStats AdamW::step(float lr) {
     }
   }
   const int64_t step = step_count_ + 1;
-  for (size_t i = 0; i < buffers_.size(); ++i) {
-    OptimBuffer& b = buffers_[i];
-    if (b.param.numel() == 0) continue;
-    ops::AdamWHyper h;
-    h.lr = lr;
-    h.beta1 = config_.beta1;
-    h.beta2 = config_.beta2;
-    h.eps = config_.eps;
-    h.weight_decay = config_.weight_decay;
-    h.step = step;
-    h.grad_scale = grad_scale;
-    ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay,
-                              b.compute.defined() ? &b.compute : nullptr);
-  }
+  for (size_t i = 0; i < buffers_.size(); ++i) update(i, lr, step, grad_scale);
   step_count_ = step;
+  return stats;
+}
+
+void AdamW::update(size_t i, float lr, int64_t step, float grad_scale) {
+  OptimBuffer& b = buffers_[i];
+  if (b.param.numel() == 0) return;
+  ops::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = config_.beta1;
+  h.beta2 = config_.beta2;
+  h.eps = config_.eps;
+  h.weight_decay = config_.weight_decay;
+  h.step = step;
+  h.grad_scale = grad_scale;
+  ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay,
+                            b.compute.defined() ? &b.compute : nullptr);
+}
+
+void AdamW::begin_step(float lr) {
+  COAT_ARG_CHECK(std::isfinite(lr) && lr >= 0.0f, "AdamW", "lr ", lr, " must be finite and >= 0");
+  COAT_ARG_CHECK(config_.clip_grad_norm == 0.0f, "AdamW",
+                 "a step buffer by buffer cannot clip by the global gradient norm (known only after the last "
+                 "buffer); clip_grad_norm is ", config_.clip_grad_norm, ", expected 0");
+  COAT_ARG_CHECK(!pending_.open, "AdamW", "begin_step: the previous per-buffer step was not ended");
+  pending_.open = true;
+  pending_.lr = lr;
+  pending_.failed = false;
+  pending_.sums.assign(buffers_.size(), std::numeric_limits<double>::quiet_NaN());
+}
+
+bool AdamW::update_buffer(size_t i) {
+  COAT_ARG_CHECK(pending_.open, "AdamW", "update_buffer(", i, ") outside begin_step / end_step");
+  COAT_ARG_CHECK(i < buffers_.size(), "AdamW", "update_buffer: buffer ", i, " of ", buffers_.size());
+  const OptimBuffer& b = buffers_[i];
+  const double sum = b.grad.numel() == 0 ? 0.0 : ops::to_double_vector(ops::sum_squares(b.grad))[0];
+  pending_.sums[i] = sum;
+  if (!std::isfinite(sum)) pending_.failed = true;
+  if (pending_.failed) return false;
+  update(i, pending_.lr, step_count_ + 1, 1.0f);
+  return true;
+}
+
+StepStats AdamW::end_step() {
+  COAT_ARG_CHECK(pending_.open, "AdamW", "end_step without begin_step");
+  pending_.open = false;
+  StepStats stats;
+  double total = 0.0;
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    COAT_ARG_CHECK(!std::isnan(pending_.sums[i]) || pending_.failed, "AdamW", "end_step: buffer '",
+                   buffers_[i].name, "' was not updated in this step");
+    total += pending_.sums[i];
+  }
+  stats.grad_norm = std::sqrt(total);
+  stats.skipped = pending_.failed;
+  if (!stats.skipped) ++step_count_;
   return stats;
 }
 

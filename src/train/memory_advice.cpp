@@ -12,9 +12,9 @@ std::string recipe_words(const TrainConfig& c) {
   if (recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
   if (recipe == "bf16") return "bf16: BF16 compute weights and activations, FP32 masters and gradients";
   std::string words = recipe;
-  words +=
-      ": FP8 (e4m3) copies of the block linears' weights and their transposes beside the BF16 compute "
-      "weights, FP32 masters and gradients; ";
+  words += ": FP8 (e4m3) copies of the block linears' weights and their transposes";
+  if (recipe == "fp8_block") words += " (one scale per 128x128 block; inputs and gradients per 1x128 group)";
+  words += ", quantised from the FP32 masters (no BF16 copy of the FP8 blocks' matrices), FP32 gradients; ";
   words += recipe == "coat" ? "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group "
                               "scales, linear inputs in e4m3, attention in BF16)"
                             : "BF16 saved activations";
@@ -24,6 +24,7 @@ std::string recipe_words(const TrainConfig& c) {
     for (int64_t layer : r.bf16_layers) list += (list.empty() ? "" : ", ") + std::to_string(layer);
     words += "; blocks " + list + " in bf16 (precision.bf16_layers)";
   }
+  if (c.optim.apply_in_backward) words += "; the optimizer applied during the backward (optim.apply_in_backward)";
   return words;
 }
 
@@ -45,6 +46,7 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.exp_avg = exp_avg_spec(c.optim);
   in.exp_avg_sq = exp_avg_sq_spec(c.optim);
   in.recompute = c.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None;
+  in.share_block_grads = c.optim.apply_in_backward;
   in.device = c.train.device == "cuda" ? Device::cuda(0) : Device::cpu();
   return in;
 }

@@ -83,6 +83,7 @@ OptimConfig read_optim(ConfigSection s, const std::string& recipe) {
   o.exp_avg_sq_fp8 = s.choice("exp_avg_sq_fp8", o.exp_avg_sq_fp8, {"e4m3", "e5m2"});
   o.state_group_size = s.get<int64_t>("state_group_size", o.state_group_size);
   s.check_range<int64_t>("state_group_size", o.state_group_size, 1, 65536);
+  o.apply_in_backward = s.get<bool>("apply_in_backward", o.apply_in_backward);
   s.finish();
   return o;
 }
@@ -116,7 +117,7 @@ std::vector<int64_t> read_bf16_layers(ConfigSection& s, int64_t num_layers) {
 
 PrecisionConfig read_precision(ConfigSection s, int64_t num_layers) {
   PrecisionConfig p;
-  p.recipe = s.choice("recipe", p.recipe, {"fp32", "bf16", "fp8", "coat"});
+  p.recipe = s.choice("recipe", p.recipe, {"fp32", "bf16", "fp8", "fp8_block", "coat"});
   p.bf16_layers = read_bf16_layers(s, num_layers);
   s.finish();
   return p;
@@ -168,6 +169,17 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
       throw ConfigError(detail::concat("config: 'optim.warmup_steps' = ", c.optim.warmup_steps, " is longer than 'train.max_steps' = ",
                                        c.train.max_steps, "; the ", c.optim.schedule, " schedule needs warmup <= max_steps"));
     }
+    if (c.optim.apply_in_backward && c.accumulation_steps() != 1) {
+      throw ConfigError(detail::concat("config: 'optim.apply_in_backward' updates each unit when its gradient is "
+                                       "complete, which needs one micro-batch per step; 'train.global_batch_size' = ",
+                                       c.train.global_batch_size, " is ", c.accumulation_steps(),
+                                       " micro-batches of 'train.micro_batch_size' = ", c.train.micro_batch_size));
+    }
+    if (c.optim.apply_in_backward && c.optim.clip_grad_norm != 0.0) {
+      throw ConfigError(detail::concat("config: 'optim.apply_in_backward' cannot clip by the global gradient norm "
+                                       "(known only after the last unit was updated); set 'optim.clip_grad_norm' "
+                                       "= 0 (it is ", c.optim.clip_grad_norm, ")"));
+    }
     if (c.logging.run_dir.empty()) {
       c.logging.run_dir = "runs/" + std::filesystem::path(source).stem().string();
     }
@@ -204,7 +216,8 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                   {"exp_avg_sq_dtype", c.optim.exp_avg_sq_dtype},
                   {"exp_avg_fp8", c.optim.exp_avg_fp8},
                   {"exp_avg_sq_fp8", c.optim.exp_avg_sq_fp8},
-                  {"state_group_size", c.optim.state_group_size}};
+                  {"state_group_size", c.optim.state_group_size},
+                  {"apply_in_backward", c.optim.apply_in_backward}};
     r["precision"] = {{"recipe", c.precision.recipe}, {"bf16_layers", c.precision.bf16_layers}};
     r["dist"] = nlohmann::json::object();
     r["checkpoint"] = {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}};

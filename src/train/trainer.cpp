@@ -79,9 +79,12 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   // add FP8 GEMMs and, under coat, compressed saved activations: models/precision_recipe.h).
   const std::optional<DType> compute =
       config_.precision.recipe != "fp32" ? std::optional<DType>(DType::BF16) : std::nullopt;
-  model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute);
+  models::TransformerOptions options;
+  options.recipe = recipe_of(config_);
+  options.share_block_grads = config_.optim.apply_in_backward;
+  model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute,
+                                                 options);
   model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
-  model_->set_recipe(recipe_of(config_));
   model_->init(config_.train.seed);
   if (!config_.train.init_from.empty()) {
     LoadedModel source = load_model(config_.train.init_from, context_);
@@ -99,8 +102,10 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   // One optimizer buffer per flat unit: one fused update per unit and step.
   std::vector<optim::UnitView> units;
   for (models::ParamUnit& u : model_->units()) {
-    // With a BF16 compute copy the optimizer refreshes it in its own pass (no sync_compute_weights after a step).
-    optim::UnitView view{u.name, u.master, u.grad, {}, u.value.shares_storage_with(u.master) ? Tensor() : u.value};
+    // With a BF16 compute copy the optimizer refreshes it in its own pass (no sync_compute_weights after a step;
+    // the separate copies of a unit without a full one are refreshed by weights_changed).
+    optim::UnitView view{u.name, u.master, u.grad, {},
+                         !u.value.defined() || u.value.shares_storage_with(u.master) ? Tensor() : u.value};
     for (size_t index : u.params) {
       nn::Parameter& p = model_->parameters()[index];
       view.params.emplace_back(p.master.flatten(),
@@ -167,6 +172,7 @@ StepRecord Trainer::train_step() {
 }
 
 StepRecord Trainer::run_step() {
+  if (config_.optim.apply_in_backward) return run_step_applying_in_backward();
   const NvtxRange step_range("step");
   const int64_t micro = config_.train.micro_batch_size;
   const int64_t accum = config_.accumulation_steps();
@@ -203,15 +209,67 @@ StepRecord Trainer::run_step() {
     model_->weights_changed();  // the FP8 weight copies are made again at their next use
     // (the optimizer wrote the BF16 compute weights in the same pass as the update)
   }
+  const std::string culprit = !loss_finite ? "the loss" : stats.skipped ? first_nonfinite_gradient() : "";
+  return finish_step(rec, stats, loss_finite, culprit, "Nothing was updated");
+}
+
+StepRecord Trainer::run_step_applying_in_backward() {
+  const NvtxRange step_range("step");
+  // One micro-batch (the config checks it); each unit is updated from the hook that the model calls when its
+  // gradients are complete, and the block units share one gradient buffer, zeroed again for the next block.
+  const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
+  StepRecord rec;
+  rec.step = step_ + 1;
+  rec.lr = schedule_.lr_at(rec.step);
+  model_->zero_grad(/*defer_linear=*/true);
+  Tensor ids, targets;
+  load_batch(sampler_->next(static_cast<uint64_t>(config_.train.micro_batch_size)), ids, targets);
+  autograd::Tape tape;
+  nn::LossOutput out;
+  {
+    const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
+    out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
+  }
+  rec.loss = out.loss_sum / static_cast<double>(out.count);
+  const bool loss_finite = std::isfinite(rec.loss);
+  optim::StepStats stats{};
+  std::string culprit = "the loss";
+  if (loss_finite) {
+    const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);  // the updates run inside the backward
+    optimizer_->begin_step(static_cast<float>(rec.lr));
+    model_->set_grads_ready_hook([this, &culprit](size_t unit) {
+      model_->finish_unit_grads(unit);
+      if (!optimizer_->update_buffer(unit) && culprit == "the loss") culprit = model_->units()[unit].name;
+      if (model_->shares_block_grads() && model_->units()[unit].layer >= 0) model_->zero_unit_grad(unit, true);
+    });
+    try {
+      tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+    } catch (...) {
+      model_->set_grads_ready_hook({});
+      optimizer_->end_step();
+      throw;
+    }
+    model_->set_grads_ready_hook({});
+    stats = optimizer_->end_step();
+    model_->weights_changed();
+  }
+  if (stats.skipped) culprit = "the gradient of unit '" + culprit + "'";
+  return finish_step(rec, stats, loss_finite, culprit,
+                     stats.skipped ? "The units whose gradients were complete before it (optim.apply_in_backward) "
+                                     "kept their update; the others were not updated"
+                                   : "Nothing was updated");
+}
+
+StepRecord Trainer::finish_step(StepRecord rec, const optim::StepStats& stats, bool loss_finite,
+                                const std::string& culprit, const std::string& updated) {
   rec.grad_norm = stats.grad_norm;
   rec.skipped = !loss_finite || stats.skipped;
   if (rec.skipped) {
-    const std::string culprit = loss_finite ? first_nonfinite_gradient() : "the loss";
     const std::string what = detail::concat("non-finite ", loss_finite ? "gradient" : "loss", " at step ", rec.step,
                                             " (loss ", rec.loss, ", grad norm ", rec.grad_norm,
                                             "); first non-finite tensor: ", culprit.empty() ? "?" : culprit);
     if (config_.train.on_nonfinite == "stop") {
-      throw Error(what + ". Nothing was updated; lower optim.lr or resume from the last checkpoint.");
+      throw Error(what + ". " + updated + "; lower optim.lr or resume from the last checkpoint.");
     }
     spdlog::warn("{}; step skipped (train.on_nonfinite = skip)", what);
   }

@@ -1,6 +1,7 @@
 // ops::matmul_fp8_block on the CPU backend (the reference of the 128-block-scaled FP8 GEMM): against a plain
 // double matmul of the dequantized operands for every allowed format pair and both output dtypes, with
-// scales that differ per block; a hand-computed case; a changed block scale moves exactly its rows;
+// scales that differ per block, for a 128x128-blocked b (a weight: "1D x 2D") and a 1x128-blocked b (a weight
+// gradient's operand: "1D x 1D"); hand-computed cases of both; a changed block scale moves exactly its rows;
 // accumulate mode; empty dimensions; argument errors.
 //
 // Tolerance: exact bits. The test dequantizes each operand itself, reading the scale tensors through the
@@ -71,8 +72,9 @@ class MatmulFp8BlockCpu : public ::testing::Test {
     return dequantized(a, [ld](int64_t i, int64_t p) { return (p / 128) * ld + i; });
   }
 
-  // b [N,K], 128x128: scale of (n, k) at (n/128) * round_up(K/128,4) + k/128.
+  // b [N,K], 128x128: scale of (n, k) at (n/128) * round_up(K/128,4) + k/128; 1x128: as a, with N rows.
   static std::vector<double> dequantized_b(const ops::Fp8Blocked& b) {
+    if (b.block_rows == 1) return dequantized_a(b);
     const int64_t ld = round_up4(b.codes.size(1) / 128);
     return dequantized(b, [ld](int64_t j, int64_t p) { return (j / 128) * ld + p / 128; });
   }
@@ -112,6 +114,54 @@ TEST_F(MatmulFp8BlockCpu, MatchesDoubleMatmulOfDequantizedOperands) {
         test::expect_bitwise(out, ref, what);
       }
     }
+  }
+}
+
+TEST_F(MatmulFp8BlockCpu, RowwiseBMatchesDoubleMatmulOfDequantizedOperands) {
+  // b 1x128-quantized: N need only be a multiple of 4 (N = 132: its scale tensor's ld is N itself).
+  struct Mnk {
+    int64_t m, n, k;
+  };
+  const Mnk shapes[] = {{4, 4, 128}, {12, 132, 384}, {8, 256, 256}};
+  uint32_t seed = 200;
+  for (const test::Fp8Pair& p : test::kFp8Pairs) {
+    for (const Mnk& s : shapes) {
+      const ops::Fp8Blocked a = ops::quantize_1x128(random(s.m, s.k, seed++), p.a);
+      const ops::Fp8Blocked b = ops::quantize_1x128(random(s.n, s.k, seed++), p.b);
+      const Tensor db = ops::dequantize(b);
+      const std::vector<double> eb = dequantized_b(b);
+      for (int64_t i = 0; i < db.numel(); ++i) ASSERT_EQ(db.data<float>()[i], static_cast<float>(eb[static_cast<size_t>(i)]));
+      const std::vector<double> ref = reference(a, b, nullptr);
+      for (DType od : {DType::BF16, DType::F32}) {
+        const std::string what = "1x128 b: " + std::string(dtype_name(p.a)) + " x " + std::string(dtype_name(p.b)) +
+                                 " -> " + std::string(dtype_name(od)) + " M=" + std::to_string(s.m) +
+                                 " N=" + std::to_string(s.n) + " K=" + std::to_string(s.k);
+        const Tensor out = ops::matmul_fp8_block(a, b, od);
+        ASSERT_EQ(out.shape(), Shape({s.m, s.n}));
+        test::expect_bitwise(out, ref, what);
+      }
+    }
+  }
+}
+
+TEST_F(MatmulFp8BlockCpu, RowwiseBHandComputed) {
+  // M = 4, N = 8, K = 256, both 1x128. a: codes 1.0 (E4M3 0x38), scale_inv (m, kb) = (m + 1) * (kb + 1);
+  // b: codes 0.5 (0x30), scale_inv (n, kb) = (n + 1) * 2^-kb, read at kb * 8 + n (ld = N).
+  // out[m, n] = sum_kb 128 * (m + 1)(kb + 1) * 0.5 (n + 1) 2^-kb = 64 (m + 1)(n + 1)(1 + 1) = 128 (m + 1)(n + 1).
+  ops::Fp8Blocked a{Tensor::empty(cpu, {4, 256}, DType::E4M3), Tensor::empty(cpu, {2, 4}, DType::F32), 1, 128};
+  ops::Fp8Blocked b{Tensor::empty(cpu, {8, 256}, DType::E4M3), Tensor::empty(cpu, {2, 8}, DType::F32), 1, 128};
+  std::memset(a.codes.data_ptr(), 0x38, a.codes.nbytes());
+  std::memset(b.codes.data_ptr(), 0x30, b.codes.nbytes());
+  for (int64_t kb = 0; kb < 2; ++kb) {
+    for (int64_t m = 0; m < 4; ++m) a.scale_inv.data<float>()[kb * 4 + m] = static_cast<float>((m + 1) * (kb + 1));
+    for (int64_t n = 0; n < 8; ++n)
+      b.scale_inv.data<float>()[kb * 8 + n] = static_cast<float>(n + 1) * (kb == 0 ? 1.0f : 0.5f);
+  }
+  for (DType od : {DType::F32, DType::BF16}) {
+    const std::vector<double> v = ops::to_double_vector(ops::matmul_fp8_block(a, b, od));
+    for (int64_t m = 0; m < 4; ++m)
+      for (int64_t n = 0; n < 8; ++n)
+        ASSERT_EQ(v[static_cast<size_t>(m * 8 + n)], 128.0 * static_cast<double>((m + 1) * (n + 1))) << m << "," << n;
   }
 }
 
@@ -202,18 +252,29 @@ TEST_F(MatmulFp8BlockCpu, Errors) {
   EXPECT_NO_THROW(ops::matmul_fp8_block(a5, b));
   EXPECT_NO_THROW(ops::matmul_fp8_block(a, b5));
 
-  // Block kinds: a must be 1x128, b 128x128.
+  ops::Fp8Blocked bad;
+  // Block kinds: a must be 1x128 (cuBLASLt has no 128x128 x 128x128 product), b 1x128 or 128x128.
   const ops::Fp8Blocked w_as_a = ops::quantize_128x128(random(128, 256, 25), DType::E4M3);
   expect_error_containing([&] { ops::matmul_fp8_block(w_as_a, b); }, "operand a must be 1x128-quantized");
   const ops::Fp8Blocked x_as_b = ops::quantize_1x128(random(128, 256, 26), DType::E4M3);
-  expect_error_containing([&] { ops::matmul_fp8_block(a, x_as_b); }, "operand b must be 128x128-quantized");
+  EXPECT_NO_THROW(ops::matmul_fp8_block(a, x_as_b));
+  ops::Fp8Blocked odd_blocks = b;
+  odd_blocks.block_rows = 64;
+  expect_error_containing([&] { ops::matmul_fp8_block(a, odd_blocks); },
+                          "operand b must be 1x128- or 128x128-quantized");
+  // A 1x128-quantized b: N a multiple of 4, its scales in the 1x128 layout.
+  const ops::Fp8Blocked b6 = ops::quantize_1x128(random(6, 256, 29), DType::E4M3);
+  expect_error_containing([&] { ops::matmul_fp8_block(a, b6); }, "N = 6");
+  bad = x_as_b;
+  bad.scale_inv = ops::zeros(cpu, {1, 4}, DType::F32);  // the 128x128 layout's shape
+  expect_error_containing([&] { ops::matmul_fp8_block(a, bad); }, "operand b: scale_inv must be f32 of shape (2,128)");
 
   // Shapes: M a multiple of 4, K matching, scale tensors of the layout's shape.
   const ops::Fp8Blocked a6 = ops::quantize_1x128(random(6, 256, 27), DType::E4M3);
   expect_error_containing([&] { ops::matmul_fp8_block(a6, b); }, "M = 6");
   const ops::Fp8Blocked b384 = ops::quantize_128x128(random(128, 384, 28), DType::E4M3);
   expect_error_containing([&] { ops::matmul_fp8_block(a, b384); }, "do not match");
-  ops::Fp8Blocked bad = a;
+  bad = a;
   bad.scale_inv = ops::zeros(cpu, {4, 2}, DType::F32);  // the row-major [M, K/128] layout, not cuBLASLt's
   expect_error_containing([&] { ops::matmul_fp8_block(bad, b); }, "operand a: scale_inv must be f32 of shape (2,4)");
   bad = b;

@@ -342,6 +342,47 @@ TEST_F(QuantizeBlockCpu, NonContiguousInputIsCopied) {
   EXPECT_EQ(std::memcmp(q.scale_inv.data_ptr(), qc.scale_inv.data_ptr(), q.scale_inv.nbytes()), 0);
 }
 
+TEST_F(QuantizeBlockCpu, TransposeIsQuantizingTheTranspose) {
+  // transpose_128x128(quantize_128x128(w)) == quantize_128x128(w^T) byte for byte, codes and scales with their
+  // padding: [256, 384] has 3 K blocks (ld 4) and its transpose 2 (ld 4); [128, 640] 5 (ld 8) and 1 (ld 4),
+  // [384, 128] 1 and 3. A NaN block keeps its NaN codes and scale in its transposed place.
+  uint32_t seed = 51;
+  for (const Shape& shape : {Shape{256, 384}, Shape{128, 640}, Shape{384, 128}}) {
+    for (DType fmt : {DType::E4M3, DType::E5M2}) {
+      Tensor w = random(shape, DType::F32, seed++);
+      const int64_t nan_r = shape[0] > 128 ? 130 : 1, nan_c = shape[0] > 128 ? 1 : 130;
+      w.data<float>()[nan_r * shape[1] + nan_c] = std::nanf("");
+      const ops::Fp8Blocked q = ops::quantize_128x128(w, fmt, Fp8Saturation::Saturate, MemoryCategory::Weights);
+      const ops::Fp8Blocked t = ops::transpose_128x128(q);
+      const ops::Fp8Blocked want = ops::quantize_128x128(ops::contiguous(w.transpose(0, 1)), fmt);
+      const std::string what = shape_str(shape) + " " + std::string(dtype_name(fmt));
+      EXPECT_EQ(t.block_rows, 128);
+      EXPECT_EQ(t.block_cols, 128);
+      ASSERT_EQ(t.codes.shape(), want.codes.shape()) << what;
+      ASSERT_EQ(t.codes.dtype(), fmt) << what;
+      ASSERT_EQ(t.scale_inv.shape(), want.scale_inv.shape()) << what;
+      EXPECT_EQ(std::memcmp(t.codes.data_ptr(), want.codes.data_ptr(), want.codes.nbytes()), 0) << what;
+      EXPECT_EQ(std::memcmp(t.scale_inv.data_ptr(), want.scale_inv.data_ptr(), want.scale_inv.nbytes()), 0) << what;
+      EXPECT_TRUE(std::isnan(scale_inv_128x128(t, nan_c / 128, nan_r / 128))) << what;
+      // Accounted where the source is (a model's weight copies: Weights).
+      EXPECT_EQ(t.codes.storage()->category(), MemoryCategory::Weights);
+      EXPECT_EQ(t.scale_inv.storage()->category(), MemoryCategory::Weights);
+    }
+  }
+  using test::expect_error_containing;
+  const ops::Fp8Blocked rowwise = ops::quantize_1x128(zeros({128, 128}), DType::E4M3);
+  expect_error_containing([&] { ops::transpose_128x128(rowwise); }, "expected a 128x128-quantized tensor");
+}
+
+TEST_F(QuantizeBlockCpu, OutputsInTheGivenMemoryCategory) {
+  const ops::Fp8Blocked a = ops::quantize_1x128(zeros({4, 128}), DType::E4M3);
+  EXPECT_EQ(a.codes.storage()->category(), MemoryCategory::Activations);
+  const ops::Fp8Blocked w =
+      ops::quantize_1x128(zeros({4, 128}), DType::E4M3, Fp8Saturation::Saturate, MemoryCategory::Weights);
+  EXPECT_EQ(w.codes.storage()->category(), MemoryCategory::Weights);
+  EXPECT_EQ(w.scale_inv.storage()->category(), MemoryCategory::Weights);
+}
+
 TEST_F(QuantizeBlockCpu, EmptyTensors) {
   const ops::Fp8Blocked r = ops::quantize_1x128(zeros({0, 256}), DType::E4M3);
   EXPECT_EQ(r.scale_inv.shape(), Shape({2, 0}));

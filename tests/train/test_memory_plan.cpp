@@ -1,11 +1,11 @@
 // The memory plan against the memory one training step really takes: small Llama and OLMo models on the
-// CPU backend, fp32 and bf16 recipes, with and without recomputation. The trainer runs one step (forward,
-// backward, AdamW) after its peaks are reset; the allocator's peaks by category are compared with the
-// plan: weights, master weights, gradients and optimizer states exactly (the plan counts the same flat
-// buffers with the same rounding), activations and the total within 10%. Also: what the tape saves equals
+// CPU backend, every recipe (fp32, bf16, fp8, fp8_block, coat), with and without recomputation. The trainer
+// runs one step (forward, backward, AdamW) after its peaks are reset; the allocator's peaks by category are
+// compared with the plan: weights, master weights, gradients and optimizer states exactly (the plan counts the
+// same flat buffers with the same rounding), activations and the total within 10%. Also: what the tape saves equals
 // the plan's saved bytes, the plan's advice when a device is too small, and the strict train.recompute key.
-// The fp8 and coat recipes (FP8 weight cache, compressed saved activations, precision.bf16_layers) against
-// hand-computed bytes.
+// The fp8, fp8_block and coat recipes (FP8 weight caches, compressed saved activations, precision.bf16_layers)
+// against hand-computed bytes.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -15,6 +15,7 @@
 #include <random>
 
 #include "coat/data/token_file.h"
+#include "coat/models/unit_layout.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
@@ -47,13 +48,14 @@ class MemoryPlanTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // hidden 256, 4 layers, seq 128, micro-batch 4, vocab 1000. Llama: 4 heads over 2 KV heads, untied head;
-  // OLMo: LayerNorm without weights, tied head.
+  // OLMo: LayerNorm without weights, tied head. Intermediate 704, but 768 under fp8_block, whose linear widths
+  // must be multiples of its 128 block edge.
   nlohmann::json config(const std::string& arch, const std::string& recipe, const std::string& recompute,
                         const std::string& run) const {
     nlohmann::json c;
     c["model"] = {{"architecture", arch},
                   {"hidden_size", 256},
-                  {"intermediate_size", 704},
+                  {"intermediate_size", recipe == "fp8_block" ? 768 : 704},
                   {"num_hidden_layers", 4},
                   {"num_attention_heads", 4},
                   {"num_key_value_heads", arch == "llama" ? 2 : 4},
@@ -140,7 +142,7 @@ TEST_F(MemoryPlanTest, OptimizerStatesOfEveryStorageAreCountedExactly) {
 
 INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
-                                            ::testing::Values("fp32", "bf16", "fp8", "coat"),
+                                            ::testing::Values("fp32", "bf16", "fp8", "fp8_block", "coat"),
                                             ::testing::Values("none", "blocks")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
@@ -239,9 +241,10 @@ TEST_F(MemoryPlanTest, TapeSavesWhatThePlanCountsUnderFP8Recipes) {
         << arch << " " << recipe << " " << bf16_layers;
   };
   for (const char* arch : {"llama", "olmo"}) {
-    for (const char* recipe : {"fp8", "coat"}) check(arch, recipe, nlohmann::json::array());
+    for (const char* recipe : {"fp8", "fp8_block", "coat"}) check(arch, recipe, nlohmann::json::array());
   }
   check("llama", "coat", {1, -1});
+  check("llama", "fp8_block", {0});
 }
 
 TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
@@ -253,9 +256,16 @@ TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
   };
   const models::MemoryPlan bf16 = plan("bf16", nlohmann::json::array());
   const size_t weights = bf16.bytes(MemoryCategory::Weights);
-  EXPECT_EQ(plan("fp8", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * kCacheBlock);
-  EXPECT_EQ(plan("coat", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * kCacheBlock);
-  EXPECT_EQ(plan("coat", {1, -1, 3}).bytes(MemoryCategory::Weights), weights + 2 * kCacheBlock);
+  // A block with FP8 linears only drops its BF16 copy (one allocation of the unit, rounded to 256 bytes)
+  // and keeps BF16 copies of its two norm weights [256] (512 bytes each) beside its FP8 cache.
+  const int64_t block_numel = models::unit_layouts(parse_train_config(config("llama", "bf16", "none", "r"), "p.json").model)
+                                  .at(1)
+                                  .numel;
+  const size_t block_bf16 = (static_cast<size_t>(block_numel) * 2 + 255) / 256 * 256;
+  const size_t fp8_block = kCacheBlock + 2 * 512 - block_bf16;
+  EXPECT_EQ(plan("fp8", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * fp8_block);
+  EXPECT_EQ(plan("coat", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * fp8_block);
+  EXPECT_EQ(plan("coat", {1, -1, 3}).bytes(MemoryCategory::Weights), weights + 2 * fp8_block);
   for (const char* recipe : {"fp8", "coat"}) {
     const models::MemoryPlan p = plan(recipe, {2});
     for (MemoryCategory c :
@@ -283,6 +293,38 @@ TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
       }
     }
   }
+}
+
+// fp8_block: the weight cache holds the codes of W and W^T as fp8's does, and the F32 scales of their 128x128
+// blocks [rows/128, round_up(cols/128, 4)] instead of two per-tensor scalars; BF16 saved activations as fp8.
+// A model whose scale tensors exceed the CPU allocator's 256-byte rounding: hidden 1024 (8 heads of 128, 8 KV
+// heads), intermediate 2816. Per block, in floats (bytes rounded to 256):
+//   qkv [3072, 1024]: W [24, 8] = 192 (768 B), W^T [8, 24] = 192 (768 B)
+//   o [1024, 1024]:   [8, 8] = 64 (256 B) twice
+//   gate_up [5632, 1024]: W [44, 8] = 352 (1408 -> 1536 B), W^T [8, 44] = 352 (1536 B)
+//   down [1024, 2816]: W [8, round_up(22, 4) = 24] = 192 (768 B), W^T [22, 8] = 176 (704 -> 768 B)
+// = 6656 bytes, against 4 weights x 2 scalars x 256 bytes = 2048 under fp8.
+TEST_F(MemoryPlanTest, Fp8BlockPlansItsBlockScales) {
+  const auto plan = [&](const std::string& recipe) {
+    nlohmann::json doc = config("llama", recipe, "none", "r");
+    doc["model"]["hidden_size"] = 1024;
+    doc["model"]["num_attention_heads"] = 8;
+    doc["model"]["num_key_value_heads"] = 8;
+    doc["model"]["intermediate_size"] = 2816;
+    return memory_plan(parse_train_config(doc, "plan.json"));
+  };
+  const models::MemoryPlan fp8 = plan("fp8"), block = plan("fp8_block");
+  EXPECT_EQ(block.bytes(MemoryCategory::Weights), fp8.bytes(MemoryCategory::Weights) + 4 * (6656 - 2048));
+  EXPECT_EQ(block.saved_bytes, fp8.saved_bytes);
+  for (MemoryCategory c : {MemoryCategory::MasterWeights, MemoryCategory::Gradients, MemoryCategory::OptimizerState})
+    EXPECT_EQ(block.bytes(c), fp8.bytes(c)) << memory_category_name(c);  // fp32 AdamW states under auto
+  EXPECT_NE(block.str().find("E4M3 W and W^T of 16 linears in 4 blocks"), std::string::npos) << block.str();
+  EXPECT_NE(block.str().find("128x128 block scales"), std::string::npos) << block.str();
+  const std::string words = describe_memory_plan(parse_train_config(config("llama", "fp8_block", "none", "r"),
+                                                                    "plan.json"), 0);
+  EXPECT_NE(words.find("fp8_block: FP8 (e4m3) copies of the block linears' weights and their transposes (one "
+                       "scale per 128x128 block"), std::string::npos) << words;
+  EXPECT_NE(words.find("BF16 saved activations"), std::string::npos) << words;
 }
 
 // Under coat the optimizer states default to fp8_expand; the plan counts them so and says which recipe.

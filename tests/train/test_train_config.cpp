@@ -35,6 +35,23 @@ TEST(PrecisionConfig, Bf16LayersDefaultToNone) {
   EXPECT_TRUE(r.bf16_layers.empty());
 }
 
+TEST(PrecisionConfig, Fp8BlockIsARecipe) {
+  nlohmann::json doc = small_config("fp8_block");
+  doc["precision"]["bf16_layers"] = {-1};
+  const TrainConfig c = parse(doc);
+  EXPECT_EQ(c.precision.recipe, "fp8_block");
+  EXPECT_EQ(c.resolved.at("precision").at("recipe"), "fp8_block");
+  const models::PrecisionRecipe r = recipe_of(c);
+  EXPECT_TRUE(r.fp8_linears);
+  EXPECT_TRUE(r.block_scaled);
+  EXPECT_FALSE(r.compress_activations);
+  EXPECT_TRUE(r.linear(0, models::LinearRole::GateUp).block_scaled);
+  EXPECT_FALSE(r.linear(3, models::LinearRole::GateUp).fp8);
+  // An unknown recipe: the message lists every valid one.
+  doc["precision"]["recipe"] = "fp4";
+  test::expect_error_containing<ConfigError>([&] { parse(doc); }, "expected one of: fp32, bf16, fp8, fp8_block, coat");
+}
+
 TEST(PrecisionConfig, Bf16LayersCountNegativeIndicesFromTheEnd) {
   nlohmann::json doc = small_config("fp8");
   doc["precision"]["bf16_layers"] = {0, -1};
@@ -85,7 +102,7 @@ TEST(PrecisionConfig, UnknownPrecisionKeyIsRefused) {
 }
 
 TEST(StateDtypeConfig, AutoIsFp8ExpandUnderCoatAndFp32Otherwise) {
-  for (const std::string& recipe : std::vector<std::string>{"fp32", "bf16", "fp8", "coat"}) {
+  for (const std::string& recipe : std::vector<std::string>{"fp32", "bf16", "fp8", "fp8_block", "coat"}) {
     const std::string expected = recipe == "coat" ? "fp8_expand" : "fp32";
     for (const bool spelled_out : {false, true}) {
       nlohmann::json doc = small_config(recipe);

@@ -91,8 +91,8 @@ class TrainerResume : public TrainerTest, public ::testing::WithParamInterface<s
     EXPECT_EQ(losses(second), std::vector<double>(all.begin() + 3, all.end()));
     // Parameters are bit-identical too.
     for (size_t i = 0; i < full.model().parameters().size(); ++i) {
-      const Tensor& p = full.model().parameters()[i].value;
-      const Tensor& q = second.model().parameters()[i].value;
+      const Tensor& p = full.model().parameters()[i].master;
+      const Tensor& q = second.model().parameters()[i].master;
       ASSERT_EQ(std::memcmp(p.data_ptr(), q.data_ptr(), p.nbytes()), 0) << full.model().parameters()[i].name;
     }
   }

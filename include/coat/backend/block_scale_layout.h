@@ -71,6 +71,14 @@ inline Shape scale_shape_128x128(const Shape& w_shape, const char* op) {
   return Shape{w_shape[0] / kBlock, scale_ld_128x128(w_shape[1])};
 }
 
+/// Shape of the scale tensor of codes of `shape` quantized in blocks of `block_rows` x 128: 1 (scale_shape_1x128)
+/// or 128 (scale_shape_128x128); anything else is refused.
+inline Shape scale_shape_blocked(const Shape& shape, int64_t block_rows, const char* op) {
+  COAT_ARG_CHECK(block_rows == 1 || block_rows == kBlock, op, "blocks of ", block_rows, "x", kBlock,
+                 " are not supported; expected 1x128 or 128x128");
+  return block_rows == 1 ? scale_shape_1x128(shape, op) : scale_shape_128x128(shape, op);
+}
+
 // ---- argument checks of the backends' kernels (every tensor contiguous and on `device`) ----
 
 inline void check_block_scales(const Tensor& scale_inv, const Shape& shape, const char* op, Device device) {

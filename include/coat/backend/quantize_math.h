@@ -273,6 +273,32 @@ inline void check_compute_scale(const Tensor& amax, DType fmt, const Tensor& sca
   check_scalar_f32(scale_inv, op, "scale_inv", device);
 }
 
+inline void check_compute_scale_from_maxima(const Tensor& maxima, DType fmt, const Tensor& scale,
+                                            const Tensor& scale_inv, Device device) {
+  constexpr const char* op = "compute_scale_from_maxima";
+  COAT_ARG_CHECK(is_fp8(fmt), op, "format ", dtype_name(fmt),
+                 " is not an FP8 format (expected e4m3 or e5m2)");
+  check_contiguous_on(maxima, op, "maxima", device);
+  COAT_ARG_CHECK(maxima.dtype() == DType::F32, op, "maxima must be f32, got ", maxima.str());
+  check_scalar_f32(scale, op, "scale", device);
+  check_scalar_f32(scale_inv, op, "scale_inv", device);
+}
+
+inline void check_add_quantize_per_group(const Tensor& a, const Tensor& b, int64_t group_size, const Tensor& sum,
+                                         const Tensor& codes, const Tensor& scale_inv, Device device) {
+  constexpr const char* op = "add_quantize_per_group";
+  check_high_precision_input(a, op);
+  check_contiguous_on(a, op, "a", device);
+  check_contiguous_on(b, op, "b", device);
+  check_contiguous_on(sum, op, "sum", device);
+  COAT_ARG_CHECK(b.dtype() == a.dtype() && b.shape() == a.shape(), op, "b ", b.str(), " does not match a ",
+                 a.str());
+  COAT_ARG_CHECK(sum.dtype() == a.dtype() && sum.shape() == a.shape(), op, "sum ", sum.str(),
+                 " does not match a ", a.str());
+  check_codes(codes, a.shape(), op, "codes", device);
+  check_group_scales(scale_inv, group_scale_shape(a.shape(), group_size, op), op, "scale_inv", device);
+}
+
 inline void check_quantize_per_tensor(const Tensor& x, const Tensor& scale, const Tensor& codes,
                                       Device device) {
   constexpr const char* op = "quantize_per_tensor";

@@ -15,7 +15,9 @@
 //
 // The precision recipe (precision_recipe.h) changes two things. Weights: every block linear that runs FP8
 // GEMMs keeps the E4M3 codes of W [N, K] and of W^T [K, N] with their per-tensor scale and inverse
-// (nn::Fp8Weights: 2 bytes per parameter) beside the BF16 compute copy. Activations: under fp8 a block saves
+// (nn::Fp8Weights: 2 bytes per parameter; under fp8_block the F32 scales of their 128x128 blocks instead,
+// nn::Fp8BlockWeights); a block whose linears all run FP8 keeps no BF16 copy of its matrices
+// (they are quantised from the masters), only of its norm weights. Activations: under fp8 and fp8_block a block saves
 // what it saves under bf16; under coat its norm inputs and SwiGLU input are kept as E4M3 codes with one F32
 // scale per 1x16 group (nn/compressed_save.h; BF16 where the width is not a multiple of 16), and the inputs
 // of its q/k/v, gate/up and down projections as the E4M3 transposed codes with their scale and inverse (the
@@ -48,6 +50,8 @@ struct MemoryPlanInput {
   /// Which blocks run FP8 linears and compress their saved activations (make_recipe; the default plans no
   /// FP8 anywhere). FP8 recipes need compute_dtype BF16.
   PrecisionRecipe recipe{};
+  /// The block units share one gradient buffer (optim.apply_in_backward, TransformerOptions).
+  bool share_block_grads = false;
 };
 
 struct MemoryPlanLine {

@@ -1,20 +1,27 @@
 // The precision recipe of a model as data (ARCHITECTURE.md, idea 3): which linear layers run FP8 GEMMs and
-// what each function keeps for its backward. The three recipes are rows of one table:
+// what each function keeps for its backward. The four recipes are rows of one table:
 //
-//   recipe  block linears                       saved activations
-//   bf16    BF16 GEMMs                          BF16
-//   fp8     FP8 GEMMs (TransformerEngine-like)  BF16 (each FP8 linear re-quantises its saved BF16 input in the
-//                                               backward)
-//   coat    FP8 GEMMs                           compressed: linear inputs as the FP8 (transposed) tensor the
-//                                               forward quantised; norm and SwiGLU inputs as FP8 E4M3 with 1x16
-//                                               group scales; attention in BF16 (the o_proj input is the
-//                                               attention output it already keeps, not saved again)
+//   recipe     block linears                        saved activations
+//   bf16       BF16 GEMMs                           BF16
+//   fp8        FP8 GEMMs (TransformerEngine-like)   BF16 (each FP8 linear re-quantises its saved BF16 input in
+//                                                   the backward)
+//   fp8_block  128-block-scaled FP8 GEMMs           BF16 (as fp8)
+//              (DeepSeek-V3-like, nn::linear_fp8_block)
+//   coat       FP8 GEMMs                            compressed: linear inputs as the FP8 (transposed) tensor the
+//                                                   forward quantised; norm and SwiGLU inputs as FP8 E4M3 with
+//                                                   1x16 group scales; attention in BF16 (the o_proj input is
+//                                                   the attention output it already keeps, not saved again)
 //
-// FP8 GEMMs: fprop E4M3 x E4M3 with fast accumulation, dgrad E5M2 (gradient) x E4M3 (weight), wgrad E5M2 x
-// E4M3, FP32 accumulation in cuBLASLt, BF16 outputs, weight gradients accumulated in FP32; per-tensor scales
-// computed just in time (amax of the tensor, on the device). Weights and their transposes are quantised once
-// per optimizer step. The LM head always stays BF16 (its logits feed the loss directly), and per-layer
-// overrides (`precision.bf16_layers`) keep whole blocks in BF16.
+// FP8 GEMMs (fp8, coat): fprop E4M3 x E4M3 with fast accumulation, dgrad E5M2 (gradient) x E4M3 (weight),
+// wgrad E5M2 x E4M3, FP32 accumulation in cuBLASLt, BF16 outputs, weight gradients accumulated in FP32;
+// per-tensor scales computed just in time (amax of the tensor, on the device).
+// 128-block-scaled FP8 GEMMs (fp8_block): the same formats, with one scale per 1x128 group of an activation or
+// gradient (along the GEMM's reduction dimension: the features in fprop and dgrad, the tokens in wgrad) and per
+// 128x128 block of a weight; cuBLASLt's VEC128_32F / BLK128x128_32F scale modes (Hopper), no fast
+// accumulation. Every block linear's in and out features and the tokens of a micro-batch must be multiples of
+// 128 (other layers belong in precision.bf16_layers). Optimizer states under optim.state_dtype = auto: fp32.
+// Weights and their transposes are quantised once per optimizer step. The LM head always stays BF16 (its
+// logits feed the loss directly), and per-layer overrides (`precision.bf16_layers`) keep whole blocks in BF16.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +34,7 @@ namespace coat::models {
 struct LinearRecipe {
   bool fp8 = false;             ///< FP8 GEMMs (see the top of this file)
   bool save_fp8_input = false;  ///< keep the FP8 transposed input (coat) instead of the BF16 input
+  bool block_scaled = false;    ///< with fp8: 128-block scales (fp8_block, nn::linear_fp8_block), not per tensor
 };
 
 /// The linear layers of a block, by what their input is.
@@ -38,8 +46,9 @@ enum class LinearRole {
 };
 
 struct PrecisionRecipe {
-  std::string name = "bf16";           ///< bf16 | fp8 | coat (fp32 is the CPU reference: no FP8 anywhere)
+  std::string name = "bf16";           ///< bf16 | fp8 | fp8_block | coat (fp32 is the CPU reference: no FP8)
   bool fp8_linears = false;            ///< the blocks' linear layers run FP8 GEMMs
+  bool block_scaled = false;           ///< with fp8_linears: 128-block scales (fp8_block) instead of per tensor
   bool compress_activations = false;   ///< coat's saved-activation compression
   std::vector<int64_t> bf16_layers;    ///< blocks kept in BF16, as indices in [0, layers), sorted, unique
 
@@ -50,7 +59,7 @@ struct PrecisionRecipe {
   bool compresses(int64_t layer) const;
 };
 
-/// The recipe named `name` (fp32 | bf16 | fp8 | coat) for a model of `num_layers` blocks; bf16_layers may
+/// The recipe named `name` (fp32 | bf16 | fp8 | fp8_block | coat) for a model of `num_layers` blocks; bf16_layers may
 /// count from the end (-1 is the last block). Throws InvalidArgument naming precision.recipe /
 /// precision.bf16_layers for an unknown name or a layer out of range.
 PrecisionRecipe make_recipe(const std::string& name, const std::vector<int64_t>& bf16_layers, int64_t num_layers);

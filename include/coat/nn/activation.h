@@ -12,6 +12,9 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
 /// against [gate_proj; up_proj] gives): y [..., F]. Its backward gives dgu [..., 2F] in one buffer, so that
 /// one linear backward follows.
 /// compress: keep gu as FP8 E4M3 with 1x16 group scales (COAT; nn/compressed_save.h).
-autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress = false);
+/// out_row_maxima (when not null): set to y's row maxima, F32 [rows], max |y| per row as stored, from the same
+/// kernel, for the FP8 linear that takes y (nn::linear_fp8 `x_row_maxima`). F32 and BF16 gu only.
+autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress = false,
+                            Tensor* out_row_maxima = nullptr);
 
 }  // namespace coat::nn

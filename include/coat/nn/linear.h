@@ -20,7 +20,11 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
 /// otherwise x is kept and quantised again in the backward (TransformerEngine's BF16 saved activations, or an
 /// input that another function keeps anyway). in_features, out_features and the row count of x must be
 /// multiples of 16 (cuBLASLt FP8); x is BF16.
+/// x_row_maxima (when defined): max |x| of each row of x, F32 [rows], as x's producer wrote them (nn::rms_norm,
+/// layer_norm, swiglu_packed `out_row_maxima`): x's scale comes from them (the same bytes, through
+/// ops::quantize_per_tensor_from_row_maxima) and the forward makes no amax pass over x. Moved in, they are
+/// freed as soon as the scale is made.
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input);
+                         bool save_fp8_input, Tensor x_row_maxima = Tensor());
 
 }  // namespace coat::nn

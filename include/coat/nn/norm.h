@@ -4,13 +4,20 @@
 
 #include "coat/autograd/tape.h"
 #include "coat/nn/parameter.h"
+#include "coat/ops/quantize.h"
 
 namespace coat::nn {
 
 /// compress: keep x for the backward as FP8 E4M3 with 1x16 group scales (COAT; nn/compressed_save.h) when its
-/// last dimension allows.
+/// last dimension allows. compressed_x: that copy of x made by x's producer (nn::add's compressed_copy), kept
+/// instead of compressing x again; ignored when undefined or when x is not kept compressed.
+/// out_row_maxima (when not null): set to the output's row maxima, F32 [rows], max |y| per row as stored, from
+/// the same kernel: what the FP8 linear that takes y needs for its per-tensor scale (nn::linear_fp8
+/// `x_row_maxima`). F32 and BF16 inputs only.
 autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps,
-                       bool compress = false);
-autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress = false);
+                       bool compress = false, const ops::Fp8PerGroup* compressed_x = nullptr,
+                       Tensor* out_row_maxima = nullptr);
+autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress = false,
+                         const ops::Fp8PerGroup* compressed_x = nullptr, Tensor* out_row_maxima = nullptr);
 
 }  // namespace coat::nn

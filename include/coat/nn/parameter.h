@@ -1,5 +1,6 @@
 // A named parameter: views into its unit's flat buffers (ARCHITECTURE.md, idea 2).
-//   value  - what the forward computes with (the compute copy; on the CPU in F32 the master itself)
+//   value  - what the forward computes with (the compute copy; on the CPU in F32 the master itself);
+//            undefined for a matrix that only FP8 linears use (they quantise the master)
 //   master - the optimizer's copy (FP32; F64 in gradient checks)
 //   grad   - the gradient accumulator, in the master's dtype, summed across micro-batches
 #pragma once
@@ -19,6 +20,10 @@ struct Parameter {
   /// The gradient buffer holds no contribution yet and its contents are stale (a zeroing deferred by the
   /// model for weights that only linear layers use): the first linear backward writes it instead of adding.
   bool grad_unset = false;
+
+  /// What FP8 copies are quantised from: the compute copy, or the master where the model keeps no compute
+  /// copy of this weight (a block whose linears all run FP8, models/transformer.h).
+  const Tensor& quantization_source() const { return value.defined() ? value : master; }
 };
 
 }  // namespace coat::nn

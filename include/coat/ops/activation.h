@@ -19,7 +19,9 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
 
 /// SwiGLU of a packed gate/up projection gu [..., 2F] (f32, f64 or bf16): gate = gu[..., :F],
 /// up = gu[..., F:]; y [..., F] = silu(gate) * up, the numbers swiglu(gate, up) gives.
-Tensor swiglu_packed(const Tensor& gu);
+/// row_max (when not null; f32 and bf16 gu): set to F32 [rows of y], max |y| of each row as stored, NaN and
+/// inf propagated (what ops::quantize_per_tensor_from_row_maxima takes), written by the same kernel.
+Tensor swiglu_packed(const Tensor& gu, Tensor* row_max = nullptr);
 
 /// dgu [..., 2F] from dy [..., F]: dgate in dgu[..., :F], dup in dgu[..., F:] (the numbers of
 /// swiglu_backward), in gu's dtype.

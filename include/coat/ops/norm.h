@@ -7,25 +7,29 @@
 namespace coat::ops {
 
 /// What a normalisation's forward returns: the output (x's shape and dtype) and the per-row statistics
-/// its backward needs, [N] in F32 (F64 for F64 input). mean is undefined for RMSNorm.
+/// its backward needs, [N] in F32 (F64 for F64 input). mean is undefined for RMSNorm. row_max, when asked
+/// for: F32 [N], max |y| of each row as y is stored (after rounding to its dtype), NaN for a row holding a
+/// NaN, inf for one holding an inf; what ops::quantize_per_tensor_from_row_maxima takes (COAT's group
+/// scaling: the producer writes the maxima, the FP8 linear that follows needs no amax pass of its own).
 struct NormForward {
   Tensor y;
   Tensor mean;
   Tensor rstd;
+  Tensor row_max;
 };
 
 /// y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) per row. x is [N, D] (or [..., D], N = the
 /// product of the leading dimensions) in f32, f64 or bf16; weight is [D] in x's dtype, or undefined for
-/// no affine weight.
-NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps);
+/// no affine weight. with_row_max: also row_max (f32 and bf16 x only), from the same pass.
+NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, bool with_row_max = false);
 /// Returns dx (x's shape and dtype). When weight is defined, dweight_accum ([D], f32 or f64) gets
 /// += sum over rows of dy * x * rstd; pass an undefined tensor when weight is undefined.
 Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                         Tensor dweight_accum);
 
 /// y = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) with the biased variance of each row. x is [N, D]
-/// (or [..., D]) in f32, f64 or bf16.
-NormForward layernorm_forward(const Tensor& x, double eps);
+/// (or [..., D]) in f32, f64 or bf16. with_row_max: also row_max (f32 and bf16 x only), from the same pass.
+NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max = false);
 /// Returns dx (x's shape and dtype) from the forward's saved mean and rstd.
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd);
 

@@ -27,6 +27,16 @@ struct Fp8PerGroup {
 Fp8PerTensor quantize_per_tensor(const Tensor& x, DType fmt, bool with_transpose = false,
                                  Fp8Saturation sat = Fp8Saturation::Saturate,
                                  MemoryCategory category = MemoryCategory::Activations);
+/// The same with the tensor amax taken from the row maxima that x's producer wrote (ops::rmsnorm_forward,
+/// layernorm_forward, swiglu_packed asked for them; COAT's group scaling): row_maxima is F32 [rows] with
+/// max |x| of each row of x seen as [rows, x.size(-1)], NaN for a row holding a NaN. One small reduction of
+/// the maxima replaces the pass over x; the bytes (codes, codes_t, scale, scale_inv) are those of
+/// quantize_per_tensor(x) when the maxima are x's (the amax is a max: exact in any grouping). Taken by value:
+/// moved in, the maxima are freed once the scale is made, before the codes are allocated.
+Fp8PerTensor quantize_per_tensor_from_row_maxima(const Tensor& x, Tensor row_maxima, DType fmt,
+                                                 bool with_transpose = false,
+                                                 Fp8Saturation sat = Fp8Saturation::Saturate,
+                                                 MemoryCategory category = MemoryCategory::Activations);
 /// The same with a given scale (F32 [1] on x's device), e.g. one computed from other maxima.
 Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale,
                                             bool with_transpose = false,

@@ -25,10 +25,18 @@ struct Fp8Blocked {
   int block_cols = 0;  // 128
 };
 
-/// x [M,K] (f32, bf16 or f16; K a multiple of 128) -> one scale per 1x128 group along K.
-Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate);
-/// w [N,K] (f32, bf16 or f16; N and K multiples of 128) -> one scale per 128x128 block.
-Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate);
+/// x [M,K] (f32, bf16 or f16; K a multiple of 128; any strides) -> one scale per 1x128 group along K.
+/// `category`: where the codes and scales are accounted (e.g. Weights for a model's FP8 weight copies).
+Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
+                          MemoryCategory category = MemoryCategory::Activations);
+/// w [N,K] (f32, bf16 or f16; N and K multiples of 128; any strides) -> one scale per 128x128 block.
+Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
+                            MemoryCategory category = MemoryCategory::Activations);
+/// The 128x128-blocked transpose of q (128x128-quantized w [N,K]): codes [K,N] = q.codes^T and the scales of
+/// the transposed blocks, i.e. byte for byte what quantize_128x128(w^T) gives (a block of w^T holds the
+/// elements of one block of w, so it has the same amax and scale), made from the codes without w: no second
+/// amax pass and no high-precision copy of w^T. Allocated in the memory category of q's codes.
+Fp8Blocked transpose_128x128(const Fp8Blocked& q);
 /// The f32 product float(code) * scale_inv of its block (one rounding), converted to out_dtype (F32 or BF16,
 /// nearest even), as dequantize(Fp8PerGroup) does.
 Tensor dequantize(const Fp8Blocked& q, DType out_dtype = DType::F32);

@@ -70,6 +70,19 @@ class AdamW {
   ///     step_count() + 1), then step count += 1. With FP32 moments the bits equal ops::adamw_step's.
   StepStats step(float lr);
 
+  /// The same step one buffer at a time, for the optimizer applied during the backward (each buffer as soon
+  /// as its gradients are complete, so that the gradient memory can be reused): begin_step, then
+  /// update_buffer for every buffer in any order, then end_step. No clipping (the global norm is known only
+  /// at the end): begin_step refuses a config with clip_grad_norm > 0. update_buffer reads the buffer's
+  /// sum of squares back (one synchronisation per buffer); when it is not finite, that buffer and every
+  /// one updated after it in this step stay untouched and update_buffer returns false. end_step returns the
+  /// global norm (the buffers' sums added in buffer order, as step() does) and skipped = whether some buffer
+  /// was not finite; the step count advances when none was. With the same gradients and clipping off the
+  /// bits equal step()'s.
+  void begin_step(float lr);
+  bool update_buffer(size_t i);
+  StepStats end_step();
+
   /// The global gradient norm alone (step 1 above), without updating anything.
   double grad_norm() const;
 
@@ -98,6 +111,15 @@ class AdamW {
   std::vector<State> states_;
   AdamWConfig config_;
   int64_t step_count_ = 0;
+  /// One buffer's update with the given learning rate, step and gradient scale.
+  void update(size_t i, float lr, int64_t step, float grad_scale);
+
+  struct PerBufferStep {
+    bool open = false;
+    float lr = 0.0f;
+    bool failed = false;
+    std::vector<double> sums;  ///< per buffer: sum of squares of its gradient (NaN: not updated)
+  } pending_;
 };
 
 }  // namespace coat::optim

@@ -60,10 +60,16 @@ struct OptimConfig {
   std::string exp_avg_fp8 = "e4m3";      ///< e4m3 | e5m2: the FP8 format of m (fp8, fp8_expand)
   std::string exp_avg_sq_fp8 = "e4m3";   ///< e4m3 | e5m2: the FP8 format of v
   int64_t state_group_size = 128;        ///< contiguous elements per scale group (fp8, fp8_expand)
+  /// Apply the update to each unit (a block, the head, the embedding) as soon as the backward has completed
+  /// its gradients, so that every block's gradient can live in one shared buffer (the gradient memory of
+  /// one block instead of the whole model). The same update as after the backward, bit for bit; it needs
+  /// one micro-batch per step (train.global_batch_size == train.micro_batch_size) and no clipping
+  /// (clip_grad_norm = 0: the global norm is known only when the last unit is done).
+  bool apply_in_backward = false;
 };
 
 struct PrecisionConfig {
-  std::string recipe = "fp32";    ///< fp32 (CPU reference) | bf16 | fp8 | coat
+  std::string recipe = "fp32";    ///< fp32 (CPU reference) | bf16 | fp8 | fp8_block | coat
   /// Blocks kept in BF16 under the FP8 recipes (models/precision_recipe.h), as written in the config: block
   /// indices, negative ones counting from the end (-1 is the last block). Checked against the model's
   /// num_hidden_layers when the config is parsed.

@@ -62,6 +62,7 @@ class Trainer {
   int64_t step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
   models::Transformer& model() { return *model_; }
+  const optim::AdamW& optimizer() const { return *optimizer_; }
   const TrainConfig& config() const { return config_; }
   const std::filesystem::path& run_dir() const { return run_dir_; }
   /// Unigram entropy (nats/token) of the validation tokens: the loss of a model that knows only token
@@ -76,6 +77,12 @@ class Trainer {
   std::string first_nonfinite_gradient() const;
   /// train_step's work; train_step adds the memory plan to an out-of-memory error.
   StepRecord run_step();
+  /// run_step under optim.apply_in_backward: each unit updated from the model's gradients-ready hook.
+  StepRecord run_step_applying_in_backward();
+  /// Records the step (its norm, whether it was skipped: a non-finite loss or gradient stops the run or is
+  /// logged, per train.on_nonfinite, naming `culprit` and what was `updated`).
+  StepRecord finish_step(StepRecord rec, const optim::StepStats& stats, bool loss_finite, const std::string& culprit,
+                         const std::string& updated);
 
   TrainConfig config_;
   ContextPtr context_;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "coat/backend/cpu/row_max.h"
 #include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
@@ -48,11 +49,12 @@ void swiglu_backward_impl(const Tensor& dy, const Tensor& gate, const Tensor& up
 }
 
 template <typename S>
-void swiglu_packed_impl(const Tensor& gu, Tensor& y) {
+void swiglu_packed_impl(const Tensor& gu, Tensor& y, Tensor* row_max) {
   const int64_t f = y.size(-1);
   const int64_t rows = f == 0 ? 0 : y.numel() / f;
   const S* in = gu.data<S>();
   S* out = y.data<S>();
+  float* row_max_p = row_max != nullptr ? row_max->data<float>() : nullptr;
   for (int64_t r = 0; r < rows; ++r) {
     const S* g = in + r * 2 * f;
     const S* u = g + f;
@@ -61,7 +63,10 @@ void swiglu_packed_impl(const Tensor& gu, Tensor& y) {
       const auto x = widen(g[j]);
       o[j] = narrow<S>(x * sigmoid(x) * widen(u[j]));
     }
+    if (row_max_p != nullptr) row_max_p[r] = stored_row_max(o, f);
   }
+  if (f == 0 && row_max_p != nullptr)
+    for (int64_t r = 0; r < row_max->numel(); ++r) row_max_p[r] = 0.0f;
 }
 
 template <typename S>
@@ -98,8 +103,9 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
                    [&](auto s) { swiglu_backward_impl<decltype(s)>(dy, gate, up, dgate, dup); });
 }
 
-void swiglu_packed(const Tensor& gu, Tensor& y) {
-  dispatch_storage(gu.dtype(), "swiglu_packed", [&](auto s) { swiglu_packed_impl<decltype(s)>(gu, y); });
+void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
+  dispatch_storage(gu.dtype(), "swiglu_packed",
+                   [&](auto s) { swiglu_packed_impl<decltype(s)>(gu, y, row_max); });
 }
 
 void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu) {

@@ -32,13 +32,13 @@ std::vector<double> dequantize_exact(const Tensor& codes, ScaleAt scale_at) {
 }  // namespace
 
 void matmul_fp8_block(const Tensor& a_codes, const Tensor& a_scale_inv, const Tensor& b_codes,
-                      const Tensor& b_scale_inv, Tensor& out, bool accumulate) {
+                      const Tensor& b_scale_inv, int64_t b_block_rows, Tensor& out, bool accumulate) {
   fp8gemm::check_operands(a_codes, a_scale_inv, b_codes, b_scale_inv, out, kOp);
   check_fp8_gemm_output_dtype(out, kOp);
   const fp8gemm::Dims dims = fp8gemm::check_shapes(a_codes, b_codes, out, kOp);
   fp8block::check_block_scales(a_scale_inv, fp8block::scale_shape_1x128(a_codes.shape(), kOp), kOp,
                                Device::cpu());
-  fp8block::check_block_scales(b_scale_inv, fp8block::scale_shape_128x128(b_codes.shape(), kOp), kOp,
+  fp8block::check_block_scales(b_scale_inv, fp8block::scale_shape_blocked(b_codes.shape(), b_block_rows, kOp), kOp,
                                Device::cpu());
   COAT_ARG_CHECK(is_dense(a_codes) && is_dense(b_codes) && is_dense(out), kOp, "a, b and out must be contiguous");
   COAT_ARG_CHECK(!ranges_overlap(out, a_codes) && !ranges_overlap(out, b_codes) &&
@@ -47,11 +47,18 @@ void matmul_fp8_block(const Tensor& a_codes, const Tensor& a_scale_inv, const Te
 
   const float* sa = a_scale_inv.data<const float>();
   const float* sb = b_scale_inv.data<const float>();
-  const int64_t lda = fp8block::scale_ld_1x128(dims.m), ldb = fp8block::scale_ld_128x128(dims.k);
+  const int64_t lda = fp8block::scale_ld_1x128(dims.m);
   const std::vector<double> a = dequantize_exact(
       a_codes, [&](int64_t r, int64_t kb) { return sa[fp8block::scale_index_1x128(r, kb, lda)]; });
-  const std::vector<double> b = dequantize_exact(
-      b_codes, [&](int64_t r, int64_t kb) { return sb[fp8block::scale_index_128x128(r / kBlock, kb, ldb)]; });
+  std::vector<double> b;
+  if (b_block_rows == 1) {
+    const int64_t ldb = fp8block::scale_ld_1x128(dims.n);
+    b = dequantize_exact(b_codes, [&](int64_t r, int64_t kb) { return sb[fp8block::scale_index_1x128(r, kb, ldb)]; });
+  } else {
+    const int64_t ldb = fp8block::scale_ld_128x128(dims.k);
+    b = dequantize_exact(
+        b_codes, [&](int64_t r, int64_t kb) { return sb[fp8block::scale_index_128x128(r / kBlock, kb, ldb)]; });
+  }
   // The dequantized operands carry the scales: the product is taken with scale 1.
   fp8gemm::store_product(a, b, dims, 1.0, out, accumulate);
 }

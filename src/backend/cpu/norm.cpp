@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "coat/backend/cpu/row_max.h"
 #include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
@@ -35,13 +36,15 @@ void add_into(Tensor& accum, const std::vector<double>& add) {
 }
 
 template <typename S>
-void rmsnorm_forward_impl(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+void rmsnorm_forward_impl(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
+                          Tensor* row_max) {
   using A = acc_t<S>;
   const Rows r = rows_of(x);
   const S* xp = x.data<S>();
   const S* wp = weight.defined() ? weight.data<S>() : nullptr;
   S* yp = y.data<S>();
   A* rp = rstd.data<A>();
+  float* row_max_p = row_max != nullptr ? row_max->data<float>() : nullptr;
   std::vector<A> w(static_cast<size_t>(r.d), A(1));
   if (wp != nullptr)
     for (int64_t i = 0; i < r.d; ++i) w[i] = widen(wp[i]);
@@ -56,6 +59,7 @@ void rmsnorm_forward_impl(const Tensor& x, const Tensor& weight, double eps, Ten
     const A inv = static_cast<A>(1.0 / std::sqrt(ss / static_cast<double>(r.d) + eps));
     rp[n] = inv;
     for (int64_t i = 0; i < r.d; ++i) yr[i] = narrow<S>(widen(xr[i]) * inv * w[i]);
+    if (row_max_p != nullptr) row_max_p[n] = stored_row_max(yr, r.d);
   }
 }
 
@@ -96,13 +100,15 @@ void rmsnorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& weig
 }
 
 template <typename S>
-void layernorm_forward_impl(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
+void layernorm_forward_impl(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd,
+                            Tensor* row_max) {
   using A = acc_t<S>;
   const Rows r = rows_of(x);
   const S* xp = x.data<S>();
   S* yp = y.data<S>();
   A* mp = mean.data<A>();
   A* rp = rstd.data<A>();
+  float* row_max_p = row_max != nullptr ? row_max->data<float>() : nullptr;
   for (int64_t n = 0; n < r.n; ++n) {
     const S* xr = xp + n * r.d;
     S* yr = yp + n * r.d;
@@ -119,6 +125,7 @@ void layernorm_forward_impl(const Tensor& x, double eps, Tensor& y, Tensor& mean
     mp[n] = m;
     rp[n] = inv;
     for (int64_t i = 0; i < r.d; ++i) yr[i] = narrow<S>((widen(xr[i]) - m) * inv);
+    if (row_max_p != nullptr) row_max_p[n] = stored_row_max(yr, r.d);
   }
 }
 
@@ -153,9 +160,10 @@ void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& me
 
 }  // namespace
 
-void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
+                     Tensor* row_max) {
   dispatch_storage(x.dtype(), "rmsnorm_forward",
-                   [&](auto s) { rmsnorm_forward_impl<decltype(s)>(x, weight, eps, y, rstd); });
+                   [&](auto s) { rmsnorm_forward_impl<decltype(s)>(x, weight, eps, y, rstd, row_max); });
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
@@ -165,9 +173,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
   });
 }
 
-void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
+void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd,
+                       Tensor* row_max) {
   dispatch_storage(x.dtype(), "layernorm_forward",
-                   [&](auto s) { layernorm_forward_impl<decltype(s)>(x, eps, y, mean, rstd); });
+                   [&](auto s) { layernorm_forward_impl<decltype(s)>(x, eps, y, mean, rstd, row_max); });
 }
 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,

@@ -63,6 +63,14 @@ void compute_scale(const Tensor& amax, DType fmt, Tensor& scale, Tensor& scale_i
   *scale_inv.data<float>() = scale_inv_from_scale(s);
 }
 
+void compute_scale_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale, Tensor& scale_inv) {
+  check_compute_scale_from_maxima(maxima, fmt, scale, scale_inv, Device::cpu());
+  const float amax = amax_from_key(amax_key_of<DType::F32>(maxima.data<const float>(), maxima.numel()));
+  const float s = scale_from_amax(amax, fp8_max(fmt));
+  *scale.data<float>() = s;
+  *scale_inv.data<float>() = scale_inv_from_scale(s);
+}
+
 void quantize_per_tensor(const Tensor& x, const Tensor& scale, Fp8Saturation sat, Tensor& codes) {
   check_quantize_per_tensor(x, scale, codes, Device::cpu());
   const int64_t n = x.numel();

@@ -2,19 +2,25 @@
 // projection [N, 2F], then their launchers. Element-wise and memory-bound: 16-byte vectors (when every
 // pointer is 16-byte aligned, and for the packed form F a multiple of the vector), kUnroll independent
 // vectors per thread in flight, a grid-stride loop, a scalar loop for the tail. The formulas are the CPU
-// twin's, unfused.
+// twin's, unfused. With row maxima (the packed form), a row kernel instead: one block per row, so that the
+// row's max |y| is a block reduction of what the block stores.
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "coat/backend/cuda/activation.h"
 #include "coat/backend/cuda/check.h"
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
+#include "coat/backend/quantize_math.h"
 
 namespace coat::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kUnroll = 2;
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ inline float exp_of(float a) { return expf(a); }
 __device__ inline double exp_of(double a) { return exp(a); }
@@ -166,6 +172,63 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_kernel(const S* __rest
   }
 }
 
+/// Packed rows with their maxima: block b computes rows b, b + gridDim.x, ... (its threads along the row's vpr
+/// vectors, kUnroll in flight each), folds max |y| as stored into an amax key (quantize_math.h: exact,
+/// order-free, NaN above inf above every finite value), and one block reduction per row gives row_max[n].
+/// The same y as swiglu_packed_kernel (the same per-element arithmetic).
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void swiglu_packed_row_max_kernel(const S* __restrict__ gu,
+                                                                         S* __restrict__ y,
+                                                                         float* __restrict__ row_max,
+                                                                         int64_t vpr, int64_t rows) {
+  using E = Elem<S>;
+  using P = Pack<S, kVec>;
+  __shared__ uint32_t warp_keys[kThreads / kWarp];
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const int lane = tid % kWarp, warp = tid / kWarp;
+  for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
+    const P* g = reinterpret_cast<const P*>(gu) + n * 2 * vpr;
+    const P* u = g + vpr;
+    P* yr = reinterpret_cast<P*>(y) + n * vpr;
+    uint32_t key = 0;
+    for (int64_t first = tid; first < vpr; first += int64_t(nt) * kUnroll) {
+      P gv[kUnroll], uv[kUnroll];
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = first + int64_t(r) * nt;
+        if (j < vpr) {
+          gv[r] = g[j];
+          uv[r] = u[j];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = first + int64_t(r) * nt;
+        if (j < vpr) {
+          P o;
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) {
+            o.v[k] = E::store(swiglu_value(E::load(gv[r].v[k]), E::load(uv[r].v[k])));
+            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(o.v[k]))));
+          }
+          yr[j] = o;
+        }
+      }
+    }
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+    __syncthreads();  // thread 0 has read the previous row's keys
+    if (lane == 0) warp_keys[warp] = key;
+    __syncthreads();
+    if (tid == 0) {
+      uint32_t total = warp_keys[0];
+      for (int i = 1; i < nt / kWarp; ++i) total = fp8math::max_key(total, warp_keys[i]);
+      row_max[n] = fp8math::amax_from_key(total);
+    }
+  }
+}
+
 /// dgu (rows [dgate | dup], gu's layout) from dy [N, F] (vector i) and gu; items as in swiglu_packed_kernel.
 template <typename S, int kVec>
 __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const S* __restrict__ dy,
@@ -257,7 +320,49 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
   });
 }
 
-void swiglu_packed(const Tensor& gu, Tensor& y) {
+namespace {
+
+/// swiglu_packed with row maxima: the row kernel, blocks of the fewest warps (at most kThreads) that give each
+/// thread kUnroll vectors of a row.
+void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
+  const int64_t rows = row_max.numel();
+  if (rows == 0) return;
+  const int64_t f = y.size(-1);
+  if (f == 0) {  // empty rows: maxima 0
+    COAT_CUDA_CHECK(cudaMemsetAsync(row_max.data_ptr(), 0, rows * sizeof(float), stream_of(y)));
+    return;
+  }
+  dispatch_storage(gu.dtype(), "swiglu_packed", [&](auto s) {
+    using S = decltype(s);
+    if constexpr (std::is_same_v<S, double>) {
+      COAT_CHECK(false, NotImplemented,
+                 "[swiglu_packed] cuda: row maxima are written for f32 and bf16 outputs, not f64");
+    } else {
+      const S* gp = gu.data<S>();
+      S* yp = y.data<S>();
+      const bool vec = f % kVec16<S> == 0 && aligned16(gp) && aligned16(yp);
+      const int64_t vpr = f / (vec ? kVec16<S> : 1);
+      const int64_t per_thread = (vpr + kUnroll - 1) / kUnroll;
+      const int threads = static_cast<int>(std::min<int64_t>(kThreads, (per_thread + kWarp - 1) / kWarp * kWarp));
+      const unsigned grid = grid_for(y, rows * threads, threads);
+      float* mp = row_max.data<float>();
+      if (vec) {
+        swiglu_packed_row_max_kernel<S, kVec16<S>><<<grid, threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
+      } else {
+        swiglu_packed_row_max_kernel<S, 1><<<grid, threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    }
+  });
+}
+
+}  // namespace
+
+void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
+  if (row_max != nullptr) {
+    swiglu_packed_with_row_max(gu, y, *row_max);
+    return;
+  }
   const int64_t n = y.numel();
   if (n == 0) return;
   const int64_t f = y.size(-1);

@@ -8,6 +8,10 @@
 //    128x128 blocks of the K x N matrix with the K blocks contiguous: [N/128][round_up(K/128, 4)].
 //  - cuBLASLt B (our a, 1x128 groups): CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, one scale per 128 elements of
 //    the inner (K) dimension for each of the M columns, the M columns contiguous: [K/128][M].
+//  - A 1x128-quantized b (a weight gradient dW = dY^T X, both operands grouped along the tokens, K): cuBLASLt A
+//    with VEC128_32F too, its scales [K/128][N] likewise. cuBLASLt takes VEC128 x VEC128 ("1D x 1D") beside
+//    VEC128 x BLK128x128 ("1D x 2D"), not BLK128x128 x BLK128x128: TransformerEngine's blockwise FP8 GEMM
+//    (common/gemm/cublaslt_gemm.cu) passes exactly these pairs to cuBLASLt and refuses "2D by 2D".
 // These are the layouts ops::quantize_128x128 / quantize_1x128 write (block_scale_layout.h), so the scale
 // tensors go to cuBLASLt as they are.
 #include "coat/backend/cuda/gemm_fp8_block.h"
@@ -31,15 +35,21 @@ constexpr const char* kOp = "matmul_fp8_block";
 constexpr int kMinCublasVersion = 120900;
 
 void check_arguments(const Tensor& a_codes, const Tensor& a_scale_inv, const Tensor& b_codes,
-                     const Tensor& b_scale_inv, const Tensor& out) {
+                     const Tensor& b_scale_inv, int64_t b_block_rows, const Tensor& out) {
   fp8gemm::check_operands(a_codes, a_scale_inv, b_codes, b_scale_inv, out, kOp);
   const int64_t m = a_codes.size(0);
   COAT_ARG_CHECK(m % fp8block::kScaleLdMultiple == 0, kOp, "M = ", m, " must be a multiple of ",
                  fp8block::kScaleLdMultiple, " (the 1x128 scale layout's leading dimension is then M)");
-  // K and N multiples of 128, the scale shapes.
+  if (b_block_rows == 1) {
+    const int64_t n = b_codes.size(0);
+    COAT_ARG_CHECK(n % fp8block::kScaleLdMultiple == 0, kOp, "N = ", n, " must be a multiple of ",
+                   fp8block::kScaleLdMultiple, " for a 1x128-quantized b (its scale layout's leading dimension is "
+                   "then N)");
+  }
+  // K (and N for a 128x128-quantized b) multiples of 128, the scale shapes.
   fp8block::check_block_scales(a_scale_inv, fp8block::scale_shape_1x128(a_codes.shape(), kOp), kOp,
                                out.device());
-  fp8block::check_block_scales(b_scale_inv, fp8block::scale_shape_128x128(b_codes.shape(), kOp), kOp,
+  fp8block::check_block_scales(b_scale_inv, fp8block::scale_shape_blocked(b_codes.shape(), b_block_rows, kOp), kOp,
                                out.device());
   check_fp8_gemm_output_dtype(out, kOp);
   COAT_ARG_CHECK(!ranges_overlap(out, a_codes) && !ranges_overlap(out, b_codes) &&
@@ -50,8 +60,8 @@ void check_arguments(const Tensor& a_codes, const Tensor& a_scale_inv, const Ten
 }  // namespace
 
 void matmul_fp8_block(const Tensor& a_codes, const Tensor& a_scale_inv, const Tensor& b_codes,
-                      const Tensor& b_scale_inv, Tensor& out, bool accumulate) {
-  check_arguments(a_codes, a_scale_inv, b_codes, b_scale_inv, out);
+                      const Tensor& b_scale_inv, int64_t b_block_rows, Tensor& out, bool accumulate) {
+  check_arguments(a_codes, a_scale_inv, b_codes, b_scale_inv, b_block_rows, out);
   const fp8gemm::OperandTypes types = fp8gemm::operand_types(a_codes, b_codes, kOp);
   const int64_t m = a_codes.size(0), k = a_codes.size(1), n = b_codes.size(0);
 
@@ -71,8 +81,10 @@ void matmul_fp8_block(const Tensor& a_codes, const Tensor& a_scale_inv, const Te
 
 #if CUBLAS_VERSION >= 120900
   MatmulPlanKey key = fp8gemm::tn_plan_key(m, n, k, types, out.dtype(), accumulate, /*fast_accum=*/false, align);
-  key.a_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;  // our b, the 128x128-quantized weights
-  key.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;      // our a, the 1x128-quantized activations
+  // cuBLASLt's A is our b: 128x128-quantized weights, or the 1x128-quantized operand of a weight gradient.
+  key.a_scale_mode = b_block_rows == 1 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+                                       : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  key.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;  // our a, 1x128-quantized
   const MatmulPlan& plan = ctx.matmul_plans().get(ctx.cublaslt(), key, ctx.workspace_bytes(),
                                                   b_scale_inv.data_ptr(), a_scale_inv.data_ptr());
   // Device pointers to the dequantisation factors, read by the GPU when the kernel runs (no host

@@ -5,6 +5,8 @@
 // row while they reduce and write the current one. Row sums are float (double for f64) block
 // reductions in a fixed order. The element-wise formulas are the CPU twin's, with the multiplications and
 // subtractions kept unfused (__fmul_rn, ...) so that the two differ only through the row sums.
+// On request the forward kernels also write each output row's max |y| (the per-row maxima that per-tensor
+// FP8 scales are then taken from): amax keys folded while the row is stored, one block reduction per row.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -13,6 +15,7 @@
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/norm.h"
+#include "coat/backend/quantize_math.h"
 
 namespace coat::cuda {
 namespace {
@@ -141,21 +144,53 @@ __device__ inline void load_weight(P (&wc)[kCache], const S* w, int64_t nv) {
   }
 }
 
+/// Folds the stored vector o into this thread's row maximum, an amax key of quantize_math.h (exact, order-free,
+/// NaN above inf above every finite value). Nothing unless the kernel writes row maxima.
+template <bool kRowMax, typename S, int kVec>
+__device__ inline void fold_row_max(uint32_t& key, const Pack<S, kVec>& o) {
+  if constexpr (kRowMax) {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k)
+      key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(Elem<S>::load(o.v[k]))));
+  }
+}
+
+/// Thread 0 writes the max over the block's keys as row_max[row]. `red` is the kernel's __shared__
+/// [kMaxWarps]; every thread of the block must call it.
+__device__ inline void write_row_max(uint32_t key, uint32_t* red, float* row_max, int64_t row) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  __syncthreads();  // the previous row's reader of red is done
+  if (lane == 0) red[warp] = key;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int warps = blockDim.x / kWarp;
+    uint32_t total = red[0];
+    for (int i = 1; i < warps; ++i) total = fp8math::max_key(total, red[i]);
+    row_max[row] = fp8math::amax_from_key(total);
+  }
+}
+
 // ---- kernels ----
 // Row kernels see a row as nv = d / kVec vectors; vector j of the row is handled by thread j % blockDim.x,
 // cached in slot j / blockDim.x when that is < kCache. kVec > 1 only when d % kVec == 0 and every pointer is
 // 16-byte aligned, so rows have no tail.
 
-template <typename S, int kVec, int kCache>
+/// kRowMax: also row_max[row] = max |y| of the row as stored (write_row_max).
+template <typename S, int kVec, int kCache, bool kRowMax>
 __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsnorm_forward_kernel(const S* __restrict__ x,
                                                                       const S* __restrict__ w,
                                                                       S* __restrict__ y,
                                                                       acc_t<S>* __restrict__ rstd,
+                                                                      float* __restrict__ row_max,
                                                                       int64_t rows, int64_t d, double eps) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
   __shared__ A red[kMaxWarps][1];
+  __shared__ uint32_t key_red[kMaxWarps];
   const int64_t nv = d / kVec;
   const int tid = threadIdx.x, nt = blockDim.x;
   const bool affine = w != nullptr;
@@ -192,6 +227,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
     block_sum(ss, red);
     const A inv = inverse_root(ss[0], d, eps);
     if (tid == 0) rstd[row] = inv;
+    uint32_t key = 0;
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
@@ -203,6 +239,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
           o.v[k] = E::store(mul_rn(mul_rn(E::load(xc[c].v[k]), inv), wk));
         }
         yr[j] = o;
+        fold_row_max<kRowMax>(key, o);
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
@@ -216,7 +253,9 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
         o.v[k] = E::store(mul_rn(mul_rn(E::load(p.v[k]), inv), wk));
       }
       yr[j] = o;
+      fold_row_max<kRowMax>(key, o);
     }
+    if constexpr (kRowMax) write_row_max(key, key_red, row_max, row);
   }
 }
 
@@ -346,16 +385,19 @@ __global__ __launch_bounds__(kWarp* kReduceSlices) void dweight_reduce_kernel(co
 /// One pass over the row: each thread's (count, mean, centred sum of squares) -- a two-pass over its cached
 /// elements, merged per vector for re-read ones -- then one block merge (Chan et al.), as stable as the
 /// CPU's two passes.
-template <typename S, int kVec, int kCache>
+/// kRowMax: also row_max[row] = max |y| of the row as stored (write_row_max).
+template <typename S, int kVec, int kCache, bool kRowMax>
 __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layernorm_forward_kernel(const S* __restrict__ x,
                                                                         S* __restrict__ y,
                                                                         acc_t<S>* __restrict__ mean,
                                                                         acc_t<S>* __restrict__ rstd,
+                                                                        float* __restrict__ row_max,
                                                                         int64_t rows, int64_t d, double eps) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
   __shared__ MeanM2<A> red[kMaxWarps];
+  __shared__ uint32_t key_red[kMaxWarps];
   const int64_t nv = d / kVec;
   const int tid = threadIdx.x, nt = blockDim.x;
   P xn[kCache];  // the cached vectors of the block's next row, loaded one iteration ahead
@@ -407,6 +449,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
       mean[row] = m;
       rstd[row] = inv;
     }
+    uint32_t key = 0;
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
@@ -415,6 +458,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
 #pragma unroll
         for (int k = 0; k < kVec; ++k) o.v[k] = E::store(mul_rn(sub_rn(E::load(xc[c].v[k]), m), inv));
         yr[j] = o;
+        fold_row_max<kRowMax>(key, o);
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
@@ -423,7 +467,9 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
 #pragma unroll
       for (int k = 0; k < kVec; ++k) o.v[k] = E::store(mul_rn(sub_rn(E::load(p.v[k]), m), inv));
       yr[j] = o;
+      fold_row_max<kRowMax>(key, o);
     }
+    if constexpr (kRowMax) write_row_max(key, key_red, row_max, row);
   }
 }
 
@@ -548,6 +594,21 @@ void with_plan(const RowPlan& plan, F&& f) {
   plan.vectorised ? f(V{}, Small{}) : f(One{}, Small{});
 }
 
+/// Calls f(std::true_type) when row maxima are asked for, f(std::false_type) otherwise. S is the storage
+/// type: no f64 maxima (coat/ops refuses them before; FP8 quantisation reads f32, bf16 and f16 only).
+template <typename S, typename F>
+void with_row_max(const Tensor* row_max, const char* op, F&& f) {
+  if (row_max == nullptr) {
+    f(std::false_type{});
+    return;
+  }
+  if constexpr (std::is_same_v<S, double>) {
+    COAT_CHECK(false, NotImplemented, "[", op, "] cuda: row maxima are written for f32 and bf16 outputs, not f64");
+  } else {
+    f(std::true_type{});
+  }
+}
+
 /// Blocks of a persistent row kernel: as many as are resident on the device at once, at most one per row.
 template <typename Kernel>
 unsigned persistent_grid(Kernel kernel, int threads, int64_t rows, const Tensor& t) {
@@ -560,7 +621,8 @@ unsigned persistent_grid(Kernel kernel, int threads, int64_t rows, const Tensor&
 
 }  // namespace
 
-void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
+                     Tensor* row_max) {
   const Rows r = rows_of(x);
   if (r.n == 0) return;
   dispatch_storage(x.dtype(), "rmsnorm_forward", [&](auto s) {
@@ -568,13 +630,16 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
     const S* xp = x.data<S>();
     const S* wp = weight.defined() ? weight.data<S>() : nullptr;
     S* yp = y.data<S>();
+    float* mp = row_max != nullptr ? row_max->data<float>() : nullptr;
     const bool vec = r.d % kVec16<S> == 0 && aligned16(xp) && aligned16(yp) && (wp == nullptr || aligned16(wp));
     const RowPlan plan = plan_rows<S, 2, 4>(r.d, vec, kMaxForwardThreads);
-    with_plan<S, 2, 4>(plan, [&](auto v, auto c) {
-      auto kernel = rmsnorm_forward_kernel<S, decltype(v)::value, decltype(c)::value>;
-      const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
-      kernel<<<grid, plan.threads, 0, stream_of(y)>>>(xp, wp, yp, rstd.data<acc_t<S>>(), r.n, r.d, eps);
-      COAT_CUDA_CHECK_LAST_LAUNCH();
+    with_row_max<S>(row_max, "rmsnorm_forward", [&](auto m) {
+      with_plan<S, 2, 4>(plan, [&](auto v, auto c) {
+        auto kernel = rmsnorm_forward_kernel<S, decltype(v)::value, decltype(c)::value, decltype(m)::value>;
+        const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
+        kernel<<<grid, plan.threads, 0, stream_of(y)>>>(xp, wp, yp, rstd.data<acc_t<S>>(), mp, r.n, r.d, eps);
+        COAT_CUDA_CHECK_LAST_LAUNCH();
+      });
     });
   });
 }
@@ -622,7 +687,7 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
   });
 }
 
-void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
+void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd, Tensor* row_max) {
   const Rows r = rows_of(x);
   if (r.n == 0) return;
   dispatch_storage(x.dtype(), "layernorm_forward", [&](auto s) {
@@ -630,13 +695,17 @@ void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Ten
     using A = acc_t<S>;
     const S* xp = x.data<S>();
     S* yp = y.data<S>();
+    float* mp = row_max != nullptr ? row_max->data<float>() : nullptr;
     const bool vec = r.d % kVec16<S> == 0 && aligned16(xp) && aligned16(yp);
     const RowPlan plan = plan_rows<S, 2, 4>(r.d, vec, kMaxForwardThreads);
-    with_plan<S, 2, 4>(plan, [&](auto v, auto c) {
-      auto kernel = layernorm_forward_kernel<S, decltype(v)::value, decltype(c)::value>;
-      const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
-      kernel<<<grid, plan.threads, 0, stream_of(y)>>>(xp, yp, mean.data<A>(), rstd.data<A>(), r.n, r.d, eps);
-      COAT_CUDA_CHECK_LAST_LAUNCH();
+    with_row_max<S>(row_max, "layernorm_forward", [&](auto m) {
+      with_plan<S, 2, 4>(plan, [&](auto v, auto c) {
+        auto kernel = layernorm_forward_kernel<S, decltype(v)::value, decltype(c)::value, decltype(m)::value>;
+        const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
+        kernel<<<grid, plan.threads, 0, stream_of(y)>>>(xp, yp, mean.data<A>(), rstd.data<A>(), mp, r.n, r.d,
+                                                         eps);
+        COAT_CUDA_CHECK_LAST_LAUNCH();
+      });
     });
   });
 }

@@ -53,9 +53,14 @@ __device__ inline int64_t grid_threads() {
   return int64_t(gridDim.x) * blockDim.x;
 }
 
-/// Max of the keys of the block; valid in thread 0.
+/// Threads of the one block that reduces a tensor of maxima to a scale.
+constexpr int kMaximaThreads = 1024;
+
+/// Max of the keys of a block of kBlockThreads threads; valid in thread 0.
+template <int kBlockThreads = kThreads>
 __device__ uint32_t block_max_key(uint32_t key) {
-  __shared__ uint32_t warp_keys[kThreads / kWarpSize];
+  static_assert(kBlockThreads % kWarpSize == 0 && kBlockThreads <= kWarpSize * kWarpSize, "one warp of warps");
+  __shared__ uint32_t warp_keys[kBlockThreads / kWarpSize];
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
   }
@@ -63,7 +68,7 @@ __device__ uint32_t block_max_key(uint32_t key) {
   if (lane == 0) warp_keys[warp] = key;
   __syncthreads();
   if (warp == 0) {
-    key = lane < kThreads / kWarpSize ? warp_keys[lane] : 0u;
+    key = lane < kBlockThreads / kWarpSize ? warp_keys[lane] : 0u;
     for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
       key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
     }
@@ -159,6 +164,22 @@ __global__ __launch_bounds__(kThreads) void group_kernel(const storage_t<In>* x,
         gc[j] = out;
       }
     }
+  }
+}
+
+/// One block: amax = max |maxima[i]| (keys, as tensor_amax_kernel), then the scale and its inverse, so that
+/// a scale from a producer's row maxima takes one launch and no zeroed key.
+__global__ __launch_bounds__(kMaximaThreads) void compute_scale_from_maxima_kernel(const float* maxima, int64_t n,
+                                                                                  float fmt_max, float* scale,
+                                                                                  float* scale_inv) {
+  uint32_t key = 0;
+#pragma unroll 4
+  for (int64_t i = threadIdx.x; i < n; i += kMaximaThreads) key = max_key(key, amax_key(maxima[i]));
+  key = block_max_key<kMaximaThreads>(key);
+  if (threadIdx.x == 0) {
+    const float s = scale_from_amax(amax_from_key(key), fmt_max);
+    *scale = s;
+    *scale_inv = scale_inv_from_scale(s);
   }
 }
 
@@ -394,6 +415,15 @@ void compute_scale(const Tensor& amax, DType fmt, Tensor& scale, Tensor& scale_i
   COAT_ARG_CHECK(amax.device().is_cuda(), "compute_scale", "amax ", amax.str(), " is not on a CUDA device");
   compute_scale_kernel<<<1, 1, 0, stream_of(amax)>>>(amax.data<const float>(), fp8_max(fmt),
                                                      scale.data<float>(), scale_inv.data<float>());
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+void compute_scale_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale, Tensor& scale_inv) {
+  check_compute_scale_from_maxima(maxima, fmt, scale, scale_inv, maxima.device());
+  COAT_ARG_CHECK(maxima.device().is_cuda(), "compute_scale_from_maxima", "maxima ", maxima.str(),
+                 " are not on a CUDA device");
+  compute_scale_from_maxima_kernel<<<1, kMaximaThreads, 0, stream_of(maxima)>>>(
+      maxima.data<const float>(), maxima.numel(), fp8_max(fmt), scale.data<float>(), scale_inv.data<float>());
   COAT_CUDA_CHECK_LAST_LAUNCH();
 }
 

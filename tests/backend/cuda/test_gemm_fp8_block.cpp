@@ -1,9 +1,11 @@
-// ops::matmul_fp8_block on CUDA (cuBLASLt's VEC128_32F x BLK128x128_32F block scale modes) against the CPU
-// reference (ops::matmul_fp8_block on the CPU, FP64 inside): every allowed format pair, BF16 and F32 output,
-// several shapes, operands quantized on the GPU with scales that differ per block; a hand-built case whose
-// exact result depends on every scale entry being read from the documented layout (the padding entries hold
-// NaN, so reading one shows); scales read through device pointers; accumulate mode; the plan cache. Skips
-// without a GPU, and off Hopper (cuBLASLt runs these scale modes on compute capability 9.0 only).
+// ops::matmul_fp8_block on CUDA (cuBLASLt's VEC128_32F x BLK128x128_32F block scale modes, and VEC128_32F x
+// VEC128_32F for a 1x128-quantized b: a weight gradient's product) against the CPU reference
+// (ops::matmul_fp8_block on the CPU, FP64 inside): every allowed format pair, BF16 and F32 output, several
+// shapes, operands quantized on the GPU with scales that differ per block; hand-built cases whose exact result
+// depends on every scale entry being read from the documented layout (the padding entries hold NaN, so reading
+// one shows); scales read through device pointers; accumulate mode; the plan cache. Skips without a GPU, and
+// off Hopper (cuBLASLt runs these scale modes on compute capability 9.0 only). The 1x128 x 1x128 product has
+// the same bounds: the same per-block accumulation, only b's scale varies per row instead of per 128 rows.
 //
 // Tolerances (relative Frobenius error ||out - ref|| / ||ref||, ref from the FP64 CPU reference):
 // - F32 output: 1e-3. The products of two FP8 codes are exact; cuBLASLt sums each 128-wide K block in the
@@ -127,6 +129,66 @@ TEST_F(CudaGemmFp8Block, AllPairsMatchCpuReference) {
   }
 }
 
+TEST_F(CudaGemmFp8Block, RowwiseBAllPairsMatchCpuReference) {
+  struct Mnk {
+    int64_t m, n, k;
+  };
+  // A weight gradient's shapes (M = out, N = in, K = tokens), N = 132 (a multiple of 4 only), and the smallest.
+  const Mnk shapes[] = {{256, 384, 512}, {512, 1024, 1024}, {128, 132, 256}, {4, 4, 128}};
+  uint32_t seed = 500;
+  for (const Mnk& s : shapes) {
+    for (const test::Fp8Pair& p : test::kFp8Pairs) {
+      const ops::Fp8Blocked a = ops::quantize_1x128(random_gpu(s.m, s.k, DType::BF16, seed++), p.a);
+      const ops::Fp8Blocked b = ops::quantize_1x128(random_gpu(s.n, s.k, DType::BF16, seed++), p.b);
+      const std::vector<double> ref = reference(a, b);
+      for (DType od : {DType::BF16, DType::F32}) {
+        const std::string what = "1x128 b " + test::fp8_gemm_label(p, od, s.m, s.n, s.k);
+        const Tensor out = ops::matmul_fp8_block(a, b, od);
+        ASSERT_EQ(out.shape(), Shape({s.m, s.n})) << what;
+        const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
+        std::printf("[matmul_fp8_block] %-50s rel. Frobenius error %.3e (bound %.0e)\n", what.c_str(), err,
+                    bound(od));
+        EXPECT_LE(err, bound(od)) << what;
+      }
+      // Accumulating into an F32 gradient (what nn::linear_fp8_block's wgrad does).
+      const Tensor c = random_gpu(s.m, s.n, DType::F32, seed++);
+      std::vector<double> want = ops::to_double_vector(c);
+      for (size_t i = 0; i < want.size(); ++i) want[i] += ref[i];
+      Tensor acc = ops::clone(c);
+      ops::matmul_fp8_block(a, b, acc, /*accumulate=*/true);
+      EXPECT_LE(test::rel_frobenius(ops::to_double_vector(acc), want), kBoundF32);
+    }
+  }
+}
+
+TEST_F(CudaGemmFp8Block, RowwiseBHandBuiltScalesFollowTheLayout) {
+  // M = 8, N = 12, K = 384, both 1x128. Codes: a all 1.0, b all 0.5. Scales: a (m, kb) = 1 + m + 8 kb at
+  // kb * 8 + m, b (n, kb) = 1 + n + 12 kb at kb * 12 + n, all distinct, so reading any entry from another place
+  // (e.g. b's scales as a 128x128 layout) changes the result. out[m, n] = sum_kb 64 sa(m, kb) sb(n, kb): exact.
+  const int64_t m = 8, n = 12, k = 384, kb_count = 3;
+  Tensor ac = Tensor::empty(cpu, {m, k}, DType::E4M3), bc = Tensor::empty(cpu, {n, k}, DType::E4M3);
+  std::memset(ac.data_ptr(), 0x38, ac.nbytes());
+  std::memset(bc.data_ptr(), 0x30, bc.nbytes());
+  Tensor sa = Tensor::empty(cpu, {kb_count, m}, DType::F32), sb = Tensor::empty(cpu, {kb_count, n}, DType::F32);
+  for (int64_t kb = 0; kb < kb_count; ++kb) {
+    for (int64_t i = 0; i < m; ++i) sa.data<float>()[kb * m + i] = static_cast<float>(1 + i + 8 * kb);
+    for (int64_t j = 0; j < n; ++j) sb.data<float>()[kb * n + j] = static_cast<float>(1 + j + 12 * kb);
+  }
+  const ops::Fp8Blocked a{ops::to(ac, gpu), ops::to(sa, gpu), 1, 128};
+  const ops::Fp8Blocked b{ops::to(bc, gpu), ops::to(sb, gpu), 1, 128};
+  const std::vector<double> got = ops::to_double_vector(ops::matmul_fp8_block(a, b, DType::F32));
+  int64_t mismatches = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0.0;
+      for (int64_t kb = 0; kb < kb_count; ++kb) want += 64.0 * static_cast<double>((1 + i + 8 * kb) * (1 + j + 12 * kb));
+      const double g = got[static_cast<size_t>(i * n + j)];
+      if (g != want && ++mismatches <= 5) ADD_FAILURE() << "out[" << i << "," << j << "] = " << g << ", want " << want;
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "cuBLASLt did not read b's 1x128 scales where block_scale_layout.h puts them";
+}
+
 TEST_F(CudaGemmFp8Block, HandBuiltScalesFollowTheLayout) {
   // M = 8, N = 256, K = 384 (3 K blocks, b's scale rows padded to 4). Codes: a all 1.0, b all 0.5. Scales:
   // a (m, kb) = 1 + m + 8 kb, b (nb, kb) = 1 + nb + 2 kb, all distinct, so reading any entry from another
@@ -239,6 +301,9 @@ TEST_F(CudaGemmFp8Block, PlansCachedPerShapeAndScaleMode) {
   EXPECT_EQ(plans.plans_built(), before + 3);
   ops::matmul_fp8_block(a, b, out);
   EXPECT_EQ(plans.plans_built(), before + 3);
+  // A 1x128-quantized b of the same shape: another scale mode for cuBLASLt's A, another plan.
+  ops::matmul_fp8_block(a, ops::quantize_1x128(w, DType::E4M3), out);
+  EXPECT_EQ(plans.plans_built(), before + 4);
   gpu->synchronize();
 }
 

@@ -141,6 +141,28 @@ TEST_F(CudaQuantizeBlock, Blockwise128x128ByteIdenticalToCpu) {
   }
 }
 
+TEST_F(CudaQuantizeBlock, TransposeByteIdenticalToCpuAndToQuantizingTheTranspose) {
+  // ops::transpose_128x128 (a byte transpose of the codes and of the block scales) on the GPU: the CPU's bytes,
+  // and those of quantising w^T, padding included; an inf block keeps its NaN scale in its transposed place.
+  uint32_t seed = 300;
+  for (const Shape& shape : {Shape{256, 384}, Shape{128, 640}, Shape{384, 128}}) {
+    for (DType fmt : {DType::E4M3, DType::E5M2}) {
+      Tensor w = random_host(shape, DType::F32, seed++);
+      w.data<float>()[shape[1] + 1] = INFINITY;  // block (0, 0)
+      const ops::Fp8Blocked host = ops::transpose_128x128(ops::quantize_128x128(w, fmt));
+      const ops::Fp8Blocked dev = ops::transpose_128x128(
+          ops::quantize_128x128(ops::to(w, gpu), fmt, Fp8Saturation::Saturate, MemoryCategory::Weights));
+      const ops::Fp8Blocked direct = ops::quantize_128x128(ops::to(ops::contiguous(w.transpose(0, 1)), gpu), fmt);
+      const std::string what = "transpose_128x128 " + shape_str(shape) + " " + std::string(dtype_name(fmt));
+      expect_same_bytes(host.codes, dev.codes, what + " codes");
+      expect_same_bytes(host.scale_inv, dev.scale_inv, what + " scale_inv");
+      expect_same_bytes(host.codes, direct.codes, what + " codes (quantised transpose)");
+      expect_same_bytes(host.scale_inv, direct.scale_inv, what + " scale_inv (quantised transpose)");
+      EXPECT_EQ(dev.codes.storage()->category(), MemoryCategory::Weights) << what;
+    }
+  }
+}
+
 TEST_F(CudaQuantizeBlock, ZeroNanInfBlocksMatchCpu) {
   const float nan = std::nanf(""), inf = INFINITY;
   Tensor x = random_host({12, 384}, DType::F32, 7);

@@ -12,8 +12,9 @@ void swiglu(const Tensor& gate, const Tensor& up, Tensor& y);
 /// dgate = dy * up * silu'(gate), dup = dy * silu(gate).
 void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
 /// Packed rows: gu [N, 2F] (gate = gu[:, :F], up = gu[:, F:]) -> y [N, F] = silu(gate) * up; any leading
-/// dimensions, F = y.size(-1).
-void swiglu_packed(const Tensor& gu, Tensor& y);
+/// dimensions, F = y.size(-1). row_max (when not null; f32 and bf16): f32 [N], max |y| of each row as
+/// stored, NaN and inf propagated (0 for empty rows).
+void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max = nullptr);
 /// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
 void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu);
 

@@ -27,6 +27,9 @@ void group_amax(const Tensor& x, int64_t group_size, Tensor& out_amax);
 void tensor_amax(const Tensor& x, Tensor& out_amax);
 /// scale = fmt_max / amax and scale_inv = 1 / scale from a one-element amax; fmt is e4m3 or e5m2.
 void compute_scale(const Tensor& amax, DType fmt, Tensor& scale, Tensor& scale_inv);
+/// The same with amax = max |maxima| over an f32 tensor of maxima (e.g. a producer's row maxima; NaN and
+/// inf propagate as in tensor_amax): one reduction of the small tensor instead of a pass over the data.
+void compute_scale_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale, Tensor& scale_inv);
 /// codes = fp8(x * scale), scale a one-element f32 tensor; codes have x's shape.
 void quantize_per_tensor(const Tensor& x, const Tensor& scale, Fp8Saturation sat, Tensor& codes);
 /// out = float(codes) * scale_inv, out f32, bf16 or f16 (rounded to nearest even) of codes' shape.

@@ -12,12 +12,15 @@
 namespace coat::cuda {
 
 /// y = x * rstd (* weight when defined); rstd [N] (f32, f64 for f64 x) = 1 / sqrt(mean(x^2) + eps).
-void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd);
+/// row_max (when not null; f32 and bf16 x): f32 [N], max |y| of each row as stored, NaN and inf propagated.
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
+                     Tensor* row_max = nullptr);
 /// dx from dy; when weight is defined, dweight_accum (f32 or f64, [D]) += sum_n dy * x * rstd.
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
                       Tensor& dweight_accum);
-/// y = (x - mean) * rstd; mean and rstd [N] (f32, f64 for f64 x).
-void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd);
+/// y = (x - mean) * rstd; mean and rstd [N] (f32, f64 for f64 x); row_max as for rmsnorm_forward.
+void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Tensor& rstd,
+                       Tensor* row_max = nullptr);
 /// dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd.
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                         Tensor& dx);

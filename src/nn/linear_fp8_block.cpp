@@ -1,0 +1,77 @@
+#include "coat/nn/linear_fp8_block.h"
+
+#include "coat/backend/block_scale_layout.h"
+#include "coat/core/nvtx.h"
+#include "coat/nn/rows.h"
+#include "coat/ops/matmul_fp8_block.h"
+#include "coat/ops/quantize_block.h"
+
+namespace coat::nn {
+
+namespace {
+
+constexpr const char* kOp = "linear_fp8_block";
+constexpr int64_t kBlock = fp8block::kBlock;
+
+/// x [..., in] against weight [out, in]: the shapes 128-block FP8 GEMMs take, or an error naming the layer.
+void check_operands(const autograd::Var& x, const Parameter& weight) {
+  const Tensor& w = weight.quantization_source();
+  COAT_ARG_CHECK(w.dim() == 2, kOp, "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
+  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), kOp, "input ", shape_str(x.shape()),
+                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
+  COAT_ARG_CHECK(x.value.dtype() == DType::BF16, kOp, "input of weight '", weight.name, "' has dtype ",
+                 dtype_name(x.value.dtype()), "; the FP8 recipes compute in bf16");
+  const int64_t in = w.size(1), out = w.size(0), rows = in > 0 ? x.value.numel() / in : 0;
+  COAT_ARG_CHECK(rows % kBlock == 0 && in % kBlock == 0 && out % kBlock == 0, kOp, "weight '", weight.name,
+                 "' [", out, ", ", in, "] with ", rows,
+                 " input rows: 128-block FP8 GEMMs need all three to be multiples of ", kBlock,
+                 " (keep this layer in BF16: precision.bf16_layers, or change the hidden sizes or the "
+                 "batch / sequence length)");
+}
+
+Shape with_last(Shape shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+}  // namespace
+
+autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Parameter& weight,
+                               Fp8BlockWeights& weights) {
+  const NvtxRange range(kOp);
+  check_operands(x, weight);
+  const Tensor x2 = as_rows(x.value);
+  const int64_t out = weight.quantization_source().size(0);
+  const Shape in_shape = x.shape();
+  Tensor y;
+  {
+    // fprop: 1x128 groups of x along `in` (the GEMM's K) against W's 128x128 blocks; the codes die here.
+    const ops::Fp8Blocked xq = ops::quantize_1x128(x2, DType::E4M3);
+    y = ops::matmul_fp8_block(xq, weights.get(weight).w, DType::BF16).reshape(with_last(in_shape, out));
+  }
+  Parameter* p = &weight;
+  Fp8BlockWeights* cache = &weights;
+  const bool want_dx = x.requires_grad();
+  return tape.record(
+      kOp, std::move(y), {x}, {x2},
+      [p, cache, in_shape, want_dx](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+        const Tensor dy2 = as_rows(dy);
+        if (p->grad.defined()) {
+          // wgrad, K = the tokens: dy^T and x^T each quantised in 1x128 groups along the tokens (a weight
+          // gradient sums over them), the "1D x 1D" block-scaled product, FP32 into the gradient.
+          const ops::Fp8Blocked dyt = ops::quantize_1x128(dy2.transpose(0, 1), DType::E5M2);  // [out, rows]
+          const ops::Fp8Blocked xt =
+              ops::quantize_1x128(saved[0].transpose(0, 1), DType::E4M3);  // [in, rows]
+          Tensor g = p->grad;
+          ops::matmul_fp8_block(dyt, xt, g, /*accumulate=*/!p->grad_unset);  // [out, in]
+          p->grad_unset = false;
+        }
+        if (!want_dx) return {Tensor()};
+        // dgrad: 1x128 groups of dy along `out` against W^T's 128x128 blocks.
+        const ops::Fp8Blocked dyq = ops::quantize_1x128(dy2, DType::E5M2);
+        return {ops::matmul_fp8_block(dyq, cache->get(*p).w_t, DType::BF16).reshape(in_shape)};
+      },
+      /*force_grad=*/weight.grad.defined());
+}
+
+}  // namespace coat::nn
