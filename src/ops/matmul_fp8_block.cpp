@@ -65,9 +65,11 @@ Dims check_operands(const Fp8Blocked& a, const Fp8Blocked& b) {
                  shape_str(b.codes.shape()), " [N,K] do not match: K = ", d.k, " and ", b.codes.size(1));
   COAT_ARG_CHECK(d.m % kRowMultiple == 0, kOp, "M = ", d.m, " (rows of a) must be a multiple of ", kRowMultiple,
                  " for cuBLASLt's 1x128 scale layout. HINT: pad the rows of a");
-  COAT_ARG_CHECK(b.block_rows != 1 || d.n % kRowMultiple == 0, kOp, "N = ", d.n,
-                 " (rows of the 1x128-quantized b) must be a multiple of ", kRowMultiple,
-                 " for cuBLASLt's 1x128 scale layout. HINT: pad the rows of b");
+  // With 1x128 groups on both operands cuBLASLt (CUDA 13, H100) refused M = 132 and N = 132 ("not
+  // supported") where multiples of 128 run: both are held to 128 for a 1x128-quantized b.
+  COAT_ARG_CHECK(b.block_rows != 1 || (d.m % kBlock == 0 && d.n % kBlock == 0), kOp, "M = ", d.m, " and N = ", d.n,
+                 " (rows of a and of the 1x128-quantized b) must be multiples of ", kBlock,
+                 " (cuBLASLt has no 1x128 x 1x128 GEMM for other shapes). HINT: pad the rows");
   return d;  // K (and N for a 128x128-blocked b) multiples of 128: checked with the scale shapes
 }
 

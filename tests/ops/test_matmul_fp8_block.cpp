@@ -118,11 +118,11 @@ TEST_F(MatmulFp8BlockCpu, MatchesDoubleMatmulOfDequantizedOperands) {
 }
 
 TEST_F(MatmulFp8BlockCpu, RowwiseBMatchesDoubleMatmulOfDequantizedOperands) {
-  // b 1x128-quantized: N need only be a multiple of 4 (N = 132: its scale tensor's ld is N itself).
+  // b 1x128-quantized: M and N multiples of 128 (see Errors for 132).
   struct Mnk {
     int64_t m, n, k;
   };
-  const Mnk shapes[] = {{4, 4, 128}, {12, 132, 384}, {8, 256, 256}};
+  const Mnk shapes[] = {{128, 128, 128}, {256, 384, 384}, {128, 256, 256}};
   uint32_t seed = 200;
   for (const test::Fp8Pair& p : test::kFp8Pairs) {
     for (const Mnk& s : shapes) {
@@ -145,23 +145,24 @@ TEST_F(MatmulFp8BlockCpu, RowwiseBMatchesDoubleMatmulOfDequantizedOperands) {
 }
 
 TEST_F(MatmulFp8BlockCpu, RowwiseBHandComputed) {
-  // M = 4, N = 8, K = 256, both 1x128. a: codes 1.0 (E4M3 0x38), scale_inv (m, kb) = (m + 1) * (kb + 1);
-  // b: codes 0.5 (0x30), scale_inv (n, kb) = (n + 1) * 2^-kb, read at kb * 8 + n (ld = N).
-  // out[m, n] = sum_kb 128 * (m + 1)(kb + 1) * 0.5 (n + 1) 2^-kb = 64 (m + 1)(n + 1)(1 + 1) = 128 (m + 1)(n + 1).
-  ops::Fp8Blocked a{Tensor::empty(cpu, {4, 256}, DType::E4M3), Tensor::empty(cpu, {2, 4}, DType::F32), 1, 128};
-  ops::Fp8Blocked b{Tensor::empty(cpu, {8, 256}, DType::E4M3), Tensor::empty(cpu, {2, 8}, DType::F32), 1, 128};
+  // M = 128, N = 128, K = 256, both 1x128. a: codes 1.0 (E4M3 0x38), scale_inv (m, kb) = (m % 4 + 1)(kb + 1) at
+  // kb * 128 + m; b: codes 0.5 (0x30), scale_inv (n, kb) = (n % 8 + 1) * 2^-kb at kb * 128 + n (ld = N).
+  // out[m, n] = sum_kb 128 (m % 4 + 1)(kb + 1) 0.5 (n % 8 + 1) 2^-kb = 128 (m % 4 + 1)(n % 8 + 1): exact in BF16.
+  ops::Fp8Blocked a{Tensor::empty(cpu, {128, 256}, DType::E4M3), Tensor::empty(cpu, {2, 128}, DType::F32), 1, 128};
+  ops::Fp8Blocked b{Tensor::empty(cpu, {128, 256}, DType::E4M3), Tensor::empty(cpu, {2, 128}, DType::F32), 1, 128};
   std::memset(a.codes.data_ptr(), 0x38, a.codes.nbytes());
   std::memset(b.codes.data_ptr(), 0x30, b.codes.nbytes());
   for (int64_t kb = 0; kb < 2; ++kb) {
-    for (int64_t m = 0; m < 4; ++m) a.scale_inv.data<float>()[kb * 4 + m] = static_cast<float>((m + 1) * (kb + 1));
-    for (int64_t n = 0; n < 8; ++n)
-      b.scale_inv.data<float>()[kb * 8 + n] = static_cast<float>(n + 1) * (kb == 0 ? 1.0f : 0.5f);
+    for (int64_t m = 0; m < 128; ++m) a.scale_inv.data<float>()[kb * 128 + m] = static_cast<float>((m % 4 + 1) * (kb + 1));
+    for (int64_t n = 0; n < 128; ++n)
+      b.scale_inv.data<float>()[kb * 128 + n] = static_cast<float>(n % 8 + 1) * (kb == 0 ? 1.0f : 0.5f);
   }
   for (DType od : {DType::F32, DType::BF16}) {
     const std::vector<double> v = ops::to_double_vector(ops::matmul_fp8_block(a, b, od));
-    for (int64_t m = 0; m < 4; ++m)
-      for (int64_t n = 0; n < 8; ++n)
-        ASSERT_EQ(v[static_cast<size_t>(m * 8 + n)], 128.0 * static_cast<double>((m + 1) * (n + 1))) << m << "," << n;
+    for (int64_t m = 0; m < 128; ++m)
+      for (int64_t n = 0; n < 128; ++n)
+        ASSERT_EQ(v[static_cast<size_t>(m * 128 + n)], 128.0 * static_cast<double>((m % 4 + 1) * (n % 8 + 1)))
+            << m << "," << n;
   }
 }
 
@@ -257,14 +258,18 @@ TEST_F(MatmulFp8BlockCpu, Errors) {
   const ops::Fp8Blocked w_as_a = ops::quantize_128x128(random(128, 256, 25), DType::E4M3);
   expect_error_containing([&] { ops::matmul_fp8_block(w_as_a, b); }, "operand a must be 1x128-quantized");
   const ops::Fp8Blocked x_as_b = ops::quantize_1x128(random(128, 256, 26), DType::E4M3);
-  EXPECT_NO_THROW(ops::matmul_fp8_block(a, x_as_b));
+  expect_error_containing([&] { ops::matmul_fp8_block(a, x_as_b); }, "M = 4");  // M too, with a 1x128 b
+  EXPECT_NO_THROW(ops::matmul_fp8_block(ops::quantize_1x128(random(128, 256, 30), DType::E4M3), x_as_b));
   ops::Fp8Blocked odd_blocks = b;
   odd_blocks.block_rows = 64;
   expect_error_containing([&] { ops::matmul_fp8_block(a, odd_blocks); },
                           "operand b must be 1x128- or 128x128-quantized");
-  // A 1x128-quantized b: N a multiple of 4, its scales in the 1x128 layout.
+  // A 1x128-quantized b: M and N multiples of 128 (132 is a multiple of 4, which cuBLASLt still refuses), its
+  // scales in the 1x128 layout.
   const ops::Fp8Blocked b6 = ops::quantize_1x128(random(6, 256, 29), DType::E4M3);
   expect_error_containing([&] { ops::matmul_fp8_block(a, b6); }, "N = 6");
+  const ops::Fp8Blocked b132 = ops::quantize_1x128(random(132, 256, 31), DType::E4M3);
+  expect_error_containing([&] { ops::matmul_fp8_block(a, b132); }, "N = 132");
   bad = x_as_b;
   bad.scale_inv = ops::zeros(cpu, {1, 4}, DType::F32);  // the 128x128 layout's shape
   expect_error_containing([&] { ops::matmul_fp8_block(a, bad); }, "operand b: scale_inv must be f32 of shape (2,128)");

@@ -18,7 +18,7 @@ namespace coat::ops {
 /// "1D x 1D"). 128x128 by 128x128 ("2D x 2D") is not offered by cuBLASLt and is refused here.
 /// Requirements (checked on both backends, so the CPU reference keeps cuBLASLt's contract): a 1x128-blocked,
 /// b 128x128- or 1x128-blocked, their scale_inv in the layouts of ops::Fp8Blocked; K a multiple of 128; N a
-/// multiple of 128 for a 128x128-blocked b, of 4 for a 1x128-blocked b; M a multiple of 4 (a 1x128 scale
+/// multiple of 128, and with a 1x128-blocked b M too (cuBLASLt refused 132 for either with 1x128 groups on both); M a multiple of 4 (a 1x128 scale
 /// tensor's leading dimension is then its row count, see block_scale_layout.h); formats E4M3 x E4M3, E5M2 x
 /// E4M3 or E4M3 x E5M2; out [M,N], contiguous, BF16 or F32, on the operands' context.
 /// CUDA: one cuBLASLt call (compute capability 9.0 and cuBLAS 12.9+), the scales read by the GPU through

@@ -133,8 +133,9 @@ TEST_F(CudaGemmFp8Block, RowwiseBAllPairsMatchCpuReference) {
   struct Mnk {
     int64_t m, n, k;
   };
-  // A weight gradient's shapes (M = out, N = in, K = tokens), N = 132 (a multiple of 4 only), and the smallest.
-  const Mnk shapes[] = {{256, 384, 512}, {512, 1024, 1024}, {128, 132, 256}, {4, 4, 128}};
+  // A weight gradient's shapes (M = out, N = in, K = tokens) and the smallest: with 1x128 groups on both operands
+  // cuBLASLt runs M and N multiples of 128 (it refused M = 132; ops::matmul_fp8_block checks it).
+  const Mnk shapes[] = {{256, 384, 512}, {512, 1024, 1024}, {384, 128, 256}, {128, 128, 128}};
   uint32_t seed = 500;
   for (const Mnk& s : shapes) {
     for (const test::Fp8Pair& p : test::kFp8Pairs) {
@@ -162,17 +163,17 @@ TEST_F(CudaGemmFp8Block, RowwiseBAllPairsMatchCpuReference) {
 }
 
 TEST_F(CudaGemmFp8Block, RowwiseBHandBuiltScalesFollowTheLayout) {
-  // M = 8, N = 12, K = 384, both 1x128. Codes: a all 1.0, b all 0.5. Scales: a (m, kb) = 1 + m + 8 kb at
-  // kb * 8 + m, b (n, kb) = 1 + n + 12 kb at kb * 12 + n, all distinct, so reading any entry from another place
+  // M = 128, N = 128, K = 384, both 1x128. Codes: a all 1.0, b all 0.5. Scales: a (m, kb) = 1 + m + 128 kb at
+  // kb * 128 + m (all distinct), b (n, kb) = 1 + n % 16 + 16 kb at kb * 128 + n (distinct per kb and n % 16), so reading any entry from another place
   // (e.g. b's scales as a 128x128 layout) changes the result. out[m, n] = sum_kb 64 sa(m, kb) sb(n, kb): exact.
-  const int64_t m = 8, n = 12, k = 384, kb_count = 3;
+  const int64_t m = 128, n = 128, k = 384, kb_count = 3;
   Tensor ac = Tensor::empty(cpu, {m, k}, DType::E4M3), bc = Tensor::empty(cpu, {n, k}, DType::E4M3);
   std::memset(ac.data_ptr(), 0x38, ac.nbytes());
   std::memset(bc.data_ptr(), 0x30, bc.nbytes());
   Tensor sa = Tensor::empty(cpu, {kb_count, m}, DType::F32), sb = Tensor::empty(cpu, {kb_count, n}, DType::F32);
   for (int64_t kb = 0; kb < kb_count; ++kb) {
-    for (int64_t i = 0; i < m; ++i) sa.data<float>()[kb * m + i] = static_cast<float>(1 + i + 8 * kb);
-    for (int64_t j = 0; j < n; ++j) sb.data<float>()[kb * n + j] = static_cast<float>(1 + j + 12 * kb);
+    for (int64_t i = 0; i < m; ++i) sa.data<float>()[kb * m + i] = static_cast<float>(1 + i + 128 * kb);
+    for (int64_t j = 0; j < n; ++j) sb.data<float>()[kb * n + j] = static_cast<float>(1 + j % 16 + 16 * kb);
   }
   const ops::Fp8Blocked a{ops::to(ac, gpu), ops::to(sa, gpu), 1, 128};
   const ops::Fp8Blocked b{ops::to(bc, gpu), ops::to(sb, gpu), 1, 128};
@@ -181,7 +182,8 @@ TEST_F(CudaGemmFp8Block, RowwiseBHandBuiltScalesFollowTheLayout) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       double want = 0.0;
-      for (int64_t kb = 0; kb < kb_count; ++kb) want += 64.0 * static_cast<double>((1 + i + 8 * kb) * (1 + j + 12 * kb));
+      for (int64_t kb = 0; kb < kb_count; ++kb)
+        want += 64.0 * static_cast<double>((1 + i + 128 * kb) * (1 + j % 16 + 16 * kb));
       const double g = got[static_cast<size_t>(i * n + j)];
       if (g != want && ++mismatches <= 5) ADD_FAILURE() << "out[" << i << "," << j << "] = " << g << ", want " << want;
     }

@@ -30,11 +30,6 @@ bool adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::Momen
                           const adamw_math::AdamWScalars& without_decay,
                           const moment_codec::DecayPlan& decay, Tensor* compute_copy = nullptr);
 
-/// Test hook (A/B benchmarks, bit-identity tests of both kernels): true routes the expanded-moment step with
-/// groups of 128 back to the previous block-tile kernel instead of the warp-per-tile one. Process-wide;
-/// default false.
-void use_legacy_expand_step_for_testing(bool legacy);
-
 /// values: contiguous F32 [numel] -> out's codes and metadata (empty statistics, statistics, metadata,
 /// encode: four launches; one for F32 / BF16).
 void quantize_moment(const Tensor& values, moment_codec::MomentBuffers& out);
