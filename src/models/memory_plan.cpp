@@ -163,13 +163,13 @@ int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
                         : 0;
   int64_t at_gate_up = 0;
   if (b.block_scaled) {
-    // fp8_block (nn::linear_fp8_block): a wgrad quantises the transposed output gradient, then the transposed
-    // input, each from a BF16 transposed copy (freed once quantised), in 1x128 groups along the tokens. At the
-    // down projection: its output gradient, that gradient in groups, the product's transposed copy and groups.
-    // At the gate/up projection: the block output's gradient, the gradient of gate and up, its transposed copy
-    // and groups, while SwiGLU's gate and up and the product are freed.
-    at_down = i64(c.values(s.hidden) + c.blocked(s.hidden) + c.values(s.ffn) + c.blocked(s.ffn));
-    at_gate_up = i64(c.values(s.hidden) + 2 * c.values(2 * s.ffn) + c.blocked(2 * s.ffn)) - product -
+    // fp8_block (nn::linear_fp8_block): a wgrad quantises the output gradient and the input transposed, in 1x128
+    // groups along the tokens, straight from them (ops::quantize_1x128_transposed: no transposed copy). At the
+    // down projection: its output gradient, that gradient in groups and the product in groups. At the gate/up
+    // projection: the block output's gradient, the gradient of gate and up and its groups, while SwiGLU's gate
+    // and up and the product are freed.
+    at_down = i64(c.values(s.hidden) + c.blocked(s.hidden) + c.blocked(s.ffn));
+    at_gate_up = i64(c.values(s.hidden) + c.values(2 * s.ffn) + c.blocked(2 * s.ffn)) - product -
                  i64(2 * c.values(s.ffn));
   }
   const int64_t at_attention = i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) - i64(mlp_saved(c, b));

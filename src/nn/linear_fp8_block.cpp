@@ -58,10 +58,10 @@ autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Par
         const Tensor dy2 = as_rows(dy);
         if (p->grad.defined()) {
           // wgrad, K = the tokens: dy^T and x^T each quantised in 1x128 groups along the tokens (a weight
-          // gradient sums over them), the "1D x 1D" block-scaled product, FP32 into the gradient.
-          const ops::Fp8Blocked dyt = ops::quantize_1x128(dy2.transpose(0, 1), DType::E5M2);  // [out, rows]
-          const ops::Fp8Blocked xt =
-              ops::quantize_1x128(saved[0].transpose(0, 1), DType::E4M3);  // [in, rows]
+          // gradient sums over them), the "1D x 1D" block-scaled product, FP32 into the gradient. The
+          // transposed quantizer reads dy and x as they are: no high-precision copy of either transpose.
+          const ops::Fp8Blocked dyt = ops::quantize_1x128_transposed(dy2, DType::E5M2);     // [out, rows]
+          const ops::Fp8Blocked xt = ops::quantize_1x128_transposed(saved[0], DType::E4M3);  // [in, rows]
           Tensor g = p->grad;
           ops::matmul_fp8_block(dyt, xt, g, /*accumulate=*/!p->grad_unset);  // [out, in]
           p->grad_unset = false;

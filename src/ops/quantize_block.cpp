@@ -51,6 +51,28 @@ Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat, MemoryC
                           });
 }
 
+Fp8Blocked quantize_1x128_transposed(const Tensor& x, DType fmt, Fp8Saturation sat, MemoryCategory category) {
+  constexpr const char* op = "quantize_1x128_transposed";
+  check_input(x, fmt, op);
+  COAT_ARG_CHECK(x.dim() == 2, op, "input must be 2-D [M,K], got ", shape_str(x.shape()),
+                 ". HINT: reshape to [rows, K] first");
+  const int64_t m = x.size(0), k = x.size(1);
+  COAT_ARG_CHECK(m % kBlock == 0, op, "M = ", m, " (rows of ", shape_str(x.shape()), ") must be a multiple of ",
+                 kBlock, ": the 1x128 groups of x^T run along the rows of x. HINT: pad the rows, or quantise a "
+                 "materialised transpose with quantize_1x128");
+  const Shape t_shape{k, m};
+  const Shape scale_shape = fp8block::scale_shape_1x128(t_shape, op);
+  const Tensor cx = contiguous(x);
+  Fp8Blocked q;
+  q.block_rows = 1;
+  q.block_cols = kBlock;
+  q.codes = Tensor::empty(x.context(), t_shape, fmt, category);
+  q.scale_inv = Tensor::empty(x.context(), scale_shape, DType::F32, category);
+  COAT_DISPATCH(op, cx.device(), cpu::quantize_1x128_transposed(cx, sat, q.codes, q.scale_inv),
+                cuda::quantize_1x128_transposed(cx, sat, q.codes, q.scale_inv));
+  return q;
+}
+
 Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat, MemoryCategory category) {
   constexpr const char* op = "quantize_128x128";
   return quantize_blocked(w, fmt, op, kBlock, fp8block::scale_shape_128x128, category,

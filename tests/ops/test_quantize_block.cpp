@@ -1,7 +1,7 @@
 // ops::quantize_1x128 / quantize_128x128 / dequantize on the CPU backend (the reference of the 128-block FP8
 // quantizers): codes and scales of hand-checked blocks, the cuBLASLt scale layouts with their padding,
 // all-zero blocks, NaN / inf confined to their block, the dequantization error bound on random inputs,
-// bf16 / f16 inputs, argument errors.
+// bf16 / f16 inputs, argument errors; quantize_1x128_transposed against quantising a materialised transpose.
 //
 // Tolerances: hand-checked values are exact. Dequantization of a random x: for a value whose scaled magnitude
 // |x * scale| is in the format's normal range the code is x * scale rounded to 3 (E4M3) or 2 (E5M2) mantissa
@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "coat/backend/cpu/quantize_block.h"
 #include "coat/core/float_formats.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
@@ -372,6 +373,130 @@ TEST_F(QuantizeBlockCpu, TransposeIsQuantizingTheTranspose) {
   using test::expect_error_containing;
   const ops::Fp8Blocked rowwise = ops::quantize_1x128(zeros({128, 128}), DType::E4M3);
   expect_error_containing([&] { ops::transpose_128x128(rowwise); }, "expected a 128x128-quantized tensor");
+}
+
+// quantize_1x128_transposed(x) == quantize_1x128(contiguous(x^T)) byte for byte, codes and scales with their
+// padding. Shapes: K (x's columns, the rows of x^T) a multiple of 4 or not (padded scale rows: 130, 1, 200),
+// of 64 or not (the CUDA kernel's column tiles), one or several 128-row groups.
+TEST_F(QuantizeBlockCpu, TransposedIsQuantizingTheTranspose) {
+  const Shape shapes[] = {{128, 128}, {256, 384}, {384, 130}, {128, 1}, {640, 200}};
+  uint32_t seed = 61;
+  for (const Shape& shape : shapes) {
+    for (DType in : {DType::F32, DType::BF16, DType::F16}) {
+      const Tensor x = random(shape, in, seed++);
+      const Tensor xt = ops::contiguous(x.transpose(0, 1));
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        for (Fp8Saturation sat : {Fp8Saturation::Saturate, Fp8Saturation::NoSaturate}) {
+          const std::string what = shape_str(shape) + " " + std::string(dtype_name(in)) + "->" +
+                                   std::string(dtype_name(fmt)) +
+                                   (sat == Fp8Saturation::Saturate ? " sat" : " nosat");
+          const ops::Fp8Blocked t = ops::quantize_1x128_transposed(x, fmt, sat);
+          const ops::Fp8Blocked want = ops::quantize_1x128(xt, fmt, sat);
+          EXPECT_EQ(t.block_rows, 1) << what;
+          EXPECT_EQ(t.block_cols, 128) << what;
+          ASSERT_EQ(t.codes.shape(), Shape({shape[1], shape[0]})) << what;
+          ASSERT_EQ(t.codes.dtype(), fmt) << what;
+          ASSERT_EQ(t.scale_inv.shape(), want.scale_inv.shape()) << what;
+          ASSERT_EQ(t.scale_inv.dtype(), DType::F32) << what;
+          EXPECT_EQ(std::memcmp(t.codes.data_ptr(), want.codes.data_ptr(), want.codes.nbytes()), 0) << what;
+          EXPECT_EQ(std::memcmp(t.scale_inv.data_ptr(), want.scale_inv.data_ptr(), want.scale_inv.nbytes()), 0)
+              << what;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(QuantizeBlockCpu, TransposedHandChecked) {
+  // x [128, 3]: column 0 holds 2 (row 0) and -0.5 (row 127): amax 2, scale 224; column 1 is zero; column 2
+  // holds 448 (row 64). Codes [3, 128]; scales [1, 4], the last one padding.
+  Tensor x = zeros({128, 3});
+  set(x, 0, 0, 2.0f);
+  set(x, 127, 0, -0.5f);
+  set(x, 64, 2, 448.0f);
+  const ops::Fp8Blocked q = ops::quantize_1x128_transposed(x, DType::E4M3);
+  ASSERT_EQ(q.codes.shape(), Shape({3, 128}));
+  ASSERT_EQ(q.scale_inv.shape(), Shape({1, 4}));
+  EXPECT_EQ(code(q, 0, 0), 0x7E);    // 448
+  EXPECT_EQ(code(q, 0, 127), 0xEE);  // -112
+  EXPECT_EQ(code(q, 0, 1), 0x00);
+  EXPECT_EQ(code(q, 2, 64), 0x7E);
+  for (int64_t m = 0; m < 128; ++m) EXPECT_EQ(code(q, 1, m), 0x00);
+  const float* si = q.scale_inv.data<float>();
+  EXPECT_EQ(si[0], 1.0f / 224.0f);
+  EXPECT_EQ(si[1], 1.0f);  // all-zero group
+  EXPECT_EQ(si[2], 1.0f);
+  EXPECT_EQ(si[3], 1.0f);  // padding row
+}
+
+TEST_F(QuantizeBlockCpu, TransposedNanInfAndZeroGroupsAsTheTranspose) {
+  // NaN, +inf and -inf each poison their group of x^T (128 rows of one column of x) exactly as they do when
+  // the transpose is quantised: canonical NaN scale and NaN codes there, the other groups untouched; a zero
+  // group keeps scale 1.
+  const float nan = std::nanf(""), inf = INFINITY;
+  for (DType fmt : {DType::E4M3, DType::E5M2}) {
+    Tensor x = random({384, 130}, DType::F32, 71);
+    set(x, 5, 3, nan);      // group (k 3, mb 0)
+    set(x, 200, 129, inf);  // group (k 129, mb 1)
+    set(x, 383, 0, -inf);   // group (k 0, mb 2)
+    for (int64_t r = 128; r < 256; ++r) set(x, r, 7, 0.0f);  // group (k 7, mb 1)
+    const ops::Fp8Blocked t = ops::quantize_1x128_transposed(x, fmt);
+    const ops::Fp8Blocked want = ops::quantize_1x128(ops::contiguous(x.transpose(0, 1)), fmt);
+    const std::string what(dtype_name(fmt));
+    EXPECT_EQ(std::memcmp(t.codes.data_ptr(), want.codes.data_ptr(), want.codes.nbytes()), 0) << what;
+    EXPECT_EQ(std::memcmp(t.scale_inv.data_ptr(), want.scale_inv.data_ptr(), want.scale_inv.nbytes()), 0) << what;
+    EXPECT_EQ(bits_of(scale_inv_1x128(t, 3, 0)), kCanonicalNan) << what;
+    EXPECT_EQ(bits_of(scale_inv_1x128(t, 129, 1)), kCanonicalNan) << what;
+    EXPECT_EQ(bits_of(scale_inv_1x128(t, 0, 2)), kCanonicalNan) << what;
+    EXPECT_EQ(scale_inv_1x128(t, 7, 1), 1.0f) << what;
+    EXPECT_EQ(scale_inv_1x128(t, 3, 1), scale_inv_1x128(want, 3, 1)) << what;
+    EXPECT_TRUE(std::isnan(decode(t.codes, 3 * 384 + 100))) << what;
+    EXPECT_FALSE(std::isnan(decode(t.codes, 3 * 384 + 200))) << what;
+  }
+}
+
+TEST_F(QuantizeBlockCpu, TransposedInputsAnyStridesEmptyAndCategory) {
+  // A transposed view is made contiguous first: quantising the view of w^T gives quantize_1x128(w).
+  const Tensor w = random({256, 384}, DType::BF16, 81);
+  const ops::Fp8Blocked a = ops::quantize_1x128_transposed(w.transpose(0, 1), DType::E4M3);
+  const ops::Fp8Blocked b = ops::quantize_1x128(w, DType::E4M3);
+  EXPECT_EQ(std::memcmp(a.codes.data_ptr(), b.codes.data_ptr(), b.codes.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(a.scale_inv.data_ptr(), b.scale_inv.data_ptr(), b.scale_inv.nbytes()), 0);
+
+  const ops::Fp8Blocked e = ops::quantize_1x128_transposed(zeros({0, 256}), DType::E4M3);
+  EXPECT_EQ(e.codes.shape(), Shape({256, 0}));
+  EXPECT_EQ(e.scale_inv.shape(), Shape({0, 256}));
+  const ops::Fp8Blocked k0 = ops::quantize_1x128_transposed(zeros({128, 0}), DType::E4M3);
+  EXPECT_EQ(k0.codes.shape(), Shape({0, 128}));
+  EXPECT_EQ(k0.scale_inv.shape(), Shape({1, 0}));
+
+  const ops::Fp8Blocked c =
+      ops::quantize_1x128_transposed(zeros({128, 4}), DType::E5M2, Fp8Saturation::Saturate, MemoryCategory::Weights);
+  EXPECT_EQ(c.codes.storage()->category(), MemoryCategory::Weights);
+  EXPECT_EQ(c.scale_inv.storage()->category(), MemoryCategory::Weights);
+}
+
+TEST_F(QuantizeBlockCpu, TransposedErrors) {
+  using test::expect_error_containing;
+  expect_error_containing([&] { ops::quantize_1x128_transposed(zeros({100, 128}), DType::E4M3); },
+                          "M = 100 (rows of (100,128)) must be a multiple of 128");
+  expect_error_containing([&] { ops::quantize_1x128_transposed(zeros({2, 128, 128}), DType::E4M3); },
+                          "must be 2-D");
+  expect_error_containing([&] { ops::quantize_1x128_transposed(zeros({128, 128}), DType::BF16); },
+                          "not an FP8 format");
+  expect_error_containing([&] { ops::quantize_1x128_transposed(zeros({128, 128}, DType::I32), DType::E4M3); },
+                          "input dtype i32");
+  expect_error_containing([&] { ops::quantize_1x128_transposed(Tensor(), DType::E4M3); }, "undefined");
+  // The backend checks its outputs against x^T's shapes.
+  const Tensor x = zeros({128, 8});
+  Tensor codes = Tensor::empty(cpu, {128, 8}, DType::E4M3);  // x's shape, not x^T's
+  Tensor scales = Tensor::empty(cpu, {1, 8}, DType::F32);
+  expect_error_containing([&] { cpu::quantize_1x128_transposed(x, Fp8Saturation::Saturate, codes, scales); },
+                          "codes shape (128,8) does not match (8,128)");
+  Tensor codes_t = Tensor::empty(cpu, {8, 128}, DType::E4M3);
+  Tensor scales_bad = Tensor::empty(cpu, {8, 1}, DType::F32);
+  expect_error_containing([&] { cpu::quantize_1x128_transposed(x, Fp8Saturation::Saturate, codes_t, scales_bad); },
+                          "scale_inv must be f32 of shape (1,8)");
 }
 
 TEST_F(QuantizeBlockCpu, OutputsInTheGivenMemoryCategory) {

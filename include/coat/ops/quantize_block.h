@@ -29,6 +29,12 @@ struct Fp8Blocked {
 /// `category`: where the codes and scales are accounted (e.g. Weights for a model's FP8 weight copies).
 Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
                           MemoryCategory category = MemoryCategory::Activations);
+/// x [M,K] (f32, bf16 or f16; M a multiple of 128; any strides) -> the 1x128 quantization of x^T [K,M]: groups
+/// of 128 consecutive rows of one column of x, codes [K,M] and scale_inv [M/128, round_up(K,4)], byte for
+/// byte what quantize_1x128(contiguous(x^T)) gives, without materialising x^T (one pass over x; the CUDA
+/// kernel transposes tiles through shared memory). For the "1D x 1D" wgrad product, whose K is x's rows.
+Fp8Blocked quantize_1x128_transposed(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
+                                     MemoryCategory category = MemoryCategory::Activations);
 /// w [N,K] (f32, bf16 or f16; N and K multiples of 128; any strides) -> one scale per 128x128 block.
 Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
                             MemoryCategory category = MemoryCategory::Activations);

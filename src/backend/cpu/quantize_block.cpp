@@ -21,6 +21,19 @@ uint8_t* code_data(const Tensor& codes) {
   return static_cast<uint8_t*>(codes.data_ptr());
 }
 
+/// The checks of quantize_1x128_transposed: x [M,K] contiguous with M % 128 == 0, codes [K,M] and the 1x128
+/// scales of [K,M], all on the CPU.
+void check_quantize_transposed(const Tensor& x, const Tensor& codes, const Tensor& scale_inv) {
+  constexpr const char* op = "quantize_1x128_transposed";
+  check_high_precision_input(x, op);
+  check_contiguous_on(x, op, "input", Device::cpu());
+  COAT_ARG_CHECK(x.dim() == 2 && x.size(0) % kBlock == 0, op, "input ", shape_str(x.shape()),
+                 " must be 2-D [M,K] with M a multiple of ", kBlock, " (the groups of x^T run along M)");
+  const Shape t_shape{x.size(1), x.size(0)};
+  check_codes(codes, t_shape, op, "codes", Device::cpu());
+  fp8block::check_block_scales(scale_inv, fp8block::scale_shape_1x128(t_shape, op), op, Device::cpu());
+}
+
 /// scale_inv of every element of codes [rows, cols] through `scale_of(row, col)`, into out.
 template <typename ScaleOf>
 void dequantize_blocks(const Tensor& codes, Tensor& out, const char* op, ScaleOf scale_of) {
@@ -68,6 +81,35 @@ void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& s
   });
   for (int64_t kb = 0; kb < kblocks; ++kb)
     for (int64_t r = rows; r < ld; ++r) si[fp8block::scale_index_1x128(r, kb, ld)] = fp8block::kPadScaleInv;
+}
+
+void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  check_quantize_transposed(x, codes, scale_inv);
+  // Group (row k of x^T, block mb) = x[128*mb .. 128*mb+127, k]; codes[k, m] = q(x[m, k]).
+  const int64_t rows = x.size(0), cols = x.size(1), mblocks = rows / kBlock;
+  const int64_t ld = fp8block::scale_ld_1x128(cols);
+  uint8_t* out = code_data(codes);
+  float* si = scale_inv.data<float>();
+  dispatch_float_dtype(x.dtype(), "quantize_1x128_transposed", [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    dispatch_fp8_format(codes.dtype(), "quantize_1x128_transposed", [&](auto fmt) {
+      constexpr DType Fmt = decltype(fmt)::value;
+      const storage_t<In>* xp = input_data<In>(x);
+      for (int64_t mb = 0; mb < mblocks; ++mb) {
+        for (int64_t k = 0; k < cols; ++k) {
+          const storage_t<In>* xg = xp + mb * kBlock * cols + k;  // x[128*mb, k]; step `cols` down the group
+          uint32_t key = 0;
+          for (int64_t j = 0; j < kBlock; ++j) key = max_key(key, amax_key(load_float<In>(xg[j * cols])));
+          const float s = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+          si[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(s);
+          uint8_t* cg = out + k * rows + mb * kBlock;
+          for (int64_t j = 0; j < kBlock; ++j) cg[j] = quantize_value<Fmt>(load_float<In>(xg[j * cols]), s, sat);
+        }
+      }
+    });
+  });
+  for (int64_t mb = 0; mb < mblocks; ++mb)
+    for (int64_t k = cols; k < ld; ++k) si[fp8block::scale_index_1x128(k, mb, ld)] = fp8block::kPadScaleInv;
 }
 
 void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {

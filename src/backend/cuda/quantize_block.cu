@@ -4,6 +4,10 @@
 //  - 1x128: one warp per group, 4 elements a lane (one 16- or 8-byte load when aligned), shuffles for the amax.
 //  - 128x128: one 256-thread block per 128x128 tile, two passes over the tile (amax, then quantize; the
 //    second pass reads the tile from L1/L2), a block reduction for the amax.
+//  - 1x128 of x^T (quantize_1x128_transposed): one 256-thread block per tile of 128 rows x 64 columns of x,
+//    loaded with coalesced row-wise reads (4-element vectors when aligned) into shared memory as floats;
+//    then each warp takes whole columns: 4 conflict-free shared reads a lane, a shuffle amax, the codes of
+//    the column staged as 128 bytes in shared memory and written as one coalesced 128-byte row of x^T.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -165,6 +169,81 @@ __global__ __launch_bounds__(kThreads) void quantize_128x128_kernel(const storag
   }
 }
 
+/// Columns of x in one tile of quantize_1x128_transposed_kernel (its rows: one 128-row group).
+constexpr int kTColumns = 64;
+/// Row pitch of the shared tile in floats: 65 puts tile[r][c] in bank (r + c) % 32, so that a warp reading
+/// one column (32 consecutive rows) hits 32 different banks.
+constexpr int kTPitch = kTColumns + 1;
+
+/// One 256-thread block per tile t = mb * ktiles + kt: rows 128*mb .. +127 and columns 64*kt .. +63 of
+/// x [rows, cols] (rows % 128 == 0), whose columns are the 1x128 groups (k, mb) of x^T. Loads: 64/Vec
+/// threads per tile row, Vec consecutive elements each (Vec == 4 needs cols % 4 == 0 and an aligned x),
+/// columns past `cols` skipped. Then warp w quantises columns w, w + 8, ..: lane l holds rows l + 32j,
+/// the warp's amax gives the scale, the codes go through `stage` so that lane l stores bytes 4l .. 4l+3 of
+/// the code row (one 4-byte store when `codes` is 4-byte aligned, else 4 byte stores). The block with the
+/// last column tile of a row group also writes that group column's padding entries (k in [cols, ld)).
+template <DType In, DType Fmt, int Vec>
+__global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(const storage_t<In>* x, int64_t rows,
+                                                                             int64_t cols, int64_t ld,
+                                                                             Fp8Saturation sat, bool word_stores,
+                                                                             uint8_t* codes, float* scale_inv) {
+  constexpr int kThreadsPerRow = kTColumns / Vec;
+  constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
+  __shared__ float tile[kBlock][kTPitch];
+  __shared__ __align__(16) uint8_t stage[kWarpsPerBlock][kBlock];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
+  const int64_t ktiles = (cols + kTColumns - 1) / kTColumns, tiles = rows / kBlock * ktiles;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t mb = t / ktiles, kt = t % ktiles;
+    const int64_t m0 = mb * kBlock, k0 = kt * kTColumns;
+    const int64_t width = cols - k0 < kTColumns ? cols - k0 : kTColumns;  // columns of this tile
+    if (lcol < width) {
+      // Every load of the tile is issued before the first shared store, so that they are all in flight.
+      constexpr int kPasses = kBlock / kRowsPerPass;
+      float v[kPasses][Vec];
+      const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
+#pragma unroll
+      for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
+#pragma unroll
+      for (int p = 0; p < kPasses; ++p) {
+#pragma unroll
+        for (int i = 0; i < Vec; ++i) tile[lrow + p * kRowsPerPass][lcol + i] = v[p][i];
+      }
+    }
+    __syncthreads();
+    for (int c = warp; c < width; c += kWarpsPerBlock) {  // uniform across the warp
+      float v[kPerLane];
+      uint32_t key = 0;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) {
+        v[j] = tile[lane + j * kWarpSize][c];
+        key = max_key(key, amax_key(v[j]));
+      }
+      key = warp_max_key(key);
+      const float scale = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) stage[warp][lane + j * kWarpSize] = quantize_value<Fmt>(v[j], scale, sat);
+      __syncwarp();
+      const int64_t k = k0 + c;
+      uint8_t* dst = codes + k * rows + m0 + lane * kPerLane;
+      const uint8_t* src = &stage[warp][lane * kPerLane];
+      if (word_stores) {
+        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPerLane; ++j) dst[j] = src[j];
+      }
+      if (lane == 0) scale_inv[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(scale);
+      __syncwarp();  // stage[warp] is read before the warp's next column rewrites it
+    }
+    if (kt == ktiles - 1 && threadIdx.x < ld - cols) {
+      scale_inv[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld)] = fp8block::kPadScaleInv;
+    }
+    __syncthreads();  // the tile is read before the next iteration overwrites it
+  }
+}
+
 /// out = decode(code) * scale_inv of the element's block (k2d: 128x128 layout, else 1x128 layout).
 template <DType Fmt, DType Out, bool k2d>
 __global__ __launch_bounds__(kThreads) void dequantize_block_kernel(const uint8_t* codes, int64_t rows,
@@ -237,6 +316,41 @@ void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& s
       } else {
         quantize_1x128_kernel<In, Fmt, 1><<<blocks, kThreads, 0, stream>>>(
             input_data<In>(x), rows, kblocks, ld, sat, code_data(codes), scale_inv.data<float>());
+      }
+      COAT_CUDA_CHECK_LAST_LAUNCH();
+    });
+  });
+}
+
+void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  constexpr const char* op = "quantize_1x128_transposed";
+  fp8math::check_high_precision_input(x, op);
+  fp8math::check_contiguous_on(x, op, "input", x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), op, "input ", x.str(), " is not on a CUDA device");
+  COAT_ARG_CHECK(x.dim() == 2 && x.size(0) % kBlock == 0, op, "input ", shape_str(x.shape()),
+                 " must be 2-D [M,K] with M a multiple of ", kBlock, " (the groups of x^T run along M)");
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const Shape t_shape{cols, rows};
+  fp8math::check_codes(codes, t_shape, op, "codes", x.device());
+  fp8block::check_block_scales(scale_inv, fp8block::scale_shape_1x128(t_shape, op), op, x.device());
+  const int64_t tiles = rows / kBlock * ((cols + kTColumns - 1) / kTColumns);
+  if (tiles == 0) return;  // M == 0: no scale rows; K == 0: ld == 0, no padding either
+  const int64_t ld = fp8block::scale_ld_1x128(cols);
+  const unsigned blocks = grid_for(x, tiles * kThreads, kThreads);
+  // Vector loads need every row start aligned too (cols % 4 == 0); code rows start at multiples of 128 bytes.
+  const bool vectorized = cols % kVec == 0 && aligned_to(x.data_ptr(), kVec * dtype_size(x.dtype()));
+  const bool word_stores = aligned_to(codes.data_ptr(), kPerLane);
+  cudaStream_t stream = stream_of(x);
+  dispatch_float_dtype(x.dtype(), op, [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
+      constexpr DType Fmt = decltype(f)::value;
+      if (vectorized) {
+        quantize_1x128_transposed_kernel<In, Fmt, kVec><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), rows, cols, ld, sat, word_stores, code_data(codes), scale_inv.data<float>());
+      } else {
+        quantize_1x128_transposed_kernel<In, Fmt, 1><<<blocks, kThreads, 0, stream>>>(
+            input_data<In>(x), rows, cols, ld, sat, word_stores, code_data(codes), scale_inv.data<float>());
       }
       COAT_CUDA_CHECK_LAST_LAUNCH();
     });

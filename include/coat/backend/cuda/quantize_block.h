@@ -6,7 +6,8 @@
 //
 // Conventions shared by both backends:
 //  - Inputs are 2-D f32, bf16 or f16, read as float; every tensor is contiguous (checked, [op] messages).
-//  - FP8 code tensors have dtype e4m3 or e5m2, which is the format used; codes have the input's shape.
+//  - FP8 code tensors have dtype e4m3 or e5m2, which is the format used; codes have the input's shape
+//    (quantize_1x128_transposed: its transpose's).
 //  - Per block: scale = fmt_max / amax (NaN- and inf-propagating amax; amax == 0 gives scale 1; a non-finite
 //    amax gives scale NaN, so the whole block's codes are NaN), code = fp8(x * scale) with `sat`,
 //    scale_inv = 1 / scale written at the block's place in the cuBLASLt layout; padding entries hold 1.0f.
@@ -19,6 +20,9 @@ namespace coat::cuda {
 
 /// x [M,K] (K % 128 == 0) -> codes [M,K], scale_inv f32 [K/128, round_up(M,4)] (one per 1x128 group).
 void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
+/// x [M,K] (M % 128 == 0) -> the 1x128 quantization of x^T: codes [K,M], scale_inv f32 [M/128, round_up(K,4)]
+/// (one per 128 consecutive rows of a column of x), the bytes quantize_1x128 gives for a contiguous x^T.
+void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
 /// w [N,K] (N, K % 128 == 0) -> codes [N,K], scale_inv f32 [N/128, round_up(K/128,4)] (one per 128x128 block).
 void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
 /// out = float(code) * scale_inv of its 1x128 group; out f32, bf16 or f16 of codes' shape.
