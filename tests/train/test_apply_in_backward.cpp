@@ -83,7 +83,9 @@ TEST_P(ApplyInBackward, SameTrainingBitForBitWithOneBlockOfGradients) {
   // The gradients: every block unit views one buffer; the plan counts one block's worth, as allocated.
   const auto& units = b.model().units();
   for (const auto& u : units) {
-    if (u.layer > 0) EXPECT_TRUE(u.grad.shares_storage_with(units[1].grad)) << u.name;
+    if (u.layer > 0) {
+      EXPECT_TRUE(u.grad.shares_storage_with(units[1].grad)) << u.name;
+    }
   }
   const size_t measured = ctx_b->allocator().memory_report().current(MemoryCategory::Gradients);
   EXPECT_EQ(measured, memory_plan(parse_train_config(during, "b.json")).bytes(MemoryCategory::Gradients));
