@@ -107,6 +107,20 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
   } else if (as_configured > 0) {
     suggestions.push_back(describe(as_configured, c.train.recompute));
   }
+  if (!c.optim.apply_in_backward) {
+    // The optimizer applied during the backward: the blocks share one gradient buffer (one micro-batch per step).
+    TrainConfig shared = c;
+    shared.optim.apply_in_backward = true;
+    for (int64_t mb = micro; mb >= 1; --mb) {
+      shared.train.micro_batch_size = shared.train.global_batch_size = mb;
+      const size_t total = memory_plan(shared).total();
+      if (total > usable) continue;
+      suggestions.push_back("optim.apply_in_backward=true (the blocks share one gradient buffer) with "
+                            "train.global_batch_size=train.micro_batch_size=" + std::to_string(mb) +
+                            " and optim.clip_grad_norm=0: " + fmt(total));
+      break;
+    }
+  }
   if (suggestions.empty()) {
     const models::MemoryPlan plan_one = [&] {
       TrainConfig one = c;

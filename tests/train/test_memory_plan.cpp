@@ -397,6 +397,16 @@ TEST_F(MemoryPlanTest, RecomputationShrinksThePlanAndAdviceNamesWhatFits) {
   EXPECT_NE(advice.find("train.micro_batch_size="), std::string::npos) << advice;
   // Room to spare: no suggestions.
   EXPECT_EQ(describe_memory_plan(keep, 2 * p_keep.total()).find("suggestions"), std::string::npos);
+  // Just the room of the optimizer applied during the backward (one block's gradients): that is suggested.
+  TrainConfig shared = keep;
+  shared.optim.apply_in_backward = true;
+  shared.train.global_batch_size = shared.train.micro_batch_size;
+  const size_t shared_total = memory_plan(shared).total();
+  ASSERT_LT(shared_total, p_keep.total());
+  const std::string in_backward = describe_memory_plan(keep, shared_total);
+  EXPECT_NE(in_backward.find("optim.apply_in_backward=true"), std::string::npos) << in_backward;
+  EXPECT_NE(in_backward.find(models::format_bytes(static_cast<double>(shared_total))), std::string::npos)
+      << in_backward;
   // Not even the weights, gradients and states fit.
   const std::string hopeless = describe_memory_plan(keep, p_keep.bytes(MemoryCategory::Weights));
   EXPECT_NE(hopeless.find("alone take"), std::string::npos) << hopeless;
