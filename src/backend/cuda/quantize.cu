@@ -11,6 +11,7 @@
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/quantize.h"
 #include "coat/backend/quantize_math.h"
+#include "group_team.cuh"
 
 namespace coat::cuda {
 namespace {
@@ -20,9 +21,6 @@ using namespace coat::fp8math;
 constexpr int kThreads = 256;
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-/// Vectors a group kernel thread keeps in registers between the amax and the quantize pass; longer groups
-/// are read a second time (from L1/L2, not DRAM).
-constexpr int kCachedVectors = 4;
 /// Tile of the fused quantize + transpose: 64x64 codes staged in shared memory; 256 threads, each
 /// handling 4 consecutive elements of a tile row (load) or of a transposed row (store).
 constexpr int kTile = 64;
@@ -98,73 +96,16 @@ __global__ __launch_bounds__(kThreads) void tensor_amax_kernel(const storage_t<I
   if (threadIdx.x == 0 && key != 0u) atomicMax(out_key, key);
 }
 
-/// A team of `team` lanes (a power of two <= 32) per group of group_size contiguous elements, handled as
-/// Vec-element vectors. Writes the group's amax (kQuantize false) or its codes and scale_inv (true).
+/// A team of `team` lanes per group of group_size contiguous elements, handled as Vec-element vectors
+/// (group_team.cuh). Writes the group's amax (kQuantize false) or its codes and scale_inv (true).
 template <DType In, int Vec, bool kQuantize, DType Fmt>
 __global__ __launch_bounds__(kThreads) void group_kernel(const storage_t<In>* x, int64_t num_groups,
                                                          int64_t group_size, int team, Fp8Saturation sat,
                                                          uint8_t* codes, float* group_out) {
   using InPack = Pack<storage_t<In>, Vec>;
-  using CodePack = Pack<uint8_t, Vec>;
-  const int lane = threadIdx.x % kWarpSize;
-  const int team_lane = lane % team;
-  const int teams_per_warp = kWarpSize / team;
-  const int64_t warp = global_thread() / kWarpSize;
-  const int64_t warps = grid_threads() / kWarpSize;
-  const int64_t vecs = group_size / Vec;
-  // The loop bound is uniform across the warp, so that every lane reaches the shuffles below.
-  for (int64_t first = warp * teams_per_warp; first < num_groups; first += warps * teams_per_warp) {
-    const int64_t g = first + lane / team;
-    const bool active = g < num_groups;
-    const InPack* gx = reinterpret_cast<const InPack*>(x + (active ? g : 0) * group_size);
-    InPack cache[kCachedVectors];
-    uint32_t key = 0;
-    if (active) {
-#pragma unroll
-      for (int c = 0; c < kCachedVectors; ++c) {
-        const int64_t j = team_lane + int64_t(c) * team;
-        if (j < vecs) {
-          cache[c] = gx[j];
-#pragma unroll
-          for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(cache[c].v[v])));
-        }
-      }
-      for (int64_t j = team_lane + int64_t(kCachedVectors) * team; j < vecs; j += team) {
-        const InPack p = gx[j];
-#pragma unroll
-        for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(p.v[v])));
-      }
-    }
-    for (int offset = team / 2; offset > 0; offset /= 2)
-      key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
-    if (!active) continue;
-    const float amax = amax_from_key(key);
-    if constexpr (!kQuantize) {
-      if (team_lane == 0) group_out[g] = amax;
-    } else {
-      const float scale = scale_from_amax(amax, fp8_max(Fmt));
-      if (team_lane == 0) group_out[g] = scale_inv_from_scale(scale);
-      CodePack* gc = reinterpret_cast<CodePack*>(codes + g * group_size);
-#pragma unroll
-      for (int c = 0; c < kCachedVectors; ++c) {
-        const int64_t j = team_lane + int64_t(c) * team;
-        if (j < vecs) {
-          CodePack out;
-#pragma unroll
-          for (int v = 0; v < Vec; ++v)
-            out.v[v] = quantize_value<Fmt>(load_float<In>(cache[c].v[v]), scale, sat);
-          gc[j] = out;
-        }
-      }
-      for (int64_t j = team_lane + int64_t(kCachedVectors) * team; j < vecs; j += team) {
-        const InPack p = gx[j];
-        CodePack out;
-#pragma unroll
-        for (int v = 0; v < Vec; ++v) out.v[v] = quantize_value<Fmt>(load_float<In>(p.v[v]), scale, sat);
-        gc[j] = out;
-      }
-    }
-  }
+  const auto read = [x](int64_t offset, int64_t j) { return reinterpret_cast<const InPack*>(x + offset)[j]; };
+  group_team::quantize_groups<In, Vec, kQuantize, Fmt, InPack, Pack<uint8_t, Vec>>(num_groups, group_size, team, sat,
+                                                                                codes, group_out, read, read);
 }
 
 /// One block: amax = max |maxima[i]| (keys, as tensor_amax_kernel), then the scale and its inverse, so that
@@ -310,13 +251,6 @@ uint8_t* code_data(const Tensor& codes) {
   return static_cast<uint8_t*>(codes.data_ptr());
 }
 
-/// Lanes that share one group: the fewest (a power of two, at most a warp) that leave each lane at most
-/// kCachedVectors vectors, so that a lane's loads are independent and in flight together.
-int team_size(int64_t vectors_per_group) {
-  int team = 1;
-  while (team < kWarpSize && int64_t(team) * kCachedVectors < vectors_per_group) team *= 2;
-  return team;
-}
 
 template <bool kQuantize>
 void launch_group_kernel(const char* op, const Tensor& x, int64_t group_size, Fp8Saturation sat, DType fmt,
@@ -330,8 +264,8 @@ void launch_group_kernel(const char* op, const Tensor& x, int64_t group_size, Fp
     const bool vectorized =
         group_size % kVec == 0 && aligned_to(x.data_ptr(), 16) && (!kQuantize || aligned_to(codes, kVec));
     const int vec = vectorized ? kVec : 1;
-    const int team = team_size(group_size / vec);
-    const int64_t threads = (groups + kWarpSize / team - 1) / (kWarpSize / team) * kWarpSize;
+    const int team = group_team::team_size(group_size / vec);
+    const int64_t threads = group_team::threads_for(groups, team);
     const unsigned blocks = grid_for(x, threads, kThreads);
     auto launch = [&](auto f) {
       constexpr DType Fmt = decltype(f)::value;
