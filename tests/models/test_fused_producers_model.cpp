@@ -17,46 +17,18 @@
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
+#include "models/model_pass.h"
 
 namespace coat::models {
 namespace {
 
-ModelConfig tiny(Architecture arch) {
-  ModelConfig c;
-  c.architecture = arch;
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = arch == Architecture::Llama ? 2 : 4;
-  c.vocab_size = 50;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = arch == Architecture::Olmo;
-  c.initializer_range = 0.05;
-  return c;
-}
+using test::Pass;
 
-struct Pass {
-  double loss = 0.0;
-  size_t saved_bytes = 0;
-  std::vector<std::vector<uint8_t>> grads;  // per unit
-  std::vector<uint8_t> logits;
-};
+ModelConfig tiny(Architecture arch) { return test::tiny_model(arch, 0.05); }
 
 Pass run(Transformer& model, bool fused, const Tensor& ids, const Tensor& targets) {
   model.set_fused_producers(fused);
-  model.zero_grad();
-  Pass p;
-  {
-    autograd::Tape tape;
-    nn::LossOutput out = model.forward(tape, ids, targets, -1, 1.0 / static_cast<double>(ids.numel()));
-    p.loss = out.loss_sum;
-    p.saved_bytes = tape.saved_bytes();
-    tape.backward(out.root, ops::full(model.context(), {1}, 1.0, DType::F64));
-  }
-  for (const ParamUnit& u : model.units()) p.grads.push_back(ops::to_bytes(u.grad));
-  p.logits = ops::to_bytes(model.logits(ids));
-  return p;
+  return test::run_pass(model, ids, targets);
 }
 
 using Case = std::tuple<Architecture, std::string, Recompute, bool>;  // arch, recipe, recompute, block 1 in bf16

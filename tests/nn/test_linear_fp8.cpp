@@ -18,15 +18,14 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "expect_error.h"
+#include "nn/linear_pass.h"
 
 namespace coat::nn {
 namespace {
 
-struct Operands {
-  ContextPtr ctx = ops::make_context(Device::cpu());
-  Parameter w;
-  Tensor x, dy;
-};
+using Operands = test::LinearOperands;
+using Result = test::LinearResult;
+using test::rel_l2;
 
 Operands make(int64_t rows, int64_t in, int64_t out) {
   Operands s;
@@ -44,32 +43,10 @@ Operands make(int64_t rows, int64_t in, int64_t out) {
   return s;
 }
 
-struct Result {
-  std::vector<double> y, dx, dw;
-  size_t saved = 0;
-};
-
 Result run(Operands& s, int mode, Fp8Weights* weights) {  // 0: BF16, 1: FP8 keeping x, 2: FP8 keeping FP8 x^T
-  ops::fill_(s.w.grad, 0.0);
-  autograd::Tape tape;
-  autograd::Var x = tape.leaf(s.x, true);
-  autograd::Var y = mode == 0 ? linear(tape, x, s.w) : linear_fp8(tape, x, s.w, *weights, mode == 2);
-  Result r;
-  r.saved = tape.saved_bytes();
-  tape.backward(y, s.dy);
-  r.y = ops::to_double_vector(y.value);
-  r.dx = ops::to_double_vector(tape.grad(x));
-  r.dw = ops::to_double_vector(s.w.grad);
-  return r;
-}
-
-double rel_l2(const std::vector<double>& a, const std::vector<double>& ref) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - ref[i]) * (a[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / den);
+  return test::run_linear(s, [&](autograd::Tape& tape, const autograd::Var& x, Parameter& w) {
+    return mode == 0 ? linear(tape, x, w) : linear_fp8(tape, x, w, *weights, mode == 2);
+  });
 }
 
 TEST(LinearFp8, FollowsBf16AndBothSavePoliciesAgree) {

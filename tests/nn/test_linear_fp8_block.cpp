@@ -31,6 +31,7 @@
 #include "coat/ops/quantize_block.h"
 #include "coat/ops/runtime.h"
 #include "expect_error.h"
+#include "nn/linear_pass.h"
 
 namespace coat::nn {
 namespace {
@@ -38,11 +39,9 @@ namespace {
 constexpr double kBoundFprop = 0.065;
 constexpr double kBoundGrad = 0.1;
 
-struct Operands {
-  ContextPtr ctx = ops::make_context(Device::cpu());
-  Parameter w;
-  Tensor x, dy;
-};
+using Operands = test::LinearOperands;
+using Result = test::LinearResult;
+using test::rel_l2;
 
 // Random normal values, none of them zero, with magnitudes that differ per 128 columns (so that groups and
 // blocks get different scales).
@@ -70,32 +69,10 @@ Operands make(int64_t rows, int64_t in, int64_t out) {
   return s;
 }
 
-struct Result {
-  std::vector<double> y, dx, dw;
-  size_t saved = 0;
-};
-
 Result run(Operands& s, Fp8BlockWeights* weights) {  // nullptr: the BF16 linear
-  ops::fill_(s.w.grad, 0.0);
-  autograd::Tape tape;
-  autograd::Var x = tape.leaf(s.x, true);
-  autograd::Var y = weights == nullptr ? linear(tape, x, s.w) : linear_fp8_block(tape, x, s.w, *weights);
-  Result r;
-  r.saved = tape.saved_bytes();
-  tape.backward(y, s.dy);
-  r.y = ops::to_double_vector(y.value);
-  r.dx = ops::to_double_vector(tape.grad(x));
-  r.dw = ops::to_double_vector(s.w.grad);
-  return r;
-}
-
-double rel_l2(const std::vector<double>& a, const std::vector<double>& ref) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - ref[i]) * (a[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / den);
+  return test::run_linear(s, [&](autograd::Tape& tape, const autograd::Var& x, Parameter& w) {
+    return weights == nullptr ? linear(tape, x, w) : linear_fp8_block(tape, x, w, *weights);
+  });
 }
 
 TEST(LinearFp8Block, FollowsBf16) {
