@@ -149,6 +149,15 @@ void Transformer::add_unit(const UnitLayout& layout) {
     unit.params.push_back(params_.size());
     params_.push_back(std::move(p));
   }
+  if (unit.layer >= 0) {
+    COAT_CHECK(unit.layer == static_cast<int64_t>(layer_units_.size()), Error, "[Transformer] unit '", unit.name,
+               "' out of block order");
+    layer_units_.push_back(units_.size());
+  } else if (unit.name == "embed") {
+    embed_unit_ = units_.size();
+  } else if (unit.name == "head") {
+    head_unit_ = units_.size();
+  }
   units_.push_back(std::move(unit));
 }
 
@@ -331,16 +340,11 @@ autograd::Var Transformer::hidden_states(autograd::Tape& tape, const Tensor& ids
   COAT_ARG_CHECK(seq <= config_.max_position_embeddings, "Transformer", "sequence length ", seq,
                  " exceeds model.max_position_embeddings = ", config_.max_position_embeddings);
   // Each unit's gradients are complete when the backward reaches the point before the unit's first use.
-  const auto unit_index = [this](const std::string& name) -> std::optional<size_t> {
-    for (size_t k = 0; k < units_.size(); ++k)
-      if (units_[k].name == name) return k;
-    return std::nullopt;
-  };
-  if (auto embed = unit_index("embed")) grads_ready_at(tape, "embed", *embed);
+  if (embed_unit_) grads_ready_at(tape, "embed", *embed_unit_);
   autograd::Var x = nn::embedding(tape, parameter("model.embed_tokens.weight"), ids);
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const NvtxRange block_range("block", i);
-    grads_ready_at(tape, "block " + std::to_string(i), *unit_index("layers." + std::to_string(i)));
+    grads_ready_at(tape, "block " + std::to_string(i), layer_units_.at(static_cast<size_t>(i)));
     if (recompute_ == Recompute::Blocks) {
       // One tape node per block that keeps only the block's input; the backward runs the block again.
       x = nn::checkpoint(
@@ -351,7 +355,7 @@ autograd::Var Transformer::hidden_states(autograd::Tape& tape, const Tensor& ids
       x = block(tape, i, x, batch, seq);
     }
   }
-  if (auto head = unit_index("head")) grads_ready_at(tape, "head", *head);
+  if (head_unit_) grads_ready_at(tape, "head", *head_unit_);
   return norm(tape, x, "model.norm.weight");
 }
 

@@ -233,13 +233,13 @@ StepRecord Trainer::run_step_applying_in_backward() {
   rec.loss = out.loss_sum / static_cast<double>(out.count);
   const bool loss_finite = std::isfinite(rec.loss);
   optim::StepStats stats{};
-  std::string culprit = "the loss";
+  std::optional<size_t> failed_unit;  // the first unit whose gradient was not finite
   if (loss_finite) {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);  // the updates run inside the backward
     optimizer_->begin_step(static_cast<float>(rec.lr));
-    model_->set_grads_ready_hook([this, &culprit](size_t unit) {
+    model_->set_grads_ready_hook([this, &failed_unit](size_t unit) {
       model_->finish_unit_grads(unit);
-      if (!optimizer_->update_buffer(unit) && culprit == "the loss") culprit = model_->units()[unit].name;
+      if (!optimizer_->update_buffer(unit) && !failed_unit) failed_unit = unit;
       if (model_->shares_block_grads() && model_->units()[unit].layer >= 0) model_->zero_unit_grad(unit, true);
     });
     try {
@@ -253,7 +253,9 @@ StepRecord Trainer::run_step_applying_in_backward() {
     stats = optimizer_->end_step();
     model_->weights_changed();
   }
-  if (stats.skipped) culprit = "the gradient of unit '" + culprit + "'";
+  const std::string culprit = !loss_finite ? "the loss"
+                              : failed_unit ? "the gradient of unit '" + model_->units()[*failed_unit].name + "'"
+                                            : "";
   return finish_step(rec, stats, loss_finite, culprit,
                      stats.skipped ? "The units whose gradients were complete before it (optim.apply_in_backward) "
                                      "kept their update; the others were not updated"

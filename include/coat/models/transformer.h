@@ -175,6 +175,8 @@ class Transformer {
   std::vector<nn::Parameter> params_;
   std::map<std::string, size_t> index_;
   std::vector<ParamUnit> units_;
+  std::optional<size_t> embed_unit_, head_unit_;  ///< indices into units_, where the model has them
+  std::vector<size_t> layer_units_;               ///< per block, its unit's index
   std::vector<FusedProjections> fused_;  ///< one per block
   /// The parameters whose gradients zero_grad defers (linear-only weights, as the linears see them: fused
   /// projections, o_proj, down_proj, an untied LM head), and the views of the unit gradients it fills: the
