@@ -434,8 +434,19 @@ TEST_F(MemoryPlanTest, CudaPlanAddsTheWorkspacesAndRoundsToTheCachingAllocator) 
   EXPECT_EQ(cublaslt, size_t{32} << 20);
 #ifdef COAT_WITH_CUDA
   EXPECT_EQ(cublaslt, cuda::CudaContext::kCublasLtWorkspaceBytes);
+  EXPECT_EQ(size_t{128 * 128 * (4 + 8)}, cuda::ExpandTables::kBytes);  // the plan's expansion table line
 #endif
   EXPECT_GT(cuda_plan.bytes(MemoryCategory::Workspace), cublaslt);  // the attention backward's workspace
+  // FP8 moments with range expansion (coat) add the context's expansion tables, one set per FP8 format.
+  nlohmann::json coat_cuda = config("llama", "coat", "none", "e");
+  coat_cuda["train"]["device"] = "cuda";
+  size_t tables = 0;
+  for (const auto& line : memory_plan(parse_train_config(coat_cuda, "plan.json")).lines) {
+    if (line.what.rfind("FP8 range expansion tables", 0) == 0) tables = line.bytes;
+  }
+  EXPECT_GT(tables, 0u);
+  EXPECT_EQ(tables % (128 * 128 * 12), 0u);
+  for (const auto& line : cuda_plan.lines) EXPECT_NE(line.what.rfind("FP8 range expansion tables", 0), 0u);
   // Every CUDA allocation is a multiple of 512 bytes.
   for (const auto& line : cuda_plan.lines) EXPECT_EQ(line.bytes % 512, 0u) << line.what;
 }

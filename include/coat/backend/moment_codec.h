@@ -27,20 +27,18 @@
 //               k = floor(16 * log2(R) / log2(mx / mn)) / 16 clamped to [kExpoMin, kExpoMax] = [1/16, 8]
 //               (k = 1 when mx == mn); y = sign(x) |x / g|^k; s = max|y| / fmt_max; q = fp8_sat(y / s);
 //               zeros are stored as code 0. Decode: x = sign(q) (|q| s)^(1/k) g, code 0 -> 0.
-//               Stored per group: log2 s, k, log2 g (the log2 domain is where encode and decode use them,
-//               so nothing per step takes the log2 of stored values, and the per-group code is short). All-
-//               zero group: log2 s = log2 g = -inf, k = 1.
-//               Evaluated in the log2 domain: y / s = exp2(k log2|x| - (k log2 g + log2 s)) and
-//               (|q| s)^(1/k) g = exp2(log2|q| / k + (log2 s / k + log2 g)), the bracketed terms once per
-//               group; log2 max|y| = k (log2 mx - log2 g) (y is monotone in |x|), so log2 s needs no exp2.
-//               Per element the cheaper log2_elem / exp2_elem (below); decoded magnitudes below 2^-125 become
-//               0.
+//               Stored per group: log2 s, k, log2 g (the log2 domain, so that nothing per step takes the
+//               log2 of stored values). All-zero group: log2 s = log2 g = -inf, k = 1.
+//               log2 max|y| = k (log2 mx - log2 g) (y is monotone in |x|), so log2 s needs no exp2.
+//               Per element nothing is raised to a power: k takes 128 values and a code 128 magnitudes, so
+//               the powers are tabulated per FP8 format (the expansion's tables below) and each group
+//               contributes one factor f = (q_max s)^(1/k) g: a code decodes to f T_k[|q|], and |x| encodes
+//               to the number of code boundaries f U_k[j] at or below it: rounding to nearest in the y
+//               domain, the midpoints mapped back to x (ties go up).
 //   Non-finite values: a group whose max|x| is inf or NaN gets s = NaN (log2 s = log2 g = NaN with
 //   expansion): its elements (with expansion: its nonzero elements) are stored as the NaN code 0x7F and
 //   decode to NaN, so an overflow is never hidden. (Callers skip steps with non-finite gradients, as for
-//   ops::adamw_step.) The encode clamps log2(y / s) to [-125, 126] before exp2 (within a group |log2(y / s)|
-//   < 32; beyond the clamp the code saturates or is 0 anyway), so that 2^n can be applied to the exponent
-//   bits directly.
+//   ops::adamw_step.)
 //
 // The target range R and the bounds of k:
 //   R_fmt = fmt_max^2 / 2: 448^2 / 2 for E4M3 (the reference's choice) and 57344^2 / 2 for E5M2. Both formats
@@ -167,39 +165,6 @@ COAT_HOST_DEVICE inline float exp2_det(float t) {
 /// a^b for a >= 0 as exp2(b * log2(a)) (0^b = 0 for b > 0).
 COAT_HOST_DEVICE inline float pow_det(float a, float b) {
   return exp2_det(mul_rn(b, log2_det(a)));
-}
-
-// ---- the per-element functions of the encode and decode ----
-// Cheaper than log2_det / exp2_det (which the per-group metadata keeps): within a group the log2-domain
-// arguments are sums of terms up to ~130 in magnitude, so they already carry an absolute rounding error of
-// ~1e-5 (ulp(128) = 2^-16, times k <= 8), far below FP8's quantum (2^-4 relative for E4M3). Polynomials
-// accurate to ~1e-7 relative are therefore as good as the 1-ulp ones here, and cost 6 fewer FMAs per element
-// and moment. Both backends run these same operations, so the codes stay bit-identical between them.
-
-/// log2(x) for a positive finite float x (normal or subnormal): the reduction of log2_core with a degree-6
-/// polynomial (weighted least squares / Lawson fit of log2(1 + f) / f on [sqrt(1/2) - 1, sqrt(2) - 1];
-/// relative error of the polynomial 1.2e-6 with float coefficients, so |error| <= 5e-7 + 1 ulp of the
-/// result).
-COAT_HOST_DEVICE inline float log2_elem(float x) {
-  const Log2Split s = log2_split(x);
-  constexpr float kP[] = {1.716233343e-01f, -2.693197727e-01f, 2.956996858e-01f, -3.593716919e-01f,
-                          4.806267619e-01f, -7.213636041e-01f, 1.442696452e+00f};
-  return fma_rn(s.f, horner(s.f, kP), s.e);
-}
-
-/// 2^f for |f| <= 1/2: a degree-5 polynomial (the same kind of fit of 2^f; relative error 1.6e-7).
-COAT_HOST_DEVICE inline float exp2_elem_reduced(float f) {
-  constexpr float kP[] = {1.327646896e-03f, 9.675540961e-03f, 5.550713465e-02f,
-                          2.402212024e-01f, 6.931469440e-01f, 1.000000119e+00f};
-  return horner(f, kP);
-}
-
-/// 2^t for t in [-125, 127] (the result is normal; 2^n goes into the exponent bits): relative error
-/// <= 2.5e-7. Other t: some finite value or inf (callers clamp).
-COAT_HOST_DEVICE inline float exp2_elem(float t) {
-  int32_t n = 0;
-  const float p = exp2_elem_reduced(split_nearest(t, n));
-  return bits_to_float(float_to_bits(p) + (static_cast<uint32_t>(n) << 23));
 }
 
 // ---- encodings ----
@@ -376,67 +341,136 @@ COAT_HOST_DEVICE inline GroupMeta group_meta(const GroupStats& st) {
   }
 }
 
-/// What encoding and decoding one element needs from its group's metadata. Plain FP8: a = s. Expansion, in
-/// the log2 domain with the per-group terms folded into one offset:
-///   encoder: c = k, a = -(k log2 g + log2 s) (one fma, negated), so that log2(y / s) = c log2|x| + a;
-///   decoder: c = 1 / k, b = log2 s / k + log2 g (one fma), so that log2|x| = c log2|q| + b.
-struct GroupCoder {
-  float a = 0.0f;
-  float b = 0.0f;
-  float c = 1.0f;
-};
-
-/// The expansion's encoder from log2 s, log2 g and k.
-COAT_HOST_DEVICE inline GroupCoder expand_encoder(float log2_scale, float log2_center, float expo) {
-  return GroupCoder{-fma_rn(expo, log2_center, log2_scale), 0.0f, expo};
-}
-
-/// The encoder of stored metadata m.
-template <Codec C>
-COAT_HOST_DEVICE inline GroupCoder group_encoder(const GroupMeta& m) {
-  if constexpr (is_expand(C)) {
-    return expand_encoder(m.scale, m.center, m.expo);
-  } else {
-    return GroupCoder{m.scale, 0.0f, 1.0f};
-  }
-}
-
-/// group_meta and group_encoder of it in one, for FP8 format fmt.
-template <bool kExpand>
-COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, DType fmt, GroupMeta& meta) {
-  if constexpr (kExpand) {
-    meta = expand_meta(st, fmt);
-    return expand_encoder(meta.scale, meta.center, meta.expo);
-  } else {
-    meta = plain_meta(st, fmt);
-    return GroupCoder{meta.scale, 0.0f, 1.0f};
-  }
-}
-
-template <Codec C>
-COAT_HOST_DEVICE inline GroupCoder group_meta_encoder(const GroupStats& st, GroupMeta& meta) {
-  static_assert(is_grouped(C), "group_meta_encoder: F32 / BF16 moments have no groups");
-  return group_meta_encoder<is_expand(C)>(st, fp8_format(C), meta);
-}
-
-template <Codec C>
-COAT_HOST_DEVICE inline GroupCoder group_decoder(const GroupMeta& m) {
-  if constexpr (is_expand(C)) {
-    const float inv_k = div_rn(1.0f, m.expo);
-    return GroupCoder{0.0f, fma_rn(m.scale, inv_k, m.center), inv_k};
-  } else {
-    return GroupCoder{m.scale, 0.0f, 1.0f};
-  }
-}
-
-// ---- one element ----
-
-/// log2 of the magnitude of FP8 code `magnitude` (0x01 .. max finite): what the expansion decode needs; both
-/// backends tabulate it.
+/// log2 of the magnitude of FP8 code `magnitude` (0x01 .. max finite).
 template <DType Fmt>
 COAT_HOST_DEVICE inline float code_log2(uint32_t magnitude) {
   return log2_det(fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(magnitude)));
 }
+
+/// What encoding and decoding one element needs from its group's metadata. Plain FP8: a = s (f, k unused).
+/// Expansion: f = the decoded value of the largest finite code, (q_max s)^(1/k) g, so that a code decodes to
+/// f T_k[|q|] and the boundary between codes j and j + 1 lies at |x| = f U_k[j] (ExpandTables below); k; and
+/// a = -(k log2 g + log2 s), so that log2(y / s) = k log2|x| + a (what a fast first guess of the code needs).
+struct GroupCoder {
+  float a = 0.0f;
+  float f = 0.0f;
+  float k = 1.0f;
+};
+
+/// Plain FP8's coder of stored metadata m.
+COAT_HOST_DEVICE inline GroupCoder plain_coder(const GroupMeta& m) {
+  return GroupCoder{m.scale, 0.0f, 1.0f};
+}
+
+/// The expansion's coder from log2 s, k and log2 g (stored metadata or fresh): f = 2^((log2 v_max + log2 s)
+/// / k + log2 g), one exp2_det of one fma (1 / k = 16 / (16 k), correctly rounded). A non-finite group (log2 s
+/// NaN) gets f = 1 and keeps a = NaN: its nonzero codes are the NaN code, which decodes to NaN through the
+/// table; an all-zero group gets f = 0. f is at most the largest float, so that f * T never makes a NaN.
+COAT_HOST_DEVICE inline GroupCoder expand_coder(const GroupMeta& m, DType fmt) {
+  const float inv_k = div_rn(1.0f, m.expo);
+  float f = exp2_det(fma_rn(add_rn(m.scale, log2_fmt_max(fmt)), inv_k, m.center));
+  f = f != f ? 1.0f : f;
+  f = f < 3.40282347e38f ? f : 3.40282347e38f;
+  return GroupCoder{-fma_rn(m.expo, m.center, m.scale), f, m.expo};
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline GroupCoder group_coder(const GroupMeta& m) {
+  static_assert(is_grouped(C), "group_coder: F32 / BF16 moments have no groups");
+  if constexpr (is_expand(C)) {
+    return expand_coder(m, fp8_format(C));
+  } else {
+    return plain_coder(m);
+  }
+}
+
+/// group_meta and its coder in one, for FP8 format fmt.
+template <bool kExpand>
+COAT_HOST_DEVICE inline GroupCoder group_meta_coder(const GroupStats& st, DType fmt, GroupMeta& meta) {
+  if constexpr (kExpand) {
+    meta = expand_meta(st, fmt);
+    return expand_coder(meta, fmt);
+  } else {
+    meta = plain_meta(st, fmt);
+    return plain_coder(meta);
+  }
+}
+
+template <Codec C>
+COAT_HOST_DEVICE inline GroupCoder group_meta_coder(const GroupStats& st, GroupMeta& meta) {
+  static_assert(is_grouped(C), "group_meta_coder: F32 / BF16 moments have no groups");
+  return group_meta_coder<is_expand(C)>(st, fp8_format(C), meta);
+}
+
+// ---- the expansion's tables ----
+// k takes 128 values, (r + 1) / 16 for row r in [0, 128), and a code 128 magnitudes, so every power the
+// expansion needs per element is tabulated once per FP8 format, relative to the largest finite code q_max:
+//   values  T_r[q] = 2^((log2 v_q - log2 v_max) / k)     (v_q the FP8 value of magnitude q; T_r[0] = 0,
+//                                                         NaN for the magnitudes beyond q_max)
+//   bounds  U_r[j] = 2^((log2 m_j - log2 v_max) / k)     (m_j = (v_j + v_{j+1}) / 2, exact, j < q_max)
+// each one exp2_det of (log2_det difference times 1 / k): within 3e-6 / k (relative) of the exact power where
+// it is normal (measured 2.84e-6 / k over all rows; tests/ops/test_quantized_moment.cpp), far below the FP8
+// quantum (2^-4 relative in y, 2^-4 / k in x). A group with coder (f, k) then
+//   decodes magnitude q as f * T_r[q] (one rounding), with the code's sign;
+//   encodes |x| as the number of bounds below it: #{ j < q_max : |x| >= f * U_r[j] } (each product rounded
+//   once; the bounds are non-decreasing, so this is a monotone staircase), with the sign of x, and 0 for
+//   x = 0, the NaN code 0x7F for every nonzero x of a non-finite group.
+// That is round to nearest in the expanded domain, y / s = (|x| / g)^k / s, with the midpoints mapped back to
+// |x| (ties go up). Both backends read the same table entries and round the same products, so their codes
+// are identical. The CPU counts by binary search; the GPU guesses the code with its fast log2 / exp2 and the
+// hardware FP8 conversion, and keeps the guess when f U_r[c - 1] <= |x| < f U_r[c] (one load of a pair,
+// PairTable), which then IS the count; otherwise (a guess off by one near a bound, collapsed bounds) it
+// counts by binary search as the CPU does.
+inline constexpr int kExpandRows = 128;
+inline constexpr int kExpandMagnitudes = 128;
+
+/// The table row of exponent k (a multiple of 1/16 in [1/16, 8]).
+COAT_HOST_DEVICE inline int expand_row(float k) {
+  return static_cast<int>(mul_rn(k, 16.0f)) - 1;
+}
+
+/// The bounds around code magnitude c: lo = U_r[c - 1] (0 for c = 0), hi = U_r[c] (+inf for c = q_max);
+/// NaN for c > q_max. The GPU loads both at once.
+struct alignas(8) BoundPair {
+  float lo;
+  float hi;
+};
+
+/// T_r[q].
+template <DType Fmt>
+COAT_HOST_DEVICE inline float expand_value(int row, uint32_t q) {
+  if (q == 0u) return 0.0f;
+  if (q > max_finite_code(Fmt)) return fp8math::canonical_nan();
+  const float inv_k = div_rn(16.0f, static_cast<float>(row + 1));
+  const float lq_max = log2_fmt_max(Fmt);  // == code_log2<Fmt>(q_max), bit for bit (tested)
+  return exp2_det(mul_rn(sub_rn(code_log2<Fmt>(q), lq_max), inv_k));
+}
+
+/// U_r[j] for j < q_max.
+template <DType Fmt>
+COAT_HOST_DEVICE inline float expand_bound(int row, uint32_t j) {
+  const float inv_k = div_rn(16.0f, static_cast<float>(row + 1));
+  const float lq_max = log2_fmt_max(Fmt);  // == code_log2<Fmt>(q_max), bit for bit (tested)
+  const float mid = mul_rn(0.5f, add_rn(fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(j)),
+                                        fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(j + 1))));  // exact
+  return exp2_det(mul_rn(sub_rn(log2_det(mid), lq_max), inv_k));
+}
+
+template <DType Fmt>
+COAT_HOST_DEVICE inline BoundPair expand_pair(int row, uint32_t c) {
+  constexpr uint32_t kMax = max_finite_code(Fmt);
+  if (c > kMax) return BoundPair{fp8math::canonical_nan(), fp8math::canonical_nan()};
+  return BoundPair{c == 0u ? 0.0f : expand_bound<Fmt>(row, c - 1), c == kMax ? positive_infinity()
+                                                                              : expand_bound<Fmt>(row, c)};
+}
+
+/// One row of each table, as the encode and decode read them.
+struct ExpandRow {
+  const float* values = nullptr;    // [kExpandMagnitudes]
+  const BoundPair* pairs = nullptr;  // [kExpandMagnitudes]
+};
+
+// ---- one element ----
 
 /// Saturating FP8 encode of a value that is not NaN: the hardware conversion on sm_89+ (one cvt, as
 /// float_formats.h uses for non-NaN inputs), the bit-identical software codec elsewhere. (For NaN the two
@@ -451,61 +485,52 @@ COAT_HOST_DEVICE inline uint8_t fp8_saturate(float z) {
 #endif
 }
 
-/// One element's code. Zeros give code 0; a NaN (x, or a non-finite group's metadata) gives 0x7F without
-/// sign (CPU and GPU NaN signs differ). Branch-free.
-template <Codec C>
-COAT_HOST_DEVICE inline uint8_t encode_fp8(float x, const GroupCoder& e) {
-  constexpr DType kFmt = fp8_format(C);
+/// Plain FP8: one element's code. Zeros give code 0; a NaN (x, or a non-finite group's scale) gives 0x7F
+/// without sign (CPU and GPU NaN signs differ). Branch-free.
+template <DType Fmt>
+COAT_HOST_DEVICE inline uint8_t encode_plain(float x, float scale) {
+  const float q = div_rn(x, scale);
+  const bool nan = q != q;
+  const uint32_t code = nan ? 0x7Fu : fp8_saturate<Fmt>(q);
+  return static_cast<uint8_t>(scale == 0.0f ? 0u : code);  // s = 0: an all-zero group
+}
+
+/// Expansion: the magnitude code of |x| = ax (finite, > 0) by counting the bounds below it (binary search
+/// over the non-decreasing f U_r[j]).
+template <DType Fmt>
+COAT_HOST_DEVICE inline uint32_t expand_count(float ax, float f, const BoundPair* pairs) {
+  uint32_t lo = 0u, hi = max_finite_code(Fmt);  // the count lies in [lo, hi]
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi) >> 1;  // bound j = mid is pairs[mid].hi
+    if (ax >= mul_rn(f, pairs[mid].hi)) {
+      lo = mid + 1u;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+/// Expansion: the code of x, given its magnitude code (the count). Zeros give 0, a non-finite group (a =
+/// NaN) 0x7F for nonzero x.
+COAT_HOST_DEVICE inline uint8_t expand_code(float x, uint32_t magnitude, const GroupCoder& c) {
   const uint32_t xbits = float_to_bits(x);
-  const uint32_t key = xbits & 0x7FFFFFFFu;
-  if constexpr (is_expand(C)) {
-    // t = log2(y / s). |x| = 0, inf or NaN give garbage here and are selected below (inf and NaN only occur
-    // in non-finite groups, whose log2 g is NaN, so that t is NaN). Within a group |t| < 32; the clamp to
-    // [-125, 126] only keeps exp2_elem's result normal for any coder (beyond it the code saturates or is 0
-    // anyway).
-    const float t = fma_rn(e.c, log2_elem(bits_to_float(key)), e.a);
-    const bool nan = t != t;
-    float tc = t > -125.0f ? t : -125.0f;
-    tc = tc < 126.0f ? tc : 126.0f;
-    const float z = bits_to_float(float_to_bits(exp2_elem(tc)) | (xbits & 0x80000000u));  // sign of x
-    const uint32_t code = nan ? 0x7Fu : fp8_saturate<kFmt>(z);
-    return static_cast<uint8_t>(key == 0u ? 0u : code);
-  } else {
-    const float q = div_rn(x, e.a);
-    const bool nan = q != q;
-    const uint32_t code = nan ? 0x7Fu : fp8_saturate<kFmt>(q);
-    return static_cast<uint8_t>(e.a == 0.0f ? 0u : code);  // s = 0: an all-zero group
-  }
+  const uint32_t code = c.a != c.a ? 0x7Fu : (magnitude | ((xbits >> 24) & 0x80u));
+  return static_cast<uint8_t>((xbits & 0x7FFFFFFFu) == 0u ? 0u : code);
 }
 
-/// Decode with the log2 of the code's magnitude supplied (code_log2, or its table on the device).
-/// Branch-free.
-template <Codec C>
-COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d, float magnitude_log2) {
-  constexpr DType kFmt = fp8_format(C);
-  if constexpr (is_expand(C)) {
-    const uint32_t magnitude = code & 0x7Fu;
-    // log2|x|, NaN only in non-finite groups, whose codes are 0 or NaN (selected below). Magnitudes below
-    // 2^-125 decode to 0 (a moment that small does not move AdamW: eps >> sqrt(2^-125)), above 2^127 to
-    // 2^127.
-    const float t = fma_rn(magnitude_log2, d.c, d.b);
-    const float x = t < -125.0f ? 0.0f : exp2_elem(t < 127.0f ? t : 127.0f);
-    const float signed_x = bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
-    const float r = magnitude == 0u ? 0.0f : signed_x;
-    return magnitude > max_finite_code(kFmt) ? fp8math::canonical_nan() : r;
-  } else {
-    (void)magnitude_log2;
-    return fp8math::dequantize_value<kFmt>(code, d.a);
-  }
+/// Expansion: the reference encode of one element (the CPU's; the GPU's fast path gives the same code).
+template <DType Fmt>
+COAT_HOST_DEVICE inline uint8_t encode_expand(float x, const GroupCoder& c, const ExpandRow& row) {
+  const float ax = bits_to_float(float_to_bits(x) & 0x7FFFFFFFu);
+  const uint32_t magnitude = ax == 0.0f || c.a != c.a ? 0u : expand_count<Fmt>(ax, c.f, row.pairs);
+  return expand_code(x, magnitude, c);
 }
 
-template <Codec C>
-COAT_HOST_DEVICE inline float decode_fp8(uint8_t code, const GroupCoder& d) {
-  if constexpr (is_expand(C)) {
-    return decode_fp8<C>(code, d, code_log2<fp8_format(C)>(code & 0x7Fu));
-  } else {
-    return decode_fp8<C>(code, d, 0.0f);
-  }
+/// Expansion: decode, f * T_r[|q|] with the code's sign (code 0 gives 0, the NaN code NaN). Branch-free.
+COAT_HOST_DEVICE inline float decode_expand(uint8_t code, float f, const float* values) {
+  const float x = mul_rn(f, values[code & 0x7Fu]);
+  return bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
 }
 
 /// Storage element of the codes of codec C.

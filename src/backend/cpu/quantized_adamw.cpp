@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <utility>
 
 namespace coat::cpu {
@@ -10,12 +11,40 @@ namespace {
 
 using namespace moment_codec;
 
-/// One moment's codes and metadata with the per-group state of a pass: decoders of the stored metadata,
-/// statistics of the new values, the new metadata and its encoders.
+/// The expansion's table rows (moment_codec.h) of FP8 format Fmt, each computed at its first use.
+template <DType Fmt>
+class ExpandRows {
+ public:
+  const ExpandRow& row(int r) {
+    if (rows_[size_t(r)].values == nullptr) build(r);
+    return rows_[size_t(r)];
+  }
+
+ private:
+  struct Data {
+    std::array<float, kExpandMagnitudes> values;
+    std::array<BoundPair, kExpandMagnitudes> pairs;
+  };
+  void build(int r) {
+    auto d = std::make_unique<Data>();
+    for (uint32_t q = 0; q < uint32_t(kExpandMagnitudes); ++q) {
+      d->values[q] = expand_value<Fmt>(r, q);
+      d->pairs[q] = expand_pair<Fmt>(r, q);
+    }
+    rows_[size_t(r)] = ExpandRow{d->values.data(), d->pairs.data()};
+    data_[size_t(r)] = std::move(d);
+  }
+  std::array<std::unique_ptr<Data>, kExpandRows> data_;
+  std::array<ExpandRow, kExpandRows> rows_{};
+};
+
+/// One moment's codes and metadata with the per-group state of a pass: coders of the stored metadata,
+/// statistics of the new values, the new metadata and its coders.
 template <Codec C>
 class MomentIO {
  public:
   static constexpr bool kGrouped = is_grouped(C);
+  static constexpr DType kFmt = fp8_format(C);
 
   MomentIO(const MomentBuffers& b, int64_t numel)
       : codes_(b.codes.data<code_t<C>>()),
@@ -26,19 +55,17 @@ class MomentIO {
       if constexpr (is_expand(C)) {
         expo_ = b.expo.data<float>();
         center_ = b.center.data<float>();
-        for (uint32_t c = 1; c <= max_finite_code(fp8_format(C)); ++c)
-          code_log2_[c] = code_log2<fp8_format(C)>(c);
       }
     }
   }
 
   int64_t group_size() const { return group_size_; }
 
-  /// Decoders from the stored metadata (before anything is overwritten).
+  /// Coders of the stored metadata (before anything is overwritten).
   void prepare_decode() {
     if constexpr (kGrouped) {
       decoders_.resize(size_t(groups_));
-      for (int64_t g = 0; g < groups_; ++g) decoders_[size_t(g)] = group_decoder<C>(stored_meta(g));
+      for (int64_t g = 0; g < groups_; ++g) decoders_[size_t(g)] = coded(group_coder<C>(stored_meta(g)));
     }
   }
   void reset_stats() {
@@ -47,11 +74,11 @@ class MomentIO {
   float decode(int64_t i, int64_t g) const {
     if constexpr (kGrouped) {
       const uint8_t code = codes_[i];
-      const GroupCoder& d = decoders_[size_t(g)];
+      const Coded& d = decoders_[size_t(g)];
       if constexpr (is_expand(C)) {
-        return decode_fp8<C>(code, d, code_log2_[code & 0x7Fu]);
+        return decode_expand(code, d.coder.f, d.row.values);
       } else {
-        return decode_fp8<C>(code, d, 0.0f);
+        return fp8math::dequantize_value<kFmt>(code, d.coder.a);
       }
     } else {
       (void)g;
@@ -67,13 +94,16 @@ class MomentIO {
       metas_.resize(size_t(groups_));
       encoders_.resize(size_t(groups_));
       for (int64_t g = 0; g < groups_; ++g) {
-        encoders_[size_t(g)] = group_meta_encoder<C>(stats_[size_t(g)], metas_[size_t(g)]);
+        encoders_[size_t(g)] = coded(group_meta_coder<C>(stats_[size_t(g)], metas_[size_t(g)]));
       }
     }
   }
   void encode(int64_t i, int64_t g, float x) {
-    if constexpr (kGrouped) {
-      codes_[i] = encode_fp8<C>(x, encoders_[size_t(g)]);
+    if constexpr (is_expand(C)) {
+      const Coded& e = encoders_[size_t(g)];
+      codes_[i] = encode_expand<kFmt>(x, e.coder, e.row);
+    } else if constexpr (kGrouped) {
+      codes_[i] = encode_plain<kFmt>(x, encoders_[size_t(g)].coder.a);
     } else {
       (void)g;
       codes_[i] = store_plain<C>(x);
@@ -92,6 +122,17 @@ class MomentIO {
   }
 
  private:
+  /// A group's coder with its table row (expansion).
+  struct Coded {
+    GroupCoder coder;
+    ExpandRow row;
+  };
+  Coded coded(const GroupCoder& c) {
+    Coded out{c, ExpandRow{}};
+    if constexpr (is_expand(C)) out.row = rows_.row(expand_row(c.k));
+    return out;
+  }
+
   GroupMeta stored_meta(int64_t g) const {
     GroupMeta m;
     m.scale = scale_[g];
@@ -108,8 +149,8 @@ class MomentIO {
   float* scale_ = nullptr;
   float* expo_ = nullptr;
   float* center_ = nullptr;
-  std::array<float, 128> code_log2_{};
-  std::vector<GroupCoder> decoders_, encoders_;
+  ExpandRows<kFmt> rows_;
+  std::vector<Coded> decoders_, encoders_;
   std::vector<GroupStats> stats_;
   std::vector<GroupMeta> metas_;
 };
@@ -155,7 +196,7 @@ void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffe
   };
   auto update = [&](int64_t i, int64_t gm, int64_t gv, const adamw_math::AdamWScalars& s) {
     Updated u{p[i], m.decode(i, gm), v.decode(i, gv)};
-    adamw_math::adamw_update(u.p, g[i], u.m, u.v, s);
+    adamw_math::adamw_update_for<kGrouped>(u.p, g[i], u.m, u.v, s);
     return u;
   };
   if constexpr (kGrouped) {

@@ -9,6 +9,8 @@
 #include <type_traits>
 
 #include "coat/backend/cuda/check.h"
+#include "coat/backend/cuda/cuda_context.h"
+#include "coat/backend/cuda/expand_tables.h"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/quantized_adamw.h"
 #include "coat/core/float_formats.h"
@@ -19,19 +21,22 @@ namespace {
 using namespace moment_codec;
 using adamw_math::AdamWScalars;
 
-constexpr int kThreads = 128;
+/// 512 threads per block and tiles of 4096 elements: measured on an H100 (fp8_expand, 0.81B parameters),
+/// 128 threads 6.12 ms, 256 threads 5.88 ms, 512 threads 5.76 ms: per tile the block waits at two barriers
+/// while a few threads compute the groups' metadata, so larger tiles wait less per element.
+constexpr int kThreads = 512;
 constexpr int kVec = 4;                     // contiguous elements per thread and slot
 constexpr int kSlots = 2;                   // slots per thread and tile
-constexpr int kSlotSpan = kThreads * kVec;  // 512 elements
-constexpr int kTile = kSlotSpan * kSlots;   // 1024 elements per tile, whole groups
+constexpr int kSlotSpan = kThreads * kVec;  // 2048 elements
+constexpr int kTile = kSlotSpan * kSlots;   // 4096 elements per tile, whole groups
 constexpr int64_t kMinFastGroup = 32;       // smaller groups take the general path (shared memory per block)
 constexpr int kMaxTileGroups = kTile / kMinFastGroup;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 constexpr int kGenThreads = 256;  // the general path's element and group kernels
-/// Resident blocks per SM the fused kernel is compiled for: at most 64 registers (40 bytes spilled), 32 warps
-/// per SM. The kernel is instruction bound; measured on an H100 (fp8_expand, 200M parameters): 8 blocks
-/// 1.965 ms, 7 blocks 1.975 ms, 6 blocks 2.022 ms.
-constexpr int kFusedBlocksPerSM = 8;
+/// Resident blocks per SM the fused kernel is compiled for: 32 warps per SM, so at most 64 registers (no spill
+/// in the whole-tile kernels). Fewer warps with more registers was slower (H100, 0.81B parameters, 128-thread
+/// blocks: 6 per SM 6.74 ms against 8 per SM 6.28 ms).
+constexpr int kFusedBlocksPerSM = 1024 / kThreads;
 
 // ---- arguments ----
 
@@ -41,6 +46,7 @@ struct MomentArgs {
   float* expo = nullptr;
   float* center = nullptr;
   int group_shift = 0;  // log2(group_size) (the fast path's power-of-two groups)
+  ExpandTableView tables;  // the expansion's tables of the moment's FP8 format
 };
 
 /// The decay plan as kernel parameters: all, or `count` sorted ranges, inline when they fit.
@@ -113,6 +119,36 @@ __device__ __forceinline__ void store4(T* p, int64_t e, int count, bool vec, con
   }
 }
 
+/// A slot's kVec codes. 1-byte codes stay packed in one word until each is decoded: four live registers
+/// fewer per slot (the register allocator spilled unpacked bytes at 64 registers).
+template <typename T>
+struct SlotCodes {
+  T v[kVec];
+  __device__ __forceinline__ T at(int q) const { return v[q]; }
+};
+template <>
+struct SlotCodes<uint8_t> {
+  uint32_t word;
+  __device__ __forceinline__ uint8_t at(int q) const { return static_cast<uint8_t>(word >> (8 * q)); }
+};
+
+template <typename T>
+__device__ __forceinline__ void load_codes(const T* p, int64_t e, int count, bool vec, SlotCodes<T>& out) {
+  if constexpr (sizeof(T) == 1) {
+    if (vec && count == kVec) {
+      out.word = __ldcs(reinterpret_cast<const unsigned int*>(p + e));
+    } else {
+      uint32_t w = 0u;
+#pragma unroll
+      for (int q = 0; q < kVec; ++q)
+        if (q < count) w |= static_cast<uint32_t>(p[e + q]) << (8 * q);
+      out.word = w;
+    }
+  } else {
+    load4(p, e, count, vec, out.v);
+  }
+}
+
 /// First r in [lo, hi) with end[r] > e (hi when none).
 __device__ __forceinline__ int first_ending_after(const int64_t* end, int lo, int hi, int64_t e) {
   while (lo < hi) {
@@ -146,23 +182,67 @@ __device__ __forceinline__ uint32_t umin(uint32_t a, uint32_t b) {
   return a < b ? a : b;
 }
 
+/// The first entry of the expansion's table row for a group of exponent k (rows of kExpandMagnitudes
+/// entries; unsigned, so that base + offset is one 32 x 32 -> 64-bit multiply-add).
+__device__ __forceinline__ uint32_t table_offset(float k) {
+  return static_cast<uint32_t>(expand_row(k)) * kExpandMagnitudes;
+}
+
+/// One element's value from its code: plain FP8 (q * s), expansion (f * T_r[|q|], the table row in L1;
+/// `row` = table_offset), or the F32 / BF16 value itself.
 template <Codec C>
-__device__ __forceinline__ float decode_code(code_t<C> code, const GroupCoder& c, const float* lq) {
+__device__ __forceinline__ float decode_code(code_t<C> code, const GroupCoder& c, const float* values,
+                                             uint32_t row) {
   if constexpr (!is_grouped(C)) {
     return load_plain<C>(code);
   } else if constexpr (is_expand(C)) {
-    return decode_fp8<C>(code, c, lq[code & 0x7Fu]);
+    const float x = __fmul_rn(c.f, __ldg(values + (row | (code & 0x7Fu))));
+    return bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
   } else {
-    return decode_fp8<C>(code, c, 0.0f);
+    return fp8math::dequantize_value<fp8_format(C)>(code, c.a);
   }
 }
 
-template <Codec C>
-__device__ __forceinline__ void fill_code_log2(float* lq) {
+__device__ __forceinline__ float approx_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float approx_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// The expansion's encode, the codes of moment_codec::encode_expand: guess the magnitude code with the
+/// hardware's approximate log2 / exp2 and FP8 conversion (k log2|x| + a = log2(y / s)) and keep it when |x|
+/// lies between its two bounds (one 8-byte load of the row's pair; then the guess IS the count of bounds below
+/// |x|); else count by binary search as the CPU does (a guess off by one next to a bound, collapsed bounds of
+/// a tiny group, every nonzero value of a non-finite group, whose guess is the NaN code with NaN bounds).
+template <DType Fmt>
+__device__ __forceinline__ uint8_t encode_expand_fast(float x, const GroupCoder& c, const BoundPair* pairs,
+                                                      uint32_t row) {
+  const float ax = bits_to_float(float_to_bits(x) & 0x7FFFFFFFu);
+  const float z = approx_exp2(fmaf(c.k, approx_log2(ax), c.a));
+  const uint32_t guess = static_cast<uint32_t>(fp8_saturate<Fmt>(z)) & 0x7Fu;  // z >= 0 or NaN (-> 0x7F)
+  const float2 b = __ldg(reinterpret_cast<const float2*>(pairs) + (row | guess));
+  const bool inside = ax >= __fmul_rn(c.f, b.x) && ax < __fmul_rn(c.f, b.y);
+  uint32_t magnitude = guess;
+  if (!inside && ax != 0.0f) magnitude = expand_count<Fmt>(ax, c.f, pairs + row);
+  return expand_code(x, magnitude, c);
+}
+
+/// A slot's codes of a grouped codec.
+template <Codec C, typename T>
+__device__ __forceinline__ void encode_slot(const float (&x)[kVec], const GroupCoder& c, const BoundPair* pairs,
+                                            T (&out)[kVec]) {
   if constexpr (is_expand(C)) {
-    for (uint32_t c = threadIdx.x; c < 128; c += blockDim.x) {
-      lq[c] = c >= 1 && c <= max_finite_code(fp8_format(C)) ? code_log2<fp8_format(C)>(c) : 0.0f;
-    }
+    const uint32_t row = table_offset(c.k);
+#pragma unroll
+    for (int q = 0; q < kVec; ++q) out[q] = static_cast<T>(encode_expand_fast<fp8_format(C)>(x[q], c, pairs, row));
+  } else {
+#pragma unroll
+    for (int q = 0; q < kVec; ++q) out[q] = static_cast<T>(encode_plain<fp8_format(C)>(x[q], c.a));
   }
 }
 
@@ -220,19 +300,20 @@ __device__ __forceinline__ void reduce_group_stats(const float (&x)[kVec], int c
 
 // ---- the fused step, one launch ----
 
-/// The block's shared memory: log2 tables of the FP8 magnitudes (expansion), the inline decay ranges, and per
-/// group of a tile its statistics and coders, twice ([buffer]): while the block encodes tile i with the
-/// encoders in buffer i % 2, the decoders of its next tile wait in the other buffer.
+/// The block's shared memory: the inline decay ranges, and per group of a tile its statistics and coders
+/// (GroupCoder a, f, k), twice ([buffer]): while the block encodes tile i with the encoders in buffer i % 2,
+/// the decoders of its next tile wait in the other buffer.
 template <Codec CM, Codec CV>
 struct TileShared {
   static constexpr int kNGM = is_grouped(CM) ? kMaxTileGroups : 1;
   static constexpr int kNGV = is_grouped(CV) ? kMaxTileGroups : 1;
-  float lq_m[is_expand(CM) ? 128 : 1];
-  float lq_v[is_expand(CV) ? 128 : 1];
   uint32_t max_m[2][kNGM], min_m[2][kNGM], max_v[2][kNGV], min_v[2][kNGV];
   float ca_m[2][kNGM], cb_m[2][kNGM], cc_m[2][kNGM], ca_v[2][kNGV], cb_v[2][kNGV], cc_v[2][kNGV];
+  float stage_m[3][kNGM], stage_v[3][kNGV];  // the next tile's stored metadata (scale, expo, center), copied
+                                            // asynchronously while this tile is updated
   int64_t range_begin[kInlineDecayRanges], range_end[kInlineDecayRanges];
   int tile_ranges[2][2];  // [buffer]: the decay ranges [lo, hi) that meet the tile
+  int tile_decay[2];      // [buffer]: 0 no element of the tile decays, 1 all do, 2 mixed (search per slot)
 };
 
 /// Where a tile lies: its first element, its length, and its groups of each moment.
@@ -270,19 +351,55 @@ __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
 #endif
 }
 
-/// Decoders of the stored metadata and empty statistics for a tile's groups of one moment (group i of the
-/// tile by worker i % workers).
-template <Codec C>
-__device__ __forceinline__ void prepare_groups(const MomentArgs& ma, int64_t first, int count, int worker,
-                                               int workers, uint32_t* smax, uint32_t* smin, float* ca,
-                                               float* cb, float* cc) {
+/// 4 bytes global -> shared without a register (cp.async; completed by wait_async_copies).
+__device__ __forceinline__ void copy_async4(float* shared_dst, const float* src) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+}
+/// Waits for this thread's cp.async copies (visible to the block after the next barrier).
+__device__ __forceinline__ void wait_async_copies() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+/// Starts copying the stored metadata of `count` groups of a moment from group `first` into stage[0..2]
+/// (scale; expo and center for the expansion), by the threads [0, blockDim.x).
+template <Codec C, int N>
+__device__ __forceinline__ void stage_groups(const MomentArgs& ma, int64_t first, int count, float (&stage)[3][N]) {
+  if constexpr (is_grouped(C)) {
+    constexpr int kArrays = is_expand(C) ? 3 : 1;
+    for (int i = threadIdx.x; i < kArrays * count; i += blockDim.x) {
+      const int which = i >= count ? (i >= 2 * count ? 2 : 1) : 0;
+      const int j = i - which * count;
+      const float* src = which == 0 ? ma.scale : which == 1 ? ma.expo : ma.center;
+      copy_async4(&stage[which][j], src + first + j);
+    }
+  }
+}
+
+/// Stored metadata of a tile's group i, from the stage.
+template <Codec C, int N>
+__device__ __forceinline__ GroupMeta staged_meta(const float (&stage)[3][N], int i) {
+  GroupMeta m;
+  m.scale = stage[0][i];
+  if constexpr (is_expand(C)) {
+    m.expo = stage[1][i];
+    m.center = stage[2][i];
+  }
+  return m;
+}
+
+/// Decoders of the stored metadata (staged) and empty statistics for a tile's groups of one moment (group i of
+/// the tile by worker i % workers).
+template <Codec C, int N>
+__device__ __forceinline__ void prepare_groups(const float (&stage)[3][N], int count, int worker, int workers,
+                                               uint32_t* smax, uint32_t* smin, float* ca, float* cb, float* cc) {
   for (int i = worker; i < count; i += workers) {
     smax[i] = 0u;
     smin[i] = 0xFFFFFFFFu;
-    const GroupCoder c = group_decoder<C>(load_meta<C>(ma.scale, ma.expo, ma.center, first + i));
+    const GroupCoder c = group_coder<C>(staged_meta<C>(stage, i));
     ca[i] = c.a;
-    cb[i] = c.b;
-    cc[i] = c.c;
+    cb[i] = c.f;
+    cc[i] = c.k;
   }
 }
 
@@ -296,11 +413,11 @@ __device__ __forceinline__ void finish_groups(const MomentArgs& ma, int64_t firs
     st.max_key = smax[i];
     st.min_key = smin[i];
     GroupMeta meta;
-    const GroupCoder c = group_meta_encoder<C>(st, meta);
+    const GroupCoder c = group_meta_coder<C>(st, meta);
     store_meta<C>(ma.scale, ma.expo, ma.center, first + i, meta);
     ca[i] = c.a;
-    cb[i] = c.b;
-    cc[i] = c.c;
+    cb[i] = c.f;
+    cc[i] = c.k;
   }
 }
 
@@ -313,14 +430,14 @@ __device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const T
   for (int i = worker; i < t.groups_m + t.groups_v; i += workers) {
     const bool is_m = i < t.groups_m;
     const int j = is_m ? i : i - t.groups_m;
-    const MomentArgs& ma = is_m ? a.m : a.v;
     (is_m ? sh.max_m[b] : sh.max_v[b])[j] = 0u;
     (is_m ? sh.min_m[b] : sh.min_v[b])[j] = 0xFFFFFFFFu;
     const GroupCoder c =
-        group_decoder<CM>(load_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j));
+        expand_coder(is_m ? staged_meta<CM>(sh.stage_m, j) : staged_meta<CV>(sh.stage_v, j),
+                     is_m ? fp8_format(CM) : fp8_format(CV));
     (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
-    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.b;
-    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.c;
+    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.f;
+    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.k;
   }
 }
 
@@ -335,16 +452,23 @@ __device__ __forceinline__ void finish_groups_merged(const StepArgs& a, const Ti
     st.max_key = (is_m ? sh.max_m[b] : sh.max_v[b])[j];
     st.min_key = (is_m ? sh.min_m[b] : sh.min_v[b])[j];
     GroupMeta meta;
-    const GroupCoder c = group_meta_encoder<true>(st, is_m ? fp8_format(CM) : fp8_format(CV), meta);
+    const GroupCoder c = group_meta_coder<true>(st, is_m ? fp8_format(CM) : fp8_format(CV), meta);
     store_meta<CM>(ma.scale, ma.expo, ma.center, (is_m ? t.first_m : t.first_v) + j, meta);
     (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
-    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.b;
-    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.c;
+    (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.f;
+    (is_m ? sh.cc_m[b] : sh.cc_v[b])[j] = c.k;
   }
 }
 
-/// Decoders, empty statistics and decay ranges of tile t into buffer b, by the threads [worker0, worker0 +
-/// workers).
+/// Starts staging tile t's stored metadata (stage_tile), all threads.
+template <Codec CM, Codec CV>
+__device__ __forceinline__ void stage_tile(const StepArgs& a, TileShared<CM, CV>& sh, const TileGeom& t) {
+  stage_groups<CM>(a.m, t.first_m, t.groups_m, sh.stage_m);
+  stage_groups<CV>(a.v, t.first_v, t.groups_v, sh.stage_v);
+}
+
+/// Decoders (from the staged metadata), empty statistics and decay ranges of tile t into buffer b, by the
+/// threads [worker0, worker0 + workers).
 template <Codec CM, Codec CV>
 __device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs& d, TileShared<CM, CV>& sh,
                                              int b, const TileGeom& t, const int64_t* rb, const int64_t* re,
@@ -355,28 +479,32 @@ __device__ __forceinline__ void prepare_tile(const StepArgs& a, const DecayArgs&
     prepare_groups_merged<CM, CV>(a, t, sh, b, w, workers);
   } else {
     if constexpr (is_grouped(CM))
-      prepare_groups<CM>(a.m, t.first_m, t.groups_m, w, workers, sh.max_m[b], sh.min_m[b], sh.ca_m[b],
-                         sh.cb_m[b], sh.cc_m[b]);
+      prepare_groups<CM>(sh.stage_m, t.groups_m, w, workers, sh.max_m[b], sh.min_m[b], sh.ca_m[b], sh.cb_m[b],
+                         sh.cc_m[b]);
     if constexpr (is_grouped(CV))
-      prepare_groups<CV>(a.v, t.first_v, t.groups_v, w, workers, sh.max_v[b], sh.min_v[b], sh.ca_v[b],
-                         sh.cb_v[b], sh.cc_v[b]);
+      prepare_groups<CV>(sh.stage_v, t.groups_v, w, workers, sh.max_v[b], sh.min_v[b], sh.ca_v[b], sh.cb_v[b],
+                         sh.cc_v[b]);
   }
   if (use_ranges && w == workers - 1) {
     const int lo = first_ending_after(re, 0, d.count, t.base);
+    const int hi = first_beginning_from(rb, lo, d.count, t.base + t.valid);
     sh.tile_ranges[b][0] = lo;
-    sh.tile_ranges[b][1] = first_beginning_from(rb, lo, d.count, t.base + t.valid);
+    sh.tile_ranges[b][1] = hi;
+    sh.tile_decay[b] = hi == lo ? 0 : hi == lo + 1 && rb[lo] <= t.base && re[lo] >= t.base + t.valid ? 1 : 2;
   }
 }
 
 /// One tile, its per-group state in buffer b (prepared before):
-///  A. loads of grad, param and codes;
-///  B. decode, update (param stored), new moments kept in registers; statistics reduced over each group's
-///     lanes (redux / shuffles) and merged into shared memory with atomics (exact, order-free);
-///  C. new metadata (stored) and encoders of this tile's groups into buffer b, by the first half of the
-///  block;
-///     at the same time the second half prepares the block's next tile (decoders from its stored metadata,
-///     empty statistics, decay ranges) in buffer b ^ 1;
-///  D. encode and store the codes.
+///  A. cp.async copies of the next tile's stored metadata into shared memory start (no registers; waited
+///     for before the first barrier); loads of grad, param and codes (1-byte codes stay packed);
+///  B. decode (expansion: f * T_r[|q|] from the table row in L1), update (param stored), new moments kept in
+///     registers; statistics reduced over each group's lanes (redux / shuffles) and merged into shared
+///     memory with atomics (exact, order-free);
+///  C. new metadata (stored) and coders of this tile's groups into buffer b, by the first half of the block;
+///     at the same time the second half prepares the block's next tile (coders from its staged metadata,
+///     empty statistics, decay ranges and whether the tile decays wholly, not at all or in part) in buffer
+///     b ^ 1;
+///  D. encode (expansion: a hardware guess checked against its two bounds) and store the codes.
 /// Two barriers per tile (after B and after C); D of this tile and B of the next use different buffers.
 /// kFull: a whole, vector-aligned tile (no per-element bounds).
 template <Codec CM, Codec CV, bool kFull>
@@ -391,10 +519,11 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
   const bool vec = kFull || a.vectorized;
   const int64_t base = t.base;
 
-  // A. loads
+  // A. the next tile's metadata (asynchronous copies, waited for before the barrier), loads
+  if (has_next) stage_tile<CM, CV>(a, sh, next);
   float g[kSlots][kVec], p[kSlots][kVec];
-  TM cm[kSlots][kVec];
-  TV cv[kSlots][kVec];
+  SlotCodes<TM> cm[kSlots];
+  SlotCodes<TV> cv[kSlots];
   int count[kSlots];
 #pragma unroll
   for (int s = 0; s < kSlots; ++s) {
@@ -403,8 +532,8 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
     const int64_t e = base + offset;
     load4(a.grad, e, count[s], vec, g[s]);
     load4(a.param, e, count[s], vec, p[s]);
-    load4(static_cast<const TM*>(a.m.codes), e, count[s], vec, cm[s]);
-    load4(static_cast<const TV*>(a.v.codes), e, count[s], vec, cv[s]);
+    load_codes(static_cast<const TM*>(a.m.codes), e, count[s], vec, cm[s]);
+    load_codes(static_cast<const TV*>(a.v.codes), e, count[s], vec, cv[s]);
   }
 
   // B. decode, update, statistics
@@ -414,12 +543,19 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
     const int offset = s * kSlotSpan + tid * kVec;
     const int64_t e0 = base + offset;
     GroupCoder dm, dv;
+    uint32_t row_m = 0u, row_v = 0u;
     const int local_m = kGM ? offset >> a.m.group_shift : 0;
     const int local_v = kGV ? offset >> a.v.group_shift : 0;
     if constexpr (kGM) dm = GroupCoder{sh.ca_m[b][local_m], sh.cb_m[b][local_m], sh.cc_m[b][local_m]};
     if constexpr (kGV) dv = GroupCoder{sh.ca_v[b][local_v], sh.cb_v[b][local_v], sh.cc_v[b][local_v]};
+    if constexpr (is_expand(CM)) row_m = table_offset(dm.k);
+    if constexpr (is_expand(CV)) row_v = table_offset(dv.k);
     bool decays[kVec];
-    if (use_ranges) {
+    const int tile_decay = kGM || kGV ? sh.tile_decay[b] : 2;
+    if (use_ranges && tile_decay != 2) {
+#pragma unroll
+      for (int q = 0; q < kVec; ++q) decays[q] = tile_decay == 1;
+    } else if (use_ranges) {
       // Without grouped moments there are no barriers: search all ranges instead of the tile's.
       const int lo = kGM || kGV ? sh.tile_ranges[b][0] : 0;
       const int hi = kGM || kGV ? sh.tile_ranges[b][1] : d.count;
@@ -441,16 +577,17 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
     }
 #pragma unroll
     for (int q = 0; q < kVec; ++q) {
-      float mi = 0.0f, vi = 0.0f;
+      const bool valid = kFull || q < count[s];
+      mn[s][q] = valid ? decode_code<CM>(cm[s].at(q), dm, a.m.tables.values, row_m) : 0.0f;
+      vn[s][q] = valid ? decode_code<CV>(cv[s].at(q), dv, a.v.tables.values, row_v) : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < kVec; ++q) {
       if (kFull || q < count[s]) {
-        mi = decode_code<CM>(cm[s][q], dm, sh.lq_m);
-        vi = decode_code<CV>(cv[s][q], dv, sh.lq_v);
         AdamWScalars sc = a.scalars;
         sc.decay = decays[q] ? a.scalars.decay : a.no_decay;
-        adamw_math::adamw_update(p[s][q], g[s][q], mi, vi, sc);
+        adamw_math::adamw_update_for<kGM || kGV>(p[s][q], g[s][q], mn[s][q], vn[s][q], sc);
       }
-      mn[s][q] = mi;
-      vn[s][q] = vi;
     }
     store4(a.param, e0, count[s], vec, p[s]);
     if (a.compute != nullptr) {
@@ -478,6 +615,7 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
   }
   if constexpr (!kGM && !kGV) return;
 
+  wait_async_copies();
   __syncthreads();
   // C. this tile's encoders (first half of the block) and the next tile's decoders (second half)
   constexpr int kHalf = kThreads / 2;
@@ -514,33 +652,32 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
       const int l = offset >> a.m.group_shift;
       const GroupCoder c{sh.ca_m[b][l], sh.cb_m[b][l], sh.cc_m[b][l]};
       TM out[kVec];
-#pragma unroll
-      for (int q = 0; q < kVec; ++q) out[q] = encode_fp8<CM>(mn[s][q], c);
+      encode_slot<CM>(mn[s], c, a.m.tables.pairs, out);
       store4(static_cast<TM*>(a.m.codes), e0, count[s], vec, out);
     }
     if constexpr (kGV) {
       const int l = offset >> a.v.group_shift;
       const GroupCoder c{sh.ca_v[b][l], sh.cb_v[b][l], sh.cc_v[b][l]};
       TV out[kVec];
-#pragma unroll
-      for (int q = 0; q < kVec; ++q) out[q] = encode_fp8<CV>(vn[s][q], c);
+      encode_slot<CV>(vn[s], c, a.v.tables.pairs, out);
       store4(static_cast<TV*>(a.v.codes), e0, count[s], vec, out);
     }
   }
 }
 
-/// Persistent blocks over tiles of kTile elements (whole groups), fused_tile per tile; lanes of warp 0
-/// prefetch the block's next tile into L2 first. Memory traffic: grad, param, codes and metadata read once;
-/// param, codes and metadata written once.
-template <Codec CM, Codec CV>
+/// Persistent blocks over the tiles [tile_begin, tile_end) of kTile elements (whole groups), fused_tile per
+/// tile; lanes of warp 0 prefetch the block's next tile into L2 first. Memory traffic: grad, param, codes and
+/// metadata read once; param, codes and metadata written once. kFull: every tile whole and vector-aligned
+/// (the launch gives a buffer's last, partial tile to a separate one-block launch, so that this kernel has
+/// only the straight-line tile code: with both in one kernel the register allocator spilled at 64 registers).
+template <Codec CM, Codec CV, bool kFull>
 __global__ __launch_bounds__(kThreads,
                              kFusedBlocksPerSM) void fused_step_kernel(const StepArgs a,
-                                                                       const __grid_constant__ DecayArgs d) {
+                                                                       const __grid_constant__ DecayArgs d,
+                                                                       int64_t tile_begin, int64_t tile_end) {
   constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
   __shared__ TileShared<CM, CV> sh;
   const int tid = threadIdx.x;
-  fill_code_log2<CM>(sh.lq_m);
-  fill_code_log2<CV>(sh.lq_v);
   const bool use_ranges = !d.all && d.count > 0;
   const bool inline_ranges = d.count <= kInlineDecayRanges;
   if (use_ranges && inline_ranges) {
@@ -554,18 +691,20 @@ __global__ __launch_bounds__(kThreads,
   const int width_m = kGM ? static_cast<int>(min(int64_t{32}, (int64_t{1} << a.m.group_shift) / kVec)) : 1;
   const int width_v = kGV ? static_cast<int>(min(int64_t{32}, (int64_t{1} << a.v.group_shift) / kVec)) : 1;
 
-  const int64_t tiles = (a.n + kTile - 1) / kTile;
-  if (int64_t{blockIdx.x} >= tiles) return;
-  __syncthreads();  // tables and ranges (prepare_tile searches the ranges)
-  TileGeom t = tile_geom<CM, CV>(a, blockIdx.x);
+  if (tile_begin + blockIdx.x >= tile_end) return;
+  __syncthreads();  // the ranges (prepare_tile searches them)
+  TileGeom t = tile_geom<CM, CV>(a, tile_begin + blockIdx.x);
   if constexpr (kGM || kGV) {
+    stage_tile<CM, CV>(a, sh, t);
+    wait_async_copies();
+    __syncthreads();  // the first tile's metadata
     prepare_tile<CM, CV>(a, d, sh, 0, t, rb, re, use_ranges, 0, kThreads);
     __syncthreads();  // the first tile's decoders, statistics and ranges
   }
   int b = 0;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x, b ^= 1) {
+  for (int64_t tile = tile_begin + blockIdx.x; tile < tile_end; tile += gridDim.x, b ^= 1) {
     const int64_t next_tile = tile + gridDim.x;
-    const bool has_next = next_tile < tiles;
+    const bool has_next = next_tile < tile_end;
     const TileGeom next = has_next ? tile_geom<CM, CV>(a, next_tile) : TileGeom{};
     if (a.prefetch && tid < 4 && has_next) {
       const int64_t count = next.valid;
@@ -577,11 +716,7 @@ __global__ __launch_bounds__(kThreads,
       if (tid == 3)
         prefetch_l2(static_cast<const char*>(a.v.codes) + e * sizeof(code_t<CV>), sizeof(code_t<CV>) * count);
     }
-    if (t.valid == kTile && a.vectorized) {
-      fused_tile<CM, CV, true>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
-    } else {
-      fused_tile<CM, CV, false>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
-    }
+    fused_tile<CM, CV, kFull>(a, d, sh, b, t, has_next, next, rb, re, use_ranges, width_m, width_v);
     t = next;
   }
 }
@@ -601,6 +736,7 @@ struct GenMoment {
   float* encoders = nullptr;  // [groups][3] of the new metadata
   uint32_t* stats = nullptr;  // [groups][2] max key, masked min key
   float* new_meta = nullptr;  // [groups][3] scale, expo, center (committed last)
+  ExpandTableView tables;     // the expansion's tables of the FP8 format
 };
 
 template <typename F>
@@ -636,7 +772,8 @@ __device__ __forceinline__ float gen_decode(const GenMoment& m, int64_t i) {
       out = load_plain<C>(code);
     } else {
       const float* d = m.decoders + 3 * (i / m.group_size);
-      out = decode_fp8<C>(code, GroupCoder{d[0], d[1], d[2]});
+      const GroupCoder c{d[0], d[1], d[2]};
+      out = decode_code<C>(code, c, m.tables.values, is_expand(C) ? table_offset(c.k) : 0u);
     }
   });
   return out;
@@ -650,7 +787,12 @@ __device__ __forceinline__ void gen_encode(const GenMoment& m, int64_t i, float 
       codes[i] = store_plain<C>(x);
     } else {
       const float* e = m.encoders + 3 * (i / m.group_size);
-      codes[i] = encode_fp8<C>(x, GroupCoder{e[0], e[1], e[2]});
+      const GroupCoder c{e[0], e[1], e[2]};
+      if constexpr (is_expand(C)) {
+        codes[i] = encode_expand<fp8_format(C)>(x, c, ExpandRow{nullptr, m.tables.pairs + table_offset(c.k)});
+      } else {
+        codes[i] = encode_plain<fp8_format(C)>(x, c.a);
+      }
     }
   });
 }
@@ -693,10 +835,10 @@ __global__ void gen_prepare_kernel(GenMoment m, bool decoders) {
     with_codec(m.codec, [&](auto tag) {
       constexpr Codec C = decltype(tag)::value;
       if constexpr (is_grouped(C)) {
-        const GroupCoder c = group_decoder<C>(load_meta<C>(m.scale, m.expo, m.center, g));
+        const GroupCoder c = group_coder<C>(load_meta<C>(m.scale, m.expo, m.center, g));
         m.decoders[3 * g] = c.a;
-        m.decoders[3 * g + 1] = c.b;
-        m.decoders[3 * g + 2] = c.c;
+        m.decoders[3 * g + 1] = c.f;
+        m.decoders[3 * g + 2] = c.k;
       }
     });
   }
@@ -714,7 +856,7 @@ __global__ void gen_params_kernel(GenMoment m, bool direct) {
         st.max_key = m.stats[2 * g];
         st.min_key = m.stats[2 * g + 1];
         GroupMeta meta;
-        const GroupCoder c = group_meta_encoder<C>(st, meta);
+        const GroupCoder c = group_meta_coder<C>(st, meta);
         if (direct) {
           store_meta<C>(m.scale, m.expo, m.center, g, meta);
         } else {
@@ -723,8 +865,8 @@ __global__ void gen_params_kernel(GenMoment m, bool direct) {
           m.new_meta[3 * g + 2] = meta.center;
         }
         m.encoders[3 * g] = c.a;
-        m.encoders[3 * g + 1] = c.b;
-        m.encoders[3 * g + 2] = c.c;
+        m.encoders[3 * g + 1] = c.f;
+        m.encoders[3 * g + 2] = c.k;
       }
     });
   }
@@ -762,7 +904,11 @@ __global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, con
       vi = gen_decode(v, i);
       AdamWScalars sc = scalars;
       sc.decay = gen_in_decay(d, i) ? scalars.decay : no_decay;
-      adamw_math::adamw_update(pi, grad[i], mi, vi, sc);
+      if (is_grouped(m.codec) || is_grouped(v.codec)) {
+        adamw_math::adamw_update_folded(pi, grad[i], mi, vi, sc);
+      } else {
+        adamw_math::adamw_update(pi, grad[i], mi, vi, sc);
+      }
       if (write) {
         param[i] = pi;
         gen_encode(m, i, mi);
@@ -833,6 +979,12 @@ bool fast_groups(const MomentBuffers& b) {
   return gs >= kMinFastGroup && gs <= kTile && (gs & (gs - 1)) == 0;
 }
 
+/// The expansion's tables of b's FP8 format (built on the codes' stream at the first use); none otherwise.
+ExpandTableView tables_of(const MomentBuffers& b) {
+  if (!is_expand(b.codec)) return ExpandTableView{};
+  return context_of(b.codes).expand_tables().get(fp8_format(b.codec), stream_of(b.codes));
+}
+
 MomentArgs moment_args(const MomentBuffers& b) {
   MomentArgs a;
   a.codes = b.codes.data_ptr();
@@ -842,6 +994,7 @@ MomentArgs moment_args(const MomentBuffers& b) {
     if (is_expand(b.codec)) {
       a.expo = b.expo.data<float>();
       a.center = b.center.data<float>();
+      a.tables = tables_of(b);
     }
   }
   return a;
@@ -887,17 +1040,33 @@ bool codes_aligned(const MomentBuffers& b) {
   return aligned(b.codes.data_ptr(), kVec * dtype_size(b.codes.dtype()));
 }
 
-template <Codec CM, Codec CV>
-void launch_fused(const StepArgs& a, const DecayArgs& d, const Tensor& like) {
-  auto kernel = fused_step_kernel<CM, CV>;
+/// fused_step_kernel<CM, CV, kFull> over tiles [tile_begin, tile_end), at most as many blocks as are resident.
+template <Codec CM, Codec CV, bool kFull>
+void launch_tiles(const StepArgs& a, const DecayArgs& d, const Tensor& like, int64_t tile_begin, int64_t tile_end) {
+  if (tile_end <= tile_begin) return;
+  auto kernel = fused_step_kernel<CM, CV, kFull>;
   int per_sm = 0;
   COAT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  const int64_t tiles = (a.n + kTile - 1) / kTile;
   const int64_t resident =
       static_cast<int64_t>(std::max(per_sm, 1)) * context_of(like).properties().multiprocessor_count;
-  const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(tiles, resident)));
-  kernel<<<grid, kThreads, 0, stream_of(like)>>>(a, d);
+  const unsigned grid = static_cast<unsigned>(std::max<int64_t>(1, std::min(tile_end - tile_begin, resident)));
+  kernel<<<grid, kThreads, 0, stream_of(like)>>>(a, d, tile_begin, tile_end);
   COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+/// Vector-aligned buffers: the whole tiles by the kFull kernel, a partial last tile by one block of the
+/// general-tile kernel (tiles hold whole groups, so the two launches share no group). Otherwise every tile by
+/// the general-tile kernel.
+template <Codec CM, Codec CV>
+void launch_fused(const StepArgs& a, const DecayArgs& d, const Tensor& like) {
+  const int64_t tiles = (a.n + kTile - 1) / kTile;
+  if (!a.vectorized) {
+    launch_tiles<CM, CV, false>(a, d, like, 0, tiles);
+    return;
+  }
+  const int64_t full = a.n / kTile;
+  launch_tiles<CM, CV, true>(a, d, like, 0, full);
+  launch_tiles<CM, CV, false>(a, d, like, full, tiles);
 }
 
 /// A GenMoment over b with its workspace (kept alive in `storage`).
@@ -910,6 +1079,7 @@ GenMoment gen_moment(const MomentBuffers& b, int64_t n, Tensor& storage, bool wi
   if (is_expand(b.codec)) {
     g.expo = b.expo.data<float>();
     g.center = b.center.data<float>();
+    g.tables = tables_of(b);
   }
   g.group_size = b.group_size;
   g.groups = (n + b.group_size - 1) / b.group_size;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "coat/backend/moment_codec.h"
 #include "coat/core/random_generator.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
@@ -247,7 +248,7 @@ TEST_F(CudaQuantizedAdamW, UnalignedViews) {
 }
 
 TEST_F(CudaQuantizedAdamW, ManyTilesPerBlock) {
-  // More tiles than resident blocks (132 SMs x 6 blocks x 1024 elements on an H100): each block walks several
+  // More tiles than resident blocks (132 SMs x 2 blocks x 4096 elements on an H100): each block walks several
   // tiles, with the next tile's decoders prepared while the current one is encoded.
   const int64_t n = 4'000'037;
   const std::vector<DecayRange> ranges = {{0, 1'000'000}, {1'000'003, 1'000'004}, {2'000'000, 3'999'000}};
@@ -286,6 +287,91 @@ TEST_F(CudaQuantizedAdamW, QuantizeAndDequantizeMatchCpu) {
       const Tensor dc = ops::dequantize_moment(c), dg = ops::dequantize_moment(g);
       ASSERT_EQ(dg.device(), Device::cuda(0));
       ASSERT_EQ(ops::to_bytes(dg), ops::to_bytes(dc)) << what << " dequantize";
+    }
+  }
+}
+
+/// Groups of 128 that the GPU's first guess of an expansion code gets wrong or cannot guess: values exactly
+/// at the code bounds f U_r[j] and the float below each (the guess is off by one there), subnormal values,
+/// a span that forces k = 1/16 (collapsed lower bounds), values near the largest float, an all-zero group,
+/// and zeros among nonzero values.
+template <DType Fmt>
+std::vector<float> hard_expansion_groups() {
+  namespace mc = moment_codec;
+  std::vector<float> all;
+  std::mt19937 gen(9);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  // 1. bounds: max 1e-2 at [0], min 1e-5 at [1] fix the statistics; then bounds and their neighbours.
+  std::vector<float> g(128);
+  for (float& x : g) x = static_cast<float>(1e-5 * std::pow(1e3, u(gen)));
+  g[0] = 1e-2f;
+  g[1] = -1e-5f;
+  mc::GroupStats st;
+  for (float x : g) mc::add_value(st, x);
+  const mc::GroupCoder c = mc::expand_coder(mc::expand_meta(st, Fmt), Fmt);
+  const int row = mc::expand_row(c.k);
+  size_t at = 2;
+  for (uint32_t j = 0; j + 1 < mc::max_finite_code(Fmt) && at + 1 < g.size(); ++j) {
+    const float b = c.f * mc::expand_bound<Fmt>(row, j);
+    if (!(b > 1e-5f && b < 1e-2f)) continue;
+    g[at++] = (j % 2 ? -b : b);
+    g[at++] = std::nextafter(b, 0.0f);
+  }
+  EXPECT_GT(at, 40u);
+  all.insert(all.end(), g.begin(), g.end());
+  // 2. subnormal and tiny normal values with zeros.
+  for (int i = 0; i < 128; ++i) {
+    const float x = static_cast<float>(std::ldexp(1.0 + u(gen), -150 + int(30 * u(gen))));
+    all.push_back(i % 9 == 0 ? 0.0f : (i % 2 ? -x : x));
+  }
+  // 3. k = 1/16: 2^120 and the smallest subnormal, values log-uniform between.
+  for (int i = 0; i < 128; ++i) {
+    const float x = i == 0 ? std::ldexp(1.0f, 120) : i == 1 ? std::ldexp(1.0f, -149)
+                                                            : static_cast<float>(std::ldexp(1.0, -149 + int(269 * u(gen))));
+    all.push_back(i % 3 ? x : -x);
+  }
+  // 4. near the largest float; 5. all zero; 6. one nonzero value among zeros.
+  for (int i = 0; i < 128; ++i) all.push_back(static_cast<float>(3.4e38 * (0.5 + 0.5 * u(gen))) * (i % 2 ? -1 : 1));
+  for (int i = 0; i < 128; ++i) all.push_back(0.0f);
+  for (int i = 0; i < 128; ++i) all.push_back(i == 77 ? -3e-3f : 0.0f);
+  return all;
+}
+
+TEST_F(CudaQuantizedAdamW, ExpansionHardGroupsMatchCpu) {
+  for (DType fmt : {DType::E4M3, DType::E5M2}) {
+    const std::vector<float> v =
+        fmt == DType::E4M3 ? hard_expansion_groups<DType::E4M3>() : hard_expansion_groups<DType::E5M2>();
+    const int64_t n = static_cast<int64_t>(v.size());
+    const MomentSpec spec = spec_of(MomentEncoding::FP8Expand, fmt);
+    const std::string what = ops::moment_spec_str(spec);
+    // quantize / dequantize (the general kernels)
+    QuantizedMoment c = ops::make_moment(cpu, n, spec, MemoryCategory::OptimizerState);
+    QuantizedMoment g = ops::make_moment(gpu, n, spec, MemoryCategory::OptimizerState);
+    const Tensor values = ops::from_vector(cpu, {n}, DType::F32, v);
+    ops::quantize_moment(values, c);
+    ops::quantize_moment(ops::to(values, gpu), g);
+    expect_same_moment(g, c, what + " quantize");
+    ASSERT_EQ(ops::to_bytes(ops::dequantize_moment(g)), ops::to_bytes(ops::dequantize_moment(c))) << what;
+    // the fused step from these moments (m as stored, v = |m|), with zero and with tiny gradients
+    for (float grad : {0.0f, 1e-30f}) {
+      std::vector<float> mag(v.size());
+      for (size_t i = 0; i < v.size(); ++i) mag[i] = std::fabs(v[i]);
+      QuantizedMoment m_c = c, v_c = ops::make_moment(cpu, n, spec, MemoryCategory::OptimizerState);
+      m_c.codes = ops::clone(c.codes);
+      m_c.scale = ops::clone(c.scale);
+      m_c.expo = ops::clone(c.expo);
+      m_c.center = ops::clone(c.center);
+      ops::quantize_moment(ops::from_vector(cpu, {n}, DType::F32, mag), v_c);
+      QuantizedMoment m_g = to_device(m_c, gpu), v_g = to_device(v_c, gpu);
+      Tensor p_c = random_param(cpu, n, 4), p_g = ops::to(p_c, gpu);
+      const Tensor g_c = ops::full(cpu, {n}, grad, DType::F32), g_g = ops::to(g_c, gpu);
+      for (int s = 1; s <= 2; ++s) {
+        ops::adamw_step_quantized(p_c, g_c, m_c, v_c, hyper(s), {{0, n}});
+        ops::adamw_step_quantized(p_g, g_g, m_g, v_g, hyper(s), {{0, n}});
+        ASSERT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c)) << what << " step " << s;
+        expect_same_moment(m_g, m_c, what + " m after step " + std::to_string(s));
+        expect_same_moment(v_g, v_c, what + " v after step " + std::to_string(s));
+      }
     }
   }
 }
@@ -393,6 +479,8 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Llama2_7B_FourLayers) {
     ops::normal_(g.back(), rng, 0.0f, 1e-3f);
   }
   const std::vector<DecayRange> all = {{0, per_layer}};
+  // A unit's plan: matrices decayed, two norm vectors (4096 each) between them not.
+  const std::vector<DecayRange> unit = {{0, 4 * d * d}, {4 * d * d + d, per_layer - d}};
   const MomentSpec ex4 = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
   for (const MomentSpec& spec : {ex4, spec_of(MomentEncoding::FP8, DType::E4M3), spec_of(MomentEncoding::F32)}) {
     std::vector<QuantizedMoment> m, v;
@@ -401,12 +489,13 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Llama2_7B_FourLayers) {
       v.push_back(ops::make_moment(gpu, per_layer, spec, MemoryCategory::OptimizerState));
     }
     int64_t step = 0;
-    for (bool with_copy : {false, true}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool with_copy = variant == 1, ranges = variant == 2;
       auto run = [&] {
         ++step;
         for (int64_t l = 0; l < layers; ++l)
-          ops::adamw_step_quantized(p[size_t(l)], g[size_t(l)], m[size_t(l)], v[size_t(l)], hyper(step), all,
-                                    with_copy ? &w[size_t(l)] : nullptr);
+          ops::adamw_step_quantized(p[size_t(l)], g[size_t(l)], m[size_t(l)], v[size_t(l)], hyper(step),
+                                    ranges ? unit : all, with_copy ? &w[size_t(l)] : nullptr);
       };
       for (int i = 0; i < 3; ++i) run();
       const double ms = median_ms(stream, 10, run);
@@ -414,7 +503,8 @@ TEST_F(CudaQuantizedAdamW, DISABLED_Llama2_7B_FourLayers) {
           (12.0 + (with_copy ? 2.0 : 0.0)) * n + 2.0 * layers * static_cast<double>(m[0].bytes() + v[0].bytes());
       const double gbs = bytes / ms / 1e6;
       std::printf("[7b4] adamw_step_quantized %s%s: %.3f ms, %.2f B/param, %.0f GB/s = %.0f%% of copy\n",
-                  ops::moment_spec_str(spec).c_str(), with_copy ? " + bf16 copy" : "", ms, bytes / n, gbs,
+                  ops::moment_spec_str(spec).c_str(),
+                  with_copy ? " + bf16 copy" : ranges ? " (decay ranges of a unit)" : "", ms, bytes / n, gbs,
                   100.0 * gbs / copy_gbs);
     }
   }

@@ -38,6 +38,8 @@ struct AdamWScalars {
   float bias2_sqrt = 1.0f;  ///< sqrt(1 - beta2^step)
   float step_size = 0.0f;   ///< lr / (1 - beta1^step)
   float eps = 1e-8f;
+  float folded_step = 0.0f;  ///< step_size * bias2_sqrt (adamw_update_folded)
+  float folded_eps = 1e-8f;  ///< eps * bias2_sqrt (adamw_update_folded)
 };
 
 /// The constants for step `step` (1-based), each computed in double and rounded once to float.
@@ -54,6 +56,9 @@ inline AdamWScalars adamw_scalars(float lr, float beta1, float beta2, float eps,
   s.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, t)));
   s.step_size = static_cast<float>(static_cast<double>(lr) / (1.0 - std::pow(b1, t)));
   s.eps = eps;
+  const double bias2_sqrt = std::sqrt(1.0 - std::pow(b2, t));
+  s.folded_step = static_cast<float>(static_cast<double>(lr) / (1.0 - std::pow(b1, t)) * bias2_sqrt);
+  s.folded_eps = static_cast<float>(static_cast<double>(eps) * bias2_sqrt);
   return s;
 }
 
@@ -67,6 +72,33 @@ COAT_HOST_DEVICE inline void adamw_update(float& p, float grad, float& m, float&
   p = sub_rn(decayed, mul_rn(s.step_size, div_rn(m_new, denom)));
   m = m_new;
   v = v_new;
+}
+
+/// The same update with the bias correction folded into two constants and the division as a reciprocal:
+///   r = 1 / (sqrt(v) + folded_eps)
+///   p = p * decay - folded_step * (m * r)
+/// (algebraically torch's step: (m / bc1) / (sqrt(v) / b2 + eps) = (b2 / bc1) m / (sqrt(v) + eps b2)). Used
+/// where the moments are FP8 codes (quantized_adamw), whose decoded values carry far more error than the
+/// extra rounding; each operation is still one IEEE operation, so both backends give the same bits (the GPU
+/// runs the correctly rounded fast sequences of sqrt and 1 / x with one range check per 4 elements). F32 and
+/// BF16 moments keep adamw_update, bit for bit torch's order.
+COAT_HOST_DEVICE inline void adamw_update_folded(float& p, float grad, float& m, float& v, const AdamWScalars& s) {
+  const float g = mul_rn(grad, s.grad_scale);
+  const float decayed = mul_rn(p, s.decay);
+  m = add_rn(mul_rn(s.beta1, m), mul_rn(s.one_minus_beta1, g));
+  v = add_rn(mul_rn(s.beta2, v), mul_rn(s.one_minus_beta2, mul_rn(g, g)));
+  const float r = div_rn(1.0f, add_rn(sqrt_rn(v), s.folded_eps));
+  p = sub_rn(decayed, mul_rn(s.folded_step, mul_rn(m, r)));
+}
+
+/// adamw_update_folded when either moment is stored as FP8 codes, else adamw_update.
+template <bool kFolded>
+COAT_HOST_DEVICE inline void adamw_update_for(float& p, float grad, float& m, float& v, const AdamWScalars& s) {
+  if constexpr (kFolded) {
+    adamw_update_folded(p, grad, m, v, s);
+  } else {
+    adamw_update(p, grad, m, v, s);
+  }
 }
 
 }  // namespace coat::adamw_math

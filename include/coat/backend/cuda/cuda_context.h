@@ -1,6 +1,7 @@
 // CudaContext: everything one CUDA device needs, owned in one place (no globals): the caching allocator,
 // the stream all work is queued on, the cuBLASLt handle and workspace, the matmul plan cache, the cuDNN
-// handle (created at first use) with its attention graph cache, and the device properties. Plain C++
+// handle (created at first use) with its attention graph cache, the FP8 range expansion's tables (built at
+// first use), and the device properties. Plain C++
 // (no kernels): includable from g++-compiled files.
 #pragma once
 
@@ -12,6 +13,7 @@
 #include "coat/backend/cuda/caching_allocator.h"
 #include "coat/backend/cuda/cudnn_handle.h"
 #include "coat/backend/cuda/device_properties.h"
+#include "coat/backend/cuda/expand_tables.h"
 #include "coat/backend/cuda/matmul_plan_cache.h"
 #include "coat/backend/cuda/sdpa_plan_cache.h"
 #include "coat/backend/cuda/stream.h"
@@ -47,6 +49,8 @@ class CudaContext final : public coat::DeviceContext {
   /// The cuDNN handle on the context's stream, created (after a runtime version check) at the first call.
   cudnnHandle_t cudnn() { return cudnn_.get(); }
   SdpaPlanCache& sdpa_plans() { return sdpa_plans_; }
+  /// The FP8 range expansion's tables (optimizer moments), built at first use.
+  ExpandTables& expand_tables() { return expand_tables_; }
   /// cudaSetDevice(device): call before raw CUDA calls when several devices are used from one thread.
   void make_current() const;
 
@@ -69,6 +73,7 @@ class CudaContext final : public coat::DeviceContext {
   MatmulPlanCache matmul_plans_;
   CudnnHandle cudnn_;  // outlives the graphs built on it
   SdpaPlanCache sdpa_plans_;
+  ExpandTables expand_tables_{allocator_};
   void* workspace_ = nullptr;  // from allocator_ (Workspace category), freed in ~CudaContext
 };
 
