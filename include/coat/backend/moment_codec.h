@@ -90,7 +90,7 @@ COAT_HOST_DEVICE inline float horner(float f, const float (&c)[N]) {
   return p;
 }
 
-/// The argument reduction of log2_core / log2_elem: x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), f
+/// The argument reduction of log2_core: x = 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), f
 /// exact, e returned as a float (exact).
 struct Log2Split {
   float f;
