@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "coat/backend/block_scale_layout.h"
+#include "coat/backend/moment_codec.h"
 #include "coat/models/unit_layout.h"
 #include "coat/nn/compressed_save.h"
 
@@ -15,9 +16,6 @@ namespace {
 // The CUDA context's cuBLASLt workspace, held for the context's lifetime (cuda::CudaContext::
 // kCublasLtWorkspaceBytes; tests/train/test_memory_plan.cpp checks that the two agree).
 constexpr size_t kCublasLtWorkspaceBytes = size_t{32} << 20;
-// One FP8 format's range expansion tables on a CUDA context (cuda::ExpandTables::kBytes: 128 rows x 128
-// magnitudes of a float value and a pair of float bounds).
-constexpr size_t kExpandTableBytes = 128 * 128 * (4 + 8);
 
 // Bytes that one allocation of `bytes` takes from the device's allocator: the CPU allocator rounds to
 // 256 bytes (allocator.h); the CUDA caching allocator to 512 bytes up to 1 MiB and to 2 MiB above
@@ -507,7 +505,8 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     plan.lines.push_back({MemoryCategory::Workspace,
                           allocation_bytes(static_cast<double>(kCublasLtWorkspaceBytes), dev),
                           "cuBLASLt workspace (held by the context)"});
-    // The FP8 range expansion's tables (cuda::ExpandTables::kBytes per FP8 format in use, held by the context).
+    // The FP8 range expansion's tables (moment_codec::kExpandTableBytes per FP8 format in use, held by the
+    // context: cuda::ExpandTables).
     int expand_formats = 0;
     for (DType fmt : {DType::E4M3, DType::E5M2}) {
       const auto uses = [&](const ops::MomentSpec& ms) {
@@ -517,7 +516,7 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     }
     if (expand_formats > 0) {
       plan.lines.push_back({MemoryCategory::Workspace,
-                            allocation_bytes(static_cast<double>(expand_formats * kExpandTableBytes), dev),
+                            allocation_bytes(static_cast<double>(expand_formats * moment_codec::kExpandTableBytes), dev),
                             "FP8 range expansion tables (decoded magnitudes and code bounds, held by the "
                             "context)"});
     }

@@ -55,6 +55,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -223,6 +224,12 @@ void dispatch_codec(Codec c, F&& f) {
     case Codec::ExpandE5M2:
       return f(std::integral_constant<Codec, Codec::ExpandE5M2>{});
   }
+}
+
+/// Whether the AdamW step of these moments is adamw_math::adamw_update_folded (any moment stored as FP8
+/// codes) rather than torch's order (F32 / BF16 moments only).
+COAT_HOST_DEVICE constexpr bool uses_folded_update(Codec m, Codec v) {
+  return is_grouped(m) || is_grouped(v);
 }
 
 /// Bounds of the expansion exponent (see the top of this file) and its quantum.
@@ -418,8 +425,8 @@ COAT_HOST_DEVICE inline GroupCoder group_meta_coder(const GroupStats& st, GroupM
 // That is round to nearest in the expanded domain, y / s = (|x| / g)^k / s, with the midpoints mapped back to
 // |x| (ties go up). Both backends read the same table entries and round the same products, so their codes
 // are identical. The CPU counts by binary search; the GPU guesses the code with its fast log2 / exp2 and the
-// hardware FP8 conversion, and keeps the guess when f U_r[c - 1] <= |x| < f U_r[c] (one load of a pair,
-// PairTable), which then IS the count; otherwise (a guess off by one near a bound, collapsed bounds) it
+// hardware FP8 conversion, and keeps the guess when f U_r[c - 1] <= |x| < f U_r[c] (one load of a
+// BoundPair), which then IS the count; otherwise (a guess off by one near a bound, collapsed bounds) it
 // counts by binary search as the CPU does.
 inline constexpr int kExpandRows = 128;
 inline constexpr int kExpandMagnitudes = 128;
@@ -436,24 +443,28 @@ struct alignas(8) BoundPair {
   float hi;
 };
 
+/// (x / v_max)^(1/k) of row r's k from l = log2 x: 2^((l - log2 v_max) / k), 1 / k = 16 / (r + 1) correctly
+/// rounded (log2_fmt_max is code_log2<Fmt>(q_max) bit for bit, tested).
+template <DType Fmt>
+COAT_HOST_DEVICE inline float expand_table_power(int row, float log2_x) {
+  const float inv_k = div_rn(16.0f, static_cast<float>(row + 1));
+  return exp2_det(mul_rn(sub_rn(log2_x, log2_fmt_max(Fmt)), inv_k));
+}
+
 /// T_r[q].
 template <DType Fmt>
 COAT_HOST_DEVICE inline float expand_value(int row, uint32_t q) {
   if (q == 0u) return 0.0f;
   if (q > max_finite_code(Fmt)) return fp8math::canonical_nan();
-  const float inv_k = div_rn(16.0f, static_cast<float>(row + 1));
-  const float lq_max = log2_fmt_max(Fmt);  // == code_log2<Fmt>(q_max), bit for bit (tested)
-  return exp2_det(mul_rn(sub_rn(code_log2<Fmt>(q), lq_max), inv_k));
+  return expand_table_power<Fmt>(row, code_log2<Fmt>(q));
 }
 
 /// U_r[j] for j < q_max.
 template <DType Fmt>
 COAT_HOST_DEVICE inline float expand_bound(int row, uint32_t j) {
-  const float inv_k = div_rn(16.0f, static_cast<float>(row + 1));
-  const float lq_max = log2_fmt_max(Fmt);  // == code_log2<Fmt>(q_max), bit for bit (tested)
   const float mid = mul_rn(0.5f, add_rn(fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(j)),
                                         fp8math::fp8_decode<Fmt>(static_cast<uint8_t>(j + 1))));  // exact
-  return exp2_det(mul_rn(sub_rn(log2_det(mid), lq_max), inv_k));
+  return expand_table_power<Fmt>(row, log2_det(mid));
 }
 
 template <DType Fmt>
@@ -463,6 +474,10 @@ COAT_HOST_DEVICE inline BoundPair expand_pair(int row, uint32_t c) {
   return BoundPair{c == 0u ? 0.0f : expand_bound<Fmt>(row, c - 1), c == kMax ? positive_infinity()
                                                                               : expand_bound<Fmt>(row, c)};
 }
+
+/// One FP8 format's two tables: kExpandRows x kExpandMagnitudes values and as many bound pairs.
+inline constexpr size_t kExpandTableBytes =
+    size_t{kExpandRows} * kExpandMagnitudes * (sizeof(float) + sizeof(BoundPair));
 
 /// One row of each table, as the encode and decode read them.
 struct ExpandRow {
@@ -527,10 +542,15 @@ COAT_HOST_DEVICE inline uint8_t encode_expand(float x, const GroupCoder& c, cons
   return expand_code(x, magnitude, c);
 }
 
-/// Expansion: decode, f * T_r[|q|] with the code's sign (code 0 gives 0, the NaN code NaN). Branch-free.
-COAT_HOST_DEVICE inline float decode_expand(uint8_t code, float f, const float* values) {
-  const float x = mul_rn(f, values[code & 0x7Fu]);
+/// Expansion: decode, f * T_r[|q|] with the code's sign, given the table entry t = T_r[code & 0x7F] (the GPU
+/// loads it through its read-only cache). Code 0 gives 0, the NaN code NaN. Branch-free.
+COAT_HOST_DEVICE inline float decode_expand_entry(uint8_t code, float f, float t) {
+  const float x = mul_rn(f, t);
   return bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
+}
+
+COAT_HOST_DEVICE inline float decode_expand(uint8_t code, float f, const float* values) {
+  return decode_expand_entry(code, f, values[code & 0x7Fu]);
 }
 
 /// Storage element of the codes of codec C.

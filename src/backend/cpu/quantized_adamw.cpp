@@ -15,9 +15,16 @@ using namespace moment_codec;
 template <DType Fmt>
 class ExpandRows {
  public:
-  const ExpandRow& row(int r) {
-    if (rows_[size_t(r)].values == nullptr) build(r);
-    return rows_[size_t(r)];
+  ExpandRow row(int r) {
+    std::unique_ptr<Data>& d = data_[size_t(r)];
+    if (d == nullptr) {
+      d = std::make_unique<Data>();
+      for (uint32_t q = 0; q < uint32_t(kExpandMagnitudes); ++q) {
+        d->values[q] = expand_value<Fmt>(r, q);
+        d->pairs[q] = expand_pair<Fmt>(r, q);
+      }
+    }
+    return ExpandRow{d->values.data(), d->pairs.data()};
   }
 
  private:
@@ -25,17 +32,7 @@ class ExpandRows {
     std::array<float, kExpandMagnitudes> values;
     std::array<BoundPair, kExpandMagnitudes> pairs;
   };
-  void build(int r) {
-    auto d = std::make_unique<Data>();
-    for (uint32_t q = 0; q < uint32_t(kExpandMagnitudes); ++q) {
-      d->values[q] = expand_value<Fmt>(r, q);
-      d->pairs[q] = expand_pair<Fmt>(r, q);
-    }
-    rows_[size_t(r)] = ExpandRow{d->values.data(), d->pairs.data()};
-    data_[size_t(r)] = std::move(d);
-  }
   std::array<std::unique_ptr<Data>, kExpandRows> data_;
-  std::array<ExpandRow, kExpandRows> rows_{};
 };
 
 /// One moment's codes and metadata with the per-group state of a pass: coders of the stored metadata,
@@ -196,7 +193,7 @@ void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffe
   };
   auto update = [&](int64_t i, int64_t gm, int64_t gv, const adamw_math::AdamWScalars& s) {
     Updated u{p[i], m.decode(i, gm), v.decode(i, gv)};
-    adamw_math::adamw_update_for<kGrouped>(u.p, g[i], u.m, u.v, s);
+    adamw_math::adamw_update_for<uses_folded_update(CM, CV)>(u.p, g[i], u.m, u.v, s);
     return u;
   };
   if constexpr (kGrouped) {

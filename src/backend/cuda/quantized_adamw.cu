@@ -196,8 +196,7 @@ __device__ __forceinline__ float decode_code(code_t<C> code, const GroupCoder& c
   if constexpr (!is_grouped(C)) {
     return load_plain<C>(code);
   } else if constexpr (is_expand(C)) {
-    const float x = __fmul_rn(c.f, __ldg(values + (row | (code & 0x7Fu))));
-    return bits_to_float(float_to_bits(x) | (static_cast<uint32_t>(code & 0x80u) << 24));
+    return decode_expand_entry(code, c.f, __ldg(values + (row | (code & 0x7Fu))));
   } else {
     return fp8math::dequantize_value<fp8_format(C)>(code, c.a);
   }
@@ -376,18 +375,6 @@ __device__ __forceinline__ void stage_groups(const MomentArgs& ma, int64_t first
   }
 }
 
-/// Stored metadata of a tile's group i, from the stage.
-template <Codec C, int N>
-__device__ __forceinline__ GroupMeta staged_meta(const float (&stage)[3][N], int i) {
-  GroupMeta m;
-  m.scale = stage[0][i];
-  if constexpr (is_expand(C)) {
-    m.expo = stage[1][i];
-    m.center = stage[2][i];
-  }
-  return m;
-}
-
 /// Decoders of the stored metadata (staged) and empty statistics for a tile's groups of one moment (group i of
 /// the tile by worker i % workers).
 template <Codec C, int N>
@@ -396,7 +383,7 @@ __device__ __forceinline__ void prepare_groups(const float (&stage)[3][N], int c
   for (int i = worker; i < count; i += workers) {
     smax[i] = 0u;
     smin[i] = 0xFFFFFFFFu;
-    const GroupCoder c = group_coder<C>(staged_meta<C>(stage, i));
+    const GroupCoder c = group_coder<C>(load_meta<C>(stage[0], stage[1], stage[2], i));
     ca[i] = c.a;
     cb[i] = c.f;
     cc[i] = c.k;
@@ -433,7 +420,8 @@ __device__ __forceinline__ void prepare_groups_merged(const StepArgs& a, const T
     (is_m ? sh.max_m[b] : sh.max_v[b])[j] = 0u;
     (is_m ? sh.min_m[b] : sh.min_v[b])[j] = 0xFFFFFFFFu;
     const GroupCoder c =
-        expand_coder(is_m ? staged_meta<CM>(sh.stage_m, j) : staged_meta<CV>(sh.stage_v, j),
+        expand_coder(is_m ? load_meta<CM>(sh.stage_m[0], sh.stage_m[1], sh.stage_m[2], j)
+                          : load_meta<CV>(sh.stage_v[0], sh.stage_v[1], sh.stage_v[2], j),
                      is_m ? fp8_format(CM) : fp8_format(CV));
     (is_m ? sh.ca_m[b] : sh.ca_v[b])[j] = c.a;
     (is_m ? sh.cb_m[b] : sh.cb_v[b])[j] = c.f;
@@ -586,7 +574,7 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
       if (kFull || q < count[s]) {
         AdamWScalars sc = a.scalars;
         sc.decay = decays[q] ? a.scalars.decay : a.no_decay;
-        adamw_math::adamw_update_for<kGM || kGV>(p[s][q], g[s][q], mn[s][q], vn[s][q], sc);
+        adamw_math::adamw_update_for<uses_folded_update(CM, CV)>(p[s][q], g[s][q], mn[s][q], vn[s][q], sc);
       }
     }
     store4(a.param, e0, count[s], vec, p[s]);
@@ -904,7 +892,7 @@ __global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, con
       vi = gen_decode(v, i);
       AdamWScalars sc = scalars;
       sc.decay = gen_in_decay(d, i) ? scalars.decay : no_decay;
-      if (is_grouped(m.codec) || is_grouped(v.codec)) {
+      if (uses_folded_update(m.codec, v.codec)) {
         adamw_math::adamw_update_folded(pi, grad[i], mi, vi, sc);
       } else {
         adamw_math::adamw_update(pi, grad[i], mi, vi, sc);

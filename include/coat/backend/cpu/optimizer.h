@@ -79,9 +79,8 @@ COAT_HOST_DEVICE inline void adamw_update(float& p, float grad, float& m, float&
 ///   p = p * decay - folded_step * (m * r)
 /// (algebraically torch's step: (m / bc1) / (sqrt(v) / b2 + eps) = (b2 / bc1) m / (sqrt(v) + eps b2)). Used
 /// where the moments are FP8 codes (quantized_adamw), whose decoded values carry far more error than the
-/// extra rounding; each operation is still one IEEE operation, so both backends give the same bits (the GPU
-/// runs the correctly rounded fast sequences of sqrt and 1 / x with one range check per 4 elements). F32 and
-/// BF16 moments keep adamw_update, bit for bit torch's order.
+/// extra rounding; each operation is still one IEEE operation, so both backends give the same bits. F32 and
+/// BF16 moments keep adamw_update, bit for bit torch's order (moment_codec::uses_folded_update).
 COAT_HOST_DEVICE inline void adamw_update_folded(float& p, float grad, float& m, float& v, const AdamWScalars& s) {
   const float g = mul_rn(grad, s.grad_scale);
   const float decayed = mul_rn(p, s.decay);
@@ -91,7 +90,7 @@ COAT_HOST_DEVICE inline void adamw_update_folded(float& p, float grad, float& m,
   p = sub_rn(decayed, mul_rn(s.folded_step, mul_rn(m, r)));
 }
 
-/// adamw_update_folded when either moment is stored as FP8 codes, else adamw_update.
+/// adamw_update_folded when kFolded (moment_codec::uses_folded_update), else adamw_update.
 template <bool kFolded>
 COAT_HOST_DEVICE inline void adamw_update_for(float& p, float grad, float& m, float& v, const AdamWScalars& s) {
   if constexpr (kFolded) {

@@ -26,7 +26,8 @@ class ExpandTables {
       sizeof(float) * moment_codec::kExpandRows * moment_codec::kExpandMagnitudes;
   static constexpr size_t kPairBytes =
       sizeof(moment_codec::BoundPair) * moment_codec::kExpandRows * moment_codec::kExpandMagnitudes;
-  static constexpr size_t kBytes = kValueBytes + kPairBytes;  // per format
+  static constexpr size_t kBytes = moment_codec::kExpandTableBytes;  // per format
+  static_assert(kBytes == kValueBytes + kPairBytes, "the values, then the pairs");
 
   explicit ExpandTables(CachingAllocator& allocator) : allocator_(allocator) {}
   ~ExpandTables();
