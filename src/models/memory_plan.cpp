@@ -515,8 +515,8 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
       expand_formats += uses(in.exp_avg) || uses(in.exp_avg_sq) ? 1 : 0;
     }
     if (expand_formats > 0) {
-      plan.lines.push_back({MemoryCategory::Workspace,
-                            allocation_bytes(static_cast<double>(expand_formats * moment_codec::kExpandTableBytes), dev),
+      const double table_bytes = static_cast<double>(expand_formats * moment_codec::kExpandTableBytes);
+      plan.lines.push_back({MemoryCategory::Workspace, allocation_bytes(table_bytes, dev),
                             "FP8 range expansion tables (decoded magnitudes and code bounds, held by the "
                             "context)"});
     }

@@ -6,7 +6,6 @@
 // the same values in the same roundings as the ops it replaces, so nothing may change by a bit.
 #include <gtest/gtest.h>
 
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "models/model_pass.h"
+#include "random_values.h"
 
 namespace coat::models {
 namespace {
@@ -43,14 +43,9 @@ TEST_P(FusedProducersModel, LossGradientsAndSavedBytesAreBitIdentical) {
   model.set_recipe(make_recipe(recipe, bf16_block ? std::vector<int64_t>{1} : std::vector<int64_t>{}, 3));
   model.set_recompute(recompute);
   const int64_t batch = 2, seq = 16;
-  std::mt19937 rng(3);
-  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
-  for (size_t i = 0; i < ids_v.size(); ++i) {
-    ids_v[i] = static_cast<double>(rng() % 50);
-    targets_v[i] = static_cast<double>(rng() % 50);
-  }
-  const Tensor ids = ops::from_vector(ctx, {batch, seq}, DType::I32, ids_v);
-  const Tensor targets = ops::from_vector(ctx, {batch, seq}, DType::I32, targets_v);
+  const test::TokenBatch batch_tokens = test::random_tokens(ctx, batch, seq, 50, 3);
+  const Tensor& ids = batch_tokens.ids;
+  const Tensor& targets = batch_tokens.targets;
 
   const Pass unfused = run(model, false, ids, targets);
   const Pass fused = run(model, true, ids, targets);

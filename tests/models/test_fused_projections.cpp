@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -27,6 +26,7 @@
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
+#include "random_values.h"
 
 namespace coat::models {
 namespace {
@@ -190,14 +190,9 @@ TEST_P(FusedModel, EqualsTheUnfusedBlock) {
     if (p.value.dim() == 1) ops::uniform_(p.value, norm_gen, 0.5f, 1.5f);
   }
   const int64_t batch = 2, seq = 6;
-  std::mt19937 rng(4);
-  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
-  for (size_t i = 0; i < ids_v.size(); ++i) {
-    ids_v[i] = static_cast<double>(rng() % 17);
-    targets_v[i] = static_cast<double>(rng() % 17);
-  }
-  const Tensor ids = ops::from_vector(ctx, {batch, seq}, DType::I32, ids_v);
-  const Tensor targets = ops::from_vector(ctx, {batch, seq}, DType::I32, targets_v);
+  const test::TokenBatch batch_tokens = test::random_tokens(ctx, batch, seq, 17, 4);
+  const Tensor& ids = batch_tokens.ids;
+  const Tensor& targets = batch_tokens.targets;
   const double scale = 1.0 / static_cast<double>(batch * seq);
 
   model.zero_grad();
@@ -246,14 +241,9 @@ TEST(FusedProjections, DISABLED_TimeFusedAgainstUnfusedOnCuda) {
   Transformer model(c, gpu, DType::F32, true, DType::BF16);
   model.init(1);
   const int64_t batch = 8, seq = 2048;
-  std::mt19937 rng(2);
-  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
-  for (size_t i = 0; i < ids_v.size(); ++i) {
-    ids_v[i] = static_cast<double>(rng() % 32000);
-    targets_v[i] = static_cast<double>(rng() % 32000);
-  }
-  const Tensor ids = ops::from_vector(gpu, {batch, seq}, DType::I32, ids_v);
-  const Tensor targets = ops::from_vector(gpu, {batch, seq}, DType::I32, targets_v);
+  const test::TokenBatch batch_tokens = test::random_tokens(gpu, batch, seq, 32000, 2);
+  const Tensor& ids = batch_tokens.ids;
+  const Tensor& targets = batch_tokens.targets;
   const double scale = 1.0 / static_cast<double>(batch * seq);
   auto step = [&](bool fused) {
     model.zero_grad();

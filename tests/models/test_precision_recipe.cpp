@@ -17,7 +17,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <random>
 
 #include "coat/autograd/tape.h"
 #include "coat/models/precision_recipe.h"
@@ -25,6 +24,7 @@
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
+#include "random_values.h"
 #include "expect_error.h"
 
 namespace coat::models {
@@ -55,14 +55,9 @@ constexpr int64_t kBatch = 2, kSeq = 16;
 Pass run(Transformer& model, const std::string& recipe, std::vector<int64_t> bf16_layers = {},
          int64_t batch = kBatch, int64_t seq = kSeq) {
   auto ctx = model.context();
-  std::mt19937 rng(5);
-  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
-  for (size_t i = 0; i < ids_v.size(); ++i) {
-    ids_v[i] = static_cast<double>(rng() % 50);
-    targets_v[i] = static_cast<double>(rng() % 50);
-  }
-  const Tensor ids = ops::from_vector(ctx, {batch, seq}, DType::I32, ids_v);
-  const Tensor targets = ops::from_vector(ctx, {batch, seq}, DType::I32, targets_v);
+  const test::TokenBatch batch_tokens = test::random_tokens(ctx, batch, seq, 50, 5);
+  const Tensor& ids = batch_tokens.ids;
+  const Tensor& targets = batch_tokens.targets;
   model.set_recipe(make_recipe(recipe, bf16_layers, model.config().num_hidden_layers));
   model.zero_grad();
   Pass p;

@@ -4,7 +4,6 @@
 // internals less.
 #include <gtest/gtest.h>
 
-#include <random>
 
 #include "coat/autograd/tape.h"
 #include "coat/models/transformer.h"
@@ -12,6 +11,7 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "models/model_pass.h"
+#include "random_values.h"
 
 namespace coat::models {
 namespace {
@@ -34,14 +34,9 @@ TEST_P(Recomputation, GradientsAreBitIdenticalAndSavedBytesDrop) {
   Transformer model(config, ctx, DType::F32, true, compute);
   model.init(11);
   const int64_t batch = 2, seq = 16;
-  std::mt19937 rng(5);
-  std::vector<double> ids_v(batch * seq), targets_v(batch * seq);
-  for (size_t i = 0; i < ids_v.size(); ++i) {
-    ids_v[i] = static_cast<double>(rng() % 50);
-    targets_v[i] = static_cast<double>(rng() % 50);
-  }
-  const Tensor ids = ops::from_vector(ctx, {batch, seq}, DType::I32, ids_v);
-  const Tensor targets = ops::from_vector(ctx, {batch, seq}, DType::I32, targets_v);
+  const test::TokenBatch batch_tokens = test::random_tokens(ctx, batch, seq, 50, 5);
+  const Tensor& ids = batch_tokens.ids;
+  const Tensor& targets = batch_tokens.targets;
 
   const Pass keep = run(model, Recompute::None, ids, targets);
   const Pass again = run(model, Recompute::Blocks, ids, targets);

@@ -7,7 +7,6 @@
 // Every comparison is exact: the fused forms compute the same values in the same roundings.
 #include <gtest/gtest.h>
 
-#include <random>
 #include <string>
 #include <vector>
 
@@ -25,6 +24,7 @@
 #include "coat/ops/reduce.h"
 #include "coat/ops/runtime.h"
 #include "expect_error.h"
+#include "random_values.h"
 
 namespace coat::nn {
 namespace {
@@ -35,14 +35,7 @@ ContextPtr cpu() {
 }
 
 Tensor random_bf16(const Shape& shape, uint32_t seed, double mean = 0.0, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(mean, scale);
-  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
-  for (double& x : v) {
-    x = dist(gen);
-    if (x == 0.0) x = 0.25;
-  }
-  return ops::from_vector(cpu(), shape, DType::BF16, v);
+  return test::nonzero_normal_tensor(cpu(), shape, DType::BF16, seed, mean, scale, 0.25);
 }
 
 void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {

@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -26,6 +25,7 @@
 #include "coat/ops/reduce.h"
 #include "coat/ops/runtime.h"
 #include "expect_error.h"
+#include "random_values.h"
 
 namespace coat {
 namespace {
@@ -40,14 +40,7 @@ ContextPtr cpu() {
 
 /// Normal values around `mean`, never exactly zero.
 Tensor random_tensor(const Shape& shape, DType t, uint32_t seed, double mean = 0.0, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(mean, scale);
-  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
-  for (double& x : v) {
-    x = dist(gen);
-    if (x == 0.0) x = 0.5;
-  }
-  return ops::from_vector(cpu(), shape, t, v);
+  return test::nonzero_normal_tensor(cpu(), shape, t, seed, mean, scale);
 }
 
 void expect_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {

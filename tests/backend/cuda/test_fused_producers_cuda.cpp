@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -39,6 +38,7 @@
 #include "coat/ops/runtime.h"
 #include "cuda_test_util.h"
 #include "cuda_timing.h"
+#include "random_values.h"
 
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/cuda_context.h"
@@ -53,14 +53,7 @@ class CudaFusedProducers : public test::CudaTest {};
 
 Tensor random_tensor(const ContextPtr& ctx, const Shape& shape, DType t, uint32_t seed, double mean = 0.0,
                      double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(mean, scale);
-  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
-  for (double& x : v) {
-    x = dist(gen);
-    if (x == 0.0) x = 0.5;
-  }
-  return ops::from_vector(ctx, shape, t, v);
+  return test::nonzero_normal_tensor(ctx, shape, t, seed, mean, scale);
 }
 
 /// A contiguous copy of t whose data starts one element past a 16-byte boundary (the kernels' scalar path).

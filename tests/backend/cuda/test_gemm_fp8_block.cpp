@@ -94,6 +94,21 @@ class CudaGemmFp8Block : public test::CudaTest {
     return ops::to(ops::from_vector(cpu, {rows, cols}, dtype, v), gpu);
   }
 
+  // a b^T into BF16 and into F32 against the CPU reference `ref` (of [m, k] and [n, k] operands), each
+  // within bound(od); the label starts with `prefix`.
+  void expect_outputs_match(const ops::Fp8Blocked& a, const ops::Fp8Blocked& b, const std::vector<double>& ref,
+                            const std::string& prefix, const test::Fp8Pair& p, int64_t m, int64_t n, int64_t k) {
+    for (DType od : {DType::BF16, DType::F32}) {
+      const std::string what = prefix + test::fp8_gemm_label(p, od, m, n, k);
+      const Tensor out = ops::matmul_fp8_block(a, b, od);
+      ASSERT_EQ(out.shape(), Shape({m, n})) << what;
+      const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
+      std::printf("[matmul_fp8_block] %-50s rel. Frobenius error %.3e (bound %.0e)\n", what.c_str(), err,
+                  bound(od));
+      EXPECT_LE(err, bound(od)) << what;
+    }
+  }
+
   ops::Fp8Blocked to_cpu(const ops::Fp8Blocked& q) {
     return {ops::to(q.codes, cpu), ops::to(q.scale_inv, cpu), q.block_rows, q.block_cols};
   }
@@ -115,16 +130,8 @@ TEST_F(CudaGemmFp8Block, AllPairsMatchCpuReference) {
     for (const test::Fp8Pair& p : test::kFp8Pairs) {
       const ops::Fp8Blocked a = ops::quantize_1x128(random_gpu(s.m, s.k, DType::BF16, seed++), p.a);
       const ops::Fp8Blocked b = ops::quantize_128x128(random_gpu(s.n, s.k, DType::F32, seed++), p.b);
-      const std::vector<double> ref = reference(a, b);
-      for (DType od : {DType::BF16, DType::F32}) {
-        const std::string what = test::fp8_gemm_label(p, od, s.m, s.n, s.k);
-        const Tensor out = ops::matmul_fp8_block(a, b, od);
-        ASSERT_EQ(out.shape(), Shape({s.m, s.n})) << what;
-        const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
-        std::printf("[matmul_fp8_block] %-42s rel. Frobenius error %.3e (bound %.0e)\n", what.c_str(), err,
-                    bound(od));
-        EXPECT_LE(err, bound(od)) << what;
-      }
+      expect_outputs_match(a, b, reference(a, b), "", p, s.m, s.n, s.k);
+      if (HasFatalFailure()) return;
     }
   }
 }
@@ -142,15 +149,8 @@ TEST_F(CudaGemmFp8Block, RowwiseBAllPairsMatchCpuReference) {
       const ops::Fp8Blocked a = ops::quantize_1x128(random_gpu(s.m, s.k, DType::BF16, seed++), p.a);
       const ops::Fp8Blocked b = ops::quantize_1x128(random_gpu(s.n, s.k, DType::BF16, seed++), p.b);
       const std::vector<double> ref = reference(a, b);
-      for (DType od : {DType::BF16, DType::F32}) {
-        const std::string what = "1x128 b " + test::fp8_gemm_label(p, od, s.m, s.n, s.k);
-        const Tensor out = ops::matmul_fp8_block(a, b, od);
-        ASSERT_EQ(out.shape(), Shape({s.m, s.n})) << what;
-        const double err = test::rel_frobenius(ops::to_double_vector(out), ref);
-        std::printf("[matmul_fp8_block] %-50s rel. Frobenius error %.3e (bound %.0e)\n", what.c_str(), err,
-                    bound(od));
-        EXPECT_LE(err, bound(od)) << what;
-      }
+      expect_outputs_match(a, b, ref, "1x128 b ", p, s.m, s.n, s.k);
+      if (HasFatalFailure()) return;
       // Accumulating into an F32 gradient (what nn::linear_fp8_block's wgrad does).
       const Tensor c = random_gpu(s.m, s.n, DType::F32, seed++);
       std::vector<double> want = ops::to_double_vector(c);

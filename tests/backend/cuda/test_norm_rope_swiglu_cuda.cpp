@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -34,6 +33,7 @@
 #include "cuda_test_util.h"
 #include "cuda_timing.h"
 #include "expect_error.h"
+#include "random_values.h"
 
 #ifdef COAT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -51,21 +51,7 @@ constexpr double kBf16Ulp = 0x1p-7;  // 1 bf16 ulp relative to the value (upper 
 
 class CudaNormRopeSwiglu : public test::CudaTest {};
 
-std::vector<double> random_values(size_t n, uint32_t seed, double mean = 0.0, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(mean, scale);
-  std::vector<double> v(n);
-  for (double& x : v) {
-    x = dist(gen);
-    if (x == 0.0) x = 0.5;
-  }
-  return v;
-}
-
-Tensor random_tensor(const ContextPtr& ctx, const Shape& shape, DType t, uint32_t seed, double mean = 0.0,
-                     double scale = 1.0) {
-  return ops::from_vector(ctx, shape, t, random_values(static_cast<size_t>(shape_numel(shape)), seed, mean, scale));
-}
+using test::nonzero_normal;
 
 /// A contiguous tensor whose data starts one element past a 16-byte boundary (the kernels' scalar path).
 Tensor misaligned(const Tensor& t) {
@@ -129,8 +115,8 @@ TEST_F(CudaNormRopeSwiglu, RmsNormForwardMatchesCpu) {
   for (DType t : {DType::F32, DType::BF16}) {
     for (const Shape& shape : norm_shapes()) {
       for (bool affine : {true, false}) {
-        Tensor x = random_tensor(cpu, shape, t, ++seed, 0.3, 1.5);
-        Tensor w = affine ? random_tensor(cpu, {shape.back()}, t, ++seed, 1.0, 0.2) : Tensor();
+        Tensor x = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.3, 1.5);
+        Tensor w = affine ? test::nonzero_normal_tensor(cpu, {shape.back()}, t, ++seed, 1.0, 0.2) : Tensor();
         const ops::NormForward ref = ops::rmsnorm_forward(x, w, 1e-5);
         const ops::NormForward got =
             ops::rmsnorm_forward(ops::to(x, gpu), affine ? ops::to(w, gpu) : Tensor(), 1e-5);
@@ -149,14 +135,14 @@ TEST_F(CudaNormRopeSwiglu, RmsNormBackwardMatchesCpu) {
       for (bool affine : {true, false}) {
         const int64_t d = shape.back();
         const int64_t rows = shape_numel(shape) / d;
-        Tensor x = random_tensor(cpu, shape, t, ++seed, 0.3, 1.5);
-        Tensor dy = random_tensor(cpu, shape, t, ++seed, 0.0, 0.7);
-        Tensor w = affine ? random_tensor(cpu, {d}, t, ++seed, 1.0, 0.2) : Tensor();
+        Tensor x = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.3, 1.5);
+        Tensor dy = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.0, 0.7);
+        Tensor w = affine ? test::nonzero_normal_tensor(cpu, {d}, t, ++seed, 1.0, 0.2) : Tensor();
         // Both backends get the same rstd (the CPU's), so that only the backward differs.
         const Tensor rstd = ops::rmsnorm_forward(x, w, 1e-5).rstd;
         Tensor acc_cpu, acc_gpu;
         if (affine) {
-          acc_cpu = random_tensor(cpu, {d}, DType::F32, ++seed);
+          acc_cpu = test::nonzero_normal_tensor(cpu, {d}, DType::F32, ++seed);
           acc_gpu = ops::to(acc_cpu, gpu);
         }
         const Tensor acc_before = affine ? ops::clone(acc_cpu) : Tensor();
@@ -186,8 +172,8 @@ TEST_F(CudaNormRopeSwiglu, LayerNormForwardAndBackwardMatchCpu) {
   uint32_t seed = 300;
   for (DType t : {DType::F32, DType::BF16}) {
     for (const Shape& shape : norm_shapes()) {
-      Tensor x = random_tensor(cpu, shape, t, ++seed, 0.5, 2.0);
-      Tensor dy = random_tensor(cpu, shape, t, ++seed, 0.1, 0.7);
+      Tensor x = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.5, 2.0);
+      Tensor dy = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.1, 0.7);
       const ops::NormForward ref = ops::layernorm_forward(x, 1e-5);
       const ops::NormForward got = ops::layernorm_forward(ops::to(x, gpu), 1e-5);
       expect_close(got.mean, ref.mean, {1e-5, 1e-6}, label("layernorm mean", shape, t));
@@ -204,9 +190,9 @@ TEST_F(CudaNormRopeSwiglu, LayerNormForwardAndBackwardMatchCpu) {
 TEST_F(CudaNormRopeSwiglu, NormsOnMisalignedAndF64InputsMatchCpu) {
   // A view starting one element past a 16-byte boundary takes the scalar path.
   for (DType t : {DType::F32, DType::BF16}) {
-    Tensor x = random_tensor(cpu, {9, 512}, t, 401, 0.2, 1.0);
-    Tensor w = random_tensor(cpu, {512}, t, 402, 1.0, 0.2);
-    Tensor dy = random_tensor(cpu, {9, 512}, t, 403);
+    Tensor x = test::nonzero_normal_tensor(cpu, {9, 512}, t, 401, 0.2, 1.0);
+    Tensor w = test::nonzero_normal_tensor(cpu, {512}, t, 402, 1.0, 0.2);
+    Tensor dy = test::nonzero_normal_tensor(cpu, {9, 512}, t, 403);
     const ops::NormForward ref = ops::rmsnorm_forward(x, w, 1e-6);
     const Tensor xg = misaligned(ops::to(x, gpu)), dyg = misaligned(ops::to(dy, gpu));
     expect_close(ops::rmsnorm_forward(xg, ops::to(w, gpu), 1e-6).y, ref.y, tolerance_for(t, 1e-5, 0.0),
@@ -221,9 +207,9 @@ TEST_F(CudaNormRopeSwiglu, NormsOnMisalignedAndF64InputsMatchCpu) {
                  label("layernorm y misaligned", {9, 512}, t));
   }
   // f64: statistics in f64, dweight into an f64 accumulator.
-  Tensor x = random_tensor(cpu, {7, 301}, DType::F64, 410, 0.3, 1.0);
-  Tensor w = random_tensor(cpu, {301}, DType::F64, 411, 1.0, 0.2);
-  Tensor dy = random_tensor(cpu, {7, 301}, DType::F64, 412);
+  Tensor x = test::nonzero_normal_tensor(cpu, {7, 301}, DType::F64, 410, 0.3, 1.0);
+  Tensor w = test::nonzero_normal_tensor(cpu, {301}, DType::F64, 411, 1.0, 0.2);
+  Tensor dy = test::nonzero_normal_tensor(cpu, {7, 301}, DType::F64, 412);
   const ops::NormForward ref = ops::rmsnorm_forward(x, w, 1e-6);
   const ops::NormForward got = ops::rmsnorm_forward(ops::to(x, gpu), ops::to(w, gpu), 1e-6);
   EXPECT_EQ(got.rstd.dtype(), DType::F64);
@@ -275,7 +261,7 @@ TEST_F(CudaNormRopeSwiglu, RopeMatchesCpu) {
   for (DType t : {DType::F32, DType::BF16, DType::F64}) {
     for (const Case& c : cases) {
       for (bool inverse : {false, true}) {
-        Tensor x = random_tensor(cpu, c.shape, t, ++seed);
+        Tensor x = test::nonzero_normal_tensor(cpu, c.shape, t, ++seed);
         const Tensor ref = ops::rope(x, c.theta, c.offset, inverse);
         const Tensor got = ops::rope(ops::to(x, gpu), c.theta, c.offset, inverse);
         const double max_angle = static_cast<double>(c.shape[1] - 1 + c.offset);  // inv_freq <= 1
@@ -283,7 +269,7 @@ TEST_F(CudaNormRopeSwiglu, RopeMatchesCpu) {
       }
     }
     // Scalar path: misaligned start.
-    Tensor x = random_tensor(cpu, {2, 3, 4, 32}, t, ++seed);
+    Tensor x = test::nonzero_normal_tensor(cpu, {2, 3, 4, 32}, t, ++seed);
     expect_rope_close(ops::rope(misaligned(ops::to(x, gpu)), 10000.0, 2, false), ops::rope(x, 10000.0, 2, false),
                       x, t, 4.0, label("rope misaligned", {2, 3, 4, 32}, t));
   }
@@ -303,7 +289,7 @@ TEST_F(CudaNormRopeSwiglu, RopeRotaryHeadsAndInPlaceMatchCpu) {
     for (const Case& c : cases) {
       for (bool inverse : {false, true}) {
         const std::string tag = " rotary " + std::to_string(c.rotary) + (inverse ? " inverse" : "");
-        Tensor x = random_tensor(cpu, c.shape, t, ++seed);
+        Tensor x = test::nonzero_normal_tensor(cpu, c.shape, t, ++seed);
         const Tensor ref = ops::rope(x, 1e4, 2, inverse, c.rotary);
         const Tensor xg = ops::to(x, gpu);
         const Tensor got = ops::rope(xg, 1e4, 2, inverse, c.rotary);
@@ -319,7 +305,7 @@ TEST_F(CudaNormRopeSwiglu, RopeRotaryHeadsAndInPlaceMatchCpu) {
       }
     }
     // Scalar path: misaligned, in place and out of place.
-    Tensor x = random_tensor(cpu, {2, 3, 6, 32}, t, ++seed);
+    Tensor x = test::nonzero_normal_tensor(cpu, {2, 3, 6, 32}, t, ++seed);
     Tensor xm = misaligned(ops::to(x, gpu));
     const Tensor ref = ops::rope(x, 1e4, 1, false, 4);
     const Tensor got = ops::rope(xm, 1e4, 1, false, 4);
@@ -338,8 +324,8 @@ TEST_F(CudaNormRopeSwiglu, SwigluPackedMatchesCpuAndSwiglu) {
       for (bool offset : {false, true}) {
         Shape half = shape;
         half.back() /= 2;
-        Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 3.0);
-        Tensor dy = random_tensor(cpu, half, t, ++seed);
+        Tensor gu = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.0, 3.0);
+        Tensor dy = test::nonzero_normal_tensor(cpu, half, t, ++seed);
         Tensor gug = ops::to(gu, gpu), dyg = ops::to(dy, gpu);
         if (offset) {
           gug = misaligned(gug);
@@ -374,9 +360,9 @@ TEST_F(CudaNormRopeSwiglu, SwigluForwardAndBackwardMatchCpu) {
   for (DType t : {DType::F32, DType::BF16, DType::F64}) {
     for (const Shape& shape : shapes) {
       for (bool offset : {false, true}) {
-        Tensor g = random_tensor(cpu, shape, t, ++seed, 0.0, 3.0);
-        Tensor u = random_tensor(cpu, shape, t, ++seed);
-        Tensor dy = random_tensor(cpu, shape, t, ++seed);
+        Tensor g = test::nonzero_normal_tensor(cpu, shape, t, ++seed, 0.0, 3.0);
+        Tensor u = test::nonzero_normal_tensor(cpu, shape, t, ++seed);
+        Tensor dy = test::nonzero_normal_tensor(cpu, shape, t, ++seed);
         Tensor gg = ops::to(g, gpu), ug = ops::to(u, gpu), dyg = ops::to(dy, gpu);
         if (offset) {
           gg = misaligned(gg);
@@ -397,9 +383,9 @@ TEST_F(CudaNormRopeSwiglu, SwigluForwardAndBackwardMatchCpu) {
 TEST_F(CudaNormRopeSwiglu, RunsAreBitIdentical) {
   for (DType t : {DType::F32, DType::BF16}) {
     const Shape shape = {3000, 4096};
-    Tensor x = ops::to(random_tensor(cpu, shape, t, 701, 0.2, 1.0), gpu);
-    Tensor dy = ops::to(random_tensor(cpu, shape, t, 702), gpu);
-    Tensor w = ops::to(random_tensor(cpu, {4096}, t, 703, 1.0, 0.2), gpu);
+    Tensor x = ops::to(test::nonzero_normal_tensor(cpu, shape, t, 701, 0.2, 1.0), gpu);
+    Tensor dy = ops::to(test::nonzero_normal_tensor(cpu, shape, t, 702), gpu);
+    Tensor w = ops::to(test::nonzero_normal_tensor(cpu, {4096}, t, 703, 1.0, 0.2), gpu);
     const ops::NormForward f1 = ops::rmsnorm_forward(x, w, 1e-5), f2 = ops::rmsnorm_forward(x, w, 1e-5);
     EXPECT_EQ(ops::to_bytes(f1.y), ops::to_bytes(f2.y));
     EXPECT_EQ(ops::to_bytes(f1.rstd), ops::to_bytes(f2.rstd));
