@@ -122,6 +122,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   oc.exp_avg = exp_avg_spec(config_.optim);
   oc.exp_avg_sq = exp_avg_sq_spec(config_.optim);
   optimizer_ = std::make_unique<optim::AdamW>(optim::make_buffers(units), oc);
+  step_policy_ = make_step_policy(config_.optim.apply_in_backward, model_->store(), *optimizer_);
   schedule_ = make_schedule(config_);
 
   std::filesystem::create_directories(run_dir_);
@@ -148,14 +149,6 @@ void Trainer::load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tens
   targets = ops::from_vector(context_, {rows, seq}, DType::I32, target_values);
 }
 
-std::string Trainer::first_nonfinite_gradient() const {
-  for (const nn::Parameter& p : model_->parameters()) {
-    const double a = ops::to_double_vector(ops::amax(p.grad))[0];
-    if (!std::isfinite(a)) return p.name;
-  }
-  return "";
-}
-
 StepRecord Trainer::train_step() {
   try {
     return run_step();
@@ -172,106 +165,59 @@ StepRecord Trainer::train_step() {
 }
 
 StepRecord Trainer::run_step() {
-  if (config_.optim.apply_in_backward) return run_step_applying_in_backward();
   const NvtxRange step_range("step");
-  const int64_t micro = config_.train.micro_batch_size;
-  const int64_t accum = config_.accumulation_steps();
+  StepRecord rec;
+  rec.step = step_ + 1;
+  rec.lr = schedule_.lr_at(rec.step);
   const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
-  model_->zero_grad(/*defer_linear=*/true);
   double loss_sum = 0.0;
   int64_t count = 0;
-  for (int64_t a = 0; a < accum; ++a) {
-    Tensor ids, targets;
-    load_batch(sampler_->next(static_cast<uint64_t>(micro)), ids, targets);
-    autograd::Tape tape;
-    nn::LossOutput out;
-    {
-      const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
-      out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
-    }
-    {
+  bool losses_finite = true;
+  step_policy_->begin(static_cast<float>(rec.lr));
+  model_->set_unit_hooks(step_policy_.get());
+  try {
+    for (int64_t a = 0; a < config_.accumulation_steps(); ++a) {
+      Tensor ids, targets;
+      load_batch(sampler_->next(static_cast<uint64_t>(config_.train.micro_batch_size)), ids, targets);
+      autograd::Tape tape;
+      nn::LossOutput out;
+      {
+        const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
+        out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
+      }
+      loss_sum += out.loss_sum;
+      count += out.count;
+      losses_finite = losses_finite && std::isfinite(out.loss_sum);
+      if (!losses_finite) continue;  // the step is skipped: no backward (nor updates applied in it)
       const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);
       tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
     }
-    loss_sum += out.loss_sum;
-    count += out.count;
+  } catch (...) {
+    model_->set_unit_hooks(nullptr);
+    step_policy_->abandon();
+    throw;
   }
-  model_->finish_grads();
-  StepRecord rec;
-  rec.step = step_ + 1;
+  model_->set_unit_hooks(nullptr);
   rec.loss = loss_sum / static_cast<double>(count);
-  rec.lr = schedule_.lr_at(rec.step);
-  const bool loss_finite = std::isfinite(rec.loss);
-  optim::StepStats stats{};
-  if (loss_finite) {
-    const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
-    stats = optimizer_->step(static_cast<float>(rec.lr));
-    model_->weights_changed();  // the FP8 weight copies are made again at their next use
-    // (the optimizer wrote the BF16 compute weights in the same pass as the update)
-  }
-  const std::string culprit = !loss_finite ? "the loss" : stats.skipped ? first_nonfinite_gradient() : "";
-  return finish_step(rec, stats, loss_finite, culprit, "Nothing was updated");
-}
-
-StepRecord Trainer::run_step_applying_in_backward() {
-  const NvtxRange step_range("step");
-  // One micro-batch (the config checks it); each unit is updated from the hook that the model calls when its
-  // gradients are complete, and the block units share one gradient buffer, zeroed again for the next block.
-  const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
-  StepRecord rec;
-  rec.step = step_ + 1;
-  rec.lr = schedule_.lr_at(rec.step);
-  model_->zero_grad(/*defer_linear=*/true);
-  Tensor ids, targets;
-  load_batch(sampler_->next(static_cast<uint64_t>(config_.train.micro_batch_size)), ids, targets);
-  autograd::Tape tape;
-  nn::LossOutput out;
+  StepOutcome outcome;
   {
-    const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
-    out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
+    const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
+    outcome = step_policy_->end(losses_finite && std::isfinite(rec.loss));
   }
-  rec.loss = out.loss_sum / static_cast<double>(out.count);
-  const bool loss_finite = std::isfinite(rec.loss);
-  optim::StepStats stats{};
-  std::optional<size_t> failed_unit;  // the first unit whose gradient was not finite
-  if (loss_finite) {
-    const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);  // the updates run inside the backward
-    optimizer_->begin_step(static_cast<float>(rec.lr));
-    model_->set_grads_ready_hook([this, &failed_unit](size_t unit) {
-      model_->finish_unit_grads(unit);
-      if (!optimizer_->update_buffer(unit) && !failed_unit) failed_unit = unit;
-      if (model_->shares_block_grads() && model_->units()[unit].layer >= 0) model_->zero_unit_grad(unit, true);
-    });
-    try {
-      tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
-    } catch (...) {
-      model_->set_grads_ready_hook({});
-      optimizer_->end_step();
-      throw;
-    }
-    model_->set_grads_ready_hook({});
-    stats = optimizer_->end_step();
-    model_->weights_changed();
-  }
-  const std::string culprit = !loss_finite ? "the loss"
-                              : failed_unit ? "the gradient of unit '" + model_->units()[*failed_unit].name + "'"
-                                            : "";
-  return finish_step(rec, stats, loss_finite, culprit,
-                     stats.skipped ? "The units whose gradients were complete before it (optim.apply_in_backward) "
-                                     "kept their update; the others were not updated"
-                                   : "Nothing was updated");
+  return finish_step(rec, outcome);
 }
 
-StepRecord Trainer::finish_step(StepRecord rec, const optim::StepStats& stats, bool loss_finite,
-                                const std::string& culprit, const std::string& updated) {
-  rec.grad_norm = stats.grad_norm;
-  rec.skipped = !loss_finite || stats.skipped;
+StepRecord Trainer::finish_step(StepRecord rec, const StepOutcome& outcome) {
+  rec.grad_norm = outcome.stats.grad_norm;
+  const bool loss_finite = outcome.loss_finite;
+  rec.skipped = !loss_finite || outcome.stats.skipped;
   if (rec.skipped) {
     const std::string what = detail::concat("non-finite ", loss_finite ? "gradient" : "loss", " at step ", rec.step,
                                             " (loss ", rec.loss, ", grad norm ", rec.grad_norm,
-                                            "); first non-finite tensor: ", culprit.empty() ? "?" : culprit);
+                                            "); first non-finite tensor: ",
+                                            outcome.culprit.empty() ? "?" : outcome.culprit);
     if (config_.train.on_nonfinite == "stop") {
-      throw Error(what + ". " + updated + "; lower optim.lr or resume from the last checkpoint.");
+      throw Error(what + ". " + outcome.updated + "; lower optim.lr or resume from the last checkpoint.");
     }
     spdlog::warn("{}; step skipped (train.on_nonfinite = skip)", what);
   }

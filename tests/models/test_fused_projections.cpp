@@ -57,7 +57,7 @@ TEST(FusedProjections, ViewTheConsecutiveProjectionsOfEachBlock) {
     const int64_t f = config.intermediate_size;
     for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
       const std::string p = "model.layers." + std::to_string(layer) + ".";
-      const FusedProjections& fused = model.fused_projections(layer);
+      const FusedProjections& fused = model.store().fused_projections(layer);
       EXPECT_EQ(fused.qkv.name, p + "self_attn.qkv_proj.weight");
       EXPECT_EQ(fused.gate_up.name, p + "mlp.gate_up_proj.weight");
       EXPECT_EQ(fused.qkv.value.shape(), Shape({h + 2 * kv, h}));

@@ -159,8 +159,8 @@ TEST(PrecisionRecipe, Fp8BlockFollowsBf16) {
   model.init(11);
   const Pass bf16 = run(model, "bf16", {}, kBatch, kBlockedSeq);
   const Pass block = run(model, "fp8_block", {}, kBatch, kBlockedSeq);
-  EXPECT_EQ(model.fp8_block_weights().quantizations(), 4 * 2);
-  EXPECT_EQ(model.fp8_weights().quantizations(), 0);  // the per-tensor cache is not used
+  EXPECT_EQ(model.store().fp8_block_quantizations(), 4 * 2);
+  EXPECT_EQ(model.store().fp8_quantizations(), 0);  // the per-tensor cache is not used
   const Pass tensorwise = run(model, "fp8", {}, kBatch, kBlockedSeq);
   std::printf("[recipe] fp8_block: loss %.6f (bf16 %.6f, fp8 %.6f)\n", block.loss, bf16.loss, tensorwise.loss);
   EXPECT_NEAR(block.loss, bf16.loss, 0.01 * bf16.loss);
@@ -178,7 +178,7 @@ TEST(PrecisionRecipe, Fp8BlockFollowsBf16) {
   EXPECT_EQ(block.saved_bytes, bf16.saved_bytes);  // BF16 saved activations, as fp8
   // Blocks in bf16_layers take any shape; the others refuse a token count that is not a multiple of 128.
   const Pass mixed = run(model, "fp8_block", {0}, kBatch, kBlockedSeq);
-  EXPECT_EQ(model.fp8_block_weights().quantizations(), 4 * 2 + 4);  // block 1 only
+  EXPECT_EQ(model.store().fp8_block_quantizations(), 4 * 2 + 4);  // block 1 only
   EXPECT_NE(mixed.loss, block.loss);
   test::expect_error_containing<InvalidArgument>([&] { run(model, "fp8_block", {}, kBatch, 32); },
                                                  "precision.bf16_layers");
@@ -190,9 +190,9 @@ TEST(PrecisionRecipe, Fp8WeightsQuantisedOncePerWeightChange) {
   model.init(3);
   run(model, "coat");  // set_recipe counts as a change
   const int64_t linears = 4 * 3;
-  EXPECT_EQ(model.fp8_weights().quantizations(), linears);
+  EXPECT_EQ(model.store().fp8_quantizations(), linears);
   const Pass again = run(model, "coat");  // set_recipe again: a change
-  EXPECT_EQ(model.fp8_weights().quantizations(), 2 * linears);
+  EXPECT_EQ(model.store().fp8_quantizations(), 2 * linears);
   // Two more passes under the same recipe without a weight change: no new copies.
   model.zero_grad();
   for (int i = 0; i < 2; ++i) {
@@ -201,10 +201,10 @@ TEST(PrecisionRecipe, Fp8WeightsQuantisedOncePerWeightChange) {
     nn::LossOutput out = model.forward(tape, ids, ids, -1, 1.0);
     tape.backward(out.root, ops::full(ctx, {1}, 1.0, DType::F64));
   }
-  EXPECT_EQ(model.fp8_weights().quantizations(), 2 * linears);
+  EXPECT_EQ(model.store().fp8_quantizations(), 2 * linears);
   model.weights_changed();
   run(model, "coat", {0, 2});  // only block 1 in FP8 now
-  EXPECT_EQ(model.fp8_weights().quantizations(), 2 * linears + 4);
+  EXPECT_EQ(model.store().fp8_quantizations(), 2 * linears + 4);
   (void)again;
 }
 

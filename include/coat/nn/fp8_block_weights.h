@@ -29,6 +29,8 @@ class Fp8BlockWeights {
   const Fp8BlockWeight& get(const Parameter& w);
   /// Every copy is stale from now on (the weights changed).
   void invalidate() { ++version_; }
+  /// Frees every copy (a sharded model's gathered unit after use); the next get quantises again.
+  void release() { entries_.clear(); }
   /// Bytes held by the copies (codes and scales).
   size_t bytes() const;
   /// Quantisations done so far (a test hook: once per weight and optimizer step).

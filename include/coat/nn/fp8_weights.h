@@ -19,6 +19,8 @@ class Fp8Weights {
   const ops::Fp8PerTensor& get(const Parameter& w);
   /// Every copy is stale from now on (the weights changed).
   void invalidate() { ++version_; }
+  /// Frees every copy (a sharded model's gathered unit after use); the next get quantises again.
+  void release() { entries_.clear(); }
   /// Bytes held by the copies.
   size_t bytes() const;
   /// Quantisations done so far (a test hook: once per weight and optimizer step).

@@ -82,6 +82,9 @@ class AdamW {
   void begin_step(float lr);
   bool update_buffer(size_t i);
   StepStats end_step();
+  /// Closes an open per-buffer step without stepping (the loss was not finite, or the backward threw): the
+  /// step count stays. Buffers already updated in it keep their update. Never throws.
+  void cancel_step() noexcept { pending_.open = false; }
 
   /// The global gradient norm alone (step 1 above), without updating anything.
   double grad_norm() const;

@@ -16,6 +16,7 @@
 #include "coat/optim/lr_schedule.h"
 #include "coat/train/metrics_logger.h"
 #include "coat/train/phase_timer.h"
+#include "coat/train/step_policy.h"
 #include "coat/train/train_config.h"
 
 namespace coat::train {
@@ -74,15 +75,12 @@ class Trainer {
   /// earlier versions); a checkpoint whose state storage differs from the config's is refused.
   void load_optimizer_states(const io::LoadedCheckpoint& ck);
   void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
-  std::string first_nonfinite_gradient() const;
-  /// train_step's work; train_step adds the memory plan to an out-of-memory error.
+  /// train_step's work: the micro-batches' forwards and backwards with the step policy's unit hooks, then
+  /// the policy's end. train_step adds the memory plan to an out-of-memory error.
   StepRecord run_step();
-  /// run_step under optim.apply_in_backward: each unit updated from the model's gradients-ready hook.
-  StepRecord run_step_applying_in_backward();
   /// Records the step (its norm, whether it was skipped: a non-finite loss or gradient stops the run or is
-  /// logged, per train.on_nonfinite, naming `culprit` and what was `updated`).
-  StepRecord finish_step(StepRecord rec, const optim::StepStats& stats, bool loss_finite, const std::string& culprit,
-                         const std::string& updated);
+  /// logged, per train.on_nonfinite, naming the culprit and what was updated).
+  StepRecord finish_step(StepRecord rec, const StepOutcome& outcome);
 
   TrainConfig config_;
   ContextPtr context_;
@@ -91,6 +89,7 @@ class Trainer {
   std::unique_ptr<data::WindowSampler> sampler_;
   std::unique_ptr<models::Transformer> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<StepPolicy> step_policy_;  ///< how the step applies optimizer_ (after or in the backward)
   optim::LrSchedule schedule_;
   std::unique_ptr<MetricsLogger> metrics_;
   int64_t step_ = 0;

@@ -1,0 +1,286 @@
+// The flat parameter units of a model: allocation, compute copies, fused projection views, gradient zeroing.
+#include "coat/models/unit_store.h"
+
+#include <algorithm>
+
+#include "coat/core/random_generator.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+
+namespace coat::models {
+
+namespace {
+
+/// One parameter viewing `parts` (2-D, one column count, consecutive in one unit without padding between
+/// them) as one matrix [sum of rows, cols] over the same value, master and grad buffers.
+nn::Parameter fuse(const std::string& name, const std::vector<const nn::Parameter*>& parts) {
+  const nn::Parameter& first = *parts.front();
+  const int64_t cols = first.master.size(1);
+  int64_t rows = 0;
+  for (const nn::Parameter* part : parts) {
+    for (const auto& [t, f] : {std::pair{&part->value, &first.value},
+                               {&part->master, &first.master},
+                               {&part->grad, &first.grad}}) {
+      if (!f->defined()) continue;
+      COAT_CHECK(t->dim() == 2 && t->size(1) == cols && t->is_contiguous() && t->shares_storage_with(*f) &&
+                     t->offset() == f->offset() + rows * cols,
+                 Error, "[UnitStore] cannot fuse '", part->name, "' into '", name,
+                 "': it does not directly follow the previous part in its unit (unit_layout.h)");
+    }
+    rows += part->master.size(0);
+  }
+  auto view = [&](const Tensor& t) {
+    return t.defined() ? Tensor::from_storage(t.storage(), {rows, cols}, t.dtype(), t.offset()) : Tensor();
+  };
+  nn::Parameter fused;
+  fused.name = name;
+  fused.value = view(first.value);
+  fused.master = view(first.master);
+  fused.grad = view(first.grad);
+  fused.decay = first.decay;
+  return fused;
+}
+
+std::string block_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+}  // namespace
+
+UnitStore::UnitStore(const ModelConfig& config, ContextPtr context, StoreOptions options)
+    : context_(std::move(context)),
+      dtype_(options.dtype),
+      compute_dtype_(options.compute_dtype.value_or(options.dtype)),
+      with_grads_(options.with_grads),
+      share_block_grads_(options.with_grads && options.share_block_grads),
+      tie_word_embeddings_(config.tie_word_embeddings),
+      layers_(config.num_hidden_layers) {
+  COAT_ARG_CHECK(dtype_ == DType::F32 || dtype_ == DType::F64, "UnitStore", "parameter dtype must be f32 or f64, got ",
+                 dtype_name(dtype_));
+  COAT_ARG_CHECK(compute_dtype_ == dtype_ || compute_dtype_ == DType::BF16 || compute_dtype_ == DType::F16,
+                 "UnitStore", "compute dtype must be the master dtype, bf16 or f16, got ", dtype_name(compute_dtype_));
+  for (const UnitLayout& layout : unit_layouts(config)) add_unit(layout);
+  fp8_weights_.resize(units_.size());
+  fp8_block_weights_.resize(units_.size());
+  resolve_indices(config);
+  layout_compute_copies(options.full_copy ? options.full_copy : [](const ParamUnit&) { return true; });
+}
+
+void UnitStore::add_unit(const UnitLayout& layout) {
+  const int64_t total = layout.numel;
+  ParamUnit unit;
+  unit.name = layout.name;
+  if (unit.name.rfind("layers.", 0) == 0) unit.layer = std::stoll(unit.name.substr(7));
+  // Zeroed: the alignment padding between parameters stays zero for good.
+  const bool mixed = compute_dtype_ != dtype_;
+  unit.master = ops::zeros(context_, {total}, dtype_, mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights);
+  if (with_grads_ && share_block_grads_ && unit.layer >= 0) {
+    if (!shared_block_grad_.defined()) shared_block_grad_ = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
+    COAT_CHECK(shared_block_grad_.numel() == total, Error, "[UnitStore] block units differ in size (",
+               shared_block_grad_.numel(), " and ", total, "): they cannot share one gradient buffer");
+    unit.grad = shared_block_grad_;
+  } else if (with_grads_) {
+    unit.grad = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
+  }
+  for (size_t i = 0; i < layout.params.size(); ++i) {
+    const auto& [pname, shape] = layout.params[i];
+    const int64_t n = shape_numel(shape);
+    nn::Parameter p;
+    p.name = pname;
+    p.master = unit.master.slice(0, layout.offsets[i], layout.offsets[i] + n).reshape(shape);
+    if (with_grads_) p.grad = unit.grad.slice(0, layout.offsets[i], layout.offsets[i] + n).reshape(shape);
+    p.decay = shape.size() == 2;
+    index_[pname] = params_.size();
+    unit.params.push_back(params_.size());
+    params_.push_back(std::move(p));
+  }
+  if (unit.layer >= 0) {
+    COAT_CHECK(unit.layer == static_cast<int64_t>(layer_units_.size()), Error, "[UnitStore] unit '", unit.name,
+               "' out of block order");
+    layer_units_.push_back(units_.size());
+  } else if (unit.name == "embed") {
+    embed_unit_ = units_.size();
+  } else if (unit.name == "head") {
+    head_unit_ = units_.size();
+  }
+  units_.push_back(std::move(unit));
+}
+
+void UnitStore::resolve_indices(const ModelConfig& config) {
+  const auto optional_index = [this](const std::string& name) -> std::optional<size_t> {
+    if (!index_.contains(name)) return std::nullopt;
+    return index_.at(name);
+  };
+  for (int64_t i = 0; i < layers_; ++i) {
+    const std::string p = block_prefix(i);
+    BlockParams b;
+    if (config.norms_have_weights()) {
+      b.input_norm = index_.at(p + "input_layernorm.weight");
+      b.post_norm = index_.at(p + "post_attention_layernorm.weight");
+    }
+    b.o_proj = index_.at(p + "self_attn.o_proj.weight");
+    b.down_proj = index_.at(p + "mlp.down_proj.weight");
+    blocks_.push_back(b);
+  }
+  outer_.embed = index_.at("model.embed_tokens.weight");
+  outer_.head = tie_word_embeddings_ ? outer_.embed : index_.at("lm_head.weight");
+  outer_.final_norm = optional_index("model.norm.weight");
+}
+
+nn::Parameter& UnitStore::parameter(const std::string& name) {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw InvalidArgument(detail::concat("model has no parameter '", name, "'"));
+  return params_[it->second];
+}
+
+void UnitStore::init(uint64_t seed, double initializer_range) {
+  RandomGenerator gen{seed, 0};
+  for (nn::Parameter& p : params_) {
+    if (p.master.dim() == 1) {
+      ops::fill_(p.master, 1.0);
+    } else {
+      ops::normal_(p.master, gen, 0.0f, static_cast<float>(initializer_range));
+    }
+  }
+  sync_compute_weights();
+}
+
+void UnitStore::layout_compute_copies(const std::function<bool(const ParamUnit&)>& full_copy) {
+  const bool mixed = compute_dtype_ != dtype_;
+  for (size_t k = 0; k < units_.size(); ++k) {
+    ParamUnit& u = units_[k];
+    const bool full = !mixed || full_copy(u);
+    const bool has_full = u.value.defined();
+    const bool laid_out = has_full || !u.loose.empty();
+    if (laid_out && full == has_full) continue;
+    u.loose.clear();
+    if (full) {
+      u.value = mixed ? ops::zeros(context_, {u.master.numel()}, compute_dtype_, MemoryCategory::Weights) : u.master;
+      if (mixed) ops::copy_(u.value, u.master);  // the padding too (zero)
+    } else {
+      u.value = Tensor();
+    }
+    for (size_t index : u.params) {
+      nn::Parameter& p = params_[index];
+      if (full) {
+        p.value = u.value.slice(0, p.master.offset() - u.master.offset(),
+                                p.master.offset() - u.master.offset() + p.master.numel())
+                      .reshape(p.master.shape());
+      } else if (p.master.dim() == 1) {
+        // A norm weight: its own compute copy, refreshed by weights_changed.
+        p.value = ops::zeros(context_, p.master.shape(), compute_dtype_, MemoryCategory::Weights);
+        ops::copy_(p.value, p.master);
+        u.loose.push_back(index);
+      } else {
+        p.value = Tensor();  // quantised to FP8 from the master (nn::Fp8Weights)
+      }
+    }
+  }
+  make_fused_views();
+}
+
+void UnitStore::make_fused_views() {
+  // The FP8 caches are keyed by the parameters they quantise: the fused views are new objects.
+  for (size_t k = 0; k < units_.size(); ++k) release_fp8_weights(k);
+  fused_.clear();
+  for (int64_t i = 0; i < layers_; ++i) {
+    const std::string p = block_prefix(i);
+    fused_.push_back({fuse(p + "self_attn.qkv_proj.weight", {&parameter(p + "self_attn.q_proj.weight"),
+                                                             &parameter(p + "self_attn.k_proj.weight"),
+                                                             &parameter(p + "self_attn.v_proj.weight")}),
+                      fuse(p + "mlp.gate_up_proj.weight",
+                           {&parameter(p + "mlp.gate_proj.weight"), &parameter(p + "mlp.up_proj.weight")})});
+  }
+  deferral_planned_ = false;  // the fused views are new
+}
+
+void UnitStore::weights_changed() {
+  for (nn::Fp8Weights& w : fp8_weights_) w.invalidate();
+  for (nn::Fp8BlockWeights& w : fp8_block_weights_) w.invalidate();
+  for (ParamUnit& u : units_)
+    for (size_t index : u.loose) ops::copy_(params_[index].value, params_[index].master);
+}
+
+void UnitStore::sync_compute_weights() {
+  weights_changed();
+  if (compute_dtype_ == dtype_) return;
+  for (ParamUnit& u : units_)
+    if (u.value.defined()) ops::copy_(u.value, u.master);
+}
+
+void UnitStore::release_fp8_weights(size_t unit) {
+  fp8_weights_.at(unit).release();
+  fp8_block_weights_.at(unit).release();
+}
+
+int64_t UnitStore::fp8_quantizations() const {
+  int64_t total = 0;
+  for (const nn::Fp8Weights& w : fp8_weights_) total += w.quantizations();
+  return total;
+}
+
+int64_t UnitStore::fp8_block_quantizations() const {
+  int64_t total = 0;
+  for (const nn::Fp8BlockWeights& w : fp8_block_weights_) total += w.quantizations();
+  return total;
+}
+
+void UnitStore::plan_deferral() {
+  if (deferral_planned_) return;
+  deferred_grads_.assign(units_.size(), {});
+  filled_grads_.assign(units_.size(), {});
+  for (size_t k = 0; k < units_.size(); ++k) {
+    ParamUnit& u = units_[k];
+    if (!u.grad.defined()) continue;
+    std::vector<nn::Parameter*>& deferred = deferred_grads_[k];
+    if (u.layer >= 0) {
+      FusedProjections& f = fused_[static_cast<size_t>(u.layer)];
+      const BlockParams& b = blocks_[static_cast<size_t>(u.layer)];
+      deferred = {&f.qkv, &f.gate_up, &params_[b.o_proj], &params_[b.down_proj]};
+    } else if (!tie_word_embeddings_ &&
+               std::find(u.params.begin(), u.params.end(), outer_.head) != u.params.end()) {
+      deferred = {&params_[outer_.head]};
+    }
+    // The element ranges the deferred gradients cover; everything else (padding included) gets filled.
+    std::vector<std::pair<int64_t, int64_t>> covered;
+    for (const nn::Parameter* p : deferred)
+      covered.emplace_back(p->grad.offset() - u.grad.offset(), p->grad.offset() - u.grad.offset() + p->grad.numel());
+    std::sort(covered.begin(), covered.end());
+    int64_t at = 0;
+    for (const auto& [begin, end] : covered) {
+      if (begin > at) filled_grads_[k].push_back(u.grad.slice(0, at, begin));
+      at = std::max(at, end);
+    }
+    if (at < u.grad.numel()) filled_grads_[k].push_back(u.grad.slice(0, at, u.grad.numel()));
+  }
+  deferral_planned_ = true;
+}
+
+void UnitStore::zero_unit_grad(size_t unit, bool defer_linear) {
+  ParamUnit& u = units_.at(unit);
+  if (!u.grad.defined()) return;
+  plan_deferral();
+  if (!defer_linear) {
+    ops::fill_(u.grad, 0.0);
+    for (nn::Parameter* p : deferred_grads_[unit]) p->grad_unset = false;
+    return;
+  }
+  for (Tensor& g : filled_grads_[unit]) ops::fill_(g, 0.0);
+  for (nn::Parameter* p : deferred_grads_[unit]) p->grad_unset = true;
+}
+
+void UnitStore::zero_grad(bool defer_linear) {
+  for (size_t k = 0; k < units_.size(); ++k) zero_unit_grad(k, defer_linear);
+}
+
+void UnitStore::finish_unit_grads(size_t unit) {
+  if (!deferral_planned_) return;  // nothing was deferred
+  for (nn::Parameter* p : deferred_grads_.at(unit)) {
+    if (p->grad_unset) ops::fill_(p->grad, 0.0);
+    p->grad_unset = false;
+  }
+}
+
+void UnitStore::finish_grads() {
+  for (size_t k = 0; k < units_.size(); ++k) finish_unit_grads(k);
+}
+
+}  // namespace coat::models

@@ -1,0 +1,103 @@
+// The two ways a step applies AdamW: after the backward, or unit by unit inside it.
+#include "coat/train/step_policy.h"
+
+#include <cmath>
+#include <optional>
+
+#include "coat/ops/copy.h"
+#include "coat/ops/reduce.h"
+
+namespace coat::train {
+
+std::string first_nonfinite_gradient(const models::UnitStore& store) {
+  for (const nn::Parameter& p : store.parameters()) {
+    const double a = ops::to_double_vector(ops::amax(p.grad))[0];
+    if (!std::isfinite(a)) return p.name;
+  }
+  return "";
+}
+
+namespace {
+
+const char* const kNothingUpdated = "Nothing was updated";
+
+/// Accumulates the micro-batches' gradients, then one optimizer step over every unit (clipping by the
+/// global norm when configured).
+class UpdateAfterBackward final : public StepPolicy {
+ public:
+  UpdateAfterBackward(models::UnitStore& store, optim::AdamW& optimizer) : store_(store), optimizer_(optimizer) {}
+
+  void begin(float lr) override {
+    lr_ = lr;
+    store_.zero_grad(/*defer_linear=*/true);
+  }
+
+  StepOutcome end(bool loss_finite) override {
+    store_.finish_grads();
+    if (!loss_finite) return {{}, false, "the loss", kNothingUpdated};
+    StepOutcome out;
+    out.stats = optimizer_.step(lr_);
+    // The FP8 weight copies are made again at their next use (the optimizer wrote the BF16 compute weights
+    // in the same pass as the update).
+    store_.weights_changed();
+    if (out.stats.skipped) out.culprit = first_nonfinite_gradient(store_);
+    out.updated = kNothingUpdated;
+    return out;
+  }
+
+ private:
+  models::UnitStore& store_;
+  optim::AdamW& optimizer_;
+  float lr_ = 0.0f;
+};
+
+/// One micro-batch per step (the config checks it); each unit is updated from after_backward, when its
+/// gradients are complete, and a shared block gradient buffer is zeroed again for the next block.
+class UpdateInBackward final : public StepPolicy {
+ public:
+  UpdateInBackward(models::UnitStore& store, optim::AdamW& optimizer) : store_(store), optimizer_(optimizer) {}
+
+  void begin(float lr) override {
+    store_.zero_grad(/*defer_linear=*/true);
+    failed_unit_.reset();
+    optimizer_.begin_step(lr);
+  }
+
+  void after_backward(size_t unit) override {
+    store_.finish_unit_grads(unit);
+    if (!optimizer_.update_buffer(unit) && !failed_unit_) failed_unit_ = unit;
+    if (store_.shares_block_grads() && store_.units()[unit].layer >= 0) store_.zero_unit_grad(unit, true);
+  }
+
+  StepOutcome end(bool loss_finite) override {
+    if (!loss_finite) {
+      optimizer_.cancel_step();
+      return {{}, false, "the loss", kNothingUpdated};
+    }
+    StepOutcome out;
+    out.stats = optimizer_.end_step();
+    store_.weights_changed();
+    if (failed_unit_) out.culprit = "the gradient of unit '" + store_.units()[*failed_unit_].name + "'";
+    out.updated = out.stats.skipped ? "The units whose gradients were complete before it (optim.apply_in_backward) "
+                                      "kept their update; the others were not updated"
+                                    : kNothingUpdated;
+    return out;
+  }
+
+  void abandon() noexcept override { optimizer_.cancel_step(); }
+
+ private:
+  models::UnitStore& store_;
+  optim::AdamW& optimizer_;
+  std::optional<size_t> failed_unit_;  ///< the first unit whose gradient was not finite
+};
+
+}  // namespace
+
+std::unique_ptr<StepPolicy> make_step_policy(bool apply_in_backward, models::UnitStore& store,
+                                             optim::AdamW& optimizer) {
+  if (apply_in_backward) return std::make_unique<UpdateInBackward>(store, optimizer);
+  return std::make_unique<UpdateAfterBackward>(store, optimizer);
+}
+
+}  // namespace coat::train
