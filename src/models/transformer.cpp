@@ -26,6 +26,7 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
   store.compute_dtype = compute_dtype;
   store.with_grads = with_grads;
   store.share_block_grads = options.share_block_grads;
+  store.shard = options.shard;
   // The recipe is checked against the compute dtype before anything is allocated for it.
   COAT_ARG_CHECK(!recipe_.fp8_linears || compute_dtype.value_or(dtype) == DType::BF16, "Transformer", "the ",
                  recipe_.name, " recipe computes in BF16; the model's compute dtype is ",

@@ -11,34 +11,30 @@ namespace coat::models {
 
 namespace {
 
-/// One parameter viewing `parts` (2-D, one column count, consecutive in one unit without padding between
-/// them) as one matrix [sum of rows, cols] over the same value, master and grad buffers.
-nn::Parameter fuse(const std::string& name, const std::vector<const nn::Parameter*>& parts) {
-  const nn::Parameter& first = *parts.front();
-  const int64_t cols = first.master.size(1);
-  int64_t rows = 0;
-  for (const nn::Parameter* part : parts) {
-    for (const auto& [t, f] : {std::pair{&part->value, &first.value},
-                               {&part->master, &first.master},
-                               {&part->grad, &first.grad}}) {
-      if (!f->defined()) continue;
-      COAT_CHECK(t->dim() == 2 && t->size(1) == cols && t->is_contiguous() && t->shares_storage_with(*f) &&
-                     t->offset() == f->offset() + rows * cols,
-                 Error, "[UnitStore] cannot fuse '", part->name, "' into '", name,
-                 "': it does not directly follow the previous part in its unit (unit_layout.h)");
+/// Makes `fused` view `parts` (2-D, one column count, consecutive in one unit without padding between them)
+/// as one matrix [sum of rows, cols] over the same value, master and grad buffers, where the parts have them.
+/// In place: the tape's closures hold references to the fused parameters.
+void fuse_into(nn::Parameter& fused, const std::vector<const nn::Parameter*>& parts) {
+  for (Tensor nn::Parameter::*field : {&nn::Parameter::value, &nn::Parameter::master, &nn::Parameter::grad}) {
+    const Tensor& first = parts.front()->*field;
+    if (!first.defined()) {
+      fused.*field = Tensor();
+      continue;
     }
-    rows += part->master.size(0);
+    const int64_t cols = first.size(1);
+    int64_t rows = 0;
+    for (const nn::Parameter* part : parts) {
+      const Tensor& t = part->*field;
+      COAT_CHECK(t.defined() && t.dim() == 2 && t.size(1) == cols && t.is_contiguous() &&
+                     t.shares_storage_with(first) && t.offset() == first.offset() + rows * cols,
+                 Error, "[UnitStore] cannot fuse '", part->name, "' into '", fused.name,
+                 "': it does not directly follow the previous part in its unit (unit_layout.h)");
+      rows += t.size(0);
+    }
+    fused.*field = Tensor::from_storage(first.storage(), {rows, cols}, first.dtype(), first.offset());
   }
-  auto view = [&](const Tensor& t) {
-    return t.defined() ? Tensor::from_storage(t.storage(), {rows, cols}, t.dtype(), t.offset()) : Tensor();
-  };
-  nn::Parameter fused;
-  fused.name = name;
-  fused.value = view(first.value);
-  fused.master = view(first.master);
-  fused.grad = view(first.grad);
-  fused.decay = first.decay;
-  return fused;
+  fused.decay = parts.front()->decay;
+  fused.trainable = parts.front()->trainable;
 }
 
 std::string block_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
@@ -52,14 +48,21 @@ UnitStore::UnitStore(const ModelConfig& config, ContextPtr context, StoreOptions
       with_grads_(options.with_grads),
       share_block_grads_(options.with_grads && options.share_block_grads),
       tie_word_embeddings_(config.tie_word_embeddings),
-      layers_(config.num_hidden_layers) {
+      layers_(config.num_hidden_layers),
+      shard_(options.shard) {
   COAT_ARG_CHECK(dtype_ == DType::F32 || dtype_ == DType::F64, "UnitStore", "parameter dtype must be f32 or f64, got ",
                  dtype_name(dtype_));
   COAT_ARG_CHECK(compute_dtype_ == dtype_ || compute_dtype_ == DType::BF16 || compute_dtype_ == DType::F16,
                  "UnitStore", "compute dtype must be the master dtype, bf16 or f16, got ", dtype_name(compute_dtype_));
-  for (const UnitLayout& layout : unit_layouts(config)) add_unit(layout);
+  COAT_ARG_CHECK(!shard_ || !share_block_grads_, "UnitStore",
+                 "a sharded store cannot share one gradient buffer between blocks");
+  layouts_ = unit_layouts(config);
+  for (const UnitLayout& layout : layouts_) add_unit(layout);
   fp8_weights_.resize(units_.size());
   fp8_block_weights_.resize(units_.size());
+  deferred_grads_.assign(units_.size(), {});
+  filled_grads_.assign(units_.size(), {});
+  deferral_planned_.assign(units_.size(), false);
   resolve_indices(config);
   layout_compute_copies(options.full_copy ? options.full_copy : [](const ParamUnit&) { return true; });
 }
@@ -69,25 +72,34 @@ void UnitStore::add_unit(const UnitLayout& layout) {
   ParamUnit unit;
   unit.name = layout.name;
   if (unit.name.rfind("layers.", 0) == 0) unit.layer = std::stoll(unit.name.substr(7));
-  // Zeroed: the alignment padding between parameters stays zero for good.
   const bool mixed = compute_dtype_ != dtype_;
-  unit.master = ops::zeros(context_, {total}, dtype_, mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights);
-  if (with_grads_ && share_block_grads_ && unit.layer >= 0) {
-    if (!shared_block_grad_.defined()) shared_block_grad_ = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
-    COAT_CHECK(shared_block_grad_.numel() == total, Error, "[UnitStore] block units differ in size (",
-               shared_block_grad_.numel(), " and ", total, "): they cannot share one gradient buffer");
-    unit.grad = shared_block_grad_;
-  } else if (with_grads_) {
-    unit.grad = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
+  const MemoryCategory master_category = mixed ? MemoryCategory::MasterWeights : MemoryCategory::Weights;
+  if (shard_) {
+    // This rank's slices only; the padding past the unit's end stays zero for good.
+    unit.shard = UnitShard::of(total, *shard_);
+    unit.master = ops::zeros(context_, {unit.shard.shard_numel}, dtype_, master_category);
+    unit.compute_shard = mixed ? ops::zeros(context_, {unit.shard.shard_numel}, compute_dtype_, MemoryCategory::Weights)
+                               : unit.master;
+    if (with_grads_) unit.grad_shard = ops::zeros(context_, {unit.shard.shard_numel}, dtype_, MemoryCategory::Gradients);
+  } else {
+    unit.shard = UnitShard::of(total, ShardSpec{0, 1, 1});
+    // Zeroed: the alignment padding between parameters stays zero for good.
+    unit.master = ops::zeros(context_, {total}, dtype_, master_category);
+    if (with_grads_ && share_block_grads_ && unit.layer >= 0) {
+      if (!shared_block_grad_.defined()) shared_block_grad_ = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
+      COAT_CHECK(shared_block_grad_.numel() == total, Error, "[UnitStore] block units differ in size (",
+                 shared_block_grad_.numel(), " and ", total, "): they cannot share one gradient buffer");
+      unit.grad = shared_block_grad_;
+    } else if (with_grads_) {
+      unit.grad = ops::zeros(context_, {total}, dtype_, MemoryCategory::Gradients);
+    }
   }
   for (size_t i = 0; i < layout.params.size(); ++i) {
     const auto& [pname, shape] = layout.params[i];
-    const int64_t n = shape_numel(shape);
     nn::Parameter p;
     p.name = pname;
-    p.master = unit.master.slice(0, layout.offsets[i], layout.offsets[i] + n).reshape(shape);
-    if (with_grads_) p.grad = unit.grad.slice(0, layout.offsets[i], layout.offsets[i] + n).reshape(shape);
     p.decay = shape.size() == 2;
+    p.trainable = with_grads_;
     index_[pname] = params_.size();
     unit.params.push_back(params_.size());
     params_.push_back(std::move(p));
@@ -102,6 +114,25 @@ void UnitStore::add_unit(const UnitLayout& layout) {
     head_unit_ = units_.size();
   }
   units_.push_back(std::move(unit));
+  view_unit(units_.size() - 1);
+}
+
+void UnitStore::view_unit(size_t k) {
+  ParamUnit& u = units_[k];
+  const UnitLayout& layout = layouts_[k];
+  const auto view = [&](const Tensor& flat, size_t i) {
+    const int64_t n = shape_numel(layout.params[i].second);
+    return flat.defined() ? flat.slice(0, layout.offsets[i], layout.offsets[i] + n).reshape(layout.params[i].second)
+                          : Tensor();
+  };
+  for (size_t i = 0; i < u.params.size(); ++i) {
+    nn::Parameter& p = params_[u.params[i]];
+    if (!shard_) p.master = view(u.master, i);
+    p.grad = view(u.grad, i);
+    if (shard_) p.value = view(u.value, i);  // unsharded: layout_compute_copies says what each value views
+  }
+  if (u.layer >= 0 && static_cast<size_t>(u.layer) < fused_.size()) refresh_fused_views(u.layer);
+  if (k < deferral_planned_.size()) deferral_planned_[k] = false;
 }
 
 void UnitStore::resolve_indices(const ModelConfig& config) {
@@ -132,6 +163,7 @@ nn::Parameter& UnitStore::parameter(const std::string& name) {
 }
 
 void UnitStore::init(uint64_t seed, double initializer_range) {
+  if (shard_) return init_sharded(seed, initializer_range);
   RandomGenerator gen{seed, 0};
   for (nn::Parameter& p : params_) {
     if (p.master.dim() == 1) {
@@ -143,7 +175,34 @@ void UnitStore::init(uint64_t seed, double initializer_range) {
   sync_compute_weights();
 }
 
+void UnitStore::init_sharded(uint64_t seed, double initializer_range) {
+  // The draws of one process, unit by unit (parameters are numbered unit after unit): each rank makes the
+  // whole unit and keeps its slice.
+  RandomGenerator gen{seed, 0};
+  for (size_t k = 0; k < units_.size(); ++k) {
+    ParamUnit& u = units_[k];
+    const UnitLayout& layout = layouts_[k];
+    Tensor whole = ops::zeros(context_, {u.shard.padded_numel()}, dtype_, MemoryCategory::Workspace);
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      const Shape& shape = layout.params[i].second;
+      Tensor p = whole.slice(0, layout.offsets[i], layout.offsets[i] + shape_numel(shape));
+      if (shape.size() == 1) {
+        ops::fill_(p, 1.0);
+      } else {
+        ops::normal_(p, gen, 0.0f, static_cast<float>(initializer_range));
+      }
+    }
+    ops::copy_(u.master, whole.slice(0, u.shard.begin, u.shard.begin + u.shard.shard_numel));
+  }
+  sync_compute_weights();
+}
+
 void UnitStore::layout_compute_copies(const std::function<bool(const ParamUnit&)>& full_copy) {
+  if (shard_) {
+    // A sharded unit is gathered whole in the compute dtype whatever the recipe.
+    if (fused_.empty()) make_fused_views();
+    return;
+  }
   const bool mixed = compute_dtype_ != dtype_;
   for (size_t k = 0; k < units_.size(); ++k) {
     ParamUnit& u = units_[k];
@@ -180,16 +239,58 @@ void UnitStore::layout_compute_copies(const std::function<bool(const ParamUnit&)
 void UnitStore::make_fused_views() {
   // The FP8 caches are keyed by the parameters they quantise: the fused views are new objects.
   for (size_t k = 0; k < units_.size(); ++k) release_fp8_weights(k);
-  fused_.clear();
+  fused_.assign(static_cast<size_t>(layers_), {});
   for (int64_t i = 0; i < layers_; ++i) {
     const std::string p = block_prefix(i);
-    fused_.push_back({fuse(p + "self_attn.qkv_proj.weight", {&parameter(p + "self_attn.q_proj.weight"),
-                                                             &parameter(p + "self_attn.k_proj.weight"),
-                                                             &parameter(p + "self_attn.v_proj.weight")}),
-                      fuse(p + "mlp.gate_up_proj.weight",
-                           {&parameter(p + "mlp.gate_proj.weight"), &parameter(p + "mlp.up_proj.weight")})});
+    fused_[static_cast<size_t>(i)].qkv.name = p + "self_attn.qkv_proj.weight";
+    fused_[static_cast<size_t>(i)].gate_up.name = p + "mlp.gate_up_proj.weight";
+    refresh_fused_views(i);
   }
-  deferral_planned_ = false;  // the fused views are new
+  deferral_planned_.assign(units_.size(), false);  // the fused views are new
+}
+
+void UnitStore::refresh_fused_views(int64_t layer) {
+  const std::string p = block_prefix(layer);
+  FusedProjections& f = fused_.at(static_cast<size_t>(layer));
+  fuse_into(f.qkv, {&parameter(p + "self_attn.q_proj.weight"), &parameter(p + "self_attn.k_proj.weight"),
+                    &parameter(p + "self_attn.v_proj.weight")});
+  fuse_into(f.gate_up, {&parameter(p + "mlp.gate_proj.weight"), &parameter(p + "mlp.up_proj.weight")});
+}
+
+void UnitStore::bind_value(size_t unit, const Tensor& whole) {
+  ParamUnit& u = units_.at(unit);
+  COAT_ARG_CHECK(shard_.has_value(), "UnitStore", "bind_value: unit '", u.name, "' is not sharded");
+  COAT_ARG_CHECK(whole.dim() == 1 && whole.numel() >= u.shard.numel && whole.dtype() == compute_dtype_, "UnitStore",
+                 "bind_value: unit '", u.name, "' needs ", u.shard.numel, " elements of ", dtype_name(compute_dtype_),
+                 ", got ", shape_str(whole.shape()), " of ", dtype_name(whole.dtype()));
+  u.value = whole.slice(0, 0, u.shard.numel);
+  view_unit(unit);
+}
+
+void UnitStore::bind_grad(size_t unit, const Tensor& whole) {
+  ParamUnit& u = units_.at(unit);
+  COAT_ARG_CHECK(shard_.has_value() && with_grads_, "UnitStore", "bind_grad: unit '", u.name,
+                 "' is not a sharded unit with gradients");
+  COAT_ARG_CHECK(whole.dim() == 1 && whole.numel() >= u.shard.numel && whole.dtype() == dtype_, "UnitStore",
+                 "bind_grad: unit '", u.name, "' needs ", u.shard.numel, " elements of ", dtype_name(dtype_), ", got ",
+                 shape_str(whole.shape()), " of ", dtype_name(whole.dtype()));
+  u.grad = whole.slice(0, 0, u.shard.numel);
+  view_unit(unit);
+}
+
+void UnitStore::release_value(size_t unit) {
+  ParamUnit& u = units_.at(unit);
+  if (!shard_ || !u.value.defined()) return;
+  u.value = Tensor();
+  release_fp8_weights(unit);
+  view_unit(unit);
+}
+
+void UnitStore::release_grad(size_t unit) {
+  ParamUnit& u = units_.at(unit);
+  if (!shard_ || !u.grad.defined()) return;
+  u.grad = Tensor();
+  view_unit(unit);
 }
 
 void UnitStore::weights_changed() {
@@ -202,8 +303,13 @@ void UnitStore::weights_changed() {
 void UnitStore::sync_compute_weights() {
   weights_changed();
   if (compute_dtype_ == dtype_) return;
-  for (ParamUnit& u : units_)
-    if (u.value.defined()) ops::copy_(u.value, u.master);
+  for (ParamUnit& u : units_) {
+    if (shard_) {
+      ops::copy_(u.compute_shard, u.master);
+    } else if (u.value.defined()) {
+      ops::copy_(u.value, u.master);
+    }
+  }
 }
 
 void UnitStore::release_fp8_weights(size_t unit) {
@@ -223,41 +329,39 @@ int64_t UnitStore::fp8_block_quantizations() const {
   return total;
 }
 
-void UnitStore::plan_deferral() {
-  if (deferral_planned_) return;
-  deferred_grads_.assign(units_.size(), {});
-  filled_grads_.assign(units_.size(), {});
-  for (size_t k = 0; k < units_.size(); ++k) {
-    ParamUnit& u = units_[k];
-    if (!u.grad.defined()) continue;
-    std::vector<nn::Parameter*>& deferred = deferred_grads_[k];
-    if (u.layer >= 0) {
-      FusedProjections& f = fused_[static_cast<size_t>(u.layer)];
-      const BlockParams& b = blocks_[static_cast<size_t>(u.layer)];
-      deferred = {&f.qkv, &f.gate_up, &params_[b.o_proj], &params_[b.down_proj]};
-    } else if (!tie_word_embeddings_ &&
-               std::find(u.params.begin(), u.params.end(), outer_.head) != u.params.end()) {
-      deferred = {&params_[outer_.head]};
-    }
-    // The element ranges the deferred gradients cover; everything else (padding included) gets filled.
-    std::vector<std::pair<int64_t, int64_t>> covered;
-    for (const nn::Parameter* p : deferred)
-      covered.emplace_back(p->grad.offset() - u.grad.offset(), p->grad.offset() - u.grad.offset() + p->grad.numel());
-    std::sort(covered.begin(), covered.end());
-    int64_t at = 0;
-    for (const auto& [begin, end] : covered) {
-      if (begin > at) filled_grads_[k].push_back(u.grad.slice(0, at, begin));
-      at = std::max(at, end);
-    }
-    if (at < u.grad.numel()) filled_grads_[k].push_back(u.grad.slice(0, at, u.grad.numel()));
+void UnitStore::plan_deferral(size_t k) {
+  if (deferral_planned_.at(k)) return;
+  ParamUnit& u = units_[k];
+  std::vector<nn::Parameter*>& deferred = deferred_grads_.at(k);
+  std::vector<Tensor>& filled = filled_grads_.at(k);
+  deferred.clear();
+  filled.clear();
+  if (!u.grad.defined()) return;
+  if (u.layer >= 0) {
+    FusedProjections& f = fused_[static_cast<size_t>(u.layer)];
+    const BlockParams& b = blocks_[static_cast<size_t>(u.layer)];
+    deferred = {&f.qkv, &f.gate_up, &params_[b.o_proj], &params_[b.down_proj]};
+  } else if (!tie_word_embeddings_ && std::find(u.params.begin(), u.params.end(), outer_.head) != u.params.end()) {
+    deferred = {&params_[outer_.head]};
   }
-  deferral_planned_ = true;
+  // The element ranges the deferred gradients cover; everything else (padding included) gets filled.
+  std::vector<std::pair<int64_t, int64_t>> covered;
+  for (const nn::Parameter* p : deferred)
+    covered.emplace_back(p->grad.offset() - u.grad.offset(), p->grad.offset() - u.grad.offset() + p->grad.numel());
+  std::sort(covered.begin(), covered.end());
+  int64_t at = 0;
+  for (const auto& [begin, end] : covered) {
+    if (begin > at) filled.push_back(u.grad.slice(0, at, begin));
+    at = std::max(at, end);
+  }
+  if (at < u.grad.numel()) filled.push_back(u.grad.slice(0, at, u.grad.numel()));
+  deferral_planned_[k] = true;
 }
 
 void UnitStore::zero_unit_grad(size_t unit, bool defer_linear) {
   ParamUnit& u = units_.at(unit);
   if (!u.grad.defined()) return;
-  plan_deferral();
+  plan_deferral(unit);
   if (!defer_linear) {
     ops::fill_(u.grad, 0.0);
     for (nn::Parameter* p : deferred_grads_[unit]) p->grad_unset = false;
@@ -268,11 +372,13 @@ void UnitStore::zero_unit_grad(size_t unit, bool defer_linear) {
 }
 
 void UnitStore::zero_grad(bool defer_linear) {
-  for (size_t k = 0; k < units_.size(); ++k) zero_unit_grad(k, defer_linear);
+  for (size_t k = 0; k < units_.size(); ++k) {
+    zero_unit_grad(k, defer_linear);
+    if (units_[k].grad_shard.defined()) ops::fill_(units_[k].grad_shard, 0.0);
+  }
 }
 
 void UnitStore::finish_unit_grads(size_t unit) {
-  if (!deferral_planned_) return;  // nothing was deferred
   for (nn::Parameter* p : deferred_grads_.at(unit)) {
     if (p->grad_unset) ops::fill_(p->grad, 0.0);
     p->grad_unset = false;

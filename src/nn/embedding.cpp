@@ -20,7 +20,7 @@ autograd::Var embedding(autograd::Tape& tape, Parameter& table, const Tensor& id
         ops::embedding_backward(ops::contiguous(dy).reshape({dy.numel() / hidden, hidden}), saved[0], p->grad);
         return {};
       },
-      /*force_grad=*/table.grad.defined());
+      /*force_grad=*/table.needs_grad());
 }
 
 }  // namespace coat::nn

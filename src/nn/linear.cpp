@@ -47,7 +47,7 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
         if (!want_dx) return {Tensor()};
         return {ops::matmul(dy2, p->value).reshape(in_shape)};
       },
-      /*force_grad=*/weight.grad.defined());
+      /*force_grad=*/weight.needs_grad());
 }
 
 namespace {
@@ -119,7 +119,7 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
         return {ops::matmul_fp8(dyq, transposed(cache->get(*p)), DType::BF16, /*fast_accum=*/false)
                     .reshape(in_shape)};
       },
-      /*force_grad=*/weight.grad.defined());
+      /*force_grad=*/weight.needs_grad());
 }
 
 }  // namespace coat::nn

@@ -71,7 +71,7 @@ autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Par
         const ops::Fp8Blocked dyq = ops::quantize_1x128(dy2, DType::E5M2);
         return {ops::matmul_fp8_block(dyq, cache->get(*p).w_t, DType::BF16).reshape(in_shape)};
       },
-      /*force_grad=*/weight.grad.defined());
+      /*force_grad=*/weight.needs_grad());
 }
 
 }  // namespace coat::nn

@@ -26,7 +26,7 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
         const Tensor dw = weight ? weight->grad : Tensor();
         return {ops::rmsnorm_backward(as_rows(dy), in.restore(saved), w, saved.back(), dw).reshape(shape)};
       },
-      /*force_grad=*/weight != nullptr && weight->grad.defined());
+      /*force_grad=*/weight != nullptr && weight->needs_grad());
 }
 
 autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress,

@@ -68,39 +68,50 @@ std::vector<OptimBuffer> buffers_of(const std::vector<OptimSegment>& segments) {
 
 }  // namespace
 
+std::vector<ops::DecayRange> merge_decay_ranges(std::vector<ParamSpan> spans) {
+  std::sort(spans.begin(), spans.end(), [](const ParamSpan& a, const ParamSpan& b) { return a.begin < b.begin; });
+  std::vector<ops::DecayRange> ranges;
+  bool previous_decayed = false;
+  for (const ParamSpan& s : spans) {
+    if (s.end <= s.begin) continue;
+    // Consecutive decayed parameters form one range: only zero padding lies between them, and zero
+    // parameters with zero gradients stay zero under any AdamW update with eps > 0 (eps = 0 makes them
+    // 0/0, as it does zero-gradient weights in PyTorch; nothing reads the padding).
+    if (s.decay && previous_decayed) {
+      ranges.back().end = s.end;
+    } else if (s.decay) {
+      ranges.push_back({s.begin, s.end});
+    }
+    previous_decayed = s.decay;
+  }
+  return ranges;
+}
+
+std::vector<ops::DecayRange> slice_decay_ranges(const std::vector<ops::DecayRange>& ranges, int64_t begin,
+                                                int64_t length) {
+  std::vector<ops::DecayRange> out;
+  for (const ops::DecayRange& r : ranges) {
+    const int64_t lo = std::max(r.begin, begin), hi = std::min(r.end, begin + length);
+    if (lo < hi) out.push_back({lo - begin, hi - begin});
+  }
+  return out;
+}
+
 std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units) {
   std::vector<OptimBuffer> out;
   for (const UnitView& u : units) {
     COAT_ARG_CHECK(u.master.defined() && u.master.dim() == 1, "AdamW", "unit '", u.name,
                    "': master must be a defined 1-D buffer");
-    struct Span {
-      int64_t begin, end;
-      bool decay;
-    };
-    std::vector<Span> spans;
+    std::vector<ParamSpan> spans;
     for (const auto& [view, decay] : u.params) {
       COAT_ARG_CHECK(view.shares_storage_with(u.master) && view.is_contiguous(), "AdamW", "unit '", u.name,
                      "': a parameter is not a contiguous view of the unit's master buffer");
       const int64_t begin = view.offset() - u.master.offset();
       COAT_ARG_CHECK(begin >= 0 && begin + view.numel() <= u.master.numel(), "AdamW", "unit '", u.name,
                      "': a parameter view lies outside the unit");
-      if (view.numel() > 0) spans.push_back({begin, begin + view.numel(), decay});
+      spans.push_back({begin, begin + view.numel(), decay});
     }
-    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-    OptimBuffer b{u.name, u.master, u.grad, {}, u.compute};
-    bool previous_decayed = false;
-    for (const Span& s : spans) {
-      // Consecutive decayed parameters form one range: only zero padding lies between them, and zero
-      // parameters with zero gradients stay zero under any AdamW update with eps > 0 (eps = 0 makes them
-      // 0/0, as it does zero-gradient weights in PyTorch; nothing reads the padding).
-      if (s.decay && previous_decayed) {
-        b.decay.back().end = s.end;
-      } else if (s.decay) {
-        b.decay.push_back({s.begin, s.end});
-      }
-      previous_decayed = s.decay;
-    }
-    out.push_back(std::move(b));
+    out.push_back(OptimBuffer{u.name, u.master, u.grad, merge_decay_ranges(std::move(spans)), u.compute});
   }
   return out;
 }
@@ -137,6 +148,10 @@ double AdamW::grad_norm() const {
     } else {
       ops::add_(total, sq);
     }
+  }
+  if (reduce_sums_) {
+    if (!total.defined() && !buffers_.empty()) total = ops::zeros(buffers_.front().grad.context(), {1}, DType::F64);
+    if (total.defined()) reduce_sums_(total);
   }
   return total.defined() ? std::sqrt(ops::to_double_vector(total)[0]) : 0.0;
 }
@@ -194,7 +209,14 @@ bool AdamW::update_buffer(size_t i) {
   COAT_ARG_CHECK(pending_.open, "AdamW", "update_buffer(", i, ") outside begin_step / end_step");
   COAT_ARG_CHECK(i < buffers_.size(), "AdamW", "update_buffer: buffer ", i, " of ", buffers_.size());
   const OptimBuffer& b = buffers_[i];
-  const double sum = b.grad.numel() == 0 ? 0.0 : ops::to_double_vector(ops::sum_squares(b.grad))[0];
+  double sum = 0.0;
+  if (reduce_sums_) {
+    Tensor local = b.grad.numel() == 0 ? ops::zeros(b.grad.context(), {1}, DType::F64) : ops::sum_squares(b.grad);
+    reduce_sums_(local);
+    sum = ops::to_double_vector(local)[0];
+  } else if (b.grad.numel() > 0) {
+    sum = ops::to_double_vector(ops::sum_squares(b.grad))[0];
+  }
   pending_.sums[i] = sum;
   if (!std::isfinite(sum)) pending_.failed = true;
   if (pending_.failed) return false;

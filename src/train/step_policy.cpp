@@ -10,6 +10,14 @@
 namespace coat::train {
 
 std::string first_nonfinite_gradient(const models::UnitStore& store) {
+  if (const auto& spec = store.sharding()) {
+    // This rank holds slices of the units' gradients: name the unit (other ranks may name other units).
+    for (const models::ParamUnit& u : store.units()) {
+      if (!std::isfinite(ops::to_double_vector(ops::amax(u.grad_shard))[0]))
+        return "the gradient of unit '" + u.name + "' (rank " + std::to_string(spec->rank) + "'s slice)";
+    }
+    return "";
+  }
   for (const nn::Parameter& p : store.parameters()) {
     const double a = ops::to_double_vector(ops::amax(p.grad))[0];
     if (!std::isfinite(a)) return p.name;

@@ -19,6 +19,7 @@
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
 #include "coat/train/model_loader.h"
+#include "coat/train/unit_state.h"
 
 namespace coat::train {
 
@@ -55,64 +56,94 @@ optim::LrSchedule make_schedule(const TrainConfig& c) {
 
 }  // namespace
 
-Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
+Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, dist::Communicator* comm)
     : config_(std::move(config)),
       context_(std::move(context)),
+      comm_(comm),
+      rank_(comm ? comm->rank() : 0),
+      world_(comm ? comm->world_size() : 1),
       run_dir_(config_.logging.run_dir),
       tokens_(open_tokens(config_.data, config_.model.vocab_size)) {
-  if (!resuming && has_previous_run(run_dir_)) {
-    throw ConfigError(detail::concat("run directory '", run_dir_.string(),
-                                     "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
-                                     "continue it, or set logging.run_dir to a new directory"));
-  }
+  check_setup(resuming);
   sampler_ = std::make_unique<data::WindowSampler>(tokens_.size(), static_cast<uint64_t>(config_.data.seq_len),
                                                    config_.data.seed, config_.data.validation_fraction);
   if (sampler_->train_windows() == 0) {
     throw ConfigError(detail::concat("token file '", config_.data.path, "' holds ", tokens_.size(),
                                      " tokens: too few for one training window of data.seq_len = ", config_.data.seq_len));
   }
+  build_model();
+  init_weights();
+  build_optimizer();
+  open_run_dir();
+}
+
+void Trainer::check_setup(bool resuming) const {
+  if (!resuming && has_previous_run(run_dir_)) {
+    throw ConfigError(detail::concat("run directory '", run_dir_.string(),
+                                     "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
+                                     "continue it, or set logging.run_dir to a new directory"));
+  }
   if (config_.precision.recipe == "fp32" && context_->device().is_cuda()) {
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
   }
+  const int64_t per_rank = config_.train.micro_batch_size * world_;
+  if (config_.train.global_batch_size % per_rank != 0) {
+    throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", config_.train.global_batch_size,
+                                     " must be a multiple of 'train.micro_batch_size' (", config_.train.micro_batch_size,
+                                     ") x the ", world_, " ranks = ", per_rank,
+                                     ": every rank runs whole micro-batches of one global batch"));
+  }
+}
+
+void Trainer::build_model() {
   // bf16, fp8, coat: BF16 compute weights and activations, FP32 master weights and gradients (the FP8 recipes
   // add FP8 GEMMs and, under coat, compressed saved activations: models/precision_recipe.h).
   const std::optional<DType> compute =
       config_.precision.recipe != "fp32" ? std::optional<DType>(DType::BF16) : std::nullopt;
   models::TransformerOptions options;
   options.recipe = recipe_of(config_);
-  options.share_block_grads = config_.optim.apply_in_backward;
+  if (world_ > 1) {
+    // Shard boundaries on optimizer state groups: each rank's groups are those of one process.
+    options.shard = models::ShardSpec{rank_, world_, std::max<int64_t>(config_.optim.state_group_size, 128)};
+  } else {
+    options.share_block_grads = config_.optim.apply_in_backward;
+  }
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute,
                                                  options);
   model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
+  if (world_ > 1) {
+    fsdp_ = std::make_unique<dist::FsdpUnits>(model_->store(), *comm_,
+                                              dist::FsdpOptions{/*reshard_after_forward=*/true});
+    model_->set_unit_hooks(fsdp_.get());
+  }
+}
+
+void Trainer::init_weights() {
   model_->init(config_.train.seed);
-  if (!config_.train.init_from.empty()) {
-    LoadedModel source = load_model(config_.train.init_from, context_);
-    if (source.model->config() != config_.model) {
-      throw ConfigError(detail::concat("train.init_from '", config_.train.init_from, "' holds another model: ",
-                                       source.model->config().to_json().dump(), "; this config has ",
-                                       config_.model.to_json().dump()));
-    }
+  if (config_.train.init_from.empty()) return;
+  LoadedModel source = load_model(config_.train.init_from, context_);
+  if (source.model->config() != config_.model) {
+    throw ConfigError(detail::concat("train.init_from '", config_.train.init_from, "' holds another model: ",
+                                     source.model->config().to_json().dump(), "; this config has ",
+                                     config_.model.to_json().dump()));
+  }
+  if (model_->store().sharding()) {
+    load_masters(model_->store(), io::open_checkpoint(source.checkpoint).tensors);
+  } else {
     for (size_t i = 0; i < model_->parameters().size(); ++i) {
       ops::copy_(model_->parameters()[i].master, source.model->parameters()[i].master);
     }
-    model_->sync_compute_weights();
-    spdlog::info("initialised weights from {}", source.checkpoint.string());
   }
-  // One optimizer buffer per flat unit: one fused update per unit and step.
-  std::vector<optim::UnitView> units;
-  for (models::ParamUnit& u : model_->units()) {
-    // With a BF16 compute copy the optimizer refreshes it in its own pass (no sync_compute_weights after a step;
-    // the separate copies of a unit without a full one are refreshed by weights_changed).
-    optim::UnitView view{u.name, u.master, u.grad, {},
-                         !u.value.defined() || u.value.shares_storage_with(u.master) ? Tensor() : u.value};
-    for (size_t index : u.params) {
-      nn::Parameter& p = model_->parameters()[index];
-      view.params.emplace_back(p.master.flatten(),
-                               optim::default_decay(p.name, config_.optim.decay_embeddings, config_.optim.decay_norms));
-    }
-    units.push_back(std::move(view));
-  }
+  model_->sync_compute_weights();
+  spdlog::info("initialised weights from {}", source.checkpoint.string());
+}
+
+void Trainer::build_optimizer() {
+  // One optimizer buffer per flat unit (or this rank's slice of it): one fused update per unit and step.
+  const auto decays = [this](const std::string& name) {
+    return optim::default_decay(name, config_.optim.decay_embeddings, config_.optim.decay_norms);
+  };
   optim::AdamWConfig oc;
   oc.beta1 = static_cast<float>(config_.optim.beta1);
   oc.beta2 = static_cast<float>(config_.optim.beta2);
@@ -121,10 +152,22 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming)
   oc.clip_grad_norm = static_cast<float>(config_.optim.clip_grad_norm);
   oc.exp_avg = exp_avg_spec(config_.optim);
   oc.exp_avg_sq = exp_avg_sq_spec(config_.optim);
-  optimizer_ = std::make_unique<optim::AdamW>(optim::make_buffers(units), oc);
+  optimizer_ = std::make_unique<optim::AdamW>(unit_buffers(model_->store(), decays), oc);
+  if (world_ > 1) {
+    // The norm, the clipping and the skip decision over every rank's slices: one all-reduce per step.
+    optimizer_->set_sum_reduction([this](Tensor& sum) { comm_->all_reduce(sum, dist::ReduceOp::Sum).wait(); });
+  }
   step_policy_ = make_step_policy(config_.optim.apply_in_backward, model_->store(), *optimizer_);
+  step_hooks_ = std::make_unique<models::UnitHookChain>(
+      fsdp_ ? std::vector<models::UnitHooks*>{fsdp_.get(), step_policy_.get()}
+            : std::vector<models::UnitHooks*>{step_policy_.get()});
   schedule_ = make_schedule(config_);
+}
 
+void Trainer::open_run_dir() {
+  // Every rank has checked the run directory (check_setup) before rank 0 writes into it.
+  if (comm_) comm_->barrier();
+  if (rank_ != 0) return;
   std::filesystem::create_directories(run_dir_);
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
   const bool tty = isatty(STDERR_FILENO) != 0;
@@ -170,15 +213,20 @@ StepRecord Trainer::run_step() {
   rec.step = step_ + 1;
   rec.lr = schedule_.lr_at(rec.step);
   const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
+  // The one global sampler draws the whole global batch on every rank (its state stays global); each rank
+  // trains on its own consecutive slice of it.
+  const std::vector<uint64_t> windows = sampler_->next(static_cast<uint64_t>(config_.train.global_batch_size));
+  const int64_t micro = config_.train.micro_batch_size;
+  const int64_t per_rank = config_.train.global_batch_size / world_;
   double loss_sum = 0.0;
   int64_t count = 0;
   bool losses_finite = true;
   step_policy_->begin(static_cast<float>(rec.lr));
-  model_->set_unit_hooks(step_policy_.get());
+  model_->set_unit_hooks(step_hooks_.get());
   try {
-    for (int64_t a = 0; a < config_.accumulation_steps(); ++a) {
+    for (int64_t first = rank_ * per_rank; first < (rank_ + 1) * per_rank; first += micro) {
       Tensor ids, targets;
-      load_batch(sampler_->next(static_cast<uint64_t>(config_.train.micro_batch_size)), ids, targets);
+      load_batch({windows.begin() + first, windows.begin() + first + micro}, ids, targets);
       autograd::Tape tape;
       nn::LossOutput out;
       {
@@ -188,16 +236,29 @@ StepRecord Trainer::run_step() {
       loss_sum += out.loss_sum;
       count += out.count;
       losses_finite = losses_finite && std::isfinite(out.loss_sum);
-      if (!losses_finite) continue;  // the step is skipped: no backward (nor updates applied in it)
+      if (config_.optim.apply_in_backward && world_ > 1) losses_finite = all_ranks(losses_finite);
+      // A non-finite loss skips the step: no backward (nor updates applied in it). Sharded, every rank runs
+      // every backward (their collectives pair up); the step is skipped after it all the same.
+      if (!losses_finite && (world_ == 1 || config_.optim.apply_in_backward)) continue;
       const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);
       tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
     }
   } catch (...) {
-    model_->set_unit_hooks(nullptr);
+    model_->set_unit_hooks(fsdp_.get());
     step_policy_->abandon();
     throw;
   }
-  model_->set_unit_hooks(nullptr);
+  model_->set_unit_hooks(fsdp_.get());
+  if (comm_ && world_ > 1) {
+    // The global batch's loss: one all-reduce of (sum, count, non-finite ranks) per step.
+    Tensor totals = ops::from_vector(context_, {3}, DType::F64,
+                                     std::vector<double>{loss_sum, static_cast<double>(count), losses_finite ? 0.0 : 1.0});
+    comm_->all_reduce(totals, dist::ReduceOp::Sum).wait();
+    const std::vector<double> t = ops::to_double_vector(totals);
+    loss_sum = t[0];
+    count = static_cast<int64_t>(t[1]);
+    losses_finite = t[2] == 0.0;
+  }
   rec.loss = loss_sum / static_cast<double>(count);
   StepOutcome outcome;
   {
@@ -205,6 +266,12 @@ StepRecord Trainer::run_step() {
     outcome = step_policy_->end(losses_finite && std::isfinite(rec.loss));
   }
   return finish_step(rec, outcome);
+}
+
+bool Trainer::all_ranks(bool value) const {
+  Tensor flag = ops::full(context_, {1}, value ? 0.0 : 1.0, DType::F64);
+  comm_->all_reduce(flag, dist::ReduceOp::Sum).wait();
+  return ops::to_double_vector(flag)[0] == 0.0;
 }
 
 StepRecord Trainer::finish_step(StepRecord rec, const StepOutcome& outcome) {
@@ -284,10 +351,11 @@ void Trainer::save_checkpoint() {
   meta["optimizer_step"] = optimizer_->step_count();
   meta["rng"] = {{"init_seed", config_.train.seed}, {"data_seed", config_.data.seed}};
   meta["world_size"] = 1;
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const nn::Parameter& p : model_->parameters()) tensors.emplace_back(p.name, p.master);
-  for (auto& s : optimizer_->state_tensors()) tensors.push_back(s);
-  io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
+  // A sharded run gathers its units into one process's layout (every rank takes part; rank 0 writes), so
+  // that a run of any world size resumes from it.
+  const auto tensors = checkpoint_tensors(model_->store(), *optimizer_, comm_);
+  if (rank_ == 0) io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
+  if (comm_) comm_->barrier();  // no rank looks for it before it is complete
 }
 
 void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
@@ -320,6 +388,7 @@ void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
                                        "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
     }
   }
+  if (model_->store().sharding()) return load_state_slices(model_->store(), *optimizer_, ck.tensors);
   auto states = optimizer_->state_tensors();
   if (states.empty() || ck.tensors.contains(states.front().first)) {
     for (auto& [name, t] : states) ck.tensors.read_into(name, t);
@@ -359,7 +428,7 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
     throw ConfigError(detail::concat("checkpoint '", dir.string(), "' was written for another model: ", saved_model.dump(),
                                      "; this config has ", config_.resolved.at("model").dump()));
   }
-  for (nn::Parameter& p : model_->parameters()) ck.tensors.read_into(p.name, p.master);
+  load_masters(model_->store(), ck.tensors);
   load_optimizer_states(ck);
   optimizer_->set_step_count(ck.meta.at("optimizer_step").get<int64_t>());
   model_->sync_compute_weights();
@@ -391,27 +460,33 @@ void Trainer::run(int64_t stop_after_step) {
       const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
                          std::max(win, 1e-9);
       j["tokens_per_s"] = tps;
-      metrics_->clear_progress();
-      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s | mem {}", rec.step,
+      if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
+      if (metrics_) metrics_->clear_progress();
+      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
                    config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+                   world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
                    models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
       window_start = now;
       window_first_step = rec.step;
     }
-    metrics_->write(j);
-    metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+    if (metrics_) {
+      metrics_->write(j);
+      metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+    }
     const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
                           rec.step == config_.train.max_steps;
     if (eval_now) {
       EvalResult e = evaluate();
-      metrics_->clear_progress();
+      if (metrics_) metrics_->clear_progress();
       spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
                    e.tokens);
-      metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+      if (metrics_) {
+        metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+      }
     }
     if ((interval > 0 && rec.step % interval == 0) || rec.step == config_.train.max_steps) save_checkpoint();
   }
-  metrics_->clear_progress();
+  if (metrics_) metrics_->clear_progress();
 }
 
 }  // namespace coat::train

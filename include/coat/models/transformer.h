@@ -33,6 +33,9 @@ struct TransformerOptions {
   /// Every block unit's gradient views ONE buffer (StoreOptions::share_block_grads): only for a caller that
   /// consumes each block's gradients in UnitHooks::after_backward (the optimizer applied during the backward).
   bool share_block_grads = false;
+  /// Shard the parameters over ranks (StoreOptions::shard): the forward then needs hooks that gather each unit
+  /// before its use (dist::FsdpUnits).
+  std::optional<ShardSpec> shard;
 };
 
 class Transformer {

@@ -16,6 +16,7 @@
 #include "coat/core/context.h"
 #include "coat/models/model_config.h"
 #include "coat/models/unit_layout.h"
+#include "coat/models/unit_shard.h"
 #include "coat/nn/fp8_block_weights.h"
 #include "coat/nn/fp8_weights.h"
 #include "coat/nn/parameter.h"
@@ -33,6 +34,12 @@ struct ParamUnit {
   Tensor grad;    ///< flat [numel] in the master dtype (MemoryCategory::Gradients); undefined without gradients
   std::vector<size_t> params;  ///< indices into UnitStore::parameters()
   std::vector<size_t> loose;   ///< parameters with their own compute copy (when `value` is undefined)
+  /// Sharded stores (StoreOptions::shard): `master` is this rank's slice [shard.shard_numel] (parameters have
+  /// no master view), and `value` and `grad` are the whole unit only while bound (a gathered unit in use:
+  /// bind_value / bind_grad), else undefined. Unsharded: the whole unit (begin 0, everything owned).
+  UnitShard shard;
+  Tensor compute_shard;  ///< sharded: this rank's slice of the compute copy (== master without mixed precision)
+  Tensor grad_shard;     ///< sharded: this rank's slice of the gradient (reduced over ranks, summed over micro-batches)
 };
 
 /// The projections a block multiplies by as one matrix each (one GEMM instead of three, and of two): views
@@ -69,6 +76,9 @@ struct StoreOptions {
   bool share_block_grads = false;
   /// Whether a unit gets a full compute copy (mixed precision; see layout_compute_copies). Empty: every unit.
   std::function<bool(const ParamUnit&)> full_copy;
+  /// Shard every unit over ranks (ParamUnit::shard): this rank keeps its slices of the masters, the compute
+  /// copies and the gradients; whole units exist only while bound. Incompatible with share_block_grads.
+  std::optional<ShardSpec> shard;
 };
 
 class UnitStore {
@@ -84,6 +94,7 @@ class UnitStore {
   DType compute_dtype() const { return compute_dtype_; }
   bool with_grads() const { return with_grads_; }
   bool shares_block_grads() const { return share_block_grads_; }
+  const std::optional<ShardSpec>& sharding() const { return shard_; }
 
   std::vector<nn::Parameter>& parameters() { return params_; }
   const std::vector<nn::Parameter>& parameters() const { return params_; }
@@ -93,6 +104,8 @@ class UnitStore {
   bool has_parameter(const std::string& name) const { return index_.contains(name); }
   std::vector<ParamUnit>& units() { return units_; }
   const std::vector<ParamUnit>& units() const { return units_; }
+  /// Where unit `unit`'s parameters lie in it (names, shapes, offsets).
+  const UnitLayout& layout(size_t unit) const { return layouts_.at(unit); }
   std::optional<size_t> embed_unit() const { return embed_unit_; }
   std::optional<size_t> head_unit() const { return head_unit_; }
   size_t layer_unit(int64_t layer) const { return layer_units_.at(static_cast<size_t>(layer)); }
@@ -124,7 +137,16 @@ class UnitStore {
   int64_t fp8_quantizations() const;
   int64_t fp8_block_quantizations() const;
 
-  /// Zeroes the gradients. With `defer_linear`, those of weights that only the linear layers of the model's
+  /// Sharded stores: the whole unit's compute values (a gathered [numel] buffer, or longer: the rest is
+  /// ignored) and gradient buffer while the unit is in use; the parameters and fused projections view them.
+  /// bind_grad plans the unit's deferred zeroing anew (zero_unit_grad then initialises it). release drops the
+  /// store's references (the memory goes when the caller's go too).
+  void bind_value(size_t unit, const Tensor& whole);
+  void bind_grad(size_t unit, const Tensor& whole);
+  void release_value(size_t unit);
+  void release_grad(size_t unit);
+
+  /// Zeroes the gradients (and a sharded store's gradient slices). With `defer_linear`, those of weights that only the linear layers of the model's
   /// forward use (the fused block projections, o_proj, down_proj, an untied LM head) are not written: they are
   /// marked unset, and their first backward GEMM overwrites them (beta 0), which saves a fill and a read of 4
   /// bytes per parameter and step. Only for forwards through Transformer::forward (another path that uses the
@@ -133,16 +155,22 @@ class UnitStore {
   /// Zeroes the gradients still unset after a backward (weights that got no gradient), so that every
   /// gradient buffer holds its value. Needed before anything reads the gradients.
   void finish_grads();
-  /// zero_grad and finish_grads for unit `unit` alone (a shared block gradient buffer is zeroed again for the
-  /// next block once the optimizer has read it).
+  /// zero_grad and finish_grads for unit `unit`'s whole gradient buffer alone (a shared block gradient buffer
+  /// is zeroed again for the next block once the optimizer has read it; a sharded unit's bound buffer).
   void zero_unit_grad(size_t unit, bool defer_linear);
   void finish_unit_grads(size_t unit);
 
  private:
   void add_unit(const UnitLayout& layout);
   void make_fused_views();
+  /// Block `layer`'s fused projections view its parameters' current buffers (updated in place: the tape's
+  /// closures hold references to them).
+  void refresh_fused_views(int64_t layer);
+  /// Unit `unit`'s parameters view its current value and grad buffers.
+  void view_unit(size_t unit);
   void resolve_indices(const ModelConfig& config);
-  void plan_deferral();
+  void plan_deferral(size_t unit);
+  void init_sharded(uint64_t seed, double initializer_range);
 
   ContextPtr context_;
   DType dtype_;
@@ -167,7 +195,9 @@ class UnitStore {
   /// rest of each unit, padding included.
   std::vector<std::vector<nn::Parameter*>> deferred_grads_;  ///< per unit
   std::vector<std::vector<Tensor>> filled_grads_;            ///< per unit
-  bool deferral_planned_ = false;
+  std::vector<bool> deferral_planned_;                       ///< per unit
+  std::optional<ShardSpec> shard_;
+  std::vector<UnitLayout> layouts_;  ///< per unit
 };
 
 }  // namespace coat::models

@@ -20,6 +20,12 @@ struct Parameter {
   /// The gradient buffer holds no contribution yet and its contents are stale (a zeroing deferred by the
   /// model for weights that only linear layers use): the first linear backward writes it instead of adding.
   bool grad_unset = false;
+  /// The parameter is trained though `grad` may be unbound now: a sharded unit's gradient buffer exists only
+  /// while its backward runs, so the forward asks needs_grad(), and the backward then finds `grad` bound.
+  bool trainable = false;
+
+  /// Whether functions record a backward for this parameter.
+  bool needs_grad() const { return trainable || grad.defined(); }
 
   /// What FP8 copies are quantised from: the compute copy, or the master where the model keeps no compute
   /// copy of this weight (a block whose linears all run FP8, models/transformer.h).

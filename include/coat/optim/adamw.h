@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,19 @@ struct UnitView {
   Tensor compute; ///< optional: the unit's BF16 compute copy, refreshed by every step
 };
 std::vector<OptimBuffer> make_buffers(const std::vector<UnitView>& units);
+
+/// A parameter's element range [begin, end) in its unit and whether weight decay applies to it.
+struct ParamSpan {
+  int64_t begin = 0, end = 0;
+  bool decay = false;
+};
+/// A unit's decay ranges: the spans with decay, consecutive decayed ones merged over the zero padding between
+/// them (make_buffers' ranges).
+std::vector<ops::DecayRange> merge_decay_ranges(std::vector<ParamSpan> spans);
+/// The ranges inside elements [begin, begin + length) of the unit, shifted to start at 0: the decay ranges of
+/// a rank's slice of a sharded unit.
+std::vector<ops::DecayRange> slice_decay_ranges(const std::vector<ops::DecayRange>& ranges, int64_t begin,
+                                                int64_t length);
 
 struct StepStats {
   double grad_norm = 0.0;  ///< global L2 norm of all gradients before clipping (inf/NaN if non-finite)
@@ -88,6 +102,10 @@ class AdamW {
 
   /// The global gradient norm alone (step 1 above), without updating anything.
   double grad_norm() const;
+  /// Buffers that are ranks' slices of sharded units: `reduce` sums a one-element F64 tensor of sums of
+  /// squares over the ranks in place (an all-reduce), so that the norm, the clipping and the skip decision are
+  /// global and the same on every rank. Called once per step(), and once per buffer in update_buffer.
+  void set_sum_reduction(std::function<void(Tensor&)> reduce) { reduce_sums_ = std::move(reduce); }
 
   /// For every buffer in order: "<name>.exp_avg" (+ ".scale", ".expo", ".center" where the storage has
   /// them) and the same for "<name>.exp_avg_sq": views of the live states (write into them to restore).
@@ -114,6 +132,7 @@ class AdamW {
   std::vector<State> states_;
   AdamWConfig config_;
   int64_t step_count_ = 0;
+  std::function<void(Tensor&)> reduce_sums_;
   /// One buffer's update with the given learning rate, step and gradient scale.
   void update(size_t i, float lr, int64_t step, float grad_scale);
 

@@ -11,6 +11,8 @@
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/data/window_sampler.h"
+#include "coat/dist/communicator.h"
+#include "coat/dist/fsdp.h"
 #include "coat/models/transformer.h"
 #include "coat/optim/adamw.h"
 #include "coat/optim/lr_schedule.h"
@@ -39,7 +41,10 @@ class Trainer {
  public:
   /// Opens the data, builds and initialises the model and optimizer. `run_dir` must hold no earlier run
   /// (checkpoints or metrics) unless `resuming` is set: nothing already written is overwritten.
-  Trainer(TrainConfig config, ContextPtr context, bool resuming = false);
+  /// With a communicator of more than one rank (not owned; it must outlive the trainer) the units are sharded
+  /// over its ranks (FSDP, dist/fsdp.h), each rank trains on its slice of every global batch, and rank 0
+  /// alone writes the run directory; every rank must then make the same calls in the same order.
+  Trainer(TrainConfig config, ContextPtr context, bool resuming = false, dist::Communicator* comm = nullptr);
 
   /// Loads a checkpoint directory (written by save_checkpoint): model, optimizer, sampler, step. A
   /// checkpoint of another model shape is an error naming the directory and the difference.
@@ -75,6 +80,16 @@ class Trainer {
   /// earlier versions); a checkpoint whose state storage differs from the config's is refused.
   void load_optimizer_states(const io::LoadedCheckpoint& ck);
   void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
+  /// The constructor's steps: the run directory and batch shape checks (on every rank, before anything is
+  /// written), the model (sharded over the ranks, with FSDP's hooks, when there are several), its weights
+  /// (init, or train.init_from), the optimizer over the units and the step policy, the run directory.
+  void check_setup(bool resuming) const;
+  void build_model();
+  void init_weights();
+  void build_optimizer();
+  void open_run_dir();
+  /// Whether `value` holds on every rank (one all-reduce).
+  bool all_ranks(bool value) const;
   /// train_step's work: the micro-batches' forwards and backwards with the step policy's unit hooks, then
   /// the policy's end. train_step adds the memory plan to an out-of-memory error.
   StepRecord run_step();
@@ -84,12 +99,17 @@ class Trainer {
 
   TrainConfig config_;
   ContextPtr context_;
+  dist::Communicator* comm_ = nullptr;  ///< not owned; null: one process
+  int rank_ = 0;
+  int world_ = 1;
   std::filesystem::path run_dir_;
   data::TokenFile tokens_;
   std::unique_ptr<data::WindowSampler> sampler_;
   std::unique_ptr<models::Transformer> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<dist::FsdpUnits> fsdp_;    ///< the sharded units' gathers and reductions (world > 1)
   std::unique_ptr<StepPolicy> step_policy_;  ///< how the step applies optimizer_ (after or in the backward)
+  std::unique_ptr<models::UnitHookChain> step_hooks_;  ///< fsdp_ then step_policy_, during a step
   optim::LrSchedule schedule_;
   std::unique_ptr<MetricsLogger> metrics_;
   int64_t step_ = 0;

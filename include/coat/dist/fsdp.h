@@ -1,0 +1,51 @@
+// Fully sharded data parallelism (FSDP / ZeRO-3) as unit hooks (models/unit_hooks.h) over a sharded
+// UnitStore: each rank keeps 1/N of every unit (masters, compute copy, gradient, optimizer states); a unit is
+// all-gathered whole (in the compute dtype) before its forward and again before its backward, freed after
+// each when dist.reshard_after_forward is set, and its whole gradient is reduce-scattered into the owners'
+// slices as soon as its backward ends, summed over the micro-batches of a step.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "coat/dist/communicator.h"
+#include "coat/models/unit_hooks.h"
+#include "coat/models/unit_store.h"
+
+namespace coat::dist {
+
+struct FsdpOptions {
+  /// Free a gathered unit after its forward (gather it again for the backward); false keeps it until its
+  /// backward has run (more memory, one all-gather less per unit and micro-batch).
+  bool reshard_after_forward = true;
+};
+
+class FsdpUnits final : public models::UnitHooks {
+ public:
+  /// `store` must be sharded over the ranks of `comm` (StoreOptions::shard with comm's rank and world).
+  /// Both must outlive the hooks.
+  FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options = {});
+
+  void before_forward(size_t unit) override;
+  void after_forward(size_t unit) override;
+  void before_backward(size_t unit) override;
+  void after_backward(size_t unit) override;
+
+  /// Bytes this rank received in all-gathers so far (the whole units less its own slices).
+  int64_t bytes_gathered() const { return bytes_gathered_; }
+  /// Bytes this rank sent in reduce-scatters so far.
+  int64_t bytes_reduced() const { return bytes_reduced_; }
+
+ private:
+  /// Gathers unit `unit` whole (unless it is) and binds it to the store.
+  void gather(size_t unit);
+
+  models::UnitStore& store_;
+  Communicator& comm_;
+  FsdpOptions options_;
+  std::vector<Tensor> grads_;  ///< per unit: the whole (padded) gradient buffer while its backward runs
+  int64_t bytes_gathered_ = 0;
+  int64_t bytes_reduced_ = 0;
+};
+
+}  // namespace coat::dist

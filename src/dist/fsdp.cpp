@@ -1,0 +1,66 @@
+// FSDP's gathers, frees and reduce-scatters at unit boundaries.
+#include "coat/dist/fsdp.h"
+
+#include "coat/core/nvtx.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
+
+namespace coat::dist {
+
+FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options)
+    : store_(store), comm_(comm), options_(options), grads_(store.units().size()) {
+  const auto& spec = store_.sharding();
+  COAT_ARG_CHECK(spec.has_value() && spec->rank == comm_.rank() && spec->world == comm_.world_size(), "FsdpUnits",
+                 "the store must be sharded over the communicator's ", comm_.world_size(), " ranks (rank ",
+                 comm_.rank(), ")");
+}
+
+void FsdpUnits::gather(size_t unit) {
+  models::ParamUnit& u = store_.units().at(unit);
+  if (u.value.defined()) return;
+  const NvtxRange range("all_gather unit", static_cast<int64_t>(unit));
+  Tensor whole = Tensor::empty(store_.context(), {u.shard.padded_numel()}, store_.compute_dtype(),
+                               MemoryCategory::Communication);
+  comm_.all_gather(u.compute_shard, whole).wait();
+  bytes_gathered_ += (whole.numel() - u.compute_shard.numel()) * static_cast<int64_t>(dtype_size(whole.dtype()));
+  store_.bind_value(unit, whole);
+}
+
+void FsdpUnits::before_forward(size_t unit) { gather(unit); }
+
+void FsdpUnits::after_forward(size_t unit) {
+  if (options_.reshard_after_forward) store_.release_value(unit);
+}
+
+void FsdpUnits::before_backward(size_t unit) {
+  gather(unit);
+  models::ParamUnit& u = store_.units().at(unit);
+  // The whole gradient of this micro-batch: the linears' first GEMMs write their parts (deferred zeroing),
+  // the rest is zeroed, the padding past the unit's end too (it is reduce-scattered with the rest).
+  Tensor whole = Tensor::empty(store_.context(), {u.shard.padded_numel()}, store_.dtype(), MemoryCategory::Gradients);
+  if (u.shard.padded_numel() > u.shard.numel) {
+    Tensor tail = whole.slice(0, u.shard.numel, u.shard.padded_numel());
+    ops::fill_(tail, 0.0);
+  }
+  grads_[unit] = whole;
+  store_.bind_grad(unit, whole);
+  store_.zero_unit_grad(unit, /*defer_linear=*/true);
+}
+
+void FsdpUnits::after_backward(size_t unit) {
+  models::ParamUnit& u = store_.units().at(unit);
+  COAT_CHECK(grads_.at(unit).defined(), Error, "[FsdpUnits] unit '", u.name,
+             "' ended its backward without a gradient buffer (before_backward did not run)");
+  const NvtxRange range("reduce_scatter unit", static_cast<int64_t>(unit));
+  store_.finish_unit_grads(unit);
+  Tensor reduced = Tensor::empty(store_.context(), {u.shard.shard_numel}, store_.dtype(), MemoryCategory::Communication);
+  comm_.reduce_scatter(grads_[unit], reduced, ReduceOp::Sum).wait();
+  bytes_reduced_ += grads_[unit].numel() * static_cast<int64_t>(dtype_size(reduced.dtype()));
+  ops::add_(u.grad_shard, reduced);  // the micro-batches of a step add up in the slice
+  store_.release_grad(unit);
+  grads_[unit] = Tensor();
+  store_.release_value(unit);
+}
+
+}  // namespace coat::dist
