@@ -14,6 +14,8 @@
 #include "coat/models/memory_plan.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
+#include "coat/ops/loss.h"
 #include "coat/ops/reduce.h"
 #include "coat/optim/adamw.h"
 #include "coat/ops/runtime.h"
@@ -170,9 +172,10 @@ StepRecord Trainer::run_step() {
   rec.step = step_ + 1;
   rec.lr = schedule_.lr_at(rec.step);
   const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
-  double loss_sum = 0.0;
-  int64_t count = 0;
-  bool losses_finite = true;
+  // {loss sum, tokens, bad targets} of the micro-batches, added on the device and read once, after the last
+  // backward: every backward runs, and a non-finite loss skips the step at the end (under apply_in_backward
+  // the policy's device flag already kept its updates from running).
+  Tensor totals = ops::zeros(context_, {3}, DType::F64, MemoryCategory::Other);
   step_policy_->begin(static_cast<float>(rec.lr));
   model_->set_unit_hooks(step_policy_.get());
   try {
@@ -185,12 +188,10 @@ StepRecord Trainer::run_step() {
         const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
         out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
       }
-      loss_sum += out.loss_sum;
-      count += out.count;
-      losses_finite = losses_finite && std::isfinite(out.loss_sum);
-      if (!losses_finite) continue;  // the step is skipped: no backward (nor updates applied in it)
+      ops::add_(totals, out.result.totals());
+      step_policy_->loss_ready(out.loss_sum);
       const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);
-      tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+      tape.backward(out.root, nn::loss_seed());
     }
   } catch (...) {
     model_->set_unit_hooks(nullptr);
@@ -198,11 +199,19 @@ StepRecord Trainer::run_step() {
     throw;
   }
   model_->set_unit_hooks(nullptr);
-  rec.loss = loss_sum / static_cast<double>(count);
+  ops::CrossEntropyValues sums;
+  try {
+    sums = ops::read_totals(totals, config_.model.vocab_size, /*ignore_index=*/-1);
+  } catch (...) {
+    step_policy_->abandon();
+    throw;
+  }
+  rec.loss = sums.loss_sum / static_cast<double>(sums.count);
   StepOutcome outcome;
   {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
-    outcome = step_policy_->end(losses_finite && std::isfinite(rec.loss));
+    // A sum is non-finite exactly when some micro-batch's loss was (inf + x stays inf or becomes NaN).
+    outcome = step_policy_->end(std::isfinite(sums.loss_sum) && std::isfinite(rec.loss));
   }
   return finish_step(rec, outcome);
 }
@@ -233,7 +242,7 @@ EvalResult Trainer::evaluate() {
   if (windows == 0) return r;
   const uint64_t micro = static_cast<uint64_t>(config_.train.micro_batch_size);
   uint64_t limit = config_.train.eval_batches == 0 ? windows : std::min<uint64_t>(windows, micro * static_cast<uint64_t>(config_.train.eval_batches));
-  double loss_sum = 0.0;
+  Tensor totals = ops::zeros(context_, {3}, DType::F64, MemoryCategory::Other);  // read once, at the end
   for (uint64_t start = 0; start < limit; start += micro) {
     std::vector<uint64_t> batch;
     // An evenly spread subset of the validation windows when not all of them are used.
@@ -242,10 +251,11 @@ EvalResult Trainer::evaluate() {
     load_batch(batch, ids, targets);
     autograd::Tape tape(/*grad_enabled=*/false);
     nn::LossOutput out = model_->forward(tape, ids, targets, -1, 1.0);
-    loss_sum += out.loss_sum;
-    r.tokens += out.count;
+    ops::add_(totals, out.result.totals());
   }
-  r.loss = loss_sum / static_cast<double>(r.tokens);
+  const ops::CrossEntropyValues sums = ops::read_totals(totals, config_.model.vocab_size, -1);
+  r.tokens = sums.count;
+  r.loss = sums.loss_sum / static_cast<double>(r.tokens);
   r.perplexity = std::exp(r.loss);
   return r;
 }
