@@ -62,4 +62,18 @@ Tensor sum_squares(const Tensor& x) {
   return out;
 }
 
+void flag_nonfinite(Tensor& flag, const Tensor& x) {
+  const char* op = "flag_nonfinite";
+  COAT_ARG_CHECK(flag.defined() && flag.dtype() == DType::I32 && flag.numel() == 1 && flag.is_contiguous(), op,
+                 "flag must be a contiguous i32 tensor of one element, got ",
+                 flag.defined() ? flag.str() : std::string("undefined"));
+  COAT_ARG_CHECK(x.defined() && (x.dtype() == DType::F32 || x.dtype() == DType::F64), op,
+                 "x must be an f32 or f64 tensor, got ", x.defined() ? x.str() : std::string("undefined"));
+  COAT_ARG_CHECK(x.device() == flag.device(), op, "x is on ", x.device().str(), " but the flag is on ",
+                 flag.device().str());
+  if (x.numel() == 0) return;
+  const Tensor cx = contiguous(x);
+  COAT_DISPATCH(op, x.device(), cpu::flag_nonfinite(flag, cx), cuda::flag_nonfinite(flag, cx));
+}
+
 }  // namespace coat::ops

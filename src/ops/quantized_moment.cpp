@@ -251,7 +251,8 @@ Tensor dequantize_moment(const QuantizedMoment& m) {
 }
 
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
-                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges, Tensor* compute_copy) {
+                          const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges, Tensor* compute_copy,
+                          const Tensor* skip) {
   constexpr const char* op = "adamw_step_quantized";
   COAT_ARG_CHECK(param.defined(), op, "param is undefined");
   const int64_t n = param.numel();
@@ -273,6 +274,12 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
                    op, "compute_copy must be a contiguous bf16 tensor of ", n, " elements on ", device.str(), ", got ",
                    compute_copy->defined() ? compute_copy->str() : std::string("undefined"));
   }
+  if (skip != nullptr) {
+    COAT_ARG_CHECK(skip->defined() && skip->dtype() == DType::I32 && skip->numel() == 1 && skip->is_contiguous() &&
+                       skip->device() == device,
+                   op, "skip must be a contiguous i32 tensor of one element on ", device.str(), ", got ",
+                   skip->defined() ? skip->str() : std::string("undefined"));
+  }
   const moment_codec::DecayPlan plan = decay_plan(decay_ranges, n, h.weight_decay);
   if (n == 0) return;
   const adamw_math::AdamWScalars with_decay =
@@ -280,11 +287,12 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
   const adamw_math::AdamWScalars without_decay =
       adamw_math::adamw_scalars(h.lr, h.beta1, h.beta2, h.eps, 0.0f, h.step, h.grad_scale);
   moment_codec::MomentBuffers mb = buffers_of(m), vb = buffers_of(v);
-  bool copied = false;
-  COAT_DISPATCH(op, device, cpu::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan),
-                copied = cuda::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan,
-                                                    compute_copy));
-  if (compute_copy != nullptr && !copied) ops::copy_(*compute_copy, param);
+  // done: the compute copy was written by the pass, or must stay as it is (a skipped step).
+  bool done = false;
+  COAT_DISPATCH(op, device, done = cpu::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan, skip),
+                done = cuda::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan,
+                                                  compute_copy, skip));
+  if (compute_copy != nullptr && !done) ops::copy_(*compute_copy, param);
 }
 
 }  // namespace coat::ops

@@ -10,6 +10,7 @@
 #include "coat/ops/creation.h"
 #include "coat/ops/elementwise.h"
 #include "coat/ops/optimizer.h"
+#include "coat/ops/quantized_moment.h"
 
 namespace coat::optim {
 namespace {
@@ -178,7 +179,7 @@ StepStats AdamW::step(float lr) {
   return stats;
 }
 
-void AdamW::update(size_t i, float lr, int64_t step, float grad_scale) {
+void AdamW::update(size_t i, float lr, int64_t step, float grad_scale, const Tensor* skip) {
   OptimBuffer& b = buffers_[i];
   if (b.param.numel() == 0) return;
   ops::AdamWHyper h;
@@ -190,7 +191,7 @@ void AdamW::update(size_t i, float lr, int64_t step, float grad_scale) {
   h.step = step;
   h.grad_scale = grad_scale;
   ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay,
-                            b.compute.defined() ? &b.compute : nullptr);
+                            b.compute.defined() ? &b.compute : nullptr, skip);
 }
 
 void AdamW::begin_step(float lr) {
@@ -201,41 +202,70 @@ void AdamW::begin_step(float lr) {
   COAT_ARG_CHECK(!pending_.open, "AdamW", "begin_step: the previous per-buffer step was not ended");
   pending_.open = true;
   pending_.lr = lr;
-  pending_.failed = false;
-  pending_.sums.assign(buffers_.size(), std::numeric_limits<double>::quiet_NaN());
+  pending_.order.clear();
+  if (buffers_.empty()) return;
+  if (!pending_.sums.defined()) {
+    // Small and kept from step to step (not optimizer state proper: no checkpoint holds it).
+    const ContextPtr& ctx = buffers_[0].param.context();
+    const int64_t slots = static_cast<int64_t>(buffers_.size()) + 1;
+    pending_.sums = Tensor::empty(ctx, {slots}, DType::F64, MemoryCategory::Other);
+    pending_.skip = Tensor::empty(ctx, {1}, DType::I32, MemoryCategory::Other);
+  }
+  ops::fill_(pending_.sums, 0.0);
+  ops::fill_(pending_.skip, 0.0);
 }
 
-bool AdamW::update_buffer(size_t i) {
+void AdamW::skip_if_nonfinite(const Tensor& loss_sum) {
+  COAT_ARG_CHECK(pending_.open, "AdamW", "skip_if_nonfinite outside begin_step / end_step");
+  if (buffers_.empty()) return;
+  ops::flag_nonfinite(pending_.skip, loss_sum);
+}
+
+void AdamW::update_buffer(size_t i) {
   COAT_ARG_CHECK(pending_.open, "AdamW", "update_buffer(", i, ") outside begin_step / end_step");
   COAT_ARG_CHECK(i < buffers_.size(), "AdamW", "update_buffer: buffer ", i, " of ", buffers_.size());
   const OptimBuffer& b = buffers_[i];
-  double sum = 0.0;
-  if (reduce_sums_) {
-    Tensor local = b.grad.numel() == 0 ? ops::zeros(b.grad.context(), {1}, DType::F64) : ops::sum_squares(b.grad);
-    reduce_sums_(local);
-    sum = ops::to_double_vector(local)[0];
-  } else if (b.grad.numel() > 0) {
-    sum = ops::to_double_vector(ops::sum_squares(b.grad))[0];
-  }
-  pending_.sums[i] = sum;
-  if (!std::isfinite(sum)) pending_.failed = true;
-  if (pending_.failed) return false;
-  update(i, pending_.lr, step_count_ + 1, 1.0f);
-  return true;
+  COAT_ARG_CHECK(b.param.device() == pending_.skip.device(), "AdamW", "update_buffer: buffer '", b.name, "' is on ",
+                 b.param.device().str(), " but the step's state on ", pending_.skip.device().str(),
+                 " (a per-buffer step keeps every buffer on one device)");
+  pending_.order.push_back(i);
+  if (b.grad.numel() == 0 && !reduce_sums_) return;  // its slot stays 0
+  // Queued on the device, read by nobody until end_step: the sum into its slot (over every rank's slice when
+  // sharded: the same sum, flag and decision everywhere), the flag raised when it is not finite, then the
+  // update, which the flag (this buffer's or an earlier one's) turns into nothing.
+  Tensor sum = b.grad.numel() == 0 ? ops::zeros(b.grad.context(), {1}, DType::F64) : ops::sum_squares(b.grad);
+  if (reduce_sums_) reduce_sums_(sum);
+  Tensor slot = pending_.sums.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+  ops::copy_(slot, sum);
+  ops::flag_nonfinite(pending_.skip, sum);
+  update(i, pending_.lr, step_count_ + 1, 1.0f, &pending_.skip);
 }
 
 StepStats AdamW::end_step() {
   COAT_ARG_CHECK(pending_.open, "AdamW", "end_step without begin_step");
   pending_.open = false;
   StepStats stats;
+  if (buffers_.empty()) {
+    ++step_count_;
+    return stats;
+  }
+  const size_t n = buffers_.size();
+  Tensor flag_slot = pending_.sums.slice(0, static_cast<int64_t>(n), static_cast<int64_t>(n) + 1);
+  ops::copy_(flag_slot, pending_.skip);
+  const std::vector<double> read = ops::to_double_vector(pending_.sums);  // the step's one read-back
+  stats.skipped = read[n] != 0.0;
+  std::vector<bool> updated(n, false);
+  for (size_t i : pending_.order) {
+    updated[i] = true;
+    if (!stats.first_nonfinite_buffer && !std::isfinite(read[i])) stats.first_nonfinite_buffer = i;
+  }
   double total = 0.0;
-  for (size_t i = 0; i < buffers_.size(); ++i) {
-    COAT_ARG_CHECK(!std::isnan(pending_.sums[i]) || pending_.failed, "AdamW", "end_step: buffer '",
-                   buffers_[i].name, "' was not updated in this step");
-    total += pending_.sums[i];
+  for (size_t i = 0; i < n; ++i) {
+    COAT_ARG_CHECK(updated[i] || stats.skipped, "AdamW", "end_step: buffer '", buffers_[i].name,
+                   "' was not updated in this step");
+    total += updated[i] ? read[i] : std::numeric_limits<double>::quiet_NaN();
   }
   stats.grad_norm = std::sqrt(total);
-  stats.skipped = pending_.failed;
   if (!stats.skipped) ++step_count_;
   return stats;
 }

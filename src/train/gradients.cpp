@@ -41,11 +41,12 @@ GradientResult compute_gradients(models::Transformer& model, const TokenBatch& b
   autograd::Tape tape;
   const double grad_scale = 1.0 / static_cast<double>(batch.targets.numel());
   nn::LossOutput out = model.forward(tape, batch.ids, batch.targets, /*ignore_index=*/-1, grad_scale);
-  tape.backward(out.root, ops::full(model.context(), {1}, 1.0, DType::F64));
+  tape.backward(out.root, nn::loss_seed());
   model.finish_grads();
+  const ops::CrossEntropyValues sums = out.read();
   GradientResult r;
-  r.tokens = out.count;
-  r.loss = out.count > 0 ? out.loss_sum / static_cast<double>(out.count) : 0.0;
+  r.tokens = sums.count;
+  r.loss = sums.count > 0 ? sums.loss_sum / static_cast<double>(sums.count) : 0.0;
   return r;
 }
 

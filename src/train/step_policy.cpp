@@ -2,7 +2,6 @@
 #include "coat/train/step_policy.h"
 
 #include <cmath>
-#include <optional>
 
 #include "coat/ops/copy.h"
 #include "coat/ops/reduce.h"
@@ -67,25 +66,31 @@ class UpdateInBackward final : public StepPolicy {
 
   void begin(float lr) override {
     store_.zero_grad(/*defer_linear=*/true);
-    failed_unit_.reset();
     optimizer_.begin_step(lr);
   }
 
+  // The loss is not read here: the optimizer's device flag, raised by a non-finite loss, turns every update
+  // queued in the backward into nothing.
+  void loss_ready(const Tensor& loss_sum) override { optimizer_.skip_if_nonfinite(loss_sum); }
+
+  // No read-back per unit: the optimizer queues the unit's norm check and its (maybe skipped) update.
   void after_backward(size_t unit) override {
     store_.finish_unit_grads(unit);
-    if (!optimizer_.update_buffer(unit) && !failed_unit_) failed_unit_ = unit;
+    optimizer_.update_buffer(unit);
     if (store_.shares_block_grads() && store_.units()[unit].layer >= 0) store_.zero_unit_grad(unit, true);
   }
 
   StepOutcome end(bool loss_finite) override {
     if (!loss_finite) {
-      optimizer_.cancel_step();
+      optimizer_.cancel_step();  // the flag the loss raised kept every update of the backward from running
       return {{}, false, "the loss", kNothingUpdated};
     }
     StepOutcome out;
     out.stats = optimizer_.end_step();
     store_.weights_changed();
-    if (failed_unit_) out.culprit = "the gradient of unit '" + store_.units()[*failed_unit_].name + "'";
+    if (out.stats.first_nonfinite_buffer) {
+      out.culprit = "the gradient of unit '" + store_.units()[*out.stats.first_nonfinite_buffer].name + "'";
+    }
     out.updated = out.stats.skipped ? "The units whose gradients were complete before it (optim.apply_in_backward) "
                                       "kept their update; the others were not updated"
                                     : kNothingUpdated;
@@ -97,7 +102,6 @@ class UpdateInBackward final : public StepPolicy {
  private:
   models::UnitStore& store_;
   optim::AdamW& optimizer_;
-  std::optional<size_t> failed_unit_;  ///< the first unit whose gradient was not finite
 };
 
 }  // namespace

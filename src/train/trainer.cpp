@@ -14,6 +14,8 @@
 #include "coat/models/memory_plan.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
+#include "coat/ops/loss.h"
 #include "coat/ops/reduce.h"
 #include "coat/optim/adamw.h"
 #include "coat/ops/runtime.h"
@@ -218,9 +220,10 @@ StepRecord Trainer::run_step() {
   const std::vector<uint64_t> windows = sampler_->next(static_cast<uint64_t>(config_.train.global_batch_size));
   const int64_t micro = config_.train.micro_batch_size;
   const int64_t per_rank = config_.train.global_batch_size / world_;
-  double loss_sum = 0.0;
-  int64_t count = 0;
-  bool losses_finite = true;
+  // {loss sum, tokens, bad targets} of the micro-batches, added on the device and read once, after the last
+  // backward: every backward runs, and a non-finite loss skips the step at the end (under apply_in_backward
+  // the policy's device flag already kept its updates from running).
+  Tensor totals = ops::zeros(context_, {3}, DType::F64, MemoryCategory::Other);
   step_policy_->begin(static_cast<float>(rec.lr));
   model_->set_unit_hooks(step_hooks_.get());
   try {
@@ -233,15 +236,17 @@ StepRecord Trainer::run_step() {
         const PhaseTimer::Scope phase(phase_timer_, Phase::Forward);
         out = model_->forward(tape, ids, targets, /*ignore_index=*/-1, grad_scale);
       }
-      loss_sum += out.loss_sum;
-      count += out.count;
-      losses_finite = losses_finite && std::isfinite(out.loss_sum);
-      if (config_.optim.apply_in_backward && world_ > 1) losses_finite = all_ranks(losses_finite);
-      // A non-finite loss skips the step: no backward (nor updates applied in it). Sharded, every rank runs
-      // every backward (their collectives pair up); the step is skipped after it all the same.
-      if (!losses_finite && (world_ == 1 || config_.optim.apply_in_backward)) continue;
+      ops::add_(totals, out.result.totals());
+      if (world_ > 1 && config_.optim.apply_in_backward) {
+        // The updates in this backward stop on every rank when any rank's loss is not finite.
+        Tensor global_loss = ops::clone(out.loss_sum);
+        comm_->all_reduce(global_loss, dist::ReduceOp::Sum).wait();
+        step_policy_->loss_ready(global_loss);
+      } else {
+        step_policy_->loss_ready(out.loss_sum);
+      }
       const PhaseTimer::Scope phase(phase_timer_, Phase::Backward);
-      tape.backward(out.root, ops::full(context_, {1}, 1.0, DType::F64));
+      tape.backward(out.root, nn::loss_seed());
     }
   } catch (...) {
     model_->set_unit_hooks(fsdp_.get());
@@ -249,29 +254,23 @@ StepRecord Trainer::run_step() {
     throw;
   }
   model_->set_unit_hooks(fsdp_.get());
-  if (comm_ && world_ > 1) {
-    // The global batch's loss: one all-reduce of (sum, count, non-finite ranks) per step.
-    Tensor totals = ops::from_vector(context_, {3}, DType::F64,
-                                     std::vector<double>{loss_sum, static_cast<double>(count), losses_finite ? 0.0 : 1.0});
-    comm_->all_reduce(totals, dist::ReduceOp::Sum).wait();
-    const std::vector<double> t = ops::to_double_vector(totals);
-    loss_sum = t[0];
-    count = static_cast<int64_t>(t[1]);
-    losses_finite = t[2] == 0.0;
+  // The global batch's totals: one all-reduce per step (sharded), then one read.
+  if (world_ > 1) comm_->all_reduce(totals, dist::ReduceOp::Sum).wait();
+  ops::CrossEntropyValues sums;
+  try {
+    sums = ops::read_totals(totals, config_.model.vocab_size, /*ignore_index=*/-1);
+  } catch (...) {
+    step_policy_->abandon();
+    throw;
   }
-  rec.loss = loss_sum / static_cast<double>(count);
+  rec.loss = sums.loss_sum / static_cast<double>(sums.count);
   StepOutcome outcome;
   {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
-    outcome = step_policy_->end(losses_finite && std::isfinite(rec.loss));
+    // A sum is non-finite exactly when some micro-batch's loss was (inf + x stays inf or becomes NaN).
+    outcome = step_policy_->end(std::isfinite(sums.loss_sum) && std::isfinite(rec.loss));
   }
   return finish_step(rec, outcome);
-}
-
-bool Trainer::all_ranks(bool value) const {
-  Tensor flag = ops::full(context_, {1}, value ? 0.0 : 1.0, DType::F64);
-  comm_->all_reduce(flag, dist::ReduceOp::Sum).wait();
-  return ops::to_double_vector(flag)[0] == 0.0;
 }
 
 StepRecord Trainer::finish_step(StepRecord rec, const StepOutcome& outcome) {
@@ -300,7 +299,7 @@ EvalResult Trainer::evaluate() {
   if (windows == 0) return r;
   const uint64_t micro = static_cast<uint64_t>(config_.train.micro_batch_size);
   uint64_t limit = config_.train.eval_batches == 0 ? windows : std::min<uint64_t>(windows, micro * static_cast<uint64_t>(config_.train.eval_batches));
-  double loss_sum = 0.0;
+  Tensor totals = ops::zeros(context_, {3}, DType::F64, MemoryCategory::Other);  // read once, at the end
   for (uint64_t start = 0; start < limit; start += micro) {
     std::vector<uint64_t> batch;
     // An evenly spread subset of the validation windows when not all of them are used.
@@ -309,10 +308,11 @@ EvalResult Trainer::evaluate() {
     load_batch(batch, ids, targets);
     autograd::Tape tape(/*grad_enabled=*/false);
     nn::LossOutput out = model_->forward(tape, ids, targets, -1, 1.0);
-    loss_sum += out.loss_sum;
-    r.tokens += out.count;
+    ops::add_(totals, out.result.totals());
   }
-  r.loss = loss_sum / static_cast<double>(r.tokens);
+  const ops::CrossEntropyValues sums = ops::read_totals(totals, config_.model.vocab_size, -1);
+  r.tokens = sums.count;
+  r.loss = sums.loss_sum / static_cast<double>(r.tokens);
   r.perplexity = std::exp(r.loss);
   return r;
 }

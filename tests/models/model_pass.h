@@ -42,7 +42,7 @@ inline Pass run_pass(models::Transformer& model, const Tensor& ids, const Tensor
   {
     autograd::Tape tape;
     nn::LossOutput out = model.forward(tape, ids, targets, -1, 1.0 / static_cast<double>(ids.numel()));
-    p.loss = out.loss_sum;
+    p.loss = out.read().loss_sum;
     p.saved_bytes = tape.saved_bytes();
     tape.backward(out.root, ops::full(model.context(), {1}, 1.0, DType::F64));
   }

@@ -210,7 +210,7 @@ TEST_P(FusedModel, EqualsTheUnfusedBlock) {
   EXPECT_EQ(fused_saved, ref_tape.saved_bytes());
   ref_tape.backward(ref.root, ops::full(ctx, {1}, 1.0, DType::F64));
 
-  EXPECT_NEAR(fused.loss_sum, ref.loss_sum, 1e-12 * std::abs(ref.loss_sum));
+  EXPECT_NEAR(fused.read().loss_sum, ref.read().loss_sum, 1e-12 * std::abs(ref.read().loss_sum));
   for (size_t i = 0; i < model.parameters().size(); ++i) {
     const nn::Parameter& p = model.parameters()[i];
     expect_near_rel(fused_grads[i], ops::to_double_vector(p.grad), p.name);
@@ -252,7 +252,7 @@ TEST(FusedProjections, DISABLED_TimeFusedAgainstUnfusedOnCuda) {
                                : unfused_forward(tape, model, ids, targets, scale);
     tape.backward(out.root, ops::full(gpu, {1}, 1.0, DType::F64));
     gpu->synchronize();
-    return out.loss_sum * scale;
+    return out.read().loss_sum * scale;
   };
   auto median_ms = [&](bool fused) {
     for (int i = 0; i < 3; ++i) step(fused);

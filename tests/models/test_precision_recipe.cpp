@@ -63,7 +63,7 @@ Pass run(Transformer& model, const std::string& recipe, std::vector<int64_t> bf1
   Pass p;
   autograd::Tape tape;
   nn::LossOutput out = model.forward(tape, ids, targets, -1, 1.0 / static_cast<double>(ids.numel()));
-  p.loss = out.loss_sum / static_cast<double>(ids.numel());
+  p.loss = out.read().loss_sum / static_cast<double>(ids.numel());
   p.saved_bytes = tape.saved_bytes();
   tape.backward(out.root, ops::full(ctx, {1}, 1.0, DType::F64));
   for (const ParamUnit& u : model.units()) p.grads.push_back(ops::to_double_vector(u.grad));

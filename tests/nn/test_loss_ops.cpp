@@ -1,5 +1,6 @@
 // Cross-entropy op on the CPU: naive loss and gradient, F64 finite differences, ignore_index rows,
-// compute_grad = false, large logits, F32/BF16 against F64, and target errors.
+// compute_grad = false, large logits, F32/BF16 against F64, target errors, and the sums kept as tensors
+// (read once, added up across calls).
 #include <gtest/gtest.h>
 
 #include "expect_error.h"
@@ -7,8 +8,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
 #include "coat/ops/loss.h"
 #include "coat/ops/runtime.h"
 
@@ -59,8 +63,8 @@ TEST(LossOps, MatchesNaiveAndSkipsIgnoredRows) {
         ops::cross_entropy(ops::from_vector(ctx, {n, vocab}, DType::F64, x),
                            ops::from_vector(ctx, {n}, it, targets), kIgnore, 0.25);
     const NaiveLoss ref = naive_cross_entropy(x, targets, vocab, 0.25);
-    EXPECT_EQ(r.count, 4);
-    EXPECT_NEAR(r.loss_sum, ref.loss, 1e-13 * ref.loss);
+    EXPECT_EQ(r.read().count, 4);
+    EXPECT_NEAR(r.read().loss_sum, ref.loss, 1e-13 * ref.loss);
     ASSERT_TRUE(r.dlogits.defined());
     EXPECT_EQ(r.dlogits.shape(), Shape({n, vocab}));
     const auto d = ops::to_double_vector(r.dlogits);
@@ -82,7 +86,7 @@ TEST(LossOps, GradientMatchesFiniteDifferences) {
   auto loss = [&](const std::vector<double>& p) {
     return grad_scale *
            ops::cross_entropy(ops::from_vector(ctx, {n, vocab}, DType::F64, p), t, kIgnore, grad_scale, false)
-               .loss_sum;
+               .read().loss_sum;
   };
   const ops::CrossEntropyResult r =
       ops::cross_entropy(ops::from_vector(ctx, {n, vocab}, DType::F64, x), t, kIgnore, grad_scale);
@@ -97,9 +101,9 @@ TEST(LossOps, ComputeGradFalseGivesTheSameLoss) {
   const ops::CrossEntropyResult a = ops::cross_entropy(x, t, kIgnore, 1.0, true);
   const ops::CrossEntropyResult b = ops::cross_entropy(x, t, kIgnore, 1.0, false);
   EXPECT_FALSE(b.dlogits.defined());
-  EXPECT_EQ(a.loss_sum, b.loss_sum);
-  EXPECT_EQ(a.count, 3);
-  EXPECT_EQ(b.count, 3);
+  EXPECT_EQ(a.read().loss_sum, b.read().loss_sum);
+  EXPECT_EQ(a.read().count, 3);
+  EXPECT_EQ(b.read().count, 3);
 }
 
 TEST(LossOps, AllRowsIgnored) {
@@ -107,8 +111,8 @@ TEST(LossOps, AllRowsIgnored) {
   const Tensor x = ops::from_vector(ctx, {2, 5}, DType::F32, random_values(10, 4));
   const Tensor t = ops::from_vector(ctx, {2}, DType::I64, std::vector<double>{kIgnore, kIgnore});
   const ops::CrossEntropyResult r = ops::cross_entropy(x, t, kIgnore, 1.0);
-  EXPECT_EQ(r.count, 0);
-  EXPECT_EQ(r.loss_sum, 0.0);
+  EXPECT_EQ(r.read().count, 0);
+  EXPECT_EQ(r.read().loss_sum, 0.0);
   for (double v : ops::to_double_vector(r.dlogits)) EXPECT_EQ(v, 0.0);
 }
 
@@ -117,7 +121,7 @@ TEST(LossOps, LargeLogitsStayFinite) {
   const Tensor x = ops::from_vector(ctx, {1, 3}, DType::F32, std::vector<double>{1000.0, 999.0, -1000.0});
   const ops::CrossEntropyResult r =
       ops::cross_entropy(x, ops::from_vector(ctx, {1}, DType::I64, std::vector<double>{1}), kIgnore, 1.0);
-  EXPECT_NEAR(r.loss_sum, std::log(1.0 + std::exp(1.0)), 1e-6);  // lse - 999 = 1 + log(1 + e^-1)
+  EXPECT_NEAR(r.read().loss_sum, std::log(1.0 + std::exp(1.0)), 1e-6);  // lse - 999 = 1 + log(1 + e^-1)
   for (double v : ops::to_double_vector(r.dlogits)) EXPECT_TRUE(std::isfinite(v));
 }
 
@@ -131,7 +135,7 @@ TEST(LossOps, TakesLeadingDimensions) {
   const ops::CrossEntropyResult b =
       ops::cross_entropy(ops::from_vector(ctx, {6, 7}, DType::F64, x),
                          ops::from_vector(ctx, {6}, DType::I64, targets), kIgnore, 1.0);
-  EXPECT_EQ(a.loss_sum, b.loss_sum);
+  EXPECT_EQ(a.read().loss_sum, b.read().loss_sum);
   EXPECT_EQ(a.dlogits.shape(), Shape({2, 3, 7}));
   EXPECT_EQ(ops::to_double_vector(a.dlogits), ops::to_double_vector(b.dlogits));
 }
@@ -151,7 +155,7 @@ TEST(LossOps, LowPrecisionMatchesF64) {
     const ops::CrossEntropyResult r = ops::cross_entropy(xl, t, kIgnore, 0.5);
     const ops::CrossEntropyResult r64 = ops::cross_entropy(ops::cast(xl, DType::F64), t, kIgnore, 0.5);
     EXPECT_EQ(r.dlogits.dtype(), dt);
-    EXPECT_NEAR(r.loss_sum, r64.loss_sum, 1e-6 * r64.loss_sum) << dtype_name(dt);
+    EXPECT_NEAR(r.read().loss_sum, r64.read().loss_sum, 1e-6 * r64.read().loss_sum) << dtype_name(dt);
     const bool bf16 = dt == DType::BF16;
     test::expect_close(ops::to_double_vector(r.dlogits), ops::to_double_vector(r64.dlogits),
                        bf16 ? 1.0 / 256 : 1e-5, bf16 ? 1e-6 : 1e-7, std::string(dtype_name(dt)) + " dlogits");
@@ -192,6 +196,48 @@ TEST(LossOps, BadTargetsAreNamed) {
                            1.0);
       },
       "logits have dtype f16; expected f32, f64 or bf16");
+}
+
+TEST(LossOps, SumsAreTensorsReadOnceAndAddUpAcrossCalls) {
+  auto ctx = cpu();
+  const Tensor x = ops::from_vector(ctx, {4, 9}, DType::F32, random_values(36, 8));
+  const Tensor t1 = ops::from_vector(ctx, {4}, DType::I64, std::vector<double>{1, kIgnore, 8, 0});
+  const Tensor t2 = ops::from_vector(ctx, {4}, DType::I32, std::vector<double>{3, 3, 3, kIgnore});
+  const ops::CrossEntropyResult a = ops::cross_entropy(x, t1, kIgnore, 1.0);
+  const ops::CrossEntropyResult b = ops::cross_entropy(x, t2, kIgnore, 1.0, false);
+  EXPECT_EQ(a.loss_sum.dtype(), DType::F64);
+  EXPECT_EQ(a.loss_sum.shape(), Shape({1}));
+  EXPECT_EQ(a.count.dtype(), DType::F64);
+  EXPECT_EQ(a.count.shape(), Shape({1}));
+  EXPECT_EQ(ops::to_double_vector(a.loss_sum)[0], a.read().loss_sum);
+  EXPECT_EQ(ops::to_double_vector(a.count)[0], 3.0);
+  Tensor totals = ops::zeros(ctx, {3}, DType::F64);
+  ops::add_(totals, a.totals());
+  ops::add_(totals, b.totals());
+  const ops::CrossEntropyValues sum = ops::read_totals(totals, 9, kIgnore);
+  EXPECT_EQ(sum.loss_sum, (0.0 + a.read().loss_sum) + b.read().loss_sum);  // the host's order of additions
+  EXPECT_EQ(sum.count, 6);
+}
+
+// The device reports a bad target through the sums; read() throws the CPU's message from them.
+TEST(LossOps, ReadNamesABadTargetReportedInTheSums) {
+  auto ctx = cpu();
+  const Tensor x = ops::from_vector(ctx, {3, 10}, DType::F32, random_values(30, 9));
+  ops::CrossEntropyResult r =
+      ops::cross_entropy(x, ops::from_vector(ctx, {3}, DType::I64, std::vector<double>{1, 2, 3}), kIgnore, 1.0);
+  ops::CrossEntropySums s{};
+  std::memcpy(&s, r.sums.data_ptr(), sizeof s);
+  EXPECT_EQ(s.bad_position, -1);
+  EXPECT_EQ(s.bad_rows, 0.0);
+  s.bad_rows = 1.0;
+  s.bad_position = 1;
+  s.bad_target = 12;
+  std::memcpy(r.sums.data_ptr(), &s, sizeof s);
+  test::expect_error_containing(
+      [&] { r.read(); },
+      "[cross_entropy] target 12 at position 1 is outside [0, V) with V = 10 and is not ignore_index (-100)");
+  test::expect_error_containing([&] { ops::read_totals(r.totals(), 10, kIgnore); },
+                                "1 targets are outside [0, V) with V = 10");
 }
 
 }  // namespace

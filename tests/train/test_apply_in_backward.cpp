@@ -5,12 +5,16 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 
 #include "coat/data/token_file.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
 #include "coat/train/trainer.h"
@@ -120,6 +124,39 @@ TEST_F(ApplyInBackward, NeedsOneMicroBatchAndNoClipping) {
     FAIL() << "expected a ConfigError";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("optim.clip_grad_norm"), std::string::npos) << e.what();
+  }
+}
+
+// A non-finite loss: every backward runs (nothing is read before the step ends), but the optimizer's device
+// flag, raised by the loss before the backward (and by the units' gradients), keeps every update from
+// running: params, compute copies, moments and the step count stay as they were.
+TEST_F(ApplyInBackward, NonFiniteLossUpdatesNothing) {
+  for (const char* recipe : {"fp32", "bf16"}) {
+    nlohmann::json c = config(std::string("nf_") + recipe, "llama", recipe, "none");
+    c["optim"]["apply_in_backward"] = true;
+    c["train"]["on_nonfinite"] = "skip";
+    Trainer t(parse_train_config(c, "c.json"), ctx_);
+    ASSERT_FALSE(t.train_step().skipped);  // non-zero moments first
+    // The forward reads the compute copy: poison it (the master too, where they are one tensor).
+    const nn::Parameter& up = t.model().parameter("model.layers.1.mlp.up_proj.weight");
+    Tensor poisoned = up.value.slice(0, 0, 1).flatten().slice(0, 5, 6);
+    ops::fill_(poisoned, std::numeric_limits<double>::quiet_NaN());
+    std::vector<std::vector<uint8_t>> before;
+    for (const nn::Parameter& p : t.model().parameters()) {
+      before.push_back(ops::to_bytes(p.master));
+      before.push_back(ops::to_bytes(p.value));
+    }
+    for (const auto& [name, s] : t.optimizer().state_tensors()) before.push_back(ops::to_bytes(s));
+    const StepRecord r = t.train_step();
+    EXPECT_TRUE(r.skipped) << recipe;
+    EXPECT_FALSE(std::isfinite(r.loss)) << recipe;
+    EXPECT_EQ(t.optimizer().step_count(), 1) << recipe;
+    size_t i = 0;
+    for (const nn::Parameter& p : t.model().parameters()) {
+      EXPECT_EQ(ops::to_bytes(p.master), before[i++]) << recipe << " " << p.name << " (master)";
+      EXPECT_EQ(ops::to_bytes(p.value), before[i++]) << recipe << " " << p.name << " (compute copy)";
+    }
+    for (const auto& [name, s] : t.optimizer().state_tensors()) EXPECT_EQ(ops::to_bytes(s), before[i++]) << name;
   }
 }
 

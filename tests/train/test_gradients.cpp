@@ -86,7 +86,7 @@ void check_against_finite_differences(const models::ModelConfig& config, const T
   auto loss = [&] {
     autograd::Tape t(/*grad_enabled=*/false);
     const nn::LossOutput out = model.forward(t, batch.ids, batch.targets, -1, 1.0);
-    return out.loss_sum / static_cast<double>(out.count);
+    return out.read().loss_sum / static_cast<double>(out.read().count);
   };
   EXPECT_NEAR(loss(), r.loss, 1e-12 * std::abs(r.loss));
   constexpr double kStep = 1e-6;

@@ -48,7 +48,10 @@ class Tape {
   /// every node recorded later has run its backward. FSDP uses these to reduce a block's gradients.
   void hook(std::string name, std::function<void()> on_backward);
 
-  /// Runs backward from `root` seeded with `grad_root` (same shape as root), then clears the tape.
+  /// Runs backward from `root` seeded with `grad_root` (same shape as root), then clears the tape. The seed
+  /// may live on another device than the root (it is only handed to the root's backward): the seed of a
+  /// scalar loss should be a host tensor (nn::loss_seed()), which the loss's backward reads as a number
+  /// without waiting for the device.
   void backward(const Var& root, const Tensor& grad_root);
 
   /// The gradient that reached a leaf during the last backward (undefined when none did).

@@ -1,5 +1,5 @@
-// Device-agnostic optimizer kernels: the FP32 AdamW update of one flat buffer and the sum of squares behind
-// global gradient norms.
+// Device-agnostic optimizer kernels: the FP32 AdamW update of one flat buffer, the sum of squares behind
+// global gradient norms and the device-side flag that stops a step's updates when something is not finite.
 #pragma once
 
 #include <cstdint>
@@ -30,5 +30,10 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 /// sum of x_i^2 accumulated in double: a one-element F64 tensor on x's device. x: any float dtype
 /// (f32, f64, bf16, f16, e4m3, e5m2), any strides. NaN and inf propagate.
 Tensor sum_squares(const Tensor& x);
+
+/// flag (I32 [1], contiguous) <- 1 when some element of x (f32 or f64, x's device = flag's) is inf or NaN;
+/// left as it is otherwise (never cleared). On the device, without a host synchronisation: the skip flag
+/// of a step whose updates are queued before anyone reads the gradient norm (optim::AdamW::update_buffer).
+void flag_nonfinite(Tensor& flag, const Tensor& x);
 
 }  // namespace coat::ops

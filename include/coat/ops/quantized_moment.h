@@ -92,8 +92,12 @@ struct DecayRange {
 /// compute_copy (optional): a BF16 [numel] contiguous tensor on param's device that receives the updated
 /// parameters rounded to nearest even (the mixed-precision compute weights), written in the same pass on
 /// CUDA (elsewhere by a copy afterwards): the bits of ops::copy_(compute_copy, param).
+/// skip (optional): an I32 [1] contiguous flag on param's device (ops::flag_nonfinite sets it); when it is
+/// non-zero as the step runs, param, m, v (codes and metadata) and compute_copy are left untouched. On CUDA
+/// the kernels read it from device memory and return at once (one uniform early-out per block; the host
+/// never reads it), so a step can be queued before the device knows whether it may run.
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
                           const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges,
-                          Tensor* compute_copy = nullptr);
+                          Tensor* compute_copy = nullptr, const Tensor* skip = nullptr);
 
 }  // namespace coat::ops

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,9 @@ struct StepStats {
   double grad_norm = 0.0;  ///< global L2 norm of all gradients before clipping (inf/NaN if non-finite)
   bool clipped = false;    ///< gradients were scaled down (clip factor < 1)
   bool skipped = false;    ///< the norm was not finite: nothing was modified and the step count is unchanged
+  /// Per-buffer step (end_step): the first buffer, in the order update_buffer took them, whose gradient was
+  /// not finite; none when every gradient was finite (skipped may still be set by skip_if_nonfinite).
+  std::optional<size_t> first_nonfinite_buffer;
 };
 
 class AdamW {
@@ -87,14 +91,18 @@ class AdamW {
   /// The same step one buffer at a time, for the optimizer applied during the backward (each buffer as soon
   /// as its gradients are complete, so that the gradient memory can be reused): begin_step, then
   /// update_buffer for every buffer in any order, then end_step. No clipping (the global norm is known only
-  /// at the end): begin_step refuses a config with clip_grad_norm > 0. update_buffer reads the buffer's
-  /// sum of squares back (one synchronisation per buffer); when it is not finite, that buffer and every
-  /// one updated after it in this step stay untouched and update_buffer returns false. end_step returns the
-  /// global norm (the buffers' sums added in buffer order, as step() does) and skipped = whether some buffer
-  /// was not finite; the step count advances when none was. With the same gradients and clipping off the
-  /// bits equal step()'s.
+  /// at the end): begin_step refuses a config with clip_grad_norm > 0.
+  /// Nothing is read back before end_step: update_buffer puts the buffer's sum of squares into a device slot
+  /// and sets a device skip flag when it is not finite; the update it queues reads the flag on the device
+  /// and writes nothing once it is set. So when a buffer's gradient is not finite, that buffer and every one
+  /// updated after it in this step stay untouched (param, moments, compute copy). skip_if_nonfinite(loss)
+  /// sets the same flag from a non-finite loss, before any buffer is updated. end_step reads the sums and the
+  /// flag once, returns the global norm (the buffers' sums added on the host in buffer order, as step() adds
+  /// them), skipped = the flag, and the first non-finite buffer in update order; the step count advances
+  /// when the flag is clear. With the same gradients and clipping off the bits equal step()'s.
   void begin_step(float lr);
-  bool update_buffer(size_t i);
+  void skip_if_nonfinite(const Tensor& loss_sum);
+  void update_buffer(size_t i);
   StepStats end_step();
   /// Closes an open per-buffer step without stepping (the loss was not finite, or the backward threw): the
   /// step count stays. Buffers already updated in it keep their update. Never throws.
@@ -133,14 +141,17 @@ class AdamW {
   AdamWConfig config_;
   int64_t step_count_ = 0;
   std::function<void(Tensor&)> reduce_sums_;
-  /// One buffer's update with the given learning rate, step and gradient scale.
-  void update(size_t i, float lr, int64_t step, float grad_scale);
+  /// One buffer's update with the given learning rate, step and gradient scale; `skip` as in
+  /// ops::adamw_step_quantized.
+  void update(size_t i, float lr, int64_t step, float grad_scale, const Tensor* skip = nullptr);
 
+  /// The device state of a per-buffer step, allocated at the first begin_step on the buffers' device.
   struct PerBufferStep {
     bool open = false;
     float lr = 0.0f;
-    bool failed = false;
-    std::vector<double> sums;  ///< per buffer: sum of squares of its gradient (NaN: not updated)
+    Tensor sums;  ///< F64 [buffers + 1]: each buffer's sum of squares, then the skip flag (end_step's one read)
+    Tensor skip;  ///< I32 [1]: set once a gradient or the loss was not finite; the update kernels read it
+    std::vector<size_t> order;  ///< the buffers in the order update_buffer took them
   } pending_;
 };
 

@@ -24,8 +24,11 @@ class StepPolicy : public models::UnitHooks {
  public:
   /// Before the first forward of a step: the gradients are zeroed (deferred where they can be).
   virtual void begin(float lr) = 0;
-  /// After the last micro-batch's backward; `loss_finite`: no micro-batch's loss was inf or NaN (then nothing
-  /// is updated and the backward may not have run).
+  /// After a micro-batch's forward, before its backward: its loss sum (F64 [1]) on the device, not read. An
+  /// update applied in the backward must not run after a non-finite loss.
+  virtual void loss_ready(const Tensor& loss_sum) { (void)loss_sum; }
+  /// After the last micro-batch's backward; `loss_finite`: no micro-batch's loss was inf or NaN (read once
+  /// per step by the caller; then nothing is updated).
   virtual StepOutcome end(bool loss_finite) = 0;
   /// After an exception inside the step: leaves the optimizer ready for the next step. Never throws.
   virtual void abandon() noexcept {}

@@ -88,8 +88,6 @@ class Trainer {
   void init_weights();
   void build_optimizer();
   void open_run_dir();
-  /// Whether `value` holds on every rank (one all-reduce).
-  bool all_ranks(bool value) const;
   /// train_step's work: the micro-batches' forwards and backwards with the step policy's unit hooks, then
   /// the policy's end. train_step adds the memory plan to an out-of-memory error.
   StepRecord run_step();

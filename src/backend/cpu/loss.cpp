@@ -3,11 +3,13 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
+#include "coat/ops/loss.h"
 
 namespace coat::cpu {
 namespace {
@@ -96,14 +98,16 @@ double cross_entropy_impl(const Tensor& logits, const std::vector<int64_t>& targ
 
 }  // namespace
 
-double cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
-                     Tensor& dlogits, int64_t& count) {
+void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
+                   Tensor& dlogits, Tensor& sums) {
   const std::vector<int64_t> t = read_targets(targets, ignore_index, logits.size(-1));
   double loss = 0.0;
+  int64_t count = 0;
   dispatch_storage(logits.dtype(), "cross_entropy", [&](auto s) {
     loss = cross_entropy_impl<decltype(s)>(logits, t, grad_scale, dlogits, count);
   });
-  return loss;
+  const ops::CrossEntropySums out{loss, static_cast<double>(count), 0.0, -1, 0};
+  std::memcpy(sums.data_ptr(), &out, sizeof out);
 }
 
 }  // namespace coat::cpu

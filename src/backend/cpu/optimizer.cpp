@@ -1,5 +1,7 @@
-// CPU reference: the FP32 AdamW update and the double-accumulated sum of squares.
+// CPU reference: the FP32 AdamW update, the double-accumulated sum of squares and the non-finite flag.
 #include "coat/backend/cpu/optimizer.h"
+
+#include <cmath>
 
 #include "coat/backend/element_access.h"
 
@@ -32,6 +34,17 @@ void sum_squares(const Tensor& x, Tensor& out) {
     }
   }
   out.data<double>()[0] = total;
+}
+
+void flag_nonfinite(Tensor& flag, const Tensor& x) {
+  const int64_t n = x.numel();
+  const void* p = x.data_ptr();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(load_as_double(p, i, x.dtype()))) {
+      flag.data<int32_t>()[0] = 1;
+      return;
+    }
+  }
 }
 
 }  // namespace coat::cpu

@@ -229,15 +229,18 @@ void step_impl(Tensor& param, const Tensor& grad, MomentBuffers& mb, MomentBuffe
 
 }  // namespace
 
-void adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
+bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
                           const adamw_math::AdamWScalars& with_decay,
-                          const adamw_math::AdamWScalars& without_decay, const DecayPlan& decay) {
+                          const adamw_math::AdamWScalars& without_decay, const DecayPlan& decay,
+                          const Tensor* skip) {
+  if (skip != nullptr && skip->data<int32_t>()[0] != 0) return true;
   dispatch_codec(m.codec, [&](auto cm) {
     dispatch_codec(v.codec, [&](auto cv) {
       step_impl<decltype(cm)::value, decltype(cv)::value>(param, grad, m, v, with_decay, without_decay,
                                                           decay);
     });
   });
+  return false;
 }
 
 void quantize_moment(const Tensor& values, MomentBuffers& out) {

@@ -13,6 +13,10 @@
 // CPU's order without FMA contraction; bf16 is rounded by the hardware conversion (round to nearest even,
 // like float_to_bf16). So: loss per row within ~1e-6 absolute, f32 dlogits within a relative few 1e-7,
 // bf16 dlogits within one bf16 ulp; f64 logits run in double throughout (~1e-15).
+//
+// Nothing here synchronises the host, by construction: no cudaMemcpy, no cudaStreamSynchronize, no
+// read-back of any kind; the sums, the count and the first bad target stay in an ops::CrossEntropySums on
+// the device (ops::CrossEntropyResult::read reads them when the caller wants them).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -25,6 +29,7 @@
 #include "coat/backend/cuda/loss.h"
 #include "coat/core/float_formats.h"
 #include "coat/core/float_ops.h"
+#include "coat/ops/loss.h"
 
 namespace coat::cuda {
 namespace {
@@ -32,14 +37,15 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
+/// CrossEntropySums::bad_position before any bad row is seen: all bits set, -1 as a signed word, so that
+/// an unsigned atomicMin lowers it to the first bad row.
 constexpr unsigned long long kNoBadPosition = ~0ull;
 
-/// What the host reads back: one copy of 24 bytes.
-struct CeStatus {
-  double loss_sum;
-  long long count;
-  unsigned long long bad_position;  ///< the first row with a bad target, or kNoBadPosition
-};
+using CeStatus = ops::CrossEntropySums;
+
+__device__ inline unsigned long long* bad_position_word(CeStatus* status) {
+  return reinterpret_cast<unsigned long long*>(&status->bad_position);
+}
 
 template <typename S, int N>
 struct alignas(sizeof(S) * N) Pack {
@@ -169,7 +175,7 @@ __global__ __launch_bounds__(Threads) void cross_entropy_rows_kernel(const S* __
     if (t == ignore_index || t < 0 || t >= vocab) {
       if (threadIdx.x == 0) {
         row_loss[r] = 0.0;
-        if (t != ignore_index) atomicMin(&status->bad_position, static_cast<unsigned long long>(r));
+        if (t != ignore_index) atomicMin(bad_position_word(status), static_cast<unsigned long long>(r));
       }
       if (drow != nullptr && t == ignore_index) {
         P zero;
@@ -240,22 +246,30 @@ __device__ T block_sum(T x) {
   return x;
 }
 
-/// One block: the per-row losses summed in a fixed order, and the counted rows.
+/// One block, after the rows kernel on the same stream: the per-row losses summed in a fixed order, the
+/// counted rows, the bad rows and the first bad row's target.
 template <typename I>
 __global__ __launch_bounds__(kThreads) void sum_rows_kernel(const double* __restrict__ row_loss,
                                                             const I* __restrict__ targets, int64_t rows,
-                                                            int64_t ignore_index, CeStatus* status) {
+                                                            int64_t vocab, int64_t ignore_index, CeStatus* status) {
   double loss = 0.0;
-  long long count = 0;
+  long long count = 0, bad = 0;
   for (int64_t r = threadIdx.x; r < rows; r += kThreads) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
     loss += row_loss[r];
-    count += static_cast<int64_t>(targets[r]) != ignore_index ? 1 : 0;
+    count += t != ignore_index ? 1 : 0;
+    bad += t != ignore_index && (t < 0 || t >= vocab) ? 1 : 0;
   }
   loss = block_sum(loss);
   count = block_sum(count);
+  __syncthreads();  // block_sum<long long>'s shared words are read by every thread before they are reused
+  bad = block_sum(bad);
   if (threadIdx.x == 0) {
     status->loss_sum = loss;
-    status->count = count;
+    status->count = static_cast<double>(count);
+    status->bad_rows = static_cast<double>(bad);
+    const unsigned long long position = *bad_position_word(status);
+    status->bad_target = position == kNoBadPosition ? 0 : static_cast<int64_t>(targets[position]);
   }
 }
 
@@ -315,38 +329,37 @@ void launch_rows(const Tensor& logits, const I* targets, int64_t rows, int64_t v
 
 }  // namespace
 
-double cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
-                     Tensor& dlogits, int64_t& count) {
+void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
+                   Tensor& dlogits, Tensor& sums) {
   const int64_t vocab = logits.size(-1);
   const int64_t rows = targets.numel();
-  count = 0;
-  if (rows == 0) return 0.0;
   const ContextPtr& ctx = logits.context();
   cudaStream_t stream = stream_of(logits);
-  Tensor row_loss = Tensor::empty(ctx, {rows}, DType::F64, MemoryCategory::Workspace);
-  Tensor status_buf = Tensor::empty(ctx, {static_cast<int64_t>(sizeof(CeStatus))}, DType::U8,
-                                    MemoryCategory::Workspace);
-  auto* status = static_cast<CeStatus*>(status_buf.data_ptr());
-  COAT_CUDA_CHECK(cudaMemsetAsync(&status->bad_position, 0xFF, sizeof(unsigned long long), stream));
+  Tensor row_loss = Tensor::empty(ctx, {std::max<int64_t>(rows, 1)}, DType::F64, MemoryCategory::Workspace);
+  auto* status = static_cast<CeStatus*>(sums.data_ptr());
+  COAT_CUDA_CHECK(cudaMemsetAsync(&status->bad_position, 0xFF, sizeof status->bad_position, stream));
   auto run = [&](auto id_type) {
     using I = decltype(id_type);
     const I* t = targets.data<I>();
     double* rl = row_loss.data<double>();
-    switch (logits.dtype()) {
-      case DType::F32:
-        launch_rows<float>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
-        break;
-      case DType::F64:
-        launch_rows<double>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
-        break;
-      case DType::BF16:
-        launch_rows<uint16_t>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
-        break;
-      default:
-        COAT_CHECK(false, NotImplemented, "[cross_entropy] cuda: no kernel for logits of dtype ",
-                   dtype_name(logits.dtype()));
+    if (rows > 0) {
+      switch (logits.dtype()) {
+        case DType::F32:
+          launch_rows<float>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
+          break;
+        case DType::F64:
+          launch_rows<double>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
+          break;
+        case DType::BF16:
+          launch_rows<uint16_t>(logits, t, rows, vocab, ignore_index, grad_scale, dlogits, rl, status, stream);
+          break;
+        default:
+          COAT_CHECK(false, NotImplemented, "[cross_entropy] cuda: no kernel for logits of dtype ",
+                     dtype_name(logits.dtype()));
+      }
     }
-    sum_rows_kernel<I><<<1, kThreads, 0, stream>>>(rl, t, rows, ignore_index, status);
+    // Also for zero rows: it writes the zero sums.
+    sum_rows_kernel<I><<<1, kThreads, 0, stream>>>(rl, t, rows, vocab, ignore_index, status);
     COAT_CUDA_CHECK_LAST_LAUNCH();
   };
   if (targets.dtype() == DType::I64) {
@@ -357,25 +370,6 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     COAT_CHECK(false, NotImplemented, "[cross_entropy] cuda: no kernel for targets of dtype ",
                dtype_name(targets.dtype()));
   }
-  CeStatus host{};
-  COAT_CUDA_CHECK(cudaMemcpyAsync(&host, status, sizeof host, cudaMemcpyDeviceToHost, stream));
-  COAT_CUDA_CHECK(cudaStreamSynchronize(stream));
-  if (host.bad_position != kNoBadPosition) {
-    const size_t esize = dtype_size(targets.dtype());
-    const auto* src = static_cast<const uint8_t*>(targets.data_ptr()) + host.bad_position * esize;
-    int64_t bad = 0;
-    if (targets.dtype() == DType::I64) {
-      COAT_CUDA_CHECK(cudaMemcpy(&bad, src, esize, cudaMemcpyDeviceToHost));
-    } else {
-      int32_t bad32 = 0;
-      COAT_CUDA_CHECK(cudaMemcpy(&bad32, src, esize, cudaMemcpyDeviceToHost));
-      bad = bad32;
-    }
-    COAT_ARG_CHECK(false, "cross_entropy", "target ", bad, " at position ", host.bad_position,
-                   " is outside [0, V) with V = ", vocab, " and is not ignore_index (", ignore_index, ")");
-  }
-  count = host.count;
-  return host.loss_sum;
 }
 
 }  // namespace coat::cuda

@@ -1,5 +1,6 @@
 // CUDA kernels of the optimizer: the FP32 AdamW update (one launch over a flat buffer, the CPU's scalar
-// code per element, so identical bits) and the deterministic double-accumulated sum of squares.
+// code per element, so identical bits), the deterministic double-accumulated sum of squares and the
+// non-finite flag.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -157,6 +158,13 @@ __global__ __launch_bounds__(kThreads) void sum_partials_kernel(const double* pa
   if (threadIdx.x == 0) out[0] = acc;
 }
 
+/// Every thread that sees an inf or NaN stores 1 (the same value: no atomics needed); nobody stores 0.
+__global__ __launch_bounds__(kThreads) void flag_nonfinite_kernel(int32_t* flag, const void* x, DType t, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    if (!isfinite(load_as_double(x, i, t))) *flag = 1;
+  }
+}
+
 template <DType T>
 void launch_sum_squares(const Tensor& x, double* partials, cudaStream_t stream) {
   using S = typename Elem<T>::type;
@@ -202,6 +210,13 @@ void sum_squares(const Tensor& x, Tensor& out) {
   }
   COAT_CUDA_CHECK_LAST_LAUNCH();
   sum_partials_kernel<<<1, kThreads, 0, stream>>>(part, kSumBlocks, out.data<double>());
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
+void flag_nonfinite(Tensor& flag, const Tensor& x) {
+  const int64_t n = x.numel();
+  flag_nonfinite_kernel<<<grid_for(x, n, kThreads), kThreads, 0, stream_of(flag)>>>(flag.data<int32_t>(),
+                                                                                     x.data_ptr(), x.dtype(), n);
   COAT_CUDA_CHECK_LAST_LAUNCH();
 }
 

@@ -67,6 +67,7 @@ struct StepArgs {
   AdamWScalars scalars;     // with weight decay
   float no_decay = 1.0f;    // the `decay` factor without weight decay (1)
   uint16_t* compute = nullptr;  // optional BF16 copy of the updated param (mixed-precision compute weights)
+  const int32_t* skip = nullptr;  // optional device flag: non-zero -> the step writes nothing
   bool vectorized = false;  // 16-byte loads of grad / param, 4-code loads of the codes
   bool prefetch = false;    // every base pointer 16-byte aligned: bulk L2 prefetch of the next tile
 };
@@ -665,6 +666,9 @@ __global__ __launch_bounds__(kThreads,
                                                                        int64_t tile_begin, int64_t tile_end) {
   constexpr bool kGM = is_grouped(CM), kGV = is_grouped(CV);
   __shared__ TileShared<CM, CV> sh;
+  // A skipped step (the flag was set by an earlier launch on this stream): every thread of every block
+  // reads the same word and leaves before any barrier or write.
+  if (a.skip != nullptr && *a.skip != 0) return;
   const int tid = threadIdx.x;
   const bool use_ranges = !d.all && d.count > 0;
   const bool inline_ranges = d.count <= kInlineDecayRanges;
@@ -860,7 +864,8 @@ __global__ void gen_params_kernel(GenMoment m, bool direct) {
   }
 }
 
-__global__ void gen_commit_kernel(GenMoment m) {
+__global__ void gen_commit_kernel(GenMoment m, const int32_t* skip) {
+  if (skip != nullptr && *skip != 0) return;
   for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < m.groups;
        g += int64_t(gridDim.x) * blockDim.x) {
     GroupMeta meta;
@@ -876,11 +881,14 @@ __global__ void gen_commit_kernel(GenMoment m) {
 }
 
 /// The element loop of the general step: warps walk [0, n) together (for the warp-level statistics).
-/// write == false: statistics of the new moments only; write == true: param and codes written.
+/// write == false: statistics of the new moments only; write == true: param, codes and the optional BF16
+/// compute copy written. A set skip flag: nothing (uniform early-out).
 __global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, const float* grad, int64_t n,
                                                                GenMoment m, GenMoment v, AdamWScalars scalars,
                                                                float no_decay, bool write,
-                                                               const __grid_constant__ DecayArgs d) {
+                                                               const __grid_constant__ DecayArgs d,
+                                                               uint16_t* compute, const int32_t* skip) {
+  if (skip != nullptr && *skip != 0) return;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t start = blockIdx.x * int64_t(blockDim.x) + (threadIdx.x & ~31); start < n; start += stride) {
     const int64_t i = start + (threadIdx.x & 31);
@@ -899,6 +907,7 @@ __global__ __launch_bounds__(kGenThreads) void gen_step_kernel(float* param, con
       }
       if (write) {
         param[i] = pi;
+        if (compute != nullptr) compute[i] = float_to_bf16(pi);
         gen_encode(m, i, mi);
         gen_encode(v, i, vi);
       }
@@ -1091,8 +1100,10 @@ void gen_group_launch(void (*kernel)(GenMoment, bool), const GenMoment& g, bool 
 
 bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
                           const AdamWScalars& with_decay, const AdamWScalars& without_decay,
-                          const DecayPlan& decay, Tensor* compute_copy) {
+                          const DecayPlan& decay, Tensor* compute_copy, const Tensor* skip) {
   const int64_t n = param.numel();
+  const int32_t* skip_flag = skip != nullptr ? skip->data<int32_t>() : nullptr;
+  uint16_t* compute = compute_copy != nullptr ? static_cast<uint16_t*>(compute_copy->data_ptr()) : nullptr;
   if (n == 0) return true;
   Tensor range_storage;
   const DecayArgs d = decay_args(decay, param, range_storage);
@@ -1106,7 +1117,8 @@ bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
     a.v = moment_args(v);
     a.scalars = with_decay;
     a.no_decay = without_decay.decay;
-    if (compute_copy != nullptr) a.compute = static_cast<uint16_t*>(compute_copy->data_ptr());
+    a.compute = compute;
+    a.skip = skip_flag;
     a.vectorized = aligned(a.param, 16) && aligned(a.grad, 16) && codes_aligned(m) && codes_aligned(v) &&
                    (a.compute == nullptr || aligned(a.compute, 8));
     a.prefetch = a.vectorized && aligned(m.codes.data_ptr(), 16) && aligned(v.codes.data_ptr(), 16);
@@ -1122,22 +1134,22 @@ bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
   gen_group_launch(gen_prepare_kernel, gv, true, param);
   const unsigned grid = grid_for(param, n, kGenThreads);
   gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv,
-                                                    with_decay, without_decay.decay, false, d);
+                                                    with_decay, without_decay.decay, false, d, nullptr, skip_flag);
   COAT_CUDA_CHECK_LAST_LAUNCH();
   gen_group_launch(gen_params_kernel, gm, false, param);
   gen_group_launch(gen_params_kernel, gv, false, param);
   gen_step_kernel<<<grid, kGenThreads, 0, stream>>>(param.data<float>(), grad.data<float>(), n, gm, gv,
-                                                    with_decay, without_decay.decay, true, d);
+                                                    with_decay, without_decay.decay, true, d, compute, skip_flag);
   COAT_CUDA_CHECK_LAST_LAUNCH();
   if (gm.groups > 0) {
-    gen_commit_kernel<<<grid_for(param, gm.groups, kGenThreads), kGenThreads, 0, stream>>>(gm);
+    gen_commit_kernel<<<grid_for(param, gm.groups, kGenThreads), kGenThreads, 0, stream>>>(gm, skip_flag);
     COAT_CUDA_CHECK_LAST_LAUNCH();
   }
   if (gv.groups > 0) {
-    gen_commit_kernel<<<grid_for(param, gv.groups, kGenThreads), kGenThreads, 0, stream>>>(gv);
+    gen_commit_kernel<<<grid_for(param, gv.groups, kGenThreads), kGenThreads, 0, stream>>>(gv, skip_flag);
     COAT_CUDA_CHECK_LAST_LAUNCH();
   }
-  return false;
+  return true;
 }
 
 void quantize_moment(const Tensor& values, MomentBuffers& out) {

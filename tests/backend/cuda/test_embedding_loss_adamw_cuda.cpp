@@ -180,17 +180,18 @@ TEST_F(CudaTrainOps, CrossEntropyMatchesCpu) {
     for (size_t i = 1; i < tv.size(); i += 5) tv[i] = static_cast<double>(kIgnore);
     Tensor logits = ops::from_vector(cpu, {c.rows, c.vocab}, c.dtype, normal_values(size_t(c.rows * c.vocab), 13, 3.0));
     Tensor targets = ops::from_vector(cpu, {c.rows}, c.target_dtype, tv);
-    const ops::CrossEntropyResult ref = ops::cross_entropy(logits, targets, kIgnore, grad_scale);
-    const ops::CrossEntropyResult got =
+    const ops::CrossEntropyResult ref_result = ops::cross_entropy(logits, targets, kIgnore, grad_scale);
+    const ops::CrossEntropyResult got_result =
         ops::cross_entropy(ops::to(logits, gpu), ops::to(targets, gpu), kIgnore, grad_scale);
+    const ops::CrossEntropyValues ref = ref_result.read(), got = got_result.read();
     const std::string what = std::string(dtype_name(c.dtype)) + " " + std::to_string(c.rows) + "x" +
                              std::to_string(c.vocab);
     EXPECT_EQ(got.count, ref.count) << what;
     const double loss_tol = c.dtype == DType::F64 ? 1e-12 * ref.count : 2e-6 * ref.count;
     EXPECT_NEAR(got.loss_sum, ref.loss_sum, loss_tol) << what;
-    ASSERT_EQ(got.dlogits.device(), Device::cuda(0));
-    ASSERT_EQ(got.dlogits.dtype(), c.dtype);
-    const std::vector<double> a = ops::to_double_vector(got.dlogits), b = ops::to_double_vector(ref.dlogits);
+    ASSERT_EQ(got_result.dlogits.device(), Device::cuda(0));
+    ASSERT_EQ(got_result.dlogits.dtype(), c.dtype);
+    const std::vector<double> a = ops::to_double_vector(got_result.dlogits), b = ops::to_double_vector(ref_result.dlogits);
     ASSERT_EQ(a.size(), b.size());
     const double rel = c.dtype == DType::F64 ? 1e-13 : c.dtype == DType::BF16 ? 1.0 / 128 : 2e-6;
     const double abs = c.dtype == DType::F64 ? 1e-16 : 1e-7 * grad_scale;
@@ -219,18 +220,19 @@ TEST_F(CudaTrainOps, CrossEntropyIsDeterministicAndGradientFree) {
   const ops::CrossEntropyResult a = ops::cross_entropy(logits, targets, kIgnore, 0.5);
   const ops::CrossEntropyResult b = ops::cross_entropy(logits, targets, kIgnore, 0.5);
   const ops::CrossEntropyResult c = ops::cross_entropy(logits, targets, kIgnore, 0.5, /*compute_grad=*/false);
+  const ops::CrossEntropyValues av = a.read(), bv = b.read(), cv = c.read();
   EXPECT_EQ(a.dlogits.shape(), logits.shape());
-  EXPECT_EQ(std::memcmp(&a.loss_sum, &b.loss_sum, sizeof(double)), 0);
-  EXPECT_EQ(std::memcmp(&a.loss_sum, &c.loss_sum, sizeof(double)), 0);
-  EXPECT_EQ(a.count, rows);
-  EXPECT_EQ(c.count, rows);
+  EXPECT_EQ(std::memcmp(&av.loss_sum, &bv.loss_sum, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&av.loss_sum, &cv.loss_sum, sizeof(double)), 0);
+  EXPECT_EQ(av.count, rows);
+  EXPECT_EQ(cv.count, rows);
   EXPECT_FALSE(c.dlogits.defined());
   EXPECT_EQ(ops::to_bytes(a.dlogits), ops::to_bytes(b.dlogits));
   // All rows ignored: loss 0, count 0, gradient all zero.
   Tensor ignored = ops::to(ops::full(cpu, {4, rows / 4}, double(kIgnore), DType::I64), gpu);
   const ops::CrossEntropyResult z = ops::cross_entropy(logits, ignored, kIgnore, 1.0);
-  EXPECT_EQ(z.loss_sum, 0.0);
-  EXPECT_EQ(z.count, 0);
+  EXPECT_EQ(z.read().loss_sum, 0.0);
+  EXPECT_EQ(z.read().count, 0);
   const std::vector<double> dz = ops::to_double_vector(z.dlogits);
   EXPECT_TRUE(std::all_of(dz.begin(), dz.end(), [](double x) { return x == 0.0; }));
 }
@@ -240,10 +242,10 @@ TEST_F(CudaTrainOps, CrossEntropyReportsTheFirstBadTarget) {
   for (DType it : {DType::I32, DType::I64}) {
     Tensor targets =
         ops::to(ops::from_vector(cpu, {6}, it, std::vector<double>{1, double(kIgnore), 2, 1000, -5, 3}), gpu);
-    expect_invalid_argument([&] { ops::cross_entropy(logits, targets, kIgnore, 1.0); },
+    expect_invalid_argument([&] { ops::cross_entropy(logits, targets, kIgnore, 1.0).read(); },
                             "[cross_entropy] target 1000 at position 3 is outside [0, V) with V = 37 and is not "
                             "ignore_index (-100)");
-    expect_invalid_argument([&] { ops::cross_entropy(logits, targets, kIgnore, 1.0, false); }, "target 1000");
+    expect_invalid_argument([&] { ops::cross_entropy(logits, targets, kIgnore, 1.0, false).read(); }, "target 1000");
   }
 }
 

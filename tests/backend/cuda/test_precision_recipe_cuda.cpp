@@ -84,7 +84,7 @@ Pass run(const ContextPtr& ctx, const std::string& recipe) {
   nn::LossOutput out = model.forward(tape, ops::from_vector(ctx, {batch, seq}, DType::I32, ids),
                                      ops::from_vector(ctx, {batch, seq}, DType::I32, targets), -1,
                                      1.0 / static_cast<double>(batch * seq));
-  p.loss = out.loss_sum / static_cast<double>(out.count);
+  p.loss = out.read().loss_sum / static_cast<double>(out.read().count);
   p.saved = tape.saved_bytes();
   tape.backward(out.root, ops::full(ctx, {1}, 1.0, DType::F64));
   for (const models::ParamUnit& u : model.units()) p.grads.push_back(ops::to_double_vector(u.grad));

@@ -9,10 +9,11 @@
 
 namespace coat::cpu {
 
-/// logits [N, V] contiguous, targets N contiguous i32/i64. Returns the summed loss of the rows whose target
-/// is not ignore_index (in double) and sets count to their number. When dlogits is defined (logits' shape
-/// and dtype) it receives (softmax - onehot) * grad_scale, zero rows for ignored targets.
-double cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
-                     Tensor& dlogits, int64_t& count);
+/// logits [N, V] contiguous, targets N contiguous i32/i64. Writes an ops::CrossEntropySums into `sums`
+/// (I64 [5]): the summed loss of the rows whose target is not ignore_index (in double), their number, and no
+/// bad rows (a bad target throws before anything is written). When dlogits is defined (logits' shape and
+/// dtype) it receives (softmax - onehot) * grad_scale, zero rows for ignored targets.
+void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double grad_scale,
+                   Tensor& dlogits, Tensor& sums);
 
 }  // namespace coat::cpu

@@ -110,5 +110,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const a
 /// sum of x_i^2 over a contiguous float tensor (any float dtype, read exactly as double), accumulated in
 /// double in index order, into the one-element F64 tensor out (0 for an empty tensor).
 void sum_squares(const Tensor& x, Tensor& out);
+/// flag[0] = 1 when some element of the contiguous f32/f64 x is inf or NaN; untouched otherwise.
+void flag_nonfinite(Tensor& flag, const Tensor& x);
 
 }  // namespace coat::cpu

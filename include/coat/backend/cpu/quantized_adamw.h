@@ -35,10 +35,12 @@ namespace coat::cpu {
 /// The fused step: per element decode m, v; adamw_math::adamw_update with `with_decay` inside the plan's
 /// ranges and `without_decay` (decay = 1) elsewhere; param written; m, v re-encoded with metadata from the
 /// groups' new values. Two passes over the data when a moment is grouped (statistics, then encode).
-void adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
+/// skip (optional I32 [1], host memory): when non-zero nothing is written and true is returned (the compute
+/// copy must stay as it is); otherwise false (the caller refreshes the compute copy).
+bool adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
                           moment_codec::MomentBuffers& v, const adamw_math::AdamWScalars& with_decay,
                           const adamw_math::AdamWScalars& without_decay,
-                          const moment_codec::DecayPlan& decay);
+                          const moment_codec::DecayPlan& decay, const Tensor* skip = nullptr);
 
 /// values: contiguous F32 [numel] -> out's codes and metadata.
 void quantize_moment(const Tensor& values, moment_codec::MomentBuffers& out);

@@ -15,5 +15,8 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const a
 /// and a fixed reduction order (identical bits run to run), into the one-element F64 tensor out on the
 /// device; no host synchronisation.
 void sum_squares(const Tensor& x, Tensor& out);
+/// flag[0] = 1 when some element of the contiguous f32/f64 x is inf or NaN; untouched otherwise. One small
+/// launch, no host synchronisation.
+void flag_nonfinite(Tensor& flag, const Tensor& x);
 
 }  // namespace coat::cuda

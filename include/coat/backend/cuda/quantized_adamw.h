@@ -26,11 +26,15 @@ inline constexpr int kInlineDecayRanges = 128;
 /// DISABLED_Llama2_7B_FourLayers in tests/backend/cuda/test_quantized_adamw.cpp): FP8Expand E4M3 for both
 /// moments 5.76 ms = 2.30 TB/s counting 16.38 bytes per parameter, 77% of a device-to-device copy (the same
 /// with a unit's decay ranges); plain FP8 84%; PyTorch's fused FP32 AdamW 8.86 ms on the same shapes.
-/// Returns true when the BF16 compute copy (if any) was written by the fused pass (false: the caller copies).
+/// The BF16 compute copy (if any) is written in the pass that writes param, on both paths; returns true
+/// (nothing for the caller to copy). skip (optional I32 [1] on the device): every launch that writes reads
+/// it first and returns when it is non-zero, so a skipped step leaves param, codes, metadata and the compute
+/// copy untouched without a host synchronisation.
 bool adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
                           moment_codec::MomentBuffers& v, const adamw_math::AdamWScalars& with_decay,
                           const adamw_math::AdamWScalars& without_decay,
-                          const moment_codec::DecayPlan& decay, Tensor* compute_copy = nullptr);
+                          const moment_codec::DecayPlan& decay, Tensor* compute_copy = nullptr,
+                          const Tensor* skip = nullptr);
 
 /// values: contiguous F32 [numel] -> out's codes and metadata (empty statistics, statistics, metadata,
 /// encode: four launches; one for F32 / BF16).
