@@ -1,12 +1,14 @@
-// coat-train: trains a Llama- or OLMo-family model from a JSON config.
-//   coat-train --config configs/tiny.json [--set section.key=value ...] [--resume auto|DIR] [--dry-run]
-//              [--device cpu|cuda] [--device-memory GIB]
+// coat-train: trains a Llama- or OLMo-family model from a JSON config; under mpirun, sharded over the ranks.
+//   [mpirun -np N] coat-train --config configs/tiny.json [--set section.key=value ...] [--resume auto|DIR]
+//              [--dry-run] [--device cpu|cuda] [--device-memory GIB]
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <iostream>
 
+#include "coat/dist/communicator.h"
+#include "coat/dist/process_group.h"
 #include "coat/models/memory_plan.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
@@ -54,6 +56,46 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
               coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
 }
 
+/// This rank's device: CPU, or the node's GPU of its local rank (ranks share GPUs round-robin when a node runs
+/// more ranks than it has GPUs; the communicator then stages through host memory, as NCCL refuses that).
+coat::Device rank_device(bool cuda, const coat::dist::ProcessGroup& world) {
+  if (!cuda) return coat::Device::cpu();
+  const int gpus = coat::ops::cuda_device_count();
+  if (gpus <= 0) throw coat::Error("train.device is cuda but no CUDA device is visible to this process");
+  return coat::Device::cuda(world.local_rank() % gpus);
+}
+
+void train(const coat::train::TrainConfig& config, const std::string& config_path, const std::string& resume,
+           const coat::dist::ProcessGroup& world) {
+  const coat::Device dev = rank_device(config.train.device == "cuda", world);
+  coat::ContextPtr ctx = coat::ops::make_context(dev);
+  std::unique_ptr<coat::dist::Communicator> comm;
+  if (world.world_size() > 1) comm = coat::dist::make_communicator(world, dev);
+  coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(), comm.get());
+  if (!resume.empty()) {
+    if (resume == "auto") {
+      auto latest = trainer.latest_checkpoint();
+      if (latest) {
+        trainer.load_checkpoint(*latest);
+      } else {
+        spdlog::info("--resume auto: no complete checkpoint in {}; starting from step 0", trainer.run_dir().string());
+      }
+    } else {
+      trainer.load_checkpoint(resume);
+    }
+  }
+  spdlog::info("{}: {} model, {} parameters, {} tokens/step, {} rank{} on {}{}", config_path,
+               config.model.architecture_name(), with_commas(config.model.parameter_count()), config.tokens_per_step(),
+               world.world_size(), world.world_size() > 1 ? "s" : "", dev.str(),
+               comm ? " (communicator: " + std::string(coat::dist::communicator_kind_name(comm->kind())) + ")" : "");
+  trainer.run();
+  const coat::train::EvalResult e = trainer.evaluate();
+  if (world.rank() != 0) return;
+  std::printf("final validation loss %.4f (perplexity %.2f); unigram entropy of the validation tokens %.4f nats; ratio %.3f\n",
+              e.loss, e.perplexity, trainer.validation_unigram_entropy(), e.loss / trainer.validation_unigram_entropy());
+  std::printf("run directory: %s\n", trainer.run_dir().string().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,38 +113,24 @@ int main(int argc, char** argv) {
                  "with --dry-run: compare the memory plan with this much device memory (GiB) instead of the device's own")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  // Under mpirun every rank runs this; without it (or with -np 1) the world is this process and MPI stays off.
+  coat::dist::ProcessGroup world = coat::dist::ProcessGroup::from_environment();
+  coat::dist::set_rank_log_prefix(world);
+  if (world.rank() != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports; the others warn and fail
   try {
     if (!device.empty()) overrides.push_back("train.device=\"" + device + "\"");
     coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
     if (dry) {
-      dry_run(config, device_memory_gib);
+      if (world.rank() == 0) dry_run(config, device_memory_gib);
       return 0;
     }
-    const coat::Device dev = config.train.device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu();
-    coat::ContextPtr ctx = coat::ops::make_context(dev);
-    coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty());
-    if (!resume.empty()) {
-      if (resume == "auto") {
-        auto latest = trainer.latest_checkpoint();
-        if (latest) {
-          trainer.load_checkpoint(*latest);
-        } else {
-          spdlog::info("--resume auto: no complete checkpoint in {}; starting from step 0", trainer.run_dir().string());
-        }
-      } else {
-        trainer.load_checkpoint(resume);
-      }
-    }
-    spdlog::info("{}: {} model, {} parameters, {} tokens/step, device {}", config_path, config.model.architecture_name(),
-                 with_commas(config.model.parameter_count()), config.tokens_per_step(), dev.str());
-    trainer.run();
-    const coat::train::EvalResult e = trainer.evaluate();
-    std::printf("final validation loss %.4f (perplexity %.2f); unigram entropy of the validation tokens %.4f nats; ratio %.3f\n",
-                e.loss, e.perplexity, trainer.validation_unigram_entropy(), e.loss / trainer.validation_unigram_entropy());
-    std::printf("run directory: %s\n", trainer.run_dir().string().c_str());
+    train(config, config_path, resume, world);
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "coat-train: error: %s\n", e.what());
+    const std::string rank = world.world_size() > 1 ? "[rank " + std::to_string(world.rank()) + "] " : "";
+    std::fprintf(stderr, "%scoat-train: error: %s\n", rank.c_str(), e.what());
+    // Every other rank would wait in its next collective for this one: end the whole job.
+    if (world.world_size() > 1) world.abort(1);
     return 1;
   }
 }
