@@ -39,7 +39,7 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   size_t device_bytes = 0;
   if (device_memory_gib > 0) {
     device_bytes = static_cast<size_t>(device_memory_gib * 1024.0 * 1024.0 * 1024.0);
-  } else if (c.train.device == "cuda") {
+  } else if (c.train.device == coat::DeviceKind::CUDA) {
     device_bytes = coat::ops::cuda_device_memory_bytes(0);
     if (device_bytes == 0) {
       std::printf("(no CUDA device visible here: the plan is not compared with a GPU's memory; pass --device-memory GIB)\n");
@@ -47,9 +47,11 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   }
   std::printf("%s", coat::train::describe_memory_plan(c, device_bytes).c_str());
   coat::train::TrainConfig other = c;
-  other.train.recompute = c.train.recompute == "blocks" ? "none" : "blocks";
+  using coat::models::Recompute;
+  other.train.recompute = c.train.recompute == Recompute::Blocks ? Recompute::None : Recompute::Blocks;
   const coat::models::MemoryPlan alternative = coat::train::memory_plan(other);
-  std::printf("with train.recompute = %s instead: total %s (activations %s)\n", other.train.recompute.c_str(),
+  std::printf("with train.recompute = %s instead: total %s (activations %s)\n",
+              std::string(coat::models::to_string(other.train.recompute)).c_str(),
               coat::models::format_bytes(static_cast<double>(alternative.total())).c_str(),
               coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
 }
@@ -78,7 +80,7 @@ int main(int argc, char** argv) {
       dry_run(config, device_memory_gib);
       return 0;
     }
-    const coat::Device dev = config.train.device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu();
+    const coat::Device dev = config.train.compute_device();
     coat::ContextPtr ctx = coat::ops::make_context(dev);
     coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty());
     if (!resume.empty()) {

@@ -15,6 +15,7 @@
 #include "coat/core/random_generator.h"
 #include "coat/models/model_config.h"
 #include "coat/models/precision_recipe.h"
+#include "coat/models/recompute.h"
 #include "coat/models/unit_layout.h"
 #include "coat/nn/fp8_block_weights.h"
 #include "coat/nn/fp8_weights.h"
@@ -45,10 +46,6 @@ struct FusedProjections {
   nn::Parameter qkv;      ///< "model.layers.<i>.self_attn.qkv_proj.weight"
   nn::Parameter gate_up;  ///< "model.layers.<i>.mlp.gate_up_proj.weight"
 };
-
-/// Activation recomputation: None keeps every block's activations for the backward; Blocks keeps only
-/// each block's input and runs the block again in the backward (nn::checkpoint).
-enum class Recompute { None, Blocks };
 
 /// Choices fixed when the model allocates (so that nothing is allocated twice).
 struct TransformerOptions {
