@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
     if (!device.empty()) overrides.push_back("train.device=\"" + device + "\"");
     // A first read for the shapes, then random tokens enough for every step.
     coat::train::TrainConfig probe = coat::train::load_train_config(config_path, overrides);
-    const bool profile = kernels && probe.train.device == "cuda";
+    const bool profile = kernels && probe.train.device == coat::DeviceKind::CUDA;
     const int64_t total_steps = steps + warmup + (profile ? kernel_steps : 0);
     const uint64_t tokens_needed = static_cast<uint64_t>(probe.tokens_per_step() * total_steps) * 11 / 10 +
                                    static_cast<uint64_t>(probe.data.seq_len) * 4;
@@ -101,13 +101,13 @@ int main(int argc, char** argv) {
     overrides.push_back("optim.warmup_steps=0");
     coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
 
-    const coat::Device dev = config.train.device == "cuda" ? coat::Device::cuda(0) : coat::Device::cpu();
+    const coat::Device dev = config.train.compute_device();
     coat::ContextPtr ctx = coat::ops::make_context(dev);
     coat::train::Trainer trainer(config, ctx);
     coat::train::BenchReport report;
     report.config_path = config_path;
     report.device = dev.str();
-    report.recipe = config.precision.recipe;
+    report.recipe = std::string(coat::models::to_string(config.precision.recipe));
     report.parameters = config.model.parameter_count();
     report.tokens_per_step = config.tokens_per_step();
     report.flops_per_token = config.model.training_flops_per_token(config.data.seq_len);

@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
     coat::models::ModelConfig shape = config.model;
     shape.num_hidden_layers = 1;
-    const coat::Device device = coat::Device::parse(config.train.device);
+    const coat::Device device = config.train.compute_device();
     auto ctx = coat::ops::make_context(device);
     const int64_t batch = config.train.micro_batch_size, seq = config.data.seq_len, hidden = shape.hidden_size;
     const double tokens = static_cast<double>(batch * seq);

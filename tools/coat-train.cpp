@@ -41,7 +41,7 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   size_t device_bytes = 0;
   if (device_memory_gib > 0) {
     device_bytes = static_cast<size_t>(device_memory_gib * 1024.0 * 1024.0 * 1024.0);
-  } else if (c.train.device == "cuda") {
+  } else if (c.train.device == coat::DeviceKind::CUDA) {
     device_bytes = coat::ops::cuda_device_memory_bytes(0);
     if (device_bytes == 0) {
       std::printf("(no CUDA device visible here: the plan is not compared with a GPU's memory; pass --device-memory GIB)\n");
@@ -49,9 +49,11 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   }
   std::printf("%s", coat::train::describe_memory_plan(c, device_bytes).c_str());
   coat::train::TrainConfig other = c;
-  other.train.recompute = c.train.recompute == "blocks" ? "none" : "blocks";
+  using coat::models::Recompute;
+  other.train.recompute = c.train.recompute == Recompute::Blocks ? Recompute::None : Recompute::Blocks;
   const coat::models::MemoryPlan alternative = coat::train::memory_plan(other);
-  std::printf("with train.recompute = %s instead: total %s (activations %s)\n", other.train.recompute.c_str(),
+  std::printf("with train.recompute = %s instead: total %s (activations %s)\n",
+              std::string(coat::models::to_string(other.train.recompute)).c_str(),
               coat::models::format_bytes(static_cast<double>(alternative.total())).c_str(),
               coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
 }
@@ -67,7 +69,7 @@ coat::Device rank_device(bool cuda, const coat::dist::ProcessGroup& world) {
 
 void train(const coat::train::TrainConfig& config, const std::string& config_path, const std::string& resume,
            const coat::dist::ProcessGroup& world) {
-  const coat::Device dev = rank_device(config.train.device == "cuda", world);
+  const coat::Device dev = rank_device(config.train.device == coat::DeviceKind::CUDA, world);
   coat::ContextPtr ctx = coat::ops::make_context(dev);
   std::unique_ptr<coat::dist::Communicator> comm;
   if (world.world_size() > 1) comm = coat::dist::make_communicator(world, dev);

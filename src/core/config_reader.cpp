@@ -56,18 +56,42 @@ ConfigSection ConfigSection::section(const std::string& key) {
   return ConfigSection(node_.contains(key) ? node_.at(key) : kEmpty, where(key));
 }
 
+bool ConfigSection::has_unread_keys() const {
+  if (!node_.is_object()) return false;
+  for (const auto& item : node_.items()) {
+    if (!known_.count(item.key())) return true;
+  }
+  return false;
+}
+
+bool ConfigSection::is_missing(const std::string& key) const {
+  return std::find(missing_.begin(), missing_.end(), key) != missing_.end();
+}
+
+ConfigError ConfigSection::missing_key_error(const std::string& key) const {
+  return ConfigError(detail::concat("config: missing required key '", where(key), "'"));
+}
+
 void ConfigSection::finish() const {
   if (!node_.is_object()) return;
   const std::vector<std::string> valid(known_.begin(), known_.end());
+  // Unknown keys first: a misspelled required key is reported as what it is, not only as the key it misses.
   for (const auto& item : node_.items()) {
     if (known_.count(item.key())) continue;
     const std::string near = closest_match(item.key(), valid);
     std::string valid_list;
     for (const std::string& k : valid) valid_list += (valid_list.empty() ? "" : ", ") + k;
+    std::string missing_list;
+    for (const std::string& k : missing_) {
+      if (!missing_list.empty()) missing_list += ", ";
+      missing_list += detail::concat("'", where(k), "'");
+    }
     throw ConfigError(detail::concat("config: unknown key '", where(item.key()), "'",
                                      near.empty() ? "" : "; did you mean '" + where(near) + "'?",
-                                     " (valid keys here: ", valid_list, ")"));
+                                     " (valid keys here: ", valid_list, ")",
+                                     missing_list.empty() ? "" : "; missing required key " + missing_list));
   }
+  if (!missing_.empty()) throw missing_key_error(missing_.front());
 }
 
 void ConfigSection::type_error(const std::string& key, std::string_view expected, const nlohmann::json& v) const {

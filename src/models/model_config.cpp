@@ -1,3 +1,5 @@
+// The model section: strict reading, validation, HF config.json in both directions, parameter and FLOP
+// counts.
 #include "coat/models/model_config.h"
 
 namespace coat::models {
@@ -49,8 +51,7 @@ void ModelConfig::validate() const {
 
 ModelConfig ModelConfig::from_config(ConfigSection s) {
   ModelConfig c;
-  const std::string arch = s.choice("architecture", "llama", {"llama", "olmo"});
-  c.architecture = arch == "olmo" ? Architecture::Olmo : Architecture::Llama;
+  c.architecture = s.choice("architecture", Architecture::Llama, {Architecture::Llama, Architecture::Olmo});
   c.hidden_size = s.require<int64_t>("hidden_size");
   c.intermediate_size = s.require<int64_t>("intermediate_size");
   c.num_hidden_layers = s.require<int64_t>("num_hidden_layers");

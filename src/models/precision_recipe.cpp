@@ -1,3 +1,4 @@
+// Precision recipes: the table of precision_recipe.h as flags, and which blocks stay in BF16.
 #include "coat/models/precision_recipe.h"
 
 #include <algorithm>
@@ -25,21 +26,36 @@ bool PrecisionRecipe::compresses(int64_t layer) const {
   return compress_activations && !layer_in_bf16(layer);
 }
 
-PrecisionRecipe make_recipe(const std::string& name, const std::vector<int64_t>& bf16_layers, int64_t num_layers) {
-  PrecisionRecipe r;
-  r.name = name;
-  if (name == "fp8") {
-    r.fp8_linears = true;
-  } else if (name == "fp8_block") {
-    r.fp8_linears = true;
-    r.block_scaled = true;
-  } else if (name == "coat") {
-    r.fp8_linears = true;
-    r.compress_activations = true;
-  } else if (name != "bf16" && name != "fp32") {
-    throw InvalidArgument(detail::concat("precision.recipe: unknown recipe \"", name,
-                                         "\"; expected fp32, bf16, fp8, fp8_block or coat"));
+std::string_view to_string(RecipeKind kind) {
+  switch (kind) {
+    case RecipeKind::FP32: return "fp32";
+    case RecipeKind::BF16: return "bf16";
+    case RecipeKind::FP8: return "fp8";
+    case RecipeKind::FP8Block: return "fp8_block";
+    case RecipeKind::Coat: return "coat";
   }
+  return "?";
+}
+
+RecipeKind parse_recipe_kind(std::string_view name) {
+  for (RecipeKind kind :
+       {RecipeKind::FP32, RecipeKind::BF16, RecipeKind::FP8, RecipeKind::FP8Block, RecipeKind::Coat}) {
+    if (name == to_string(kind)) return kind;
+  }
+  throw InvalidArgument(detail::concat("precision.recipe: unknown recipe \"", name,
+                                       "\"; expected fp32, bf16, fp8, fp8_block or coat"));
+}
+
+PrecisionRecipe make_recipe(const std::string& name, const std::vector<int64_t>& bf16_layers, int64_t num_layers) {
+  return make_recipe(parse_recipe_kind(name), bf16_layers, num_layers);
+}
+
+PrecisionRecipe make_recipe(RecipeKind kind, const std::vector<int64_t>& bf16_layers, int64_t num_layers) {
+  PrecisionRecipe r;
+  r.name = std::string(to_string(kind));
+  r.fp8_linears = kind == RecipeKind::FP8 || kind == RecipeKind::FP8Block || kind == RecipeKind::Coat;
+  r.block_scaled = kind == RecipeKind::FP8Block;
+  r.compress_activations = kind == RecipeKind::Coat;
   for (int64_t layer : bf16_layers) {
     const int64_t index = layer < 0 ? layer + num_layers : layer;
     COAT_CHECK(index >= 0 && index < num_layers, InvalidArgument, "precision.bf16_layers: layer ", layer,

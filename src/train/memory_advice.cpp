@@ -8,16 +8,22 @@ namespace coat::train {
 namespace {
 
 std::string recipe_words(const TrainConfig& c) {
-  const std::string& recipe = c.precision.recipe;
-  if (recipe == "fp32") return "fp32 weights, gradients, AdamW states and activations";
-  if (recipe == "bf16") return "bf16: BF16 compute weights and activations, FP32 masters and gradients";
-  std::string words = recipe;
+  using models::RecipeKind;
+  const RecipeKind recipe = c.precision.recipe;
+  if (recipe == RecipeKind::FP32) return "fp32 weights, gradients, AdamW states and activations";
+  if (recipe == RecipeKind::BF16) {
+    return "bf16: BF16 compute weights and activations, FP32 masters and gradients";
+  }
+  std::string words(models::to_string(recipe));
   words += ": FP8 (e4m3) copies of the block linears' weights and their transposes";
-  if (recipe == "fp8_block") words += " (one scale per 128x128 block; inputs and gradients per 1x128 group)";
+  if (recipe == RecipeKind::FP8Block) {
+    words += " (one scale per 128x128 block; inputs and gradients per 1x128 group)";
+  }
   words += ", quantised from the FP32 masters (no BF16 copy of the FP8 blocks' matrices), FP32 gradients; ";
-  words += recipe == "coat" ? "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group "
-                              "scales, linear inputs in e4m3, attention in BF16)"
-                            : "BF16 saved activations";
+  words += recipe == RecipeKind::Coat
+               ? "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group "
+                 "scales, linear inputs in e4m3, attention in BF16)"
+               : "BF16 saved activations";
   const models::PrecisionRecipe r = recipe_of(c);
   if (!r.bf16_layers.empty()) {
     std::string list;
@@ -28,7 +34,7 @@ std::string recipe_words(const TrainConfig& c) {
   return words;
 }
 
-size_t planned_total(TrainConfig c, int64_t micro_batch, const std::string& recompute) {
+size_t planned_total(TrainConfig c, int64_t micro_batch, models::Recompute recompute) {
   c.train.micro_batch_size = micro_batch;
   c.train.recompute = recompute;
   return memory_plan(c).total();
@@ -41,13 +47,13 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.micro_batch_size = c.train.micro_batch_size;
   in.seq_len = c.data.seq_len;
   in.param_dtype = DType::F32;
-  in.compute_dtype = c.precision.recipe == "fp32" ? DType::F32 : DType::BF16;
+  in.compute_dtype = c.precision.computes_in_bf16() ? DType::BF16 : DType::F32;
   in.recipe = recipe_of(c);
   in.exp_avg = exp_avg_spec(c.optim);
   in.exp_avg_sq = exp_avg_sq_spec(c.optim);
-  in.recompute = c.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None;
+  in.recompute = c.train.recompute;
   in.share_block_grads = c.optim.apply_in_backward;
-  in.device = c.train.device == "cuda" ? Device::cuda(0) : Device::cpu();
+  in.device = c.train.compute_device();
   return in;
 }
 
@@ -60,11 +66,12 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
   char line[512];
   std::snprintf(line, sizeof line,
                 "memory plan per device (%s, micro-batch %lld x %lld tokens, %s; train.recompute = %s):\n",
-                c.train.device.c_str(), static_cast<long long>(c.train.micro_batch_size),
-                static_cast<long long>(c.data.seq_len), recipe_words(c).c_str(), c.train.recompute.c_str());
+                std::string(to_string(c.train.device)).c_str(),
+                static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len),
+                recipe_words(c).c_str(), std::string(models::to_string(c.train.recompute)).c_str());
   std::string out = line + plan.str();
   if (device_bytes == 0) return out;
-  const bool cuda = c.train.device == "cuda";
+  const bool cuda = c.train.device == DeviceKind::CUDA;
   const size_t reserve = cuda ? kCudaContextReserveBytes : 0;
   const size_t usable = device_bytes > reserve ? device_bytes - reserve : 0;
   const auto fmt = [](size_t b) { return models::format_bytes(static_cast<double>(b)); };
@@ -80,29 +87,32 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
   std::vector<std::string> suggestions;
   const int64_t global = c.train.global_batch_size;
   const int64_t micro = c.train.micro_batch_size;
-  const auto fits = [&](int64_t mb, const std::string& rc) { return planned_total(c, mb, rc) <= usable; };
-  const auto largest_fitting = [&](const std::string& rc) -> int64_t {
+  using models::Recompute;
+  const auto fits = [&](int64_t mb, Recompute rc) { return planned_total(c, mb, rc) <= usable; };
+  const auto largest_fitting = [&](Recompute rc) -> int64_t {
     for (int64_t mb = micro; mb >= 1; --mb) {
       if (global % mb == 0 && fits(mb, rc)) return mb;
     }
     return 0;
   };
-  const auto describe = [&](int64_t mb, const std::string& rc) {
+  const auto describe = [&](int64_t mb, Recompute rc) {
     std::string s;
     if (mb != micro) {
       s += "train.micro_batch_size=" + std::to_string(mb) + " (" + std::to_string(global / mb) +
            " micro-batches per step)";
     }
-    if (rc != c.train.recompute) s += std::string(s.empty() ? "" : " with ") + "train.recompute=" + rc;
+    if (rc != c.train.recompute) {
+      s += std::string(s.empty() ? "" : " with ") + "train.recompute=" + std::string(models::to_string(rc));
+    }
     return s + ": " + fmt(planned_total(c, mb, rc));
   };
   const int64_t as_configured = largest_fitting(c.train.recompute);
-  if (c.train.recompute != "blocks") {
-    const int64_t recomputing = largest_fitting("blocks");
-    if (recomputing == micro) suggestions.push_back(describe(micro, "blocks"));
+  if (c.train.recompute != Recompute::Blocks) {
+    const int64_t recomputing = largest_fitting(Recompute::Blocks);
+    if (recomputing == micro) suggestions.push_back(describe(micro, Recompute::Blocks));
     if (as_configured > 0) suggestions.push_back(describe(as_configured, c.train.recompute));
     if (recomputing > 0 && recomputing != micro && recomputing > as_configured) {
-      suggestions.push_back(describe(recomputing, "blocks"));
+      suggestions.push_back(describe(recomputing, Recompute::Blocks));
     }
   } else if (as_configured > 0) {
     suggestions.push_back(describe(as_configured, c.train.recompute));
@@ -125,7 +135,7 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
     const models::MemoryPlan plan_one = [&] {
       TrainConfig one = c;
       one.train.micro_batch_size = 1;
-      one.train.recompute = "blocks";
+      one.train.recompute = Recompute::Blocks;
       return memory_plan(one);
     }();
     const size_t fixed =

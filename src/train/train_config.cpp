@@ -1,3 +1,5 @@
+// The training config: reading each section strictly into its typed struct, the cross-section checks, and
+// each section's to_json (the resolved document).
 #include "coat/train/train_config.h"
 
 #include <fstream>
@@ -6,12 +8,76 @@
 
 namespace coat::train {
 
+std::string_view to_string(DataFormat format) {
+  switch (format) {
+    case DataFormat::Coat: return "coat";
+    case DataFormat::U16: return "u16";
+    case DataFormat::U32: return "u32";
+  }
+  return "?";
+}
+
+std::string_view to_string(NonfinitePolicy policy) {
+  switch (policy) {
+    case NonfinitePolicy::Stop: return "stop";
+    case NonfinitePolicy::Skip: return "skip";
+  }
+  return "?";
+}
+
+std::string_view to_string(ProgressDisplay progress) {
+  switch (progress) {
+    case ProgressDisplay::Auto: return "auto";
+    case ProgressDisplay::On: return "on";
+    case ProgressDisplay::Off: return "off";
+  }
+  return "?";
+}
+
+std::string_view to_string(ReduceDType dtype) {
+  switch (dtype) {
+    case ReduceDType::FP32: return "fp32";
+    case ReduceDType::BF16: return "bf16";
+  }
+  return "?";
+}
+
+std::string_view state_dtype_name(ops::MomentEncoding encoding) {
+  switch (encoding) {
+    case ops::MomentEncoding::F32: return "fp32";
+    case ops::MomentEncoding::BF16: return "bf16";
+    case ops::MomentEncoding::FP8: return "fp8";
+    case ops::MomentEncoding::FP8Expand: return "fp8_expand";
+  }
+  return "?";
+}
+
+ops::MomentEncoding parse_state_dtype(std::string_view name) {
+  for (ops::MomentEncoding e : {ops::MomentEncoding::F32, ops::MomentEncoding::BF16, ops::MomentEncoding::FP8,
+                                ops::MomentEncoding::FP8Expand}) {
+    if (name == state_dtype_name(e)) return e;
+  }
+  throw ConfigError(
+      detail::concat("config: optimizer state dtype '", name, "' is not one of fp32, bf16, fp8, fp8_expand"));
+}
+
+DType parse_moment_fp8(std::string_view name) {
+  for (DType t : {DType::E4M3, DType::E5M2}) {
+    if (name == dtype_name(t)) return t;
+  }
+  throw ConfigError(
+      detail::concat("config: optimizer state fp8 format '", name, "' is not one of e4m3, e5m2"));
+}
+
 namespace {
+
+// JSON strings from the enums' names (string_view is not a JSON string type of every nlohmann version).
+std::string json_string(std::string_view spelling) { return std::string(spelling); }
 
 DataConfig read_data(ConfigSection s) {
   DataConfig d;
   d.path = s.require<std::string>("path");
-  d.format = s.choice("format", d.format, {"coat", "u16", "u32"});
+  d.format = s.choice("format", d.format, {DataFormat::Coat, DataFormat::U16, DataFormat::U32});
   d.tokenizer = s.get<std::string>("tokenizer", "");
   d.seq_len = s.require<int64_t>("seq_len");
   s.check_range<int64_t>("seq_len", d.seq_len, 1, int64_t{1} << 20);
@@ -24,7 +90,7 @@ DataConfig read_data(ConfigSection s) {
 
 LoopConfig read_loop(ConfigSection s) {
   LoopConfig t;
-  t.device = s.choice("device", t.device, {"cpu", "cuda"});
+  t.device = s.choice("device", t.device, {DeviceKind::CPU, DeviceKind::CUDA});
   t.micro_batch_size = s.get<int64_t>("micro_batch_size", t.micro_batch_size);
   s.check_range<int64_t>("micro_batch_size", t.micro_batch_size, 1, 1 << 20);
   t.global_batch_size = s.get<int64_t>("global_batch_size", t.micro_batch_size);
@@ -42,19 +108,32 @@ LoopConfig read_loop(ConfigSection s) {
   s.check_range<int64_t>("eval_batches", t.eval_batches, 0, int64_t{1} << 30);
   t.log_interval = s.get<int64_t>("log_interval", t.log_interval);
   s.check_range<int64_t>("log_interval", t.log_interval, 1, int64_t{1} << 40);
-  t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {"stop", "skip"});
+  t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {NonfinitePolicy::Stop, NonfinitePolicy::Skip});
   t.init_from = s.get<std::string>("init_from", "");
-  t.recompute = s.choice("recompute", t.recompute, {"none", "blocks"});
+  t.recompute = s.choice("recompute", t.recompute, {models::Recompute::None, models::Recompute::Blocks});
   s.finish();
   return t;
 }
 
+// One moment's storage: a concrete one, or "auto" (the recipe's storage, default_state_dtype). `fallback` is
+// the storage when the key is absent.
+ops::MomentEncoding read_state_dtype(ConfigSection& s, const std::string& key, const std::string& fallback,
+                                     models::RecipeKind recipe) {
+  constexpr ops::MomentEncoding kStorages[] = {ops::MomentEncoding::F32, ops::MomentEncoding::BF16,
+                                               ops::MomentEncoding::FP8, ops::MomentEncoding::FP8Expand};
+  std::vector<std::string> names = {"auto"};
+  for (ops::MomentEncoding e : kStorages) names.emplace_back(state_dtype_name(e));
+  const std::string chosen = s.choice(key, fallback, names);
+  return chosen == "auto" ? default_state_dtype(recipe) : parse_state_dtype(chosen);
+}
+
 // recipe: precision.recipe, which "auto" state storages follow.
-OptimConfig read_optim(ConfigSection s, const std::string& recipe) {
+OptimConfig read_optim(ConfigSection s, models::RecipeKind recipe) {
   OptimConfig o;
   o.lr = s.require<double>("lr");
   s.check_range("lr", o.lr, 0.0, 10.0);
-  o.schedule = s.choice("schedule", o.schedule, {"constant", "linear", "cosine"});
+  o.schedule = s.choice("schedule", o.schedule,
+                        {optim::LrSchedule::Constant, optim::LrSchedule::Linear, optim::LrSchedule::Cosine});
   o.warmup_steps = s.get<int64_t>("warmup_steps", o.warmup_steps);
   s.check_range<int64_t>("warmup_steps", o.warmup_steps, 0, int64_t{1} << 40);
   o.min_lr_ratio = s.get<double>("min_lr_ratio", o.min_lr_ratio);
@@ -72,15 +151,12 @@ OptimConfig read_optim(ConfigSection s, const std::string& recipe) {
   o.decay_embeddings = s.get<bool>("decay_embeddings", o.decay_embeddings);
   o.decay_norms = s.get<bool>("decay_norms", o.decay_norms);
   // "auto" is the recipe's storage; the parsed config holds only concrete storages.
-  const std::vector<std::string> state_dtypes = {"auto", "fp32", "bf16", "fp8", "fp8_expand"};
-  const auto concrete = [&recipe](const std::string& dtype) {
-    return dtype == "auto" ? default_state_dtype(recipe) : dtype;
-  };
-  o.state_dtype = concrete(s.choice("state_dtype", "auto", state_dtypes));
-  o.exp_avg_dtype = concrete(s.choice("exp_avg_dtype", o.state_dtype, state_dtypes));
-  o.exp_avg_sq_dtype = concrete(s.choice("exp_avg_sq_dtype", o.state_dtype, state_dtypes));
-  o.exp_avg_fp8 = s.choice("exp_avg_fp8", o.exp_avg_fp8, {"e4m3", "e5m2"});
-  o.exp_avg_sq_fp8 = s.choice("exp_avg_sq_fp8", o.exp_avg_sq_fp8, {"e4m3", "e5m2"});
+  o.state_dtype = read_state_dtype(s, "state_dtype", "auto", recipe);
+  const std::string state_dtype(state_dtype_name(o.state_dtype));
+  o.exp_avg_dtype = read_state_dtype(s, "exp_avg_dtype", state_dtype, recipe);
+  o.exp_avg_sq_dtype = read_state_dtype(s, "exp_avg_sq_dtype", state_dtype, recipe);
+  o.exp_avg_fp8 = s.choice("exp_avg_fp8", o.exp_avg_fp8, {DType::E4M3, DType::E5M2}, dtype_name);
+  o.exp_avg_sq_fp8 = s.choice("exp_avg_sq_fp8", o.exp_avg_sq_fp8, {DType::E4M3, DType::E5M2}, dtype_name);
   o.state_group_size = s.get<int64_t>("state_group_size", o.state_group_size);
   s.check_range<int64_t>("state_group_size", o.state_group_size, 1, 65536);
   o.apply_in_backward = s.get<bool>("apply_in_backward", o.apply_in_backward);
@@ -108,7 +184,7 @@ std::vector<int64_t> read_bf16_layers(ConfigSection& s, int64_t num_layers) {
   }
   // The range, as the recipe checks it (the message names precision.bf16_layers).
   try {
-    models::make_recipe("bf16", layers, num_layers);
+    models::make_recipe(models::RecipeKind::BF16, layers, num_layers);
   } catch (const InvalidArgument& e) {
     throw ConfigError(detail::concat("config: ", e.what()));
   }
@@ -116,17 +192,141 @@ std::vector<int64_t> read_bf16_layers(ConfigSection& s, int64_t num_layers) {
 }
 
 PrecisionConfig read_precision(ConfigSection s, int64_t num_layers) {
+  using models::RecipeKind;
   PrecisionConfig p;
-  p.recipe = s.choice("recipe", p.recipe, {"fp32", "bf16", "fp8", "fp8_block", "coat"});
+  p.recipe = s.choice("recipe", p.recipe,
+                      {RecipeKind::FP32, RecipeKind::BF16, RecipeKind::FP8, RecipeKind::FP8Block,
+                       RecipeKind::Coat});
   p.bf16_layers = read_bf16_layers(s, num_layers);
   s.finish();
   return p;
 }
 
+DistConfig read_dist(ConfigSection s) {
+  DistConfig d;
+  d.world_size = s.get<int64_t>("world_size", d.world_size);
+  s.check_range<int64_t>("world_size", d.world_size, 0, int64_t{1} << 20);
+  d.shard_size = s.get<int64_t>("shard_size", d.shard_size);
+  s.check_range<int64_t>("shard_size", d.shard_size, 0, int64_t{1} << 20);
+  if (d.world_size > 0 && d.shard_size > 0 && d.world_size % d.shard_size != 0) {
+    throw ConfigError(detail::concat("config: 'dist.shard_size' = ", d.shard_size,
+                                     " must divide 'dist.world_size' = ", d.world_size,
+                                     " (each group of shard_size ranks holds one copy of the shards)"));
+  }
+  d.reshard_after_forward = s.get<bool>("reshard_after_forward", d.reshard_after_forward);
+  d.prefetch = s.get<int64_t>("prefetch", d.prefetch);
+  s.check_range<int64_t>("prefetch", d.prefetch, 0, 1 << 10);
+  d.reduce_dtype = s.choice("reduce_dtype", d.reduce_dtype, {ReduceDType::FP32, ReduceDType::BF16});
+  d.timeout_s = s.get<double>("timeout_s", d.timeout_s);
+  if (!(d.timeout_s > 0.0) || d.timeout_s > 1e7) {
+    throw ConfigError(detail::concat("config: 'dist.timeout_s' = ", d.timeout_s,
+                                     " is out of range; expected 0 < value <= 1e+07 (seconds)"));
+  }
+  d.fp8_all_gather = s.get<bool>("fp8_all_gather", d.fp8_all_gather);
+  s.finish();
+  return d;
+}
+
+CheckpointConfig read_checkpoint(ConfigSection s) {
+  CheckpointConfig k;
+  k.interval = s.get<int64_t>("interval", k.interval);
+  s.check_range<int64_t>("interval", k.interval, 0, int64_t{1} << 40);
+  k.keep_last = s.get<int64_t>("keep_last", k.keep_last);
+  s.check_range<int64_t>("keep_last", k.keep_last, 0, 1 << 20);
+  s.finish();
+  return k;
+}
+
+LoggingConfig read_logging(ConfigSection s) {
+  LoggingConfig l;
+  l.run_dir = s.get<std::string>("run_dir", "");
+  l.progress =
+      s.choice("progress", l.progress, {ProgressDisplay::Auto, ProgressDisplay::On, ProgressDisplay::Off});
+  s.finish();
+  return l;
+}
+
 }  // namespace
 
-std::string default_state_dtype(const std::string& recipe) {
-  return recipe == "coat" ? "fp8_expand" : "fp32";
+nlohmann::json DataConfig::to_json() const {
+  return {{"path", path},       {"format", json_string(to_string(format))},
+          {"tokenizer", tokenizer}, {"seq_len", seq_len},
+          {"validation_fraction", validation_fraction}, {"seed", seed}};
+}
+
+nlohmann::json LoopConfig::to_json() const {
+  return {{"device", json_string(to_string(device))},
+          {"micro_batch_size", micro_batch_size},
+          {"global_batch_size", global_batch_size},
+          {"max_steps", max_steps},
+          {"seed", seed},
+          {"eval_interval", eval_interval},
+          {"eval_batches", eval_batches},
+          {"log_interval", log_interval},
+          {"on_nonfinite", json_string(to_string(on_nonfinite))},
+          {"init_from", init_from},
+          {"recompute", json_string(to_string(recompute))}};
+}
+
+nlohmann::json OptimConfig::to_json() const {
+  return {{"lr", lr},
+          {"schedule", json_string(to_string(schedule))},
+          {"warmup_steps", warmup_steps},
+          {"min_lr_ratio", min_lr_ratio},
+          {"beta1", beta1},
+          {"beta2", beta2},
+          {"eps", eps},
+          {"weight_decay", weight_decay},
+          {"clip_grad_norm", clip_grad_norm},
+          {"decay_embeddings", decay_embeddings},
+          {"decay_norms", decay_norms},
+          // Checkpoints compare these spellings when a run resumes (Trainer::load_optimizer_states).
+          {"state_dtype", json_string(state_dtype_name(state_dtype))},
+          {"exp_avg_dtype", json_string(state_dtype_name(exp_avg_encoding()))},
+          {"exp_avg_sq_dtype", json_string(state_dtype_name(exp_avg_sq_encoding()))},
+          {"exp_avg_fp8", json_string(dtype_name(exp_avg_fp8))},
+          {"exp_avg_sq_fp8", json_string(dtype_name(exp_avg_sq_fp8))},
+          {"state_group_size", state_group_size},
+          {"apply_in_backward", apply_in_backward}};
+}
+
+nlohmann::json PrecisionConfig::to_json() const {
+  return {{"recipe", json_string(to_string(recipe))}, {"bf16_layers", bf16_layers}};
+}
+
+nlohmann::json DistConfig::to_json() const {
+  return {{"world_size", world_size},
+          {"shard_size", shard_size},
+          {"reshard_after_forward", reshard_after_forward},
+          {"prefetch", prefetch},
+          {"reduce_dtype", json_string(to_string(reduce_dtype))},
+          {"timeout_s", timeout_s},
+          {"fp8_all_gather", fp8_all_gather}};
+}
+
+nlohmann::json CheckpointConfig::to_json() const {
+  return {{"interval", interval}, {"keep_last", keep_last}};
+}
+
+nlohmann::json LoggingConfig::to_json() const {
+  return {{"run_dir", run_dir}, {"progress", json_string(to_string(progress))}};
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  nlohmann::json r;
+  r["model"] = model.to_json();
+  r["data"] = data.to_json();
+  r["train"] = train.to_json();
+  r["optim"] = optim.to_json();
+  r["precision"] = precision.to_json();
+  r["dist"] = dist.to_json();
+  r["checkpoint"] = checkpoint.to_json();
+  r["logging"] = logging.to_json();
+  return r;
+}
+
+ops::MomentEncoding default_state_dtype(models::RecipeKind recipe) {
+  return recipe == models::RecipeKind::Coat ? ops::MomentEncoding::FP8Expand : ops::MomentEncoding::F32;
 }
 
 models::PrecisionRecipe recipe_of(const TrainConfig& c) {
@@ -144,30 +344,19 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
     // The recipe first: the optimizer states' default storage follows it.
     c.precision = read_precision(root.section("precision"), c.model.num_hidden_layers);
     c.optim = read_optim(root.section("optim"), c.precision.recipe);
-    root.section("dist").finish();
-    {
-      ConfigSection k = root.section("checkpoint");
-      c.checkpoint.interval = k.get<int64_t>("interval", c.checkpoint.interval);
-      k.check_range<int64_t>("interval", c.checkpoint.interval, 0, int64_t{1} << 40);
-      c.checkpoint.keep_last = k.get<int64_t>("keep_last", c.checkpoint.keep_last);
-      k.check_range<int64_t>("keep_last", c.checkpoint.keep_last, 0, 1 << 20);
-      k.finish();
-    }
-    {
-      ConfigSection l = root.section("logging");
-      c.logging.run_dir = l.get<std::string>("run_dir", "");
-      c.logging.progress = l.choice("progress", c.logging.progress, {"auto", "on", "off"});
-      l.finish();
-    }
+    c.dist = read_dist(root.section("dist"));
+    c.checkpoint = read_checkpoint(root.section("checkpoint"));
+    c.logging = read_logging(root.section("logging"));
     root.finish();
     if (c.data.seq_len > c.model.max_position_embeddings) {
       throw ConfigError(detail::concat("config: 'data.seq_len' = ", c.data.seq_len,
                                        " is longer than 'model.max_position_embeddings' = ",
                                        c.model.max_position_embeddings));
     }
-    if (c.optim.schedule != "constant" && c.optim.warmup_steps > c.train.max_steps) {
-      throw ConfigError(detail::concat("config: 'optim.warmup_steps' = ", c.optim.warmup_steps, " is longer than 'train.max_steps' = ",
-                                       c.train.max_steps, "; the ", c.optim.schedule, " schedule needs warmup <= max_steps"));
+    if (c.optim.schedule != optim::LrSchedule::Constant && c.optim.warmup_steps > c.train.max_steps) {
+      throw ConfigError(detail::concat("config: 'optim.warmup_steps' = ", c.optim.warmup_steps,
+                                       " is longer than 'train.max_steps' = ", c.train.max_steps, "; the ",
+                                       to_string(c.optim.schedule), " schedule needs warmup <= max_steps"));
     }
     if (c.optim.apply_in_backward && c.accumulation_steps() != 1) {
       throw ConfigError(detail::concat("config: 'optim.apply_in_backward' updates each unit when its gradient is "
@@ -184,45 +373,7 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
       c.logging.run_dir = "runs/" + std::filesystem::path(source).stem().string();
     }
     // The resolved document: every value the run uses, defaults included.
-    nlohmann::json r;
-    r["model"] = c.model.to_json();
-    r["data"] = {{"path", c.data.path},     {"format", c.data.format},
-                 {"tokenizer", c.data.tokenizer}, {"seq_len", c.data.seq_len},
-                 {"validation_fraction", c.data.validation_fraction}, {"seed", c.data.seed}};
-    r["train"] = {{"device", c.train.device},
-                  {"micro_batch_size", c.train.micro_batch_size},
-                  {"global_batch_size", c.train.global_batch_size},
-                  {"max_steps", c.train.max_steps},
-                  {"seed", c.train.seed},
-                  {"eval_interval", c.train.eval_interval},
-                  {"eval_batches", c.train.eval_batches},
-                  {"log_interval", c.train.log_interval},
-                  {"on_nonfinite", c.train.on_nonfinite},
-                  {"init_from", c.train.init_from},
-                  {"recompute", c.train.recompute}};
-    r["optim"] = {{"lr", c.optim.lr},
-                  {"schedule", c.optim.schedule},
-                  {"warmup_steps", c.optim.warmup_steps},
-                  {"min_lr_ratio", c.optim.min_lr_ratio},
-                  {"beta1", c.optim.beta1},
-                  {"beta2", c.optim.beta2},
-                  {"eps", c.optim.eps},
-                  {"weight_decay", c.optim.weight_decay},
-                  {"clip_grad_norm", c.optim.clip_grad_norm},
-                  {"decay_embeddings", c.optim.decay_embeddings},
-                  {"decay_norms", c.optim.decay_norms},
-                  {"state_dtype", c.optim.state_dtype},
-                  {"exp_avg_dtype", c.optim.exp_avg_dtype},
-                  {"exp_avg_sq_dtype", c.optim.exp_avg_sq_dtype},
-                  {"exp_avg_fp8", c.optim.exp_avg_fp8},
-                  {"exp_avg_sq_fp8", c.optim.exp_avg_sq_fp8},
-                  {"state_group_size", c.optim.state_group_size},
-                  {"apply_in_backward", c.optim.apply_in_backward}};
-    r["precision"] = {{"recipe", c.precision.recipe}, {"bf16_layers", c.precision.bf16_layers}};
-    r["dist"] = nlohmann::json::object();
-    r["checkpoint"] = {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}};
-    r["logging"] = {{"run_dir", c.logging.run_dir}, {"progress", c.logging.progress}};
-    c.resolved = std::move(r);
+    c.resolved = c.to_json();
     return c;
   } catch (const ConfigError& e) {
     throw ConfigError(detail::concat(source, ": ", e.what()));
@@ -249,27 +400,11 @@ TrainConfig load_train_config(const std::filesystem::path& path, const std::vect
 
 namespace {
 
-// The storage of one AdamW moment from its config strings (validated by the config reader).
-ops::MomentSpec moment_spec(const std::string& dtype, const std::string& fp8, int64_t group_size) {
+// The storage of one AdamW moment.
+ops::MomentSpec moment_spec(ops::MomentEncoding encoding, DType fp8, int64_t group_size) {
   ops::MomentSpec spec;
-  if (dtype == "fp32") {
-    spec.encoding = ops::MomentEncoding::F32;
-  } else if (dtype == "bf16") {
-    spec.encoding = ops::MomentEncoding::BF16;
-  } else if (dtype == "fp8") {
-    spec.encoding = ops::MomentEncoding::FP8;
-  } else if (dtype == "fp8_expand") {
-    spec.encoding = ops::MomentEncoding::FP8Expand;
-  } else {
-    throw ConfigError(detail::concat("config: optimizer state dtype '", dtype, "' is not one of fp32, bf16, fp8, fp8_expand"));
-  }
-  if (fp8 == "e4m3") {
-    spec.fp8 = DType::E4M3;
-  } else if (fp8 == "e5m2") {
-    spec.fp8 = DType::E5M2;
-  } else {
-    throw ConfigError(detail::concat("config: optimizer state fp8 format '", fp8, "' is not one of e4m3, e5m2"));
-  }
+  spec.encoding = encoding;
+  spec.fp8 = fp8;
   spec.group_size = group_size;
   return spec;
 }
@@ -277,12 +412,11 @@ ops::MomentSpec moment_spec(const std::string& dtype, const std::string& fp8, in
 }  // namespace
 
 ops::MomentSpec exp_avg_spec(const OptimConfig& o) {
-  return moment_spec(o.exp_avg_dtype.empty() ? o.state_dtype : o.exp_avg_dtype, o.exp_avg_fp8, o.state_group_size);
+  return moment_spec(o.exp_avg_encoding(), o.exp_avg_fp8, o.state_group_size);
 }
 
 ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o) {
-  return moment_spec(o.exp_avg_sq_dtype.empty() ? o.state_dtype : o.exp_avg_sq_dtype, o.exp_avg_sq_fp8,
-                     o.state_group_size);
+  return moment_spec(o.exp_avg_sq_encoding(), o.exp_avg_sq_fp8, o.state_group_size);
 }
 
 }  // namespace coat::train

@@ -28,10 +28,12 @@ namespace coat::train {
 namespace {
 
 data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
-  data::TokenFile f = d.format == "coat" ? data::TokenFile::open(d.path)
-                                         : data::TokenFile::open_raw(d.path, d.format == "u16" ? data::TokenWidth::U16
-                                                                                              : data::TokenWidth::U32,
-                                                                     static_cast<uint32_t>(vocab));
+  data::TokenFile f = d.format == DataFormat::Coat
+                          ? data::TokenFile::open(d.path)
+                          : data::TokenFile::open_raw(d.path,
+                                                      d.format == DataFormat::U16 ? data::TokenWidth::U16
+                                                                                  : data::TokenWidth::U32,
+                                                      static_cast<uint32_t>(vocab));
   if (f.vocab_size() > static_cast<uint64_t>(vocab)) {
     throw ConfigError(detail::concat("token file '", d.path, "' was made with a vocabulary of ", f.vocab_size(),
                                      " tokens but model.vocab_size is ", vocab));
@@ -48,7 +50,7 @@ bool has_previous_run(const std::filesystem::path& dir) {
 
 optim::LrSchedule make_schedule(const TrainConfig& c) {
   optim::LrSchedule s;
-  s.kind = optim::LrSchedule::parse_kind(c.optim.schedule);
+  s.kind = c.optim.schedule;
   s.peak_lr = static_cast<float>(c.optim.lr);
   s.warmup_steps = c.optim.warmup_steps;
   s.total_steps = c.train.max_steps;
@@ -85,7 +87,7 @@ void Trainer::check_setup(bool resuming) const {
                                      "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
                                      "continue it, or set logging.run_dir to a new directory"));
   }
-  if (config_.precision.recipe == "fp32" && context_->device().is_cuda()) {
+  if (config_.precision.recipe == models::RecipeKind::FP32 && context_->device().is_cuda()) {
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
   }
@@ -102,7 +104,7 @@ void Trainer::build_model() {
   // bf16, fp8, coat: BF16 compute weights and activations, FP32 master weights and gradients (the FP8 recipes
   // add FP8 GEMMs and, under coat, compressed saved activations: models/precision_recipe.h).
   const std::optional<DType> compute =
-      config_.precision.recipe != "fp32" ? std::optional<DType>(DType::BF16) : std::nullopt;
+      config_.precision.computes_in_bf16() ? std::optional<DType>(DType::BF16) : std::nullopt;
   models::TransformerOptions options;
   options.recipe = recipe_of(config_);
   if (world_ > 1) {
@@ -113,10 +115,10 @@ void Trainer::build_model() {
   }
   model_ = std::make_unique<models::Transformer>(config_.model, context_, DType::F32, /*with_grads=*/true, compute,
                                                  options);
-  model_->set_recompute(config_.train.recompute == "blocks" ? models::Recompute::Blocks : models::Recompute::None);
+  model_->set_recompute(config_.train.recompute);
   if (world_ > 1) {
     fsdp_ = std::make_unique<dist::FsdpUnits>(model_->store(), *comm_,
-                                              dist::FsdpOptions{/*reshard_after_forward=*/true});
+                                              dist::FsdpOptions{config_.dist.reshard_after_forward});
     model_->set_unit_hooks(fsdp_.get());
   }
 }
@@ -173,7 +175,8 @@ void Trainer::open_run_dir() {
   std::filesystem::create_directories(run_dir_);
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
   const bool tty = isatty(STDERR_FILENO) != 0;
-  const bool progress = config_.logging.progress == "on" || (config_.logging.progress == "auto" && tty);
+  const bool progress = config_.logging.progress == ProgressDisplay::On ||
+                        (config_.logging.progress == ProgressDisplay::Auto && tty);
   metrics_ = std::make_unique<MetricsLogger>(run_dir_ / "metrics.jsonl", progress);
 }
 
@@ -203,7 +206,8 @@ StepRecord Trainer::train_step() {
     const size_t device_bytes = dev.is_cuda() ? ops::cuda_device_memory_bytes(dev.index) : 0;
     spdlog::error("step {} ran out of memory on {}\n{}", step_ + 1, dev.str(), describe_memory_plan(config_, device_bytes));
     throw OutOfMemory(detail::concat("step ", step_ + 1, " (micro-batch ", config_.train.micro_batch_size, " x ",
-                                     config_.data.seq_len, " tokens, train.recompute = ", config_.train.recompute,
+                                     config_.data.seq_len,
+                                     " tokens, train.recompute = ", models::to_string(config_.train.recompute),
                                      ") ran out of memory on ", dev.str(),
                                      " (the memory plan and what would fit are logged above): ", e.what()));
   }
@@ -282,7 +286,7 @@ StepRecord Trainer::finish_step(StepRecord rec, const StepOutcome& outcome) {
                                             " (loss ", rec.loss, ", grad norm ", rec.grad_norm,
                                             "); first non-finite tensor: ",
                                             outcome.culprit.empty() ? "?" : outcome.culprit);
-    if (config_.train.on_nonfinite == "stop") {
+    if (config_.train.on_nonfinite == NonfinitePolicy::Stop) {
       throw Error(what + ". " + outcome.updated + "; lower optim.lr or resume from the last checkpoint.");
     }
     spdlog::warn("{}; step skipped (train.on_nonfinite = skip)", what);
@@ -363,12 +367,24 @@ void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
   // storages that the two configs produce are compared, not their spellings.
   if (ck.meta.contains("config") && ck.meta["config"].contains("optim")) {
     const nlohmann::json& saved = ck.meta["config"]["optim"];
+    // A key the checkpoint lacks is this config's (a moment's dtype: the checkpoint's state_dtype).
     OptimConfig before = config_.optim;
-    before.state_dtype = saved.value("state_dtype", before.state_dtype);
-    before.exp_avg_dtype = saved.value("exp_avg_dtype", before.state_dtype);
-    before.exp_avg_sq_dtype = saved.value("exp_avg_sq_dtype", before.state_dtype);
-    before.exp_avg_fp8 = saved.value("exp_avg_fp8", before.exp_avg_fp8);
-    before.exp_avg_sq_fp8 = saved.value("exp_avg_sq_fp8", before.exp_avg_sq_fp8);
+    if (saved.contains("state_dtype")) {
+      before.state_dtype = parse_state_dtype(saved["state_dtype"].get<std::string>());
+    }
+    const auto moment_dtype = [&saved](const char* key) -> std::optional<ops::MomentEncoding> {
+      const std::string spelled = saved.value(key, std::string());
+      if (spelled.empty()) return std::nullopt;  // early versions wrote "" for "as state_dtype"
+      return parse_state_dtype(spelled);
+    };
+    before.exp_avg_dtype = moment_dtype("exp_avg_dtype");
+    before.exp_avg_sq_dtype = moment_dtype("exp_avg_sq_dtype");
+    if (saved.contains("exp_avg_fp8")) {
+      before.exp_avg_fp8 = parse_moment_fp8(saved["exp_avg_fp8"].get<std::string>());
+    }
+    if (saved.contains("exp_avg_sq_fp8")) {
+      before.exp_avg_sq_fp8 = parse_moment_fp8(saved["exp_avg_sq_fp8"].get<std::string>());
+    }
     before.state_group_size = saved.value("state_group_size", before.state_group_size);
     auto same = [](const ops::MomentSpec& a, const ops::MomentSpec& b) {
       if (a.encoding != b.encoding) return false;

@@ -61,6 +61,49 @@ TEST(ConfigReader, ChoicesAreStrict) {
   EXPECT_NE(message.find("did you mean \"fp8_expand\"?"), std::string::npos) << message;
 }
 
+TEST(ConfigReader, MisspelledRequiredKeyIsAnUnknownKeyWithItsSuggestion) {
+  const json doc = json::parse(R"({"hidden_size": 64, "mx_position_embeddings": 256, "rope_theta": 1e4})");
+  ConfigSection s(doc, "model");
+  EXPECT_EQ(s.require<int64_t>("hidden_size"), 64);
+  // Keys not read yet remain (the typo among them): the missing key is reported by finish(), not here.
+  EXPECT_EQ(s.require<int64_t>("max_position_embeddings"), 0);
+  EXPECT_NO_THROW(s.check_range<int64_t>("max_position_embeddings", 0, 1, 1 << 20));
+  s.get<double>("rope_theta", 0.0);
+  const std::string message = error_of([&] { s.finish(); });
+  EXPECT_NE(
+      message.find("unknown key 'model.mx_position_embeddings'; did you mean 'model.max_position_embeddings'?"),
+      std::string::npos)
+      << message;
+  EXPECT_NE(message.find("missing required key 'model.max_position_embeddings'"), std::string::npos)
+      << message;
+}
+
+TEST(ConfigReader, MissingRequiredKeyWithoutATypoIsReportedByFinish) {
+  const json doc = json::parse(R"({"lr": 1e-3, "warmup_steps": 10})");
+  ConfigSection s(doc, "optim");
+  s.get<double>("lr", 0.0);
+  EXPECT_EQ(s.require<int64_t>("max_steps"), 0);  // warmup_steps is not read yet: it might be a misspelling
+  s.get<int64_t>("warmup_steps", 0);
+  EXPECT_EQ(error_of([&] { s.finish(); }), "config: missing required key 'optim.max_steps'");
+}
+
+enum class Fruit { Apple, Pear };
+std::string_view to_string(Fruit f) { return f == Fruit::Apple ? "apple" : "pear"; }
+
+TEST(ConfigReader, EnumChoicesUseTheEnumsNames) {
+  const json doc = json::parse(R"({"fruit": "pear", "other": "apel"})");
+  ConfigSection s(doc, "basket");
+  EXPECT_EQ(s.choice("fruit", Fruit::Apple, {Fruit::Apple, Fruit::Pear}), Fruit::Pear);
+  EXPECT_EQ(s.choice("absent", Fruit::Apple, {Fruit::Apple, Fruit::Pear}), Fruit::Apple);
+  EXPECT_EQ(error_of([&] { s.choice("other", Fruit::Pear, {Fruit::Apple, Fruit::Pear}); }),
+            "config: 'basket.other' = \"apel\" is not valid; expected one of: apple, pear "
+            "(did you mean \"apple\"?)");
+  const auto upper = [](Fruit f) { return f == Fruit::Apple ? std::string("APPLE") : std::string("PEAR"); };
+  const json caps = json::parse(R"({"fruit": "PEAR"})");
+  ConfigSection capitals(caps, "basket");
+  EXPECT_EQ(capitals.choice("fruit", Fruit::Apple, {Fruit::Apple, Fruit::Pear}, upper), Fruit::Pear);
+}
+
 TEST(ConfigReader, Overrides) {
   json doc = json::parse(R"({"optim": {"lr": 1e-3}})");
   apply_override(doc, "optim.lr=3e-4");

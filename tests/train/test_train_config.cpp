@@ -1,7 +1,9 @@
 // The precision section and the recipe-dependent optimizer-state default of the training config:
 // precision.bf16_layers (strict type and range checks naming the key, negative indices from the end) and
 // optim.state_dtype = "auto" (fp8_expand under coat, fp32 otherwise), resolved to a concrete storage in the
-// parsed config, its resolved document and the moment specs.
+// parsed config, its resolved document and the moment specs. Every choice parsed once into its enum; the
+// resolved document built from the sections' to_json, a fixed point of parsing; the dist section; a
+// misspelled required key reported as unknown.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -39,7 +41,7 @@ TEST(PrecisionConfig, Fp8BlockIsARecipe) {
   nlohmann::json doc = small_config("fp8_block");
   doc["precision"]["bf16_layers"] = {-1};
   const TrainConfig c = parse(doc);
-  EXPECT_EQ(c.precision.recipe, "fp8_block");
+  EXPECT_EQ(c.precision.recipe, models::RecipeKind::FP8Block);
   EXPECT_EQ(c.resolved.at("precision").at("recipe"), "fp8_block");
   const models::PrecisionRecipe r = recipe_of(c);
   EXPECT_TRUE(r.fp8_linears);
@@ -108,10 +110,10 @@ TEST(StateDtypeConfig, AutoIsFp8ExpandUnderCoatAndFp32Otherwise) {
       nlohmann::json doc = small_config(recipe);
       if (spelled_out) doc["optim"]["state_dtype"] = "auto";
       const TrainConfig c = parse(doc);
-      EXPECT_EQ(default_state_dtype(recipe), expected);
-      EXPECT_EQ(c.optim.state_dtype, expected) << recipe;
-      EXPECT_EQ(c.optim.exp_avg_dtype, expected) << recipe;
-      EXPECT_EQ(c.optim.exp_avg_sq_dtype, expected) << recipe;
+      EXPECT_EQ(state_dtype_name(default_state_dtype(models::parse_recipe_kind(recipe))), expected);
+      EXPECT_EQ(state_dtype_name(c.optim.state_dtype), expected) << recipe;
+      EXPECT_EQ(state_dtype_name(c.optim.exp_avg_encoding()), expected) << recipe;
+      EXPECT_EQ(state_dtype_name(c.optim.exp_avg_sq_encoding()), expected) << recipe;
       // The resolved document (config.json, checkpoints) holds the concrete storage, never "auto".
       const nlohmann::json& optim = c.resolved.at("optim");
       EXPECT_EQ(optim.at("state_dtype"), expected) << recipe;
@@ -148,7 +150,7 @@ TEST(StateDtypeConfig, ExplicitStoragesWinOverTheRecipe) {
   // Re-parsing the resolved document under another recipe keeps the concrete storage it holds.
   nlohmann::json again = parse(small_config("coat")).resolved;
   again["precision"]["recipe"] = "bf16";
-  EXPECT_EQ(parse(again).optim.state_dtype, "fp8_expand");
+  EXPECT_EQ(state_dtype_name(parse(again).optim.state_dtype), "fp8_expand");
 }
 
 TEST(StateDtypeConfig, UnknownStorageListsAuto) {
@@ -158,6 +160,201 @@ TEST(StateDtypeConfig, UnknownStorageListsAuto) {
       [&] { parse(doc); },
       "'optim.state_dtype' = \"fp8_expnad\" is not valid; expected one of: auto, fp32, bf16, fp8, fp8_expand "
       "(did you mean \"fp8_expand\"?)");
+}
+
+TEST(TrainConfigChoices, EachChoiceIsParsedIntoItsEnum) {
+  nlohmann::json doc = small_config("fp8");
+  apply_override(doc, "data.format=u32");
+  apply_override(doc, "train.device=cuda");
+  apply_override(doc, "train.on_nonfinite=skip");
+  apply_override(doc, "train.recompute=blocks");
+  apply_override(doc, "optim.schedule=linear");
+  apply_override(doc, "optim.state_dtype=bf16");
+  apply_override(doc, "optim.exp_avg_sq_dtype=fp8");
+  apply_override(doc, "optim.exp_avg_sq_fp8=e5m2");
+  apply_override(doc, "logging.progress=off");
+  const TrainConfig c = parse(doc);
+  EXPECT_EQ(c.data.format, DataFormat::U32);
+  EXPECT_EQ(c.train.device, DeviceKind::CUDA);
+  EXPECT_EQ(c.train.compute_device(), Device::cuda(0));
+  EXPECT_EQ(c.train.on_nonfinite, NonfinitePolicy::Skip);
+  EXPECT_EQ(c.train.recompute, models::Recompute::Blocks);
+  EXPECT_EQ(c.optim.schedule, optim::LrSchedule::Linear);
+  EXPECT_EQ(c.precision.recipe, models::RecipeKind::FP8);
+  EXPECT_EQ(c.optim.state_dtype, ops::MomentEncoding::BF16);
+  EXPECT_EQ(c.optim.exp_avg_encoding(), ops::MomentEncoding::BF16);
+  EXPECT_EQ(c.optim.exp_avg_sq_encoding(), ops::MomentEncoding::FP8);
+  EXPECT_EQ(c.optim.exp_avg_fp8, DType::E4M3);
+  EXPECT_EQ(c.optim.exp_avg_sq_fp8, DType::E5M2);
+  EXPECT_EQ(exp_avg_sq_spec(c.optim).fp8, DType::E5M2);
+  EXPECT_EQ(c.logging.progress, ProgressDisplay::Off);
+  // The resolved document spells each choice as the config does.
+  const nlohmann::json& r = c.resolved;
+  EXPECT_EQ(r.at("data").at("format"), "u32");
+  EXPECT_EQ(r.at("train").at("device"), "cuda");
+  EXPECT_EQ(r.at("train").at("on_nonfinite"), "skip");
+  EXPECT_EQ(r.at("train").at("recompute"), "blocks");
+  EXPECT_EQ(r.at("optim").at("schedule"), "linear");
+  EXPECT_EQ(r.at("optim").at("state_dtype"), "bf16");
+  EXPECT_EQ(r.at("optim").at("exp_avg_dtype"), "bf16");
+  EXPECT_EQ(r.at("optim").at("exp_avg_sq_dtype"), "fp8");
+  EXPECT_EQ(r.at("optim").at("exp_avg_fp8"), "e4m3");
+  EXPECT_EQ(r.at("optim").at("exp_avg_sq_fp8"), "e5m2");
+  EXPECT_EQ(r.at("precision").at("recipe"), "fp8");
+  EXPECT_EQ(r.at("logging").at("progress"), "off");
+  EXPECT_EQ(parse(r).resolved, r);
+}
+
+TEST(TrainConfigChoices, NamesRoundTrip) {
+  for (DataFormat f : {DataFormat::Coat, DataFormat::U16, DataFormat::U32}) {
+    nlohmann::json doc = small_config("bf16");
+    doc["data"]["format"] = std::string(to_string(f));
+    EXPECT_EQ(parse(doc).data.format, f);
+  }
+  for (ops::MomentEncoding e : {ops::MomentEncoding::F32, ops::MomentEncoding::BF16, ops::MomentEncoding::FP8,
+                                ops::MomentEncoding::FP8Expand}) {
+    EXPECT_EQ(parse_state_dtype(state_dtype_name(e)), e);
+  }
+  for (models::RecipeKind k : {models::RecipeKind::FP32, models::RecipeKind::BF16, models::RecipeKind::FP8,
+                               models::RecipeKind::FP8Block, models::RecipeKind::Coat}) {
+    EXPECT_EQ(models::parse_recipe_kind(models::to_string(k)), k);
+  }
+  EXPECT_EQ(parse_moment_fp8("e5m2"), DType::E5M2);
+  test::expect_error_containing<ConfigError>(
+      [] { parse_state_dtype("auto"); }, "optimizer state dtype 'auto' is not one of fp32, bf16, fp8, fp8_expand");
+  test::expect_error_containing<ConfigError>([] { parse_moment_fp8("fp8_e4m3"); }, "is not one of e4m3, e5m2");
+}
+
+TEST(TrainConfigChoices, UnknownChoicesListTheValidNames) {
+  nlohmann::json doc = small_config("bf16");
+  doc["train"]["on_nonfinite"] = "ignore";
+  test::expect_error_containing<ConfigError>(
+      [&] { parse(doc); }, "'train.on_nonfinite' = \"ignore\" is not valid; expected one of: stop, skip");
+  doc = small_config("bf16");
+  doc["optim"]["schedule"] = "cosin";
+  test::expect_error_containing<ConfigError>(
+      [&] { parse(doc); }, "expected one of: constant, linear, cosine (did you mean \"cosine\"?)");
+  doc = small_config("bf16");
+  doc["optim"]["exp_avg_fp8"] = "e4m4";
+  test::expect_error_containing<ConfigError>([&] { parse(doc); }, "expected one of: e4m3, e5m2");
+  doc = small_config("bf16");
+  doc["train"]["device"] = "gpu";
+  test::expect_error_containing<ConfigError>([&] { parse(doc); }, "expected one of: cpu, cuda");
+}
+
+// The resolved document of the shipped configs: each section's to_json, and a fixed point (parsing it again
+// gives the same document; as it holds every value, it is what the old, hand-assembled document held).
+TEST(ResolvedConfig, IsEachSectionsToJsonAndAFixedPoint) {
+  for (const char* name : {"tiny.json", "test_small.json"}) {
+    const std::string path = std::string(COAT_SOURCE_DIR) + "/configs/" + name;
+    for (const std::vector<std::string>& overrides :
+         {std::vector<std::string>{}, std::vector<std::string>{"precision.recipe=coat"},
+          std::vector<std::string>{"precision.recipe=bf16", "optim.exp_avg_dtype=bf16", "dist.world_size=8",
+                                   "dist.shard_size=4", "dist.reduce_dtype=bf16", "dist.timeout_s=30.5"}}) {
+      const TrainConfig c = load_train_config(path, overrides);
+      const nlohmann::json& r = c.resolved;
+      EXPECT_EQ(r, c.to_json()) << name;
+      EXPECT_EQ(r.at("model"), c.model.to_json());
+      EXPECT_EQ(r.at("data"), c.data.to_json());
+      EXPECT_EQ(r.at("train"), c.train.to_json());
+      EXPECT_EQ(r.at("optim"), c.optim.to_json());
+      EXPECT_EQ(r.at("precision"), c.precision.to_json());
+      EXPECT_EQ(r.at("dist"), c.dist.to_json());
+      EXPECT_EQ(r.at("checkpoint"), c.checkpoint.to_json());
+      EXPECT_EQ(r.at("logging"), c.logging.to_json());
+      const TrainConfig again = parse_train_config(r, path);
+      EXPECT_EQ(again.resolved.dump(2), r.dump(2)) << name;
+      // Every key the document holds was read (parsing is strict), and every section is there.
+      for (const char* section :
+           {"model", "data", "train", "optim", "precision", "dist", "checkpoint", "logging"}) {
+        EXPECT_TRUE(r.contains(section)) << section;
+      }
+    }
+  }
+}
+
+TEST(DistConfig, DefaultsAndResolvedDocument) {
+  const TrainConfig c = parse(small_config("bf16"));  // "dist": {}
+  EXPECT_EQ(c.dist.world_size, 0);
+  EXPECT_EQ(c.dist.shard_size, 0);
+  EXPECT_TRUE(c.dist.reshard_after_forward);
+  EXPECT_EQ(c.dist.prefetch, 1);
+  EXPECT_EQ(c.dist.reduce_dtype, ReduceDType::FP32);
+  EXPECT_DOUBLE_EQ(c.dist.timeout_s, 600.0);
+  EXPECT_TRUE(c.dist.fp8_all_gather);
+  EXPECT_EQ(c.resolved.at("dist"), nlohmann::json::parse(R"({"world_size": 0, "shard_size": 0,
+      "reshard_after_forward": true, "prefetch": 1, "reduce_dtype": "fp32", "timeout_s": 600.0,
+      "fp8_all_gather": true})"));
+  // The resolved document of an earlier version ("dist": {}) still parses, to the defaults.
+  nlohmann::json old = c.resolved;
+  old["dist"] = nlohmann::json::object();
+  EXPECT_EQ(parse(old).resolved, c.resolved);
+  nlohmann::json absent = small_config("bf16");
+  absent.erase("dist");
+  EXPECT_EQ(parse(absent).dist.to_json(), c.dist.to_json());
+}
+
+TEST(DistConfig, ValuesAreReadAndChecked) {
+  nlohmann::json doc = small_config("coat");
+  doc["dist"] = {{"world_size", 8},      {"shard_size", 4},       {"reshard_after_forward", false},
+                 {"prefetch", 0},        {"reduce_dtype", "bf16"}, {"timeout_s", 120.5},
+                 {"fp8_all_gather", false}};
+  const DistConfig d = parse(doc).dist;
+  EXPECT_EQ(d.world_size, 8);
+  EXPECT_EQ(d.shard_size, 4);
+  EXPECT_FALSE(d.reshard_after_forward);
+  EXPECT_EQ(d.prefetch, 0);
+  EXPECT_EQ(d.reduce_dtype, ReduceDType::BF16);
+  EXPECT_DOUBLE_EQ(d.timeout_s, 120.5);
+  EXPECT_FALSE(d.fp8_all_gather);
+  EXPECT_EQ(parse(doc).resolved.at("dist").at("reduce_dtype"), "bf16");
+
+  const auto refused = [](const std::string& assignment, const std::string& needle) {
+    nlohmann::json bad = small_config("coat");
+    apply_override(bad, assignment);
+    test::expect_error_containing<ConfigError>([&] { parse(bad); }, needle);
+  };
+  refused("dist.reduce_dtype=fp16",
+          "'dist.reduce_dtype' = \"fp16\" is not valid; expected one of: fp32, bf16");
+  refused("dist.prefetch=-1", "'dist.prefetch' = -1 is out of range");
+  refused("dist.world_size=-2", "'dist.world_size' = -2 is out of range");
+  refused("dist.timeout_s=0", "'dist.timeout_s' = 0 is out of range; expected 0 < value");
+  refused("dist.timeout_s=-5", "'dist.timeout_s' = -5 is out of range");
+  refused("dist.reshard_after_forward=1", "'dist.reshard_after_forward' must be a boolean");
+  refused("dist.prefech=2", "unknown key 'dist.prefech'; did you mean 'dist.prefetch'?");
+  nlohmann::json uneven = small_config("coat");
+  uneven["dist"] = {{"world_size", 6}, {"shard_size", 4}};
+  test::expect_error_containing<ConfigError>([&] { parse(uneven); },
+                                             "'dist.shard_size' = 4 must divide 'dist.world_size' = 6");
+  // A shard size alone (the world size taken from mpirun) is checked when the world is known.
+  uneven["dist"] = {{"shard_size", 4}};
+  EXPECT_EQ(parse(uneven).dist.shard_size, 4);
+}
+
+TEST(RequiredKeys, AMisspelledRequiredKeyIsReportedAsUnknownWithItsSuggestion) {
+  nlohmann::json doc = small_config("bf16");
+  doc["model"]["mx_position_embeddings"] = doc["model"]["max_position_embeddings"];
+  doc["model"].erase("max_position_embeddings");
+  test::expect_error_containing<ConfigError>(
+      [&] { parse(doc); },
+      "cfg.json: config: unknown key 'model.mx_position_embeddings'; did you mean "
+      "'model.max_position_embeddings'?");
+  // The same in the other sections with required keys.
+  doc = small_config("bf16");
+  doc["data"]["seqlen"] = doc["data"]["seq_len"];
+  doc["data"].erase("seq_len");
+  test::expect_error_containing<ConfigError>([&] { parse(doc); },
+                                             "unknown key 'data.seqlen'; did you mean 'data.seq_len'?");
+  doc = small_config("bf16");
+  doc["optim"]["lrr"] = doc["optim"]["lr"];
+  doc["optim"].erase("lr");
+  test::expect_error_containing<ConfigError>([&] { parse(doc); },
+                                             "unknown key 'optim.lrr'; did you mean 'optim.lr'?");
+  // A required key simply missing is still reported as missing.
+  doc = small_config("bf16");
+  doc["train"].erase("max_steps");
+  test::expect_error_containing<ConfigError>([&] { parse(doc); },
+                                             "cfg.json: config: missing required key 'train.max_steps'");
 }
 
 }  // namespace

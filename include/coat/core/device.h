@@ -8,6 +8,9 @@ namespace coat {
 
 enum class DeviceKind { CPU, CUDA };
 
+/// "cpu" | "cuda", as train.device spells it.
+constexpr std::string_view to_string(DeviceKind kind) { return kind == DeviceKind::CPU ? "cpu" : "cuda"; }
+
 struct Device {
   DeviceKind kind = DeviceKind::CPU;
   int index = 0;

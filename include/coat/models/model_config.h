@@ -6,12 +6,18 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "coat/core/config_reader.h"
 
 namespace coat::models {
 
 enum class Architecture { Llama, Olmo };
+
+/// "llama" | "olmo", as model.architecture spells it.
+constexpr std::string_view to_string(Architecture architecture) {
+  return architecture == Architecture::Llama ? "llama" : "olmo";
+}
 
 struct ModelConfig {
   Architecture architecture = Architecture::Llama;
@@ -49,7 +55,7 @@ struct ModelConfig {
   static ModelConfig from_hf_json(const nlohmann::json& hf);
   /// Throws InvalidArgument naming the first inconsistent field.
   void validate() const;
-  std::string architecture_name() const { return architecture == Architecture::Llama ? "llama" : "olmo"; }
+  std::string architecture_name() const { return std::string(to_string(architecture)); }
   bool operator==(const ModelConfig&) const = default;
 };
 

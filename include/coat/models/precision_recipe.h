@@ -26,9 +26,18 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace coat::models {
+
+/// The recipes of the table above, and fp32 (the CPU reference: F32 everywhere, no FP8).
+enum class RecipeKind { FP32, BF16, FP8, FP8Block, Coat };
+
+/// "fp32" | "bf16" | "fp8" | "fp8_block" | "coat", as precision.recipe spells it.
+std::string_view to_string(RecipeKind kind);
+/// The inverse of to_string; throws InvalidArgument naming precision.recipe and the valid names.
+RecipeKind parse_recipe_kind(std::string_view name);
 
 /// How one linear layer computes and what it keeps for its backward.
 struct LinearRecipe {
@@ -59,9 +68,11 @@ struct PrecisionRecipe {
   bool compresses(int64_t layer) const;
 };
 
-/// The recipe named `name` (fp32 | bf16 | fp8 | fp8_block | coat) for a model of `num_layers` blocks; bf16_layers may
-/// count from the end (-1 is the last block). Throws InvalidArgument naming precision.recipe /
-/// precision.bf16_layers for an unknown name or a layer out of range.
+/// The recipe `kind` for a model of `num_layers` blocks; bf16_layers may count from the end (-1 is the last
+/// block). Throws InvalidArgument naming precision.bf16_layers for a layer out of range.
+PrecisionRecipe make_recipe(RecipeKind kind, const std::vector<int64_t>& bf16_layers, int64_t num_layers);
+/// The recipe named `name` (fp32 | bf16 | fp8 | fp8_block | coat); throws InvalidArgument naming
+/// precision.recipe for an unknown name.
 PrecisionRecipe make_recipe(const std::string& name, const std::vector<int64_t>& bf16_layers, int64_t num_layers);
 
 }  // namespace coat::models

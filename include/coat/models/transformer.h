@@ -14,6 +14,7 @@
 #include "coat/core/random_generator.h"
 #include "coat/models/model_config.h"
 #include "coat/models/precision_recipe.h"
+#include "coat/models/recompute.h"
 #include "coat/models/unit_hooks.h"
 #include "coat/models/unit_store.h"
 #include "coat/nn/loss.h"
@@ -21,9 +22,6 @@
 
 namespace coat::models {
 
-/// Activation recomputation: None keeps every block's activations for the backward; Blocks keeps only
-/// each block's input and runs the block again in the backward (nn::checkpoint).
-enum class Recompute { None, Blocks };
 
 /// Choices fixed when the model allocates (so that nothing is allocated twice).
 struct TransformerOptions {

@@ -34,4 +34,7 @@ struct LrSchedule {
   static std::string_view kind_name(Kind kind);
 };
 
+/// kind_name, under the name the config reader (ConfigSection::choice) looks for.
+inline std::string_view to_string(LrSchedule::Kind kind) { return LrSchedule::kind_name(kind); }
+
 }  // namespace coat::optim

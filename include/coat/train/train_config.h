@@ -1,31 +1,79 @@
 // The training configuration: one JSON document, one section per concern (model, data, train, optim,
 // precision, dist, checkpoint, logging), read strictly: an unknown key fails naming the closest valid
-// key; a wrong type or range names the path and what was expected.
+// key; a wrong type or range names the path and what was expected. Every choice is parsed once into an
+// enum; its to_string is the config's spelling (what the resolved document holds).
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "coat/core/device.h"
+#include "coat/core/dtype.h"
 #include "coat/models/model_config.h"
 #include "coat/models/precision_recipe.h"
+#include "coat/models/recompute.h"
 #include "coat/ops/quantized_moment.h"
+#include "coat/optim/lr_schedule.h"
 
 namespace coat::train {
 
+/// data.format: how the token file is laid out.
+enum class DataFormat {
+  Coat,  ///< "coat": our header (data/token_file.h)
+  U16,   ///< "u16": a headerless array of 16-bit tokens
+  U32,   ///< "u32": a headerless array of 32-bit tokens
+};
+std::string_view to_string(DataFormat format);
+
+/// train.on_nonfinite: what a non-finite loss or gradient does.
+enum class NonfinitePolicy {
+  Stop,  ///< "stop": the run ends with an error
+  Skip,  ///< "skip": the step is skipped with a warning
+};
+std::string_view to_string(NonfinitePolicy policy);
+
+/// logging.progress: the progress line on stderr.
+enum class ProgressDisplay {
+  Auto,  ///< "auto": when stderr is a terminal
+  On,    ///< "on"
+  Off,   ///< "off"
+};
+std::string_view to_string(ProgressDisplay progress);
+
+/// dist.reduce_dtype: the dtype gradients are reduced in across ranks.
+enum class ReduceDType {
+  FP32,  ///< "fp32"
+  BF16,  ///< "bf16"
+};
+std::string_view to_string(ReduceDType dtype);
+
+/// optim.state_dtype / exp_avg_dtype / exp_avg_sq_dtype spell a moment's storage fp32 | bf16 | fp8 |
+/// fp8_expand (ops::moment_spec_str has its own spelling for messages).
+std::string_view state_dtype_name(ops::MomentEncoding encoding);
+/// The inverse of state_dtype_name (a checkpoint's spelling; "auto" is resolved by the parser, not here);
+/// throws ConfigError listing the valid names.
+ops::MomentEncoding parse_state_dtype(std::string_view name);
+/// "e4m3" | "e5m2" (optim.exp_avg_fp8 / exp_avg_sq_fp8) -> the DType; throws ConfigError otherwise.
+DType parse_moment_fp8(std::string_view name);
+
 struct DataConfig {
   std::string path;               ///< token file
-  std::string format = "coat";    ///< coat (our header) | u16 | u32 (headerless arrays)
+  DataFormat format = DataFormat::Coat;
   std::string tokenizer;          ///< SentencePiece model used to decode samples (optional)
   int64_t seq_len = 0;
   double validation_fraction = 0.05;
   uint64_t seed = 1234;           ///< the sampler's permutation seed
+
+  nlohmann::json to_json() const;
 };
 
 struct LoopConfig {
-  std::string device = "cpu";     ///< cpu | cuda
+  DeviceKind device = DeviceKind::CPU;  ///< cpu | cuda
   int64_t micro_batch_size = 1;   ///< sequences per forward/backward
   int64_t global_batch_size = 1;  ///< sequences per optimizer step (a multiple of micro_batch_size)
   int64_t max_steps = 1;
@@ -33,16 +81,20 @@ struct LoopConfig {
   int64_t eval_interval = 0;      ///< 0: only at the end
   int64_t eval_batches = 4;       ///< micro-batches of validation windows per evaluation (0: the whole split)
   int64_t log_interval = 1;
-  std::string on_nonfinite = "stop";  ///< stop | skip: what a non-finite loss or gradient does
+  NonfinitePolicy on_nonfinite = NonfinitePolicy::Stop;
   std::string init_from;          ///< checkpoint (or run) directory whose weights start the run (e.g. an HF import)
   /// none | blocks: activation recomputation. blocks keeps only each block's input for the backward and
   /// runs the block again there (about one more forward of the blocks per step, far less activation memory).
-  std::string recompute = "none";
+  models::Recompute recompute = models::Recompute::None;
+
+  /// The device this loop trains on (index 0: one device per process).
+  Device compute_device() const { return Device{device, 0}; }
+  nlohmann::json to_json() const;
 };
 
 struct OptimConfig {
   double lr = 3e-4;
-  std::string schedule = "cosine";  ///< constant | linear | cosine
+  optim::LrSchedule::Kind schedule = optim::LrSchedule::Cosine;  ///< constant | linear | cosine
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.1;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
@@ -54,11 +106,12 @@ struct OptimConfig {
   /// range expansion). state_dtype sets both; exp_avg_dtype / exp_avg_sq_dtype override one moment. In the
   /// config each may also be "auto" (state_dtype's default): the recipe's storage (default_state_dtype);
   /// parse_train_config resolves it, so a parsed config (and its resolved document) holds concrete values.
-  std::string state_dtype = "fp32";
-  std::string exp_avg_dtype;             ///< "" : state_dtype
-  std::string exp_avg_sq_dtype;          ///< "" : state_dtype
-  std::string exp_avg_fp8 = "e4m3";      ///< e4m3 | e5m2: the FP8 format of m (fp8, fp8_expand)
-  std::string exp_avg_sq_fp8 = "e4m3";   ///< e4m3 | e5m2: the FP8 format of v
+  /// Spelled as state_dtype_name.
+  ops::MomentEncoding state_dtype = ops::MomentEncoding::F32;
+  std::optional<ops::MomentEncoding> exp_avg_dtype;     ///< none: state_dtype (the parser always sets it)
+  std::optional<ops::MomentEncoding> exp_avg_sq_dtype;  ///< none: state_dtype (the parser always sets it)
+  DType exp_avg_fp8 = DType::E4M3;       ///< e4m3 | e5m2: the FP8 format of m (fp8, fp8_expand)
+  DType exp_avg_sq_fp8 = DType::E4M3;    ///< e4m3 | e5m2: the FP8 format of v
   int64_t state_group_size = 128;        ///< contiguous elements per scale group (fp8, fp8_expand)
   /// Apply the update to each unit (a block, the head, the embedding) as soon as the backward has completed
   /// its gradients, so that every block's gradient can live in one shared buffer (the gradient memory of
@@ -66,24 +119,61 @@ struct OptimConfig {
   /// one micro-batch per step (train.global_batch_size == train.micro_batch_size) and no clipping
   /// (clip_grad_norm = 0: the global norm is known only when the last unit is done).
   bool apply_in_backward = false;
+
+  /// The storage of m / v: exp_avg_dtype / exp_avg_sq_dtype, else state_dtype.
+  ops::MomentEncoding exp_avg_encoding() const { return exp_avg_dtype.value_or(state_dtype); }
+  ops::MomentEncoding exp_avg_sq_encoding() const { return exp_avg_sq_dtype.value_or(state_dtype); }
+  nlohmann::json to_json() const;
 };
 
 struct PrecisionConfig {
-  std::string recipe = "fp32";    ///< fp32 (CPU reference) | bf16 | fp8 | fp8_block | coat
+  /// fp32 (the CPU reference) | bf16 | fp8 | fp8_block | coat
+  models::RecipeKind recipe = models::RecipeKind::FP32;
   /// Blocks kept in BF16 under the FP8 recipes (models/precision_recipe.h), as written in the config: block
   /// indices, negative ones counting from the end (-1 is the last block). Checked against the model's
   /// num_hidden_layers when the config is parsed.
   std::vector<int64_t> bf16_layers;
+
+  /// Every recipe but fp32 computes in BF16 (weights' compute copies and activations; FP32 masters).
+  bool computes_in_bf16() const { return recipe != models::RecipeKind::FP32; }
+  nlohmann::json to_json() const;
+};
+
+/// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units). Parsed and
+/// checked here; the trainer does not read it yet.
+struct DistConfig {
+  /// Ranks in the job; 0: the size mpirun starts (a --dry-run plans for this many when set).
+  int64_t world_size = 0;
+  /// Ranks each unit is sharded over (groups of shard_size ranks replicate each other's shards); 0: the
+  /// whole world. Divides world_size when both are known.
+  int64_t shard_size = 0;
+  /// Free a unit's gathered weights after its forward and gather them again for the backward (less memory,
+  /// one more all-gather per unit and step); false keeps them from the forward to the backward.
+  bool reshard_after_forward = true;
+  /// Units whose all-gather is issued ahead of the one computing (>= 0; 0: no overlap).
+  int64_t prefetch = 1;
+  /// The dtype of the gradient reduce-scatter.
+  ReduceDType reduce_dtype = ReduceDType::FP32;
+  /// Seconds a collective may wait before NCCL's watchdog aborts the job (> 0).
+  double timeout_s = 600.0;
+  /// All-gather the FP8 copies of the weights of FP8 linears (FP8 recipes) instead of their BF16 values.
+  bool fp8_all_gather = true;
+
+  nlohmann::json to_json() const;
 };
 
 struct CheckpointConfig {
   int64_t interval = 0;           ///< steps between checkpoints; 0: only at the end
   int64_t keep_last = 2;          ///< 0: keep all
+
+  nlohmann::json to_json() const;
 };
 
 struct LoggingConfig {
   std::string run_dir;            ///< default: runs/<config file name>
-  std::string progress = "auto";  ///< auto (on a terminal) | on | off
+  ProgressDisplay progress = ProgressDisplay::Auto;
+
+  nlohmann::json to_json() const;
 };
 
 struct TrainConfig {
@@ -92,12 +182,17 @@ struct TrainConfig {
   LoopConfig train;
   OptimConfig optim;
   PrecisionConfig precision;
+  DistConfig dist;
   CheckpointConfig checkpoint;
   LoggingConfig logging;
-  nlohmann::json resolved;        ///< the document after overrides and defaults (written into the run dir)
+  /// The document after overrides and defaults (written into the run dir and checkpoints): to_json() of
+  /// the parsed config, which parses again to the same document.
+  nlohmann::json resolved;
 
   int64_t accumulation_steps() const { return train.global_batch_size / train.micro_batch_size; }
   int64_t tokens_per_step() const { return train.global_batch_size * data.seq_len; }
+  /// Every section's to_json, under the section's name.
+  nlohmann::json to_json() const;
 };
 
 /// Parses and validates a document (after overrides). `source` names it in messages.
@@ -105,7 +200,7 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
 
 /// The AdamW state storage that optim.state_dtype = "auto" means under precision.recipe `recipe`: fp8_expand
 /// (COAT's FP8 states with dynamic range expansion) under coat, fp32 otherwise.
-std::string default_state_dtype(const std::string& recipe);
+ops::MomentEncoding default_state_dtype(models::RecipeKind recipe);
 
 /// The config's precision recipe for its model (models::make_recipe with model.num_hidden_layers): which
 /// blocks run FP8 linears and compress their saved activations.
