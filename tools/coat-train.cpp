@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -72,7 +73,10 @@ void train(const coat::train::TrainConfig& config, const std::string& config_pat
   const coat::Device dev = rank_device(config.train.device == coat::DeviceKind::CUDA, world);
   coat::ContextPtr ctx = coat::ops::make_context(dev);
   std::unique_ptr<coat::dist::Communicator> comm;
-  if (world.world_size() > 1) comm = coat::dist::make_communicator(world, dev);
+  if (world.world_size() > 1) {
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000.0));
+    comm = coat::dist::make_communicator(world, dev, coat::dist::CommunicatorKind::Auto, timeout);
+  }
   coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(), comm.get());
   if (!resume.empty()) {
     if (resume == "auto") {
@@ -121,7 +125,9 @@ int main(int argc, char** argv) {
   if (world.rank() != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports; the others warn and fail
   try {
     if (!device.empty()) overrides.push_back("train.device=\"" + device + "\"");
-    coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
+    // A run takes its world from mpirun; a dry run plans for dist.world_size (or mpirun's world when set).
+    coat::train::TrainConfig config = coat::train::load_train_config(
+        config_path, overrides, dry && world.world_size() == 1 ? 0 : world.world_size());
     if (dry) {
       if (world.rank() == 0) dry_run(config, device_memory_gib);
       return 0;

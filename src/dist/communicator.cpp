@@ -175,12 +175,16 @@ bool ranks_share_gpus(const ProcessGroup& group) {
   return any_shares != 0;
 }
 
-std::unique_ptr<Communicator> make_nccl(const ProcessGroup& group, Device device) {
+std::unique_ptr<Communicator> make_nccl(const ProcessGroup& group, Device device,
+                                        std::chrono::milliseconds timeout) {
   COAT_ARG_CHECK(device.is_cuda(), "make_communicator", "NCCL needs a CUDA device, not ", device.str());
 #ifdef COAT_WITH_CUDA
-  return std::make_unique<cuda::NcclCommunicator>(group, device);
+  cuda::NcclOptions options;
+  options.timeout = timeout;
+  return std::make_unique<cuda::NcclCommunicator>(group, device, options);
 #else
   (void)group;
+  (void)timeout;
   throw NotImplemented(
       "[make_communicator] NCCL requested but this build has no CUDA backend (configure with "
       "-DCOAT_CUDA=ON on a machine with the CUDA toolkit and NCCL)");
@@ -189,8 +193,8 @@ std::unique_ptr<Communicator> make_nccl(const ProcessGroup& group, Device device
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_communicator(const ProcessGroup& group, Device device,
-                                                CommunicatorKind kind) {
+std::unique_ptr<Communicator> make_communicator(const ProcessGroup& group, Device device, CommunicatorKind kind,
+                                                std::chrono::milliseconds collective_timeout) {
   switch (kind) {
     case CommunicatorKind::Local:
       COAT_ARG_CHECK(group.world_size() == 1, "make_communicator",
@@ -201,7 +205,7 @@ std::unique_ptr<Communicator> make_communicator(const ProcessGroup& group, Devic
                      "the MPI communicator needs a group over MPI; this process was not launched by mpirun");
       return std::make_unique<MpiCommunicator>(group);
     case CommunicatorKind::Nccl:
-      return make_nccl(group, device);
+      return make_nccl(group, device, collective_timeout);
     case CommunicatorKind::Auto:
       break;
   }
@@ -216,7 +220,7 @@ std::unique_ptr<Communicator> make_communicator(const ProcessGroup& group, Devic
     }
     return std::make_unique<MpiCommunicator>(group);
   }
-  return make_nccl(group, device);
+  return make_nccl(group, device, collective_timeout);
 }
 
 }  // namespace coat::dist

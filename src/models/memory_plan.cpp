@@ -7,6 +7,7 @@
 #include "coat/backend/block_scale_layout.h"
 #include "coat/backend/moment_codec.h"
 #include "coat/models/unit_layout.h"
+#include "coat/models/unit_shard.h"
 #include "coat/nn/compressed_save.h"
 
 namespace coat::models {
@@ -282,6 +283,59 @@ std::string MemoryPlan::str() const {
   return out + buf;
 }
 
+namespace {
+
+/// A rank's part of a sharded model (world_size > 1): its slices of the masters, compute copies, gradients and
+/// AdamW states (UnitShard), and the whole units it holds while they are in use.
+void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& units, const MemoryPlanInput& in,
+                        MemoryPlan& plan) {
+  const Device dev = in.device;
+  const bool mixed = in.compute_dtype != in.param_dtype;
+  const double param_bytes = static_cast<double>(dtype_size(in.param_dtype));
+  const double compute_bytes = static_cast<double>(dtype_size(in.compute_dtype));
+  const ShardSpec spec{0, static_cast<int>(in.world_size), in.shard_align};
+  size_t weights = 0, masters = 0, grads = 0, states = 0, gathered_all = 0, gathered_max = 0, grad_max = 0;
+  int64_t shard_elements = 0;
+  for (const UnitLayout& u : units) {
+    const UnitShard s = UnitShard::of(u.numel, spec);
+    const auto n = static_cast<double>(s.shard_numel);
+    shard_elements += s.shard_numel;
+    weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
+    masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
+    grads += allocation_bytes(n * param_bytes, dev);
+    states += moment_allocation(in.exp_avg, s.shard_numel, dev) + moment_allocation(in.exp_avg_sq, s.shard_numel, dev);
+    const size_t whole = allocation_bytes(static_cast<double>(s.padded_numel()) * compute_bytes, dev);
+    gathered_all += whole;
+    gathered_max = std::max(gathered_max, whole);
+    grad_max = std::max(grad_max, allocation_bytes(static_cast<double>(s.padded_numel()) * param_bytes, dev));
+  }
+  const std::string of = " of " + std::to_string(in.world_size) + " ranks";
+  plan.lines.push_back({MemoryCategory::Weights, weights,
+                        "this rank's slices" + of + " (" + std::to_string(shard_elements) + " elements in " +
+                            std::to_string(units.size()) + " units) in " +
+                            std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype))});
+  if (mixed) {
+    plan.lines.push_back({MemoryCategory::MasterWeights, masters,
+                          "master slices in " + std::string(dtype_name(in.param_dtype))});
+  }
+  plan.lines.push_back({MemoryCategory::Gradients, grads,
+                        "gradient slices in " + std::string(dtype_name(in.param_dtype)) + ", reduce-scattered"});
+  char state_what[160];
+  std::snprintf(state_what, sizeof state_what, "AdamW moment slices m %s, v %s",
+                ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str());
+  plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
+  // In use at once: under reshard_after_forward the unit computing and, with a tied head, the embedding (it
+  // stays from the embedding to the head); otherwise every unit from its forward to its backward. Plus the
+  // whole gradient of the unit in its backward.
+  const size_t gathered = in.reshard_after_forward ? gathered_max * (m.tie_word_embeddings ? 2 : 1) : gathered_all;
+  plan.lines.push_back({MemoryCategory::Communication, gathered + grad_max,
+                        std::string(in.reshard_after_forward ? "the gathered unit in use" : "every unit gathered") +
+                            " in " + std::string(dtype_name(in.compute_dtype)) +
+                            " and the whole gradient of the unit in its backward"});
+}
+
+}  // namespace
+
 MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   m.validate();
   COAT_ARG_CHECK(in.micro_batch_size > 0 && in.seq_len > 0, "plan_memory", "micro-batch ",
@@ -296,9 +350,11 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
 
   // Parameters, gradients and AdamW states: one flat buffer per unit and role.
   const std::vector<UnitLayout> units = unit_layouts(m);
+  if (in.world_size > 1) plan_sharded_units(m, units, in, plan);
   int64_t padded = 0, fp8_only_blocks = 0;
   size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0;
   for (const UnitLayout& u : units) {
+    if (in.world_size > 1) break;
     const auto n = static_cast<double>(u.numel);
     padded += u.numel;
     // A block whose four linears all run FP8 has compute copies of its vectors only (Transformer).
@@ -323,52 +379,60 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     }
     states += moment_allocation(in.exp_avg, u.numel, dev) + moment_allocation(in.exp_avg_sq, u.numel, dev);
   }
-  grads += block_grad;
-  std::string count = std::to_string(m.parameter_count()) + " parameters";
-  if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
-  count += " in " + std::to_string(units.size()) + " units";
-  count += " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype));
-  if (fp8_only_blocks > 0)
-    count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
-  plan.lines.push_back({MemoryCategory::Weights, weights, count});
+  if (in.world_size == 1) {
+    grads += block_grad;
+    std::string count = std::to_string(m.parameter_count()) + " parameters";
+    if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
+    count += " in " + std::to_string(units.size()) + " units";
+    count += " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype));
+    if (fp8_only_blocks > 0)
+      count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
+    plan.lines.push_back({MemoryCategory::Weights, weights, count});
+  }
   // The FP8 weight cache (nn::Fp8Weights): per FP8 block linear W [N, K], the E4M3 codes of W and of W^T and
   // the per-tensor scale and its inverse.
-  size_t cache = 0;
+  size_t cache = 0, block_cache_max = 0;
   int64_t fp8_linears = 0, fp8_blocks = 0, fp8_params = 0;
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
     bool any = false;
+    size_t block_cache = 0;
     for (const BlockLinear& l : block_linears(m)) {
       const LinearRecipe r = in.recipe.linear(layer, l.role);
       if (!r.fp8) continue;
       const auto n = static_cast<double>(l.out * l.in);
-      cache += 2 * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
-                                                              : kFp8TensorScales * allocation_bytes(4, dev));
+      block_cache += 2 * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
+                                                                    : kFp8TensorScales * allocation_bytes(4, dev));
       fp8_params += l.out * l.in;
       ++fp8_linears;
       any = true;
     }
+    cache += block_cache;
+    block_cache_max = std::max(block_cache_max, block_cache);
     fp8_blocks += any ? 1 : 0;
   }
+  // Sharded, a gathered unit's FP8 copies go with it (UnitStore::release_value).
+  if (in.world_size > 1 && in.reshard_after_forward) cache = block_cache_max;
   if (fp8_linears > 0) {
     plan.lines.push_back({MemoryCategory::Weights, cache,
                           "FP8 weight cache: E4M3 W and W^T of " + std::to_string(fp8_linears) +
-                              " linears in " + std::to_string(fp8_blocks) + " blocks (" +
+                              " linears in " + std::to_string(fp8_blocks) + " blocks" +
+                              (in.world_size > 1 && in.reshard_after_forward ? ", one gathered block's at a time" : "") + " (" +
                               std::to_string(fp8_params) +
                               " parameters, 2 bytes each) and their " +
                               (in.recipe.block_scaled ? "128x128 block scales" : "per-tensor scales")});
   }
-  if (mixed) {
+  if (mixed && in.world_size == 1) {
     plan.lines.push_back({MemoryCategory::MasterWeights, masters,
                           "master copy in " + std::string(dtype_name(in.param_dtype))});
   }
-  plan.lines.push_back({MemoryCategory::Gradients, grads,
+  if (in.world_size == 1) plan.lines.push_back({MemoryCategory::Gradients, grads,
                         "accumulated in " + std::string(dtype_name(in.param_dtype)) +
                             (in.share_block_grads ? "; the blocks share one buffer (optim.apply_in_backward)" : "")});
   char state_what[160];
   std::snprintf(state_what, sizeof state_what, "AdamW moments m %s, v %s: %.4g bytes per parameter",
                 ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str(),
                 static_cast<double>(states) / static_cast<double>(std::max<int64_t>(padded, 1)));
-  plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
+  if (in.world_size == 1) plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
 
   // Activations.
   ActivationShapes s;

@@ -1,5 +1,6 @@
 #include "coat/train/memory_advice.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -52,7 +53,10 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.exp_avg = exp_avg_spec(c.optim);
   in.exp_avg_sq = exp_avg_sq_spec(c.optim);
   in.recompute = c.train.recompute;
-  in.share_block_grads = c.optim.apply_in_backward;
+  in.world_size = c.ranks();
+  in.share_block_grads = c.optim.apply_in_backward && in.world_size == 1;
+  in.shard_align = std::max<int64_t>(c.optim.state_group_size, 128);
+  in.reshard_after_forward = c.dist.reshard_after_forward;
   in.device = c.train.compute_device();
   return in;
 }
@@ -65,8 +69,9 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
   const models::MemoryPlan plan = memory_plan(c);
   char line[512];
   std::snprintf(line, sizeof line,
-                "memory plan per device (%s, micro-batch %lld x %lld tokens, %s; train.recompute = %s):\n",
+                "memory plan per device (%s%s, micro-batch %lld x %lld tokens, %s; train.recompute = %s):\n",
                 std::string(to_string(c.train.device)).c_str(),
+                c.ranks() > 1 ? (", one of " + std::to_string(c.ranks()) + " ranks sharding the model").c_str() : "",
                 static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len),
                 recipe_words(c).c_str(), std::string(models::to_string(c.train.recompute)).c_str());
   std::string out = line + plan.str();
@@ -147,14 +152,28 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
       const auto fp8 = [](const ops::MomentSpec& m) {
         return m.encoding == ops::MomentEncoding::FP8 || m.encoding == ops::MomentEncoding::FP8Expand;
       };
-      s += ": the weights, gradients and AdamW states alone take " + fmt(fixed) +
-           "; shard them over more GPUs";
+      s += ": the weights, gradients and AdamW states alone take " + fmt(fixed) + "; shard them over more GPUs";
       if (!fp8(exp_avg_spec(c.optim)) || !fp8(exp_avg_sq_spec(c.optim)))
         s += ", or store the AdamW moments in less (optim.state_dtype = bf16, fp8_expand)";
     } else {
       s += "; shorten data.seq_len";
     }
     suggestions.push_back(s);
+  }
+  // Sharding over more ranks divides the masters, gradients and states: the fewest that fit.
+  for (int64_t world = c.ranks() * 2; world <= 1024; world *= 2) {
+    TrainConfig wider = c;
+    wider.dist.world_size = world;
+    if (wider.train.global_batch_size % (wider.train.micro_batch_size * world) != 0)
+      wider.train.global_batch_size = wider.train.micro_batch_size * world;
+    const size_t total = memory_plan(wider).total();
+    if (total > usable) continue;
+    suggestions.push_back("shard over " + std::to_string(world) + " GPUs (mpirun -np " + std::to_string(world) +
+                          (wider.train.global_batch_size != c.train.global_batch_size
+                               ? ", train.global_batch_size=" + std::to_string(wider.train.global_batch_size)
+                               : std::string()) +
+                          "): " + fmt(total) + " per GPU");
+    break;
   }
   out += "suggestions:\n";
   for (const std::string& s : suggestions) out += "  - " + s + "\n";

@@ -333,7 +333,7 @@ models::PrecisionRecipe recipe_of(const TrainConfig& c) {
   return models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
 }
 
-TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source) {
+TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source, int launched_world) {
   try {
     if (!document.is_object()) throw ConfigError("config: the document must be a JSON object with sections");
     ConfigSection root(document, "");
@@ -345,6 +345,14 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
     c.precision = read_precision(root.section("precision"), c.model.num_hidden_layers);
     c.optim = read_optim(root.section("optim"), c.precision.recipe);
     c.dist = read_dist(root.section("dist"));
+    if (launched_world >= 1) {
+      if (c.dist.world_size > 0 && c.dist.world_size != launched_world) {
+        throw ConfigError(detail::concat("config: 'dist.world_size' = ", c.dist.world_size, " but mpirun started ",
+                                         launched_world, " rank", launched_world > 1 ? "s" : "",
+                                         "; leave it unset (0) to take the launched world"));
+      }
+      c.dist.world_size = launched_world;
+    }
     c.checkpoint = read_checkpoint(root.section("checkpoint"));
     c.logging = read_logging(root.section("logging"));
     root.finish();
@@ -358,11 +366,18 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                                        " is longer than 'train.max_steps' = ", c.train.max_steps, "; the ",
                                        to_string(c.optim.schedule), " schedule needs warmup <= max_steps"));
     }
+    if (c.train.global_batch_size % (c.train.micro_batch_size * c.ranks()) != 0) {
+      throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", c.train.global_batch_size,
+                                       " must be a multiple of 'train.micro_batch_size' (", c.train.micro_batch_size,
+                                       ") x the ", c.ranks(), " ranks of 'dist.world_size': every rank runs whole "
+                                       "micro-batches of one global batch"));
+    }
     if (c.optim.apply_in_backward && c.accumulation_steps() != 1) {
       throw ConfigError(detail::concat("config: 'optim.apply_in_backward' updates each unit when its gradient is "
-                                       "complete, which needs one micro-batch per step; 'train.global_batch_size' = ",
-                                       c.train.global_batch_size, " is ", c.accumulation_steps(),
-                                       " micro-batches of 'train.micro_batch_size' = ", c.train.micro_batch_size));
+                                       "complete, which needs one micro-batch per step", c.ranks() > 1 ? " and rank" : "",
+                                       "; 'train.global_batch_size' = ", c.train.global_batch_size, " is ",
+                                       c.accumulation_steps(), " micro-batches of 'train.micro_batch_size' = ",
+                                       c.train.micro_batch_size, c.ranks() > 1 ? " per rank" : ""));
     }
     if (c.optim.apply_in_backward && c.optim.clip_grad_norm != 0.0) {
       throw ConfigError(detail::concat("config: 'optim.apply_in_backward' cannot clip by the global gradient norm "
@@ -380,7 +395,8 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
   }
 }
 
-TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides) {
+TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides,
+                              int launched_world) {
   std::ifstream in(path);
   if (!in) throw ConfigError(detail::concat("cannot open config file '", path.string(), "'"));
   std::stringstream text;
@@ -395,7 +411,7 @@ TrainConfig load_train_config(const std::filesystem::path& path, const std::vect
     }
   }
   for (const std::string& o : overrides) apply_override(doc, o);
-  return parse_train_config(doc, path.string());
+  return parse_train_config(doc, path.string(), launched_world);
 }
 
 namespace {

@@ -91,6 +91,10 @@ void Trainer::check_setup(bool resuming) const {
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
   }
+  if (config_.dist.world_size > 0 && config_.dist.world_size != world_) {
+    throw ConfigError(detail::concat("config: 'dist.world_size' = ", config_.dist.world_size, " but the trainer runs on ",
+                                     world_, " rank", world_ > 1 ? "s" : "", " (leave it unset under mpirun)"));
+  }
   const int64_t per_rank = config_.train.micro_batch_size * world_;
   if (config_.train.global_batch_size % per_rank != 0) {
     throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", config_.train.global_batch_size,
@@ -98,6 +102,19 @@ void Trainer::check_setup(bool resuming) const {
                                      ") x the ", world_, " ranks = ", per_rank,
                                      ": every rank runs whole micro-batches of one global batch"));
   }
+  if (world_ > 1) check_dist_keys();
+}
+
+void Trainer::check_dist_keys() const {
+  const DistConfig& d = config_.dist;
+  const auto refuse = [](const std::string& what) {
+    throw ConfigError("config: " + what + " is not implemented yet (issue 13); leave it at its default");
+  };
+  if (d.shard_size != 0 && d.shard_size != world_)
+    refuse(detail::concat("'dist.shard_size' = ", d.shard_size, " below the world of ", world_, " (hybrid sharding)"));
+  if (d.prefetch != 0) refuse(detail::concat("'dist.prefetch' = ", d.prefetch, " (all-gathers ahead of their unit)"));
+  if (d.reduce_dtype != ReduceDType::FP32) refuse("'dist.reduce_dtype' = \"bf16\" (BF16 gradient reduction)");
+  if (d.fp8_all_gather) refuse("'dist.fp8_all_gather' = true (gathering FP8 weight copies)");
 }
 
 void Trainer::build_model() {

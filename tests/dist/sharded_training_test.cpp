@@ -141,6 +141,53 @@ TEST_F(ShardedTraining, OlmoTiedHead) {
   });
 }
 
+TEST_F(ShardedTraining, ApplyInBackward) {
+  // One micro-batch per rank and step (the global batch of one process taking it in one micro-batch).
+  const int world = test::world().world_size();
+  Trainer one(parse_train_config(config(rank_dir_ / "one",
+                                        [&](nlohmann::json& c) {
+                                          c["optim"]["apply_in_backward"] = true;
+                                          c["optim"]["clip_grad_norm"] = 0.0;
+                                          c["train"]["micro_batch_size"] = 2 * world;
+                                          c["train"]["global_batch_size"] = 2 * world;
+                                        }),
+                                 "c.json"),
+              ctx_);
+  one.run();
+  const auto set = [&](nlohmann::json& c) {
+    c["optim"]["apply_in_backward"] = true;
+    c["optim"]["clip_grad_norm"] = 0.0;
+    c["train"]["micro_batch_size"] = 2;
+    c["train"]["global_batch_size"] = 2 * world;
+  };
+  Trainer sharded(parse_train_config(config(dir_ / "sharded", set), "c.json", world), ctx_, false, comm_.get());
+  sharded.run();
+  ASSERT_EQ(sharded.history().size(), 20u);
+  const double worst = worst_difference(losses(one), losses(sharded));
+  std::printf("%sapply_in_backward: worst relative loss difference over 20 steps: %.3g\n",
+              test::world().log_prefix().c_str(), worst);
+  EXPECT_LE(worst, 1e-5);
+}
+
+TEST_F(ShardedTraining, RefusesDistKeysNotImplementedYet) {
+  if (test::world().world_size() == 1) GTEST_SKIP() << "one process shards nothing";
+  for (const std::string& key : {"prefetch", "reduce_dtype", "fp8_all_gather", "shard_size"}) {
+    const auto set = [&](nlohmann::json& c) {
+      if (key == "prefetch") c["dist"]["prefetch"] = 1;
+      if (key == "reduce_dtype") c["dist"]["reduce_dtype"] = "bf16";
+      if (key == "fp8_all_gather") c["dist"]["fp8_all_gather"] = true;
+      if (key == "shard_size") c["dist"]["shard_size"] = 1;
+    };
+    try {
+      Trainer t(parse_train_config(config(dir_ / "refused", set), "c.json"), ctx_, false, comm_.get());
+      ADD_FAILURE() << "dist." << key << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("'dist." + key + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not implemented yet"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(ShardedTraining, Fp8ExpandStates) {
   const auto set = [](nlohmann::json& c) { c["optim"]["state_dtype"] = "fp8_expand"; };
   expect_matches_one_process(set, one_process_reordering_difference(set));

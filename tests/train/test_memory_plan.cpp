@@ -461,3 +461,34 @@ TEST_F(MemoryPlanTest, RecomputeKeyIsStrict) {
 
 }  // namespace
 }  // namespace coat::train
+
+namespace coat::train {
+namespace {
+
+// Sharded over N ranks, a rank holds about 1/N of the masters, gradients and AdamW states (slices on state
+// groups, the last padded), plus the gathered unit in use; and the advice names how many GPUs fit.
+TEST(ShardedMemoryPlan, SlicesDivideByTheRanksAndTheAdviceNamesTheGpusNeeded) {
+  TrainConfig c = load_train_config(std::string(COAT_SOURCE_DIR) + "/configs/llama2_7b.json", {});
+  const models::MemoryPlan one = memory_plan(c);
+  c.dist.world_size = 8;
+  c.train.global_batch_size = 8 * c.train.micro_batch_size;
+  const models::MemoryPlan eight = memory_plan(c);
+  // Each unit's slice rounds up to a state group (128 elements of 4 bytes) and each of its (at most 4 per
+  // category: moment codes and group metadata, twice) allocations to the CUDA allocator's 2 MiB.
+  const double units = static_cast<double>(models::unit_layouts(c.model).size());
+  const double slack = units * (4.0 * (2 << 20) + 2.0 * 128 * 4);
+  for (MemoryCategory cat : {MemoryCategory::MasterWeights, MemoryCategory::Gradients, MemoryCategory::OptimizerState}) {
+    const double eighth = static_cast<double>(one.bytes(cat)) / 8.0;
+    EXPECT_GT(static_cast<double>(eight.bytes(cat)), eighth - slack / 8.0) << memory_category_name(cat);
+    EXPECT_LT(static_cast<double>(eight.bytes(cat)), eighth + slack) << memory_category_name(cat);
+  }
+  EXPECT_GT(eight.bytes(MemoryCategory::Communication), 0u);
+  EXPECT_EQ(one.bytes(MemoryCategory::Communication), 0u);
+  c.dist.world_size = 0;
+  c.train.global_batch_size = one.total() > 0 ? c.train.micro_batch_size : 1;
+  const std::string advice = describe_memory_plan(c, size_t{40} << 30);  // 40 GiB: one GPU is not enough
+  EXPECT_NE(advice.find("mpirun -np "), std::string::npos) << advice;
+}
+
+}  // namespace
+}  // namespace coat::train

@@ -249,7 +249,7 @@ TEST(ResolvedConfig, IsEachSectionsToJsonAndAFixedPoint) {
     const std::string path = std::string(COAT_SOURCE_DIR) + "/configs/" + name;
     for (const std::vector<std::string>& overrides :
          {std::vector<std::string>{}, std::vector<std::string>{"precision.recipe=coat"},
-          std::vector<std::string>{"precision.recipe=bf16", "optim.exp_avg_dtype=bf16", "dist.world_size=8",
+          std::vector<std::string>{"precision.recipe=bf16", "optim.exp_avg_dtype=bf16", "dist.world_size=8", "train.global_batch_size=128",
                                    "dist.shard_size=4", "dist.reduce_dtype=bf16", "dist.timeout_s=30.5"}}) {
       const TrainConfig c = load_train_config(path, overrides);
       const nlohmann::json& r = c.resolved;
@@ -278,13 +278,13 @@ TEST(DistConfig, DefaultsAndResolvedDocument) {
   EXPECT_EQ(c.dist.world_size, 0);
   EXPECT_EQ(c.dist.shard_size, 0);
   EXPECT_TRUE(c.dist.reshard_after_forward);
-  EXPECT_EQ(c.dist.prefetch, 1);
+  EXPECT_EQ(c.dist.prefetch, 0);
   EXPECT_EQ(c.dist.reduce_dtype, ReduceDType::FP32);
   EXPECT_DOUBLE_EQ(c.dist.timeout_s, 600.0);
-  EXPECT_TRUE(c.dist.fp8_all_gather);
+  EXPECT_FALSE(c.dist.fp8_all_gather);
   EXPECT_EQ(c.resolved.at("dist"), nlohmann::json::parse(R"({"world_size": 0, "shard_size": 0,
-      "reshard_after_forward": true, "prefetch": 1, "reduce_dtype": "fp32", "timeout_s": 600.0,
-      "fp8_all_gather": true})"));
+      "reshard_after_forward": true, "prefetch": 0, "reduce_dtype": "fp32", "timeout_s": 600.0,
+      "fp8_all_gather": false})"));
   // The resolved document of an earlier version ("dist": {}) still parses, to the defaults.
   nlohmann::json old = c.resolved;
   old["dist"] = nlohmann::json::object();
@@ -297,16 +297,17 @@ TEST(DistConfig, DefaultsAndResolvedDocument) {
 TEST(DistConfig, ValuesAreReadAndChecked) {
   nlohmann::json doc = small_config("coat");
   doc["dist"] = {{"world_size", 8},      {"shard_size", 4},       {"reshard_after_forward", false},
-                 {"prefetch", 0},        {"reduce_dtype", "bf16"}, {"timeout_s", 120.5},
-                 {"fp8_all_gather", false}};
+                 {"prefetch", 2},        {"reduce_dtype", "bf16"}, {"timeout_s", 120.5},
+                 {"fp8_all_gather", true}};
+  doc["train"]["global_batch_size"] = 8 * doc["train"].value("micro_batch_size", 1);
   const DistConfig d = parse(doc).dist;
   EXPECT_EQ(d.world_size, 8);
   EXPECT_EQ(d.shard_size, 4);
   EXPECT_FALSE(d.reshard_after_forward);
-  EXPECT_EQ(d.prefetch, 0);
+  EXPECT_EQ(d.prefetch, 2);
   EXPECT_EQ(d.reduce_dtype, ReduceDType::BF16);
   EXPECT_DOUBLE_EQ(d.timeout_s, 120.5);
-  EXPECT_FALSE(d.fp8_all_gather);
+  EXPECT_TRUE(d.fp8_all_gather);
   EXPECT_EQ(parse(doc).resolved.at("dist").at("reduce_dtype"), "bf16");
 
   const auto refused = [](const std::string& assignment, const std::string& needle) {
@@ -329,6 +330,25 @@ TEST(DistConfig, ValuesAreReadAndChecked) {
   // A shard size alone (the world size taken from mpirun) is checked when the world is known.
   uneven["dist"] = {{"shard_size", 4}};
   EXPECT_EQ(parse(uneven).dist.shard_size, 4);
+}
+
+TEST(DistConfig, TheLaunchedWorldSetsTheWorldSizeAndSplitsTheBatch) {
+  nlohmann::json doc = small_config("bf16");
+  doc["train"]["micro_batch_size"] = 1;
+  doc["train"]["global_batch_size"] = 12;
+  const TrainConfig one = parse_train_config(doc, "cfg.json");
+  EXPECT_EQ(one.ranks(), 1);
+  EXPECT_EQ(one.accumulation_steps(), 12);
+  const TrainConfig four = parse_train_config(doc, "cfg.json", /*launched_world=*/4);
+  EXPECT_EQ(four.dist.world_size, 4);
+  EXPECT_EQ(four.accumulation_steps(), 3);
+  EXPECT_EQ(four.resolved.at("dist").at("world_size"), 4);
+  doc["dist"]["world_size"] = 3;
+  test::expect_error_containing<ConfigError>([&] { parse_train_config(doc, "cfg.json", 4); },
+                                             "'dist.world_size' = 3 but mpirun started 4 ranks");
+  doc["dist"]["world_size"] = 5;  // planning for 5 ranks: 12 sequences do not split
+  test::expect_error_containing<ConfigError>([&] { parse_train_config(doc, "cfg.json"); },
+                                             "x the 5 ranks of 'dist.world_size'");
 }
 
 TEST(RequiredKeys, AMisspelledRequiredKeyIsReportedAsUnknownWithItsSuggestion) {

@@ -3,6 +3,7 @@
 // MPI (CPU; CUDA staged through host memory) or NCCL (CUDA). make_communicator picks one.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string_view>
 
@@ -110,8 +111,10 @@ class LocalCommunicator final : public Communicator {
 /// - Auto: Local for a world of one; MPI for CPU tensors, and for CUDA tensors when more ranks share a
 ///   node than it has GPUs (NCCL refuses two ranks on one GPU); NCCL otherwise.
 /// - Local, Mpi, Nccl: that one, or InvalidArgument/NotImplemented saying why it cannot be.
-/// Collective when MPI or NCCL is chosen: every rank of the group calls it.
-std::unique_ptr<Communicator> make_communicator(const ProcessGroup& group, Device device,
-                                                CommunicatorKind kind = CommunicatorKind::Auto);
+/// Collective when MPI or NCCL is chosen: every rank of the group calls it. `collective_timeout`: how long an
+/// NCCL collective may run before its watchdog aborts the communicator (dist.timeout_s; 0: never).
+std::unique_ptr<Communicator> make_communicator(
+    const ProcessGroup& group, Device device, CommunicatorKind kind = CommunicatorKind::Auto,
+    std::chrono::milliseconds collective_timeout = std::chrono::minutes(10));
 
 }  // namespace coat::dist

@@ -52,6 +52,12 @@ struct MemoryPlanInput {
   PrecisionRecipe recipe{};
   /// The block units share one gradient buffer (optim.apply_in_backward, TransformerOptions).
   bool share_block_grads = false;
+  /// Ranks the units are sharded over (FSDP, dist/fsdp.h): masters, compute copies, gradients and AdamW
+  /// states are each rank's slices (shard_align elements a multiple); the gathered units in use and the
+  /// whole gradient of the unit in its backward are counted as communication buffers.
+  int64_t world_size = 1;
+  int64_t shard_align = 128;
+  bool reshard_after_forward = true;  ///< false: every unit stays gathered from its forward to its backward
 };
 
 struct MemoryPlanLine {

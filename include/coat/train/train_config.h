@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -139,10 +140,12 @@ struct PrecisionConfig {
   nlohmann::json to_json() const;
 };
 
-/// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units). Parsed and
-/// checked here; the trainer does not read it yet.
+/// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units, dist/fsdp.h).
+/// Not implemented yet, and refused by the trainer when set otherwise than by default: shard_size below the
+/// world (hybrid sharding), prefetch > 0, reduce_dtype bf16, fp8_all_gather.
 struct DistConfig {
-  /// Ranks in the job; 0: the size mpirun starts (a --dry-run plans for this many when set).
+  /// Ranks in the job; 0: the size mpirun starts. A run under mpirun sets it (a different value is an error);
+  /// a --dry-run plans for this many.
   int64_t world_size = 0;
   /// Ranks each unit is sharded over (groups of shard_size ranks replicate each other's shards); 0: the
   /// whole world. Divides world_size when both are known.
@@ -150,14 +153,14 @@ struct DistConfig {
   /// Free a unit's gathered weights after its forward and gather them again for the backward (less memory,
   /// one more all-gather per unit and step); false keeps them from the forward to the backward.
   bool reshard_after_forward = true;
-  /// Units whose all-gather is issued ahead of the one computing (>= 0; 0: no overlap).
-  int64_t prefetch = 1;
+  /// Units whose all-gather is issued ahead of the one computing (>= 0; 0: no overlap, the only value yet).
+  int64_t prefetch = 0;
   /// The dtype of the gradient reduce-scatter.
   ReduceDType reduce_dtype = ReduceDType::FP32;
   /// Seconds a collective may wait before NCCL's watchdog aborts the job (> 0).
   double timeout_s = 600.0;
   /// All-gather the FP8 copies of the weights of FP8 linears (FP8 recipes) instead of their BF16 values.
-  bool fp8_all_gather = true;
+  bool fp8_all_gather = false;
 
   nlohmann::json to_json() const;
 };
@@ -189,14 +192,19 @@ struct TrainConfig {
   /// the parsed config, which parses again to the same document.
   nlohmann::json resolved;
 
-  int64_t accumulation_steps() const { return train.global_batch_size / train.micro_batch_size; }
+  /// The ranks the global batch is split over (dist.world_size, 1 when unset).
+  int64_t ranks() const { return std::max<int64_t>(1, dist.world_size); }
+  /// Micro-batches each rank runs per optimizer step.
+  int64_t accumulation_steps() const { return train.global_batch_size / (train.micro_batch_size * ranks()); }
   int64_t tokens_per_step() const { return train.global_batch_size * data.seq_len; }
   /// Every section's to_json, under the section's name.
   nlohmann::json to_json() const;
 };
 
 /// Parses and validates a document (after overrides). `source` names it in messages.
-TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source);
+/// `launched_world`: the ranks mpirun started for a run (dist.world_size is set to it, and may not say
+/// otherwise); 0 for a config read without running it (--dry-run plans for dist.world_size).
+TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source, int launched_world = 0);
 
 /// The AdamW state storage that optim.state_dtype = "auto" means under precision.recipe `recipe`: fp8_expand
 /// (COAT's FP8 states with dynamic range expansion) under coat, fp32 otherwise.
@@ -211,6 +219,7 @@ models::PrecisionRecipe recipe_of(const TrainConfig& config);
 ops::MomentSpec exp_avg_spec(const OptimConfig& o);
 ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o);
 /// Reads a JSON file, applies "section.key=value" overrides, parses. Errors name the file.
-TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides);
+TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides,
+                              int launched_world = 0);
 
 }  // namespace coat::train

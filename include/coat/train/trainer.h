@@ -84,6 +84,8 @@ class Trainer {
   /// written), the model (sharded over the ranks, with FSDP's hooks, when there are several), its weights
   /// (init, or train.init_from), the optimizer over the units and the step policy, the run directory.
   void check_setup(bool resuming) const;
+  /// The dist keys a sharded run cannot honour yet are refused by name.
+  void check_dist_keys() const;
   void build_model();
   void init_weights();
   void build_optimizer();
