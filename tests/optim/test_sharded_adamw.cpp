@@ -3,24 +3,16 @@
 // for every moment storage: each rank's state groups are the whole unit's groups.
 #include <gtest/gtest.h>
 
-#include <random>
 
 #include "coat/models/unit_shard.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "coat/optim/adamw.h"
+#include "random_values.h"
 
 namespace coat {
 namespace {
-
-std::vector<double> normal_values(size_t n, uint32_t seed, double stddev) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> dist(0.0, stddev);
-  std::vector<double> v(n);
-  for (double& x : v) x = dist(gen);
-  return v;
-}
 
 class ShardedAdamW : public ::testing::TestWithParam<ops::MomentEncoding> {};
 
@@ -30,7 +22,7 @@ TEST_P(ShardedAdamW, SlicesGiveTheBitsOfTheWholeUnit) {
   const std::vector<ops::DecayRange> ranges{{0, 300}, {364, 900}};
   optim::AdamWConfig cfg{0.9f, 0.95f, 1e-8f, 0.1f, 0.0f};
   cfg.exp_avg.encoding = cfg.exp_avg_sq.encoding = GetParam();
-  const std::vector<double> p0 = normal_values(numel, 1, 0.5);
+  const std::vector<double> p0 = test::nonzero_normal(numel, 1, 0.0, 0.5);
   Tensor whole_p = ops::from_vector(ctx, {numel}, DType::F32, p0);
   Tensor whole_g = ops::zeros(ctx, {numel}, DType::F32);
   for (int world : {2, 3, 4}) {
@@ -52,7 +44,7 @@ TEST_P(ShardedAdamW, SlicesGiveTheBitsOfTheWholeUnit) {
     ops::copy_(whole_p, ops::from_vector(ctx, {numel}, DType::F32, p0));
     optim::AdamW reference({{"u", whole_p, whole_g, ranges, {}}}, cfg);
     for (int step = 0; step < 5; ++step) {
-      const std::vector<double> g = normal_values(static_cast<size_t>(numel), 10 + step, 0.01 * (step + 1));
+      const std::vector<double> g = test::nonzero_normal(static_cast<size_t>(numel), 10 + static_cast<uint32_t>(step), 0.0, 0.01 * (step + 1));
       ops::copy_(whole_g, ops::from_vector(ctx, {numel}, DType::F32, g));
       for (int r = 0; r < world; ++r) {
         std::vector<double> slice(static_cast<size_t>(shards[r].shard_numel), 0.0);
