@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "coat/dist/communicator.h"
 #include "coat/dist/process_group.h"
@@ -72,12 +73,25 @@ void train(const coat::train::TrainConfig& config, const std::string& config_pat
            const coat::dist::ProcessGroup& world) {
   const coat::Device dev = rank_device(config.train.device == coat::DeviceKind::CUDA, world);
   coat::ContextPtr ctx = coat::ops::make_context(dev);
-  std::unique_ptr<coat::dist::Communicator> comm;
+  // The world's communicator and, under hybrid sharding (dist.shard_size below the world), those of this rank's
+  // shard group and replica group.
+  std::unique_ptr<coat::dist::Communicator> comm, shard_comm, replicate_comm;
+  std::optional<coat::dist::ProcessGroup::HybridGroups> groups;
   if (world.world_size() > 1) {
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000.0));
-    comm = coat::dist::make_communicator(world, dev, coat::dist::CommunicatorKind::Auto, timeout);
+    const auto make = [&](const coat::dist::ProcessGroup& g) {
+      return coat::dist::make_communicator(g, dev, coat::dist::CommunicatorKind::Auto, timeout);
+    };
+    comm = make(world);
+    const int64_t shard_size = config.dist.shard_size;
+    if (shard_size > 0 && shard_size < world.world_size()) {
+      groups.emplace(world.split(static_cast<int>(shard_size)));
+      shard_comm = make(groups->shard);
+      replicate_comm = make(groups->replicate);
+    }
   }
-  coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(), comm.get());
+  coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(),
+                               coat::train::TrainerComms(comm.get(), shard_comm.get(), replicate_comm.get()));
   if (!resume.empty()) {
     if (resume == "auto") {
       auto latest = trainer.latest_checkpoint();

@@ -8,8 +8,8 @@
 
 namespace coat::dist {
 
-FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options)
-    : store_(store), comm_(comm), options_(options), grads_(store.units().size()) {
+FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options, Communicator* replicate)
+    : store_(store), comm_(comm), options_(options), replicate_(replicate), grads_(store.units().size()) {
   const auto& spec = store_.sharding();
   COAT_ARG_CHECK(spec.has_value() && spec->rank == comm_.rank() && spec->world == comm_.world_size(), "FsdpUnits",
                  "the store must be sharded over the communicator's ", comm_.world_size(), " ranks (rank ",
@@ -57,6 +57,8 @@ void FsdpUnits::after_backward(size_t unit) {
   Tensor reduced = Tensor::empty(store_.context(), {u.shard.shard_numel}, store_.dtype(), MemoryCategory::Communication);
   comm_.reduce_scatter(grads_[unit], reduced, ReduceOp::Sum).wait();
   bytes_reduced_ += grads_[unit].numel() * static_cast<int64_t>(dtype_size(reduced.dtype()));
+  // Hybrid sharding: the replicas of this slice saw other data; their sums add up (rank order, as above).
+  if (replicate_ != nullptr && replicate_->world_size() > 1) replicate_->all_reduce(reduced, ReduceOp::Sum).wait();
   ops::add_(u.grad_shard, reduced);  // the micro-batches of a step add up in the slice
   store_.release_grad(unit);
   grads_[unit] = Tensor();

@@ -60,12 +60,14 @@ optim::LrSchedule make_schedule(const TrainConfig& c) {
 
 }  // namespace
 
-Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, dist::Communicator* comm)
+Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerComms comms)
     : config_(std::move(config)),
       context_(std::move(context)),
-      comm_(comm),
-      rank_(comm ? comm->rank() : 0),
-      world_(comm ? comm->world_size() : 1),
+      comm_(comms.world),
+      comms_(comms),
+      rank_(comms.world ? comms.world->rank() : 0),
+      world_(comms.world ? comms.world->world_size() : 1),
+      shard_world_(comms.shard ? comms.shard->world_size() : 1),
       run_dir_(config_.logging.run_dir),
       tokens_(open_tokens(config_.data, config_.model.vocab_size)) {
   check_setup(resuming);
@@ -110,8 +112,12 @@ void Trainer::check_dist_keys() const {
   const auto refuse = [](const std::string& what) {
     throw ConfigError("config: " + what + " is not implemented yet (issue 13); leave it at its default");
   };
-  if (d.shard_size != 0 && d.shard_size != world_)
-    refuse(detail::concat("'dist.shard_size' = ", d.shard_size, " below the world of ", world_, " (hybrid sharding)"));
+  const int64_t shard = d.shard_size == 0 ? world_ : d.shard_size;
+  if (shard != shard_world_ || (shard < world_ && comms_.replicate == nullptr)) {
+    throw ConfigError(detail::concat("config: 'dist.shard_size' = ", d.shard_size, " but the trainer was given ",
+                                     shard_world_, "-rank shard groups", comms_.replicate ? "" : " and no replica group",
+                                     " (coat-train splits the world by dist.shard_size)"));
+  }
   if (d.prefetch != 0) refuse(detail::concat("'dist.prefetch' = ", d.prefetch, " (all-gathers ahead of their unit)"));
   if (d.reduce_dtype != ReduceDType::FP32) refuse("'dist.reduce_dtype' = \"bf16\" (BF16 gradient reduction)");
   if (d.fp8_all_gather) refuse("'dist.fp8_all_gather' = true (gathering FP8 weight copies)");
@@ -126,7 +132,8 @@ void Trainer::build_model() {
   options.recipe = recipe_of(config_);
   if (world_ > 1) {
     // Shard boundaries on optimizer state groups: each rank's groups are those of one process.
-    options.shard = models::ShardSpec{rank_, world_, std::max<int64_t>(config_.optim.state_group_size, 128)};
+    options.shard = models::ShardSpec{comms_.shard->rank(), shard_world_,
+                                      std::max<int64_t>(config_.optim.state_group_size, 128)};
   } else {
     options.share_block_grads = config_.optim.apply_in_backward;
   }
@@ -134,8 +141,8 @@ void Trainer::build_model() {
                                                  options);
   model_->set_recompute(config_.train.recompute);
   if (world_ > 1) {
-    fsdp_ = std::make_unique<dist::FsdpUnits>(model_->store(), *comm_,
-                                              dist::FsdpOptions{config_.dist.reshard_after_forward});
+    fsdp_ = std::make_unique<dist::FsdpUnits>(model_->store(), *comms_.shard,
+                                              dist::FsdpOptions{config_.dist.reshard_after_forward}, comms_.replicate);
     model_->set_unit_hooks(fsdp_.get());
   }
 }
@@ -176,7 +183,8 @@ void Trainer::build_optimizer() {
   optimizer_ = std::make_unique<optim::AdamW>(unit_buffers(model_->store(), decays), oc);
   if (world_ > 1) {
     // The norm, the clipping and the skip decision over every rank's slices: one all-reduce per step.
-    optimizer_->set_sum_reduction([this](Tensor& sum) { comm_->all_reduce(sum, dist::ReduceOp::Sum).wait(); });
+    // (Over one shard group: the replicas hold the same summed slices.)
+    optimizer_->set_sum_reduction([this](Tensor& sum) { comms_.shard->all_reduce(sum, dist::ReduceOp::Sum).wait(); });
   }
   step_policy_ = make_step_policy(config_.optim.apply_in_backward, model_->store(), *optimizer_);
   step_hooks_ = std::make_unique<models::UnitHookChain>(
@@ -374,7 +382,7 @@ void Trainer::save_checkpoint() {
   meta["world_size"] = 1;
   // A sharded run gathers its units into one process's layout (every rank takes part; rank 0 writes), so
   // that a run of any world size resumes from it.
-  const auto tensors = checkpoint_tensors(model_->store(), *optimizer_, comm_);
+  const auto tensors = checkpoint_tensors(model_->store(), *optimizer_, comms_.shard);
   if (rank_ == 0) io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
   if (comm_) comm_->barrier();  // no rank looks for it before it is complete
 }

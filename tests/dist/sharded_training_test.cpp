@@ -169,14 +169,43 @@ TEST_F(ShardedTraining, ApplyInBackward) {
   EXPECT_LE(worst, 1e-5);
 }
 
+TEST_F(ShardedTraining, HybridShardingOverHalfTheRanks) {
+  const int world = test::world().world_size();
+  if (world % 2 != 0) GTEST_SKIP() << "shard groups of half the world need an even world (" << world << " ranks)";
+  const int shard = world / 2;  // 2 ranks: each holds everything and the two sum their gradients (DDP)
+  dist::ProcessGroup::HybridGroups groups = test::world().split(shard);
+  auto shard_comm = dist::make_communicator(groups.shard, Device::cpu());
+  auto replicate_comm = dist::make_communicator(groups.replicate, Device::cpu());
+  const auto set = [&](nlohmann::json& c) {
+    c["dist"]["shard_size"] = shard;
+    c["optim"]["state_dtype"] = "fp8";
+  };
+  Trainer one(parse_train_config(config(rank_dir_ / "one", set), "c.json"), ctx_);
+  one.run();
+  Trainer hybrid(parse_train_config(config(dir_ / "hybrid", set), "c.json"), ctx_, false,
+                 TrainerComms(comm_.get(), shard_comm.get(), replicate_comm.get()));
+  hybrid.run();
+  ASSERT_EQ(hybrid.history().size(), 20u);
+  const double worst = worst_difference(losses(one), losses(hybrid));
+  std::printf("%shybrid (shard groups of %d): worst relative loss difference over 20 steps: %.3g\n",
+              test::world().log_prefix().c_str(), shard, worst);
+  EXPECT_LE(worst, one_process_reordering_difference(set));
+  // Without its replica group the trainer refuses the config rather than train one replica's data alone.
+  try {
+    Trainer t(parse_train_config(config(dir_ / "refused", set), "c.json"), ctx_, false, comm_.get());
+    FAIL() << "a shard size below the world without shard and replica communicators was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("'dist.shard_size'"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ShardedTraining, RefusesDistKeysNotImplementedYet) {
   if (test::world().world_size() == 1) GTEST_SKIP() << "one process shards nothing";
-  for (const std::string& key : {"prefetch", "reduce_dtype", "fp8_all_gather", "shard_size"}) {
+  for (const std::string& key : {"prefetch", "reduce_dtype", "fp8_all_gather"}) {
     const auto set = [&](nlohmann::json& c) {
       if (key == "prefetch") c["dist"]["prefetch"] = 1;
       if (key == "reduce_dtype") c["dist"]["reduce_dtype"] = "bf16";
       if (key == "fp8_all_gather") c["dist"]["fp8_all_gather"] = true;
-      if (key == "shard_size") c["dist"]["shard_size"] = 1;
     };
     try {
       Trainer t(parse_train_config(config(dir_ / "refused", set), "c.json"), ctx_, false, comm_.get());

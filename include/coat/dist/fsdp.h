@@ -23,8 +23,10 @@ struct FsdpOptions {
 class FsdpUnits final : public models::UnitHooks {
  public:
   /// `store` must be sharded over the ranks of `comm` (StoreOptions::shard with comm's rank and world).
-  /// Both must outlive the hooks.
-  FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options = {});
+  /// `replicate` (hybrid sharding, may be null): the ranks that hold the same slices; each slice's gradient is
+  /// summed over them after the reduce-scatter. All must outlive the hooks.
+  FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions options = {},
+            Communicator* replicate = nullptr);
 
   void before_forward(size_t unit) override;
   void after_forward(size_t unit) override;
@@ -43,6 +45,7 @@ class FsdpUnits final : public models::UnitHooks {
   models::UnitStore& store_;
   Communicator& comm_;
   FsdpOptions options_;
+  Communicator* replicate_ = nullptr;
   std::vector<Tensor> grads_;  ///< per unit: the whole (padded) gradient buffer while its backward runs
   int64_t bytes_gathered_ = 0;
   int64_t bytes_reduced_ = 0;

@@ -37,14 +37,27 @@ struct EvalResult {
   int64_t tokens = 0;
 };
 
+/// The communicators of a run over several ranks (not owned; they must outlive the trainer). `world` spans
+/// every rank (the batch split, the loss, checkpoints); `shard` the ranks each unit is sharded over (null: the
+/// world); `replicate` the ranks holding the same slices under hybrid sharding (dist.shard_size below the
+/// world: gradients are summed over it; null: none).
+struct TrainerComms {
+  TrainerComms(dist::Communicator* world_comm = nullptr, dist::Communicator* shard_comm = nullptr,  // NOLINT: implicit
+               dist::Communicator* replicate_comm = nullptr)
+      : world(world_comm), shard(shard_comm ? shard_comm : world_comm), replicate(replicate_comm) {}
+  dist::Communicator* world = nullptr;
+  dist::Communicator* shard = nullptr;
+  dist::Communicator* replicate = nullptr;
+};
+
 class Trainer {
  public:
   /// Opens the data, builds and initialises the model and optimizer. `run_dir` must hold no earlier run
   /// (checkpoints or metrics) unless `resuming` is set: nothing already written is overwritten.
-  /// With a communicator of more than one rank (not owned; it must outlive the trainer) the units are sharded
-  /// over its ranks (FSDP, dist/fsdp.h), each rank trains on its slice of every global batch, and rank 0
-  /// alone writes the run directory; every rank must then make the same calls in the same order.
-  Trainer(TrainConfig config, ContextPtr context, bool resuming = false, dist::Communicator* comm = nullptr);
+  /// With communicators of more than one rank the units are sharded over comms.shard (FSDP, dist/fsdp.h), each
+  /// rank trains on its slice of every global batch, and rank 0 alone writes the run directory; every rank
+  /// must then make the same calls in the same order.
+  Trainer(TrainConfig config, ContextPtr context, bool resuming = false, TrainerComms comms = {});
 
   /// Loads a checkpoint directory (written by save_checkpoint): model, optimizer, sampler, step. A
   /// checkpoint of another model shape is an error naming the directory and the difference.
@@ -99,9 +112,11 @@ class Trainer {
 
   TrainConfig config_;
   ContextPtr context_;
-  dist::Communicator* comm_ = nullptr;  ///< not owned; null: one process
+  dist::Communicator* comm_ = nullptr;  ///< the world's; not owned; null: one process
+  TrainerComms comms_;
   int rank_ = 0;
   int world_ = 1;
+  int shard_world_ = 1;  ///< ranks each unit is sharded over (== world_ but under hybrid sharding)
   std::filesystem::path run_dir_;
   data::TokenFile tokens_;
   std::unique_ptr<data::WindowSampler> sampler_;
