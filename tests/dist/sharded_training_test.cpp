@@ -201,7 +201,7 @@ TEST_F(ShardedTraining, HybridShardingOverHalfTheRanks) {
 
 TEST_F(ShardedTraining, RefusesDistKeysNotImplementedYet) {
   if (test::world().world_size() == 1) GTEST_SKIP() << "one process shards nothing";
-  for (const std::string& key : {"prefetch", "reduce_dtype", "fp8_all_gather"}) {
+  for (const std::string key : {"prefetch", "reduce_dtype", "fp8_all_gather"}) {
     const auto set = [&](nlohmann::json& c) {
       if (key == "prefetch") c["dist"]["prefetch"] = 1;
       if (key == "reduce_dtype") c["dist"]["reduce_dtype"] = "bf16";

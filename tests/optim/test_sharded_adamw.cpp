@@ -16,6 +16,8 @@ namespace {
 
 class ShardedAdamW : public ::testing::TestWithParam<ops::MomentEncoding> {};
 
+const char* const kRankNames[] = {"u0", "u1", "u2", "u3"};  // one buffer name per rank
+
 TEST_P(ShardedAdamW, SlicesGiveTheBitsOfTheWholeUnit) {
   auto ctx = ops::make_context(Device::cpu());
   const int64_t numel = 1000;  // not a multiple of the group size nor of the ranks
@@ -26,7 +28,7 @@ TEST_P(ShardedAdamW, SlicesGiveTheBitsOfTheWholeUnit) {
   Tensor whole_p = ops::from_vector(ctx, {numel}, DType::F32, p0);
   Tensor whole_g = ops::zeros(ctx, {numel}, DType::F32);
   for (int world : {2, 3, 4}) {
-    SCOPED_TRACE("world " + std::to_string(world));
+    SCOPED_TRACE(::testing::Message() << "world " << world);
     std::vector<models::UnitShard> shards;
     std::vector<Tensor> params, grads;
     std::vector<optim::OptimBuffer> buffers;
@@ -37,7 +39,7 @@ TEST_P(ShardedAdamW, SlicesGiveTheBitsOfTheWholeUnit) {
       shards.push_back(s);
       params.push_back(ops::from_vector(ctx, {s.shard_numel}, DType::F32, slice));
       grads.push_back(ops::zeros(ctx, {s.shard_numel}, DType::F32));
-      buffers.push_back({"u" + std::to_string(r), params.back(), grads.back(),
+      buffers.push_back({kRankNames[r], params.back(), grads.back(),
                          optim::slice_decay_ranges(ranges, s.begin, s.shard_numel), {}});
     }
     optim::AdamW sharded(buffers, cfg);

@@ -182,7 +182,9 @@ TEST_F(CudaDeviceStep, PerBufferStepMatchesCpuThroughSkippedSteps) {
     EXPECT_EQ(b.first_nonfinite_buffer, a.first_nonfinite_buffer) << what;
     EXPECT_EQ(std::isnan(b.grad_norm) || std::isinf(b.grad_norm), s == 1) << what;
     if (s != 1) {
-      EXPECT_EQ(b.grad_norm, a.grad_norm) << what;
+      // The GPU adds a buffer's squares in a tree, the CPU in order: in double the two agree to ~1e-15 relative
+      // (measured on an H100: equal to the 6 digits printed); the optimizer's bytes above are what must match.
+      EXPECT_NEAR(b.grad_norm, a.grad_norm, 1e-12 * a.grad_norm) << what;
     }
     EXPECT_EQ(on_gpu.step_count(), on_cpu.step_count()) << what;
     expect_same_optimizer(on_gpu, on_cpu, what);
