@@ -94,10 +94,11 @@ class ShardedTraining : public ::testing::Test {
     EXPECT_LT(got.back(), got.front());
   }
   /// FP8 moments round: a gradient that differs in its last bits (a sum in another order) can move a code by a
-  /// step, and the loss curves part further than 1e-5 in 20 steps even in ONE process. The bound for sharded
-  /// FP8 states is what one process shows when only its summation order changes (the same global batch in
-  /// micro-batches of 2 and of 3 instead of 1), or 1e-5 where that is smaller. tests/optim/
-  /// test_sharded_adamw.cpp shows the sharded update itself is bit-exact on the same gradients.
+  /// step, and the loss curves part further than 1e-5 in 20 steps even in ONE process. A sharded run is one
+  /// more such order, so its difference is a draw from the same spread: the bound for sharded FP8 states is
+  /// twice the widest of three one-process reorderings (the same global batch in micro-batches of 2, 3 and 4
+  /// instead of 1), or 1e-5 where that is larger. tests/optim/test_sharded_adamw.cpp shows the sharded update
+  /// itself is bit-exact on the same gradients.
   double one_process_reordering_difference(const std::function<void(nlohmann::json&)>& set) {
     const auto run = [&](int64_t micro) {
       Trainer t(parse_train_config(config(rank_dir_ / ("micro" + std::to_string(micro)),
@@ -111,7 +112,8 @@ class ShardedTraining : public ::testing::Test {
       return losses(t);
     };
     const std::vector<double> base = run(1);
-    return std::max({1e-5, worst_difference(base, run(2)), worst_difference(base, run(3))});
+    return std::max({1e-5, 2.0 * worst_difference(base, run(2)), 2.0 * worst_difference(base, run(3)),
+                     2.0 * worst_difference(base, run(4))});
   }
 
   ContextPtr ctx_ = ops::make_context(Device::cpu());
