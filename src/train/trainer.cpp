@@ -487,7 +487,12 @@ void Trainer::run(int64_t stop_after_step) {
   auto window_start = started;  // time and step of the last log line
   int64_t window_first_step = step_;
   int64_t steps_run = 0;     // steps run by this call
+  int64_t gathered = 0, reduced = 0;  // FSDP's bytes so far (this rank), for the per-step counts
   while (step_ < last) {
+    if (fsdp_) {
+      gathered = fsdp_->bytes_gathered();
+      reduced = fsdp_->bytes_reduced();
+    }
     StepRecord rec = train_step();
     ++steps_run;
     const auto now = std::chrono::steady_clock::now();
@@ -496,6 +501,11 @@ void Trainer::run(int64_t stop_after_step) {
     nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
                         {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
                         {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
+    if (fsdp_) {
+      // What this rank received in all-gathers and sent into reduce-scatters during the step.
+      j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
+      j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
+    }
     if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
       const double win = std::chrono::duration<double>(now - window_start).count();
       const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /

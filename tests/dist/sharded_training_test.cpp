@@ -125,6 +125,33 @@ TEST_F(ShardedTraining, LlamaUntiedWithAccumulationAndClipping) {
   expect_matches_one_process([](nlohmann::json&) {});
 }
 
+TEST_F(ShardedTraining, MetricsCountTheBytesEachStepMoves) {
+  if (test::world().world_size() == 1) GTEST_SKIP() << "one process moves nothing";
+  Trainer t(parse_train_config(config(dir_ / "bytes", [](nlohmann::json& c) { c["train"]["max_steps"] = 2; }), "c.json"),
+            ctx_, false, comm_.get());
+  t.run();
+  comm_->barrier();
+  // Every unit is gathered twice per micro-batch (forward, and again for the backward: reshard_after_forward)
+  // and its whole gradient reduce-scattered once; rank 0 writes the counts of its own traffic.
+  const int world = test::world().world_size();
+  const int64_t micro_batches = 12 / world;
+  int64_t gathered = 0, reduced = 0;
+  for (const models::ParamUnit& u : t.model().units()) {
+    gathered += 2 * micro_batches * (u.shard.padded_numel() - u.shard.shard_numel) * 4;
+    reduced += micro_batches * u.shard.padded_numel() * 4;
+  }
+  std::ifstream metrics(dir_ / "bytes" / "metrics.jsonl");
+  int steps = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    EXPECT_EQ(j.at("gathered_bytes").get<int64_t>(), gathered) << line;
+    EXPECT_EQ(j.at("reduced_bytes").get<int64_t>(), reduced) << line;
+    ++steps;
+  }
+  EXPECT_EQ(steps, 2);
+}
+
 TEST_F(ShardedTraining, LlamaWithoutClippingOrAccumulation) {
   expect_matches_one_process([&](nlohmann::json& c) {
     c["optim"]["clip_grad_norm"] = 0.0;
