@@ -285,6 +285,63 @@ std::string MemoryPlan::str() const {
 
 namespace {
 
+/// One process's units (world_size 1): masters, compute copies (vectors only for a block whose linears all
+/// run FP8), gradients (one buffer for every block under share_block_grads) and AdamW states.
+void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units, const MemoryPlanInput& in,
+                      MemoryPlan& plan) {
+  const Device dev = in.device;
+  const bool mixed = in.compute_dtype != in.param_dtype;
+  const double param_bytes = static_cast<double>(dtype_size(in.param_dtype));
+  const double compute_bytes = static_cast<double>(dtype_size(in.compute_dtype));
+  int64_t padded = 0, fp8_only_blocks = 0;
+  size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0;
+  for (const UnitLayout& u : units) {
+    const auto n = static_cast<double>(u.numel);
+    padded += u.numel;
+    // A block whose four linears all run FP8 has compute copies of its vectors only (Transformer).
+    const bool is_block = u.name.rfind("layers.", 0) == 0;
+    bool full = !mixed || !is_block;
+    if (!full) {
+      const int64_t layer = std::stoll(u.name.substr(7));
+      for (const BlockLinear& l : block_linears(m)) full = full || !in.recipe.linear(layer, l.role).fp8;
+    }
+    if (full) {
+      weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
+    } else {
+      ++fp8_only_blocks;
+      for (const auto& [name, shape] : u.params)
+        if (shape.size() == 1) weights += allocation_bytes(static_cast<double>(shape_numel(shape)) * compute_bytes, dev);
+    }
+    masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
+    if (is_block && in.share_block_grads) {
+      block_grad = allocation_bytes(n * param_bytes, dev);
+    } else {
+      grads += allocation_bytes(n * param_bytes, dev);
+    }
+    states += moment_allocation(in.exp_avg, u.numel, dev) + moment_allocation(in.exp_avg_sq, u.numel, dev);
+  }
+  grads += block_grad;
+  std::string count = std::to_string(m.parameter_count()) + " parameters";
+  if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
+  count += " in " + std::to_string(units.size()) + " units";
+  count += " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype));
+  if (fp8_only_blocks > 0)
+    count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
+  plan.lines.push_back({MemoryCategory::Weights, weights, count});
+  if (mixed) {
+    plan.lines.push_back({MemoryCategory::MasterWeights, masters,
+                          "master copy in " + std::string(dtype_name(in.param_dtype))});
+  }
+  plan.lines.push_back({MemoryCategory::Gradients, grads,
+                        "accumulated in " + std::string(dtype_name(in.param_dtype)) +
+                            (in.share_block_grads ? "; the blocks share one buffer (optim.apply_in_backward)" : "")});
+  char state_what[160];
+  std::snprintf(state_what, sizeof state_what, "AdamW moments m %s, v %s: %.4g bytes per parameter",
+                ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str(),
+                static_cast<double>(states) / static_cast<double>(std::max<int64_t>(padded, 1)));
+  plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
+}
+
 /// A rank's part of a sharded model (world_size > 1): its slices of the masters, compute copies, gradients and
 /// AdamW states (UnitShard), and the whole units it holds while they are in use.
 void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& units, const MemoryPlanInput& in,
@@ -344,50 +401,14 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
                  in.recipe.name, " recipe computes in bf16, not ", dtype_name(in.compute_dtype));
   MemoryPlan plan;
   const Device dev = in.device;
-  const bool mixed = in.compute_dtype != in.param_dtype;
-  const double param_bytes = static_cast<double>(dtype_size(in.param_dtype));
   const double compute_bytes = static_cast<double>(dtype_size(in.compute_dtype));
 
-  // Parameters, gradients and AdamW states: one flat buffer per unit and role.
+  // Parameters, gradients and AdamW states: one flat buffer per unit and role (or this rank's slice of it).
   const std::vector<UnitLayout> units = unit_layouts(m);
-  if (in.world_size > 1) plan_sharded_units(m, units, in, plan);
-  int64_t padded = 0, fp8_only_blocks = 0;
-  size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0;
-  for (const UnitLayout& u : units) {
-    if (in.world_size > 1) break;
-    const auto n = static_cast<double>(u.numel);
-    padded += u.numel;
-    // A block whose four linears all run FP8 has compute copies of its vectors only (Transformer).
-    const bool is_block = u.name.rfind("layers.", 0) == 0;
-    bool full = !mixed || !is_block;
-    if (!full) {
-      const int64_t layer = std::stoll(u.name.substr(7));
-      for (const BlockLinear& l : block_linears(m)) full = full || !in.recipe.linear(layer, l.role).fp8;
-    }
-    if (full) {
-      weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
-    } else {
-      ++fp8_only_blocks;
-      for (const auto& [name, shape] : u.params)
-        if (shape.size() == 1) weights += allocation_bytes(static_cast<double>(shape_numel(shape)) * compute_bytes, dev);
-    }
-    masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
-    if (is_block && in.share_block_grads) {
-      block_grad = allocation_bytes(n * param_bytes, dev);
-    } else {
-      grads += allocation_bytes(n * param_bytes, dev);
-    }
-    states += moment_allocation(in.exp_avg, u.numel, dev) + moment_allocation(in.exp_avg_sq, u.numel, dev);
-  }
-  if (in.world_size == 1) {
-    grads += block_grad;
-    std::string count = std::to_string(m.parameter_count()) + " parameters";
-    if (padded != m.parameter_count()) count += " (" + std::to_string(padded) + " with alignment padding)";
-    count += " in " + std::to_string(units.size()) + " units";
-    count += " in " + std::string(dtype_name(mixed ? in.compute_dtype : in.param_dtype));
-    if (fp8_only_blocks > 0)
-      count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
-    plan.lines.push_back({MemoryCategory::Weights, weights, count});
+  if (in.world_size > 1) {
+    plan_sharded_units(m, units, in, plan);
+  } else {
+    plan_whole_units(m, units, in, plan);
   }
   // The FP8 weight cache (nn::Fp8Weights): per FP8 block linear W [N, K], the E4M3 codes of W and of W^T and
   // the per-tensor scale and its inverse.
@@ -421,18 +442,6 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
                               " parameters, 2 bytes each) and their " +
                               (in.recipe.block_scaled ? "128x128 block scales" : "per-tensor scales")});
   }
-  if (mixed && in.world_size == 1) {
-    plan.lines.push_back({MemoryCategory::MasterWeights, masters,
-                          "master copy in " + std::string(dtype_name(in.param_dtype))});
-  }
-  if (in.world_size == 1) plan.lines.push_back({MemoryCategory::Gradients, grads,
-                        "accumulated in " + std::string(dtype_name(in.param_dtype)) +
-                            (in.share_block_grads ? "; the blocks share one buffer (optim.apply_in_backward)" : "")});
-  char state_what[160];
-  std::snprintf(state_what, sizeof state_what, "AdamW moments m %s, v %s: %.4g bytes per parameter",
-                ops::moment_spec_str(in.exp_avg).c_str(), ops::moment_spec_str(in.exp_avg_sq).c_str(),
-                static_cast<double>(states) / static_cast<double>(std::max<int64_t>(padded, 1)));
-  if (in.world_size == 1) plan.lines.push_back({MemoryCategory::OptimizerState, states, state_what});
 
   // Activations.
   ActivationShapes s;

@@ -28,10 +28,7 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
   store.share_block_grads = options.share_block_grads;
   store.shard = options.shard;
   // The recipe is checked against the compute dtype before anything is allocated for it.
-  COAT_ARG_CHECK(!recipe_.fp8_linears || compute_dtype.value_or(dtype) == DType::BF16, "Transformer", "the ",
-                 recipe_.name, " recipe computes in BF16; the model's compute dtype is ",
-                 dtype_name(compute_dtype.value_or(dtype)));
-  check_recipe(recipe_);
+  check_recipe(recipe_, compute_dtype.value_or(dtype));
   store.full_copy = [this](const ParamUnit& u) { return needs_full_copy(u); };
   store_ = std::make_unique<UnitStore>(config_, std::move(context), std::move(store));
 }
@@ -43,18 +40,16 @@ bool Transformer::needs_full_copy(const ParamUnit& u) const {
   return false;
 }
 
-void Transformer::check_recipe(const PrecisionRecipe& recipe) const {
-  if (store_) {
-    COAT_ARG_CHECK(!recipe.fp8_linears || store_->compute_dtype() == DType::BF16, "Transformer", "the ", recipe.name,
-                   " recipe computes in BF16; the model's compute dtype is ", dtype_name(store_->compute_dtype()));
-  }
+void Transformer::check_recipe(const PrecisionRecipe& recipe, DType compute_dtype) const {
+  COAT_ARG_CHECK(!recipe.fp8_linears || compute_dtype == DType::BF16, "Transformer", "the ", recipe.name,
+                 " recipe computes in BF16; the model's compute dtype is ", dtype_name(compute_dtype));
   for (int64_t layer : recipe.bf16_layers)
     COAT_ARG_CHECK(layer >= 0 && layer < config_.num_hidden_layers, "Transformer", "bf16 layer ", layer,
                    " out of range");
 }
 
 void Transformer::set_recipe(PrecisionRecipe recipe) {
-  check_recipe(recipe);
+  check_recipe(recipe, store_->compute_dtype());
   recipe_ = std::move(recipe);
   store_->layout_compute_copies([this](const ParamUnit& u) { return needs_full_copy(u); });
   store_->weights_changed();

@@ -163,27 +163,15 @@ nn::Parameter& UnitStore::parameter(const std::string& name) {
 }
 
 void UnitStore::init(uint64_t seed, double initializer_range) {
-  if (shard_) return init_sharded(seed, initializer_range);
-  RandomGenerator gen{seed, 0};
-  for (nn::Parameter& p : params_) {
-    if (p.master.dim() == 1) {
-      ops::fill_(p.master, 1.0);
-    } else {
-      ops::normal_(p.master, gen, 0.0f, static_cast<float>(initializer_range));
-    }
-  }
-  sync_compute_weights();
-}
-
-void UnitStore::init_sharded(uint64_t seed, double initializer_range) {
-  // The draws of one process, unit by unit (parameters are numbered unit after unit): each rank makes the
-  // whole unit and keeps its slice.
+  // Draws from Philox in parameter order, unit after unit, over each whole unit: a sharded rank makes the
+  // whole unit too (the draws of one process) and keeps its slice.
   RandomGenerator gen{seed, 0};
   for (size_t k = 0; k < units_.size(); ++k) {
     ParamUnit& u = units_[k];
     const UnitLayout& layout = layouts_[k];
-    Tensor whole = ops::zeros(context_, {u.shard.padded_numel()}, dtype_, MemoryCategory::Workspace);
-    for (size_t i = 0; i < u.params.size(); ++i) {
+    Tensor whole = shard_ ? ops::zeros(context_, {u.shard.padded_numel()}, dtype_, MemoryCategory::Workspace)
+                          : u.master;
+    for (size_t i = 0; i < layout.params.size(); ++i) {
       const Shape& shape = layout.params[i].second;
       Tensor p = whole.slice(0, layout.offsets[i], layout.offsets[i] + shape_numel(shape));
       if (shape.size() == 1) {
@@ -192,7 +180,7 @@ void UnitStore::init_sharded(uint64_t seed, double initializer_range) {
         ops::normal_(p, gen, 0.0f, static_cast<float>(initializer_range));
       }
     }
-    ops::copy_(u.master, whole.slice(0, u.shard.begin, u.shard.begin + u.shard.shard_numel));
+    if (shard_) ops::copy_(u.master, whole.slice(0, u.shard.begin, u.shard.begin + u.shard.shard_numel));
   }
   sync_compute_weights();
 }

@@ -333,6 +333,15 @@ models::PrecisionRecipe recipe_of(const TrainConfig& c) {
   return models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
 }
 
+void check_batch_split(const LoopConfig& train, int64_t ranks) {
+  const int64_t per_step = train.micro_batch_size * ranks;
+  if (train.global_batch_size % per_step == 0) return;
+  throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", train.global_batch_size,
+                                   " must be a multiple of 'train.micro_batch_size' (", train.micro_batch_size,
+                                   ") x the ", ranks, " ranks of 'dist.world_size' = ", per_step,
+                                   ": every rank runs whole micro-batches of one global batch"));
+}
+
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source, int launched_world) {
   try {
     if (!document.is_object()) throw ConfigError("config: the document must be a JSON object with sections");
@@ -366,12 +375,7 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                                        " is longer than 'train.max_steps' = ", c.train.max_steps, "; the ",
                                        to_string(c.optim.schedule), " schedule needs warmup <= max_steps"));
     }
-    if (c.train.global_batch_size % (c.train.micro_batch_size * c.ranks()) != 0) {
-      throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", c.train.global_batch_size,
-                                       " must be a multiple of 'train.micro_batch_size' (", c.train.micro_batch_size,
-                                       ") x the ", c.ranks(), " ranks of 'dist.world_size': every rank runs whole "
-                                       "micro-batches of one global batch"));
-    }
+    check_batch_split(c.train, c.ranks());
     if (c.optim.apply_in_backward && c.accumulation_steps() != 1) {
       throw ConfigError(detail::concat("config: 'optim.apply_in_backward' updates each unit when its gradient is "
                                        "complete, which needs one micro-batch per step", c.ranks() > 1 ? " and rank" : "",

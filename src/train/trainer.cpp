@@ -63,7 +63,6 @@ optim::LrSchedule make_schedule(const TrainConfig& c) {
 Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerComms comms)
     : config_(std::move(config)),
       context_(std::move(context)),
-      comm_(comms.world),
       comms_(comms),
       rank_(comms.world ? comms.world->rank() : 0),
       world_(comms.world ? comms.world->world_size() : 1),
@@ -97,13 +96,8 @@ void Trainer::check_setup(bool resuming) const {
     throw ConfigError(detail::concat("config: 'dist.world_size' = ", config_.dist.world_size, " but the trainer runs on ",
                                      world_, " rank", world_ > 1 ? "s" : "", " (leave it unset under mpirun)"));
   }
-  const int64_t per_rank = config_.train.micro_batch_size * world_;
-  if (config_.train.global_batch_size % per_rank != 0) {
-    throw ConfigError(detail::concat("config: 'train.global_batch_size' = ", config_.train.global_batch_size,
-                                     " must be a multiple of 'train.micro_batch_size' (", config_.train.micro_batch_size,
-                                     ") x the ", world_, " ranks = ", per_rank,
-                                     ": every rank runs whole micro-batches of one global batch"));
-  }
+  // The parser checked the split for dist.world_size; a trainer given its ranks directly checks it here.
+  check_batch_split(config_.train, world_);
   if (world_ > 1) check_dist_keys();
 }
 
@@ -195,7 +189,7 @@ void Trainer::build_optimizer() {
 
 void Trainer::open_run_dir() {
   // Every rank has checked the run directory (check_setup) before rank 0 writes into it.
-  if (comm_) comm_->barrier();
+  if (comms_.world) comms_.world->barrier();
   if (rank_ != 0) return;
   std::filesystem::create_directories(run_dir_);
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
@@ -269,7 +263,7 @@ StepRecord Trainer::run_step() {
       if (world_ > 1 && config_.optim.apply_in_backward) {
         // The updates in this backward stop on every rank when any rank's loss is not finite.
         Tensor global_loss = ops::clone(out.loss_sum);
-        comm_->all_reduce(global_loss, dist::ReduceOp::Sum).wait();
+        comms_.world->all_reduce(global_loss, dist::ReduceOp::Sum).wait();
         step_policy_->loss_ready(global_loss);
       } else {
         step_policy_->loss_ready(out.loss_sum);
@@ -284,7 +278,7 @@ StepRecord Trainer::run_step() {
   }
   model_->set_unit_hooks(fsdp_.get());
   // The global batch's totals: one all-reduce per step (sharded), then one read.
-  if (world_ > 1) comm_->all_reduce(totals, dist::ReduceOp::Sum).wait();
+  if (world_ > 1) comms_.world->all_reduce(totals, dist::ReduceOp::Sum).wait();
   ops::CrossEntropyValues sums;
   try {
     sums = ops::read_totals(totals, config_.model.vocab_size, /*ignore_index=*/-1);
@@ -384,7 +378,7 @@ void Trainer::save_checkpoint() {
   // that a run of any world size resumes from it.
   const auto tensors = checkpoint_tensors(model_->store(), *optimizer_, comms_.shard);
   if (rank_ == 0) io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
-  if (comm_) comm_->barrier();  // no rank looks for it before it is complete
+  if (comms_.world) comms_.world->barrier();  // no rank looks for it before it is complete
 }
 
 void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {

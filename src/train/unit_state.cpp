@@ -24,6 +24,13 @@ int64_t state_begin(const models::UnitShard& shard, int64_t shard_len) {
   return shard.begin / (shard.shard_numel / shard_len);
 }
 
+/// The unit whose state `name` is ("<unit>.exp_avg..."), searched from `unit` on: state_tensors() lists the
+/// buffers (units) in order, each unit's states together.
+size_t unit_of_state(const models::UnitStore& store, const std::string& name, size_t unit) {
+  while (unit + 1 < store.units().size() && name.rfind(store.units()[unit].name + ".", 0) != 0) ++unit;
+  return unit;
+}
+
 /// The whole of a sharded 1-D tensor (every rank's `slice`, `whole_numel` elements kept) in host memory.
 Tensor gather_to_host(dist::Communicator& comm, const Tensor& slice, int64_t whole_numel, const ContextPtr& host) {
   Tensor whole = Tensor::empty(slice.context(), {slice.numel() * comm.world_size()}, slice.dtype(),
@@ -81,11 +88,9 @@ std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(const models::Uni
                            whole.slice(0, layout.offsets[i], layout.offsets[i] + shape_numel(shape)).reshape(shape));
     }
   }
-  // state_tensors() lists the buffers (units) in order, each unit's states together.
-  const auto states = optimizer.state_tensors();
   size_t unit = 0;
-  for (const auto& [name, t] : states) {
-    while (unit + 1 < store.units().size() && name.rfind(store.units()[unit].name + ".", 0) != 0) ++unit;
+  for (const auto& [name, t] : optimizer.state_tensors()) {
+    unit = unit_of_state(store, name, unit);
     const models::UnitShard& shard = store.units()[unit].shard;
     tensors.emplace_back(name, gather_to_host(*comm, t, whole_state_numel(shard, t.numel()), host));
   }
@@ -116,7 +121,7 @@ void load_state_slices(const models::UnitStore& store, const optim::AdamW& optim
   COAT_ARG_CHECK(store.sharding().has_value(), "load_state_slices", "the store is not sharded");
   size_t unit = 0;
   for (auto& [name, t] : optimizer.state_tensors()) {
-    while (unit + 1 < store.units().size() && name.rfind(store.units()[unit].name + ".", 0) != 0) ++unit;
+    unit = unit_of_state(store, name, unit);
     const models::UnitShard& shard = store.units()[unit].shard;
     const int64_t whole = whole_state_numel(shard, t.numel()), start = state_begin(shard, t.numel());
     const int64_t count = std::clamp<int64_t>(whole - start, 0, t.numel());

@@ -102,7 +102,8 @@ class Transformer {
   /// A block linear under the recipe: BF16 or FP8 GEMMs.
   autograd::Var block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight, int64_t layer,
                              LinearRole role);
-  void check_recipe(const PrecisionRecipe& recipe) const;
+  /// The recipe needs BF16 compute for FP8 linears, and its bf16_layers must be blocks of the model.
+  void check_recipe(const PrecisionRecipe& recipe, DType compute_dtype) const;
   /// Whether unit `u` needs a full compute copy under the recipe.
   bool needs_full_copy(const ParamUnit& u) const;
   /// The head's matrix [V, hidden] applied to the final hidden states, then the unit hooks' ends.

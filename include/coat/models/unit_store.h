@@ -170,7 +170,6 @@ class UnitStore {
   void view_unit(size_t unit);
   void resolve_indices(const ModelConfig& config);
   void plan_deferral(size_t unit);
-  void init_sharded(uint64_t seed, double initializer_range);
 
   ContextPtr context_;
   DType dtype_;

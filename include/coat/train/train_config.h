@@ -202,6 +202,9 @@ struct TrainConfig {
 };
 
 /// Parses and validates a document (after overrides). `source` names it in messages.
+/// ConfigError unless train.global_batch_size splits into whole micro-batches on each of `ranks` ranks.
+void check_batch_split(const LoopConfig& train, int64_t ranks);
+
 /// `launched_world`: the ranks mpirun started for a run (dist.world_size is set to it, and may not say
 /// otherwise); 0 for a config read without running it (--dry-run plans for dist.world_size).
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source, int launched_world = 0);

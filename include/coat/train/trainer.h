@@ -112,8 +112,7 @@ class Trainer {
 
   TrainConfig config_;
   ContextPtr context_;
-  dist::Communicator* comm_ = nullptr;  ///< the world's; not owned; null: one process
-  TrainerComms comms_;
+  TrainerComms comms_;  ///< not owned; world null: one process
   int rank_ = 0;
   int world_ = 1;
   int shard_world_ = 1;  ///< ranks each unit is sharded over (== world_ but under hybrid sharding)
