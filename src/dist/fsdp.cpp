@@ -14,11 +14,16 @@ FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions o
   COAT_ARG_CHECK(spec.has_value() && spec->rank == comm_.rank() && spec->world == comm_.world_size(), "FsdpUnits",
                  "the store must be sharded over the communicator's ", comm_.world_size(), " ranks (rank ",
                  comm_.rank(), ")");
+  if (options_.fp8_all_gather) fp8_ = std::make_unique<Fp8UnitGather>(store_, comm_);
 }
 
 void FsdpUnits::gather(size_t unit) {
   models::ParamUnit& u = store_.units().at(unit);
-  if (u.value.defined()) return;
+  if (u.value.defined() || u.loose_value.defined()) return;
+  if (fp8_ && u.fp8_linears) {
+    bytes_gathered_ += fp8_->gather(unit);
+    return;
+  }
   const NvtxRange range("all_gather unit", static_cast<int64_t>(unit));
   Tensor whole = Tensor::empty(store_.context(), {u.shard.padded_numel()}, store_.compute_dtype(),
                                MemoryCategory::Communication);

@@ -344,6 +344,25 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
 
 /// A rank's part of a sharded model (world_size > 1): its slices of the masters, compute copies, gradients and
 /// AdamW states (UnitShard), and the whole units it holds while they are in use.
+/// Whether a sharded run gathers unit `u` as FP8 codes (MemoryPlanInput::fp8_all_gather).
+bool layer_gathers_fp8_codes(int64_t layer, const MemoryPlanInput& in) {
+  if (!in.fp8_all_gather || in.world_size <= 1 || in.recipe.block_scaled) return false;
+  for (LinearRole role : {LinearRole::Qkv, LinearRole::Out, LinearRole::GateUp, LinearRole::Down})
+    if (!in.recipe.linear(layer, role).fp8) return false;
+  return true;
+}
+
+bool gathers_fp8_codes(const UnitLayout& u, const MemoryPlanInput& in) {
+  return u.name.rfind("layers.", 0) == 0 && layer_gathers_fp8_codes(std::stoll(u.name.substr(7)), in);
+}
+
+/// Elements of a unit's 1-D parameters (norm weights).
+int64_t vector_elements(const UnitLayout& u) {
+  int64_t n = 0;
+  for (const auto& [name, shape] : u.params) n += shape.size() == 1 ? shape_numel(shape) : 0;
+  return n;
+}
+
 void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& units, const MemoryPlanInput& in,
                         MemoryPlan& plan) {
   const Device dev = in.device;
@@ -353,15 +372,21 @@ void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& uni
   const ShardSpec spec{0, static_cast<int>(in.world_size), in.shard_align};
   size_t weights = 0, masters = 0, grads = 0, states = 0, gathered_all = 0, gathered_max = 0, grad_max = 0;
   int64_t shard_elements = 0;
+  bool any_codes = false;
   for (const UnitLayout& u : units) {
     const UnitShard s = UnitShard::of(u.numel, spec);
+    const bool codes = gathers_fp8_codes(u, in);
+    any_codes = any_codes || codes;
     const auto n = static_cast<double>(s.shard_numel);
     shard_elements += s.shard_numel;
     weights += allocation_bytes(n * (mixed ? compute_bytes : param_bytes), dev);
     masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
     grads += allocation_bytes(n * param_bytes, dev);
     states += moment_allocation(in.exp_avg, s.shard_numel, dev) + moment_allocation(in.exp_avg_sq, s.shard_numel, dev);
-    const size_t whole = allocation_bytes(static_cast<double>(s.padded_numel()) * compute_bytes, dev);
+    // An FP8-gathered block: its codes (1 byte per element) and its vectors in the compute dtype.
+    const size_t whole = codes ? allocation_bytes(static_cast<double>(s.padded_numel()), dev) +
+                                     allocation_bytes(static_cast<double>(vector_elements(u)) * compute_bytes, dev)
+                               : allocation_bytes(static_cast<double>(s.padded_numel()) * compute_bytes, dev);
     gathered_all += whole;
     gathered_max = std::max(gathered_max, whole);
     grad_max = std::max(grad_max, allocation_bytes(static_cast<double>(s.padded_numel()) * param_bytes, dev));
@@ -388,6 +413,7 @@ void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& uni
   plan.lines.push_back({MemoryCategory::Communication, gathered + grad_max,
                         std::string(in.reshard_after_forward ? "the gathered unit in use" : "every unit gathered") +
                             " in " + std::string(dtype_name(in.compute_dtype)) +
+                            (any_codes ? " (the FP8 blocks' matrices as e4m3 codes)" : "") +
                             " and the whole gradient of the unit in its backward"});
 }
 
@@ -417,11 +443,13 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
     bool any = false;
     size_t block_cache = 0;
+    // A block gathered as FP8 codes: W's codes are the gathered buffer's (communication); only W^T is made here.
+    const int copies = layer_gathers_fp8_codes(layer, in) ? 1 : 2;
     for (const BlockLinear& l : block_linears(m)) {
       const LinearRecipe r = in.recipe.linear(layer, l.role);
       if (!r.fp8) continue;
       const auto n = static_cast<double>(l.out * l.in);
-      block_cache += 2 * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
+      block_cache += copies * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
                                                                     : kFp8TensorScales * allocation_bytes(4, dev));
       fp8_params += l.out * l.in;
       ++fp8_linears;
@@ -434,12 +462,15 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   // Sharded, a gathered unit's FP8 copies go with it (UnitStore::release_value).
   if (in.world_size > 1 && in.reshard_after_forward) cache = block_cache_max;
   if (fp8_linears > 0) {
+    const bool codes_gathered = layer_gathers_fp8_codes(0, in);
     plan.lines.push_back({MemoryCategory::Weights, cache,
-                          "FP8 weight cache: E4M3 W and W^T of " + std::to_string(fp8_linears) +
+                          std::string(codes_gathered ? "FP8 weight cache: E4M3 W^T (W: the gathered codes) of "
+                                                     : "FP8 weight cache: E4M3 W and W^T of ") +
+                              std::to_string(fp8_linears) +
                               " linears in " + std::to_string(fp8_blocks) + " blocks" +
                               (in.world_size > 1 && in.reshard_after_forward ? ", one gathered block's at a time" : "") + " (" +
                               std::to_string(fp8_params) +
-                              " parameters, 2 bytes each) and their " +
+                              (codes_gathered ? " parameters, 1 byte each) and their " : " parameters, 2 bytes each) and their ") +
                               (in.recipe.block_scaled ? "128x128 block scales" : "per-tensor scales")});
   }
 

@@ -131,6 +131,15 @@ void UnitStore::view_unit(size_t k) {
     p.grad = view(u.grad, i);
     if (shard_) p.value = view(u.value, i);  // unsharded: layout_compute_copies says what each value views
   }
+  if (shard_ && !u.value.defined() && u.loose_value.defined()) {
+    int64_t at = 0;
+    for (size_t index : u.loose) {
+      nn::Parameter& p = params_[index];
+      const Shape& shape = param_shape(k, index);
+      p.value = u.loose_value.slice(0, at, at + shape_numel(shape)).reshape(shape);
+      at += shape_numel(shape);
+    }
+  }
   if (u.layer >= 0 && static_cast<size_t>(u.layer) < fused_.size()) refresh_fused_views(u.layer);
   if (k < deferral_planned_.size()) deferral_planned_[k] = false;
 }
@@ -186,15 +195,24 @@ void UnitStore::init(uint64_t seed, double initializer_range) {
 }
 
 void UnitStore::layout_compute_copies(const std::function<bool(const ParamUnit&)>& full_copy) {
+  const bool mixed = compute_dtype_ != dtype_;
   if (shard_) {
-    // A sharded unit is gathered whole in the compute dtype whatever the recipe.
-    if (fused_.empty()) make_fused_views();
+    // A sharded unit is gathered whole in the compute dtype, or (fp8_linears) as FP8 codes and its vectors.
+    for (size_t k = 0; k < units_.size(); ++k) {
+      ParamUnit& u = units_[k];
+      u.fp8_linears = mixed && !full_copy(u);
+      u.loose.clear();
+      if (!u.fp8_linears) continue;
+      for (size_t index : u.params)
+        if (param_shape(k, index).size() == 1) u.loose.push_back(index);
+    }
+    make_fused_views();
     return;
   }
-  const bool mixed = compute_dtype_ != dtype_;
   for (size_t k = 0; k < units_.size(); ++k) {
     ParamUnit& u = units_[k];
     const bool full = !mixed || full_copy(u);
+    u.fp8_linears = !full;
     const bool has_full = u.value.defined();
     const bool laid_out = has_full || !u.loose.empty();
     if (laid_out && full == has_full) continue;
@@ -266,10 +284,61 @@ void UnitStore::bind_grad(size_t unit, const Tensor& whole) {
   view_unit(unit);
 }
 
+const Shape& UnitStore::param_shape(size_t unit, size_t index) const {
+  const ParamUnit& u = units_.at(unit);
+  const auto at = std::find(u.params.begin(), u.params.end(), index);
+  COAT_CHECK(at != u.params.end(), Error, "[UnitStore] parameter ", index, " is not in unit '", u.name, "'");
+  return layouts_.at(unit).params.at(static_cast<size_t>(at - u.params.begin())).second;
+}
+
+int64_t UnitStore::param_offset(size_t unit, size_t index) const {
+  const ParamUnit& u = units_.at(unit);
+  const auto at = std::find(u.params.begin(), u.params.end(), index);
+  COAT_CHECK(at != u.params.end(), Error, "[UnitStore] parameter ", index, " is not in unit '", u.name, "'");
+  return layouts_.at(unit).offsets.at(static_cast<size_t>(at - u.params.begin()));
+}
+
+std::vector<Fp8Operand> UnitStore::fp8_operands(size_t unit) {
+  const ParamUnit& u = units_.at(unit);
+  if (u.layer < 0) return {};
+  FusedProjections& f = fused_.at(static_cast<size_t>(u.layer));
+  const BlockParams& b = blocks_.at(static_cast<size_t>(u.layer));
+  const std::string prefix = block_prefix(u.layer);
+  const auto operand = [&](nn::Parameter* key, size_t first, std::initializer_list<size_t> parts) {
+    Fp8Operand op{key, param_offset(unit, first), 0, 0};
+    for (size_t index : parts) {
+      const Shape& s = param_shape(unit, index);
+      op.rows += s.at(0);
+      op.cols = s.at(1);
+    }
+    return op;
+  };
+  const size_t q = index_.at(prefix + "self_attn.q_proj.weight"), k = index_.at(prefix + "self_attn.k_proj.weight"),
+               v = index_.at(prefix + "self_attn.v_proj.weight"), gate = index_.at(prefix + "mlp.gate_proj.weight"),
+               up = index_.at(prefix + "mlp.up_proj.weight");
+  return {operand(&f.qkv, q, {q, k, v}), operand(&params_[b.o_proj], b.o_proj, {b.o_proj}),
+          operand(&f.gate_up, gate, {gate, up}), operand(&params_[b.down_proj], b.down_proj, {b.down_proj})};
+}
+
+void UnitStore::bind_loose(size_t unit, const Tensor& values) {
+  ParamUnit& u = units_.at(unit);
+  COAT_ARG_CHECK(shard_.has_value() && u.fp8_linears, "UnitStore", "bind_loose: unit '", u.name,
+                 "' is not a sharded unit whose linears run FP8");
+  int64_t total = 0;
+  for (size_t index : u.loose) total += shape_numel(param_shape(unit, index));
+  COAT_ARG_CHECK(values.dim() == 1 && values.numel() == total && values.dtype() == compute_dtype_, "UnitStore",
+                 "bind_loose: unit '", u.name, "' needs ", total, " elements of ", dtype_name(compute_dtype_), ", got ",
+                 shape_str(values.shape()), " of ", dtype_name(values.dtype()));
+  u.value = Tensor();
+  u.loose_value = values;
+  view_unit(unit);
+}
+
 void UnitStore::release_value(size_t unit) {
   ParamUnit& u = units_.at(unit);
-  if (!shard_ || !u.value.defined()) return;
+  if (!shard_ || (!u.value.defined() && !u.loose_value.defined())) return;
   u.value = Tensor();
+  u.loose_value = Tensor();
   release_fp8_weights(unit);
   view_unit(unit);
 }
@@ -282,8 +351,10 @@ void UnitStore::release_grad(size_t unit) {
 }
 
 void UnitStore::weights_changed() {
+  ++weights_version_;
   for (nn::Fp8Weights& w : fp8_weights_) w.invalidate();
   for (nn::Fp8BlockWeights& w : fp8_block_weights_) w.invalidate();
+  if (shard_) return;  // a sharded unit's loose values are gathered (bind_loose), not kept
   for (ParamUnit& u : units_)
     for (size_t index : u.loose) ops::copy_(params_[index].value, params_[index].master);
 }

@@ -9,6 +9,8 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
   if (e.version != version_) {
     const NvtxRange range("fp8_weight");
     const Tensor& source = w.quantization_source();
+    COAT_CHECK(source.defined(), Error, "[Fp8Weights] weight '", w.name,
+               "' has no weights here to quantise (a sharded unit used before it was gathered)");
     COAT_ARG_CHECK(source.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
                    shape_str(source.shape()));
     e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
@@ -18,6 +20,15 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
     ++quantizations_;
   }
   return e.q;
+}
+
+void Fp8Weights::put(const Parameter& w, ops::Fp8PerTensor q) {
+  COAT_ARG_CHECK(q.codes.dim() == 2 && q.codes_t.dim() == 2 && q.codes_t.size(0) == q.codes.size(1) &&
+                     q.codes_t.size(1) == q.codes.size(0) && q.scale.defined() && q.scale_inv.defined(),
+                 "Fp8Weights", "put: the copy of weight '", w.name, "' needs codes [N, K], codes_t [K, N] and scales");
+  Entry& e = entries_[&w];
+  e.q = std::move(q);
+  e.version = version_;
 }
 
 size_t Fp8Weights::bytes() const {

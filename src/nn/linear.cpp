@@ -15,20 +15,19 @@ Shape with_last(Shape shape, int64_t last) {
   return shape;
 }
 
-/// x [..., in] against weight [out, in], for both linears; `op` names the function in messages.
-void check_operands(const char* op, const autograd::Var& x, const Parameter& weight) {
-  const Tensor& w = weight.quantization_source();
-  COAT_ARG_CHECK(w.dim() == 2, op, "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
-  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), op, "input ", shape_str(x.shape()),
-                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
+/// x [..., in] against weight [out, in] (its shape `w`), for both linears; `op` names the function in messages.
+void check_operands(const char* op, const autograd::Var& x, const Parameter& weight, const Shape& w) {
+  COAT_ARG_CHECK(w.size() == 2, op, "weight '", weight.name, "' must be 2-D, got ", shape_str(w));
+  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w[1], op, "input ", shape_str(x.shape()),
+                 " does not match weight '", weight.name, "' of shape ", shape_str(w));
 }
 }  // namespace
 
 autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight) {
   const NvtxRange range("linear");
-  check_operands("linear", x, weight);
   COAT_ARG_CHECK(weight.value.defined(), "linear", "weight '", weight.name,
                  "' has no compute copy: the model keeps only FP8 copies of it under its precision recipe");
+  check_operands("linear", x, weight, weight.value.shape());
   const Tensor& w = weight.value;
   const Tensor x2 = as_rows(x.value);
   const Shape in_shape = x.shape();
@@ -68,10 +67,11 @@ constexpr int64_t kFp8Multiple = 16;
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
                          bool save_fp8_input, Tensor x_row_maxima) {
   const NvtxRange range("linear_fp8");
-  check_operands("linear_fp8", x, weight);
-  const Tensor& w = weight.quantization_source();
+  // The weight's FP8 copy first: its shape is the weight's, whether it was quantised here or gathered.
+  const ops::Fp8PerTensor& wq = weights.get(weight);
+  check_operands("linear_fp8", x, weight, wq.codes.shape());
   const Tensor x2 = as_rows(x.value);
-  const int64_t rows = x2.size(0), in = w.size(1), out = w.size(0);
+  const int64_t rows = x2.size(0), in = wq.codes.size(1), out = wq.codes.size(0);
   COAT_ARG_CHECK(rows % kFp8Multiple == 0 && in % kFp8Multiple == 0 && out % kFp8Multiple == 0, "linear_fp8",
                  "weight '", weight.name, "' [", out, ", ", in, "] with ", rows,
                  " input rows: FP8 GEMMs need all three to be multiples of ", kFp8Multiple,
@@ -84,7 +84,6 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
       x_row_maxima.defined()
           ? ops::quantize_per_tensor_from_row_maxima(x2, std::move(x_row_maxima), DType::E4M3, keep_fp8)
           : ops::quantize_per_tensor(x2, DType::E4M3, /*with_transpose=*/keep_fp8);
-  const ops::Fp8PerTensor& wq = weights.get(weight);
   const Shape in_shape = x.shape();
   Tensor y = ops::matmul_fp8(xq, wq, DType::BF16, /*fast_accum=*/true).reshape(with_last(in_shape, out));
   std::vector<Tensor> saved;

@@ -108,6 +108,18 @@ Fp8PerTensor quantize_per_tensor_from_row_maxima(const Tensor& x, Tensor row_max
   return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
 }
 
+std::pair<Tensor, Tensor> fp8_scale_from_maxima(const Tensor& maxima, DType fmt, MemoryCategory category) {
+  COAT_ARG_CHECK(maxima.defined() && maxima.dtype() == DType::F32 && maxima.numel() >= 1, "fp8_scale_from_maxima",
+                 "maxima must be a non-empty f32 tensor, got ", maxima.defined() ? maxima.str() : "undefined");
+  COAT_ARG_CHECK(is_fp8(fmt), "fp8_scale_from_maxima", "format ", dtype_name(fmt), " is not an FP8 format");
+  Tensor scale = Tensor::empty(maxima.context(), {1}, DType::F32, category);
+  Tensor scale_inv = Tensor::empty(maxima.context(), {1}, DType::F32, category);
+  const Tensor m = contiguous(maxima);
+  COAT_DISPATCH("compute_scale_from_maxima", m.device(), cpu::compute_scale_from_maxima(m, fmt, scale, scale_inv),
+                cuda::compute_scale_from_maxima(m, fmt, scale, scale_inv));
+  return {scale, scale_inv};
+}
+
 Tensor dequantize(const Fp8PerTensor& q, DType out_dtype) {
   check_output_dtype(out_dtype, "dequantize_per_tensor");
   Tensor out = Tensor::empty(q.codes.context(), q.codes.shape(), out_dtype);

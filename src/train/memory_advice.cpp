@@ -57,6 +57,7 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.share_block_grads = c.optim.apply_in_backward && in.world_size == 1;
   in.shard_align = std::max<int64_t>(c.optim.state_group_size, 128);
   in.reshard_after_forward = c.dist.reshard_after_forward;
+  in.fp8_all_gather = c.dist.fp8_all_gather;
   in.device = c.train.compute_device();
   return in;
 }

@@ -114,7 +114,15 @@ void Trainer::check_dist_keys() const {
   }
   if (d.prefetch != 0) refuse(detail::concat("'dist.prefetch' = ", d.prefetch, " (all-gathers ahead of their unit)"));
   if (d.reduce_dtype != ReduceDType::FP32) refuse("'dist.reduce_dtype' = \"bf16\" (BF16 gradient reduction)");
-  if (d.fp8_all_gather) refuse("'dist.fp8_all_gather' = true (gathering FP8 weight copies)");
+}
+
+dist::FsdpOptions Trainer::fsdp_options() const {
+  dist::FsdpOptions o;
+  o.reshard_after_forward = config_.dist.reshard_after_forward;
+  const models::RecipeKind recipe = config_.precision.recipe;
+  o.fp8_all_gather =
+      config_.dist.fp8_all_gather && (recipe == models::RecipeKind::FP8 || recipe == models::RecipeKind::Coat);
+  return o;
 }
 
 void Trainer::build_model() {
@@ -136,7 +144,7 @@ void Trainer::build_model() {
   model_->set_recompute(config_.train.recompute);
   if (world_ > 1) {
     fsdp_ = std::make_unique<dist::FsdpUnits>(model_->store(), *comms_.shard,
-                                              dist::FsdpOptions{config_.dist.reshard_after_forward}, comms_.replicate);
+                                              fsdp_options(), comms_.replicate);
     model_->set_unit_hooks(fsdp_.get());
   }
 }

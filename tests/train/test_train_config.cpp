@@ -281,10 +281,10 @@ TEST(DistConfig, DefaultsAndResolvedDocument) {
   EXPECT_EQ(c.dist.prefetch, 0);
   EXPECT_EQ(c.dist.reduce_dtype, ReduceDType::FP32);
   EXPECT_DOUBLE_EQ(c.dist.timeout_s, 600.0);
-  EXPECT_FALSE(c.dist.fp8_all_gather);
+  EXPECT_TRUE(c.dist.fp8_all_gather);
   EXPECT_EQ(c.resolved.at("dist"), nlohmann::json::parse(R"({"world_size": 0, "shard_size": 0,
       "reshard_after_forward": true, "prefetch": 0, "reduce_dtype": "fp32", "timeout_s": 600.0,
-      "fp8_all_gather": false})"));
+      "fp8_all_gather": true})"));
   // The resolved document of an earlier version ("dist": {}) still parses, to the defaults.
   nlohmann::json old = c.resolved;
   old["dist"] = nlohmann::json::object();
@@ -298,7 +298,7 @@ TEST(DistConfig, ValuesAreReadAndChecked) {
   nlohmann::json doc = small_config("coat");
   doc["dist"] = {{"world_size", 8},      {"shard_size", 4},       {"reshard_after_forward", false},
                  {"prefetch", 2},        {"reduce_dtype", "bf16"}, {"timeout_s", 120.5},
-                 {"fp8_all_gather", true}};
+                 {"fp8_all_gather", false}};
   doc["train"]["global_batch_size"] = 8 * doc["train"].value("micro_batch_size", 1);
   const DistConfig d = parse(doc).dist;
   EXPECT_EQ(d.world_size, 8);
@@ -307,7 +307,7 @@ TEST(DistConfig, ValuesAreReadAndChecked) {
   EXPECT_EQ(d.prefetch, 2);
   EXPECT_EQ(d.reduce_dtype, ReduceDType::BF16);
   EXPECT_DOUBLE_EQ(d.timeout_s, 120.5);
-  EXPECT_TRUE(d.fp8_all_gather);
+  EXPECT_FALSE(d.fp8_all_gather);
   EXPECT_EQ(parse(doc).resolved.at("dist").at("reduce_dtype"), "bf16");
 
   const auto refused = [](const std::string& assignment, const std::string& needle) {

@@ -1,14 +1,17 @@
 // Fully sharded data parallelism (FSDP / ZeRO-3) as unit hooks (models/unit_hooks.h) over a sharded
 // UnitStore: each rank keeps 1/N of every unit (masters, compute copy, gradient, optimizer states); a unit is
-// all-gathered whole (in the compute dtype) before its forward and again before its backward, freed after
+// all-gathered whole (in the compute dtype; a unit whose linears all run FP8 as FP8 codes instead, with
+// dist.fp8_all_gather: dist/fp8_gather.h) before its forward and again before its backward, freed after
 // each when dist.reshard_after_forward is set, and its whole gradient is reduce-scattered into the owners'
 // slices as soon as its backward ends, summed over the micro-batches of a step.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "coat/dist/communicator.h"
+#include "coat/dist/fp8_gather.h"
 #include "coat/models/unit_hooks.h"
 #include "coat/models/unit_store.h"
 
@@ -18,6 +21,10 @@ struct FsdpOptions {
   /// Free a gathered unit after its forward (gather it again for the backward); false keeps it until its
   /// backward has run (more memory, one all-gather less per unit and micro-batch).
   bool reshard_after_forward = true;
+  /// Units whose linears all run FP8 with per-tensor scales are gathered as FP8 codes (dist/fp8_gather.h):
+  /// half the bytes, and the codes one process would quantise. Only for the fp8 and coat recipes (a
+  /// block-scaled recipe's units are gathered in BF16).
+  bool fp8_all_gather = false;
 };
 
 class FsdpUnits final : public models::UnitHooks {
@@ -46,6 +53,7 @@ class FsdpUnits final : public models::UnitHooks {
   Communicator& comm_;
   FsdpOptions options_;
   Communicator* replicate_ = nullptr;
+  std::unique_ptr<Fp8UnitGather> fp8_;  ///< set with FsdpOptions::fp8_all_gather
   std::vector<Tensor> grads_;  ///< per unit: the whole (padded) gradient buffer while its backward runs
   int64_t bytes_gathered_ = 0;
   int64_t bytes_reduced_ = 0;

@@ -40,6 +40,22 @@ struct ParamUnit {
   UnitShard shard;
   Tensor compute_shard;  ///< sharded: this rank's slice of the compute copy (== master without mixed precision)
   Tensor grad_shard;     ///< sharded: this rank's slice of the gradient (reduced over ranks, summed over micro-batches)
+  /// Every linear of this block runs FP8 under mixed precision (no full compute copy: its matrices are quantised
+  /// from the masters, its vectors are `loose`). A sharded store can then gather the unit as FP8 codes
+  /// (dist/fp8_gather.h): the matrices' copies go straight into the unit's FP8 cache, the vectors into
+  /// `loose_value` (bind_loose).
+  bool fp8_linears = false;
+  Tensor loose_value;  ///< sharded, while bound by bind_loose: the `loose` parameters' values, one after another
+};
+
+/// One matrix an FP8 linear layer multiplies by, as the unit's FP8 caches key it: a block's fused q/k/v and
+/// gate/up projections, o_proj and down_proj. `offset` is its first element in the unit (it is contiguous).
+struct Fp8Operand {
+  nn::Parameter* key = nullptr;
+  int64_t offset = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t numel() const { return rows * cols; }
 };
 
 /// The projections a block multiplies by as one matrix each (one GEMM instead of three, and of two): views
@@ -133,6 +149,13 @@ class UnitStore {
   nn::Fp8Weights& fp8_weights(size_t unit) { return fp8_weights_.at(unit); }
   nn::Fp8BlockWeights& fp8_block_weights(size_t unit) { return fp8_block_weights_.at(unit); }
   void release_fp8_weights(size_t unit);
+  /// The matrices a block unit's FP8 linears multiply by (empty for the embedding and head units).
+  std::vector<Fp8Operand> fp8_operands(size_t unit);
+  /// Parameter `index`'s first element and element count in unit `unit` (its layout).
+  int64_t parameter_offset(size_t unit, size_t index) const { return param_offset(unit, index); }
+  int64_t parameter_numel(size_t unit, size_t index) const { return shape_numel(param_shape(unit, index)); }
+  /// Bumped by weights_changed: FP8 copies made from the weights of an earlier version are stale.
+  int64_t weights_version() const { return weights_version_; }
   /// Over every unit: quantisations made so far (a test hook) and bytes held.
   int64_t fp8_quantizations() const;
   int64_t fp8_block_quantizations() const;
@@ -143,6 +166,9 @@ class UnitStore {
   /// store's references (the memory goes when the caller's go too).
   void bind_value(size_t unit, const Tensor& whole);
   void bind_grad(size_t unit, const Tensor& whole);
+  /// A unit gathered as FP8 codes (ParamUnit::fp8_linears): its loose parameters' values, one after another
+  /// in `loose` order (BF16 [their total numel]); its matrices have no value (the FP8 cache holds them).
+  void bind_loose(size_t unit, const Tensor& values);
   void release_value(size_t unit);
   void release_grad(size_t unit);
 
@@ -169,6 +195,9 @@ class UnitStore {
   /// Unit `unit`'s parameters view its current value and grad buffers.
   void view_unit(size_t unit);
   void resolve_indices(const ModelConfig& config);
+  /// Parameter `index`'s shape and first element in unit `unit` (its layout).
+  const Shape& param_shape(size_t unit, size_t index) const;
+  int64_t param_offset(size_t unit, size_t index) const;
   void plan_deferral(size_t unit);
 
   ContextPtr context_;
@@ -197,6 +226,7 @@ class UnitStore {
   std::vector<bool> deferral_planned_;                       ///< per unit
   std::optional<ShardSpec> shard_;
   std::vector<UnitLayout> layouts_;  ///< per unit
+  int64_t weights_version_ = 0;
 };
 
 }  // namespace coat::models

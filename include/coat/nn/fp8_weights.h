@@ -17,6 +17,9 @@ class Fp8Weights {
  public:
   /// The FP8 copy of w.value (codes [N, K], codes_t [K, N], scale, scale_inv), quantised if stale.
   const ops::Fp8PerTensor& get(const Parameter& w);
+  /// Sets w's copy for the current weights, made elsewhere (a sharded unit gathered as FP8 codes,
+  /// dist/fp8_gather.h): codes [N, K], codes_t [K, N], scale and scale_inv, as quantize_per_tensor makes them.
+  void put(const Parameter& w, ops::Fp8PerTensor q);
   /// Every copy is stale from now on (the weights changed).
   void invalidate() { ++version_; }
   /// Frees every copy (a sharded model's gathered unit after use); the next get quantises again.

@@ -2,6 +2,8 @@
 // FP8 GEMMs need) and per 1xG group along the last dimension. Scales stay on the device.
 #pragma once
 
+#include <utility>
+
 #include "coat/core/float_formats.h"
 #include "coat/core/tensor.h"
 
@@ -43,6 +45,11 @@ Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Te
                                             Fp8Saturation sat = Fp8Saturation::Saturate,
                                             MemoryCategory category = MemoryCategory::Activations);
 Tensor dequantize(const Fp8PerTensor& q, DType out_dtype = DType::F32);
+/// The scale and scale_inv (F32 [1] each) that quantize_per_tensor takes for a tensor whose amax is the largest
+/// of `maxima` (F32, any count): pieces of one tensor quantised apart (a sharded weight's slices, with the
+/// maxima of every piece) get the codes the whole tensor would.
+std::pair<Tensor, Tensor> fp8_scale_from_maxima(const Tensor& maxima, DType fmt,
+                                                MemoryCategory category = MemoryCategory::Workspace);
 
 Fp8PerGroup quantize_per_group(const Tensor& x, int64_t group_size, DType fmt,
                                Fp8Saturation sat = Fp8Saturation::Saturate);

@@ -142,7 +142,7 @@ struct PrecisionConfig {
 
 /// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units, dist/fsdp.h).
 /// Not implemented yet, and refused by the trainer when set otherwise than by default: prefetch > 0,
-/// reduce_dtype bf16, fp8_all_gather.
+/// reduce_dtype bf16.
 struct DistConfig {
   /// Ranks in the job; 0: the size mpirun starts. A run under mpirun sets it (a different value is an error);
   /// a --dry-run plans for this many.
@@ -159,8 +159,10 @@ struct DistConfig {
   ReduceDType reduce_dtype = ReduceDType::FP32;
   /// Seconds a collective may wait before NCCL's watchdog aborts the job (> 0).
   double timeout_s = 600.0;
-  /// All-gather the FP8 copies of the weights of FP8 linears (FP8 recipes) instead of their BF16 values.
-  bool fp8_all_gather = false;
+  /// Under the fp8 and coat recipes, gather the units whose linears all run FP8 as E4M3 codes quantised by
+  /// their owners from the FP32 masters (half the bytes of BF16, and the copies one process makes) instead of
+  /// their BF16 values (dist/fp8_gather.h). fp8_block's units are gathered in BF16 either way.
+  bool fp8_all_gather = true;
 
   nlohmann::json to_json() const;
 };

@@ -100,6 +100,8 @@ class Trainer {
   /// The dist keys a sharded run cannot honour yet are refused by name.
   void check_dist_keys() const;
   void build_model();
+  /// FSDP's options from the dist keys (FP8 all-gather under the per-tensor FP8 recipes only).
+  dist::FsdpOptions fsdp_options() const;
   void init_weights();
   void build_optimizer();
   void open_run_dir();
