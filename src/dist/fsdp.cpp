@@ -15,6 +15,10 @@ FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions o
                  "the store must be sharded over the communicator's ", comm_.world_size(), " ranks (rank ",
                  comm_.rank(), ")");
   if (options_.fp8_all_gather) fp8_ = std::make_unique<Fp8UnitGather>(store_, comm_);
+  COAT_ARG_CHECK(!options_.reduce_dtype || *options_.reduce_dtype == store_.dtype() ||
+                     *options_.reduce_dtype == DType::BF16,
+                 "FsdpUnits", "gradients are reduced in ", dtype_name(store_.dtype()), " or bf16, not ",
+                 dtype_name(options_.reduce_dtype.value_or(store_.dtype())));
 }
 
 void FsdpUnits::gather(size_t unit) {
@@ -59,14 +63,19 @@ void FsdpUnits::after_backward(size_t unit) {
              "' ended its backward without a gradient buffer (before_backward did not run)");
   const NvtxRange range("reduce_scatter unit", static_cast<int64_t>(unit));
   store_.finish_unit_grads(unit);
-  Tensor reduced = Tensor::empty(store_.context(), {u.shard.shard_numel}, store_.dtype(), MemoryCategory::Communication);
-  comm_.reduce_scatter(grads_[unit], reduced, ReduceOp::Sum).wait();
-  bytes_reduced_ += grads_[unit].numel() * static_cast<int64_t>(dtype_size(reduced.dtype()));
-  // Hybrid sharding: the replicas of this slice saw other data; their sums add up (rank order, as above).
-  if (replicate_ != nullptr && replicate_->world_size() > 1) replicate_->all_reduce(reduced, ReduceOp::Sum).wait();
-  ops::add_(u.grad_shard, reduced);  // the micro-batches of a step add up in the slice
+  const DType reduce_dtype = options_.reduce_dtype.value_or(store_.dtype());
+  Tensor whole = reduce_dtype == store_.dtype() ? grads_[unit] : ops::cast(grads_[unit], reduce_dtype);
   store_.release_grad(unit);
   grads_[unit] = Tensor();
+  Tensor reduced =
+      Tensor::empty(store_.context(), {u.shard.shard_numel}, whole.dtype(), MemoryCategory::Communication);
+  comm_.reduce_scatter(whole, reduced, ReduceOp::Sum).wait();
+  bytes_reduced_ += whole.numel() * static_cast<int64_t>(dtype_size(reduced.dtype()));
+  whole = Tensor();
+  // Hybrid sharding: the replicas of this slice saw other data; their sums add up (rank order, as above).
+  if (replicate_ != nullptr && replicate_->world_size() > 1) replicate_->all_reduce(reduced, ReduceOp::Sum).wait();
+  if (reduced.dtype() != u.grad_shard.dtype()) reduced = ops::cast(reduced, u.grad_shard.dtype());
+  ops::add_(u.grad_shard, reduced);  // the micro-batches of a step add up in the slice
   store_.release_value(unit);
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "coat/dist/communicator.h"
@@ -25,6 +26,9 @@ struct FsdpOptions {
   /// half the bytes, and the codes one process would quantise. Only for the fp8 and coat recipes (a
   /// block-scaled recipe's units are gathered in BF16).
   bool fp8_all_gather = false;
+  /// The dtype gradients are reduce-scattered in (and summed over replicas): none, the gradients' own; or BF16
+  /// (half the bytes; each micro-batch's gradient is rounded to BF16 before the sum, which is added to the slice).
+  std::optional<DType> reduce_dtype;
 };
 
 class FsdpUnits final : public models::UnitHooks {

@@ -141,8 +141,7 @@ struct PrecisionConfig {
 };
 
 /// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units, dist/fsdp.h).
-/// Not implemented yet, and refused by the trainer when set otherwise than by default: prefetch > 0,
-/// reduce_dtype bf16.
+/// Not implemented yet, and refused by the trainer when set otherwise than by default: prefetch > 0.
 struct DistConfig {
   /// Ranks in the job; 0: the size mpirun starts. A run under mpirun sets it (a different value is an error);
   /// a --dry-run plans for this many.
