@@ -74,68 +74,105 @@ Tensor Fp8UnitGather::quantize_slice(size_t unit, const std::vector<models::Fp8O
   return codes;
 }
 
-Tensor Fp8UnitGather::gather_loose(size_t unit, int64_t& received) {
-  const models::ParamUnit& u = store_.units()[unit];
-  std::vector<std::pair<int64_t, int64_t>> ranges;  // each loose parameter's [offset, end) in the unit
-  int64_t total = 0;
-  for (size_t index : u.loose) {
-    const int64_t offset = store_.parameter_offset(unit, index), n = store_.parameter_numel(unit, index);
-    ranges.emplace_back(offset, offset + n);
-    total += n;
+std::vector<std::pair<int64_t, int64_t>> Fp8UnitGather::loose_ranges(size_t unit) const {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (size_t index : store_.units()[unit].loose) {
+    const int64_t offset = store_.parameter_offset(unit, index);
+    ranges.emplace_back(offset, offset + store_.parameter_numel(unit, index));
   }
-  if (total == 0) return ops::zeros(store_.context(), {0}, store_.compute_dtype(), MemoryCategory::Communication);
-  // This rank's part of every vector at its place in the concatenation (zero elsewhere), gathered, and then
-  // each part taken from its owner's copy.
-  const auto for_each_piece = [&](int64_t begin, int64_t end, const auto& fn) {
-    int64_t at = 0;
-    for (const auto& [offset, stop] : ranges) {
-      const auto [lo, hi] = overlap(offset, stop, begin, end);
-      if (hi > lo) fn(lo, hi, at + lo - offset);
-      at += stop - offset;
-    }
-  };
-  Tensor mine = ops::zeros(store_.context(), {total}, store_.compute_dtype(), MemoryCategory::Communication);
-  for_each_piece(u.shard.begin, u.shard.begin + u.shard.owned, [&](int64_t lo, int64_t hi, int64_t at) {
-    Tensor dst = mine.slice(0, at, at + hi - lo);
+  return ranges;
+}
+
+namespace {
+
+/// fn(lo, hi, at) for each part [lo, hi) of the ranges inside [begin, end), `at` its place in their concatenation.
+template <typename Fn>
+void for_each_piece(const std::vector<std::pair<int64_t, int64_t>>& ranges, int64_t begin, int64_t end, Fn&& fn) {
+  int64_t at = 0;
+  for (const auto& [offset, stop] : ranges) {
+    const auto [lo, hi] = overlap(offset, stop, begin, end);
+    if (hi > lo) fn(lo, hi, at + lo - offset);
+    at += stop - offset;
+  }
+}
+
+int64_t total_length(const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  int64_t total = 0;
+  for (const auto& [offset, stop] : ranges) total += stop - offset;
+  return total;
+}
+
+}  // namespace
+
+void Fp8UnitGather::start_loose(Fp8Gathering& g) {
+  const models::ParamUnit& u = store_.units()[g.unit];
+  const auto ranges = loose_ranges(g.unit);
+  const int64_t total = total_length(ranges);
+  const DType dtype = store_.compute_dtype();
+  // This rank's part of every vector at its place in the concatenation (zero elsewhere).
+  g.loose_mine = ops::zeros(store_.context(), {total}, dtype, MemoryCategory::Communication);
+  g.loose = Tensor::empty(store_.context(), {total * comm_.world_size()}, dtype, MemoryCategory::Communication);
+  if (total == 0) return;
+  for_each_piece(ranges, u.shard.begin, u.shard.begin + u.shard.owned, [&](int64_t lo, int64_t hi, int64_t at) {
+    Tensor dst = g.loose_mine.slice(0, at, at + hi - lo);
     ops::copy_(dst, u.compute_shard.slice(0, lo - u.shard.begin, hi - u.shard.begin));
   });
-  Tensor all = Tensor::empty(store_.context(), {total * comm_.world_size()}, store_.compute_dtype(),
-                             MemoryCategory::Communication);
-  comm_.all_gather(mine, all).wait();
-  received += total * (comm_.world_size() - 1) * static_cast<int64_t>(dtype_size(store_.compute_dtype()));
+  g.loose_work = comm_.all_gather(g.loose_mine, g.loose);
+  g.received += total * (comm_.world_size() - 1) * static_cast<int64_t>(dtype_size(dtype));
+}
+
+Tensor Fp8UnitGather::finish_loose(const Fp8Gathering& g) {
+  const models::ParamUnit& u = store_.units()[g.unit];
+  const auto ranges = loose_ranges(g.unit);
+  const int64_t total = total_length(ranges);
   Tensor whole = Tensor::empty(store_.context(), {total}, store_.compute_dtype(), MemoryCategory::Communication);
   for (int r = 0; r < comm_.world_size(); ++r) {
     const int64_t begin = u.shard.shard_numel * r;
-    for_each_piece(begin, begin + u.shard.shard_numel, [&](int64_t lo, int64_t hi, int64_t at) {
+    for_each_piece(ranges, begin, begin + u.shard.shard_numel, [&](int64_t lo, int64_t hi, int64_t at) {
       Tensor dst = whole.slice(0, at, at + hi - lo);
-      ops::copy_(dst, all.slice(0, total * r + at, total * r + at + hi - lo));
+      ops::copy_(dst, g.loose.slice(0, total * r + at, total * r + at + hi - lo));
     });
   }
   return whole;
 }
 
-int64_t Fp8UnitGather::gather(size_t unit) {
+Fp8Gathering Fp8UnitGather::start(size_t unit) {
   models::ParamUnit& u = store_.units().at(unit);
   COAT_ARG_CHECK(u.fp8_linears, "Fp8UnitGather", "unit '", u.name, "' has linears that do not run FP8");
   const NvtxRange range("fp8 all_gather unit", static_cast<int64_t>(unit));
   refresh_scales();
-  const std::vector<models::Fp8Operand> operands = store_.fp8_operands(unit);
-  const Tensor mine = quantize_slice(unit, operands);
-  Tensor whole = Tensor::empty(store_.context(), {u.shard.padded_numel()}, DType::E4M3, MemoryCategory::Communication);
-  comm_.all_gather(mine, whole).wait();
-  int64_t received = whole.numel() - mine.numel();
-  store_.bind_loose(unit, gather_loose(unit, received));
-  nn::Fp8Weights& cache = store_.fp8_weights(unit);
+  Fp8Gathering g;
+  g.unit = unit;
+  g.codes_mine = quantize_slice(unit, store_.fp8_operands(unit));
+  g.codes = Tensor::empty(store_.context(), {u.shard.padded_numel()}, DType::E4M3, MemoryCategory::Communication);
+  g.codes_work = comm_.all_gather(g.codes_mine, g.codes);
+  g.received = g.codes.numel() - g.codes_mine.numel();
+  start_loose(g);
+  return g;
+}
+
+void Fp8UnitGather::finish(Fp8Gathering& g) {
+  g.codes_work.wait();
+  g.loose_work.wait();
+  store_.bind_loose(g.unit, finish_loose(g));
+  nn::Fp8Weights& cache = store_.fp8_weights(g.unit);
+  const std::vector<models::Fp8Operand> operands = store_.fp8_operands(g.unit);
   for (size_t i = 0; i < operands.size(); ++i) {
     const models::Fp8Operand& op = operands[i];
     ops::Fp8PerTensor q;
-    q.codes = whole.slice(0, op.offset, op.offset + op.numel()).reshape({op.rows, op.cols});
+    q.codes = g.codes.slice(0, op.offset, op.offset + op.numel()).reshape({op.rows, op.cols});
     q.codes_t = ops::contiguous(q.codes.transpose(0, 1));
-    q.scale = scales_[unit].at(i).first;
-    q.scale_inv = scales_[unit].at(i).second;
+    q.scale = scales_[g.unit].at(i).first;
+    q.scale_inv = scales_[g.unit].at(i).second;
     cache.put(*op.key, std::move(q));
   }
-  return received;
+  g.codes_mine = g.loose_mine = Tensor();
+}
+
+int64_t Fp8UnitGather::gather(size_t unit) {
+  Fp8Gathering g = start(unit);
+  finish(g);
+  return g.received;
 }
 
 }  // namespace coat::dist

@@ -409,9 +409,16 @@ void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& uni
   // In use at once: under reshard_after_forward the unit computing and, with a tied head, the embedding (it
   // stays from the embedding to the head); otherwise every unit from its forward to its backward. Plus the
   // whole gradient of the unit in its backward.
-  const size_t gathered = in.reshard_after_forward ? gathered_max * (m.tie_word_embeddings ? 2 : 1) : gathered_all;
+  // dist.prefetch: that many more units on their way (at most every unit).
+  const auto in_flight = static_cast<size_t>(std::min<int64_t>(in.prefetch, static_cast<int64_t>(units.size())));
+  const size_t gathered = in.reshard_after_forward
+                              ? gathered_max * ((m.tie_word_embeddings ? 2 : 1) + in_flight)
+                              : gathered_all;
   plan.lines.push_back({MemoryCategory::Communication, gathered + grad_max,
                         std::string(in.reshard_after_forward ? "the gathered unit in use" : "every unit gathered") +
+                            (in.reshard_after_forward && in.prefetch > 0
+                                 ? " and " + std::to_string(in_flight) + " prefetched"
+                                 : std::string()) +
                             " in " + std::string(dtype_name(in.compute_dtype)) +
                             (any_codes ? " (the FP8 blocks' matrices as e4m3 codes)" : "") +
                             " and the whole gradient of the unit in its backward"});

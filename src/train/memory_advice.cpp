@@ -58,6 +58,7 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.shard_align = std::max<int64_t>(c.optim.state_group_size, 128);
   in.reshard_after_forward = c.dist.reshard_after_forward;
   in.fp8_all_gather = c.dist.fp8_all_gather;
+  in.prefetch = c.dist.prefetch;
   in.device = c.train.compute_device();
   return in;
 }

@@ -112,13 +112,13 @@ void Trainer::check_dist_keys() const {
                                      shard_world_, "-rank shard groups", comms_.replicate ? "" : " and no replica group",
                                      " (coat-train splits the world by dist.shard_size)"));
   }
-  if (d.prefetch != 0) refuse(detail::concat("'dist.prefetch' = ", d.prefetch, " (all-gathers ahead of their unit)"));
 }
 
 dist::FsdpOptions Trainer::fsdp_options() const {
   dist::FsdpOptions o;
   o.reshard_after_forward = config_.dist.reshard_after_forward;
   if (config_.dist.reduce_dtype == ReduceDType::BF16) o.reduce_dtype = DType::BF16;
+  o.prefetch = config_.dist.prefetch;
   const models::RecipeKind recipe = config_.precision.recipe;
   o.fp8_all_gather =
       config_.dist.fp8_all_gather && (recipe == models::RecipeKind::FP8 || recipe == models::RecipeKind::Coat);

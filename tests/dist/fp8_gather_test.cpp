@@ -7,6 +7,7 @@
 #include "coat/dist/communicator.h"
 #include "coat/dist/fsdp.h"
 #include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "dist_test_world.h"
 #include "models/model_pass.h"
@@ -75,6 +76,55 @@ TEST_P(Fp8Gather, CopiesAreThoseOfOneProcess) {
       expected += (u.shard.padded_numel() - u.shard.shard_numel) + loose * 2 * (comm->world_size() - 1);
     }
     EXPECT_EQ(fsdp.bytes_gathered() - before, expected) << "E4M3 codes and BF16 vectors from the other ranks";
+  }
+}
+
+/// Two forward + backward passes of a sharded model with FSDP's hooks: per pass the loss and each unit's
+/// gradient slice, as bytes.
+std::vector<std::vector<uint8_t>> two_passes(const ContextPtr& ctx, Communicator& comm, int64_t prefetch,
+                                             std::optional<DType> compute, int64_t& ahead) {
+  const models::ModelConfig config = test::tiny_model(models::Architecture::Llama, 0.3);
+  models::TransformerOptions options;
+  options.recipe = models::make_recipe(compute ? models::RecipeKind::Coat : models::RecipeKind::FP32, {},
+                                       config.num_hidden_layers);
+  options.shard = models::ShardSpec{comm.rank(), comm.world_size(), 128};
+  models::Transformer model(config, ctx, DType::F32, true, compute, options);
+  model.init(5);
+  FsdpUnits fsdp(model.store(), comm, FsdpOptions{.fp8_all_gather = compute.has_value(), .prefetch = prefetch});
+  model.set_unit_hooks(&fsdp);
+  std::vector<double> ids_v, targets_v;
+  for (int i = 0; i < 32; ++i) {
+    ids_v.push_back((i * 7) % 50);
+    targets_v.push_back((i * 7 + 3) % 50);
+  }
+  const Tensor ids = ops::from_vector(ctx, {2, 16}, DType::I32, ids_v), targets = ops::from_vector(ctx, {2, 16}, DType::I32, targets_v);
+  std::vector<std::vector<uint8_t>> out;
+  for (int pass = 0; pass < 2; ++pass) {
+    model.zero_grad();
+    autograd::Tape tape;
+    nn::LossOutput loss = model.forward(tape, ids, targets, -1, 1.0 / 32.0);
+    const double sum = loss.read().loss_sum;
+    out.emplace_back(reinterpret_cast<const uint8_t*>(&sum), reinterpret_cast<const uint8_t*>(&sum) + sizeof sum);
+    tape.backward(loss.root, ops::full(ctx, {1}, 1.0, DType::F64));
+    for (const models::ParamUnit& u : model.store().units()) out.push_back(ops::to_bytes(u.grad_shard));
+  }
+  ahead = fsdp.gathers_ahead();
+  return out;
+}
+
+// dist.prefetch: the next units' all-gathers are issued ahead (after the first pass has shown the order), and
+// the losses and gradient slices are those of gathering each unit when it is needed, bit for bit.
+TEST(FsdpPrefetch, IssuesTheNextUnitsAheadAndChangesNoBits) {
+  const ContextPtr ctx = ops::make_context(Device::cpu());
+  const auto comm = make_communicator(test::world(), Device::cpu());
+  for (const std::optional<DType> compute : {std::optional<DType>(), std::optional<DType>(DType::BF16)}) {
+    int64_t none = -1, ahead = -1;
+    const auto expected = two_passes(ctx, *comm, 0, compute, none);
+    const auto got = two_passes(ctx, *comm, 2, compute, ahead);
+    EXPECT_EQ(none, 0);
+    EXPECT_GT(ahead, 0) << "no all-gather was issued ahead";
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == expected[i]) << "item " << i << (compute ? " (coat)" : " (fp32)");
   }
 }
 

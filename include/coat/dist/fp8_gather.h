@@ -15,6 +15,15 @@
 
 namespace coat::dist {
 
+/// A gather in flight (Fp8UnitGather::start): this rank's contributions, the buffers being filled, their works.
+struct Fp8Gathering {
+  size_t unit = 0;
+  Tensor codes_mine, codes;  ///< E4M3 [shard_numel] and [padded_numel]
+  Tensor loose_mine, loose;  ///< BF16 [vectors] and [vectors * world]
+  CommWork codes_work, loose_work;
+  int64_t received = 0;      ///< bytes this rank receives
+};
+
 class Fp8UnitGather {
  public:
   /// `store` sharded over `comm`'s ranks, with mixed precision (BF16 compute, FP32 masters); both outlive this.
@@ -23,6 +32,10 @@ class Fp8UnitGather {
   /// Gathers unit `unit` (its fp8_linears must be set): fills its FP8 cache and binds its vectors
   /// (UnitStore::bind_loose). Returns the bytes this rank received.
   int64_t gather(size_t unit);
+  /// gather in two halves: start issues the all-gathers (asynchronous where the communicator is), finish waits
+  /// for them and fills the cache. Between them the weights must not change.
+  Fp8Gathering start(size_t unit);
+  void finish(Fp8Gathering& g);
 
  private:
   /// Every FP8 matrix's scale for the store's current weights: the maxima of this rank's slices, one
@@ -30,9 +43,12 @@ class Fp8UnitGather {
   void refresh_scales();
   /// This rank's E4M3 codes of unit `unit`'s slice (zero outside its matrices).
   Tensor quantize_slice(size_t unit, const std::vector<models::Fp8Operand>& operands);
-  /// The unit's vectors (loose parameters) whole, in BF16, gathered from their owners. `received` grows by
-  /// the bytes received.
-  Tensor gather_loose(size_t unit, int64_t& received);
+  /// The unit's vectors (loose parameters): this rank's parts issued to the all-gather (start_loose), and the
+  /// whole vectors taken from each part's owner (finish_loose).
+  void start_loose(Fp8Gathering& g);
+  Tensor finish_loose(const Fp8Gathering& g);
+  /// Each loose parameter's [offset, end) in unit `unit`.
+  std::vector<std::pair<int64_t, int64_t>> loose_ranges(size_t unit) const;
 
   models::UnitStore& store_;
   Communicator& comm_;

@@ -29,6 +29,11 @@ struct FsdpOptions {
   /// The dtype gradients are reduce-scattered in (and summed over replicas): none, the gradients' own; or BF16
   /// (half the bytes; each micro-batch's gradient is rounded to BF16 before the sum, which is added to the slice).
   std::optional<DType> reduce_dtype;
+  /// Units whose all-gathers are issued ahead of their use, in the order the first forward and backward used
+  /// the units: while unit i computes, units i+1 ... i+prefetch are on their way (with NCCL, on its stream; MPI's
+  /// collectives finish before they return, so there it only moves them earlier). 0: each unit is gathered when
+  /// it is needed. Each prefetched unit is one more gathered unit in memory.
+  int64_t prefetch = 0;
 };
 
 class FsdpUnits final : public models::UnitHooks {
@@ -48,10 +53,26 @@ class FsdpUnits final : public models::UnitHooks {
   int64_t bytes_gathered() const { return bytes_gathered_; }
   /// Bytes this rank sent in reduce-scatters so far.
   int64_t bytes_reduced() const { return bytes_reduced_; }
+  /// All-gathers issued ahead of their unit's use so far (FsdpOptions::prefetch).
+  int64_t gathers_ahead() const { return gathers_ahead_; }
 
  private:
-  /// Gathers unit `unit` whole (unless it is) and binds it to the store.
+  /// A unit's all-gather in flight: BF16 (whole, work) or FP8 codes (fp8), and the weights version it gathers.
+  struct InFlight {
+    Tensor whole;
+    CommWork work;
+    std::optional<Fp8Gathering> fp8;
+    int64_t version = -1;
+  };
+  /// Issues unit `unit`'s all-gather unless it is bound or already in flight.
+  void start_gather(size_t unit);
+  /// Unit `unit` gathered whole and bound to the store (its all-gather issued now unless in flight; a gather
+  /// issued for weights that changed since is dropped and made again).
   void gather(size_t unit);
+  /// Issues the all-gathers of the `options_.prefetch` units after `unit` in `order`.
+  void prefetch_after(const std::vector<size_t>& order, size_t unit);
+  /// Records the forward and backward orders of the first micro-batch (the prefetches follow them).
+  void enter_phase(bool backward, size_t unit);
 
   models::UnitStore& store_;
   Communicator& comm_;
@@ -59,8 +80,12 @@ class FsdpUnits final : public models::UnitHooks {
   Communicator* replicate_ = nullptr;
   std::unique_ptr<Fp8UnitGather> fp8_;  ///< set with FsdpOptions::fp8_all_gather
   std::vector<Tensor> grads_;  ///< per unit: the whole (padded) gradient buffer while its backward runs
+  std::vector<std::optional<InFlight>> in_flight_;  ///< per unit
+  std::vector<size_t> forward_order_, backward_order_;
+  bool forward_known_ = false, backward_known_ = false, in_backward_ = false;
   int64_t bytes_gathered_ = 0;
   int64_t bytes_reduced_ = 0;
+  int64_t gathers_ahead_ = 0;
 };
 
 }  // namespace coat::dist

@@ -61,6 +61,8 @@ struct MemoryPlanInput {
   /// Blocks whose linears all run FP8 with per-tensor scales are gathered as E4M3 codes (dist.fp8_all_gather):
   /// 1 byte per element, the codes being the FP8 cache's W (its W^T is made locally), and their vectors in BF16.
   bool fp8_all_gather = false;
+  /// Units whose all-gathers are issued ahead (dist.prefetch): each is one more gathered unit in memory.
+  int64_t prefetch = 0;
 };
 
 struct MemoryPlanLine {

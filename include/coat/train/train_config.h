@@ -141,7 +141,6 @@ struct PrecisionConfig {
 };
 
 /// Data-parallel training over the ranks of an MPI job (FSDP-style sharding of the flat units, dist/fsdp.h).
-/// Not implemented yet, and refused by the trainer when set otherwise than by default: prefetch > 0.
 struct DistConfig {
   /// Ranks in the job; 0: the size mpirun starts. A run under mpirun sets it (a different value is an error);
   /// a --dry-run plans for this many.
@@ -152,7 +151,7 @@ struct DistConfig {
   /// Free a unit's gathered weights after its forward and gather them again for the backward (less memory,
   /// one more all-gather per unit and step); false keeps them from the forward to the backward.
   bool reshard_after_forward = true;
-  /// Units whose all-gather is issued ahead of the one computing (>= 0; 0: no overlap, the only value yet).
+  /// Units whose all-gather is issued ahead of the one computing (>= 0; 0: each gathered when needed).
   int64_t prefetch = 0;
   /// The dtype of the gradient reduce-scatter.
   ReduceDType reduce_dtype = ReduceDType::FP32;
