@@ -11,6 +11,7 @@
 
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/trainer.h"
@@ -120,13 +121,13 @@ TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
     first.run(/*stop_after_step=*/3);
   }
   // Rewrite the step-3 checkpoint with per-parameter states into another run directory.
-  const io::LoadedCheckpoint ck = io::open_checkpoint(dir_ / "new" / "checkpoints" / io::checkpoint_dir_name(3));
+  const io::CheckpointReader ck = io::CheckpointReader::open(dir_ / "new" / "checkpoints" / io::checkpoint_dir_name(3));
   Trainer layout(parse_train_config(config("layout"), "c.json"), ctx_);
   std::vector<std::pair<std::string, Tensor>> old;
-  for (const nn::Parameter& p : layout.model().parameters()) old.emplace_back(p.name, ck.tensors.read(p.name));
+  for (const nn::Parameter& p : layout.model().parameters()) old.emplace_back(p.name, ck.read(p.name));
   for (const models::ParamUnit& u : layout.model().units()) {
     for (const char* moment : {".exp_avg", ".exp_avg_sq"}) {
-      const Tensor flat = ck.tensors.read(u.name + moment);
+      const Tensor flat = ck.read(u.name + moment);
       for (size_t index : u.params) {
         const nn::Parameter& p = layout.model().parameters()[index];
         const int64_t begin = p.master.offset() - u.master.offset();
@@ -135,7 +136,9 @@ TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
     }
   }
   fs::create_directories(dir_ / "old");
-  io::save_checkpoint(dir_ / "old", 3, ck.meta, old);
+  nlohmann::json meta = ck.meta();  // format 1: no layout
+  for (const char* key : {"format_version", "layout", "shard_size"}) meta.erase(key);
+  io::save_checkpoint(dir_ / "old", 3, meta, old);
   fs::copy_file(dir_ / "new" / "metrics.jsonl", dir_ / "old" / "metrics.jsonl");
 
   auto resumed = [&](const std::string& run) {
