@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # coat-train's --resume across world sizes, end to end: 2 ranks train 6 steps (checkpoints at 3 and 6); a byte of
 # rank 1's file of step 6 is flipped; 3 ranks resume with --resume auto, which must rename step 6
-# step_00000006.corrupt, resume from step 3 and train to step 9; --resume of step 3 (older than the newest) and a
-# config of another model are refused before anything is written.
+# step_00000006.corrupt, resume from step 3 and train to step 9; the tools read the 3-rank checkpoint;
+# --resume of step 3 (older than the newest) and a config of another model are refused before anything is written.
 # Usage: check_resume_cli.sh <mpiexec> <np flag> <coat-train> <config> [mpiexec flags...]
 set -u
 mpiexec=$1; np_flag=$2; program=$3; config=$4; shift 4
@@ -31,6 +31,16 @@ grep -q "rank_00001.bin" "$work/log" || fail "the warning does not name the dama
 grep -q "resumed from .*step_00000003 (step 3, .* written by 2 ranks)" "$work/log" || fail "did not resume from step 3"
 [ -d "$ck/step_00000006.corrupt" ] || fail "the damaged checkpoint was not kept as step_00000006.corrupt"
 [ -f "$ck/step_00000009/COMPLETE" ] && [ -f "$ck/step_00000009/rank_00002.bin" ] || fail "no 3-rank checkpoint of step 9"
+
+tools=$(dirname "$program")
+"$tools/coat-generate" --checkpoint "$work/run" --ids 1,2,3 --logits-out "$work/logits.f32" > "$work/log" 2>&1 ||
+  fail "coat-generate cannot read the 3-rank checkpoint"
+[ "$(stat -c %s "$work/logits.f32")" -eq $((3 * 64 * 4)) ] || fail "coat-generate wrote no [3, 64] logits"
+"$tools/coat-convert" export --checkpoint "$work/run" --output "$work/hf" > "$work/log" 2>&1 ||
+  fail "coat-convert export cannot read the 3-rank checkpoint"
+[ -f "$work/hf/model.safetensors" ] || fail "coat-convert export wrote no model.safetensors"
+"$tools/coat-optim-study" --checkpoint "$work/run" > "$work/log" 2>&1 || fail "coat-optim-study cannot read the 3-rank checkpoint"
+grep -q "(step 9)" "$work/log" || fail "coat-optim-study did not read step 9"
 
 extra=(--set train.max_steps=12 --resume "$ck/step_00000003")
 train 2 "$work/run" "$@" && fail "--resume of step 3 with step 9 in the run directory was accepted"

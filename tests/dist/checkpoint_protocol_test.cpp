@@ -1,14 +1,19 @@
 // The checkpoint protocol over the ranks of a job (every world size of the CI entries): a rank whose file cannot be
 // written, or a commit that fails on rank 0, fails the save on every rank and leaves nothing behind; a damaged
 // rank file (found by the rank that verifies it, reported to all) or an edited meta.json makes --resume auto
-// rename the checkpoint step_N.corrupt and take the one before, on every rank alike.
+// rename the checkpoint step_N.corrupt and take the one before, on every rank alike; the tools' loader
+// (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a checkpoint of
+// this world size as the live state it was saved from.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "coat/io/checkpoint_reader.h"
 #include "coat/io/tensor_file.h"
+#include "coat/ops/copy.h"
 #include "coat/train/checkpoint_save.h"
+#include "coat/train/model_loader.h"
 #include "coat/train/resume.h"
 #include "coat/train/trainer.h"
 #include "coat/train/unit_state.h"
@@ -103,6 +108,54 @@ TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {
   sleepy_barrier(test::world());
   EXPECT_EQ(choose_resume_checkpoint("auto", c, comm_.get(), ctx_), std::nullopt);
   EXPECT_EQ(checkpoints(), (std::vector<fs::path>{"step_00000003.corrupt", "step_00000006.corrupt"}));
+}
+
+/// Bytes of two tensors (CPU) are equal.
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  const Tensor x = ops::contiguous(a), y = ops::contiguous(b);
+  return x.nbytes() == y.nbytes() && std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+}
+
+TEST_F(CheckpointProtocol, ToolsAndInitFromReadAnyWorldSize) {
+  const auto fp8_states = [](nlohmann::json& c) { c["optim"]["state_dtype"] = "fp8_expand"; };
+  Trainer t(config(dir_ / "run", fp8_states, world()), ctx_, false, comm_.get());
+  t.run(/*stop_after_step=*/3);
+  sleepy_barrier(test::world());
+  const LoadedModel whole = load_model(dir_ / "run", ctx_);  // coat-generate's, coat-convert's, coat-grads' way
+  const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint(dir_ / "run", 3));
+  const models::UnitStore& store = t.model().store();
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    const models::ParamUnit& u = store.units()[k];
+    const models::UnitLayout& layout = store.layout(k);
+    const int64_t begin = u.shard.begin, end = u.shard.begin + u.shard.owned;
+    for (size_t i = 0; i < layout.params.size(); ++i) {
+      const int64_t p_begin = layout.offsets[i], p_end = p_begin + shape_numel(layout.params[i].second);
+      const int64_t lo = std::max(begin, p_begin), hi = std::min(end, p_end);
+      if (lo >= hi) continue;
+      const Tensor loaded = whole.model->store().units()[k].master.slice(0, lo, hi);
+      EXPECT_TRUE(same_bytes(u.master.slice(0, lo - begin, hi - begin), loaded)) << layout.params[i].first;
+    }
+    // coat-optim-study's way: each unit's whole state; this rank's slice of it is its live state.
+    for (const auto& [name, live] : t.optimizer().state_tensors()) {
+      if (name.rfind(u.name + ".", 0) != 0) continue;
+      const int64_t per_entry = name == u.name + ".exp_avg" || name == u.name + ".exp_avg_sq" ? 1 : 128;
+      if (u.shard.owned == 0) continue;
+      const io::EntrySpan span = io::entries_of_slice(begin, u.shard.owned, per_entry);
+      const Tensor state = ck.read(name);
+      EXPECT_TRUE(same_bytes(live.slice(0, 0, span.count), state.slice(0, span.first, span.end()))) << name;
+    }
+  }
+  // train.init_from: a run of this world size and one process start from the saved masters.
+  const auto init = [&](nlohmann::json& c) { c["train"]["init_from"] = (dir_ / "run").string(); };
+  Trainer sharded(config(dir_ / "init", init, world()), ctx_, false, comm_.get());
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    EXPECT_TRUE(same_bytes(sharded.model().store().units()[k].master, store.units()[k].master)) << store.units()[k].name;
+  }
+  Trainer one(config(rank_dir_ / "one", init, 1), ctx_);
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    EXPECT_TRUE(same_bytes(one.model().store().units()[k].master, whole.model->store().units()[k].master))
+        << store.units()[k].name;
+  }
 }
 
 }  // namespace
