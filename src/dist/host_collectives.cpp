@@ -25,7 +25,8 @@ void to_host(const Tensor& t, void* data) {
 
 }  // namespace
 
-std::vector<int64_t> all_gather_values(Communicator* comm, const ContextPtr& context, const std::vector<int64_t>& values) {
+std::vector<int64_t> all_gather_values(Communicator* comm, const ContextPtr& context,
+                                       const std::vector<int64_t>& values) {
   if (comm == nullptr) return values;
   const int64_t n = static_cast<int64_t>(values.size());
   std::vector<int64_t> out(values.size() * static_cast<size_t>(comm->world_size()));
@@ -37,7 +38,8 @@ std::vector<int64_t> all_gather_values(Communicator* comm, const ContextPtr& con
   return out;
 }
 
-std::vector<int64_t> broadcast_values(Communicator* comm, const ContextPtr& context, std::vector<int64_t> values, int root) {
+std::vector<int64_t> broadcast_values(Communicator* comm, const ContextPtr& context,
+                                      std::vector<int64_t> values, int root) {
   if (comm == nullptr || values.empty()) return values;
   Tensor t = to_device(context, values.data(), static_cast<int64_t>(values.size()), DType::I64);
   comm->broadcast(t, root).synchronize();
@@ -51,7 +53,7 @@ std::string broadcast_text(Communicator* comm, const ContextPtr& context, const 
   std::string out(static_cast<size_t>(length), '\0');
   if (length == 0) return out;
   Tensor t = comm->rank() == root ? to_device(context, text.data(), length, DType::U8)
-                                 : Tensor::empty(context, {length}, DType::U8, MemoryCategory::Other);
+                                  : Tensor::empty(context, {length}, DType::U8, MemoryCategory::Other);
   comm->broadcast(t, root).synchronize();
   to_host(t, out.data());
   return out;

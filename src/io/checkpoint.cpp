@@ -80,8 +80,9 @@ nlohmann::json make_meta(const nlohmann::json& meta, int64_t step, int format_ve
   set("format_version", format_version);
   set("step", step);
   if (format_version == 1) set("world_size", 1);
-  COAT_ARG_CHECK(out.contains("world_size") && out["world_size"].is_number_integer() && out["world_size"] >= 1,
-                 "save_checkpoint", "meta needs a positive \"world_size\" (the ranks of the run)");
+  COAT_ARG_CHECK(
+      out.contains("world_size") && out["world_size"].is_number_integer() && out["world_size"] >= 1,
+      "save_checkpoint", "meta needs a positive \"world_size\" (the ranks of the run)");
   return out;
 }
 
@@ -120,16 +121,17 @@ fs::path commit(const fs::path& run_dir, int64_t step, const nlohmann::json& met
   const fs::path final_dir = checkpoints_root(run_dir) / checkpoint_dir_name(step);
   std::error_code ec;
   if (!fs::is_directory(staging, ec)) {
-    throw IoError(detail::concat("checkpoint staging directory ", staging,
-                                 " does not exist (begin_checkpoint was not called, or another save removed it)"));
+    throw IoError(
+        detail::concat("checkpoint staging directory ", staging,
+                       " does not exist (begin_checkpoint was not called, or another save removed it)"));
   }
   std::string missing;
   for (const ManifestFile& f : files) {
     if (!fs::is_regular_file(staging / f.file, ec)) missing += (missing.empty() ? "" : ", ") + f.file;
   }
   if (!missing.empty()) {
-    throw IoError(detail::concat("checkpoint ", staging, " lacks the files of ranks that reported them written: ",
-                                 missing));
+    throw IoError(detail::concat("checkpoint ", staging,
+                                 " lacks the files of ranks that reported them written: ", missing));
   }
   for (const ManifestFile& f : files) check_file_size(staging, f);
   const std::string meta_text = meta.dump(2) + "\n";
@@ -137,7 +139,8 @@ fs::path commit(const fs::path& run_dir, int64_t step, const nlohmann::json& met
   CheckpointManifest manifest;
   manifest.step = step;
   manifest.format_version = format_version;
-  manifest.meta = ManifestFile{kCheckpointMetaFile, meta_text.size(), crc32c(meta_text.data(), meta_text.size())};
+  manifest.meta =
+      ManifestFile{kCheckpointMetaFile, meta_text.size(), crc32c(meta_text.data(), meta_text.size())};
   manifest.files = std::move(files);
   write_string_atomically(staging / kCheckpointCompleteMarker, manifest_json(manifest));  // syncs staging
 
@@ -223,7 +226,8 @@ RankFileRecord write_checkpoint_rank(const fs::path& staging_dir, int file,
 }
 
 fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
-                           const CheckpointLayout& layout, const std::vector<RankFileRecord>& files, int keep_last) {
+                           const CheckpointLayout& layout, const std::vector<RankFileRecord>& files,
+                           int keep_last) {
   check_step(step, "finish_checkpoint");
   COAT_ARG_CHECK(keep_last >= 0, "finish_checkpoint", "keep_last ", keep_last, " is negative");
   COAT_ARG_CHECK(files.size() == layout.files.size(), "finish_checkpoint", files.size(),
@@ -257,7 +261,8 @@ fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::
   begin_checkpoint(run_dir, step);
   try {
     const RankFileRecord file = write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors);
-    return commit(run_dir, step, full, 1, {{checkpoint_rank_file_name(0), file.bytes, file.crc32c}}, keep_last);
+    return commit(run_dir, step, full, 1, {{checkpoint_rank_file_name(0), file.bytes, file.crc32c}},
+                  keep_last);
   } catch (...) {
     abandon_checkpoint(run_dir, step);  // gone already when the failure came after the rename
     throw;

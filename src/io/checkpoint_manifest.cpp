@@ -50,8 +50,8 @@ CheckpointManifest read_manifest(const std::filesystem::path& dir) {
   const std::filesystem::path path = dir / kCheckpointCompleteMarker;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    throw IoError(detail::concat("checkpoint ", dir,
-                                 " is incomplete (no COMPLETE marker): the run that wrote it was interrupted"));
+    throw IoError(detail::concat(
+        "checkpoint ", dir, " is incomplete (no COMPLETE marker): the run that wrote it was interrupted"));
   }
   std::ifstream in(path);
   std::stringstream text;
@@ -83,8 +83,9 @@ void check_file_size(const std::filesystem::path& dir, const ManifestFile& recor
   const uintmax_t bytes = std::filesystem::file_size(dir / record.file, ec);
   if (ec) throw IoError(detail::concat(record.file, " of checkpoint ", dir, ": ", ec.message()));
   if (bytes != record.bytes) {
-    throw IoError(detail::concat(record.file, " of checkpoint ", dir, " has ", bytes, " bytes but COMPLETE records ",
-                                 record.bytes, ": the file was cut short or replaced"));
+    throw IoError(detail::concat(record.file, " of checkpoint ", dir, " has ", bytes,
+                                 " bytes but COMPLETE records ", record.bytes,
+                                 ": the file was cut short or replaced"));
   }
 }
 
@@ -93,7 +94,8 @@ void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& r
   const uint32_t actual = file_crc32c(dir / record.file);
   if (actual != record.crc32c) {
     throw IoError(detail::concat(record.file, " of checkpoint ", dir, " has CRC-32C ", crc32c_hex(actual),
-                                 " but COMPLETE records ", crc32c_hex(record.crc32c), ": the file is damaged"));
+                                 " but COMPLETE records ", crc32c_hex(record.crc32c),
+                                 ": the file is damaged"));
   }
 }
 

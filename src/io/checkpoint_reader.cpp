@@ -64,9 +64,10 @@ nlohmann::json read_meta(const std::filesystem::path& dir, const CheckpointManif
   if (manifest.meta) {
     const uint32_t crc = crc32c(text.data(), text.size());
     if (text.size() != manifest.meta->bytes || crc != manifest.meta->crc32c) {
-      throw IoError(detail::concat("checkpoint ", dir, ": meta.json has ", text.size(), " bytes with CRC-32C ",
-                                   crc32c_hex(crc), " but COMPLETE records ", manifest.meta->bytes, " bytes with ",
-                                   crc32c_hex(manifest.meta->crc32c), ": meta.json was edited or is damaged"));
+      throw IoError(detail::concat("checkpoint ", dir, ": meta.json has ", text.size(),
+                                   " bytes with CRC-32C ", crc32c_hex(crc), " but COMPLETE records ",
+                                   manifest.meta->bytes, " bytes with ", crc32c_hex(manifest.meta->crc32c),
+                                   ": meta.json was edited or is damaged"));
     }
   }
   try {
@@ -79,13 +80,14 @@ nlohmann::json read_meta(const std::filesystem::path& dir, const CheckpointManif
 }  // namespace
 
 const TensorFileReader& CheckpointReader::State::file(int index) const {
-  COAT_ARG_CHECK(index >= 0 && index < file_count(), "CheckpointReader", "rank file ", index, " of checkpoint ", dir,
-                 ", which has ", file_count());
+  COAT_ARG_CHECK(index >= 0 && index < file_count(), "CheckpointReader", "rank file ", index,
+                 " of checkpoint ", dir, ", which has ", file_count());
   const std::lock_guard<std::mutex> lock(mutex);
   std::optional<TensorFileReader>& f = files[static_cast<size_t>(index)];
   if (!f) {
     const std::string name = checkpoint_rank_file_name(index);
-    if (static_cast<size_t>(index) < manifest.files.size()) check_file_size(dir, manifest.files[static_cast<size_t>(index)]);
+    if (static_cast<size_t>(index) < manifest.files.size())
+      check_file_size(dir, manifest.files[static_cast<size_t>(index)]);
     TensorFileReader reader = TensorFileReader::open(dir / name);
     check_rank_file(index, reader);
     f = std::move(reader);
@@ -102,12 +104,13 @@ void CheckpointReader::State::check_rank_file(int index, const TensorFileReader&
       if (span.count == 0) continue;
       const std::string name = unit_tensor_name(layout->units[u].name, layout->kinds[k].suffix);
       if (!f.contains(name)) {
-        throw IoError(detail::concat("rank file ", f.path(), " has no tensor '", name, "', which meta.json's layout puts there"));
+        throw IoError(detail::concat("rank file ", f.path(), " has no tensor '", name,
+                                     "', which meta.json's layout puts there"));
       }
       const TensorFileEntry& e = f.entry(name);
       if (e.dtype != layout->kinds[k].dtype || e.numel() != span.count) {
-        throw IoError(detail::concat("rank file ", f.path(), ": tensor '", name, "' is ", dtype_name(e.dtype), " ",
-                                     shape_str(e.shape), " but meta.json's layout says ",
+        throw IoError(detail::concat("rank file ", f.path(), ": tensor '", name, "' is ", dtype_name(e.dtype),
+                                     " ", shape_str(e.shape), " but meta.json's layout says ",
                                      dtype_name(layout->kinds[k].dtype), " (", span.count, ")"));
       }
     }
@@ -125,7 +128,8 @@ void CheckpointReader::State::add_format2_tensors() {
     }
     for (size_t k = 0; k < l.kinds.size(); ++k) {
       if (k == master) continue;
-      s.infos.push_back({unit_tensor_name(l.units[u].name, l.kinds[k].suffix), l.kinds[k].dtype, {l.whole_entries(u, k)}});
+      s.infos.push_back(
+          {unit_tensor_name(l.units[u].name, l.kinds[k].suffix), l.kinds[k].dtype, {l.whole_entries(u, k)}});
       s.sources.push_back({u, k, 0});
     }
   }
@@ -144,12 +148,15 @@ void CheckpointReader::State::parse_meta_fields() {
   } catch (const nlohmann::json::exception& e) {
     throw IoError(detail::concat("checkpoint ", dir, ": \"meta.json\" is damaged (", e.what(), ")"));
   }
-  if (s.world_size < 1) throw IoError(detail::concat("checkpoint ", dir, ": meta.json says world size ", s.world_size));
+  if (s.world_size < 1)
+    throw IoError(detail::concat("checkpoint ", dir, ": meta.json says world size ", s.world_size));
   if (s.step != s.manifest.step) {
-    throw IoError(detail::concat("checkpoint ", dir, ": meta.json says step ", s.step, " but COMPLETE says ", s.manifest.step));
+    throw IoError(detail::concat("checkpoint ", dir, ": meta.json says step ", s.step, " but COMPLETE says ",
+                                 s.manifest.step));
   }
   if (s.format_version == 2) {
-    if (!s.meta.contains("layout")) throw IoError(detail::concat("checkpoint ", dir, ": format 2 without a \"layout\" in meta.json"));
+    if (!s.meta.contains("layout"))
+      throw IoError(detail::concat("checkpoint ", dir, ": format 2 without a \"layout\" in meta.json"));
     s.layout = CheckpointLayout::from_json(s.meta.at("layout"), detail::concat("checkpoint ", dir.string()));
   }
 }
@@ -185,16 +192,36 @@ const CheckpointReader::State& CheckpointReader::state() const {
   return *state_;
 }
 
-const std::filesystem::path& CheckpointReader::dir() const { return state().dir; }
-int CheckpointReader::format_version() const { return state().format_version; }
-int64_t CheckpointReader::step() const { return state().step; }
-int CheckpointReader::world_size() const { return state().world_size; }
-const nlohmann::json& CheckpointReader::meta() const { return state().meta; }
-const CheckpointLayout* CheckpointReader::layout() const { return state().layout ? &*state().layout : nullptr; }
-const std::vector<CheckpointTensorInfo>& CheckpointReader::tensors() const { return state().infos; }
-bool CheckpointReader::contains(const std::string& name) const { return state().by_name.count(name) > 0; }
-int CheckpointReader::file_count() const { return state().file_count(); }
-const TensorFileReader& CheckpointReader::file(int index) const { return state().file(index); }
+const std::filesystem::path& CheckpointReader::dir() const {
+  return state().dir;
+}
+int CheckpointReader::format_version() const {
+  return state().format_version;
+}
+int64_t CheckpointReader::step() const {
+  return state().step;
+}
+int CheckpointReader::world_size() const {
+  return state().world_size;
+}
+const nlohmann::json& CheckpointReader::meta() const {
+  return state().meta;
+}
+const CheckpointLayout* CheckpointReader::layout() const {
+  return state().layout ? &*state().layout : nullptr;
+}
+const std::vector<CheckpointTensorInfo>& CheckpointReader::tensors() const {
+  return state().infos;
+}
+bool CheckpointReader::contains(const std::string& name) const {
+  return state().by_name.count(name) > 0;
+}
+int CheckpointReader::file_count() const {
+  return state().file_count();
+}
+const TensorFileReader& CheckpointReader::file(int index) const {
+  return state().file(index);
+}
 
 size_t CheckpointReader::index_of(const std::string& name) const {
   const State& s = state();
@@ -204,15 +231,16 @@ size_t CheckpointReader::index_of(const std::string& name) const {
   constexpr size_t kListed = 8;
   for (size_t i = 0; i < s.infos.size() && i < kListed; ++i) some += (i ? ", " : "") + s.infos[i].name;
   if (s.infos.size() > kListed) some += ", ...";
-  throw InvalidArgument(detail::concat("checkpoint ", s.dir, " has no tensor '", name, "' (it has ", s.infos.size(),
-                                       " tensors", s.infos.empty() ? "" : ": ", some, ")"));
+  throw InvalidArgument(detail::concat("checkpoint ", s.dir, " has no tensor '", name, "' (it has ",
+                                       s.infos.size(), " tensors", s.infos.empty() ? "" : ": ", some, ")"));
 }
 
 const CheckpointTensorInfo& CheckpointReader::info(const std::string& name) const {
   return state().infos[index_of(name)];
 }
 
-Tensor CheckpointReader::read(const std::string& name, const ContextPtr& context, MemoryCategory category) const {
+Tensor CheckpointReader::read(const std::string& name, const ContextPtr& context,
+                              MemoryCategory category) const {
   const CheckpointTensorInfo& i = info(name);
   Tensor out = Tensor::empty(context ? context : std::make_shared<CpuContext>(), i.shape, i.dtype, category);
   read_into(name, out);
@@ -224,11 +252,13 @@ void CheckpointReader::read_into(const std::string& name, Tensor& dst) const {
   COAT_ARG_CHECK(dst.defined(), "read_into", "undefined destination for tensor '", name, "'");
   if (dst.shape() != i.shape) {
     throw InvalidArgument(detail::concat("checkpoint tensor '", name, "' has shape ", shape_str(i.shape),
-                                         " but the model expects ", shape_str(dst.shape()), " (checkpoint ", dir(), ")"));
+                                         " but the model expects ", shape_str(dst.shape()), " (checkpoint ",
+                                         dir(), ")"));
   }
   if (dst.dtype() != i.dtype) {
     throw InvalidArgument(detail::concat("checkpoint tensor '", name, "' is ", dtype_name(i.dtype),
-                                         " but the model expects ", dtype_name(dst.dtype()), " (checkpoint ", dir(), ")"));
+                                         " but the model expects ", dtype_name(dst.dtype()), " (checkpoint ",
+                                         dir(), ")"));
   }
   if (!layout()) return file(0).read_into(name, dst);
   read_range_into(name, 0, dst);
@@ -240,22 +270,25 @@ void CheckpointReader::read_range_into(const std::string& name, int64_t element_
   if (!s.layout) return file(0).read_slice_into(name, element_offset, dst);
   const CheckpointTensorInfo& i = s.infos[index];
   const int64_t count = dst.numel(), numel = shape_numel(i.shape);
-  COAT_ARG_CHECK(element_offset >= 0 && element_offset <= numel && count <= numel - element_offset, "read_range",
-                 "elements [", element_offset, ", ", element_offset + count, ") of tensor '", name, "' are outside its ",
-                 numel, " elements (checkpoint ", s.dir, ")");
+  COAT_ARG_CHECK(element_offset >= 0 && element_offset <= numel && count <= numel - element_offset,
+                 "read_range", "elements [", element_offset, ", ", element_offset + count, ") of tensor '",
+                 name, "' are outside its ", numel, " elements (checkpoint ", s.dir, ")");
   COAT_ARG_CHECK(dst.dtype() == i.dtype, "read_range", "tensor '", name, "' is ", dtype_name(i.dtype),
                  " but the destination is ", dtype_name(dst.dtype()), " (checkpoint ", s.dir, ")");
-  COAT_ARG_CHECK(dst.is_contiguous(), "read_range", "the destination of tensor '", name, "' is not contiguous");
+  COAT_ARG_CHECK(dst.is_contiguous(), "read_range", "the destination of tensor '", name,
+                 "' is not contiguous");
   const Source& src = s.sources[index];
   std::vector<EntrySpan> stored;
-  for (int f = 0; f < s.file_count(); ++f) stored.push_back(s.layout->stored_entries(static_cast<size_t>(f), src.unit, src.kind));
+  for (int f = 0; f < s.file_count(); ++f)
+    stored.push_back(s.layout->stored_entries(static_cast<size_t>(f), src.unit, src.kind));
   std::vector<ReslicePiece> pieces;
   try {
     pieces = reslice_pieces(stored, {src.first_entry + element_offset, count});
   } catch (const IoError& e) {
     throw IoError(detail::concat("checkpoint ", s.dir, ": tensor '", name, "': ", e.what()));
   }
-  const std::string stored_name = unit_tensor_name(s.layout->units[src.unit].name, s.layout->kinds[src.kind].suffix);
+  const std::string stored_name =
+      unit_tensor_name(s.layout->units[src.unit].name, s.layout->kinds[src.kind].suffix);
   Tensor flat = dst.reshape({count});
   for (const ReslicePiece& p : pieces) {
     Tensor part = flat.slice(0, p.dest_offset, p.dest_offset + p.count);
@@ -265,16 +298,18 @@ void CheckpointReader::read_range_into(const std::string& name, int64_t element_
 
 void CheckpointReader::verify_file(int index) const {
   const State& s = state();
-  COAT_ARG_CHECK(index >= 0 && index < s.file_count(), "verify_file", "rank file ", index, " of checkpoint ", s.dir,
-                 ", which has ", s.file_count());
-  if (static_cast<size_t>(index) >= s.manifest.files.size()) return file(index).verify_all();  // an earlier build's
+  COAT_ARG_CHECK(index >= 0 && index < s.file_count(), "verify_file", "rank file ", index, " of checkpoint ",
+                 s.dir, ", which has ", s.file_count());
+  if (static_cast<size_t>(index) >= s.manifest.files.size())
+    return file(index).verify_all();  // an earlier build's
   try {
     check_file_checksum(s.dir, s.manifest.files[static_cast<size_t>(index)]);
   } catch (const IoError& whole) {
     // Name the damaged tensor where one is (each tensor's own checksum): opening checks the index, verify_all
     // every tensor.
     file(index).verify_all();
-    throw IoError(detail::concat(whole.what(), " (every tensor's own checksum matches: the damage is in its header, "
+    throw IoError(detail::concat(whole.what(),
+                                 " (every tensor's own checksum matches: the damage is in its header, "
                                  "index or padding)"));
   }
 }

@@ -9,8 +9,8 @@
 namespace coat::io {
 
 EntrySpan entries_of_slice(int64_t begin, int64_t owned, int64_t elements_per_entry) {
-  COAT_ARG_CHECK(elements_per_entry >= 1 && begin >= 0 && owned >= 0, "reslice", "slice at element ", begin, " of ",
-                 owned, " elements with ", elements_per_entry, " elements an entry is invalid");
+  COAT_ARG_CHECK(elements_per_entry >= 1 && begin >= 0 && owned >= 0, "reslice", "slice at element ", begin,
+                 " of ", owned, " elements with ", elements_per_entry, " elements an entry is invalid");
   COAT_ARG_CHECK(begin % elements_per_entry == 0, "reslice", "a slice begins at element ", begin,
                  ", inside a group of ", elements_per_entry,
                  " elements (slices must begin on state group boundaries)");
@@ -19,11 +19,12 @@ EntrySpan entries_of_slice(int64_t begin, int64_t owned, int64_t elements_per_en
 }
 
 std::vector<ReslicePiece> reslice_pieces(const std::vector<EntrySpan>& stored, EntrySpan wanted) {
-  COAT_ARG_CHECK(wanted.first >= 0 && wanted.count >= 0, "reslice", "entries [", wanted.first, ", ", wanted.end(),
-                 ") are not a range");
+  COAT_ARG_CHECK(wanted.first >= 0 && wanted.count >= 0, "reslice", "entries [", wanted.first, ", ",
+                 wanted.end(), ") are not a range");
   std::vector<size_t> order(stored.size());
   std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return stored[a].first < stored[b].first; });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return stored[a].first < stored[b].first; });
   std::vector<ReslicePiece> pieces;
   int64_t covered = wanted.first;  // everything before this entry is filled
   int64_t previous_end = 0;
@@ -39,8 +40,8 @@ std::vector<ReslicePiece> reslice_pieces(const std::vector<EntrySpan>& stored, E
     covered = hi;
   }
   if (covered < wanted.end()) {
-    throw IoError(detail::concat("entries [", covered, ", ", wanted.end(), ") of the wanted [", wanted.first, ", ",
-                                 wanted.end(), ") are in no rank file"));
+    throw IoError(detail::concat("entries [", covered, ", ", wanted.end(), ") of the wanted [", wanted.first,
+                                 ", ", wanted.end(), ") are in no rank file"));
   }
   return pieces;
 }

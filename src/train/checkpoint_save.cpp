@@ -1,5 +1,5 @@
-// The collective save: stage (rank 0), write (each rank with a file), report, commit or abandon (rank 0), learn
-// the outcome (all).
+// The collective save: stage (rank 0), write (each rank with a file), report, commit or abandon (rank 0),
+// learn the outcome (all).
 #include "coat/train/checkpoint_save.h"
 
 #include <exception>
@@ -59,8 +59,8 @@ std::vector<io::RankFileRecord> gather_reports(const fs::path& run_dir, const Ch
       if (rank == 0) io::abandon_checkpoint(run_dir, snapshot.step);
       const std::string message = dist::broadcast_text(world, context, written.message, r);
       if (rank == r && written.error) std::rethrow_exception(written.error);
-      throw IoError(detail::concat("checkpoint of step ", snapshot.step, ": rank ", r, " could not write its file (",
-                                   message, "); nothing was saved"));
+      throw IoError(detail::concat("checkpoint of step ", snapshot.step, ": rank ", r,
+                                   " could not write its file (", message, "); nothing was saved"));
     }
     if (report[1] < 0) continue;
     const size_t f = static_cast<size_t>(report[1]);
@@ -69,7 +69,8 @@ std::vector<io::RankFileRecord> gather_reports(const fs::path& run_dir, const Ch
     ++reported[f];
   }
   for (size_t f = 0; f < files.size(); ++f) {
-    COAT_CHECK(reported[f] == 1, Error, "[checkpoint] rank file ", f, " was written by ", reported[f], " ranks");
+    COAT_CHECK(reported[f] == 1, Error, "[checkpoint] rank file ", f, " was written by ", reported[f],
+               " ranks");
   }
   return files;
 }
@@ -82,20 +83,24 @@ fs::path save_checkpoint_collectively(const fs::path& run_dir, const CheckpointS
   const std::string what = detail::concat("checkpoint of step ", snapshot.step);
   // 1. Rank 0 stages; nobody writes before the staging directory exists.
   fs::path staging = io::checkpoint_staging_dir(run_dir, snapshot.step);
-  share_outcome(world, context, rank == 0 ? attempt([&] { io::begin_checkpoint(run_dir, snapshot.step); }) : Outcome{},
-                0, what);
+  share_outcome(world, context,
+                rank == 0 ? attempt([&] { io::begin_checkpoint(run_dir, snapshot.step); }) : Outcome{}, 0,
+                what);
   // 2. Each rank with slices writes its file and reads it back for its checksum.
   io::RankFileRecord record;
   const Outcome written = attempt([&] {
     if (snapshot.file) record = io::write_checkpoint_rank(staging, *snapshot.file, snapshot.tensors);
   });
   // 3. All report; any failure abandons the save on every rank.
-  const std::vector<io::RankFileRecord> files = gather_reports(run_dir, snapshot, world, context, written, record);
+  const std::vector<io::RankFileRecord> files =
+      gather_reports(run_dir, snapshot, world, context, written, record);
   // 4. Rank 0 commits, or removes the staging directory; everyone learns which.
   fs::path dir = io::checkpoints_root(run_dir) / io::checkpoint_dir_name(snapshot.step);
   Outcome committed;
   if (rank == 0) {
-    committed = attempt([&] { dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, files, keep_last); });
+    committed = attempt([&] {
+      dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, files, keep_last);
+    });
     if (!committed.ok) io::abandon_checkpoint(run_dir, snapshot.step);
   }
   share_outcome(world, context, committed, 0, what);

@@ -1,4 +1,5 @@
-// Choosing the checkpoint to resume (rank 0 decides, all verify, all agree) and checking it against the config.
+// Choosing the checkpoint to resume (rank 0 decides, all verify, all agree) and checking it against the
+// config.
 #include "coat/train/resume.h"
 
 #include <spdlog/spdlog.h>
@@ -24,8 +25,10 @@ std::string differing_keys(const nlohmann::json& checkpoint, const nlohmann::jso
                           ", this config ", b ? b->dump() : "(absent)");
   };
   for (const auto& [key, value] : checkpoint.items()) {
-    if (!config.contains(key)) add(key, &value, nullptr);
-    else if (config.at(key) != value) add(key, &value, &config.at(key));
+    if (!config.contains(key))
+      add(key, &value, nullptr);
+    else if (config.at(key) != value)
+      add(key, &value, &config.at(key));
   }
   for (const auto& [key, value] : config.items()) {
     if (!checkpoint.contains(key)) add(key, nullptr, &value);
@@ -37,7 +40,8 @@ std::string differing_keys(const nlohmann::json& checkpoint, const nlohmann::jso
 /// the checkpoint's state_dtype).
 OptimConfig saved_optim(const nlohmann::json& saved, const OptimConfig& now) {
   OptimConfig before = now;
-  if (saved.contains("state_dtype")) before.state_dtype = parse_state_dtype(saved["state_dtype"].get<std::string>());
+  if (saved.contains("state_dtype"))
+    before.state_dtype = parse_state_dtype(saved["state_dtype"].get<std::string>());
   const auto moment_dtype = [&saved](const char* key) -> std::optional<ops::MomentEncoding> {
     const std::string spelled = saved.value(key, std::string());
     if (spelled.empty()) return std::nullopt;  // early versions wrote "" for "as state_dtype"
@@ -45,7 +49,8 @@ OptimConfig saved_optim(const nlohmann::json& saved, const OptimConfig& now) {
   };
   before.exp_avg_dtype = moment_dtype("exp_avg_dtype");
   before.exp_avg_sq_dtype = moment_dtype("exp_avg_sq_dtype");
-  if (saved.contains("exp_avg_fp8")) before.exp_avg_fp8 = parse_moment_fp8(saved["exp_avg_fp8"].get<std::string>());
+  if (saved.contains("exp_avg_fp8"))
+    before.exp_avg_fp8 = parse_moment_fp8(saved["exp_avg_fp8"].get<std::string>());
   if (saved.contains("exp_avg_sq_fp8")) {
     before.exp_avg_sq_fp8 = parse_moment_fp8(saved["exp_avg_sq_fp8"].get<std::string>());
   }
@@ -60,7 +65,8 @@ void check_state_storage(const io::CheckpointReader& ck, const OptimConfig& now)
   const OptimConfig before = saved_optim(ck.meta()["config"]["optim"], now);
   const auto same = [](const ops::MomentSpec& a, const ops::MomentSpec& b) {
     if (a.encoding != b.encoding) return false;
-    const bool grouped = a.encoding == ops::MomentEncoding::FP8 || a.encoding == ops::MomentEncoding::FP8Expand;
+    const bool grouped =
+        a.encoding == ops::MomentEncoding::FP8 || a.encoding == ops::MomentEncoding::FP8Expand;
     return !grouped || (a.fp8 == b.fp8 && a.group_size == b.group_size);
   };
   struct Moment {
@@ -70,10 +76,11 @@ void check_state_storage(const io::CheckpointReader& ck, const OptimConfig& now)
   for (const Moment& m : {Moment{"exp_avg", exp_avg_spec(before), exp_avg_spec(now)},
                           Moment{"exp_avg_sq", exp_avg_sq_spec(before), exp_avg_sq_spec(now)}}) {
     if (same(m.was, m.now)) continue;
-    throw ConfigError(detail::concat("checkpoint ", ck.dir().string(), " stores the AdamW moment ", m.name, " as ",
-                                     ops::moment_spec_str(m.was), " but this config stores it as ",
-                                     ops::moment_spec_str(m.now), " (optim.state_dtype / optim.", m.name,
-                                     "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
+    throw ConfigError(
+        detail::concat("checkpoint ", ck.dir().string(), " stores the AdamW moment ", m.name, " as ",
+                       ops::moment_spec_str(m.was), " but this config stores it as ",
+                       ops::moment_spec_str(m.now), " (optim.state_dtype / optim.", m.name,
+                       "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
   }
 }
 
@@ -88,7 +95,8 @@ struct Decision {
 
 /// Rank 0's decision on every rank: `decide` runs on rank 0 alone; when it throws, rank 0 rethrows its own
 /// exception and the others throw with its message.
-Decision rank0_decides(dist::Communicator* world, const ContextPtr& context, const std::function<Decision()>& decide) {
+Decision rank0_decides(dist::Communicator* world, const ContextPtr& context,
+                       const std::function<Decision()>& decide) {
   Decision d;
   std::exception_ptr error;
   if (!world || world->rank() == 0) {
@@ -124,8 +132,8 @@ std::string verify_collectively(const fs::path& dir, dist::Communicator* world, 
   return "";
 }
 
-/// Rank 0's candidates, newest first: every complete checkpoint (auto), or the one named after checking that it
-/// is no older than the run's newest.
+/// Rank 0's candidates, newest first: every complete checkpoint (auto), or the one named after checking that
+/// it is no older than the run's newest.
 std::vector<fs::path> candidates(const std::string& resume, const fs::path& run_dir) {
   std::vector<fs::path> out;
   if (resume == "auto") {
@@ -136,15 +144,18 @@ std::vector<fs::path> candidates(const std::string& resume, const fs::path& run_
   }
   const fs::path dir = resume;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw IoError(detail::concat("--resume ", dir, ": no such checkpoint directory"));
+  if (!fs::is_directory(dir, ec))
+    throw IoError(detail::concat("--resume ", dir, ": no such checkpoint directory"));
   const int64_t step = io::read_manifest(dir).step;
   const std::optional<io::CheckpointInfo> newest = io::latest_complete(run_dir);
   if (newest && newest->step > step && fs::weakly_canonical(newest->dir) != fs::weakly_canonical(dir)) {
-    throw ConfigError(detail::concat(
-        "--resume ", dir.string(), " is step ", step, " but the run directory holds a newer complete checkpoint, ",
-        newest->dir.string(), " (step ", newest->step, "): going on from the older one would train over the newer "
-        "ones' steps. Use --resume auto (the newest), or move the newer checkpoints out of ",
-        io::checkpoints_root(run_dir).string(), " first"));
+    throw ConfigError(
+        detail::concat("--resume ", dir.string(), " is step ", step,
+                       " but the run directory holds a newer complete checkpoint, ", newest->dir.string(),
+                       " (step ", newest->step,
+                       "): going on from the older one would train over the newer "
+                       "ones' steps. Use --resume auto (the newest), or move the newer checkpoints out of ",
+                       io::checkpoints_root(run_dir).string(), " first"));
   }
   out.push_back(dir);
   return out;
@@ -155,9 +166,10 @@ std::vector<fs::path> candidates(const std::string& resume, const fs::path& run_
 void check_resumable(const io::CheckpointReader& ck, const TrainConfig& config) {
   const std::string dir = ck.dir().string();
   if (ck.meta().value("weights_only", false)) {
-    throw ConfigError(detail::concat("checkpoint '", dir, "' holds weights only (an import): start a run from it with "
-                                     "--set train.init_from=", ck.dir().parent_path().parent_path().string(),
-                                     " instead of --resume"));
+    throw ConfigError(detail::concat("checkpoint '", dir,
+                                     "' holds weights only (an import): start a run from it with "
+                                     "--set train.init_from=",
+                                     ck.dir().parent_path().parent_path().string(), " instead of --resume"));
   }
   const nlohmann::json& meta = ck.meta();
   if (!meta.contains("config") || !meta["config"].contains("model")) {
@@ -201,8 +213,10 @@ std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, cons
         throw IoError(detail::concat("--resume ", dir.string(), ": the checkpoint is damaged: ", damage));
       } else {
         const fs::path moved = io::mark_checkpoint_corrupt(dir);
-        spdlog::warn("checkpoint {} is damaged and was renamed {} (kept, never loaded again): {}; trying the one before",
-                     dir.string(), moved.string(), damage);
+        spdlog::warn(
+            "checkpoint {} is damaged and was renamed {} (kept, never loaded again): {}; trying the one "
+            "before",
+            dir.string(), moved.string(), damage);
       }
       return Decision{};
     });

@@ -46,7 +46,8 @@ std::vector<std::vector<std::pair<std::string, Tensor>>> states_by_unit(const mo
   for (const auto& [name, t] : optimizer.state_tensors()) {
     unit = unit_of_state(store, name, unit);
     const std::string prefix = store.units()[unit].name + ".";
-    COAT_CHECK(name.rfind(prefix, 0) == 0, Error, "[checkpoint] optimizer state '", name, "' belongs to no unit");
+    COAT_CHECK(name.rfind(prefix, 0) == 0, Error, "[checkpoint] optimizer state '", name,
+               "' belongs to no unit");
     out[unit].emplace_back(name.substr(prefix.size()), t);
   }
   return out;
@@ -95,7 +96,8 @@ io::CheckpointLayout checkpoint_layout(const models::UnitStore& store, const opt
   for (size_t k = 0; k < store.units().size(); ++k) {
     const models::UnitLayout& l = store.layout(k);
     io::CheckpointUnit unit{l.name, l.numel, {}};
-    for (size_t i = 0; i < l.params.size(); ++i) unit.params.push_back({l.params[i].first, l.params[i].second, l.offsets[i]});
+    for (size_t i = 0; i < l.params.size(); ++i)
+      unit.params.push_back({l.params[i].first, l.params[i].second, l.offsets[i]});
     layout.units.push_back(std::move(unit));
   }
   layout.kinds.push_back({"master", store.dtype(), 1});
@@ -106,7 +108,8 @@ io::CheckpointLayout checkpoint_layout(const models::UnitStore& store, const opt
     }
   }
   for (const auto& unit_states : states) {
-    COAT_CHECK(unit_states.size() + 1 == layout.kinds.size(), Error, "[checkpoint] units have different optimizer states");
+    COAT_CHECK(unit_states.size() + 1 == layout.kinds.size(), Error,
+               "[checkpoint] units have different optimizer states");
   }
   const int files = store.sharding() ? store.sharding()->world : 1;
   for (int r = 0; r < files; ++r) {
@@ -130,8 +133,8 @@ std::vector<std::pair<std::string, Tensor>> checkpoint_slices(const models::Unit
     for (const auto& [suffix, t] : states[k]) {
       const io::EntrySpan span =
           io::entries_of_slice(slice.begin, slice.owned, elements_per_entry(suffix, optimizer.config()));
-      COAT_CHECK(span.count <= t.numel(), Error, "[checkpoint] state '", u.name, ".", suffix, "' has ", t.numel(),
-                 " entries, fewer than the ", span.count, " of this rank's slice");
+      COAT_CHECK(span.count <= t.numel(), Error, "[checkpoint] state '", u.name, ".", suffix, "' has ",
+                 t.numel(), " entries, fewer than the ", span.count, " of this rank's slice");
       tensors.emplace_back(io::unit_tensor_name(u.name, suffix), t.slice(0, 0, span.count));
     }
   }

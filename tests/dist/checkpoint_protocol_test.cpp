@@ -1,9 +1,9 @@
-// The checkpoint protocol over the ranks of a job (every world size of the CI entries): a rank whose file cannot be
-// written, or a commit that fails on rank 0, fails the save on every rank and leaves nothing behind; a damaged
-// rank file (found by the rank that verifies it, reported to all) or an edited meta.json makes --resume auto
-// rename the checkpoint step_N.corrupt and take the one before, on every rank alike; the tools' loader
-// (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a checkpoint of
-// this world size as the live state it was saved from.
+// The checkpoint protocol over the ranks of a job (every world size of the CI entries): a rank whose file
+// cannot be written, or a commit that fails on rank 0, fails the save on every rank and leaves nothing
+// behind; a damaged rank file (found by the rank that verifies it, reported to all) or an edited meta.json
+// makes --resume auto rename the checkpoint step_N.corrupt and take the one before, on every rank alike; the
+// tools' loader (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a
+// checkpoint of this world size as the live state it was saved from.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -35,7 +35,8 @@ class CheckpointProtocol : public TrainingJob {
   std::vector<fs::path> checkpoints() const {
     sleepy_barrier(test::world());
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / "run"))) out.push_back(e.path().filename());
+    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / "run")))
+      out.push_back(e.path().filename());
     std::sort(out.begin(), out.end());
     sleepy_barrier(test::world());
     return out;
@@ -84,7 +85,8 @@ TEST_F(CheckpointProtocol, AFailedWriteOrCommitFailsEveryRankAndLeavesNothing) {
   // The same snapshot, intact, saves.
   EXPECT_EQ(save_checkpoint_collectively(dir_ / "run", snapshot, comm_.get(), ctx_, 0),
             io::checkpoints_root(dir_ / "run") / "step_00000004");
-  EXPECT_NO_THROW(io::CheckpointReader::open(io::checkpoints_root(dir_ / "run") / "step_00000004").verify_all());
+  EXPECT_NO_THROW(
+      io::CheckpointReader::open(io::checkpoints_root(dir_ / "run") / "step_00000004").verify_all());
 }
 
 TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {
@@ -121,7 +123,8 @@ TEST_F(CheckpointProtocol, ToolsAndInitFromReadAnyWorldSize) {
   Trainer t(config(dir_ / "run", fp8_states, world()), ctx_, false, comm_.get());
   t.run(/*stop_after_step=*/3);
   sleepy_barrier(test::world());
-  const LoadedModel whole = load_model(dir_ / "run", ctx_);  // coat-generate's, coat-convert's, coat-grads' way
+  const LoadedModel whole =
+      load_model(dir_ / "run", ctx_);  // coat-generate's, coat-convert's, coat-grads' way
   const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint(dir_ / "run", 3));
   const models::UnitStore& store = t.model().store();
   for (size_t k = 0; k < store.units().size(); ++k) {
@@ -149,7 +152,8 @@ TEST_F(CheckpointProtocol, ToolsAndInitFromReadAnyWorldSize) {
   const auto init = [&](nlohmann::json& c) { c["train"]["init_from"] = (dir_ / "run").string(); };
   Trainer sharded(config(dir_ / "init", init, world()), ctx_, false, comm_.get());
   for (size_t k = 0; k < store.units().size(); ++k) {
-    EXPECT_TRUE(same_bytes(sharded.model().store().units()[k].master, store.units()[k].master)) << store.units()[k].name;
+    EXPECT_TRUE(same_bytes(sharded.model().store().units()[k].master, store.units()[k].master))
+        << store.units()[k].name;
   }
   Trainer one(config(rank_dir_ / "one", init, 1), ctx_);
   for (size_t k = 0; k < store.units().size(); ++k) {

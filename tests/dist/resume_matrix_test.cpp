@@ -1,11 +1,13 @@
-// Resuming on another world size (issue 14): runs of N ranks (the job's first N) save at step 3 and go on to step
-// 6; runs of M ranks resume that checkpoint (chosen by --resume auto's collective choice) and train steps 4-6,
-// for every N and M in 1..4, Llama and OLMo, FP32 and fp8_expand states. Same world size: the losses and the
-// step-6 checkpoint (masters and states, every byte) equal the uninterrupted run's. Another world size:
+// Resuming on another world size (issue 14): runs of N ranks (the job's first N) save at step 3 and go on to
+// step 6; runs of M ranks resume that checkpoint (chosen by --resume auto's collective choice) and train
+// steps 4-6, for every N and M in 1..4, Llama and OLMo, FP32 and fp8_expand states. Same world size: the
+// losses and the step-6 checkpoint (masters and states, every byte) equal the uninterrupted run's. Another
+// world size:
 //  - every re-slice is exact: M ranks that load N's step-3 checkpoint and save it again write the same bytes
 //    (one process's layout) as N did;
 //  - FP32 states: losses within 1e-5 relative of the uninterrupted N-rank run, on the same windows;
-//  - fp8_expand states: the first step after the resume within 1e-5 (the same weights and states, only the sum
+//  - fp8_expand states: the first step after the resume within 1e-5 (the same weights and states, only the
+//  sum
 //    of the loss over ranks in another order); the later ones within twice the widest difference between the
 //    uninterrupted runs of different world sizes (each world size sums gradients in another order, and FP8
 //    moments turn a last-bit difference into a code step: the bound of the sharded FP8 tests,
@@ -51,7 +53,8 @@ std::vector<double> losses(const Trainer& t) {
 
 double worst_difference(const std::vector<double>& a, const std::vector<double>& b, size_t from = 0) {
   double worst = 0.0;
-  for (size_t i = from; i < std::min(a.size(), b.size()); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(a[i]));
+  for (size_t i = from; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(a[i]));
   return worst;
 }
 
@@ -62,7 +65,8 @@ std::string first_difference(const fs::path& a_dir, const fs::path& b_dir) {
   for (const io::CheckpointTensorInfo& info : a.tensors()) {
     if (!b.contains(info.name)) return "'" + info.name + "' is missing";
     const Tensor x = a.read(info.name), y = b.read(info.name);
-    if (x.shape() != y.shape() || x.dtype() != y.dtype() || std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) != 0) {
+    if (x.shape() != y.shape() || x.dtype() != y.dtype() ||
+        std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) != 0) {
       return "'" + info.name + "' differs";
     }
   }
@@ -72,7 +76,8 @@ std::string first_difference(const fs::path& a_dir, const fs::path& b_dir) {
 class ResumeMatrix : public TrainingJob, public ::testing::WithParamInterface<MatrixCase> {};
 
 TEST_P(ResumeMatrix, AnyWorldSizeResumesAnother) {
-  if (test::world().world_size() != kMatrixWorld) GTEST_SKIP() << "the matrix runs in the np " << kMatrixWorld << " job";
+  if (test::world().world_size() != kMatrixWorld)
+    GTEST_SKIP() << "the matrix runs in the np " << kMatrixWorld << " job";
   const auto set = [&](nlohmann::json& c) {
     c["model"]["architecture"] = GetParam().architecture;
     c["model"]["tie_word_embeddings"] = std::string(GetParam().architecture) == "olmo";
@@ -92,8 +97,9 @@ TEST_P(ResumeMatrix, AnyWorldSizeResumesAnother) {
   for (const auto& [a, la] : full)
     for (const auto& [b, lb] : full) spread = std::max(spread, worst_difference(la, lb));
   const double bound = fp32 ? 1e-5 : std::max(1e-5, 2.0 * spread);
-  if (root) std::printf("%s/%s: world sizes 1-4 differ by %.3g uninterrupted; bound %.3g\n", GetParam().architecture,
-                        GetParam().states, spread, bound);
+  if (root)
+    std::printf("%s/%s: world sizes 1-4 differ by %.3g uninterrupted; bound %.3g\n", GetParam().architecture,
+                GetParam().states, spread, bound);
 
   for (int n = 1; n <= kMatrixWorld; ++n) {
     for (int m = 1; m <= kMatrixWorld; ++m) {
@@ -115,14 +121,18 @@ TEST_P(ResumeMatrix, AnyWorldSizeResumesAnother) {
       ASSERT_EQ(resumed.size(), 3u) << pair;
       if (n == m) {
         EXPECT_EQ(resumed, expected) << pair << ": the same world size must continue bit-identically";
-        EXPECT_EQ(first_difference(checkpoint(dir_ / ("full" + std::to_string(n)), 6), checkpoint(run, 6)), "") << pair;
+        EXPECT_EQ(first_difference(checkpoint(dir_ / ("full" + std::to_string(n)), 6), checkpoint(run, 6)),
+                  "")
+            << pair;
         continue;
       }
       const double worst = worst_difference(expected, resumed);
       std::printf("%s/%s %d -> %d ranks: worst relative loss difference %.3g\n", GetParam().architecture,
                   GetParam().states, n, m, worst);
-      EXPECT_NEAR(resumed[0], expected[0], 1e-5 * std::abs(expected[0])) << pair << ": the first step after the resume";
-      for (size_t i = 1; i < 3; ++i) EXPECT_NEAR(resumed[i], expected[i], bound * std::abs(expected[i])) << pair << " step " << 4 + i;
+      EXPECT_NEAR(resumed[0], expected[0], 1e-5 * std::abs(expected[0]))
+          << pair << ": the first step after the resume";
+      for (size_t i = 1; i < 3; ++i)
+        EXPECT_NEAR(resumed[i], expected[i], bound * std::abs(expected[i])) << pair << " step " << 4 + i;
     }
   }
   // Every re-slice is exact: M ranks load N's step 3 and write it again, byte for byte.
@@ -136,7 +146,8 @@ TEST_P(ResumeMatrix, AnyWorldSizeResumesAnother) {
         t.save_checkpoint();
       });
       if (root) {
-        EXPECT_EQ(first_difference(checkpoint(dir_ / ("full" + std::to_string(n)), 3), checkpoint(run, 3)), "")
+        EXPECT_EQ(first_difference(checkpoint(dir_ / ("full" + std::to_string(n)), 3), checkpoint(run, 3)),
+                  "")
             << n << " -> " << m << " ranks";
         EXPECT_EQ(io::CheckpointReader::open(checkpoint(run, 3)).file_count(), m);
       }
@@ -185,7 +196,8 @@ TEST_F(TrainingJob, HybridCheckpointResumesOnAnotherLayout) {
     t.run();
     const std::vector<double> resumed = losses(t);
     ASSERT_EQ(resumed.size(), 3u);
-    for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(resumed[i], full[3 + i], 1e-5 * std::abs(full[3 + i])) << "step " << 4 + i;
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(resumed[i], full[3 + i], 1e-5 * std::abs(full[3 + i])) << "step " << 4 + i;
   });
 }
 

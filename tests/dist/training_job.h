@@ -62,8 +62,10 @@ class TrainingJob : public ::testing::Test {
     if (test::world().rank() == 0) fs::remove_all(dir_);
   }
 
-  /// configs/test_small.json: 6 steps of a global batch every world size up to 4 divides, checkpoints at 3 and 6.
-  TrainConfig config(const fs::path& run_dir, const std::function<void(nlohmann::json&)>& set, int ranks) const {
+  /// configs/test_small.json: 6 steps of a global batch every world size up to 4 divides, checkpoints at 3
+  /// and 6.
+  TrainConfig config(const fs::path& run_dir, const std::function<void(nlohmann::json&)>& set,
+                     int ranks) const {
     std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
     nlohmann::json c = nlohmann::json::parse(in);
     c["data"]["path"] = (rank_dir_ / "tokens.bin").string();
@@ -100,7 +102,9 @@ class TrainingJob : public ::testing::Test {
     sleepy_barrier(test::world());
   }
 
-  static fs::path checkpoint(const fs::path& run, int64_t step) { return io::checkpoints_root(run) / io::checkpoint_dir_name(step); }
+  static fs::path checkpoint(const fs::path& run, int64_t step) {
+    return io::checkpoints_root(run) / io::checkpoint_dir_name(step);
+  }
 
   ContextPtr ctx_ = ops::make_context(Device::cpu());
   fs::path dir_, rank_dir_;

@@ -127,7 +127,8 @@ TEST_F(CheckpointTest, LatestCompleteSkipsIncompleteDirectories) {
   expect_error_containing([&] { CheckpointReader::open(interrupted); },
                           "step_00000300\" is incomplete (no COMPLETE marker): the run that wrote it was "
                           "interrupted");
-  expect_error_containing([&] { CheckpointReader::open(dir_ / "checkpoints" / "step_00000999"); }, "does not exist");
+  expect_error_containing([&] { CheckpointReader::open(dir_ / "checkpoints" / "step_00000999"); },
+                          "does not exist");
 }
 
 TEST_F(CheckpointTest, SavingAtAnExistingCompleteStepIsAnError) {
@@ -140,7 +141,9 @@ TEST_F(CheckpointTest, SavingAtAnExistingCompleteStepIsAnError) {
         << e.what();
   }
   // The original is intact and no staging directory is left.
-  EXPECT_EQ(CheckpointReader::open(dir_ / "checkpoints" / "step_00000100").read("model.embed_tokens.weight").data<float>()[0],
+  EXPECT_EQ(CheckpointReader::open(dir_ / "checkpoints" / "step_00000100")
+                .read("model.embed_tokens.weight")
+                .data<float>()[0],
             100.0f);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 1);
 }
@@ -181,14 +184,25 @@ TEST_F(CheckpointTest, MultiRankProtocol) {
   layout.files = {{{0, 8}}, {{8, 4}}};
   const fs::path staging = begin_checkpoint(dir_, 700);
   EXPECT_EQ(staging, dir_ / "checkpoints" / "step_00000700.tmp");
-  const RankFileRecord r0 = write_checkpoint_rank(
-      staging, 0, {{"embed.master", ops::arange(ctx_, 8, DType::F32)}, {"embed.exp_avg.scale", ops::arange(ctx_, 2, DType::F32, 100)}});
-  expect_error_containing([&] { finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {}}); }, "rank_00001.bin");
+  const RankFileRecord r0 =
+      write_checkpoint_rank(staging, 0,
+                            {{"embed.master", ops::arange(ctx_, 8, DType::F32)},
+                             {"embed.exp_avg.scale", ops::arange(ctx_, 2, DType::F32, 100)}});
+  expect_error_containing(
+      [&] {
+        finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {}});
+      },
+      "rank_00001.bin");
   EXPECT_FALSE(latest_complete(dir_).has_value());
-  const RankFileRecord r1 = write_checkpoint_rank(
-      staging, 1, {{"embed.master", ops::arange(ctx_, 4, DType::F32, 8)}, {"embed.exp_avg.scale", ops::arange(ctx_, 1, DType::F32, 102)}});
-  expect_error_containing([&] { finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {r1.bytes + 1, r1.crc32c}}); },
-                          "COMPLETE records");
+  const RankFileRecord r1 =
+      write_checkpoint_rank(staging, 1,
+                            {{"embed.master", ops::arange(ctx_, 4, DType::F32, 8)},
+                             {"embed.exp_avg.scale", ops::arange(ctx_, 1, DType::F32, 102)}});
+  expect_error_containing(
+      [&] {
+        finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {r1.bytes + 1, r1.crc32c}});
+      },
+      "COMPLETE records");
   const fs::path dir = finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, r1});
   const CheckpointReader ck = CheckpointReader::open(dir);
   EXPECT_EQ(ck.format_version(), 2);
@@ -217,7 +231,8 @@ TEST_F(CheckpointTest, DamagedMetaIsAnIoError) {
   write_string_atomically(dir / "COMPLETE", "{\"step\": 10, \"world_size\": 1}\n");
   expect_error_containing([&] { CheckpointReader::open(dir); }, "meta.json\" is damaged");
   write_string_atomically(dir / "meta.json", "{\"format_version\": 9, \"step\": 10, \"world_size\": 1}");
-  expect_error_containing([&] { CheckpointReader::open(dir); }, "format version 9, this build reads versions 1 and 2");
+  expect_error_containing([&] { CheckpointReader::open(dir); },
+                          "format version 9, this build reads versions 1 and 2");
   write_string_atomically(dir / "COMPLETE", "{\"step\": 10, ");
   expect_error_containing([&] { CheckpointReader::open(dir); }, "COMPLETE is damaged");
 }
@@ -267,12 +282,14 @@ TEST_F(CheckpointTest, LeftoversOfACrashAreRemovedAndCorruptOnesKept) {
   save(100);
   save(200);
   const fs::path root = dir_ / "checkpoints";
-  for (const char* name : {"step_00000300.tmp", "step_00000050.trash", "step_00000400", "step_00000150.corrupt"}) {
+  for (const char* name :
+       {"step_00000300.tmp", "step_00000050.trash", "step_00000400", "step_00000150.corrupt"}) {
     fs::create_directories(root / name);
     write_string_atomically(root / name / "meta.json", "{}");
   }
   const std::vector<fs::path> removed = remove_checkpoint_leftovers(dir_);
-  EXPECT_EQ(removed, (std::vector<fs::path>{root / "step_00000050.trash", root / "step_00000300.tmp", root / "step_00000400"}));
+  EXPECT_EQ(removed, (std::vector<fs::path>{root / "step_00000050.trash", root / "step_00000300.tmp",
+                                            root / "step_00000400"}));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());

@@ -39,20 +39,31 @@ TEST(CheckpointLayoutTest, ValidationNamesTheProblem) {
     edit(l);
     expect_error_containing<IoError>([&] { CheckpointLayout::from_json(l.to_json(), "ck"); }, needle);
   };
-  bad([](CheckpointLayout& l) { l.files[1][0] = {100, 156}; }, "begins at element 100, inside a group of 128");
-  bad([](CheckpointLayout& l) { l.files[1][1] = {256, 32}; }, "the slices of unit 'head' do not cover it once");
+  bad(
+      [](CheckpointLayout& l) {
+        l.files[1][0] = {100, 156};
+      },
+      "begins at element 100, inside a group of 128");
+  bad(
+      [](CheckpointLayout& l) {
+        l.files[1][1] = {256, 32};
+      },
+      "the slices of unit 'head' do not cover it once");
   bad([](CheckpointLayout& l) { l.files[1][1] = {128, 192}; }, "overlap");
-  bad([](CheckpointLayout& l) { l.units[1].params[1].offset = 128; }, "'lm_head.weight' [8,32] at offset 128 lies outside unit 'head'");
+  bad([](CheckpointLayout& l) { l.units[1].params[1].offset = 128; },
+      "'lm_head.weight' [8,32] at offset 128 lies outside unit 'head'");
   bad([](CheckpointLayout& l) { l.kinds.erase(l.kinds.begin()); }, "no \"master\" kind");
   bad([](CheckpointLayout& l) { l.files[0].pop_back(); }, "rank file 0 has 1 slices for 2 units");
   nlohmann::json j = two_units().to_json();
   j["files"][1]["file"] = "rank_00007.bin";
-  expect_error_containing<IoError>([&] { CheckpointLayout::from_json(j, "ck"); }, "file 1 is 'rank_00007.bin'");
+  expect_error_containing<IoError>([&] { CheckpointLayout::from_json(j, "ck"); },
+                                   "file 1 is 'rank_00007.bin'");
   j = two_units().to_json();
   j["kinds"][1]["dtype"] = "f8";
   expect_error_containing<IoError>([&] { CheckpointLayout::from_json(j, "ck"); }, "unknown dtype 'f8'");
   j.erase("units");
-  expect_error_containing<IoError>([&] { CheckpointLayout::from_json(j, "ck"); }, "checkpoint layout (ck): malformed");
+  expect_error_containing<IoError>([&] { CheckpointLayout::from_json(j, "ck"); },
+                                   "checkpoint layout (ck): malformed");
 }
 
 TEST(CheckpointLayoutTest, DifferencesNameTheKeyAndBothValues) {
@@ -67,8 +78,9 @@ TEST(CheckpointLayoutTest, DifferencesNameTheKeyAndBothValues) {
   EXPECT_EQ(layout_difference(a, b), "'lm_head.weight' shape: checkpoint [8,32], this run [16,32]");
   b = two_units();
   b.kinds = {{"master", DType::F32, 1}, {"exp_avg", DType::F32, 1}};
-  EXPECT_EQ(layout_difference(a, b), "stored tensors per unit: checkpoint [master f32, exp_avg e4m3, exp_avg.log2_scale "
-                                     "f32 per 128 elements], this run [master f32, exp_avg f32]");
+  EXPECT_EQ(layout_difference(a, b),
+            "stored tensors per unit: checkpoint [master f32, exp_avg e4m3, exp_avg.log2_scale "
+            "f32 per 128 elements], this run [master f32, exp_avg f32]");
 }
 
 }  // namespace

@@ -44,10 +44,17 @@ TEST(Reslice, PiecesAcrossFiles) {
 }
 
 TEST(Reslice, GapsAndOverlapsAreErrors) {
-  expect_error_containing<IoError>([] { reslice_pieces({{0, 4}, {6, 4}}, {2, 6}); },
-                                   "entries [4, 8) of the wanted [2, 8) are in no rank file");
+  expect_error_containing<IoError>(
+      [] {
+        reslice_pieces({{0, 4}, {6, 4}}, {2, 6});
+      },
+      "entries [4, 8) of the wanted [2, 8) are in no rank file");
   expect_error_containing<IoError>([] { reslice_pieces({{0, 4}}, {0, 5}); }, "are in no rank file");
-  expect_error_containing<InvalidArgument>([] { reslice_pieces({{0, 4}, {3, 4}}, {0, 7}); }, "overlap at entry 3");
+  expect_error_containing<InvalidArgument>(
+      [] {
+        reslice_pieces({{0, 4}, {3, 4}}, {0, 7});
+      },
+      "overlap at entry 3");
 }
 
 /// The shard rule (unit_shard.h): `world` ranks of shard_numel (a multiple of `align`) each, the last ones
@@ -71,17 +78,20 @@ TEST(Reslice, EveryWorldSizeReadsEveryOther) {
     for (int n = 1; n <= 5; ++n) {
       const std::vector<EntrySpan> stored = shards(numel, n, 128, per_entry);
       std::vector<int64_t> value_of(static_cast<size_t>(whole), -1);  // the entry each stored slot holds
-      for (const EntrySpan& s : stored) std::iota(value_of.begin() + s.first, value_of.begin() + s.end(), s.first);
+      for (const EntrySpan& s : stored)
+        std::iota(value_of.begin() + s.first, value_of.begin() + s.end(), s.first);
       for (int m = 1; m <= 5; ++m) {
         for (const EntrySpan& want : shards(numel, m, 128, per_entry)) {
           std::vector<int64_t> got(static_cast<size_t>(want.count), -1);
           for (const ReslicePiece& p : reslice_pieces(stored, want)) {
             for (int64_t i = 0; i < p.count; ++i) {
-              got[static_cast<size_t>(p.dest_offset + i)] = value_of[static_cast<size_t>(stored[p.source].first + p.source_offset + i)];
+              got[static_cast<size_t>(p.dest_offset + i)] =
+                  value_of[static_cast<size_t>(stored[p.source].first + p.source_offset + i)];
             }
           }
           for (int64_t i = 0; i < want.count; ++i) {
-            ASSERT_EQ(got[static_cast<size_t>(i)], want.first + i) << n << " -> " << m << " ranks, entry " << want.first + i;
+            ASSERT_EQ(got[static_cast<size_t>(i)], want.first + i)
+                << n << " -> " << m << " ranks, entry " << want.first + i;
           }
         }
       }

@@ -1,6 +1,6 @@
 // Choosing the checkpoint to resume (one process; tests/dist/resume_matrix_test.cpp does it over ranks):
-// --resume auto skips a damaged checkpoint (a flipped byte of a rank file, an edited meta.json) and renames it
-// step_N.corrupt, --resume DIR older than the newest is refused, leftovers of a crash are removed, and a
+// --resume auto skips a damaged checkpoint (a flipped byte of a rank file, an edited meta.json) and renames
+// it step_N.corrupt, --resume DIR older than the newest is refused, leftovers of a crash are removed, and a
 // checkpoint of another model or state storage is refused, naming the key and both values, before anything is
 // written.
 #include <gtest/gtest.h>
@@ -81,8 +81,8 @@ TEST_F(ResumeTest, AutoTakesTheNewestAndNothingWithoutCheckpoints) {
   EXPECT_EQ(choose("run", "auto"), checkpoint("run", 6));
 }
 
-// A flipped byte in a tensor of the newest checkpoint: it is renamed step_N.corrupt (kept) and the run resumes
-// from the one before, continuing bit-identically; the corrupt one is never counted or loaded again.
+// A flipped byte in a tensor of the newest checkpoint: it is renamed step_N.corrupt (kept) and the run
+// resumes from the one before, continuing bit-identically; the corrupt one is never counted or loaded again.
 TEST_F(ResumeTest, AutoSkipsADamagedCheckpointAndRenamesIt) {
   const std::vector<double> full = train("run");
   const fs::path file = checkpoint("run", 6) / io::checkpoint_rank_file_name(0);
@@ -124,7 +124,8 @@ TEST_F(ResumeTest, ADirectoryOlderThanTheNewestIsRefused) {
     FAIL() << "no error";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("is step 3 but the run directory holds a newer complete checkpoint"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
     EXPECT_NE(std::string(e.what()).find("step_00000006"), std::string::npos) << e.what();
   }
   EXPECT_EQ(choose("run", checkpoint("run", 6).string()), checkpoint("run", 6));
@@ -147,8 +148,8 @@ TEST_F(ResumeTest, ADamagedDirectoryIsRefusedAndKept) {
   EXPECT_TRUE(fs::exists(checkpoint("run", 6)));
 }
 
-// What a crash left (a staging directory of a save cut short, a trash directory of a pruning cut short, a step
-// directory without COMPLETE from an earlier build) is removed when a run resumes.
+// What a crash left (a staging directory of a save cut short, a trash directory of a pruning cut short, a
+// step directory without COMPLETE from an earlier build) is removed when a run resumes.
 TEST_F(ResumeTest, LeftoversOfACrashAreRemovedAtStart) {
   train("run");
   const fs::path root = io::checkpoints_root(dir_ / "run");

@@ -13,8 +13,9 @@
 // COMPLETE last, the staging directory synced and renamed to its final name, the parent synced. The rename is
 // the commit: a `step_<digits>` directory holds a whole checkpoint, a crash before it leaves only a staging
 // directory. Pruning renames a doomed checkpoint to `step_<digits>.trash` before deleting it, and a damaged
-// one is renamed `step_<digits>.corrupt` (kept for inspection): neither name is ever listed, loaded or pruned.
-// remove_checkpoint_leftovers clears what a crash left (staging, trash, directories without COMPLETE).
+// one is renamed `step_<digits>.corrupt` (kept for inspection): neither name is ever listed, loaded or
+// pruned. remove_checkpoint_leftovers clears what a crash left (staging, trash, directories without
+// COMPLETE).
 #pragma once
 
 #include <cstdint>
@@ -57,9 +58,10 @@ std::optional<CheckpointInfo> latest_complete(const std::filesystem::path& run_d
 
 /// Saves a format-1 checkpoint (one process, named tensors) and returns its directory. `meta` must be a JSON
 /// object (or null); its "step", "world_size" and "format_version", when present, must agree with what is
-/// saved. `keep_last` > 0 then prunes the oldest complete checkpoints so that `keep_last` remain, never the one
-/// just written (0 keeps all). Throws InvalidArgument when a complete checkpoint of this step exists already (it
-/// is never overwritten); an incomplete directory of this step is replaced. A failure leaves nothing behind.
+/// saved. `keep_last` > 0 then prunes the oldest complete checkpoints so that `keep_last` remain, never the
+/// one just written (0 keeps all). Throws InvalidArgument when a complete checkpoint of this step exists
+/// already (it is never overwritten); an incomplete directory of this step is replaced. A failure leaves
+/// nothing behind.
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int64_t step,
                                       const nlohmann::json& meta,
                                       const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -83,9 +85,9 @@ RankFileRecord write_checkpoint_rank(const std::filesystem::path& staging_dir, i
 /// layout (one file per layout file), writes meta.json (with "format_version" 2, "step" and "layout") and
 /// COMPLETE, renames the staging directory to its final name, prunes to `keep_last`. Returns the final
 /// directory. On failure the caller removes the staging directory (abandon_checkpoint).
-std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, int64_t step, const nlohmann::json& meta,
-                                        const CheckpointLayout& layout, const std::vector<RankFileRecord>& files,
-                                        int keep_last = 0);
+std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, int64_t step,
+                                        const nlohmann::json& meta, const CheckpointLayout& layout,
+                                        const std::vector<RankFileRecord>& files, int keep_last = 0);
 /// A failed save (rank 0): removes the staging directory of `step`. Never throws; returns false when the
 /// removal failed (the directory is then removed at the next start, remove_checkpoint_leftovers).
 bool abandon_checkpoint(const std::filesystem::path& run_dir, int64_t step) noexcept;

@@ -5,12 +5,14 @@
 // from it (reslice.h), whatever the world size that wrote it.
 //
 //   "layout": {"units": [{"name": "embed", "numel": 2048,
-//                         "params": [{"name": "model.embed_tokens.weight", "shape": [64, 32], "offset": 0}]}, ...],
+//                         "params": [{"name": "model.embed_tokens.weight", "shape": [64, 32], "offset": 0}]},
+//                         ...],
 //              "kinds": [{"suffix": "master", "dtype": "f32", "elements_per_entry": 1},
 //                        {"suffix": "exp_avg.log2_scale", "dtype": "f32", "elements_per_entry": 128}, ...],
 //              "files": [{"file": "rank_00000.bin", "slices": [[0, 512], [0, 2432], ...]}, ...]}
 //
-// Rank file i holds, for every unit u with a non-empty slice [begin, begin + owned) and every kind k, the tensor
+// Rank file i holds, for every unit u with a non-empty slice [begin, begin + owned) and every kind k, the
+// tensor
 // "<u>.<k>" (unit_tensor_name) with the entries of that slice (entries_of_slice).
 #pragma once
 
@@ -62,8 +64,8 @@ struct CheckpointLayout {
   EntrySpan stored_entries(size_t file, size_t unit, size_t kind) const;
   std::optional<size_t> find_kind(const std::string& suffix) const;
 
-  /// Checks that every kind and unit name is unique, the parameters lie inside their units, every file has one
-  /// slice per unit, each unit's slices cover it exactly once and begin on every kind's entry boundary.
+  /// Checks that every kind and unit name is unique, the parameters lie inside their units, every file has
+  /// one slice per unit, each unit's slices cover it exactly once and begin on every kind's entry boundary.
   /// IoError "checkpoint layout (<where>): ..." naming what is wrong.
   void validate(const std::string& where) const;
   nlohmann::json to_json() const;

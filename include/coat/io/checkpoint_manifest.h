@@ -43,8 +43,8 @@ CheckpointManifest read_manifest(const std::filesystem::path& dir);
 /// The CRC-32C of every byte of a file (through a read-only mapping).
 uint32_t file_crc32c(const std::filesystem::path& path);
 
-/// Checks a file's size against the manifest's record (cheap: a stat); IoError "<file> of checkpoint <dir> has N
-/// bytes but COMPLETE records M" otherwise.
+/// Checks a file's size against the manifest's record (cheap: a stat); IoError "<file> of checkpoint <dir>
+/// has N bytes but COMPLETE records M" otherwise.
 void check_file_size(const std::filesystem::path& dir, const ManifestFile& record);
 /// Checks a file's size and CRC-32C against the manifest's record; IoError naming the file otherwise.
 void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& record);

@@ -1,9 +1,9 @@
 // Reading a checkpoint directory of either format as one process's layout: every parameter's master by its HF
-// name and shape, and every unit's optimizer state tensors ("<unit>.exp_avg", "<unit>.exp_avg.log2_scale", ...)
-// whole, flat. Format 1 stores exactly these tensors in one file; format 2 stores each rank's slices of the
-// units, and a read (or a ranged read) gathers the bytes it needs from whichever rank files hold them, straight
-// into the destination (no rank ever holds the whole model to load its slice). What the trainer loads, what
-// train.init_from and the tools (coat-generate, coat-convert, coat-optim-study, coat-grads) read.
+// name and shape, and every unit's optimizer state tensors ("<unit>.exp_avg", "<unit>.exp_avg.log2_scale",
+// ...) whole, flat. Format 1 stores exactly these tensors in one file; format 2 stores each rank's slices of
+// the units, and a read (or a ranged read) gathers the bytes it needs from whichever rank files hold them,
+// straight into the destination (no rank ever holds the whole model to load its slice). What the trainer
+// loads, what train.init_from and the tools (coat-generate, coat-convert, coat-optim-study, coat-grads) read.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,8 @@
 // Re-slicing a flat unit tensor that ranks stored in pieces: which bytes of which rank file hold a range of
 // the whole tensor. A rank file stores its slice of a unit, elements [begin, begin + owned); a state tensor
-// with one entry per group of G elements (FP8 scales, exponents, centres) stores the groups that slice covers,
-// entries [begin / G, ceil((begin + owned) / G)). Slices begin on group boundaries (the shard alignment is a
-// multiple of the state group), so groups follow unit offsets and never straddle two files.
+// with one entry per group of G elements (FP8 scales, exponents, centres) stores the groups that slice
+// covers, entries [begin / G, ceil((begin + owned) / G)). Slices begin on group boundaries (the shard
+// alignment is a multiple of the state group), so groups follow unit offsets and never straddle two files.
 #pragma once
 
 #include <cstddef>

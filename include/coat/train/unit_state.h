@@ -1,6 +1,6 @@
 // The trainer's view of the units' state for the optimizer and checkpoints, whether the units are whole
-// (one process) or sharded over ranks: the optimizer's buffers (a rank's slices, with their decay ranges), the
-// layout and this rank's slices of a checkpoint (each rank writes its own file; nothing is gathered), and
+// (one process) or sharded over ranks: the optimizer's buffers (a rank's slices, with their decay ranges),
+// the layout and this rank's slices of a checkpoint (each rank writes its own file; nothing is gathered), and
 // loading a checkpoint of any world size back into whole or sharded units (a re-slice by unit offset).
 #pragma once
 
@@ -38,8 +38,8 @@ std::vector<std::pair<std::string, Tensor>> checkpoint_slices(const models::Unit
 /// Reads every parameter's master (or, sharded, this rank's slice of every unit) from a checkpoint of any
 /// format and world size: only the ranges this rank holds are read.
 void load_masters(models::UnitStore& store, const io::CheckpointReader& checkpoint);
-/// Reads the optimizer's flat states ("<unit>.exp_avg", ...) into the store's whole units or this rank's slices
-/// (the padding of a last shard is zeroed).
+/// Reads the optimizer's flat states ("<unit>.exp_avg", ...) into the store's whole units or this rank's
+/// slices (the padding of a last shard is zeroed).
 void load_state_slices(const models::UnitStore& store, const optim::AdamW& optimizer,
                        const io::CheckpointReader& checkpoint);
 
