@@ -160,6 +160,52 @@ INSTANTIATE_TEST_SUITE_P(Models, ResumeMatrix,
                                            MatrixCase{"olmo", "fp32"}, MatrixCase{"olmo", "fp8_expand"}),
                          case_name);
 
+// Every recipe and state storage resumes bit-identically on the world it was saved on (the losses and every byte
+// of the step-6 checkpoint), sharded over all the job's ranks (one process: tests/train/test_trainer.cpp).
+struct RecipeCase {
+  const char* recipe;
+  const char* states;
+};
+
+class SameWorldResume : public TrainingJob, public ::testing::WithParamInterface<RecipeCase> {};
+
+TEST_P(SameWorldResume, ContinuesBitIdentically) {
+  const int world = test::world().world_size();
+  if (world < 2) GTEST_SKIP() << "one process: tests/train/test_trainer.cpp";
+  const auto set = [&](nlohmann::json& c) {
+    c["precision"]["recipe"] = GetParam().recipe;
+    c["optim"]["state_dtype"] = GetParam().states;
+  };
+  auto comm = dist::make_communicator(test::world(), Device::cpu());
+  std::vector<double> full;
+  {
+    Trainer t(config(dir_ / "full", set, world), ctx_, false, comm.get());
+    t.run();
+    full = losses(t);
+  }
+  {
+    Trainer t(config(dir_ / "split", set, world), ctx_, false, comm.get());
+    t.run(/*stop_after_step=*/3);
+  }
+  const TrainConfig c = config(dir_ / "split", set, world);
+  Trainer t(c, ctx_, /*resuming=*/true, comm.get());
+  t.load_checkpoint(choose_resume_checkpoint("auto", c, comm.get(), ctx_).value());
+  t.run();
+  EXPECT_EQ(losses(t), std::vector<double>(full.begin() + 3, full.end()));
+  sleepy_barrier(test::world());
+  if (test::world().rank() == 0) {
+    EXPECT_EQ(first_difference(checkpoint(dir_ / "full", 6), checkpoint(dir_ / "split", 6)), "");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RecipesAndStates, SameWorldResume,
+                         ::testing::Values(RecipeCase{"fp32", "bf16"}, RecipeCase{"fp32", "fp8"},
+                                           RecipeCase{"bf16", "auto"}, RecipeCase{"fp8", "auto"},
+                                           RecipeCase{"coat", "auto"}),
+                         [](const ::testing::TestParamInfo<RecipeCase>& info) {
+                           return std::string(info.param.recipe) + "_" + info.param.states;
+                         });
+
 // Hybrid sharding (shard groups of 2 in a world of 4): only the first shard group writes, and the checkpoint
 // resumes bit-identically on the same groups and within 1e-5 on 3 plain ranks.
 TEST_F(TrainingJob, HybridCheckpointResumesOnAnotherLayout) {
