@@ -11,6 +11,8 @@
 #include "coat/dist/host_collectives.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/checkpoint_manifest.h"
+#include "coat/models/unit_layout.h"
+#include "coat/train/unit_state.h"
 
 namespace coat::train {
 namespace {
@@ -181,6 +183,17 @@ void check_resumable(const io::CheckpointReader& ck, const TrainConfig& config) 
                                      differing_keys(saved_model, config.resolved.at("model")), ")"));
   }
   check_state_storage(ck, config.optim);
+  if (ck.layout()) {
+    // The same model config in another build could lay its units out otherwise (the tensors per unit follow
+    // from the state storage, checked above).
+    io::CheckpointLayout run = *ck.layout();
+    run.units.clear();
+    for (const models::UnitLayout& unit : models::unit_layouts(config.model))
+      run.units.push_back(checkpoint_unit(unit));
+    if (const std::optional<std::string> difference = io::layout_difference(*ck.layout(), run)) {
+      throw ConfigError(detail::concat("checkpoint '", dir, "' lays the model out otherwise: ", *difference));
+    }
+  }
 }
 
 std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, const TrainConfig& config,

@@ -91,15 +91,17 @@ std::vector<optim::OptimBuffer> unit_buffers(models::UnitStore& store,
   return buffers;
 }
 
+io::CheckpointUnit checkpoint_unit(const models::UnitLayout& layout) {
+  io::CheckpointUnit unit{layout.name, layout.numel, {}};
+  for (size_t i = 0; i < layout.params.size(); ++i) {
+    unit.params.push_back({layout.params[i].first, layout.params[i].second, layout.offsets[i]});
+  }
+  return unit;
+}
+
 io::CheckpointLayout checkpoint_layout(const models::UnitStore& store, const optim::AdamW& optimizer) {
   io::CheckpointLayout layout;
-  for (size_t k = 0; k < store.units().size(); ++k) {
-    const models::UnitLayout& l = store.layout(k);
-    io::CheckpointUnit unit{l.name, l.numel, {}};
-    for (size_t i = 0; i < l.params.size(); ++i)
-      unit.params.push_back({l.params[i].first, l.params[i].second, l.offsets[i]});
-    layout.units.push_back(std::move(unit));
-  }
+  for (size_t k = 0; k < store.units().size(); ++k) layout.units.push_back(checkpoint_unit(store.layout(k)));
   layout.kinds.push_back({"master", store.dtype(), 1});
   const auto states = states_by_unit(store, optimizer);
   if (!states.empty()) {

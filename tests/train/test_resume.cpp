@@ -12,6 +12,8 @@
 
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_manifest.h"
+#include "coat/io/checksum.h"
 #include "coat/io/tensor_file.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/resume.h"
@@ -179,6 +181,39 @@ TEST_F(ResumeTest, AnotherModelOrStateStorageIsRefusedBeforeAnythingIsWritten) {
           "another model (model.hidden_size: checkpoint 32, this config 48)");
   refused([](nlohmann::json& c) { c["optim"]["state_dtype"] = "fp8"; },
           "stores the AdamW moment exp_avg as f32 but this config stores it as fp8(e4m3, group 128)");
+}
+
+// A checkpoint whose unit layout differs from the one this build makes of the same model config (as another
+// build's could) is refused, naming the parameter and both offsets.
+TEST_F(ResumeTest, AnotherUnitLayoutIsRefused) {
+  train("run");
+  const fs::path dir = checkpoint("run", 6);
+  std::ifstream in(dir / "meta.json");
+  nlohmann::json meta = nlohmann::json::parse(in);
+  in.close();
+  nlohmann::json& param = meta["layout"]["units"][1]["params"][3];  // layers.0 o_proj
+  ASSERT_EQ(param["name"], "model.layers.0.self_attn.o_proj.weight");
+  const int64_t offset = param["offset"].get<int64_t>();
+  param["offset"] = offset + 64;
+  // Written as a build with that layout would have: checksummed in COMPLETE.
+  const std::string text = meta.dump(2) + "\n";
+  std::ofstream(dir / "meta.json") << text;
+  io::CheckpointManifest manifest = io::read_manifest(dir);
+  manifest.meta->bytes = text.size();
+  manifest.meta->crc32c = io::crc32c(text.data(), text.size());
+  std::ofstream(dir / "COMPLETE") << io::manifest_json(manifest);
+  try {
+    choose("run", "auto");
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  detail::concat("lays the model out otherwise: 'model.layers.0.self_attn.o_proj."
+                                 "weight' offset: checkpoint ",
+                                 offset + 64, ", this run ", offset)),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(fs::exists(dir));  // not damaged: kept where it is
 }
 
 }  // namespace

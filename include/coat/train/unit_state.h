@@ -22,6 +22,9 @@ namespace coat::train {
 std::vector<optim::OptimBuffer> unit_buffers(models::UnitStore& store,
                                              const std::function<bool(const std::string&)>& decays);
 
+/// A unit as a checkpoint's layout describes it (name, elements, each parameter's name, shape and offset).
+io::CheckpointUnit checkpoint_unit(const models::UnitLayout& layout);
+
 /// The layout of a (format-2) checkpoint of this store and optimizer: the units with their parameters, the
 /// tensors stored per unit ("master", then the optimizer's states with one entry per element or per state
 /// group), and one rank file per rank of the shard group, each with that rank's slice of every unit (a whole
