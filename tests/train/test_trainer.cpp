@@ -14,6 +14,7 @@
 #include "coat/io/checkpoint_reader.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
+#include "coat/train/resume.h"
 #include "coat/train/trainer.h"
 
 namespace coat::train {
@@ -113,8 +114,8 @@ TEST_P(TrainerResumeRecipe, ResumeIsBitIdentical) {
 }
 INSTANTIATE_TEST_SUITE_P(Fp8Recipes, TrainerResumeRecipe, ::testing::Values("bf16", "fp8", "coat"));
 
-// A checkpoint in the layout of earlier versions (FP32 moments per parameter, "<parameter>.exp_avg", flat)
-// resumes exactly like the current per-unit layout.
+// A checkpoint in the layout of earlier versions (format 1: FP32 moments per parameter, "<parameter>.exp_avg",
+// flat; a COMPLETE marker without manifest) resumes exactly like the current per-rank layout.
 TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
   {
     Trainer first(parse_train_config(config("new"), "c.json"), ctx_);
@@ -140,6 +141,10 @@ TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
   for (const char* key : {"format_version", "layout", "shard_size"}) meta.erase(key);
   io::save_checkpoint(dir_ / "old", 3, meta, old);
   fs::copy_file(dir_ / "new" / "metrics.jsonl", dir_ / "old" / "metrics.jsonl");
+  // The marker of earlier builds (no manifest): verified through each tensor's own checksum.
+  const fs::path old_dir = dir_ / "old" / "checkpoints" / io::checkpoint_dir_name(3);
+  std::ofstream(old_dir / "COMPLETE") << "{\"step\": 3, \"world_size\": 1}\n";
+  EXPECT_EQ(choose_resume_checkpoint("auto", parse_train_config(config("old"), "c.json"), nullptr, ctx_), old_dir);
 
   auto resumed = [&](const std::string& run) {
     auto t = std::make_unique<Trainer>(parse_train_config(config(run), "c.json"), ctx_, /*resuming=*/true);
