@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/optim/state_study.h"
 
 int main(int argc, char** argv) {
@@ -30,30 +31,31 @@ int main(int argc, char** argv) {
       if (!latest) throw coat::IoError("no complete checkpoint in " + dir.string());
       dir = latest->dir;
     }
-    const coat::io::LoadedCheckpoint ck = coat::io::open_checkpoint(dir);
+    // Any format and world size: the reader assembles each unit's whole state from the rank files.
+    const coat::io::CheckpointReader ck = coat::io::CheckpointReader::open(dir);
     if (eps < 0.0) {
       eps = 1e-8;
-      if (ck.meta.contains("config") && ck.meta["config"].contains("optim")) {
-        eps = ck.meta["config"]["optim"].value("eps", eps);
+      if (ck.meta().contains("config") && ck.meta()["config"].contains("optim")) {
+        eps = ck.meta()["config"]["optim"].value("eps", eps);
       }
     }
     std::vector<std::pair<coat::Tensor, coat::Tensor>> moments;
-    for (const coat::io::TensorFileEntry& e : ck.tensors.entries()) {
+    for (const coat::io::CheckpointTensorInfo& e : ck.tensors()) {
       const std::string suffix = ".exp_avg";
       if (e.name.size() <= suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0) {
         continue;
       }
       const std::string sq = e.name + "_sq";
-      if (e.dtype != coat::DType::F32 || !ck.tensors.contains(sq) || ck.tensors.entry(sq).dtype != coat::DType::F32) {
+      if (e.dtype != coat::DType::F32 || !ck.contains(sq) || ck.info(sq).dtype != coat::DType::F32) {
         throw coat::InvalidArgument("checkpoint " + dir.string() + ": '" + e.name +
                                     "' needs an F32 partner '" + sq + "'; run with optim.state_dtype = fp32");
       }
-      moments.emplace_back(ck.tensors.read(e.name), ck.tensors.read(sq));
+      moments.emplace_back(ck.read(e.name), ck.read(sq));
     }
     if (moments.empty()) throw coat::InvalidArgument("checkpoint " + dir.string() + " holds no '*.exp_avg' tensors");
     const coat::optim::StudyTable t = coat::optim::quantization_study(moments, coat::optim::table1_formats(group), eps);
     std::printf("checkpoint %s (step %lld): %lld state elements in %zu tensors, group %lld, eps %g\n",
-                dir.string().c_str(), static_cast<long long>(ck.step), static_cast<long long>(t.elements),
+                dir.string().c_str(), static_cast<long long>(ck.step()), static_cast<long long>(t.elements),
                 moments.size(), static_cast<long long>(group), eps);
     std::printf("MSE of m/(sqrt(v)+eps), rows: first moment, columns: second moment (mean square of the update: %.6g)\n",
                 t.mean_square_update);
@@ -64,7 +66,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < t.labels.size(); ++i) std::printf("  %s %.4g", t.labels[i].c_str(), t.mse_v[i]);
     std::printf("\n");
     if (!json_out.empty()) {
-      nlohmann::json j = {{"checkpoint", dir.string()}, {"step", ck.step}, {"group", group}, {"eps", eps},
+      nlohmann::json j = {{"checkpoint", dir.string()}, {"step", ck.step()}, {"group", group}, {"eps", eps},
                           {"elements", t.elements}, {"labels", t.labels}, {"mse", t.mse}, {"mse_m", t.mse_m},
                           {"mse_v", t.mse_v}, {"mean_square_update", t.mean_square_update}};
       std::ofstream(json_out) << j.dump(2) << "\n";

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -14,6 +15,7 @@
 #include "coat/models/memory_plan.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
+#include "coat/train/resume.h"
 #include "coat/train/trainer.h"
 
 namespace {
@@ -90,20 +92,12 @@ void train(const coat::train::TrainConfig& config, const std::string& config_pat
       replicate_comm = make(groups->replicate);
     }
   }
+  // The checkpoint to resume is chosen and checked against the config before the trainer writes anything.
+  const std::optional<std::filesystem::path> from =
+      coat::train::choose_resume_checkpoint(resume, config, comm.get(), ctx);
   coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(),
                                coat::train::TrainerComms(comm.get(), shard_comm.get(), replicate_comm.get()));
-  if (!resume.empty()) {
-    if (resume == "auto") {
-      auto latest = trainer.latest_checkpoint();
-      if (latest) {
-        trainer.load_checkpoint(*latest);
-      } else {
-        spdlog::info("--resume auto: no complete checkpoint in {}; starting from step 0", trainer.run_dir().string());
-      }
-    } else {
-      trainer.load_checkpoint(resume);
-    }
-  }
+  if (from) trainer.load_checkpoint(*from);
   spdlog::info("{}: {} model, {} parameters, {} tokens/step, {} rank{} on {}{}", config_path,
                config.model.architecture_name(), with_commas(config.model.parameter_count()), config.tokens_per_step(),
                world.world_size(), world.world_size() > 1 ? "s" : "", dev.str(),
@@ -125,7 +119,7 @@ int main(int argc, char** argv) {
   bool dry = false;
   app.add_option("--config", config_path, "JSON config file")->required();
   app.add_option("--set", overrides, "override: section.key=value (repeatable)");
-  app.add_option("--resume", resume, "resume: 'auto' (newest complete checkpoint of the run) or a checkpoint directory");
+  app.add_option("--resume", resume, "resume: 'auto' (the newest complete checkpoint of the run that verifies; damaged ones are renamed step_N.corrupt) or a checkpoint directory (not older than the newest)");
   app.add_flag("--dry-run", dry, "print the resolved config, parameter count, FLOPs per token and memory plan; allocate nothing");
   app.add_option("--device", device, "cpu or cuda (overrides train.device)")->check(CLI::IsMember({"cpu", "cuda"}));
   double device_memory_gib = 0.0;

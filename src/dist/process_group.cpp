@@ -161,6 +161,16 @@ ProcessGroup::HybridGroups ProcessGroup::split(int shard_size) const {
   return {std::move(shard_group), std::move(replicate_group)};
 }
 
+std::optional<ProcessGroup> ProcessGroup::first_ranks(int ranks) const {
+  COAT_ARG_CHECK(ranks >= 1 && ranks <= world_size_, "ProcessGroup::first_ranks", ranks,
+                 " ranks of a group of ", world_size_);
+  if (!uses_mpi()) return single_process();
+  MPI_Comm part = MPI_COMM_NULL;
+  COAT_MPI_CHECK(MPI_Comm_split(comm_, rank_ < ranks ? 0 : MPI_UNDEFINED, rank_, &part));
+  if (part == MPI_COMM_NULL) return std::nullopt;
+  return ProcessGroup(runtime_, adopt_communicator(part));
+}
+
 void ProcessGroup::barrier() const {
   if (uses_mpi()) COAT_MPI_CHECK(MPI_Barrier(comm_));
 }

@@ -1,48 +1,47 @@
-// Checkpoint directories: staging, the commit order (files synced, directory renamed, marker last),
-// listing, pruning and opening.
+// Checkpoint directories: staging, the commit order (files synced, COMPLETE last, the directory renamed),
+// listing, pruning through a trash name, and clearing what a crash left.
 #include "coat/io/checkpoint.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include "coat/core/error.h"
 #include "coat/io/atomic_file.h"
+#include "coat/io/checkpoint_manifest.h"
+#include "coat/io/checksum.h"
 
 namespace coat::io {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kMetaFile = "meta.json";
-constexpr const char* kCompleteMarker = "COMPLETE";
 constexpr const char* kStagingSuffix = ".tmp";
+constexpr const char* kTrashSuffix = ".trash";
+constexpr const char* kCorruptSuffix = ".corrupt";
 
 void check_step(int64_t step, const char* op) {
   COAT_ARG_CHECK(step >= 0, op, "step ", step, " is negative");
 }
 
-// Step of a "step_<digits>" name; nullopt for any other name.
-std::optional<int64_t> parse_step(const std::string& name) {
+// Step of a "step_<digits>" name (with `suffix` after the digits); nullopt for any other name.
+std::optional<int64_t> parse_step(const std::string& name, std::string_view suffix = {}) {
   constexpr std::string_view kPrefix = "step_";
-  if (name.size() <= kPrefix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
-  const std::string digits = name.substr(kPrefix.size());
-  if (digits.size() > 18 ||
+  if (name.size() <= kPrefix.size() + suffix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return std::nullopt;
+  }
+  const std::string digits = name.substr(kPrefix.size(), name.size() - kPrefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 18 ||
       !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     return std::nullopt;
   }
   return std::stoll(digits);
 }
 
-fs::path staging_dir(const fs::path& run_dir, int64_t step) {
-  return checkpoints_root(run_dir) / (checkpoint_dir_name(step) + kStagingSuffix);
-}
-
 bool is_complete(const fs::path& dir) {
   std::error_code ec;
-  return fs::is_regular_file(dir / kCompleteMarker, ec);
+  return fs::is_regular_file(dir / kCheckpointCompleteMarker, ec);
 }
 
 void remove_tree(const fs::path& dir, const std::string& why) {
@@ -51,8 +50,25 @@ void remove_tree(const fs::path& dir, const std::string& why) {
   if (ec) throw IoError(detail::concat("cannot remove ", dir, " (", why, "): ", ec.message()));
 }
 
+void rename_dir(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) throw IoError(detail::concat("cannot rename ", from, " to ", to, ": ", ec.message()));
+}
+
+// Removes a directory by first renaming it out of the checkpoint namespace (`<name>.trash`), so that a crash
+// during the deletion leaves a trash directory (cleared at the next start), never a half-deleted checkpoint.
+void trash_tree(const fs::path& dir, const std::string& why) {
+  fs::path trash = dir;
+  trash += kTrashSuffix;
+  remove_tree(trash, "a stale trash directory");
+  rename_dir(dir, trash);
+  fsync_directory(dir.parent_path());
+  remove_tree(trash, why);
+}
+
 // The caller's meta with the fields this layer owns; InvalidArgument when the caller's values disagree.
-nlohmann::json make_meta(const nlohmann::json& meta, int64_t step, int world_size) {
+nlohmann::json make_meta(const nlohmann::json& meta, int64_t step, int format_version) {
   COAT_ARG_CHECK(meta.is_object() || meta.is_null(), "save_checkpoint", "meta must be a JSON object, not ",
                  meta.type_name());
   nlohmann::json out = meta.is_null() ? nlohmann::json::object() : meta;
@@ -61,9 +77,12 @@ nlohmann::json make_meta(const nlohmann::json& meta, int64_t step, int world_siz
                    "\": ", out[key].dump(), " but the checkpoint's is ", value.dump());
     out[key] = value;
   };
-  set("format_version", kCheckpointFormatVersion);
+  set("format_version", format_version);
   set("step", step);
-  set("world_size", world_size);
+  if (format_version == 1) set("world_size", 1);
+  COAT_ARG_CHECK(
+      out.contains("world_size") && out["world_size"].is_number_integer() && out["world_size"] >= 1,
+      "save_checkpoint", "meta needs a positive \"world_size\" (the ranks of the run)");
   return out;
 }
 
@@ -75,9 +94,7 @@ void check_no_complete(const fs::path& final_dir) {
   }
 }
 
-// Deletes complete checkpoints beyond the newest `keep_last`, never `just_written`. The marker goes
-// first, so that a deletion cut short leaves an incomplete directory, never a "complete" one with files
-// missing.
+// Deletes complete checkpoints beyond the newest `keep_last`, never `just_written`.
 void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& just_written, int keep_last) {
   if (keep_last <= 0) return;
   std::vector<CheckpointInfo> complete;
@@ -86,23 +103,53 @@ void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& j
   }
   std::sort(complete.begin(), complete.end(),
             [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.step > b.step; });
-  bool removed = false;
   for (size_t i = static_cast<size_t>(keep_last); i < complete.size(); ++i) {
-    const fs::path& dir = complete[i].dir;
     if (complete[i].step == just_written_step) continue;
     try {
-      std::error_code ec;
-      fs::remove(dir / kCompleteMarker, ec);
-      if (ec) throw IoError(detail::concat("cannot remove ", dir / kCompleteMarker, ": ", ec.message()));
-      fsync_directory(dir);
-      remove_tree(dir, "an old checkpoint beyond keep_last");
-      removed = true;
+      trash_tree(complete[i].dir, "an old checkpoint beyond keep_last");
     } catch (const IoError& e) {
       throw IoError(detail::concat("checkpoint ", just_written,
                                    " was saved, but pruning old checkpoints failed: ", e.what()));
     }
   }
-  if (removed) fsync_directory(checkpoints_root(run_dir));
+}
+
+// Writes meta.json and COMPLETE into the staging directory, renames it to its final name, prunes.
+fs::path commit(const fs::path& run_dir, int64_t step, const nlohmann::json& meta, int format_version,
+                std::vector<ManifestFile> files, int keep_last) {
+  const fs::path staging = checkpoint_staging_dir(run_dir, step);
+  const fs::path final_dir = checkpoints_root(run_dir) / checkpoint_dir_name(step);
+  std::error_code ec;
+  if (!fs::is_directory(staging, ec)) {
+    throw IoError(
+        detail::concat("checkpoint staging directory ", staging,
+                       " does not exist (begin_checkpoint was not called, or another save removed it)"));
+  }
+  std::string missing;
+  for (const ManifestFile& f : files) {
+    if (!fs::is_regular_file(staging / f.file, ec)) missing += (missing.empty() ? "" : ", ") + f.file;
+  }
+  if (!missing.empty()) {
+    throw IoError(detail::concat("checkpoint ", staging,
+                                 " lacks the files of ranks that reported them written: ", missing));
+  }
+  for (const ManifestFile& f : files) check_file_size(staging, f);
+  const std::string meta_text = meta.dump(2) + "\n";
+  write_string_atomically(staging / kCheckpointMetaFile, meta_text);
+  CheckpointManifest manifest;
+  manifest.step = step;
+  manifest.format_version = format_version;
+  manifest.meta =
+      ManifestFile{kCheckpointMetaFile, meta_text.size(), crc32c(meta_text.data(), meta_text.size())};
+  manifest.files = std::move(files);
+  write_string_atomically(staging / kCheckpointCompleteMarker, manifest_json(manifest));  // syncs staging
+
+  check_no_complete(final_dir);
+  if (fs::exists(final_dir, ec)) trash_tree(final_dir, "an incomplete checkpoint of the same step");
+  rename_dir(staging, final_dir);
+  fsync_directory(checkpoints_root(run_dir));
+  prune(run_dir, step, final_dir, keep_last);
+  return final_dir;
 }
 
 }  // namespace
@@ -123,6 +170,10 @@ std::string checkpoint_rank_file_name(int rank) {
 
 fs::path checkpoints_root(const fs::path& run_dir) {
   return run_dir / "checkpoints";
+}
+
+fs::path checkpoint_staging_dir(const fs::path& run_dir, int64_t step) {
+  return checkpoints_root(run_dir) / (checkpoint_dir_name(step) + kStagingSuffix);
 }
 
 std::vector<CheckpointInfo> list_checkpoints(const fs::path& run_dir) {
@@ -157,109 +208,105 @@ fs::path begin_checkpoint(const fs::path& run_dir, int64_t step) {
   fs::create_directories(root, ec);
   if (ec) throw IoError(detail::concat("cannot create the checkpoints directory ", root, ": ", ec.message()));
   check_no_complete(root / checkpoint_dir_name(step));
-  const fs::path staging = staging_dir(run_dir, step);
+  const fs::path staging = checkpoint_staging_dir(run_dir, step);
   remove_tree(staging, "a stale staging directory of an interrupted save");
   fs::create_directory(staging, ec);
   if (ec) throw IoError(detail::concat("cannot create the staging directory ", staging, ": ", ec.message()));
   return staging;
 }
 
-void write_checkpoint_rank(const fs::path& staging_dir, int rank,
-                           const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  write_tensor_file(staging_dir / checkpoint_rank_file_name(rank), tensors);
+RankFileRecord write_checkpoint_rank(const fs::path& staging_dir, int file,
+                                     const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  const fs::path path = staging_dir / checkpoint_rank_file_name(file);
+  write_tensor_file(path, tensors);
+  std::error_code ec;
+  const uintmax_t bytes = fs::file_size(path, ec);
+  if (ec) throw IoError(detail::concat("cannot stat ", path, " after writing it: ", ec.message()));
+  return {bytes, file_crc32c(path)};
 }
 
-fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta, int world_size,
+fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
+                           const CheckpointLayout& layout, const std::vector<RankFileRecord>& files,
                            int keep_last) {
   check_step(step, "finish_checkpoint");
-  COAT_ARG_CHECK(world_size >= 1, "finish_checkpoint", "world size ", world_size, " is not positive");
   COAT_ARG_CHECK(keep_last >= 0, "finish_checkpoint", "keep_last ", keep_last, " is negative");
-  const nlohmann::json full_meta = make_meta(meta, step, world_size);
-  const fs::path root = checkpoints_root(run_dir);
-  const fs::path staging = staging_dir(run_dir, step);
-  const fs::path final_dir = root / checkpoint_dir_name(step);
-  std::error_code ec;
-  if (!fs::is_directory(staging, ec)) {
-    throw IoError(detail::concat("checkpoint staging directory ", staging,
-                                 " does not exist (begin_checkpoint "
-                                 "was not called, or another save removed it)"));
+  COAT_ARG_CHECK(files.size() == layout.files.size(), "finish_checkpoint", files.size(),
+                 " rank files reported but the layout has ", layout.files.size());
+  COAT_ARG_CHECK(!meta.is_object() || !meta.contains("layout"), "finish_checkpoint",
+                 "meta has a \"layout\" of its own");
+  layout.validate("finish_checkpoint");
+  nlohmann::json full = make_meta(meta, step, kCheckpointFormatVersion);
+  full["layout"] = layout.to_json();
+  std::vector<ManifestFile> records;
+  for (size_t f = 0; f < files.size(); ++f) {
+    records.push_back({checkpoint_rank_file_name(static_cast<int>(f)), files[f].bytes, files[f].crc32c});
   }
-  std::string missing;
-  for (int r = 0; r < world_size; ++r) {
-    if (!fs::is_regular_file(staging / checkpoint_rank_file_name(r), ec)) {
-      missing += (missing.empty() ? "" : ", ") + checkpoint_rank_file_name(r);
-    }
-  }
-  if (!missing.empty()) {
-    throw IoError(detail::concat("checkpoint ", staging,
-                                 " lacks the files of ranks that should have written "
-                                 "them (world size ",
-                                 world_size, "): ", missing));
-  }
-  write_string_atomically(staging / kMetaFile, full_meta.dump(2) + "\n");
-  fsync_directory(staging);
+  return commit(run_dir, step, full, kCheckpointFormatVersion, std::move(records), keep_last);
+}
 
-  check_no_complete(final_dir);
-  remove_tree(final_dir, "an incomplete checkpoint of the same step");
-  fs::rename(staging, final_dir, ec);
-  if (ec) throw IoError(detail::concat("cannot rename ", staging, " to ", final_dir, ": ", ec.message()));
-  fsync_directory(root);
-  const nlohmann::json marker = {{"step", step}, {"world_size", world_size}};
-  write_string_atomically(final_dir / kCompleteMarker, marker.dump() + "\n");  // syncs final_dir too
-
-  prune(run_dir, step, final_dir, keep_last);
-  return final_dir;
+bool abandon_checkpoint(const fs::path& run_dir, int64_t step) noexcept {
+  try {
+    std::error_code ec;
+    fs::remove_all(checkpoint_staging_dir(run_dir, step), ec);
+    return !ec;
+  } catch (...) {
+    return false;
+  }
 }
 
 fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
                          const std::vector<std::pair<std::string, Tensor>>& tensors, int keep_last) {
   COAT_ARG_CHECK(keep_last >= 0, "save_checkpoint", "keep_last ", keep_last, " is negative");
-  make_meta(meta, step, 1);  // reject bad meta before anything is written
-  const fs::path staging = begin_checkpoint(run_dir, step);
+  const nlohmann::json full = make_meta(meta, step, 1);  // reject bad meta before anything is written
+  begin_checkpoint(run_dir, step);
   try {
-    write_checkpoint_rank(staging, 0, tensors);
-    return finish_checkpoint(run_dir, step, meta, 1, keep_last);
+    const RankFileRecord file = write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors);
+    return commit(run_dir, step, full, 1, {{checkpoint_rank_file_name(0), file.bytes, file.crc32c}},
+                  keep_last);
   } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(staging, ignored);  // gone already when the failure came after the rename
+    abandon_checkpoint(run_dir, step);  // gone already when the failure came after the rename
     throw;
   }
 }
 
-LoadedCheckpoint open_checkpoint(const fs::path& dir, int rank) {
+std::vector<fs::path> remove_checkpoint_leftovers(const fs::path& run_dir) {
+  std::vector<fs::path> doomed;
+  const fs::path root = checkpoints_root(run_dir);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    throw IoError(detail::concat("checkpoint ", dir, " does not exist or is not a directory"));
+  if (!fs::is_directory(root, ec)) return doomed;
+  fs::directory_iterator it(root, ec);
+  if (ec) throw IoError(detail::concat("cannot list checkpoints in ", root, ": ", ec.message()));
+  for (const fs::directory_entry& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory(ec)) continue;
+    const bool staging = parse_step(name, kStagingSuffix).has_value();
+    const bool trash = parse_step(name, kTrashSuffix).has_value();
+    const bool incomplete = parse_step(name).has_value() && !is_complete(entry.path());
+    if (staging || trash || incomplete) doomed.push_back(entry.path());
   }
-  if (!is_complete(dir)) {
-    throw IoError(detail::concat(
-        "checkpoint ", dir, " is incomplete (no COMPLETE marker): the run that wrote it was interrupted"));
-  }
-  const fs::path meta_path = dir / kMetaFile;
-  std::ifstream in(meta_path);
-  if (!in) throw IoError(detail::concat("checkpoint ", dir, ": cannot read ", meta_path));
-  LoadedCheckpoint out;
-  out.dir = dir;
-  try {
-    out.meta = nlohmann::json::parse(in);
-    const int version = out.meta.at("format_version").get<int>();
-    if (version != kCheckpointFormatVersion) {
-      throw IoError(detail::concat("checkpoint ", dir, ": format version ", version,
-                                   ", this build reads version ", kCheckpointFormatVersion));
+  std::sort(doomed.begin(), doomed.end());
+  for (const fs::path& dir : doomed) {
+    if (parse_step(dir.filename().string())) {
+      trash_tree(dir, "an incomplete checkpoint left by an interrupted run");
+    } else {
+      remove_tree(dir, "left by an interrupted run");
     }
-    out.step = out.meta.at("step").get<int64_t>();
-    out.world_size = out.meta.at("world_size").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(
-        detail::concat("checkpoint ", dir, ": ", meta_path.filename(), " is damaged (", e.what(), ")"));
   }
-  if (out.world_size < 1) {
-    throw IoError(detail::concat("checkpoint ", dir, ": meta.json says world size ", out.world_size));
+  if (!doomed.empty()) fsync_directory(root);
+  return doomed;
+}
+
+fs::path mark_checkpoint_corrupt(const fs::path& dir) {
+  fs::path target = dir;
+  target += kCorruptSuffix;
+  std::error_code ec;
+  for (int n = 2; fs::exists(target, ec); ++n) {
+    target = dir;
+    target += detail::concat(kCorruptSuffix, ".", n);
   }
-  COAT_ARG_CHECK(rank >= 0 && rank < out.world_size, "open_checkpoint", "rank ", rank, " of checkpoint ", dir,
-                 " written by ", out.world_size, " rank(s)");
-  out.tensors = TensorFileReader::open(dir / checkpoint_rank_file_name(rank));
-  return out;
+  rename_dir(dir, target);
+  fsync_directory(dir.parent_path());
+  return target;
 }
 
 }  // namespace coat::io

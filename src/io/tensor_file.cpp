@@ -111,6 +111,7 @@ struct TensorFileReader::State {
   std::vector<TensorFileEntry> entries;
   std::unordered_map<std::string, size_t> by_name;
   std::unique_ptr<std::atomic<bool>[]> verified;
+  uint32_t index_crc32c = 0;
 };
 
 namespace {
@@ -212,7 +213,8 @@ TensorFileReader TensorFileReader::open(const std::filesystem::path& path) {
                               ") but it has ", size, " bytes", size < expected ? "" : " (trailing bytes)"));
   }
   const char* index_text = reinterpret_cast<const char*>(bytes + kTensorFileHeaderBytes);
-  if (crc32c(index_text, index_bytes) != get<uint32_t>(bytes, kIndexCrcAt)) {
+  state->index_crc32c = get<uint32_t>(bytes, kIndexCrcAt);
+  if (crc32c(index_text, index_bytes) != state->index_crc32c) {
     fail(path, "checksum mismatch in the index (the header is corrupted)");
   }
   nlohmann::json index;
@@ -246,6 +248,12 @@ const TensorFileReader::State& TensorFileReader::state() const {
 
 const std::filesystem::path& TensorFileReader::path() const {
   return state().file.path();
+}
+uint64_t TensorFileReader::file_bytes() const {
+  return state().file.size();
+}
+uint32_t TensorFileReader::index_crc32c() const {
+  return state().index_crc32c;
 }
 const std::vector<TensorFileEntry>& TensorFileReader::entries() const {
   return state().entries;

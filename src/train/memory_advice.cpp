@@ -55,7 +55,7 @@ models::MemoryPlanInput memory_plan_input(const TrainConfig& c) {
   in.recompute = c.train.recompute;
   in.world_size = c.dist.shard_size > 0 ? std::min(c.dist.shard_size, c.ranks()) : c.ranks();  // the shard group
   in.share_block_grads = c.optim.apply_in_backward && in.world_size == 1;
-  in.shard_align = std::max<int64_t>(c.optim.state_group_size, 128);
+  in.shard_align = shard_alignment(c.optim);
   in.reshard_after_forward = c.dist.reshard_after_forward;
   in.fp8_all_gather = c.dist.fp8_all_gather;
   in.prefetch = c.dist.prefetch;

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <limits>
+#include <numeric>
 #include <sstream>
 
 namespace coat::train {
@@ -430,6 +431,10 @@ ops::MomentSpec moment_spec(ops::MomentEncoding encoding, DType fp8, int64_t gro
 }
 
 }  // namespace
+
+int64_t shard_alignment(const OptimConfig& o) {
+  return std::lcm<int64_t>(o.state_group_size, 128);
+}
 
 ops::MomentSpec exp_avg_spec(const OptimConfig& o) {
   return moment_spec(o.exp_avg_encoding(), o.exp_avg_fp8, o.state_group_size);

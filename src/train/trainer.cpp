@@ -11,6 +11,7 @@
 #include "coat/core/nvtx.h"
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/models/memory_plan.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
@@ -20,7 +21,9 @@
 #include "coat/optim/adamw.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
+#include "coat/train/checkpoint_save.h"
 #include "coat/train/model_loader.h"
+#include "coat/train/resume.h"
 #include "coat/train/unit_state.h"
 
 namespace coat::train {
@@ -134,8 +137,7 @@ void Trainer::build_model() {
   options.recipe = recipe_of(config_);
   if (world_ > 1) {
     // Shard boundaries on optimizer state groups: each rank's groups are those of one process.
-    options.shard = models::ShardSpec{comms_.shard->rank(), shard_world_,
-                                      std::max<int64_t>(config_.optim.state_group_size, 128)};
+    options.shard = models::ShardSpec{comms_.shard->rank(), shard_world_, shard_alignment(config_.optim)};
   } else {
     options.share_block_grads = config_.optim.apply_in_backward;
   }
@@ -152,21 +154,21 @@ void Trainer::build_model() {
 void Trainer::init_weights() {
   model_->init(config_.train.seed);
   if (config_.train.init_from.empty()) return;
-  LoadedModel source = load_model(config_.train.init_from, context_);
-  if (source.model->config() != config_.model) {
+  // Only the ranges this rank holds are read: a sharded run never holds the whole source model on one rank.
+  const io::CheckpointReader source = io::CheckpointReader::open(resolve_checkpoint_dir(config_.train.init_from));
+  const nlohmann::json& meta = source.meta();
+  if (!meta.contains("config") || !meta["config"].contains("model")) {
+    throw IoError(detail::concat("train.init_from '", config_.train.init_from, "': ", source.dir().string(),
+                                 "/meta.json has no config.model"));
+  }
+  const models::ModelConfig source_model = models::ModelConfig::from_config(ConfigSection(meta["config"]["model"], "model"));
+  if (source_model != config_.model) {
     throw ConfigError(detail::concat("train.init_from '", config_.train.init_from, "' holds another model: ",
-                                     source.model->config().to_json().dump(), "; this config has ",
-                                     config_.model.to_json().dump()));
+                                     source_model.to_json().dump(), "; this config has ", config_.model.to_json().dump()));
   }
-  if (model_->store().sharding()) {
-    load_masters(model_->store(), io::open_checkpoint(source.checkpoint).tensors);
-  } else {
-    for (size_t i = 0; i < model_->parameters().size(); ++i) {
-      ops::copy_(model_->parameters()[i].master, source.model->parameters()[i].master);
-    }
-  }
+  load_masters(model_->store(), source);
   model_->sync_compute_weights();
-  spdlog::info("initialised weights from {}", source.checkpoint.string());
+  spdlog::info("initialised weights from {}", source.dir().string());
 }
 
 void Trainer::build_optimizer() {
@@ -374,76 +376,37 @@ std::optional<std::filesystem::path> Trainer::latest_checkpoint() const {
 }
 
 void Trainer::save_checkpoint() {
-  nlohmann::json meta;
+  CheckpointSnapshot snapshot;
+  snapshot.step = step_;
+  nlohmann::json& meta = snapshot.meta;
   meta["config"] = config_.resolved;
-  meta["step"] = step_;
   meta["tokens_seen"] = tokens_seen_;
   meta["sampler"] = {{"epoch", sampler_->state().epoch}, {"position", sampler_->state().position}};
   meta["optimizer_step"] = optimizer_->step_count();
   meta["rng"] = {{"init_seed", config_.train.seed}, {"data_seed", config_.data.seed}};
-  meta["world_size"] = 1;
-  // A sharded run gathers its units into one process's layout (every rank takes part; rank 0 writes), so
-  // that a run of any world size resumes from it.
-  const auto tensors = checkpoint_tensors(model_->store(), *optimizer_, comms_.shard);
-  if (rank_ == 0) io::save_checkpoint(run_dir_, step_, meta, tensors, static_cast<int>(config_.checkpoint.keep_last));
-  if (comms_.world) comms_.world->barrier();  // no rank looks for it before it is complete
+  meta["world_size"] = world_;
+  meta["shard_size"] = shard_world_;
+  // Each rank of the first shard group writes its slices (the other replicas hold the same bytes).
+  snapshot.layout = checkpoint_layout(model_->store(), *optimizer_);
+  if (rank_ < shard_world_) {
+    snapshot.file = comms_.shard ? comms_.shard->rank() : 0;
+    snapshot.tensors = checkpoint_slices(model_->store(), *optimizer_);
+  }
+  save_checkpoint_collectively(run_dir_, snapshot, comms_.world, context_, static_cast<int>(config_.checkpoint.keep_last));
 }
 
-void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
-  // The states must be stored as this run stores them (a change of the state storage cannot resume). The
-  // storages that the two configs produce are compared, not their spellings.
-  if (ck.meta.contains("config") && ck.meta["config"].contains("optim")) {
-    const nlohmann::json& saved = ck.meta["config"]["optim"];
-    // A key the checkpoint lacks is this config's (a moment's dtype: the checkpoint's state_dtype).
-    OptimConfig before = config_.optim;
-    if (saved.contains("state_dtype")) {
-      before.state_dtype = parse_state_dtype(saved["state_dtype"].get<std::string>());
-    }
-    const auto moment_dtype = [&saved](const char* key) -> std::optional<ops::MomentEncoding> {
-      const std::string spelled = saved.value(key, std::string());
-      if (spelled.empty()) return std::nullopt;  // early versions wrote "" for "as state_dtype"
-      return parse_state_dtype(spelled);
-    };
-    before.exp_avg_dtype = moment_dtype("exp_avg_dtype");
-    before.exp_avg_sq_dtype = moment_dtype("exp_avg_sq_dtype");
-    if (saved.contains("exp_avg_fp8")) {
-      before.exp_avg_fp8 = parse_moment_fp8(saved["exp_avg_fp8"].get<std::string>());
-    }
-    if (saved.contains("exp_avg_sq_fp8")) {
-      before.exp_avg_sq_fp8 = parse_moment_fp8(saved["exp_avg_sq_fp8"].get<std::string>());
-    }
-    before.state_group_size = saved.value("state_group_size", before.state_group_size);
-    auto same = [](const ops::MomentSpec& a, const ops::MomentSpec& b) {
-      if (a.encoding != b.encoding) return false;
-      const bool grouped = a.encoding == ops::MomentEncoding::FP8 || a.encoding == ops::MomentEncoding::FP8Expand;
-      return !grouped || (a.fp8 == b.fp8 && a.group_size == b.group_size);
-    };
-    struct Moment {
-      const char* name;
-      ops::MomentSpec was, now;
-    };
-    for (const Moment& m : {Moment{"exp_avg", exp_avg_spec(before), optimizer_->config().exp_avg},
-                            Moment{"exp_avg_sq", exp_avg_sq_spec(before), optimizer_->config().exp_avg_sq}}) {
-      if (same(m.was, m.now)) continue;
-      throw ConfigError(detail::concat("checkpoint ", ck.dir.string(), " stores the AdamW moment ", m.name, " as ",
-                                       ops::moment_spec_str(m.was), " but this config stores it as ",
-                                       ops::moment_spec_str(m.now), " (optim.state_dtype / optim.", m.name,
-                                       "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
-    }
-  }
-  if (model_->store().sharding()) return load_state_slices(model_->store(), *optimizer_, ck.tensors);
+void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
   auto states = optimizer_->state_tensors();
-  if (states.empty() || ck.tensors.contains(states.front().first)) {
-    for (auto& [name, t] : states) ck.tensors.read_into(name, t);
-    return;
+  if (model_->store().sharding() || states.empty() || ck.contains(states.front().first)) {
+    return load_state_slices(model_->store(), *optimizer_, ck);
   }
   // Checkpoints of earlier versions keep FP32 moments per parameter ("<parameter>.exp_avg"): read each into
   // its place in the unit's flat state.
   const bool f32 = optimizer_->config().exp_avg.encoding == ops::MomentEncoding::F32 &&
                    optimizer_->config().exp_avg_sq.encoding == ops::MomentEncoding::F32;
   const auto& params = model_->parameters();
-  if (!f32 || params.empty() || !ck.tensors.contains(params.front().name + ".exp_avg")) {
-    ck.tensors.read_into(states.front().first, states.front().second);  // throws, naming what is missing
+  if (!f32 || params.empty() || !ck.contains(params.front().name + ".exp_avg")) {
+    ck.read_into(states.front().first, states.front().second);  // throws, naming what is missing
   }
   std::map<std::string, Tensor> by_name(states.begin(), states.end());
   for (const models::ParamUnit& u : model_->units()) {
@@ -453,33 +416,31 @@ void Trainer::load_optimizer_states(const io::LoadedCheckpoint& ck) {
         const nn::Parameter& p = params[index];
         const int64_t begin = p.master.offset() - u.master.offset();
         Tensor view = flat.slice(0, begin, begin + p.master.numel());  // stored flat
-        ck.tensors.read_into(p.name + moment, view);
+        ck.read_into(p.name + moment, view);
       }
     }
   }
 }
 
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
-  io::LoadedCheckpoint ck = io::open_checkpoint(dir);
-  if (ck.meta.value("weights_only", false)) {
-    throw ConfigError(detail::concat("checkpoint '", dir.string(), "' holds weights only (an import): start a run from it "
-                                     "with --set train.init_from=", dir.parent_path().parent_path().string(),
-                                     " instead of --resume"));
+  const io::CheckpointReader ck = io::CheckpointReader::open(dir);
+  check_resumable(ck, config_);
+  if (ck.layout()) {
+    // The same config in another build could lay the units out differently: compared key by key.
+    if (auto difference = io::layout_difference(*ck.layout(), checkpoint_layout(model_->store(), *optimizer_))) {
+      throw ConfigError(detail::concat("checkpoint '", dir.string(), "' has another unit layout: ", *difference));
+    }
   }
-  const nlohmann::json& saved_model = ck.meta.at("config").at("model");
-  if (saved_model != config_.resolved.at("model")) {
-    throw ConfigError(detail::concat("checkpoint '", dir.string(), "' was written for another model: ", saved_model.dump(),
-                                     "; this config has ", config_.resolved.at("model").dump()));
-  }
-  load_masters(model_->store(), ck.tensors);
+  load_masters(model_->store(), ck);
   load_optimizer_states(ck);
-  optimizer_->set_step_count(ck.meta.at("optimizer_step").get<int64_t>());
+  optimizer_->set_step_count(ck.meta().at("optimizer_step").get<int64_t>());
   model_->sync_compute_weights();
-  step_ = ck.meta.at("step").get<int64_t>();
-  tokens_seen_ = ck.meta.at("tokens_seen").get<int64_t>();
-  sampler_->set_state(data::SamplerState{ck.meta.at("sampler").at("epoch").get<uint64_t>(),
-                                         ck.meta.at("sampler").at("position").get<uint64_t>()});
-  spdlog::info("resumed from {} (step {}, {} tokens seen)", dir.string(), step_, tokens_seen_);
+  step_ = ck.step();
+  tokens_seen_ = ck.meta().at("tokens_seen").get<int64_t>();
+  sampler_->set_state(data::SamplerState{ck.meta().at("sampler").at("epoch").get<uint64_t>(),
+                                         ck.meta().at("sampler").at("position").get<uint64_t>()});
+  spdlog::info("resumed from {} (step {}, {} tokens seen, written by {} rank{})", dir.string(), step_, tokens_seen_,
+               ck.world_size(), ck.world_size() > 1 ? "s" : "");
 }
 
 void Trainer::run(int64_t stop_after_step) {

@@ -1,4 +1,4 @@
-// Optimizer buffers and checkpoint tensors of whole or sharded units.
+// Optimizer buffers, checkpoint layouts and slices, and checkpoint loads of whole or sharded units.
 #include "coat/train/unit_state.h"
 
 #include <algorithm>
@@ -31,12 +31,36 @@ size_t unit_of_state(const models::UnitStore& store, const std::string& name, si
   return unit;
 }
 
-/// The whole of a sharded 1-D tensor (every rank's `slice`, `whole_numel` elements kept) in host memory.
-Tensor gather_to_host(dist::Communicator& comm, const Tensor& slice, int64_t whole_numel, const ContextPtr& host) {
-  Tensor whole = Tensor::empty(slice.context(), {slice.numel() * comm.world_size()}, slice.dtype(),
-                               MemoryCategory::Communication);
-  comm.all_gather(slice, whole).wait();
-  return ops::to(whole.slice(0, 0, whole_numel), host);
+/// Unit elements an entry of state tensor "<unit>.<suffix>" stands for: one for the codes, a state group for
+/// the group metadata (scales, exponents, centres).
+int64_t elements_per_entry(const std::string& suffix, const optim::AdamWConfig& config) {
+  if (suffix == "exp_avg" || suffix == "exp_avg_sq") return 1;
+  return suffix.rfind("exp_avg_sq", 0) == 0 ? config.exp_avg_sq.group_size : config.exp_avg.group_size;
+}
+
+/// The optimizer's states of each unit, as (suffix after "<unit>.", live tensor), units in store order.
+std::vector<std::vector<std::pair<std::string, Tensor>>> states_by_unit(const models::UnitStore& store,
+                                                                        const optim::AdamW& optimizer) {
+  std::vector<std::vector<std::pair<std::string, Tensor>>> out(store.units().size());
+  size_t unit = 0;
+  for (const auto& [name, t] : optimizer.state_tensors()) {
+    unit = unit_of_state(store, name, unit);
+    const std::string prefix = store.units()[unit].name + ".";
+    COAT_CHECK(name.rfind(prefix, 0) == 0, Error, "[checkpoint] optimizer state '", name,
+               "' belongs to no unit");
+    out[unit].emplace_back(name.substr(prefix.size()), t);
+  }
+  return out;
+}
+
+/// The elements of unit `unit` that shard rank `rank` holds (all of them in a whole store).
+io::UnitSlice slice_of(const models::UnitStore& store, size_t unit, int rank) {
+  const int64_t numel = store.layout(unit).numel;
+  if (!store.sharding()) return {0, numel};
+  models::ShardSpec spec = *store.sharding();
+  spec.rank = rank;
+  const models::UnitShard shard = models::UnitShard::of(numel, spec);
+  return {shard.begin, shard.owned};
 }
 
 }  // namespace
@@ -67,37 +91,59 @@ std::vector<optim::OptimBuffer> unit_buffers(models::UnitStore& store,
   return buffers;
 }
 
-std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(const models::UnitStore& store,
-                                                               const optim::AdamW& optimizer,
-                                                               dist::Communicator* comm) {
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  if (!store.sharding()) {
-    for (const nn::Parameter& p : store.parameters()) tensors.emplace_back(p.name, p.master);
-    for (auto& s : optimizer.state_tensors()) tensors.push_back(s);
-    return tensors;
+io::CheckpointUnit checkpoint_unit(const models::UnitLayout& layout) {
+  io::CheckpointUnit unit{layout.name, layout.numel, {}};
+  for (size_t i = 0; i < layout.params.size(); ++i) {
+    unit.params.push_back({layout.params[i].first, layout.params[i].second, layout.offsets[i]});
   }
-  COAT_ARG_CHECK(comm != nullptr, "checkpoint_tensors", "a sharded store needs its communicator");
-  const ContextPtr host = ops::make_context(Device::cpu());
-  for (size_t k = 0; k < store.units().size(); ++k) {
-    const models::ParamUnit& u = store.units()[k];
-    const Tensor whole = gather_to_host(*comm, u.master, u.shard.numel, host);
-    const models::UnitLayout& layout = store.layout(k);
-    for (size_t i = 0; i < layout.params.size(); ++i) {
-      const Shape& shape = layout.params[i].second;
-      tensors.emplace_back(layout.params[i].first,
-                           whole.slice(0, layout.offsets[i], layout.offsets[i] + shape_numel(shape)).reshape(shape));
+  return unit;
+}
+
+io::CheckpointLayout checkpoint_layout(const models::UnitStore& store, const optim::AdamW& optimizer) {
+  io::CheckpointLayout layout;
+  for (size_t k = 0; k < store.units().size(); ++k) layout.units.push_back(checkpoint_unit(store.layout(k)));
+  layout.kinds.push_back({"master", store.dtype(), 1});
+  const auto states = states_by_unit(store, optimizer);
+  if (!states.empty()) {
+    for (const auto& [suffix, t] : states.front()) {
+      layout.kinds.push_back({suffix, t.dtype(), elements_per_entry(suffix, optimizer.config())});
     }
   }
-  size_t unit = 0;
-  for (const auto& [name, t] : optimizer.state_tensors()) {
-    unit = unit_of_state(store, name, unit);
-    const models::UnitShard& shard = store.units()[unit].shard;
-    tensors.emplace_back(name, gather_to_host(*comm, t, whole_state_numel(shard, t.numel()), host));
+  for (const auto& unit_states : states) {
+    COAT_CHECK(unit_states.size() + 1 == layout.kinds.size(), Error,
+               "[checkpoint] units have different optimizer states");
+  }
+  const int files = store.sharding() ? store.sharding()->world : 1;
+  for (int r = 0; r < files; ++r) {
+    std::vector<io::UnitSlice> slices;
+    for (size_t k = 0; k < store.units().size(); ++k) slices.push_back(slice_of(store, k, r));
+    layout.files.push_back(std::move(slices));
+  }
+  return layout;
+}
+
+std::vector<std::pair<std::string, Tensor>> checkpoint_slices(const models::UnitStore& store,
+                                                              const optim::AdamW& optimizer) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const int rank = store.sharding() ? store.sharding()->rank : 0;
+  const auto states = states_by_unit(store, optimizer);
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    const models::ParamUnit& u = store.units()[k];
+    const io::UnitSlice slice = slice_of(store, k, rank);
+    if (slice.owned == 0) continue;
+    tensors.emplace_back(io::unit_tensor_name(u.name, "master"), u.master.slice(0, 0, slice.owned));
+    for (const auto& [suffix, t] : states[k]) {
+      const io::EntrySpan span =
+          io::entries_of_slice(slice.begin, slice.owned, elements_per_entry(suffix, optimizer.config()));
+      COAT_CHECK(span.count <= t.numel(), Error, "[checkpoint] state '", u.name, ".", suffix, "' has ",
+                 t.numel(), " entries, fewer than the ", span.count, " of this rank's slice");
+      tensors.emplace_back(io::unit_tensor_name(u.name, suffix), t.slice(0, 0, span.count));
+    }
   }
   return tensors;
 }
 
-void load_masters(models::UnitStore& store, const io::TensorFileReader& file) {
+void load_masters(models::UnitStore& store, const io::CheckpointReader& file) {
   if (!store.sharding()) {
     for (nn::Parameter& p : store.parameters()) file.read_into(p.name, p.master);
     return;
@@ -111,14 +157,20 @@ void load_masters(models::UnitStore& store, const io::TensorFileReader& file) {
       const int64_t lo = std::max(begin, p_begin), hi = std::min(end, p_end);
       if (lo >= hi) continue;
       Tensor dst = u.master.slice(0, lo - begin, hi - begin);
-      file.read_slice_into(layout.params[i].first, lo - p_begin, dst);
+      file.read_range_into(layout.params[i].first, lo - p_begin, dst);
     }
   }
 }
 
 void load_state_slices(const models::UnitStore& store, const optim::AdamW& optimizer,
-                       const io::TensorFileReader& file) {
-  COAT_ARG_CHECK(store.sharding().has_value(), "load_state_slices", "the store is not sharded");
+                       const io::CheckpointReader& file) {
+  if (!store.sharding()) {
+    for (auto& [name, t] : optimizer.state_tensors()) {
+      Tensor live = t;
+      file.read_into(name, live);
+    }
+    return;
+  }
   size_t unit = 0;
   for (auto& [name, t] : optimizer.state_tensors()) {
     unit = unit_of_state(store, name, unit);
@@ -128,7 +180,7 @@ void load_state_slices(const models::UnitStore& store, const optim::AdamW& optim
     Tensor slice = t;  // a view of the live state
     if (count > 0) {
       Tensor head = slice.slice(0, 0, count);
-      file.read_slice_into(name, start, head);
+      file.read_range_into(name, start, head);
     }
     if (count < t.numel()) {
       Tensor tail = slice.slice(0, count, t.numel());

@@ -1,5 +1,5 @@
-// Checkpoint directories: layout, keep-last pruning, incomplete directories, refusal to overwrite, and the
-// multi-rank protocol.
+// Checkpoint directories: layout, keep-last pruning, incomplete directories, refusal to overwrite, the
+// multi-rank protocol, the COMPLETE manifest, and what a crash leaves (leftovers, corrupt checkpoints).
 #include <gtest/gtest.h>
 
 #include "expect_error.h"
@@ -8,6 +8,8 @@
 #include "coat/core/error.h"
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_manifest.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/ops/creation.h"
 
 namespace coat::io {
@@ -54,17 +56,27 @@ TEST_F(CheckpointTest, SaveWritesTheLayoutAndOpensBack) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), {}), 3);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 1);  // no staging left
 
-  const LoadedCheckpoint loaded = open_checkpoint(dir);
-  EXPECT_EQ(loaded.dir, dir);
-  EXPECT_EQ(loaded.step, 1000);
-  EXPECT_EQ(loaded.world_size, 1);
-  EXPECT_EQ(loaded.meta["format_version"], kCheckpointFormatVersion);
-  EXPECT_EQ(loaded.meta["tokens_seen"], 4096);
-  EXPECT_EQ(loaded.meta["rng"]["offset"], 77);
-  EXPECT_EQ(loaded.meta["config"]["model"]["hidden_size"], 64);
-  const Tensor emb = loaded.tensors.read("model.embed_tokens.weight");
+  const CheckpointReader loaded = CheckpointReader::open(dir);
+  EXPECT_EQ(loaded.dir(), dir);
+  EXPECT_EQ(loaded.step(), 1000);
+  EXPECT_EQ(loaded.world_size(), 1);
+  EXPECT_EQ(loaded.format_version(), 1);  // save_checkpoint writes named tensors in one file
+  EXPECT_EQ(loaded.meta()["format_version"], 1);
+  EXPECT_EQ(loaded.meta()["tokens_seen"], 4096);
+  EXPECT_EQ(loaded.meta()["rng"]["offset"], 77);
+  EXPECT_EQ(loaded.meta()["config"]["model"]["hidden_size"], 64);
+  const Tensor emb = loaded.read("model.embed_tokens.weight");
   EXPECT_EQ(emb.data<float>()[11], 14.0f);
-  EXPECT_EQ(loaded.tensors.entry("optim.exp_avg").dtype, DType::BF16);
+  EXPECT_EQ(loaded.info("optim.exp_avg").dtype, DType::BF16);
+  EXPECT_NO_THROW(loaded.verify_all());
+  // COMPLETE is the manifest: meta.json's and the rank file's sizes and checksums.
+  const CheckpointManifest manifest = read_manifest(dir);
+  EXPECT_EQ(manifest.step, 1000);
+  ASSERT_TRUE(manifest.meta.has_value());
+  EXPECT_EQ(manifest.meta->bytes, fs::file_size(dir / "meta.json"));
+  ASSERT_EQ(manifest.files.size(), 1u);
+  EXPECT_EQ(manifest.files[0].file, "rank_00000.bin");
+  EXPECT_EQ(manifest.files[0].crc32c, file_crc32c(dir / "rank_00000.bin"));
 
   const auto latest = latest_complete(dir_);
   ASSERT_TRUE(latest.has_value());
@@ -81,7 +93,8 @@ TEST_F(CheckpointTest, EmptyRunHasNoCheckpoints) {
 TEST_F(CheckpointTest, KeepLastK) {
   for (int64_t step : {100, 200, 300, 400, 500}) save(step, 2);
   EXPECT_EQ(steps(false), (std::vector<int64_t>{400, 500}));
-  EXPECT_EQ(open_checkpoint(dir_ / "checkpoints" / "step_00000400").tensors.read("optim.exp_avg").numel(), 5);
+  EXPECT_EQ(CheckpointReader::open(dir_ / "checkpoints" / "step_00000400").read("optim.exp_avg").numel(), 5);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 2);  // no trash left behind
   // keep_last 0 keeps everything.
   save(600);
   EXPECT_EQ(steps(false), (std::vector<int64_t>{400, 500, 600}));
@@ -111,10 +124,11 @@ TEST_F(CheckpointTest, LatestCompleteSkipsIncompleteDirectories) {
   EXPECT_FALSE(all[2].complete);
   EXPECT_TRUE(all[1].complete);
   EXPECT_EQ(latest_complete(dir_)->step, 200);
-  expect_error_containing([&] { open_checkpoint(interrupted); },
+  expect_error_containing([&] { CheckpointReader::open(interrupted); },
                           "step_00000300\" is incomplete (no COMPLETE marker): the run that wrote it was "
                           "interrupted");
-  expect_error_containing([&] { open_checkpoint(dir_ / "checkpoints" / "step_00000999"); }, "does not exist");
+  expect_error_containing([&] { CheckpointReader::open(dir_ / "checkpoints" / "step_00000999"); },
+                          "does not exist");
 }
 
 TEST_F(CheckpointTest, SavingAtAnExistingCompleteStepIsAnError) {
@@ -127,8 +141,8 @@ TEST_F(CheckpointTest, SavingAtAnExistingCompleteStepIsAnError) {
         << e.what();
   }
   // The original is intact and no staging directory is left.
-  EXPECT_EQ(open_checkpoint(dir_ / "checkpoints" / "step_00000100")
-                .tensors.read("model.embed_tokens.weight")
+  EXPECT_EQ(CheckpointReader::open(dir_ / "checkpoints" / "step_00000100")
+                .read("model.embed_tokens.weight")
                 .data<float>()[0],
             100.0f);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 1);
@@ -142,7 +156,7 @@ TEST_F(CheckpointTest, AnIncompleteDirectoryAtTheSameStepIsReplaced) {
   write_string_atomically(dir_ / "checkpoints" / "step_00000100.tmp" / "rank_00000.bin", "half");
   save(100);
   EXPECT_FALSE(fs::exists(stale / "junk"));
-  EXPECT_EQ(open_checkpoint(stale).step, 100);
+  EXPECT_EQ(CheckpointReader::open(stale).step(), 100);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 1);
 }
 
@@ -161,31 +175,152 @@ TEST_F(CheckpointTest, BadMetaAndFailedWritesLeaveNothing) {
   EXPECT_FALSE(fs::exists(dir_ / "checkpoints" / "step_00000006.tmp"));
 }
 
+// Format 2: two rank files, each with its slice of one unit (masters and a per-group state), committed by
+// finish_checkpoint against the ranks' reports.
 TEST_F(CheckpointTest, MultiRankProtocol) {
+  CheckpointLayout layout;
+  layout.units = {{"embed", 12, {{"model.embed_tokens.weight", {3, 4}, 0}}}};
+  layout.kinds = {{"master", DType::F32, 1}, {"exp_avg.scale", DType::F32, 4}};
+  layout.files = {{{0, 8}}, {{8, 4}}};
   const fs::path staging = begin_checkpoint(dir_, 700);
   EXPECT_EQ(staging, dir_ / "checkpoints" / "step_00000700.tmp");
-  write_checkpoint_rank(staging, 0, tensors(0.0));
-  expect_error_containing([&] { finish_checkpoint(dir_, 700, {}, 2); }, "rank_00001.bin");
+  const RankFileRecord r0 =
+      write_checkpoint_rank(staging, 0,
+                            {{"embed.master", ops::arange(ctx_, 8, DType::F32)},
+                             {"embed.exp_avg.scale", ops::arange(ctx_, 2, DType::F32, 100)}});
+  expect_error_containing(
+      [&] {
+        finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {}});
+      },
+      "rank_00001.bin");
   EXPECT_FALSE(latest_complete(dir_).has_value());
-  write_checkpoint_rank(staging, 1, tensors(1000.0));
-  const fs::path dir = finish_checkpoint(dir_, 700, {{"world_size", 2}}, 2);
-  const LoadedCheckpoint rank1 = open_checkpoint(dir, 1);
-  EXPECT_EQ(rank1.world_size, 2);
-  EXPECT_EQ(rank1.tensors.read("model.embed_tokens.weight").data<float>()[0], 1000.0f);
-  EXPECT_EQ(TensorFileReader::open(dir / checkpoint_rank_file_name(0))
-                .read_slice("model.embed_tokens.weight", 2, 1)
-                .data<float>()[0],
-            2.0f);
-  expect_error_containing([&] { open_checkpoint(dir, 2); }, "rank 2 of checkpoint");
+  const RankFileRecord r1 =
+      write_checkpoint_rank(staging, 1,
+                            {{"embed.master", ops::arange(ctx_, 4, DType::F32, 8)},
+                             {"embed.exp_avg.scale", ops::arange(ctx_, 1, DType::F32, 102)}});
+  expect_error_containing(
+      [&] {
+        finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, {r1.bytes + 1, r1.crc32c}});
+      },
+      "COMPLETE records");
+  const fs::path dir = finish_checkpoint(dir_, 700, {{"world_size", 2}}, layout, {r0, r1});
+  const CheckpointReader ck = CheckpointReader::open(dir);
+  EXPECT_EQ(ck.format_version(), 2);
+  EXPECT_EQ(ck.world_size(), 2);
+  EXPECT_EQ(ck.file_count(), 2);
+  EXPECT_NO_THROW(ck.verify_all());
+  // The one-process layout: the parameter by name, the state whole.
+  const Tensor emb = ck.read("model.embed_tokens.weight");
+  EXPECT_EQ(emb.shape(), (Shape{3, 4}));
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(emb.data<float>()[i], static_cast<float>(i));
+  const Tensor scale = ck.read("embed.exp_avg.scale");
+  ASSERT_EQ(scale.numel(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(scale.data<float>()[i], 100.0f + static_cast<float>(i));
+  Tensor middle = Tensor::empty(ctx_, {5}, DType::F32);
+  ck.read_range_into("model.embed_tokens.weight", 6, middle);  // spans both files
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(middle.data<float>()[i], 6.0f + static_cast<float>(i));
+  expect_error_containing([&] { ck.read("embed.master"); }, "has no tensor 'embed.master'");
 }
 
 TEST_F(CheckpointTest, DamagedMetaIsAnIoError) {
   save(10);
   const fs::path dir = dir_ / "checkpoints" / "step_00000010";
   write_string_atomically(dir / "meta.json", "{\"format_version\": 1, ");
-  expect_error_containing([&] { open_checkpoint(dir); }, "meta.json\" is damaged");
+  expect_error_containing([&] { CheckpointReader::open(dir); }, "meta.json was edited or is damaged");
+  // A marker of an earlier build (no manifest): meta.json is read unverified and its own checks apply.
+  write_string_atomically(dir / "COMPLETE", "{\"step\": 10, \"world_size\": 1}\n");
+  expect_error_containing([&] { CheckpointReader::open(dir); }, "meta.json\" is damaged");
   write_string_atomically(dir / "meta.json", "{\"format_version\": 9, \"step\": 10, \"world_size\": 1}");
-  expect_error_containing([&] { open_checkpoint(dir); }, "format version 9, this build reads version 1");
+  expect_error_containing([&] { CheckpointReader::open(dir); },
+                          "format version 9, this build reads versions 1 and 2");
+  write_string_atomically(dir / "COMPLETE", "{\"step\": 10, ");
+  expect_error_containing([&] { CheckpointReader::open(dir); }, "COMPLETE is damaged");
+}
+
+// An edit of meta.json that keeps it valid JSON (the step, the sampler position) is found by its checksum.
+TEST_F(CheckpointTest, AnEditedMetaIsFound) {
+  save(10);
+  const fs::path dir = dir_ / "checkpoints" / "step_00000010";
+  std::string text = test::read_file_text(dir / "meta.json");
+  const size_t at = text.find("\"tokens_seen\": 100");
+  ASSERT_NE(at, std::string::npos) << text;
+  text[at + 15] = '2';  // 100 -> 200
+  write_string_atomically(dir / "meta.json", text);
+  expect_error_containing([&] { CheckpointReader::open(dir); }, "meta.json was edited or is damaged");
+}
+
+// Every byte of a rank file is covered: a flip in a tensor names the tensor; in the header, the index or the
+// padding between tensors, the file.
+TEST_F(CheckpointTest, AnyFlippedByteOfARankFileIsFound) {
+  save(10);
+  const fs::path dir = dir_ / "checkpoints" / "step_00000010";
+  const fs::path file = dir / "rank_00000.bin";
+  const std::vector<uint8_t> original = test::read_file_bytes(file);
+  const TensorFileReader reader = TensorFileReader::open(file);
+  const uint64_t tensor_byte = reader.entry("optim.exp_avg").offset + 3;
+  const uint64_t padding_byte = reader.entry("model.embed_tokens.weight").offset + 48 + 1;  // after 12 floats
+  for (uint64_t at : {uint64_t{5}, uint64_t{50}, kTensorFileHeaderBytes + 3, padding_byte, tensor_byte}) {
+    std::vector<uint8_t> bytes = original;
+    bytes[at] ^= 0x10;
+    test::write_file_bytes(file, bytes);
+    try {
+      CheckpointReader::open(dir).verify_all();  // format 1 opens its file at once: a bad header fails here
+      ADD_FAILURE() << "a flip at byte " << at << " went unnoticed";
+    } catch (const IoError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("rank_00000.bin"), std::string::npos) << what;
+      if (at == tensor_byte) {
+        EXPECT_NE(what.find("optim.exp_avg"), std::string::npos) << what;
+      }
+    }
+  }
+  test::write_file_bytes(file, original);
+  EXPECT_NO_THROW(CheckpointReader::open(dir).verify_all());
+}
+
+TEST_F(CheckpointTest, LeftoversOfACrashAreRemovedAndCorruptOnesKept) {
+  save(100);
+  save(200);
+  const fs::path root = dir_ / "checkpoints";
+  for (const char* name :
+       {"step_00000300.tmp", "step_00000050.trash", "step_00000400", "step_00000150.corrupt"}) {
+    fs::create_directories(root / name);
+    write_string_atomically(root / name / "meta.json", "{}");
+  }
+  const std::vector<fs::path> removed = remove_checkpoint_leftovers(dir_);
+  EXPECT_EQ(removed, (std::vector<fs::path>{root / "step_00000050.trash", root / "step_00000300.tmp",
+                                            root / "step_00000400"}));
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"step_00000100", "step_00000150.corrupt", "step_00000200"}));
+  EXPECT_TRUE(remove_checkpoint_leftovers(dir_).empty());
+
+  // A damaged checkpoint renamed out of the namespace: never listed, loaded or pruned again.
+  EXPECT_EQ(mark_checkpoint_corrupt(root / "step_00000200"), root / "step_00000200.corrupt");
+  EXPECT_EQ(latest_complete(dir_)->step, 100);
+  save(200);
+  EXPECT_EQ(mark_checkpoint_corrupt(root / "step_00000200"), root / "step_00000200.corrupt.2");
+  save(300, 1);
+  EXPECT_EQ(steps(false), (std::vector<int64_t>{300}));
+  EXPECT_TRUE(fs::exists(root / "step_00000200.corrupt"));
+  EXPECT_TRUE(fs::exists(root / "step_00000200.corrupt.2"));
+}
+
+TEST_F(CheckpointTest, AFailedSaveLeavesNothing) {
+  save(100);
+  // The rank file cannot be written (its name is taken by a directory): no staging, no step directory.
+  fs::create_directories(dir_ / "checkpoints" / "step_00000200.tmp");
+  CheckpointLayout layout;
+  layout.units = {{"u", 4, {{"w", {4}, 0}}}};
+  layout.kinds = {{"master", DType::F32, 1}};
+  layout.files = {{{0, 4}}};
+  const fs::path staging = begin_checkpoint(dir_, 200);
+  fs::create_directories(staging / "rank_00000.bin");
+  EXPECT_THROW(write_checkpoint_rank(staging, 0, {{"u.master", ops::arange(ctx_, 4, DType::F32)}}), IoError);
+  EXPECT_TRUE(abandon_checkpoint(dir_, 200));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "checkpoints"), {}), 1);
+  EXPECT_EQ(steps(false), (std::vector<int64_t>{100}));
 }
 
 }  // namespace

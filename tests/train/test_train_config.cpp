@@ -377,5 +377,16 @@ TEST(RequiredKeys, AMisspelledRequiredKeyIsReportedAsUnknownWithItsSuggestion) {
                                              "cfg.json: config: missing required key 'train.max_steps'");
 }
 
+// Sharded slices are a multiple of the state group and of 128, so that no FP8 state group straddles two ranks
+// (a checkpoint re-slices groups by unit offset) whatever the group size.
+TEST(TrainConfigTest, ShardAlignmentHoldsWholeStateGroups) {
+  OptimConfig o;
+  const std::vector<std::pair<int64_t, int64_t>> cases = {{128, 128}, {32, 128}, {256, 256}, {96, 384}, {1, 128}};
+  for (const auto& [group, align] : cases) {
+    o.state_group_size = group;
+    EXPECT_EQ(shard_alignment(o), align) << "group " << group;
+  }
+}
+
 }  // namespace
 }  // namespace coat::train

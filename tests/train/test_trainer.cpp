@@ -11,8 +11,10 @@
 
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
+#include "coat/train/resume.h"
 #include "coat/train/trainer.h"
 
 namespace coat::train {
@@ -112,21 +114,21 @@ TEST_P(TrainerResumeRecipe, ResumeIsBitIdentical) {
 }
 INSTANTIATE_TEST_SUITE_P(Fp8Recipes, TrainerResumeRecipe, ::testing::Values("bf16", "fp8", "coat"));
 
-// A checkpoint in the layout of earlier versions (FP32 moments per parameter, "<parameter>.exp_avg", flat)
-// resumes exactly like the current per-unit layout.
+// A checkpoint in the layout of earlier versions (format 1: FP32 moments per parameter, "<parameter>.exp_avg",
+// flat; a COMPLETE marker without manifest) resumes exactly like the current per-rank layout.
 TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
   {
     Trainer first(parse_train_config(config("new"), "c.json"), ctx_);
     first.run(/*stop_after_step=*/3);
   }
   // Rewrite the step-3 checkpoint with per-parameter states into another run directory.
-  const io::LoadedCheckpoint ck = io::open_checkpoint(dir_ / "new" / "checkpoints" / io::checkpoint_dir_name(3));
+  const io::CheckpointReader ck = io::CheckpointReader::open(dir_ / "new" / "checkpoints" / io::checkpoint_dir_name(3));
   Trainer layout(parse_train_config(config("layout"), "c.json"), ctx_);
   std::vector<std::pair<std::string, Tensor>> old;
-  for (const nn::Parameter& p : layout.model().parameters()) old.emplace_back(p.name, ck.tensors.read(p.name));
+  for (const nn::Parameter& p : layout.model().parameters()) old.emplace_back(p.name, ck.read(p.name));
   for (const models::ParamUnit& u : layout.model().units()) {
     for (const char* moment : {".exp_avg", ".exp_avg_sq"}) {
-      const Tensor flat = ck.tensors.read(u.name + moment);
+      const Tensor flat = ck.read(u.name + moment);
       for (size_t index : u.params) {
         const nn::Parameter& p = layout.model().parameters()[index];
         const int64_t begin = p.master.offset() - u.master.offset();
@@ -135,8 +137,14 @@ TEST_F(TrainerTest, ResumesFromPerParameterStatesOfEarlierVersions) {
     }
   }
   fs::create_directories(dir_ / "old");
-  io::save_checkpoint(dir_ / "old", 3, ck.meta, old);
+  nlohmann::json meta = ck.meta();  // format 1: no layout
+  for (const char* key : {"format_version", "layout", "shard_size"}) meta.erase(key);
+  io::save_checkpoint(dir_ / "old", 3, meta, old);
   fs::copy_file(dir_ / "new" / "metrics.jsonl", dir_ / "old" / "metrics.jsonl");
+  // The marker of earlier builds (no manifest): verified through each tensor's own checksum.
+  const fs::path old_dir = dir_ / "old" / "checkpoints" / io::checkpoint_dir_name(3);
+  std::ofstream(old_dir / "COMPLETE") << "{\"step\": 3, \"world_size\": 1}\n";
+  EXPECT_EQ(choose_resume_checkpoint("auto", parse_train_config(config("old"), "c.json"), nullptr, ctx_), old_dir);
 
   auto resumed = [&](const std::string& run) {
     auto t = std::make_unique<Trainer>(parse_train_config(config(run), "c.json"), ctx_, /*resuming=*/true);

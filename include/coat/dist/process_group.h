@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -56,6 +57,11 @@ class ProcessGroup {
   /// groups (the replicate group of r holds the ranks with the same r % shard_size). shard_size must
   /// divide the world size. Collective: every rank of the group calls it.
   HybridGroups split(int shard_size) const;
+
+  /// The group's first `ranks` ranks as a group of their own (in the same order), for work that runs on fewer
+  /// ranks than the job has (a test of a resume on another world size); nullopt on the other ranks.
+  /// Collective: every rank of the group calls it.
+  std::optional<ProcessGroup> first_ranks(int ranks) const;
 
   /// Returns on each rank once every rank of the group has called it.
   void barrier() const;

@@ -1,15 +1,21 @@
 // Checkpoint directories of a run: `<run>/checkpoints/step_00001000/` holding
 //   meta.json        the caller's JSON object (resolved config, tokens seen, sampler and RNG state, ...)
-//                    with "format_version", "step" and "world_size" added
-//   rank_00000.bin   one tensor file (tensor_file.h) per rank, with that rank's tensors
-//   COMPLETE         the completion marker, written last
-// A checkpoint is staged in `step_00001000.tmp/`, synced, renamed to its final name, and only then given
-// its COMPLETE marker (itself written atomically, then the directory synced). A directory without the
-// marker is an interrupted write: never loaded, never counted, never deleted by pruning.
+//                    with "format_version", "step" and "world_size" added; format 2 adds "layout"
+//                    (checkpoint_layout.h: the units and the slice of every unit each rank file holds)
+//   rank_00000.bin   one tensor file (tensor_file.h) per rank that holds slices, each tensor checksummed
+//   COMPLETE         the completion marker and manifest (checkpoint_manifest.h): the size and CRC-32C of
+//                    meta.json and of every rank file
+// Formats: 1, one file of named tensors in one process's layout (save_checkpoint: imports, tests, and every
+// checkpoint of earlier versions); 2, the trainer's, one file per rank with its slices of every flat unit
+// (begin_checkpoint / write_checkpoint_rank / finish_checkpoint). CheckpointReader reads both.
 //
-// Single process: save_checkpoint(). Several ranks (FSDP): rank 0 calls begin_checkpoint(), every rank
-// writes its file with write_checkpoint_rank() into the returned staging directory, and after a barrier
-// rank 0 calls finish_checkpoint().
+// The commit order: everything is written into the staging directory `step_00001000.tmp/` (each file synced),
+// COMPLETE last, the staging directory synced and renamed to its final name, the parent synced. The rename is
+// the commit: a `step_<digits>` directory holds a whole checkpoint, a crash before it leaves only a staging
+// directory. Pruning renames a doomed checkpoint to `step_<digits>.trash` before deleting it, and a damaged
+// one is renamed `step_<digits>.corrupt` (kept for inspection): neither name is ever listed, loaded or
+// pruned. remove_checkpoint_leftovers clears what a crash left (staging, trash, directories without
+// COMPLETE).
 #pragma once
 
 #include <cstdint>
@@ -21,11 +27,13 @@
 #include <vector>
 
 #include "coat/core/tensor.h"
+#include "coat/io/checkpoint_layout.h"
 #include "coat/io/tensor_file.h"
 
 namespace coat::io {
 
-inline constexpr int kCheckpointFormatVersion = 1;
+/// The newest format this build writes (2); it reads 1 and 2.
+inline constexpr int kCheckpointFormatVersion = 2;
 
 /// "step_00001000" (at least 8 digits).
 std::string checkpoint_dir_name(int64_t step);
@@ -33,6 +41,8 @@ std::string checkpoint_dir_name(int64_t step);
 std::string checkpoint_rank_file_name(int rank);
 /// `<run_dir>/checkpoints`.
 std::filesystem::path checkpoints_root(const std::filesystem::path& run_dir);
+/// `<run_dir>/checkpoints/step_<step>.tmp`: where a save of `step` is staged.
+std::filesystem::path checkpoint_staging_dir(const std::filesystem::path& run_dir, int64_t step);
 
 struct CheckpointInfo {
   int64_t step = 0;
@@ -40,48 +50,55 @@ struct CheckpointInfo {
   bool complete = false;  ///< has its COMPLETE marker
 };
 
-/// The `step_<digits>` directories under `<run_dir>/checkpoints`, complete or not, sorted by step
-/// (staging `.tmp` directories are not listed). Empty when there is no checkpoints directory.
+/// The `step_<digits>` directories under `<run_dir>/checkpoints`, complete or not, sorted by step (staging,
+/// trash and corrupt directories are not listed). Empty when there is no checkpoints directory.
 std::vector<CheckpointInfo> list_checkpoints(const std::filesystem::path& run_dir);
 /// The complete checkpoint with the highest step, if any.
 std::optional<CheckpointInfo> latest_complete(const std::filesystem::path& run_dir);
 
-/// Saves a single-process checkpoint (world size 1) and returns its directory. `meta` must be a JSON
-/// object (or null); its "step", "world_size" and "format_version", when present, must agree with what
-/// is saved. `keep_last` > 0 then deletes the oldest complete checkpoints so that `keep_last` remain,
-/// never the one just written (0 keeps all). Throws InvalidArgument when a complete checkpoint of this
-/// step exists already (it is never overwritten); an incomplete directory of this step is replaced.
+/// Saves a format-1 checkpoint (one process, named tensors) and returns its directory. `meta` must be a JSON
+/// object (or null); its "step", "world_size" and "format_version", when present, must agree with what is
+/// saved. `keep_last` > 0 then prunes the oldest complete checkpoints so that `keep_last` remain, never the
+/// one just written (0 keeps all). Throws InvalidArgument when a complete checkpoint of this step exists
+/// already (it is never overwritten); an incomplete directory of this step is replaced. A failure leaves
+/// nothing behind.
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int64_t step,
                                       const nlohmann::json& meta,
                                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                                       int keep_last = 0);
 
-/// Multi-rank save, step 1 (rank 0): checks that no complete checkpoint of `step` exists, replaces any
-/// stale staging directory, and returns the (empty) staging directory `step_<step>.tmp`.
-std::filesystem::path begin_checkpoint(const std::filesystem::path& run_dir, int64_t step);
-/// Step 2 (every rank): writes `rank_<rank>.bin` into the staging directory.
-void write_checkpoint_rank(const std::filesystem::path& staging_dir, int rank,
-                           const std::vector<std::pair<std::string, Tensor>>& tensors);
-/// Step 3 (rank 0, after every rank finished step 2): checks that all `world_size` rank files are there,
-/// writes meta.json, renames the staging directory to its final name, writes COMPLETE, prunes to
-/// `keep_last`. Returns the final directory.
-std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, int64_t step,
-                                        const nlohmann::json& meta, int world_size, int keep_last = 0);
-
-/// An opened checkpoint: its meta.json and one rank's tensor file (other ranks' files, for loading with a
-/// different world size: TensorFileReader::open(dir / checkpoint_rank_file_name(r))).
-struct LoadedCheckpoint {
-  std::filesystem::path dir;
-  int64_t step = 0;
-  int world_size = 1;
-  nlohmann::json meta;  ///< all of meta.json
-  TensorFileReader tensors;
+/// What a rank reports of the file it wrote: its size and the CRC-32C of all its bytes (read back).
+struct RankFileRecord {
+  uint64_t bytes = 0;
+  uint32_t crc32c = 0;
 };
 
-/// Opens a checkpoint directory (not a run directory; see latest_complete). IoError when it is missing,
-/// incomplete ("checkpoint <dir> is incomplete (no COMPLETE marker): the run that wrote it was
-/// interrupted"), or its meta.json or tensor file is damaged; InvalidArgument when `rank` is not below the
-/// checkpoint's world size.
-LoadedCheckpoint open_checkpoint(const std::filesystem::path& dir, int rank = 0);
+/// Format-2 save, step 1 (rank 0): checks that no complete checkpoint of `step` exists, replaces any stale
+/// staging directory, and returns the (empty) staging directory.
+std::filesystem::path begin_checkpoint(const std::filesystem::path& run_dir, int64_t step);
+/// Step 2 (every rank that holds slices; it touches nothing but its own file, so it may run on a background
+/// thread from a host snapshot): writes `rank_<file>.bin` into the staging directory (synced), then reads it
+/// back for its CRC-32C.
+RankFileRecord write_checkpoint_rank(const std::filesystem::path& staging_dir, int file,
+                                     const std::vector<std::pair<std::string, Tensor>>& tensors);
+/// Step 3 (rank 0, once every rank reported its file): checks the rank files against the records and the
+/// layout (one file per layout file), writes meta.json (with "format_version" 2, "step" and "layout") and
+/// COMPLETE, renames the staging directory to its final name, prunes to `keep_last`. Returns the final
+/// directory. On failure the caller removes the staging directory (abandon_checkpoint).
+std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, int64_t step,
+                                        const nlohmann::json& meta, const CheckpointLayout& layout,
+                                        const std::vector<RankFileRecord>& files, int keep_last = 0);
+/// A failed save (rank 0): removes the staging directory of `step`. Never throws; returns false when the
+/// removal failed (the directory is then removed at the next start, remove_checkpoint_leftovers).
+bool abandon_checkpoint(const std::filesystem::path& run_dir, int64_t step) noexcept;
+
+/// Removes what an interrupted run left in `<run_dir>/checkpoints`: staging (`.tmp`) and trash (`.trash`)
+/// directories and `step_<digits>` directories without COMPLETE (from builds that renamed before the marker).
+/// Returns the paths removed. Call it only while no other process writes this run (one writer per run dir).
+std::vector<std::filesystem::path> remove_checkpoint_leftovers(const std::filesystem::path& run_dir);
+
+/// Renames a damaged checkpoint `step_N` to `step_N.corrupt` (`step_N.corrupt.2`, ... when taken) so that it
+/// is never loaded or pruned again, and returns the new path.
+std::filesystem::path mark_checkpoint_corrupt(const std::filesystem::path& dir);
 
 }  // namespace coat::io

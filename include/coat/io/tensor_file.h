@@ -65,6 +65,10 @@ class TensorFileReader {
   static TensorFileReader open(const std::filesystem::path& path);
 
   const std::filesystem::path& path() const;
+  /// The file's size and the CRC-32C of its index (which holds every tensor's CRC-32C): what a checkpoint's
+  /// COMPLETE marker records of each rank file, so that a file swapped or cut short is found at open.
+  uint64_t file_bytes() const;
+  uint32_t index_crc32c() const;
   /// Entries in file order.
   const std::vector<TensorFileEntry>& entries() const;
   bool contains(const std::string& name) const;

@@ -220,6 +220,9 @@ models::PrecisionRecipe recipe_of(const TrainConfig& config);
 /// The storage of AdamW's first / second moment that optim.* asks for (exp_avg_dtype or state_dtype, the FP8
 /// format, the group size).
 ops::MomentSpec exp_avg_spec(const OptimConfig& o);
+/// Elements a sharded unit's slices are a multiple of: the least common multiple of the state group and 128 (a
+/// kernel tile), so that no optimizer state group straddles two ranks and checkpoints re-slice by unit offset.
+int64_t shard_alignment(const OptimConfig& o);
 ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o);
 /// Reads a JSON file, applies "section.key=value" overrides, parses. Errors name the file.
 TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides,

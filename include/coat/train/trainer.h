@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "coat/data/token_file.h"
-#include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
 #include "coat/data/window_sampler.h"
 #include "coat/dist/communicator.h"
 #include "coat/dist/fsdp.h"
@@ -59,11 +59,14 @@ class Trainer {
   /// must then make the same calls in the same order.
   Trainer(TrainConfig config, ContextPtr context, bool resuming = false, TrainerComms comms = {});
 
-  /// Loads a checkpoint directory (written by save_checkpoint): model, optimizer, sampler, step. A
-  /// checkpoint of another model shape is an error naming the directory and the difference.
+  /// Loads a checkpoint directory of any format and world size (each rank reads the ranges it holds): model,
+  /// optimizer, sampler, step. A checkpoint of another model, state storage or unit layout is a ConfigError
+  /// naming the key and both values (check_resumable, resume.h).
   void load_checkpoint(const std::filesystem::path& dir);
   /// The newest complete checkpoint of the run directory, if any.
   std::optional<std::filesystem::path> latest_checkpoint() const;
+  /// Saves a checkpoint of the current step (format 2: each rank of the first shard group writes its slices;
+  /// every rank must call it). A failure on any rank throws on every rank and leaves nothing behind.
   void save_checkpoint();
 
   /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests).
@@ -90,8 +93,8 @@ class Trainer {
 
  private:
   /// The AdamW states of a checkpoint into the optimizer (also from the per-parameter FP32 layout of
-  /// earlier versions); a checkpoint whose state storage differs from the config's is refused.
-  void load_optimizer_states(const io::LoadedCheckpoint& ck);
+  /// earlier versions); load_checkpoint has checked the state storage (check_resumable).
+  void load_optimizer_states(const io::CheckpointReader& ck);
   void load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const;
   /// The constructor's steps: the run directory and batch shape checks (on every rank, before anything is
   /// written), the model (sharded over the ranks, with FSDP's hooks, when there are several), its weights

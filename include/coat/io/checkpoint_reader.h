@@ -1,0 +1,77 @@
+// Reading a checkpoint directory of either format as one process's layout: every parameter's master by its HF
+// name and shape, and every unit's optimizer state tensors ("<unit>.exp_avg", "<unit>.exp_avg.log2_scale",
+// ...) whole, flat. Format 1 stores exactly these tensors in one file; format 2 stores each rank's slices of
+// the units, and a read (or a ranged read) gathers the bytes it needs from whichever rank files hold them,
+// straight into the destination (no rank ever holds the whole model to load its slice). What the trainer
+// loads, what train.init_from and the tools (coat-generate, coat-convert, coat-optim-study, coat-grads) read.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "coat/core/tensor.h"
+#include "coat/io/checkpoint_layout.h"
+#include "coat/io/tensor_file.h"
+
+namespace coat::io {
+
+struct CheckpointTensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+};
+
+class CheckpointReader {
+ public:
+  CheckpointReader() = default;
+  /// Opens a checkpoint directory (not a run directory): COMPLETE read, meta.json checked against the size
+  /// and CRC-32C that COMPLETE records, parsed, its format (1 or 2) and layout validated. Rank files are
+  /// opened when first read (their sizes checked against COMPLETE). IoError naming the directory and the file
+  /// when it is missing, incomplete or damaged.
+  static CheckpointReader open(const std::filesystem::path& dir);
+
+  const std::filesystem::path& dir() const;
+  int format_version() const;
+  int64_t step() const;
+  /// Ranks of the run that wrote it (meta.json "world_size").
+  int world_size() const;
+  const nlohmann::json& meta() const;
+  /// Format 2: the units and slices; null for format 1.
+  const CheckpointLayout* layout() const;
+
+  /// The tensors of the one-process layout, in file (format 1) or unit order.
+  const std::vector<CheckpointTensorInfo>& tensors() const;
+  bool contains(const std::string& name) const;
+  /// InvalidArgument naming the checkpoint and some of its tensors when absent.
+  const CheckpointTensorInfo& info(const std::string& name) const;
+
+  /// The whole tensor as a new contiguous tensor on `context`'s device (CPU when null).
+  Tensor read(const std::string& name, const ContextPtr& context = nullptr,
+              MemoryCategory category = MemoryCategory::Weights) const;
+  /// Into dst, which must have the tensor's shape and dtype ("checkpoint tensor '...' has shape ... but the
+  /// model expects ...").
+  void read_into(const std::string& name, Tensor& dst) const;
+  /// Elements [element_offset, element_offset + dst.numel()) of the tensor in row-major order into dst (same
+  /// dtype, contiguous, any shape and device): a rank's slice of a unit saved with another sharding.
+  void read_range_into(const std::string& name, int64_t element_offset, Tensor& dst) const;
+
+  /// Rank files: rank_00000.bin ... (format 1: one).
+  int file_count() const;
+  const TensorFileReader& file(int index) const;
+  /// Verifies rank file `index` against COMPLETE (every byte's CRC-32C; for checkpoints of earlier builds,
+  /// every tensor's own checksum). IoError naming the file and, where one is, the damaged tensor.
+  void verify_file(int index) const;
+  void verify_all() const;
+
+ private:
+  struct State;
+  const State& state() const;
+  size_t index_of(const std::string& name) const;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace coat::io

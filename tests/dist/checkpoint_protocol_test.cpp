@@ -1,0 +1,166 @@
+// The checkpoint protocol over the ranks of a job (every world size of the CI entries): a rank whose file
+// cannot be written, or a commit that fails on rank 0, fails the save on every rank and leaves nothing
+// behind; a damaged rank file (found by the rank that verifies it, reported to all) or an edited meta.json
+// makes --resume auto rename the checkpoint step_N.corrupt and take the one before, on every rank alike; the
+// tools' loader (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a
+// checkpoint of this world size as the live state it was saved from.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "coat/io/checkpoint_reader.h"
+#include "coat/io/tensor_file.h"
+#include "coat/ops/copy.h"
+#include "coat/train/checkpoint_save.h"
+#include "coat/train/model_loader.h"
+#include "coat/train/resume.h"
+#include "coat/train/trainer.h"
+#include "coat/train/unit_state.h"
+#include "training_job.h"
+
+namespace coat::train {
+namespace {
+
+class CheckpointProtocol : public TrainingJob {
+ protected:
+  void SetUp() override {
+    TrainingJob::SetUp();
+    comm_ = dist::make_communicator(test::world(), Device::cpu());
+  }
+  int world() const { return test::world().world_size(); }
+  bool root() const { return test::world().rank() == 0; }
+  /// What the run's checkpoints directory holds once every rank is done with the save before, as every rank
+  /// sees it before any rank goes on.
+  std::vector<fs::path> checkpoints() const {
+    sleepy_barrier(test::world());
+    std::vector<fs::path> out;
+    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / "run")))
+      out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    sleepy_barrier(test::world());
+    return out;
+  }
+  static void flip_byte(const fs::path& file, uint64_t at) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(at));
+    char c = 0;
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put(static_cast<char>(c ^ 0x40));
+  }
+  const std::function<void(nlohmann::json&)> plain_ = [](nlohmann::json&) {};
+  std::unique_ptr<dist::Communicator> comm_;
+};
+
+TEST_F(CheckpointProtocol, AFailedWriteOrCommitFailsEveryRankAndLeavesNothing) {
+  Trainer t(config(dir_ / "run", plain_, world()), ctx_, false, comm_.get());
+  t.run(/*stop_after_step=*/3);  // step 3 saved
+  sleepy_barrier(test::world());
+  CheckpointSnapshot snapshot;
+  snapshot.step = 4;
+  snapshot.meta = {{"world_size", world()}};
+  snapshot.layout = checkpoint_layout(t.model().store(), t.optimizer());
+  snapshot.file = test::world().rank();
+  snapshot.tensors = checkpoint_slices(t.model().store(), t.optimizer());
+  // The last rank cannot write its file.
+  CheckpointSnapshot broken = snapshot;
+  if (test::world().rank() == world() - 1) broken.tensors.emplace_back("undefined", Tensor());
+  try {
+    save_checkpoint_collectively(dir_ / "run", broken, comm_.get(), ctx_, 0);
+    ADD_FAILURE() << "the save succeeded";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    const std::string expected = test::world().rank() == world() - 1
+                                     ? "'undefined' is undefined"
+                                     : "rank " + std::to_string(world() - 1) + " could not write its file";
+    EXPECT_NE(what.find(expected), std::string::npos) << what;
+  }
+  EXPECT_EQ(checkpoints(), std::vector<fs::path>{"step_00000003"});
+  // Rank 0's commit fails (its meta contradicts the step): every rank throws, nothing is left.
+  CheckpointSnapshot contradicting = snapshot;
+  contradicting.meta["step"] = 5;
+  EXPECT_THROW(save_checkpoint_collectively(dir_ / "run", contradicting, comm_.get(), ctx_, 0), Error);
+  EXPECT_EQ(checkpoints(), std::vector<fs::path>{"step_00000003"});
+  // The same snapshot, intact, saves.
+  EXPECT_EQ(save_checkpoint_collectively(dir_ / "run", snapshot, comm_.get(), ctx_, 0),
+            io::checkpoints_root(dir_ / "run") / "step_00000004");
+  EXPECT_NO_THROW(
+      io::CheckpointReader::open(io::checkpoints_root(dir_ / "run") / "step_00000004").verify_all());
+}
+
+TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {
+  const TrainConfig c = config(dir_ / "run", plain_, world());
+  {
+    Trainer t(c, ctx_, false, comm_.get());
+    t.run();  // steps 3 and 6
+  }
+  sleepy_barrier(test::world());
+  // The last rank file of step 6: the last rank verifies it, and its finding must reach every rank.
+  if (root()) {
+    const fs::path file = checkpoint(dir_ / "run", 6) / io::checkpoint_rank_file_name(world() - 1);
+    const io::TensorFileReader reader = io::TensorFileReader::open(file);
+    flip_byte(file, reader.entries().back().offset + reader.entries().back().bytes / 2);
+  }
+  sleepy_barrier(test::world());
+  EXPECT_EQ(choose_resume_checkpoint("auto", c, comm_.get(), ctx_), checkpoint(dir_ / "run", 3));
+  EXPECT_TRUE(fs::exists(io::checkpoints_root(dir_ / "run") / "step_00000006.corrupt"));
+  sleepy_barrier(test::world());
+  if (root()) flip_byte(checkpoint(dir_ / "run", 3) / "meta.json", 40);
+  sleepy_barrier(test::world());
+  EXPECT_EQ(choose_resume_checkpoint("auto", c, comm_.get(), ctx_), std::nullopt);
+  EXPECT_EQ(checkpoints(), (std::vector<fs::path>{"step_00000003.corrupt", "step_00000006.corrupt"}));
+}
+
+/// Bytes of two tensors (CPU) are equal.
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  const Tensor x = ops::contiguous(a), y = ops::contiguous(b);
+  return x.nbytes() == y.nbytes() && std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+}
+
+TEST_F(CheckpointProtocol, ToolsAndInitFromReadAnyWorldSize) {
+  const auto fp8_states = [](nlohmann::json& c) { c["optim"]["state_dtype"] = "fp8_expand"; };
+  Trainer t(config(dir_ / "run", fp8_states, world()), ctx_, false, comm_.get());
+  t.run(/*stop_after_step=*/3);
+  sleepy_barrier(test::world());
+  const LoadedModel whole =
+      load_model(dir_ / "run", ctx_);  // coat-generate's, coat-convert's, coat-grads' way
+  const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint(dir_ / "run", 3));
+  const models::UnitStore& store = t.model().store();
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    const models::ParamUnit& u = store.units()[k];
+    const models::UnitLayout& layout = store.layout(k);
+    const int64_t begin = u.shard.begin, end = u.shard.begin + u.shard.owned;
+    for (size_t i = 0; i < layout.params.size(); ++i) {
+      const int64_t p_begin = layout.offsets[i], p_end = p_begin + shape_numel(layout.params[i].second);
+      const int64_t lo = std::max(begin, p_begin), hi = std::min(end, p_end);
+      if (lo >= hi) continue;
+      const Tensor loaded = whole.model->store().units()[k].master.slice(0, lo, hi);
+      EXPECT_TRUE(same_bytes(u.master.slice(0, lo - begin, hi - begin), loaded)) << layout.params[i].first;
+    }
+    // coat-optim-study's way: each unit's whole state; this rank's slice of it is its live state.
+    for (const auto& [name, live] : t.optimizer().state_tensors()) {
+      if (name.rfind(u.name + ".", 0) != 0) continue;
+      const int64_t per_entry = name == u.name + ".exp_avg" || name == u.name + ".exp_avg_sq" ? 1 : 128;
+      if (u.shard.owned == 0) continue;
+      const io::EntrySpan span = io::entries_of_slice(begin, u.shard.owned, per_entry);
+      const Tensor state = ck.read(name);
+      EXPECT_TRUE(same_bytes(live.slice(0, 0, span.count), state.slice(0, span.first, span.end()))) << name;
+    }
+  }
+  // train.init_from: a run of this world size and one process start from the saved masters.
+  const auto init = [&](nlohmann::json& c) { c["train"]["init_from"] = (dir_ / "run").string(); };
+  Trainer sharded(config(dir_ / "init", init, world()), ctx_, false, comm_.get());
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    EXPECT_TRUE(same_bytes(sharded.model().store().units()[k].master, store.units()[k].master))
+        << store.units()[k].name;
+  }
+  Trainer one(config(rank_dir_ / "one", init, 1), ctx_);
+  for (size_t k = 0; k < store.units().size(); ++k) {
+    EXPECT_TRUE(same_bytes(one.model().store().units()[k].master, whole.model->store().units()[k].master))
+        << store.units()[k].name;
+  }
+}
+
+}  // namespace
+}  // namespace coat::train
