@@ -241,7 +241,7 @@ TEST_F(ShardedTraining, PrefetchChangesNoBits) {
         c["optim"]["state_dtype"] = "fp32";
         c["dist"]["prefetch"] = prefetch;
         c["train"]["max_steps"] = 6;
-        c["train"]["micro_batch_size"] = 2;
+        c["train"]["micro_batch_size"] = 1;
       };
       Trainer t(parse_train_config(config(dir_ / ("p" + std::to_string(prefetch) + recipe), set), "c.json"), ctx_, false,
                 comm_.get());
