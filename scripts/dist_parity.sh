@@ -6,13 +6,15 @@
 # changes (the same global batch in micro-batches of 2: a floor no sharded run can be expected to beat).
 # Exits non-zero when a run fails or a sharded difference exceeds both --bound (default 1e-3) and that floor.
 #   scripts/dist_parity.sh [--config C] [--np N] [--recipes bf16,fp8,fp8_block,coat] [--bound B] [--out DIR]
+#                          [--set KEY=VALUE ...]   (config overrides for every run, as coat-train --set takes them)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 config=configs/dist_parity_small.json; np=2; recipes=bf16,fp8,fp8_block,coat; bound=1e-3; out=runs/dist_parity
+extra=()
 while (($#)); do
   case $1 in
     --config) config=$2; shift 2 ;; --np) np=$2; shift 2 ;; --recipes) recipes=$2; shift 2 ;;
-    --bound) bound=$2; shift 2 ;; --out) out=$2; shift 2 ;;
+    --bound) bound=$2; shift 2 ;; --out) out=$2; shift 2 ;; --set) extra+=(--set "$2"); shift 2 ;;
     *) echo "dist_parity: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +34,7 @@ run() {  # run NAME ARGS...: a coat-train run, its log in $out/NAME.log; a failu
   fi
 }
 for recipe in ${recipes//,/ }; do
-  common=(--config "$config" --set data.path=\""$out/tokens.bin"\" --set precision.recipe=\""$recipe"\")
+  common=(--config "$config" --set data.path=\""$out/tokens.bin"\" --set precision.recipe=\""$recipe"\" "${extra[@]}")
   run "$recipe-1" "$bin/coat-train" "${common[@]}" || { status=1; continue; }
   run "$recipe-1-micro2" "$bin/coat-train" "${common[@]}" --set train.micro_batch_size=2 || { status=1; continue; }
   run "$recipe-$np" mpirun "${mpi_flags[@]}" -np "$np" "$bin/coat-train" "${common[@]}" || { status=1; continue; }
