@@ -82,6 +82,10 @@ TokenFile TokenFile::open(const std::filesystem::path& path) {
   f.width_ = static_cast<TokenWidth>(width);
   f.vocab_size_ = read_le<uint32_t>(bytes + 16);
   f.count_ = read_le<uint64_t>(bytes + 24);
+  if (f.count_ > (size - TokenFileHeader::kBytes) / width) {  // also a count whose byte size overflows
+    throw IoError(detail::concat("token file ", path, ": header says ", f.count_, " tokens of ", width,
+                                 " bytes but the file has ", size, " bytes (truncated, or a damaged header)"));
+  }
   const uint64_t expected = TokenFileHeader::kBytes + f.count_ * width;
   if (size != expected) {
     throw IoError(detail::concat("token file ", path, ": header says ", f.count_, " tokens (", expected,
