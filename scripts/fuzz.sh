@@ -50,7 +50,7 @@ for t in "${targets[@]}"; do
   status=$?
   runs=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$')
   took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE 'in [0-9]+' | grep -oE '[0-9]+')
-  speed=$(grep -oE '^stat::average_exec_per_sec: [0-9]+' "$log" | grep -oE '[0-9]+$')
+  speed=$(( ${runs:-0} / (${took:-0} > 0 ? ${took:-1} : 1) ))
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
   if ((status != 0)); then
     failed=1

@@ -182,5 +182,24 @@ TEST_F(TokenFileTest, ClearErrors) {
   EXPECT_EQ(TokenFile::open(path).size(), 6u);
 }
 
+// Found by fuzz/fuzz_token_file: a header whose count times the width overflows 64 bits to the file's size
+// passed the size check and the reads ran past the mapping.
+TEST_F(TokenFileTest, FuzzRegressionCountOverflowingTheByteSizeIsRefused) {
+  const auto path = dir_ / "overflow.bin";
+  std::string bytes(TokenFileHeader::kMagic, 8);
+  const auto put = [&bytes](uint64_t value, size_t width) {
+    for (size_t i = 0; i < width; ++i) bytes.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  };
+  put(1, 4);                            // version
+  put(4, 4);                            // width
+  put(0, 4);                            // vocab_size
+  put(0, 4);                            // reserved
+  put((uint64_t{1} << 62) + 2, 8);      // count: 4 * count = 2^64 + 8, which wraps to the 8 bytes that follow
+  put(0x0102030405060708ull, 8);
+  std::ofstream(path, std::ios::binary) << bytes;
+  test::expect_error_containing([&] { TokenFile::open(path); },
+                                "header says 4611686018427387906 tokens of 4 bytes, more than 2^64 bytes (a damaged header)");
+}
+
 }  // namespace
 }  // namespace coat::data
