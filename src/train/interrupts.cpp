@@ -71,8 +71,10 @@ class SignalSafeMessage {
 void describe_loss(SignalSafeMessage& m) {
   const int64_t step = g_step.load(), saved = g_saved_step.load();
   if (g_saving.load()) m << "the checkpoint of step " << step << " being written is lost (an incomplete one is never loaded); ";
-  if (saved < 0) {
-    m << "no checkpoint was written: steps 1-" << step << " and the step in progress are lost";
+  if (saved < 0 && step == 0) {
+    m << "the first step, in progress, is lost";
+  } else if (saved < 0) {
+    m << "no checkpoint was written: step" << (step > 1 ? "s 1-" : " ") << step << " and the step in progress are lost";
   } else if (saved == step) {
     m << "the step in progress is lost; --resume auto continues from the checkpoint of step " << saved;
   } else {
