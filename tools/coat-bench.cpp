@@ -19,6 +19,7 @@
 
 #ifdef COAT_HAVE_CUPTI
 #include "coat/backend/cuda/kernel_profiler.h"
+#include "coat/io/atomic_file.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -118,9 +119,7 @@ int main(int argc, char** argv) {
     if (profile) profile_kernels(trainer, ctx, kernel_steps, report);
     std::fputs(coat::train::format_bench_report(report, static_cast<size_t>(top)).c_str(), stdout);
     if (!json_out.empty()) {
-      std::ofstream out(json_out);
-      out << coat::train::bench_json(report, static_cast<size_t>(top)).dump(2) << "\n";
-      if (!out) throw coat::IoError("cannot write '" + json_out + "'");
+      coat::io::write_string_atomically(json_out, coat::train::bench_json(report, static_cast<size_t>(top)).dump(2) + "\n");
     }
     fs::remove_all(work);
     return 0;

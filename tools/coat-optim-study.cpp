@@ -12,6 +12,7 @@
 
 #include "coat/io/checkpoint.h"
 #include "coat/optim/state_study.h"
+#include "coat/io/atomic_file.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"coat-optim-study: quantization error of FP8 AdamW states (COAT Table 1)"};
@@ -67,7 +68,7 @@ int main(int argc, char** argv) {
       nlohmann::json j = {{"checkpoint", dir.string()}, {"step", ck.step}, {"group", group}, {"eps", eps},
                           {"elements", t.elements}, {"labels", t.labels}, {"mse", t.mse}, {"mse_m", t.mse_m},
                           {"mse_v", t.mse_v}, {"mean_square_update", t.mean_square_update}};
-      std::ofstream(json_out) << j.dump(2) << "\n";
+      coat::io::write_string_atomically(json_out, j.dump(2) + "\n");  // checked: IoError naming the file
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coat-optim-study: %s\n", e.what());
