@@ -13,13 +13,13 @@
 #include <random>
 
 #include "coat/data/token_file.h"
+#include "coat/io/atomic_file.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/bench_report.h"
 #include "coat/train/trainer.h"
 
 #ifdef COAT_HAVE_CUPTI
 #include "coat/backend/cuda/kernel_profiler.h"
-#include "coat/io/atomic_file.h"
 #endif
 
 namespace fs = std::filesystem;
