@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -16,12 +17,17 @@
 
 namespace coat::fuzz {
 
-/// A per-process folder on tmpfs (/dev/shm when there is one) for the files a target writes.
+/// A per-process folder on tmpfs (/dev/shm when there is one) for the files a target writes; removed at exit
+/// (libFuzzer ends a timed run with exit()).
 inline const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
     const std::filesystem::path base = std::filesystem::exists("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
     std::filesystem::path d = base / ("coat_fuzz_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(scratch_dir(), ec);
+    });
     return d;
   }();
   return dir;

@@ -18,11 +18,11 @@
 
 #include "coat/autograd/tape.h"
 #include "coat/core/random_generator.h"
+#include "coat/io/atomic_file.h"
 #include "coat/models/transformer.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/train_config.h"
-#include "coat/io/atomic_file.h"
 
 namespace {
 

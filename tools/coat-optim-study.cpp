@@ -10,9 +10,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/optim/state_study.h"
-#include "coat/io/atomic_file.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"coat-optim-study: quantization error of FP8 AdamW states (COAT Table 1)"};
