@@ -5,12 +5,16 @@
 #   second_signal   a second SIGTERM during a step stops at once (status 143) and says what is lost
 #   rejected        a resume with a config for another model leaves config.json and metrics.jsonl as they
 #                   were; a fresh run directory with a rejected checkpoint or data leaves nothing behind
+#   ranks_write_failure  under mpirun -np 2: rank 0's failed metrics write stops both ranks after they saved a
+#                   checkpoint together, each naming the cause (rank 0) or rank 0 (rank 1)
 #   full_disk       metrics.jsonl on a full disk (a 1 MiB tmpfs in a private mount namespace; where mount is
 #                   not permitted, metrics.jsonl as a link to /dev/full) stops the run naming the file and the
 #                   OS error, after trying to save; the file keeps whole lines only
-# Usage: check_run_dir.sh <coat-train> <config> <case>
+# Usage: check_run_dir.sh <coat-train> <config> <case> [<mpiexec> <np flag> [mpiexec flags...]]
 set -u
-program=$1; config=$2; case_name=$3
+program=$1; config=$2; case_name=$3; shift 3
+launcher=()
+if (($# >= 2)); then mpiexec=$1; np_flag=$2; shift 2; launcher=("$mpiexec" "$@" "$np_flag" 2); fi
 work=$(mktemp -d)
 jobs_started=()
 cleanup() { for j in "${jobs_started[@]}"; do kill -9 "$j" 2>/dev/null; done; rm -rf "$work"; }
@@ -20,7 +24,7 @@ perl -e 'print pack("v*", map { ($_ * 7 + int($_ / 5)) % 64 } 0 .. 5999)' > "$wo
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 command_for() {  # command_for <run dir> <max steps> [more args...]: the command line, in the array cmd
   local run=$1 steps=$2; shift 2
-  cmd=("$program" --config "$config" --set data.path=\""$work/tokens.bin"\" --set data.format=\"u16\"
+  cmd=("${launcher[@]}" "$program" --config "$config" --set data.path=\""$work/tokens.bin"\" --set data.format=\"u16\"
        --set optim.schedule=\"constant\" --set checkpoint.interval=0 --set train.eval_interval=0
        --set logging.progress=\"off\" --set train.max_steps="$steps" --set logging.run_dir=\""$run"\" "$@")
 }
@@ -91,6 +95,17 @@ rejected)
   [ ! -e "$work/fresh" ] || fail "the rejected data left $(ls -A "$work/fresh")"
   train "$work/fresh" 2 > "$work/fresh3.log" 2>&1 || fail "a plain start after the rejections failed"
   echo "config.json and metrics.jsonl unchanged by the rejected resume; nothing left by rejections in a fresh directory"
+  ;;
+ranks_write_failure)
+  ((${#launcher[@]})) || fail "ranks_write_failure needs mpiexec"
+  mkdir -p "$work/run"; ln -s /dev/full "$work/run/metrics.jsonl"
+  train "$work/run" 10 --resume auto --set train.micro_batch_size=1 --set train.global_batch_size=2 > "$work/ranks.log" 2>&1 &&
+    fail "the run went on although rank 0 could not write metrics.jsonl"
+  grep -q "\[rank 0\] coat-train: error: cannot write metrics file '.*metrics.jsonl': No space left on device .*stopped after step 1; a checkpoint of step 1 was saved" "$work/ranks.log" ||
+    fail "rank 0 does not name the file, the OS error and the saved checkpoint"
+  grep -q "\[rank 1\] coat-train: error: rank 0 could not write metrics.jsonl" "$work/ranks.log" || fail "rank 1 does not point at rank 0"
+  [ -f "$work/run/checkpoints/step_00000001/COMPLETE" ] || fail "no complete checkpoint of step 1"
+  grep -o "\[rank [01]\] coat-train: error: .*" "$work/ranks.log"
   ;;
 full_disk)
   disk="$work/disk"
