@@ -38,8 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         !ck.meta.at("config").contains("model")) {
       return;  // load_model refuses these by name
     }
-    const coat::models::ModelConfig c =
-        coat::models::ModelConfig::from_config(coat::ConfigSection(ck.meta.at("config").at("model"), "model"));
+    const coat::models::ModelConfig c = coat::models::ModelConfig::from_config(
+        coat::ConfigSection(ck.meta.at("config").at("model"), "model"));
     (void)c.parameter_count();
   });
   return 0;

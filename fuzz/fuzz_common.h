@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -21,7 +21,8 @@ namespace coat::fuzz {
 /// (libFuzzer ends a timed run with exit()).
 inline const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
-    const std::filesystem::path base = std::filesystem::exists("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
+    const std::filesystem::path base =
+        std::filesystem::exists("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path();
     std::filesystem::path d = base / ("coat_fuzz_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     std::atexit([] {

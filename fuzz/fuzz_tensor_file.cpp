@@ -8,7 +8,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   coat::fuzz::expect_only_library_errors([&] {
     const coat::io::TensorFileReader reader = coat::io::TensorFileReader::open(path);
     for (const coat::io::TensorFileEntry& e : reader.entries()) {
-      if (e.bytes > (1u << 20)) continue;  // the reader maps the file; a copy of a huge tensor is not the point
+      if (e.bytes > (1u << 20))
+        continue;  // the reader maps the file; a copy of a huge tensor is not the point
       coat::fuzz::expect_only_library_errors([&] { (void)reader.read(e.name); });
       coat::fuzz::expect_only_library_errors([&] {
         if (e.numel() > 1) (void)reader.read_slice(e.name, 1, e.numel() - 1);

@@ -11,9 +11,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = coat::fuzz::write_scratch("tokens.bin", data + 1, size - 1);
   coat::fuzz::expect_only_library_errors([&] {
     const uint32_t limit = mode >> 2;  // 0: the file's own vocabulary
-    coat::data::TokenFile f = (mode & 3) == 0 ? coat::data::TokenFile::open(path)
-                              : (mode & 3) == 1 ? coat::data::TokenFile::open_raw(path, coat::data::TokenWidth::U16, limit)
-                                                : coat::data::TokenFile::open_raw(path, coat::data::TokenWidth::U32, limit, true);
+    coat::data::TokenFile f =
+        (mode & 3) == 0   ? coat::data::TokenFile::open(path)
+        : (mode & 3) == 1 ? coat::data::TokenFile::open_raw(path, coat::data::TokenWidth::U16, limit)
+                          : coat::data::TokenFile::open_raw(path, coat::data::TokenWidth::U32, limit, true);
     if (f.size() == 0) return;
     (void)f[f.size() - 1];
     std::vector<int32_t> window(std::min<uint64_t>(f.size(), 17));

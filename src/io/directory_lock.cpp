@@ -43,8 +43,8 @@ void write_record(int fd, const std::filesystem::path& path) {
     const ssize_t w = pwrite(fd, record.data() + done, record.size() - done, static_cast<off_t>(done));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      throw IoError(detail::concat("cannot write lock file '", path.string(), "': ",
-                                   w < 0 ? std::strerror(errno) : "no byte written"));
+      throw IoError(detail::concat("cannot write lock file '", path.string(),
+                                   "': ", w < 0 ? std::strerror(errno) : "no byte written"));
     }
     done += static_cast<size_t>(w);
   }
@@ -57,7 +57,8 @@ DirectoryLock DirectoryLock::acquire(const std::filesystem::path& dir, const std
   lock.path_ = dir / file_name;
   lock.fd_ = ::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock.fd_ < 0) {
-    throw IoError(detail::concat("cannot open lock file '", lock.path_.string(), "': ", std::strerror(errno)));
+    throw IoError(
+        detail::concat("cannot open lock file '", lock.path_.string(), "': ", std::strerror(errno)));
   }
   int rc;
   do {
@@ -67,8 +68,8 @@ DirectoryLock DirectoryLock::acquire(const std::filesystem::path& dir, const std
     const int err = errno;
     if (err == EWOULDBLOCK) {
       const std::string holder = read_holder(lock.fd_);
-      throw DirectoryLocked(detail::concat("'", dir.string(), "' is in use: locked by ", holder, " (lock file '",
-                                           lock.path_.string(), "')"),
+      throw DirectoryLocked(detail::concat("'", dir.string(), "' is in use: locked by ", holder,
+                                           " (lock file '", lock.path_.string(), "')"),
                             holder);
     }
     throw IoError(detail::concat("cannot lock '", lock.path_.string(), "': ", std::strerror(err)));
@@ -77,7 +78,9 @@ DirectoryLock DirectoryLock::acquire(const std::filesystem::path& dir, const std
   return lock;
 }
 
-DirectoryLock::~DirectoryLock() { release(); }
+DirectoryLock::~DirectoryLock() {
+  release();
+}
 
 DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}

@@ -26,11 +26,16 @@ static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<int>::is_
 
 const char* signal_name(int signo) {
   switch (signo) {
-    case SIGINT: return "SIGINT";
-    case SIGTERM: return "SIGTERM";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGUSR2: return "SIGUSR2";
-    default: return "a signal";
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    default:
+      return "a signal";
   }
 }
 
@@ -70,15 +75,18 @@ class SignalSafeMessage {
 // What stopping now loses, from the trainer's last report.
 void describe_loss(SignalSafeMessage& m) {
   const int64_t step = g_step.load(), saved = g_saved_step.load();
-  if (g_saving.load()) m << "the checkpoint of step " << step << " being written is lost (an incomplete one is never loaded); ";
+  if (g_saving.load())
+    m << "the checkpoint of step " << step << " being written is lost (an incomplete one is never loaded); ";
   if (saved < 0 && step == 0) {
     m << "the first step, in progress, is lost";
   } else if (saved < 0) {
-    m << "no checkpoint was written: step" << (step > 1 ? "s 1-" : " ") << step << " and the step in progress are lost";
+    m << "no checkpoint was written: step" << (step > 1 ? "s 1-" : " ") << step
+      << " and the step in progress are lost";
   } else if (saved == step) {
     m << "the step in progress is lost; --resume auto continues from the checkpoint of step " << saved;
   } else {
-    m << "steps " << saved + 1 << "-" << step << " and the step in progress are lost; --resume auto continues from "
+    m << "steps " << saved + 1 << "-" << step
+      << " and the step in progress are lost; --resume auto continues from "
       << "the checkpoint of step " << saved;
   }
 }
@@ -89,7 +97,8 @@ void on_stop_signal(int signo) {
   if (g_stop_signals.fetch_add(1) == 0) {
     int none = 0;
     g_stop_signal.compare_exchange_strong(none, signo);
-    m << "coat-train: " << signal_name(signo) << " received: stopping with a checkpoint after the step in progress"
+    m << "coat-train: " << signal_name(signo)
+      << " received: stopping with a checkpoint after the step in progress"
       << " (a second stop signal stops at once, without saving)";
     m.write_to_stderr();
   } else {
@@ -110,7 +119,8 @@ void on_save_signal(int signo) {
   const int saved_errno = errno;
   g_save_signals.fetch_add(1);
   SignalSafeMessage m;
-  m << "coat-train: " << signal_name(signo) << " received: saving a checkpoint after the step in progress and going on";
+  m << "coat-train: " << signal_name(signo)
+    << " received: saving a checkpoint after the step in progress and going on";
   m.write_to_stderr();
   errno = saved_errno;
 }
@@ -121,7 +131,8 @@ void install(int signo, void (*handler)(int), struct sigaction* previous) {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;  // reads, writes and MPI's waits go on after the handler
   if (sigaction(signo, &action, previous) != 0) {
-    throw Error(detail::concat("[SignalInterrupts] sigaction(", signal_name(signo), ") failed: ", std::strerror(errno)));
+    throw Error(detail::concat("[SignalInterrupts] sigaction(", signal_name(signo),
+                               ") failed: ", std::strerror(errno)));
   }
 }
 
@@ -129,10 +140,14 @@ void install(int signo, void (*handler)(int), struct sigaction* previous) {
 
 std::string_view to_string(Interrupt interrupt) {
   switch (interrupt) {
-    case Interrupt::None: return "none";
-    case Interrupt::Save: return "save";
-    case Interrupt::Stop: return "stop";
-    case Interrupt::Fail: return "fail";
+    case Interrupt::None:
+      return "none";
+    case Interrupt::Save:
+      return "save";
+    case Interrupt::Stop:
+      return "stop";
+    case Interrupt::Fail:
+      return "fail";
   }
   return "?";
 }

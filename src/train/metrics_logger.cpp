@@ -17,8 +17,8 @@ MetricsLogger::MetricsLogger(const std::filesystem::path& jsonl_path, bool progr
     : path_(jsonl_path), progress_(progress) {
   fd_ = ::open(jsonl_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
-    throw IoError(detail::concat("cannot open metrics file '", jsonl_path.string(), "' for appending: ",
-                                 std::strerror(errno)));
+    throw IoError(detail::concat("cannot open metrics file '", jsonl_path.string(),
+                                 "' for appending: ", std::strerror(errno)));
   }
 }
 
@@ -47,8 +47,8 @@ void MetricsLogger::write(const nlohmann::json& record) {
   bool partial = done > 0;
   if (partial && sized && S_ISREG(before.st_mode) && ftruncate(fd_, before.st_size) == 0) partial = false;
   const std::string step = record.contains("step") ? " of step " + record["step"].dump() : std::string();
-  throw IoError(detail::concat("cannot write metrics file '", path_.string(), "': ", std::strerror(err), " (the record",
-                               step, " was not written",
+  throw IoError(detail::concat("cannot write metrics file '", path_.string(), "': ", std::strerror(err),
+                               " (the record", step, " was not written",
                                partial ? "; a partial line remains at the end of the file" : "", ")"));
 }
 

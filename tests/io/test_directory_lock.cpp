@@ -74,9 +74,9 @@ TEST_F(DirectoryLockTest, KilledHolderLeavesNoStaleLock) {
 }
 
 TEST_F(DirectoryLockTest, MissingDirectoryNamesTheFile) {
-  test::expect_error_containing<IoError>([&] { DirectoryLock::acquire(dir_ / "missing"); },
-                                         "cannot open lock file '" + (dir_ / "missing" / "run.lock").string() +
-                                             "': No such file or directory");
+  test::expect_error_containing<IoError>(
+      [&] { DirectoryLock::acquire(dir_ / "missing"); },
+      "cannot open lock file '" + (dir_ / "missing" / "run.lock").string() + "': No such file or directory");
 }
 
 }  // namespace

@@ -151,7 +151,8 @@ TEST_F(TrainerRunDirTest, NothingIsWrittenBeforeRunAndARejectedResumeChangesNoth
     Trainer a(config("run", 3), ctx_);
     a.run();  // a checkpoint of step 3
   }
-  const std::string config_json = read(dir_ / "run" / "config.json"), metrics = read(dir_ / "run" / "metrics.jsonl");
+  const std::string config_json = read(dir_ / "run" / "config.json"),
+                    metrics = read(dir_ / "run" / "metrics.jsonl");
   TrainConfig other = config("run");
   nlohmann::json doc = other.resolved;
   doc["model"]["hidden_size"] = 48;
@@ -169,9 +170,10 @@ TEST_F(TrainerRunDirTest, FailedMetricsWriteStopsAfterSavingAndNamesTheFile) {
   fs::create_symlink("/dev/full", dir_ / "full" / "metrics.jsonl");  // every write: ENOSPC
   Trainer t(config("full"), ctx_, /*resuming=*/true);
   test::expect_error_containing<IoError>(
-      [&] { t.run(); }, "cannot write metrics file '" + (dir_ / "full" / "metrics.jsonl").string() +
-                            "': No space left on device (the record of step 1 was not written); stopped after step 1; "
-                            "a checkpoint of step 1 was saved");
+      [&] { t.run(); },
+      "cannot write metrics file '" + (dir_ / "full" / "metrics.jsonl").string() +
+          "': No space left on device (the record of step 1 was not written); stopped after step 1; "
+          "a checkpoint of step 1 was saved");
   EXPECT_EQ(checkpoint_steps("full"), (std::vector<int64_t>{1}));
 }
 

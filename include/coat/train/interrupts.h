@@ -42,10 +42,10 @@ class InterruptSource {
   virtual std::string_view stop_reason() const { return {}; }
 };
 
-/// Handlers for SIGINT, SIGTERM and SIGUSR2 (stop) and SIGUSR1 (save), installed on construction and the previous ones
-/// restored on destruction; at most one per process (InvalidArgument otherwise). The first stop signal is
-/// acknowledged on stderr; a second one writes what is lost (from the last report()) and ends the process by
-/// that signal's default action (exit status 128 + signal number), without saving.
+/// Handlers for SIGINT, SIGTERM and SIGUSR2 (stop) and SIGUSR1 (save), installed on construction and the
+/// previous ones restored on destruction; at most one per process (InvalidArgument otherwise). The first stop
+/// signal is acknowledged on stderr; a second one writes what is lost (from the last report()) and ends the
+/// process by that signal's default action (exit status 128 + signal number), without saving.
 class SignalInterrupts final : public InterruptSource {
  public:
   SignalInterrupts();
@@ -59,7 +59,8 @@ class SignalInterrupts final : public InterruptSource {
 
  private:
   int64_t saves_seen_ = 0;
-  struct sigaction previous_int_ {}, previous_term_ {}, previous_usr1_ {}, previous_usr2_ {};
+  struct sigaction previous_int_ {
+  }, previous_term_{}, previous_usr1_{}, previous_usr2_{};
 };
 
 }  // namespace coat::train
