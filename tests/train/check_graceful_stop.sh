@@ -23,10 +23,12 @@ command_for() {  # command_for <run dir> <max steps> [more args...]: the command
 }
 train() { command_for "$@"; "${cmd[@]}"; }
 lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
-# The pid of rank 0 (of the only process without mpirun).
+# The pid of rank 0: the job itself without mpirun, else the child of this job's mpirun that is rank 0 (never
+# a process of another test running beside this one).
 rank0_pid() {
-  for pid in $(pgrep -f "$program --config $config"); do
-    if ((ranks == 1)) || tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then
+  if ((ranks == 1)); then echo "$job"; return; fi
+  for pid in $(pgrep -P "$job"); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0"; then
       echo "$pid"; return
     fi
   done
@@ -50,6 +52,8 @@ kill -USR1 "$victim"
 saved=$(lines "$work/stopped/metrics.jsonl")
 wait_for_steps "$work/stopped/metrics.jsonl" $((saved + 3)) || fail "training did not go on after SIGUSR1"
 if [ "$stop_via" == mpirun ]; then kill -USR2 "$job"; else kill -TERM "$victim"; fi
+for _ in $(seq 1 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$job" 2>/dev/null && fail "still running 60 s after the stop signal"
 wait "$job"
 status=$?
 [ "$status" -eq 75 ] || fail "exit status $status after the stop signal, expected 75"

@@ -42,6 +42,7 @@ wait_for() {  # wait_for <command...>: up to 60 s
   return 1
 }
 has_steps() { (( $(lines "$1") >= $2 )); }
+exited() { ! kill -0 "$1" 2>/dev/null; }
 
 case $case_name in
 lock)
@@ -57,7 +58,8 @@ lock)
   start "$work/after.log" "$work/run" 1000000 --resume auto
   after=$job
   wait_for has_steps "$work/run/metrics.jsonl" $((before + 2)) || fail "after kill -9 of the holder the lock was not free"
-  kill -TERM "$after"; wait "$after"
+  kill -TERM "$after"
+  wait_for exited "$after" || fail "still running 60 s after SIGTERM"
   echo "refused: $(grep -o 'is in use: locked by pid [0-9]* on host [^ ]*' "$work/second.log"); free after kill -9"
   ;;
 second_signal)
@@ -68,6 +70,7 @@ second_signal)
   kill -TERM "$job"
   wait_for grep -q "SIGTERM received" "$work/run.log" || fail "the first SIGTERM was not acknowledged"
   kill -TERM "$job"
+  wait_for exited "$job" || fail "still running 60 s after a second SIGTERM"
   wait "$job"
   status=$?
   [ "$status" -eq 143 ] || fail "exit status $status after a second SIGTERM, expected 143 (killed by SIGTERM)"
