@@ -31,13 +31,14 @@ fi
 generator=()
 [[ ! -f $build_dir/CMakeCache.txt ]] && command -v ninja >/dev/null && generator=(-G Ninja)
 CC=$cc CXX=$cxx cmake -S . -B "$build_dir" "${generator[@]}" -DCOAT_CUDA=OFF -DCOAT_FUZZ=ON -DCOAT_BUILD_TESTS=OFF \
-  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" >/dev/null || { echo "fuzz: configure failed"; exit 1; }
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" >/dev/null || { echo "fuzz: configure failed"; exit 1; }
 started=$(date +%s)
 cmake --build "$build_dir" -j "${COAT_JOBS:-$(nproc)}" --target fuzz_all >"$probe/build.log" 2>&1 ||
   { tail -n 40 "$probe/build.log"; echo "fuzz: build failed"; exit 1; }
 echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - started )) s"
 
 failed=0
+build_abs=$(cd "$build_dir" && pwd)
 for t in "${targets[@]}"; do
   exe=$build_dir/fuzz/fuzz_$t
   [[ -x $exe ]] || { echo "fuzz: no target '$t'"; failed=1; continue; }
@@ -45,8 +46,8 @@ for t in "${targets[@]}"; do
   limit=(-max_total_time="$seconds")
   [[ -n ${COAT_FUZZ_RUNS:-} ]] && limit=(-runs="$COAT_FUZZ_RUNS")
   log=$build_dir/fuzz_$t.log
-  (cd "$build_dir/fuzz" && "./fuzz_$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-     -artifact_prefix="../crashes/$t/" "../corpus/$t" "../../fuzz/corpus/$t") >"$log" 2>&1
+  "$build_abs/fuzz/fuzz_$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
+    -artifact_prefix="$build_abs/crashes/$t/" "$build_abs/corpus/$t" "$PWD/fuzz/corpus/$t" >"$log" 2>&1
   status=$?
   runs=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$')
   took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE 'in [0-9]+' | grep -oE '[0-9]+')

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs setup (install, configure, build) and then the whole test suite; ends with a one-line summary.
 # CUDA tests skip with a reason on machines without a GPU. Then each libFuzzer target (fuzz/) runs for
-# COAT_FUZZ_SECONDS (default 5; 0 skips) when clang with libFuzzer is here (scripts/fuzz.sh; a few minutes,
+# COAT_FUZZ_SECONDS (default 3; 0 skips) when clang with libFuzzer is here (scripts/fuzz.sh; a few minutes,
 # most of them building), else it says why it skipped.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,7 +15,7 @@ skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$log")
 failed=$(grep -E 'Test +#[0-9]+: .*\*\*\*(Failed|Exception|Timeout|Not Run)' "$log" | grep -cv '(Disabled)')
 disabled=$(grep -cE 'Test +#[0-9]+: .*\*\*\*Not Run \(Disabled\)' "$log")
 rm -f "$log"
-fuzz_seconds=${COAT_FUZZ_SECONDS:-5}
+fuzz_seconds=${COAT_FUZZ_SECONDS:-3}
 if [[ $fuzz_seconds != 0 ]]; then
   fuzz_started=$(date +%s)
   bash scripts/fuzz.sh "$fuzz_seconds"
