@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CPU library, tools and tests with AddressSanitizer (LeakSanitizer included) and
 # UndefinedBehaviorSanitizer into build-asan/ and runs the whole CPU test suite under them; any finding fails
-# its test. Open MPI's own allocations that live until exit are suppressed (scripts/lsan.supp).
+# its test. Open MPI's own allocations that live until exit are suppressed (scripts/lsan.supp); the ranks
+# that mpirun starts run without leak checks (tests/dist/CMakeLists.txt says why), with ASan and UBSan.
 #   scripts/sanitize.sh [ctest arguments, e.g. -R Trainer]
 # Environment: COAT_SANITIZE_BUILD_DIR (build-asan), COAT_JOBS (all cores).
 set -uo pipefail
