@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang, AddressSanitizer and UndefinedBehaviorSanitizer into
 # build-fuzz/, then runs each for SECONDS (default 60) from its seed corpus (fuzz/corpus/<target>/; what a run
-# finds goes into build-fuzz/corpus/<target>/). Prints, per target, the executions and seconds libFuzzer
+# finds goes into build-fuzz/corpus/<target>/), after replaying the crashers fixed so far (fuzz/regressions/). Prints, per target, the executions and seconds libFuzzer
 # reports, and exits non-zero when a target crashed (its input in build-fuzz/crashes/<target>/; reproduce with
 # build-fuzz/fuzz/fuzz_<target> <file>).
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]     targets: config token_file tensor_file checkpoint_meta
@@ -46,8 +46,11 @@ for t in "${targets[@]}"; do
   limit=(-max_total_time="$seconds")
   [[ -n ${COAT_FUZZ_RUNS:-} ]] && limit=(-runs="$COAT_FUZZ_RUNS")
   log=$build_dir/fuzz_$t.log
+  # The crashers fixed so far (fuzz/regressions/) run first, with the seeds, under the sanitizers.
+  inputs=("$build_abs/corpus/$t" "$PWD/fuzz/corpus/$t")
+  [[ -d fuzz/regressions/$t ]] && inputs+=("$PWD/fuzz/regressions/$t")
   "$build_abs/fuzz/fuzz_$t" "${limit[@]}" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="$build_abs/crashes/$t/" "$build_abs/corpus/$t" "$PWD/fuzz/corpus/$t" >"$log" 2>&1
+    -artifact_prefix="$build_abs/crashes/$t/" "${inputs[@]}" >"$log" 2>&1
   status=$?
   runs=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$')
   took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE 'in [0-9]+' | grep -oE '[0-9]+')
