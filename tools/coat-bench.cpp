@@ -13,6 +13,7 @@
 #include <random>
 
 #include "coat/data/token_file.h"
+#include "coat/io/atomic_file.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/bench_report.h"
 #include "coat/train/trainer.h"
@@ -118,9 +119,7 @@ int main(int argc, char** argv) {
     if (profile) profile_kernels(trainer, ctx, kernel_steps, report);
     std::fputs(coat::train::format_bench_report(report, static_cast<size_t>(top)).c_str(), stdout);
     if (!json_out.empty()) {
-      std::ofstream out(json_out);
-      out << coat::train::bench_json(report, static_cast<size_t>(top)).dump(2) << "\n";
-      if (!out) throw coat::IoError("cannot write '" + json_out + "'");
+      coat::io::write_string_atomically(json_out, coat::train::bench_json(report, static_cast<size_t>(top)).dump(2) + "\n");
     }
     fs::remove_all(work);
     return 0;

@@ -18,6 +18,7 @@
 
 #include "coat/autograd/tape.h"
 #include "coat/core/random_generator.h"
+#include "coat/io/atomic_file.h"
 #include "coat/models/transformer.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
                     {"saved_bytes", r.saved_bytes},
                     {"peak_bytes_above_weights", r.peak_bytes}});
     }
-    if (!json_out.empty()) std::ofstream(json_out) << js.dump(2) << "\n";
+    if (!json_out.empty()) coat::io::write_string_atomically(json_out, js.dump(2) + "\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coat-block-bench: error: %s\n", e.what());
     return 1;

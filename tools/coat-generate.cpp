@@ -3,12 +3,16 @@
 //                 [--top-k 40] [--seed 1] [--tokenizer data/kjv/kjv.model] [--samples 3]
 //   coat-generate --checkpoint DIR --ids 1,5,9 --logits-out logits.f32   (raw float32 logits [T, V], for
 //                 parity checks against other implementations)
+//   A prompt (or --ids) longer than the model's max_position_embeddings is an error; generating past it slides
+//   the window (each new token sees the last max_position_embeddings tokens) and says so on stderr.
 //   --device cuda --precision bf16: run the model as the trainer's bf16 recipe does (BF16 compute copy of the
 //                 FP32 weights, BF16 activations and logits); fp32 is the CPU reference
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -85,6 +89,14 @@ int main(int argc, char** argv) {
       if (tok->bos_id() >= 0) context_ids.insert(context_ids.begin(), tok->bos_id());
     }
     if (context_ids.empty()) throw coat::InvalidArgument("empty prompt");
+    // A longer prompt is an error, not a silent cut: dropping its start would answer another question than
+    // the one asked, and positions past max_position_embeddings were never trained.
+    if (static_cast<int64_t>(context_ids.size()) > max_len) {
+      throw coat::InvalidArgument(coat::detail::concat(
+          ids_text.empty() ? "the prompt is " : "--ids holds ", context_ids.size(),
+          " tokens, more than the model's max_position_embeddings = ", max_len,
+          "; shorten it to at most ", max_len, " tokens (the model cannot attend further back)"));
+    }
     for (int32_t id : context_ids) {
       if (id < 0 || id >= model.config().vocab_size) {
         throw coat::InvalidArgument(coat::detail::concat("token id ", id, " is outside the vocabulary [0, ",
@@ -102,7 +114,10 @@ int main(int argc, char** argv) {
       std::vector<float> f(all.begin(), all.end());
       std::ofstream out(logits_out, std::ios::binary);
       out.write(reinterpret_cast<const char*>(f.data()), static_cast<std::streamsize>(f.size() * sizeof(float)));
-      if (!out) throw coat::IoError(coat::detail::concat("cannot write '", logits_out, "'"));
+      out.close();  // a full disk may only show when the buffer is flushed
+      if (!out) {
+        throw coat::IoError(coat::detail::concat("cannot write '", logits_out, "': ", std::strerror(errno)));
+      }
       std::printf("wrote logits [%zu, %lld] to %s\n", context_ids.size(), static_cast<long long>(model.config().vocab_size),
                   logits_out.c_str());
       return 0;
@@ -110,6 +125,16 @@ int main(int argc, char** argv) {
     if (!tok) throw coat::InvalidArgument("--ids needs --logits-out; text generation needs a tokenizer");
     std::mt19937_64 rng(seed);
     const int64_t vocab = model.config().vocab_size;
+    // Generating past max_position_embeddings: each new token then conditions on the last max_len tokens (a
+    // sliding window), said once on stderr.
+    if (static_cast<int64_t>(context_ids.size()) + tokens > max_len) {
+      std::fprintf(stderr,
+                   "coat-generate: note: prompt (%zu tokens) + --tokens %d exceeds max_position_embeddings = %lld: "
+                   "from token %lld on, each new token sees only the last %lld tokens\n",
+                   context_ids.size(), tokens, static_cast<long long>(max_len),
+                   static_cast<long long>(max_len - static_cast<int64_t>(context_ids.size()) + 1),
+                   static_cast<long long>(max_len));
+    }
     for (int s = 0; s < samples; ++s) {
       std::vector<int32_t> ids = context_ids;
       for (int i = 0; i < tokens; ++i) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/optim/state_study.h"
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
       nlohmann::json j = {{"checkpoint", dir.string()}, {"step", ck.step()}, {"group", group}, {"eps", eps},
                           {"elements", t.elements}, {"labels", t.labels}, {"mse", t.mse}, {"mse_m", t.mse_m},
                           {"mse_v", t.mse_v}, {"mean_square_update", t.mean_square_update}};
-      std::ofstream(json_out) << j.dump(2) << "\n";
+      coat::io::write_string_atomically(json_out, j.dump(2) + "\n");  // checked: IoError naming the file
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coat-optim-study: %s\n", e.what());

@@ -1,6 +1,9 @@
 // coat-train: trains a Llama- or OLMo-family model from a JSON config; under mpirun, sharded over the ranks.
 //   [mpirun -np N] coat-train --config configs/tiny.json [--set section.key=value ...] [--resume auto|DIR]
 //              [--dry-run] [--device cpu|cuda] [--device-memory GIB]
+// SIGINT, SIGTERM or SIGUSR2 (under mpirun: send SIGUSR2 to mpirun, which forwards it to every rank): finish the
+// step, save a checkpoint, exit with status 75 (kExitStopped); a second one stops at once. SIGUSR1: save a
+// checkpoint after the step and go on.
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -71,8 +74,9 @@ coat::Device rank_device(bool cuda, const coat::dist::ProcessGroup& world) {
   return coat::Device::cuda(world.local_rank() % gpus);
 }
 
-void train(const coat::train::TrainConfig& config, const std::string& config_path, const std::string& resume,
-           const coat::dist::ProcessGroup& world) {
+/// Trains; returns the exit status: 0, or kExitStopped after a graceful stop (SIGINT, SIGTERM).
+int train(const coat::train::TrainConfig& config, const std::string& config_path, const std::string& resume,
+          const coat::dist::ProcessGroup& world) {
   const coat::Device dev = rank_device(config.train.device == coat::DeviceKind::CUDA, world);
   coat::ContextPtr ctx = coat::ops::make_context(dev);
   // The world's communicator and, under hybrid sharding (dist.shard_size below the world), those of this rank's
@@ -92,22 +96,38 @@ void train(const coat::train::TrainConfig& config, const std::string& config_pat
       replicate_comm = make(groups->replicate);
     }
   }
-  // The checkpoint to resume is chosen and checked against the config before the trainer writes anything.
-  const std::optional<std::filesystem::path> from =
-      coat::train::choose_resume_checkpoint(resume, config, comm.get(), ctx);
   coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(),
                                coat::train::TrainerComms(comm.get(), shard_comm.get(), replicate_comm.get()));
+  // SIGINT/SIGTERM/SIGUSR2 finish the step and save; SIGUSR1 saves and goes on (from here: earlier, nothing is lost).
+  coat::train::SignalInterrupts interrupts;
+  trainer.set_interrupts(&interrupts);
+  // No other run may write the checkpoints a resume reads: lock an existing run directory before reading (and
+  // before a damaged checkpoint is set aside or a crash's leftovers are removed). The trainer has written
+  // nothing yet: the run directory is written from run() on.
+  trainer.lock_run_dir();
+  const std::optional<std::filesystem::path> from =
+      coat::train::choose_resume_checkpoint(resume, config, comm.get(), ctx);
   if (from) trainer.load_checkpoint(*from);
   spdlog::info("{}: {} model, {} parameters, {} tokens/step, {} rank{} on {}{}", config_path,
                config.model.architecture_name(), with_commas(config.model.parameter_count()), config.tokens_per_step(),
                world.world_size(), world.world_size() > 1 ? "s" : "", dev.str(),
                comm ? " (communicator: " + std::string(coat::dist::communicator_kind_name(comm->kind())) + ")" : "");
-  trainer.run();
+  if (trainer.run() == coat::train::RunEnd::Stopped) {
+    if (world.rank() == 0) {
+      const std::string reason(interrupts.stop_reason());
+      std::printf("stopped after step %lld (%s) with a checkpoint of it; run directory: %s; continue with "
+                  "--resume auto\n",
+                  static_cast<long long>(trainer.step()), reason.empty() ? "asked by another rank" : reason.c_str(),
+                  trainer.run_dir().string().c_str());
+    }
+    return coat::train::kExitStopped;
+  }
   const coat::train::EvalResult e = trainer.evaluate();
-  if (world.rank() != 0) return;
+  if (world.rank() != 0) return 0;
   std::printf("final validation loss %.4f (perplexity %.2f); unigram entropy of the validation tokens %.4f nats; ratio %.3f\n",
               e.loss, e.perplexity, trainer.validation_unigram_entropy(), e.loss / trainer.validation_unigram_entropy());
   std::printf("run directory: %s\n", trainer.run_dir().string().c_str());
+  return 0;
 }
 
 }  // namespace
@@ -140,8 +160,7 @@ int main(int argc, char** argv) {
       if (world.rank() == 0) dry_run(config, device_memory_gib);
       return 0;
     }
-    train(config, config_path, resume, world);
-    return 0;
+    return train(config, config_path, resume, world);
   } catch (const std::exception& e) {
     const std::string rank = world.world_size() > 1 ? "[rank " + std::to_string(world.rank()) + "] " : "";
     std::fprintf(stderr, "%scoat-train: error: %s\n", rank.c_str(), e.what());

@@ -98,7 +98,22 @@ void ConfigSection::type_error(const std::string& key, std::string_view expected
   throw ConfigError(detail::concat("config: '", where(key), "' must be ", expected, ", got ", v.dump()));
 }
 
+namespace {
+
+bool is_valid_utf8(std::string_view text) {
+  try {
+    (void)nlohmann::json(std::string(text)).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 void apply_override(nlohmann::json& document, std::string_view assignment) {
+  // A config is a JSON document, which is UTF-8: nothing else may enter it (it is written out again).
+  if (!is_valid_utf8(assignment)) throw ConfigError("--set: the assignment is not valid UTF-8 text");
   const size_t eq = assignment.find('=');
   if (eq == std::string_view::npos || eq == 0) {
     throw ConfigError(detail::concat("--set '", assignment, "': expected section.key=value"));

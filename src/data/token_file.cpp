@@ -82,7 +82,12 @@ TokenFile TokenFile::open(const std::filesystem::path& path) {
   f.width_ = static_cast<TokenWidth>(width);
   f.vocab_size_ = read_le<uint32_t>(bytes + 16);
   f.count_ = read_le<uint64_t>(bytes + 24);
-  const uint64_t expected = TokenFileHeader::kBytes + f.count_ * width;
+  uint64_t expected = 0;
+  if (__builtin_mul_overflow(f.count_, uint64_t{width}, &expected) ||
+      __builtin_add_overflow(expected, uint64_t{TokenFileHeader::kBytes}, &expected)) {
+    throw IoError(detail::concat("token file ", path, ": header says ", f.count_, " tokens of ", width,
+                                 " bytes, more than 2^64 bytes (a damaged header); the file has ", size, " bytes"));
+  }
   if (size != expected) {
     throw IoError(detail::concat("token file ", path, ": header says ", f.count_, " tokens (", expected,
                                  " bytes) but the file has ", size, " bytes",

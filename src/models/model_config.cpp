@@ -2,6 +2,10 @@
 // counts.
 #include "coat/models/model_config.h"
 
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
 namespace coat::models {
 
 int64_t ModelConfig::parameter_count() const {
@@ -44,9 +48,30 @@ void ModelConfig::validate() const {
                                          " is not a multiple of num_key_value_heads = ", num_key_value_heads));
   }
   if (head_dim() % 2 != 0) throw InvalidArgument(detail::concat("model: head dimension ", head_dim(), " must be even for RoPE"));
+  check_sizes_fit();
   if (!(rope_theta > 0.0)) throw InvalidArgument("model.rope_theta must be positive");
   if (!(rms_norm_eps > 0.0)) throw InvalidArgument("model.rms_norm_eps must be positive");
   if (!(initializer_range > 0.0)) throw InvalidArgument("model.initializer_range must be positive");
+}
+
+void ModelConfig::check_sizes_fit() const {
+  // parameter_count() and the tensors' element counts in 64-bit integers: every product on the way must fit
+  // (a config of absurd sizes is refused here instead of overflowing there).
+  const auto fits = [](std::initializer_list<int64_t> factors) {
+    int64_t product = 1;
+    for (int64_t f : factors) {
+      if (__builtin_mul_overflow(product, f, &product)) return false;
+    }
+    return product <= (int64_t{1} << 56);  // headroom for the sums of parameter_count and byte counts
+  };
+  const int64_t h = hidden_size;
+  if (!fits({num_hidden_layers, 8, h, h}) || !fits({num_hidden_layers, 8, h, intermediate_size}) ||
+      !fits({vocab_size, h, 2}) || !fits({max_position_embeddings, h})) {
+    throw InvalidArgument(detail::concat("model sizes (hidden_size ", hidden_size, ", intermediate_size ",
+                                         intermediate_size, ", num_hidden_layers ", num_hidden_layers, ", vocab_size ",
+                                         vocab_size, ", max_position_embeddings ", max_position_embeddings,
+                                         ") give more than 2^56 parameters or elements: far beyond any model"));
+  }
 }
 
 ModelConfig ModelConfig::from_config(ConfigSection s) {
@@ -119,38 +144,78 @@ nlohmann::json ModelConfig::to_hf_json() const {
   return j;
 }
 
-ModelConfig ModelConfig::from_hf_json(const nlohmann::json& hf) {
-  auto need = [&](const char* key) -> const nlohmann::json& {
-    if (!hf.contains(key) || hf.at(key).is_null()) {
-      throw ConfigError(detail::concat("HF config.json: missing '", key, "'"));
+namespace {
+
+// Typed reads of an HF config.json: a missing key, a wrong type or an integer stored as a float is a
+// ConfigError naming the key (never a JSON library exception, never a silent conversion).
+class HfConfigReader {
+ public:
+  explicit HfConfigReader(const nlohmann::json& hf) : hf_(hf) {
+    if (!hf_.is_object()) throw ConfigError(detail::concat("HF config.json: expected a JSON object, got ", hf_.type_name()));
+  }
+  bool present(const char* key) const { return hf_.contains(key) && !hf_.at(key).is_null(); }
+  int64_t integer(const char* key) const {
+    if (!present(key)) throw ConfigError(detail::concat("HF config.json: missing '", key, "'"));
+    const nlohmann::json& v = hf_.at(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      throw ConfigError(detail::concat("HF config.json: '", key, "' must be an integer, got ", v.dump()));
     }
-    return hf.at(key);
-  };
+    return v.get<int64_t>();
+  }
+  int64_t integer(const char* key, int64_t fallback) const { return present(key) ? integer(key) : fallback; }
+  double number(const char* key, double fallback) const {
+    if (!present(key)) return fallback;
+    const nlohmann::json& v = hf_.at(key);
+    if (!v.is_number()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be a number, got ", v.dump()));
+    return v.get<double>();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    if (!present(key)) return fallback;
+    const nlohmann::json& v = hf_.at(key);
+    if (!v.is_boolean()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be true or false, got ", v.dump()));
+    return v.get<bool>();
+  }
+  std::string string(const char* key, const std::string& fallback) const {
+    if (!present(key)) return fallback;
+    const nlohmann::json& v = hf_.at(key);
+    if (!v.is_string()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be a string, got ", v.dump()));
+    return v.get<std::string>();
+  }
+
+ private:
+  const nlohmann::json& hf_;
+};
+
+}  // namespace
+
+ModelConfig ModelConfig::from_hf_json(const nlohmann::json& hf) {
+  const HfConfigReader r(hf);
   ModelConfig c;
-  const std::string type = hf.value("model_type", std::string("llama"));
+  const std::string type = r.string("model_type", "llama");
   if (type == "llama") {
     c.architecture = Architecture::Llama;
   } else if (type == "olmo") {
     c.architecture = Architecture::Olmo;
-    if (hf.contains("clip_qkv") && !hf.at("clip_qkv").is_null()) {
-      throw ConfigError("HF config.json: clip_qkv is not supported (expected null)");
-    }
+    if (r.present("clip_qkv")) throw ConfigError("HF config.json: clip_qkv is not supported (expected null)");
   } else {
     throw ConfigError(detail::concat("HF config.json: model_type '", type, "' is not supported; expected llama or olmo"));
   }
-  c.hidden_size = need("hidden_size").get<int64_t>();
-  c.intermediate_size = need("intermediate_size").get<int64_t>();
-  c.num_hidden_layers = need("num_hidden_layers").get<int64_t>();
-  c.num_attention_heads = need("num_attention_heads").get<int64_t>();
-  c.num_key_value_heads = hf.value("num_key_value_heads", c.num_attention_heads);
-  if (hf.contains("num_key_value_heads") && hf.at("num_key_value_heads").is_null()) c.num_key_value_heads = c.num_attention_heads;
-  c.vocab_size = need("vocab_size").get<int64_t>();
-  c.max_position_embeddings = need("max_position_embeddings").get<int64_t>();
-  c.rope_theta = hf.value("rope_theta", 10000.0);
-  c.rms_norm_eps = hf.value("rms_norm_eps", 1e-5);
-  c.tie_word_embeddings = hf.value("tie_word_embeddings", false);
-  c.initializer_range = hf.value("initializer_range", 0.02);
-  c.validate();
+  c.hidden_size = r.integer("hidden_size");
+  c.intermediate_size = r.integer("intermediate_size");
+  c.num_hidden_layers = r.integer("num_hidden_layers");
+  c.num_attention_heads = r.integer("num_attention_heads");
+  c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
+  c.vocab_size = r.integer("vocab_size");
+  c.max_position_embeddings = r.integer("max_position_embeddings");
+  c.rope_theta = r.number("rope_theta", 10000.0);
+  c.rms_norm_eps = r.number("rms_norm_eps", 1e-5);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+  c.initializer_range = r.number("initializer_range", 0.02);
+  try {
+    c.validate();
+  } catch (const InvalidArgument& e) {
+    throw ConfigError(detail::concat("HF config.json: ", e.what()));
+  }
   return c;
 }
 

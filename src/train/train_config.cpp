@@ -400,23 +400,29 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
   }
 }
 
+TrainConfig parse_train_config_text(std::string_view text, const std::vector<std::string>& overrides,
+                                    const std::string& source, int launched_world) {
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  if (doc.is_discarded()) {
+    // Re-parse with exceptions for the position of the syntax error (or a number out of range: out_of_range).
+    try {
+      doc = nlohmann::json::parse(text, nullptr, true, true);
+    } catch (const nlohmann::json::exception& e) {
+      throw ConfigError(detail::concat(source, ": not valid JSON: ", e.what()));
+    }
+    throw ConfigError(detail::concat(source, ": not valid JSON"));
+  }
+  for (const std::string& o : overrides) apply_override(doc, o);
+  return parse_train_config(doc, source, launched_world);
+}
+
 TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides,
                               int launched_world) {
   std::ifstream in(path);
   if (!in) throw ConfigError(detail::concat("cannot open config file '", path.string(), "'"));
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  if (doc.is_discarded()) {
-    // Re-parse with exceptions for the position of the syntax error.
-    try {
-      doc = nlohmann::json::parse(text.str(), nullptr, true, true);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ConfigError(detail::concat(path.string(), ": not valid JSON: ", e.what()));
-    }
-  }
-  for (const std::string& o : overrides) apply_override(doc, o);
-  return parse_train_config(doc, path.string(), launched_world);
+  return parse_train_config_text(text.str(), overrides, path.string(), launched_world);
 }
 
 namespace {

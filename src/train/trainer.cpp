@@ -47,8 +47,11 @@ data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
   return f;
 }
 
-bool has_previous_run(const std::filesystem::path& dir) {
-  return std::filesystem::exists(dir / "metrics.jsonl") || std::filesystem::exists(dir / "checkpoints");
+void refuse_previous_run(const std::filesystem::path& dir) {
+  if (!std::filesystem::exists(dir / "metrics.jsonl") && !std::filesystem::exists(dir / "checkpoints")) return;
+  throw ConfigError(detail::concat("run directory '", dir.string(),
+                                   "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
+                                   "continue it, or set logging.run_dir to a new directory"));
 }
 
 optim::LrSchedule make_schedule(const TrainConfig& c) {
@@ -71,7 +74,8 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
       world_(comms.world ? comms.world->world_size() : 1),
       shard_world_(comms.shard ? comms.shard->world_size() : 1),
       run_dir_(config_.logging.run_dir),
-      tokens_(open_tokens(config_.data, config_.model.vocab_size)) {
+      tokens_(open_tokens(config_.data, config_.model.vocab_size)),
+      resuming_(resuming) {
   check_setup(resuming);
   sampler_ = std::make_unique<data::WindowSampler>(tokens_.size(), static_cast<uint64_t>(config_.data.seq_len),
                                                    config_.data.seed, config_.data.validation_fraction);
@@ -82,15 +86,10 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
   build_model();
   init_weights();
   build_optimizer();
-  open_run_dir();
 }
 
 void Trainer::check_setup(bool resuming) const {
-  if (!resuming && has_previous_run(run_dir_)) {
-    throw ConfigError(detail::concat("run directory '", run_dir_.string(),
-                                     "' already holds a run (metrics.jsonl or checkpoints); pass --resume auto to "
-                                     "continue it, or set logging.run_dir to a new directory"));
-  }
+  if (!resuming) refuse_previous_run(run_dir_);
   if (config_.precision.recipe == models::RecipeKind::FP32 && context_->device().is_cuda()) {
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
@@ -197,16 +196,73 @@ void Trainer::build_optimizer() {
   schedule_ = make_schedule(config_);
 }
 
+void Trainer::on_rank0_collectively(const std::string& what, const std::function<void()>& work) {
+  std::exception_ptr failure;
+  if (rank_ == 0) {
+    try {
+      work();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  if (max_over_ranks(failure ? 1 : 0) == 0) return;
+  if (failure) std::rethrow_exception(failure);
+  throw IoError(detail::concat("rank 0 could not ", what, " (its error names the cause)"));
+}
+
+int64_t Trainer::max_over_ranks(int64_t value) const {
+  if (!comms_.world || world_ == 1) return value;
+  Tensor t = ops::from_vector(context_, {1}, DType::I64, std::vector<double>{static_cast<double>(value)});
+  comms_.world->all_reduce(t, dist::ReduceOp::Max).wait();
+  return static_cast<int64_t>(ops::to_double_vector(t).at(0));
+}
+
+void Trainer::take_run_dir_lock() {
+  if (run_dir_lock_.held()) return;
+  try {
+    run_dir_lock_ = io::DirectoryLock::acquire(run_dir_);
+  } catch (const io::DirectoryLocked& e) {
+    throw io::DirectoryLocked(detail::concat("run directory ", e.what(), ": another coat-train writes it; wait for it "
+                                             "to end, or set logging.run_dir to another directory"),
+                              e.holder());
+  }
+}
+
+void Trainer::lock_run_dir() {
+  on_rank0_collectively(detail::concat("lock the run directory '", run_dir_.string(), "'"), [this] {
+    if (std::filesystem::is_directory(run_dir_)) take_run_dir_lock();
+  });
+}
+
 void Trainer::open_run_dir() {
-  // Every rank has checked the run directory (check_setup) before rank 0 writes into it.
-  if (comms_.world) comms_.world->barrier();
-  if (rank_ != 0) return;
-  std::filesystem::create_directories(run_dir_);
+  if (run_dir_open_) return;
+  // Every rank has checked the config, the data and any checkpoint it resumed from before rank 0 writes.
+  on_rank0_collectively(detail::concat("open the run directory '", run_dir_.string(), "'"),
+                        [this] { write_run_dir_files(); });
+  run_dir_open_ = true;
+}
+
+void Trainer::write_run_dir_files() {
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir_, ec);
+  if (ec) throw IoError(detail::concat("cannot create run directory '", run_dir_.string(), "': ", ec.message()));
+  take_run_dir_lock();
+  // Another run may have started and ended since check_setup looked: look again, under the lock.
+  if (!resuming_) refuse_previous_run(run_dir_);
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  const bool progress = config_.logging.progress == ProgressDisplay::On ||
-                        (config_.logging.progress == ProgressDisplay::Auto && tty);
-  metrics_ = std::make_unique<MetricsLogger>(run_dir_ / "metrics.jsonl", progress);
+}
+
+void Trainer::write_metrics(const nlohmann::json& record) {
+  if (rank_ != 0) return;
+  if (!metrics_) {
+    // Opened with the first record: a run that fails before its first step leaves no metrics.jsonl, so
+    // that starting it again is not refused as "already holds a run".
+    const bool tty = isatty(STDERR_FILENO) != 0;
+    const bool progress = config_.logging.progress == ProgressDisplay::On ||
+                          (config_.logging.progress == ProgressDisplay::Auto && tty);
+    metrics_ = std::make_unique<MetricsLogger>(run_dir_ / "metrics.jsonl", progress);
+  }
+  metrics_->write(record);
 }
 
 void Trainer::load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const {
@@ -443,9 +499,45 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
                ck.world_size(), ck.world_size() > 1 ? "s" : "");
 }
 
-void Trainer::run(int64_t stop_after_step) {
+void Trainer::log_step(const StepRecord& rec, nlohmann::json record, double per_step, bool console) {
+  if (console) {
+    if (metrics_) metrics_->clear_progress();
+    const double tps = record.value("tokens_per_s", 0.0);
+    spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
+                 config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+                 world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
+                 models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
+  }
+  write_metrics(record);
+  if (metrics_) metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+}
+
+void Trainer::stop_after_write_failure(std::exception_ptr local_error) {
+  // Every rank takes part in the save (a sharded run gathers its units); on a full disk it may fail too.
+  std::string saved;
+  try {
+    save_checkpoint();
+    saved_step_ = step_;
+    saved = detail::concat("; a checkpoint of step ", step_, " was saved");
+  } catch (const std::exception& e) {
+    saved = detail::concat("; saving a checkpoint of step ", step_, " failed too: ", e.what());
+  }
+  if (metrics_) metrics_->clear_progress();
+  if (!local_error) {
+    throw IoError(detail::concat("rank 0 could not write metrics.jsonl of run directory '", run_dir_.string(),
+                                 "' (its error names the cause); stopped after step ", step_, saved));
+  }
+  try {
+    std::rethrow_exception(local_error);
+  } catch (const std::exception& e) {
+    throw IoError(detail::concat(e.what(), "; stopped after step ", step_, saved));
+  }
+}
+
+RunEnd Trainer::run(int64_t stop_after_step) {
+  open_run_dir();
+  if (saved_step_ < 0 && step_ > 0) saved_step_ = step_;  // resumed from the checkpoint of step_
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
-  const int64_t interval = config_.checkpoint.interval;
   auto started = std::chrono::steady_clock::now();
   auto window_start = started;  // time and step of the last log line
   int64_t window_first_step = step_;
@@ -469,23 +561,22 @@ void Trainer::run(int64_t stop_after_step) {
       j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
       j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
     }
-    if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
+    const bool console = rec.step % config_.train.log_interval == 0 || rec.step == last;
+    if (console) {
       const double win = std::chrono::duration<double>(now - window_start).count();
       const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
                          std::max(win, 1e-9);
       j["tokens_per_s"] = tps;
       if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
-      if (metrics_) metrics_->clear_progress();
-      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
-                   config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
-                   world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
-                   models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
       window_start = now;
       window_first_step = rec.step;
     }
-    if (metrics_) {
-      metrics_->write(j);
-      metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+    // A failed write (rank 0) stops every rank below, after the evaluation that every rank runs.
+    std::exception_ptr write_error;
+    try {
+      log_step(rec, std::move(j), per_step, console);
+    } catch (const IoError&) {
+      write_error = std::current_exception();
     }
     const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
                           rec.step == config_.train.max_steps;
@@ -494,13 +585,45 @@ void Trainer::run(int64_t stop_after_step) {
       if (metrics_) metrics_->clear_progress();
       spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
                    e.tokens);
-      if (metrics_) {
-        metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+      try {
+        if (!write_error) {
+          write_metrics({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+        }
+      } catch (const IoError&) {
+        write_error = std::current_exception();
       }
     }
-    if ((interval > 0 && rec.step % interval == 0) || rec.step == config_.train.max_steps) save_checkpoint();
+    if (after_step(rec.step, last, write_error)) return RunEnd::Stopped;
   }
   if (metrics_) metrics_->clear_progress();
+  return RunEnd::Finished;
+}
+
+bool Trainer::after_step(int64_t step, int64_t last, std::exception_ptr write_error) {
+  if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, false});
+  Interrupt local = interrupts_ ? interrupts_->poll() : Interrupt::None;
+  if (write_error) local = Interrupt::Fail;
+  const auto agreed = static_cast<Interrupt>(max_over_ranks(static_cast<int64_t>(local)));
+  if (agreed == Interrupt::Fail) stop_after_write_failure(write_error);
+  const int64_t interval = config_.checkpoint.interval;
+  const bool scheduled = (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
+  if (scheduled || agreed != Interrupt::None) {
+    if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, true});
+    save_checkpoint();
+    saved_step_ = step;
+    if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, false});
+  }
+  const std::string reason(interrupts_ ? interrupts_->stop_reason() : std::string_view());
+  if (agreed == Interrupt::Save && !scheduled) {
+    if (metrics_) metrics_->clear_progress();
+    spdlog::info("saved a checkpoint of step {} as asked (SIGUSR1 or another rank's); training goes on", step);
+  }
+  if (agreed != Interrupt::Stop || step >= last) return false;
+  if (metrics_) metrics_->clear_progress();
+  spdlog::info("stopped after step {} ({}): checkpoint {} saved; continue with --resume auto", step,
+               reason.empty() ? "asked by another rank" : reason,
+               (io::checkpoints_root(run_dir_) / io::checkpoint_dir_name(step)).string());
+  return true;
 }
 
 }  // namespace coat::train

@@ -68,8 +68,11 @@ TEST_F(TokenFileTest, RawArraysU32AndOddSizes) {
   f.read(0, out);
   EXPECT_EQ(out[3], 100000);
   // 21 and 22 bytes: not whole u32 tokens; the message names the file and the width.
+  // (From a 24-byte buffer: the 20-byte one was read past its end, which AddressSanitizer reports.)
+  std::vector<uint32_t> padded = raw;
+  padded.push_back(0);
   for (int extra : {1, 2}) {
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(raw.data()), 20 + extra);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(padded.data()), 20 + extra);
     test::expect_error_containing([&] { TokenFile::open_raw(path, TokenWidth::U32); },
                     "raw.u32\": " + std::to_string(20 + extra) + " bytes is not a multiple of the 4-byte");
   }
@@ -180,6 +183,25 @@ TEST_F(TokenFileTest, ClearErrors) {
   test::expect_error_containing([&] { write_token_file(path, tokens, TokenWidth::U16, 4); }, "token 4 at position 3");
   // The failed write left the earlier file intact.
   EXPECT_EQ(TokenFile::open(path).size(), 6u);
+}
+
+// Found by fuzz/fuzz_token_file: a header whose count times the width overflows 64 bits to the file's size
+// passed the size check and the reads ran past the mapping.
+TEST_F(TokenFileTest, FuzzRegressionCountOverflowingTheByteSizeIsRefused) {
+  const auto path = dir_ / "overflow.bin";
+  std::string bytes(TokenFileHeader::kMagic, 8);
+  const auto put = [&bytes](uint64_t value, size_t width) {
+    for (size_t i = 0; i < width; ++i) bytes.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  };
+  put(1, 4);                            // version
+  put(4, 4);                            // width
+  put(0, 4);                            // vocab_size
+  put(0, 4);                            // reserved
+  put((uint64_t{1} << 62) + 2, 8);      // count: 4 * count = 2^64 + 8, which wraps to the 8 bytes that follow
+  put(0x0102030405060708ull, 8);
+  std::ofstream(path, std::ios::binary) << bytes;
+  test::expect_error_containing([&] { TokenFile::open(path); },
+                                "header says 4611686018427387906 tokens of 4 bytes, more than 2^64 bytes (a damaged header)");
 }
 
 }  // namespace

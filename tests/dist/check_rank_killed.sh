@@ -16,7 +16,7 @@ launcher=$!
 victim=""
 for _ in $(seq 1 600); do  # until rank 1 has trained a few steps (up to 60 s)
   if [ -f "$work/run/metrics.jsonl" ] && [ "$(wc -l < "$work/run/metrics.jsonl")" -ge 3 ]; then
-    for pid in $(pgrep -f "$program --config $config"); do
+    for pid in $(pgrep -P "$launcher"); do  # this job's ranks only, not another test's
       if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then victim=$pid; fi
     done
     [ -n "$victim" ] && break
@@ -37,7 +37,7 @@ elapsed=$(( $(date +%s) - start ))
 tail -n 20 "$work/log"
 echo "exit status $status ${elapsed} s after rank 1 (pid $victim) was killed"
 if [ "$status" -eq 124 ]; then
-  pkill -9 -f "$program --config $config"; echo "FAIL: the job still ran 60 s after a rank was killed"; exit 1
+  pkill -9 -P "$launcher"; kill -9 "$launcher"; echo "FAIL: the job still ran 60 s after a rank was killed"; exit 1
 fi
 if [ "$status" -eq 0 ]; then echo "FAIL: the job exited 0"; exit 1; fi
 echo "PASS"

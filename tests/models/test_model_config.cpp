@@ -6,6 +6,7 @@
 #include "coat/models/model_config.h"
 #include "coat/models/transformer.h"
 #include "coat/ops/runtime.h"
+#include "expect_error.h"
 
 namespace coat::models {
 namespace {
@@ -82,6 +83,46 @@ TEST(ModelConfig, HfJsonRoundTrip) {
     ModelConfig c = load(name);
     EXPECT_EQ(ModelConfig::from_hf_json(c.to_hf_json()), c) << name;
   }
+}
+
+// Found by fuzz/fuzz_hf_config: an HF config.json of another shape or with values of other types threw the
+// JSON library's exceptions (no key named); every refusal is now a ConfigError naming the key.
+TEST(ModelConfig, FuzzRegressionHfConfigOfOtherTypesNamesTheKey) {
+  nlohmann::json hf = load("test_small").to_hf_json();
+  test::expect_error_containing<ConfigError>([] { ModelConfig::from_hf_json(nlohmann::json(7)); },
+                                             "HF config.json: expected a JSON object, got number");
+  nlohmann::json bad = hf;
+  bad["hidden_size"] = "32";
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_hf_json(bad); },
+                                             "'hidden_size' must be an integer, got \"32\"");
+  bad = hf;
+  bad["vocab_size"] = 1e30;  // was converted to an integer: undefined behaviour
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_hf_json(bad); },
+                                             "'vocab_size' must be an integer, got 1e+30");
+  bad = hf;
+  bad["model_type"] = 3;
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_hf_json(bad); },
+                                             "'model_type' must be a string, got 3");
+  bad = hf;
+  bad["tie_word_embeddings"] = "no";
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_hf_json(bad); },
+                                             "'tie_word_embeddings' must be true or false");
+  bad = hf;
+  bad["num_attention_heads"] = 0;
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_hf_json(bad); },
+                                             "HF config.json: model.num_attention_heads = 0 must be positive");
+  EXPECT_EQ(ModelConfig::from_hf_json(hf), load("test_small"));
+}
+
+// Sizes whose parameter count overflows int64 (signed overflow in parameter_count) are refused by name.
+TEST(ModelConfig, FuzzRegressionSizesBeyondAnyModelAreRefused) {
+  std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
+  nlohmann::json doc = nlohmann::json::parse(in).at("model");
+  doc["hidden_size"] = int64_t{1} << 40;
+  doc["num_attention_heads"] = 4;
+  test::expect_error_containing<ConfigError>([&] { ModelConfig::from_config(ConfigSection(doc, "model")); },
+                                             "give more than 2^56 parameters or elements: far beyond any model");
+  EXPECT_NO_THROW(load("llama_30b"));  // the largest published config stays well inside
 }
 
 }  // namespace

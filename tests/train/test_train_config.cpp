@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "coat/train/train_config.h"
 #include "expect_error.h"
@@ -386,6 +388,27 @@ TEST(TrainConfigTest, ShardAlignmentHoldsWholeStateGroups) {
     o.state_group_size = group;
     EXPECT_EQ(shard_alignment(o), align) << "group " << group;
   }
+}
+
+// Found by fuzz/fuzz_config: a number beyond double's range is a JSON library out_of_range exception, which
+// escaped the config reader (only parse errors were caught).
+TEST(ConfigText, FuzzRegressionNumberOutOfRangeIsAConfigError) {
+  test::expect_error_containing<ConfigError>(
+      [] { parse_train_config_text(R"({"model": {"hidden_size": 1e605}})", {}, "big.json"); },
+      "big.json: not valid JSON: [json.exception.out_of_range.406] number overflow parsing '1e605'");
+}
+
+// Found by fuzz/fuzz_config: a --set value that is not valid JSON is taken as a string; one of invalid UTF-8
+// made the error message (and the run directory's config.json) throw the JSON library's type_error.
+TEST(ConfigText, FuzzRegressionOverrideOfInvalidUtf8IsRefused) {
+  std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  test::expect_error_containing<ConfigError>(
+      [&] { parse_train_config_text(text, {"model.hidden_size=\xff\xfe"}, "c.json"); },
+      "--set: the assignment is not valid UTF-8 text");
+  test::expect_error_containing<ConfigError>(
+      [&] { parse_train_config_text(text, {"model.hidden_size=thirty-two"}, "c.json"); },
+      "'model.hidden_size' must be an integer, got \"thirty-two\"");
 }
 
 }  // namespace

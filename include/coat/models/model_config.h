@@ -55,6 +55,9 @@ struct ModelConfig {
   static ModelConfig from_hf_json(const nlohmann::json& hf);
   /// Throws InvalidArgument naming the first inconsistent field.
   void validate() const;
+  /// Part of validate(): InvalidArgument when the sizes give more than 2^56 parameters or elements (the
+  /// counts in 64-bit integers would overflow on the way).
+  void check_sizes_fit() const;
   std::string architecture_name() const { return std::string(to_string(architecture)); }
   bool operator==(const ModelConfig&) const = default;
 };

@@ -224,6 +224,10 @@ ops::MomentSpec exp_avg_spec(const OptimConfig& o);
 /// kernel tile), so that no optimizer state group straddles two ranks and checkpoints re-slice by unit offset.
 int64_t shard_alignment(const OptimConfig& o);
 ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o);
+/// Parses JSON text (comments allowed), applies "section.key=value" overrides, parses the document.
+/// ConfigError naming `source` for every refusal (invalid JSON with its position included).
+TrainConfig parse_train_config_text(std::string_view text, const std::vector<std::string>& overrides,
+                                    const std::string& source, int launched_world = 0);
 /// Reads a JSON file, applies "section.key=value" overrides, parses. Errors name the file.
 TrainConfig load_train_config(const std::filesystem::path& path, const std::vector<std::string>& overrides,
                               int launched_world = 0);

@@ -3,7 +3,9 @@
 // bit-identically (parameters, optimizer moments and step, sampler position, tokens seen).
 #pragma once
 
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -13,9 +15,11 @@
 #include "coat/data/window_sampler.h"
 #include "coat/dist/communicator.h"
 #include "coat/dist/fsdp.h"
+#include "coat/io/directory_lock.h"
 #include "coat/models/transformer.h"
 #include "coat/optim/adamw.h"
 #include "coat/optim/lr_schedule.h"
+#include "coat/train/interrupts.h"
 #include "coat/train/metrics_logger.h"
 #include "coat/train/phase_timer.h"
 #include "coat/train/step_policy.h"
@@ -50,14 +54,26 @@ struct TrainerComms {
   dist::Communicator* replicate = nullptr;
 };
 
+/// How run() ended.
+enum class RunEnd {
+  Finished,  ///< train.max_steps (or stop_after_step) was reached
+  Stopped,   ///< an InterruptSource asked to stop: a checkpoint of the last step was saved
+};
+
 class Trainer {
  public:
-  /// Opens the data, builds and initialises the model and optimizer. `run_dir` must hold no earlier run
-  /// (checkpoints or metrics) unless `resuming` is set: nothing already written is overwritten.
+  /// Opens the data, builds and initialises the model and optimizer; writes nothing. `run_dir` must hold no
+  /// earlier run (checkpoints or metrics) unless `resuming` is set: nothing already written is overwritten.
   /// With communicators of more than one rank the units are sharded over comms.shard (FSDP, dist/fsdp.h), each
   /// rank trains on its slice of every global batch, and rank 0 alone writes the run directory; every rank
   /// must then make the same calls in the same order.
   Trainer(TrainConfig config, ContextPtr context, bool resuming = false, TrainerComms comms = {});
+
+  /// Takes the run directory's lock (io::DirectoryLock, "run.lock"; rank 0) now when the directory exists, so
+  /// that a resume reads the checkpoints of a directory no other run writes; run() takes it otherwise.
+  /// io::DirectoryLocked naming the holder's PID and host when another process holds it (on rank 0; the
+  /// other ranks throw IoError pointing at rank 0). Collective.
+  void lock_run_dir();
 
   /// Loads a checkpoint directory of any format and world size (each rank reads the ranges it holds): model,
   /// optimizer, sampler, step. A checkpoint of another model, state storage or unit layout is a ConfigError
@@ -69,9 +85,16 @@ class Trainer {
   /// every rank must call it). A failure on any rank throws on every rank and leaves nothing behind.
   void save_checkpoint();
 
-  /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests).
-  /// Saves a checkpoint every checkpoint.interval steps and at the end.
-  void run(int64_t stop_after_step = -1);
+  /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests), or
+  /// until the interrupt source asks to stop (Stopped, after saving a checkpoint of the last step). Saves a
+  /// checkpoint every checkpoint.interval steps, at the end, and when the source asks for one. First opens the
+  /// run directory (lock, config.json): after the config, the data and any resumed checkpoint were checked.
+  /// A failed write of metrics.jsonl stops the run on every rank, after an attempt to save a checkpoint, with
+  /// the IoError naming the file and the OS error (rank 0; the others point at rank 0).
+  RunEnd run(int64_t stop_after_step = -1);
+  /// Polled once per step on every rank, the ranks agreeing on the largest request (one all-reduce of one
+  /// integer per step); not owned; nullptr: none.
+  void set_interrupts(InterruptSource* source) { interrupts_ = source; }
   /// One optimizer step over a global batch. Marks NVTX ranges "step", "forward", "backward" and
   /// "optimizer", and times the last three with the phase timer when one is set. On out-of-memory it logs
   /// the config's memory plan with what would fit (memory_advice.h) and rethrows OutOfMemory naming the
@@ -107,7 +130,26 @@ class Trainer {
   dist::FsdpOptions fsdp_options() const;
   void init_weights();
   void build_optimizer();
+  /// Rank 0 takes the lock, writes config.json and prepares metrics.jsonl; every rank learns whether it
+  /// could (collective). Once per trainer.
   void open_run_dir();
+  void write_run_dir_files();
+  /// On rank 0: the lock when not held yet (a DirectoryLocked error says that the directory is in use).
+  void take_run_dir_lock();
+  /// Runs `work` on rank 0 and rethrows its exception there; the other ranks throw IoError naming
+  /// `what` (collective: every rank learns whether rank 0 succeeded).
+  void on_rank0_collectively(const std::string& what, const std::function<void()>& work);
+  /// The largest `value` over the world's ranks (the value itself in one process).
+  int64_t max_over_ranks(int64_t value) const;
+  /// The per-step record to metrics.jsonl (rank 0), and the console line every log interval.
+  void log_step(const StepRecord& rec, nlohmann::json record, double per_step, bool console);
+  /// One record to metrics.jsonl on rank 0 (opened on the first record).
+  void write_metrics(const nlohmann::json& record);
+  /// After step `step` (of `last`): the ranks agree on the interrupts, save when due or asked, and say
+  /// whether to stop (after a failed write: throws, from stop_after_write_failure).
+  bool after_step(int64_t step, int64_t last, std::exception_ptr write_error);
+  /// After a failed metrics write: every rank tries to save a checkpoint, then throws.
+  [[noreturn]] void stop_after_write_failure(std::exception_ptr local_error);
   /// train_step's work: the micro-batches' forwards and backwards with the step policy's unit hooks, then
   /// the policy's end. train_step adds the memory plan to an out-of-memory error.
   StepRecord run_step();
@@ -130,7 +172,12 @@ class Trainer {
   std::unique_ptr<StepPolicy> step_policy_;  ///< how the step applies optimizer_ (after or in the backward)
   std::unique_ptr<models::UnitHookChain> step_hooks_;  ///< fsdp_ then step_policy_, during a step
   optim::LrSchedule schedule_;
-  std::unique_ptr<MetricsLogger> metrics_;
+  std::unique_ptr<MetricsLogger> metrics_;  ///< rank 0, from the first record on
+  bool resuming_ = false;
+  bool run_dir_open_ = false;
+  io::DirectoryLock run_dir_lock_;  ///< rank 0
+  InterruptSource* interrupts_ = nullptr;
+  int64_t saved_step_ = -1;  ///< the newest checkpoint this trainer wrote or resumed from (-1: none)
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   std::vector<StepRecord> history_;
