@@ -83,6 +83,15 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
   init_weights();
   build_optimizer();
   open_run_dir();
+  if (config_.checkpoint.async) {
+    // The writer is looked up at each write, so that set_rank_file_writer applies to the saves that follow.
+    saver_ = std::make_unique<AsyncSaver>(
+        run_dir_, comms_.world, context_, ops::host_staging_context(context_),
+        static_cast<int>(config_.checkpoint.keep_last),
+        [this](const std::filesystem::path& staging, int file, const std::vector<std::pair<std::string, Tensor>>& t) {
+          return rank_file_writer_(staging, file, t);
+        });
+  }
 }
 
 void Trainer::check_setup(bool resuming) const {
@@ -106,9 +115,6 @@ void Trainer::check_setup(bool resuming) const {
 
 void Trainer::check_dist_keys() const {
   const DistConfig& d = config_.dist;
-  const auto refuse = [](const std::string& what) {
-    throw ConfigError("config: " + what + " is not implemented yet (issue 13); leave it at its default");
-  };
   const int64_t shard = d.shard_size == 0 ? world_ : d.shard_size;
   if (shard != shard_world_ || (shard < world_ && comms_.replicate == nullptr)) {
     throw ConfigError(detail::concat("config: 'dist.shard_size' = ", d.shard_size, " but the trainer was given ",
@@ -375,7 +381,7 @@ std::optional<std::filesystem::path> Trainer::latest_checkpoint() const {
   return info->dir;
 }
 
-void Trainer::save_checkpoint() {
+CheckpointSnapshot Trainer::checkpoint_snapshot() const {
   CheckpointSnapshot snapshot;
   snapshot.step = step_;
   nlohmann::json& meta = snapshot.meta;
@@ -392,7 +398,96 @@ void Trainer::save_checkpoint() {
     snapshot.file = comms_.shard ? comms_.shard->rank() : 0;
     snapshot.tensors = checkpoint_slices(model_->store(), *optimizer_);
   }
-  save_checkpoint_collectively(run_dir_, snapshot, comms_.world, context_, static_cast<int>(config_.checkpoint.keep_last));
+  return snapshot;
+}
+
+SaveCommitted Trainer::save_synchronously() {
+  const auto started = std::chrono::steady_clock::now();
+  const CommittedCheckpoint c =
+      save_checkpoint_collectively(run_dir_, checkpoint_snapshot(), comms_.world, context_,
+                                   static_cast<int>(config_.checkpoint.keep_last), rank_file_writer_);
+  SaveCommitted out;
+  out.step = step_;
+  out.dir = c.dir;
+  out.bytes = c.bytes;
+  out.write_s = c.write_s;
+  out.commit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  out.background = false;
+  return out;
+}
+
+void Trainer::save_checkpoint() {
+  finish_pending_save();
+  report_commit(save_synchronously(), nullptr);
+}
+
+void Trainer::reserve_snapshot_buffers() {
+  if (!saver_ || rank_ >= shard_world_) return;
+  const auto started = std::chrono::steady_clock::now();
+  saver_->reserve(checkpoint_slices(model_->store(), *optimizer_));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (rank_ == 0) {
+    spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state ({:.2f} s)",
+                 models::format_bytes(static_cast<double>(saver_->host_bytes())),
+                 context_->device().is_cpu() ? "" : "pinned ", seconds);
+  }
+}
+
+void Trainer::save_at_step(nlohmann::json& record) {
+  if (!saver_) {
+    const SaveCommitted saved = save_synchronously();
+    record["save_blocked_s"] = saved.commit_s;
+    report_commit(saved, &record);
+    return;
+  }
+  // The next save waits for the previous one.
+  if (std::optional<SaveCommitted> previous = saver_->finish()) report_commit(*previous, &record);
+  const SaveStarted started = saver_->start(checkpoint_snapshot());
+  record["save_blocked_s"] = started.snapshot_s;
+  if (rank_ == 0) {
+    spdlog::info("checkpoint step {}: snapshot of {} in {:.3f} s (training blocked), writing in the background",
+                 started.step, models::format_bytes(static_cast<double>(started.snapshot_bytes)), started.snapshot_s);
+  }
+}
+
+void Trainer::poll_pending_save(nlohmann::json& record) {
+  if (!saver_) return;
+  if (std::optional<SaveCommitted> committed = saver_->poll()) report_commit(*committed, &record);
+}
+
+void Trainer::finish_pending_save() {
+  if (!saver_) return;
+  if (std::optional<SaveCommitted> committed = saver_->finish()) report_commit(*committed, nullptr);
+}
+
+void Trainer::settle_pending_save_after_failure() noexcept {
+  if (!saver_ || !saver_->pending()) return;
+  if (world_ == 1) {
+    try {
+      finish_pending_save();
+    } catch (const std::exception& e) {
+      spdlog::error("the checkpoint in flight could not be saved either: {}", e.what());
+    }
+    return;
+  }
+  spdlog::warn("rank {}: the run failed while a checkpoint was written in the background; it is not committed "
+               "(the other ranks may not be at the same point) and its staging directory is removed",
+               rank_);
+  saver_->abandon();
+}
+
+void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* record) {
+  if (rank_ != 0) return;
+  if (metrics_) metrics_->clear_progress();
+  spdlog::info("{}{}", committed.describe(),
+               committed.background ? fmt::format(", committed after step {}", step_) : std::string());
+  nlohmann::json own = {{"step", step_}};
+  nlohmann::json& r = record ? *record : own;
+  r["save_step"] = committed.step;
+  r["save_written_s"] = committed.write_s;
+  r["save_bytes"] = committed.bytes;
+  if (committed.background) r["save_commit_blocked_s"] = committed.commit_s;
+  if (!record && metrics_) metrics_->write(own);
 }
 
 void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
@@ -446,59 +541,74 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
 void Trainer::run(int64_t stop_after_step) {
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
   const int64_t interval = config_.checkpoint.interval;
+  const auto save_due = [&](int64_t step) {
+    return (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
+  };
+  if (step_ < last && (save_due(last) || (interval > 0 && last / interval > step_ / interval))) {
+    reserve_snapshot_buffers();
+  }
   auto started = std::chrono::steady_clock::now();
   auto window_start = started;  // time and step of the last log line
   int64_t window_first_step = step_;
   int64_t steps_run = 0;     // steps run by this call
   int64_t gathered = 0, reduced = 0;  // FSDP's bytes so far (this rank), for the per-step counts
-  while (step_ < last) {
-    if (fsdp_) {
-      gathered = fsdp_->bytes_gathered();
-      reduced = fsdp_->bytes_reduced();
-    }
-    StepRecord rec = train_step();
-    ++steps_run;
-    const auto now = std::chrono::steady_clock::now();
-    const double elapsed = std::chrono::duration<double>(now - started).count();
-    const double per_step = elapsed / static_cast<double>(steps_run);
-    nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
-                        {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
-                        {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
-    if (fsdp_) {
-      // What this rank received in all-gathers and sent into reduce-scatters during the step.
-      j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
-      j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
-    }
-    if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
-      const double win = std::chrono::duration<double>(now - window_start).count();
-      const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
-                         std::max(win, 1e-9);
-      j["tokens_per_s"] = tps;
-      if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
-      if (metrics_) metrics_->clear_progress();
-      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
-                   config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
-                   world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
-                   models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
-      window_start = now;
-      window_first_step = rec.step;
-    }
-    if (metrics_) {
-      metrics_->write(j);
-      metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
-    }
-    const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
-                          rec.step == config_.train.max_steps;
-    if (eval_now) {
-      EvalResult e = evaluate();
-      if (metrics_) metrics_->clear_progress();
-      spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
-                   e.tokens);
+  try {
+    while (step_ < last) {
+      if (fsdp_) {
+        gathered = fsdp_->bytes_gathered();
+        reduced = fsdp_->bytes_reduced();
+      }
+      StepRecord rec = train_step();
+      ++steps_run;
+      const auto now = std::chrono::steady_clock::now();
+      const double elapsed = std::chrono::duration<double>(now - started).count();
+      const double per_step = elapsed / static_cast<double>(steps_run);
+      nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
+                          {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
+                          {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
+      if (fsdp_) {
+        // What this rank received in all-gathers and sent into reduce-scatters during the step.
+        j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
+        j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
+      }
+      if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
+        const double win = std::chrono::duration<double>(now - window_start).count();
+        const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
+                           std::max(win, 1e-9);
+        j["tokens_per_s"] = tps;
+        if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
+        if (metrics_) metrics_->clear_progress();
+        spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
+                     config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+                     world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
+                     models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
+        window_start = now;
+        window_first_step = rec.step;
+      }
+      // A step boundary: the save in flight is committed once written on every rank, a due save starts (the
+      // state it copies is this step's; the evaluation below changes none of it).
+      poll_pending_save(j);
+      if (save_due(rec.step)) save_at_step(j);
       if (metrics_) {
-        metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+        metrics_->write(j);
+        metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+      }
+      const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
+                            rec.step == config_.train.max_steps;
+      if (eval_now) {
+        EvalResult e = evaluate();
+        if (metrics_) metrics_->clear_progress();
+        spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
+                     e.tokens);
+        if (metrics_) {
+          metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+        }
       }
     }
-    if ((interval > 0 && rec.step % interval == 0) || rec.step == config_.train.max_steps) save_checkpoint();
+    finish_pending_save();
+  } catch (...) {
+    settle_pending_save_after_failure();
+    throw;
   }
   if (metrics_) metrics_->clear_progress();
 }

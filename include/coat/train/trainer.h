@@ -16,6 +16,8 @@
 #include "coat/models/transformer.h"
 #include "coat/optim/adamw.h"
 #include "coat/optim/lr_schedule.h"
+#include "coat/train/async_saver.h"
+#include "coat/train/checkpoint_save.h"
 #include "coat/train/metrics_logger.h"
 #include "coat/train/phase_timer.h"
 #include "coat/train/step_policy.h"
@@ -65,13 +67,26 @@ class Trainer {
   void load_checkpoint(const std::filesystem::path& dir);
   /// The newest complete checkpoint of the run directory, if any.
   std::optional<std::filesystem::path> latest_checkpoint() const;
-  /// Saves a checkpoint of the current step (format 2: each rank of the first shard group writes its slices;
-  /// every rank must call it). A failure on any rank throws on every rank and leaves nothing behind.
+  /// Saves a checkpoint of the current step and returns when it is complete (format 2: each rank of the first
+  /// shard group writes its slices; every rank must call it), after committing a save still in flight. A
+  /// failure on any rank throws on every rank and leaves nothing behind.
   void save_checkpoint();
 
   /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests).
-  /// Saves a checkpoint every checkpoint.interval steps and at the end.
+  /// Saves a checkpoint every checkpoint.interval steps and at the end. Under checkpoint.async a save blocks
+  /// training only for a host copy of the state; the write goes on in the background and is committed at a
+  /// later step boundary once every rank's write is done (the next save waits for it, and so does the end of
+  /// the call). A failed background write throws at the step where it is found, naming the file and the
+  /// error. The blocked and written times go to the log and to the step's record in metrics.jsonl
+  /// (save_blocked_s at the save; save_step, save_written_s, save_bytes and save_commit_blocked_s where it is
+  /// committed).
   void run(int64_t stop_after_step = -1);
+  /// Waits for a save still in flight and commits it (collective; nothing when none is). run() calls it at
+  /// its end; a graceful stop calls it before leaving.
+  void finish_pending_save();
+  /// Replaces how this rank's checkpoint file is written (io::write_checkpoint_rank; tests inject failures
+  /// and delays). Set it before run().
+  void set_rank_file_writer(RankFileWriter writer) { rank_file_writer_ = std::move(writer); }
   /// One optimizer step over a global batch. Marks NVTX ranges "step", "forward", "backward" and
   /// "optimizer", and times the last three with the phase timer when one is set. On out-of-memory it logs
   /// the config's memory plan with what would fit (memory_advice.h) and rethrows OutOfMemory naming the
@@ -115,6 +130,23 @@ class Trainer {
   /// logged, per train.on_nonfinite, naming the culprit and what was updated).
   StepRecord finish_step(StepRecord rec, const StepOutcome& outcome);
 
+  /// The checkpoint of the current step: its meta and layout, and this rank's slices (views of live state).
+  CheckpointSnapshot checkpoint_snapshot() const;
+  /// save_checkpoint's work, with its figures.
+  SaveCommitted save_synchronously();
+  /// Before the first save of a run() under checkpoint.async: the host snapshot buffers, allocated once.
+  void reserve_snapshot_buffers();
+  /// A save at a step of run(): asynchronous (after finishing the one in flight) or synchronous, per
+  /// checkpoint.async; what it cost goes into the step's metrics `record`.
+  void save_at_step(nlohmann::json& record);
+  /// At a step boundary of run(): commits the save in flight when every rank's write is done.
+  void poll_pending_save(nlohmann::json& record);
+  /// run() failed with a save in flight: one process commits it (nothing it wrote is lost); under several
+  /// ranks it is left uncommitted (the others may not be at the same point) and its writer joined.
+  void settle_pending_save_after_failure() noexcept;
+  /// Logs a committed save and adds its figures to `record` (nullptr: a record of its own).
+  void report_commit(const SaveCommitted& committed, nlohmann::json* record);
+
   TrainConfig config_;
   ContextPtr context_;
   TrainerComms comms_;  ///< not owned; world null: one process
@@ -135,6 +167,8 @@ class Trainer {
   int64_t tokens_seen_ = 0;
   std::vector<StepRecord> history_;
   PhaseTimer* phase_timer_ = nullptr;
+  RankFileWriter rank_file_writer_ = io::write_checkpoint_rank;
+  std::unique_ptr<AsyncSaver> saver_;  ///< checkpoint.async; after rank_file_writer_, which its writer calls
 };
 
 }  // namespace coat::train
