@@ -10,6 +10,7 @@
 #include "coat/dist/host_collectives.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/tensor_bytes.h"
+#include "coat/models/memory_plan.h"
 
 namespace coat::train {
 namespace {
@@ -24,16 +25,16 @@ double seconds_since(Clock::time_point start) {
 }  // namespace
 
 std::string SaveCommitted::describe() const {
-  const double gb = static_cast<double>(bytes) / 1e9;
-  const std::string rate = fmt::format("{:.2f} GB/s", write_s > 0.0 ? gb / write_s : 0.0);
+  const std::string size = models::format_bytes(static_cast<double>(bytes));
+  const std::string rate = fmt::format("{:.2f} GB/s", write_s > 0.0 ? static_cast<double>(bytes) / 1e9 / write_s : 0.0);
   if (!background) {
-    return fmt::format("checkpoint step {} saved to {}: training blocked {:.3f} s, written in {:.3f} s ({}), {:.3f} GB",
-                       step, dir.string(), commit_s, write_s, rate, gb);
+    return fmt::format("checkpoint step {} saved to {}: training blocked {:.3f} s, written in {:.3f} s ({}, {})", step,
+                       dir.string(), commit_s, write_s, size, rate);
   }
   return fmt::format(
       "checkpoint step {} saved to {}: training blocked {:.3f} s (snapshot) + {:.3f} s (commit), written in the "
-      "background in {:.3f} s ({}), {:.3f} GB",
-      step, dir.string(), snapshot_s, commit_s, write_s, rate, gb);
+      "background in {:.3f} s ({}, {})",
+      step, dir.string(), snapshot_s, commit_s, write_s, size, rate);
 }
 
 AsyncSaver::AsyncSaver(fs::path run_dir, dist::Communicator* world, ContextPtr context, ContextPtr host,

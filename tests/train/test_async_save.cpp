@@ -20,6 +20,7 @@
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/checkpoint_reader.h"
+#include "coat/io/tensor_file.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
@@ -86,7 +87,7 @@ class AsyncSave : public ::testing::Test {
     return out;
   }
   /// A snapshot of trainer `t`'s state at its step, as the trainer makes it (views of the live state).
-  static CheckpointSnapshot snapshot_of(const Trainer& t) {
+  static CheckpointSnapshot snapshot_of(Trainer& t) {
     CheckpointSnapshot s;
     s.step = t.step();
     s.meta = {{"world_size", 1}};
@@ -151,9 +152,9 @@ TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
   EXPECT_EQ(committed->dir, checkpoint("run", 2));
   EXPECT_EQ(committed->bytes, fs::file_size(checkpoint("run", 2) / "rank_00000.bin"));
   EXPECT_FALSE(saver.pending());
-  const io::CheckpointReader ck = io::CheckpointReader::open(checkpoint("run", 2));
-  ck.verify_all();
-  for (const auto& [name, tensor] : expected) EXPECT_TRUE(same_bytes(ck.read(name), tensor)) << name;
+  io::CheckpointReader::open(checkpoint("run", 2)).verify_all();
+  const io::TensorFileReader file = io::TensorFileReader::open(checkpoint("run", 2) / "rank_00000.bin");
+  for (const auto& [name, tensor] : expected) EXPECT_TRUE(same_bytes(file.read(name), tensor)) << name;
   EXPECT_EQ(saver.finish(), std::nullopt);  // nothing in flight
 }
 
@@ -182,19 +183,27 @@ TEST_F(AsyncSave, AFailedWriteThrowsAtTheCommitNamingTheFileAndKeepsTheCompleteC
 // differs only in checkpoint.async itself), the blocked and written figures in metrics.jsonl, and a resume
 // from the background save continues exactly as the synchronous run went on.
 TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
+  // Both runs in the same run directory (its path is in meta.json), moved aside when done.
   const auto sync = [](nlohmann::json& c) { c["checkpoint"]["async"] = false; };
-  Trainer full(config("sync", sync), ctx_);
-  full.run();
+  std::vector<double> all;
   {
-    Trainer split(config("async"), ctx_);
+    Trainer full(config("run", sync), ctx_);
+    full.run();
+    all = losses(full);
+  }
+  fs::rename(dir_ / "run", dir_ / "sync");
+  {
+    Trainer split(config("run"), ctx_);
     ASSERT_TRUE(split.config().checkpoint.async);  // the default
     split.run(/*stop_after_step=*/3);
   }
-  Trainer resumed(config("async"), ctx_, /*resuming=*/true);
-  resumed.load_checkpoint(checkpoint("async", 3));
-  resumed.run();
-  const std::vector<double> all = losses(full);
-  EXPECT_EQ(losses(resumed), std::vector<double>(all.begin() + 3, all.end()));
+  {
+    Trainer resumed(config("run"), ctx_, /*resuming=*/true);
+    resumed.load_checkpoint(checkpoint("run", 3));
+    resumed.run();
+    EXPECT_EQ(losses(resumed), std::vector<double>(all.begin() + 3, all.end()));
+  }
+  fs::rename(dir_ / "run", dir_ / "async");
   for (const int64_t step : {3, 6}) {
     EXPECT_EQ(file_bytes(checkpoint("sync", step) / "rank_00000.bin"),
               file_bytes(checkpoint("async", step) / "rank_00000.bin"))
@@ -230,7 +239,7 @@ TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
 // A write that takes half a second: training does not wait for it at the save (only for the copy), it is
 // committed at a later step, and the next save waits for it.
 TEST_F(AsyncSave, TrainingGoesOnWhileTheWriteRuns) {
-  constexpr double kWriteSeconds = 0.5;
+  static constexpr double kWriteSeconds = 0.5;
   Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; }), ctx_);
   t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
     std::this_thread::sleep_for(std::chrono::duration<double>(kWriteSeconds));

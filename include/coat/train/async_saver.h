@@ -44,7 +44,7 @@ struct SaveCommitted {
   double commit_s = 0.0;         ///< training blocked at the commit: waiting for the writers, then committing
   bool background = true;        ///< written by the background thread (false: a synchronous save, all in commit_s)
   /// "checkpoint step 3 saved to DIR: training blocked 0.420 s (snapshot) + 0.010 s (commit), written in the
-  /// background in 12.300 s (3.10 GB/s), 38.100 GB".
+  /// background in 12.300 s (35.48 GiB, 3.10 GB/s)".
   std::string describe() const;
 };
 
