@@ -7,7 +7,7 @@
 // A failed write throws at that commit, on every rank, and nothing already complete is touched.
 //
 // Memory: the host buffers hold a copy of everything the rank writes (its masters and optimizer states: about
-// 39 GB for Llama-2-7B with fp8_expand states on one GPU). They are allocated once, at the first save or at
+// 39 GiB for Llama-2-7B with fp8_expand states on one GPU). They are allocated once, at the first save or at
 // reserve(), and reused by every save of the run.
 #pragma once
 
