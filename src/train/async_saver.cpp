@@ -1,4 +1,5 @@
-// The background checkpoint writer: host snapshot, writer thread, agreement and commit on the training thread.
+// The background checkpoint writer: host snapshot, writer thread, agreement and commit on the training
+// thread.
 #include "coat/train/async_saver.h"
 
 #include <fmt/format.h>
@@ -26,13 +27,16 @@ double seconds_since(Clock::time_point start) {
 
 std::string SaveCommitted::describe() const {
   const std::string size = models::format_bytes(static_cast<double>(bytes));
-  const std::string rate = fmt::format("{:.2f} GB/s", write_s > 0.0 ? static_cast<double>(bytes) / 1e9 / write_s : 0.0);
+  const std::string rate =
+      fmt::format("{:.2f} GB/s", write_s > 0.0 ? static_cast<double>(bytes) / 1e9 / write_s : 0.0);
   if (!background) {
-    return fmt::format("checkpoint step {} saved to {}: training blocked {:.3f} s, written in {:.3f} s ({}, {})", step,
-                       dir.string(), commit_s, write_s, size, rate);
+    return fmt::format(
+        "checkpoint step {} saved to {}: training blocked {:.3f} s, written in {:.3f} s ({}, {})", step,
+        dir.string(), commit_s, write_s, size, rate);
   }
   return fmt::format(
-      "checkpoint step {} saved to {}: training blocked {:.3f} s (snapshot) + {:.3f} s (commit), written in the "
+      "checkpoint step {} saved to {}: training blocked {:.3f} s (snapshot) + {:.3f} s (commit), written in "
+      "the "
       "background in {:.3f} s ({}, {})",
       step, dir.string(), snapshot_s, commit_s, write_s, size, rate);
 }
@@ -54,7 +58,9 @@ AsyncSaver::~AsyncSaver() {
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
 }
 
-void AsyncSaver::reserve(const std::vector<std::pair<std::string, Tensor>>& tensors) { buffers_like(tensors); }
+void AsyncSaver::reserve(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  buffers_like(tensors);
+}
 
 uint64_t AsyncSaver::host_bytes() const {
   uint64_t bytes = 0;
@@ -67,7 +73,8 @@ const std::vector<std::pair<std::string, Tensor>>& AsyncSaver::buffers_like(
   if (buffers_.empty()) {
     buffers_.reserve(tensors.size());
     for (const auto& [name, t] : tensors) {
-      buffers_.emplace_back(name, Tensor::empty(host_, t.shape(), t.dtype(), MemoryCategory::CheckpointSnapshot));
+      buffers_.emplace_back(name,
+                            Tensor::empty(host_, t.shape(), t.dtype(), MemoryCategory::CheckpointSnapshot));
     }
     return buffers_;
   }
@@ -77,9 +84,9 @@ const std::vector<std::pair<std::string, Tensor>>& AsyncSaver::buffers_like(
     const Tensor& b = buffers_[i].second;
     const Tensor& t = tensors[i].second;
     COAT_ARG_CHECK(buffers_[i].first == tensors[i].first && b.shape() == t.shape() && b.dtype() == t.dtype(),
-                   "AsyncSaver", "snapshot tensor ", i, " is '", tensors[i].first, "' ", dtype_name(t.dtype()), " ",
-                   shape_str(t.shape()), " but its buffer was made for '", buffers_[i].first, "' ",
-                   dtype_name(b.dtype()), " ", shape_str(b.shape()));
+                   "AsyncSaver", "snapshot tensor ", i, " is '", tensors[i].first, "' ",
+                   dtype_name(t.dtype()), " ", shape_str(t.shape()), " but its buffer was made for '",
+                   buffers_[i].first, "' ", dtype_name(b.dtype()), " ", shape_str(b.shape()));
   }
   return buffers_;
 }
@@ -89,8 +96,8 @@ SaveStarted AsyncSaver::start(CheckpointSnapshot snapshot) {
                  " is still in flight; finish() it before starting the save of step ", snapshot.step);
   const auto started = Clock::now();
   stage_checkpoint_collectively(run_dir_, snapshot.step, world_, context_);
-  // The copy is ordered after the step's updates on the device's stream and returns when the bytes are in host
-  // memory: from here on training may change the live state.
+  // The copy is ordered after the step's updates on the device's stream and returns when the bytes are in
+  // host memory: from here on training may change the live state.
   const auto& buffers = buffers_like(snapshot.tensors);
   SaveStarted out{snapshot.step, 0.0, 0};
   for (size_t i = 0; i < buffers.size(); ++i) {
@@ -150,8 +157,8 @@ SaveCommitted AsyncSaver::commit(double waited_s) {
   out.step = pending_->snapshot.step;
   out.snapshot_s = pending_->snapshot_s;
   try {
-    const CommittedCheckpoint c = commit_checkpoint_collectively(run_dir_, pending_->snapshot, pending_->result,
-                                                                 world_, context_, keep_last_);
+    const CommittedCheckpoint c = commit_checkpoint_collectively(
+        run_dir_, pending_->snapshot, pending_->result, world_, context_, keep_last_);
     out.dir = c.dir;
     out.bytes = c.bytes;
     out.write_s = c.write_s;

@@ -75,7 +75,8 @@ Reports gather_reports(const fs::path& run_dir, const CheckpointSnapshot& snapsh
     }
     if (report[1] < 0) continue;
     const size_t f = static_cast<size_t>(report[1]);
-    COAT_CHECK(f < out.files.size(), Error, "[checkpoint] rank ", r, " wrote file ", f, " of ", out.files.size());
+    COAT_CHECK(f < out.files.size(), Error, "[checkpoint] rank ", r, " wrote file ", f, " of ",
+               out.files.size());
     out.files[f] = {static_cast<uint64_t>(report[2]), static_cast<uint32_t>(report[3])};
     out.bytes += static_cast<uint64_t>(report[2]);
     out.write_s = std::max(out.write_s, static_cast<double>(report[4]) * 1e-6);
@@ -103,7 +104,8 @@ RankWrite write_rank_file(const fs::path& run_dir, const CheckpointSnapshot& sna
   if (!snapshot.file) return written;
   const auto started = std::chrono::steady_clock::now();
   try {
-    written.record = writer(io::checkpoint_staging_dir(run_dir, snapshot.step), *snapshot.file, snapshot.tensors);
+    written.record =
+        writer(io::checkpoint_staging_dir(run_dir, snapshot.step), *snapshot.file, snapshot.tensors);
   } catch (const std::exception& e) {
     written.error = std::current_exception();
     written.message = e.what();
@@ -115,20 +117,21 @@ RankWrite write_rank_file(const fs::path& run_dir, const CheckpointSnapshot& sna
   return written;
 }
 
-CommittedCheckpoint commit_checkpoint_collectively(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
+CommittedCheckpoint commit_checkpoint_collectively(const fs::path& run_dir,
+                                                   const CheckpointSnapshot& snapshot,
                                                    const RankWrite& written, dist::Communicator* world,
                                                    const ContextPtr& context, int keep_last) {
   const int rank = world ? world->rank() : 0;
   // All report; any failure abandons the save on every rank.
   const Reports reports = gather_reports(run_dir, snapshot, world, context, written);
   // Rank 0 commits, or removes the staging directory; everyone learns which.
-  CommittedCheckpoint done{io::checkpoints_root(run_dir) / io::checkpoint_dir_name(snapshot.step), reports.bytes,
-                           reports.write_s};
+  CommittedCheckpoint done{io::checkpoints_root(run_dir) / io::checkpoint_dir_name(snapshot.step),
+                           reports.bytes, reports.write_s};
   Outcome committed;
   if (rank == 0) {
     committed = attempt([&] {
-      done.dir =
-          io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, reports.files, keep_last);
+      done.dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, reports.files,
+                                       keep_last);
     });
     if (!committed.ok) io::abandon_checkpoint(run_dir, snapshot.step);
   }

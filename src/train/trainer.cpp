@@ -88,8 +88,9 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
     saver_ = std::make_unique<AsyncSaver>(
         run_dir_, comms_.world, context_, ops::host_staging_context(context_),
         static_cast<int>(config_.checkpoint.keep_last),
-        [this](const std::filesystem::path& staging, int file, const std::vector<std::pair<std::string, Tensor>>& t) {
-          return rank_file_writer_(staging, file, t);
+        [this](const std::filesystem::path& staging, int file,
+               const std::vector<std::pair<std::string, Tensor>>& tensors) {
+          return rank_file_writer_(staging, file, tensors);
         });
   }
 }
@@ -445,8 +446,10 @@ void Trainer::save_at_step(nlohmann::json& record) {
   const SaveStarted started = saver_->start(checkpoint_snapshot());
   record["save_blocked_s"] = started.snapshot_s;
   if (rank_ == 0) {
-    spdlog::info("checkpoint step {}: snapshot of {} in {:.3f} s (training blocked), writing in the background",
-                 started.step, models::format_bytes(static_cast<double>(started.snapshot_bytes)), started.snapshot_s);
+    spdlog::info("checkpoint step {}: snapshot of {} in {:.3f} s (training blocked), writing it in the "
+                 "background",
+                 started.step, models::format_bytes(static_cast<double>(started.snapshot_bytes)),
+                 started.snapshot_s);
   }
 }
 
@@ -470,8 +473,8 @@ void Trainer::settle_pending_save_after_failure() noexcept {
     }
     return;
   }
-  spdlog::warn("rank {}: the run failed while a checkpoint was written in the background; it is not committed "
-               "(the other ranks may not be at the same point) and its staging directory is removed",
+  spdlog::warn("rank {}: the run failed while a checkpoint was written in the background; it is not "
+               "committed (the other ranks may not be at the same point); its staging directory is removed",
                rank_);
   saver_->abandon();
 }
@@ -538,79 +541,85 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
                ck.world_size(), ck.world_size() > 1 ? "s" : "");
 }
 
+bool Trainer::save_due(int64_t step) const {
+  const int64_t interval = config_.checkpoint.interval;
+  return (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
+}
+
 void Trainer::run(int64_t stop_after_step) {
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
   const int64_t interval = config_.checkpoint.interval;
-  const auto save_due = [&](int64_t step) {
-    return (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
-  };
   if (step_ < last && (save_due(last) || (interval > 0 && last / interval > step_ / interval))) {
     reserve_snapshot_buffers();
   }
-  auto started = std::chrono::steady_clock::now();
-  auto window_start = started;  // time and step of the last log line
-  int64_t window_first_step = step_;
-  int64_t steps_run = 0;     // steps run by this call
-  int64_t gathered = 0, reduced = 0;  // FSDP's bytes so far (this rank), for the per-step counts
   try {
-    while (step_ < last) {
-      if (fsdp_) {
-        gathered = fsdp_->bytes_gathered();
-        reduced = fsdp_->bytes_reduced();
-      }
-      StepRecord rec = train_step();
-      ++steps_run;
-      const auto now = std::chrono::steady_clock::now();
-      const double elapsed = std::chrono::duration<double>(now - started).count();
-      const double per_step = elapsed / static_cast<double>(steps_run);
-      nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
-                          {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
-                          {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
-      if (fsdp_) {
-        // What this rank received in all-gathers and sent into reduce-scatters during the step.
-        j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
-        j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
-      }
-      if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
-        const double win = std::chrono::duration<double>(now - window_start).count();
-        const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
-                           std::max(win, 1e-9);
-        j["tokens_per_s"] = tps;
-        if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
-        if (metrics_) metrics_->clear_progress();
-        spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
-                     config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
-                     world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
-                     models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
-        window_start = now;
-        window_first_step = rec.step;
-      }
-      // A step boundary: the save in flight is committed once written on every rank, a due save starts (the
-      // state it copies is this step's; the evaluation below changes none of it).
-      poll_pending_save(j);
-      if (save_due(rec.step)) save_at_step(j);
-      if (metrics_) {
-        metrics_->write(j);
-        metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
-      }
-      const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
-                            rec.step == config_.train.max_steps;
-      if (eval_now) {
-        EvalResult e = evaluate();
-        if (metrics_) metrics_->clear_progress();
-        spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
-                     e.tokens);
-        if (metrics_) {
-          metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
-        }
-      }
-    }
+    run_steps(last);
     finish_pending_save();
   } catch (...) {
     settle_pending_save_after_failure();
     throw;
   }
   if (metrics_) metrics_->clear_progress();
+}
+
+void Trainer::run_steps(int64_t last) {
+  auto started = std::chrono::steady_clock::now();
+  auto window_start = started;  // time and step of the last log line
+  int64_t window_first_step = step_;
+  int64_t steps_run = 0;     // steps run by this call
+  int64_t gathered = 0, reduced = 0;  // FSDP's bytes so far (this rank), for the per-step counts
+  while (step_ < last) {
+    if (fsdp_) {
+      gathered = fsdp_->bytes_gathered();
+      reduced = fsdp_->bytes_reduced();
+    }
+    StepRecord rec = train_step();
+    ++steps_run;
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - started).count();
+    const double per_step = elapsed / static_cast<double>(steps_run);
+    nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
+                        {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
+                        {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
+    if (fsdp_) {
+      // What this rank received in all-gathers and sent into reduce-scatters during the step.
+      j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;
+      j["reduced_bytes"] = fsdp_->bytes_reduced() - reduced;
+    }
+    if (rec.step % config_.train.log_interval == 0 || rec.step == last) {
+      const double win = std::chrono::duration<double>(now - window_start).count();
+      const double tps = static_cast<double>(config_.tokens_per_step()) * static_cast<double>(rec.step - window_first_step) /
+                         std::max(win, 1e-9);
+      j["tokens_per_s"] = tps;
+      if (world_ > 1) j["tokens_per_s_per_rank"] = tps / world_;
+      if (metrics_) metrics_->clear_progress();
+      spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
+                   config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+                   world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
+                   models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
+      window_start = now;
+      window_first_step = rec.step;
+    }
+    // A step boundary: the save in flight is committed once written on every rank, and a due save starts (it
+    // copies this step's state; the evaluation below changes none of it).
+    poll_pending_save(j);
+    if (save_due(rec.step)) save_at_step(j);
+    if (metrics_) {
+      metrics_->write(j);
+      metrics_->progress(rec.step, config_.train.max_steps, rec.loss, per_step);
+    }
+    const bool eval_now = (config_.train.eval_interval > 0 && rec.step % config_.train.eval_interval == 0) ||
+                          rec.step == config_.train.max_steps;
+    if (eval_now) {
+      EvalResult e = evaluate();
+      if (metrics_) metrics_->clear_progress();
+      spdlog::info("step {:>6} | validation loss {:.4f} | perplexity {:.2f} ({} tokens)", rec.step, e.loss, e.perplexity,
+                   e.tokens);
+      if (metrics_) {
+        metrics_->write({{"step", rec.step}, {"val_loss", e.loss}, {"val_ppl", e.perplexity}, {"val_tokens", e.tokens}});
+      }
+    }
+  }
 }
 
 }  // namespace coat::train

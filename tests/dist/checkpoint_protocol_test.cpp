@@ -101,9 +101,9 @@ std::string file_bytes(const fs::path& path) {
 }
 
 // Saves in the background (checkpoint.async, the default) over every rank, the last rank writing slowest so
-// that the ranks' per-step polls disagree for a while: every save commits once, on every rank, with the bytes
-// of a synchronous save. A background write that fails on the last rank stops the run on every rank at the same
-// step, and the checkpoint before it stays complete.
+// that the ranks' per-step polls disagree for a while: every save commits once, on every rank, with the
+// bytes of a synchronous save. A background write that fails on the last rank stops the run on every rank at
+// the same step, and the checkpoint before it stays complete.
 TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
   using Tensors = std::vector<std::pair<std::string, Tensor>>;
   const bool last = test::world().rank() == world() - 1;
@@ -130,13 +130,14 @@ TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
   for (const int64_t step : {2, 4, 6}) {
     // Rank r compares its own file (each rank sees the same directory).
     const std::string name = io::checkpoint_rank_file_name(test::world().rank());
-    EXPECT_EQ(file_bytes(checkpoint(dir_ / "async", step) / name), file_bytes(checkpoint(dir_ / "sync", step) / name))
+    const fs::path async_dir = checkpoint(dir_ / "async", step);
+    EXPECT_EQ(file_bytes(async_dir / name), file_bytes(checkpoint(dir_ / "sync", step) / name))
         << "step " << step;
-    EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint(dir_ / "async", step)).verify_all()) << "step " << step;
+    EXPECT_NO_THROW(io::CheckpointReader::open(async_dir).verify_all()) << "step " << step;
   }
   Trainer t(config(dir_ / "failing", every_two, world()), ctx_, false, comm_.get());
   if (last) {
-    // Its file goes into a directory that does not exist (the staging directory itself is the other ranks' too).
+    // Its file goes into a directory that does not exist (the staging directory is the other ranks' too).
     t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
       const bool fail = staging.filename() == "step_00000004.tmp";
       return io::write_checkpoint_rank(fail ? staging / "missing" : staging, file, tensors);

@@ -1,9 +1,9 @@
 // Checkpoints saved while training goes on (checkpoint.async, train/async_saver.h), in one process: the
 // saver writes the copy taken at its start and commits only when told the write is done; a failed write
-// throws at the commit naming the file and the OS error and leaves the complete checkpoints alone; through the
-// trainer, async and synchronous saves write the same rank files, a run resumes from an async save exactly as
-// the uninterrupted synchronous run, training is blocked only for the copy, and a failed background write
-// stops the run at the step where it is found. The same over several ranks: tests/dist.
+// throws at the commit naming the file and the OS error and leaves the complete checkpoints alone; through
+// the trainer, async and synchronous saves write the same rank files, a run resumes from an async save
+// exactly as the uninterrupted synchronous run, training is blocked only for the copy, and a failed
+// background write stops the run at the step where it is found. The same over several ranks: tests/dist.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,7 +66,8 @@ class AsyncSave : public ::testing::Test {
   /// The directories under the run's checkpoints directory.
   std::vector<std::string> checkpoint_entries(const std::string& run) const {
     std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / run))) out.push_back(e.path().filename());
+    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / run)))
+      out.push_back(e.path().filename());
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -104,7 +105,8 @@ class AsyncSave : public ::testing::Test {
   }
   static bool same_bytes(const Tensor& a, const Tensor& b) {
     const Tensor x = ops::contiguous(a), y = ops::contiguous(b);
-    return x.dtype() == y.dtype() && x.nbytes() == y.nbytes() && std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+    return x.dtype() == y.dtype() && x.nbytes() == y.nbytes() &&
+           std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
   }
 
   ContextPtr ctx_ = ops::make_context(Device::cpu());
@@ -162,7 +164,8 @@ TEST_F(AsyncSave, AFailedWriteThrowsAtTheCommitNamingTheFileAndKeepsTheCompleteC
   Trainer t(config("run"), ctx_);
   t.run(/*stop_after_step=*/3);  // step 3 complete
   t.run(/*stop_after_step=*/4);
-  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 0, write_into_vanished_staging);
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 0,
+                   write_into_vanished_staging);
   saver.start(snapshot_of(t));
   test::expect_error_containing<IoError>([&] { saver.finish(); }, "rank_00000.bin");
   EXPECT_FALSE(saver.pending());
@@ -263,7 +266,8 @@ TEST_F(AsyncSave, TrainingGoesOnWhileTheWriteRuns) {
     EXPECT_GE(at, std::min<int64_t>(step + 1, 6)) << "step " << step;
     EXPECT_LE(at, std::min<int64_t>(step + 2, 6)) << "step " << step;
   }
-  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000004", "step_00000006"}));  // keep_last 2
+  EXPECT_EQ(checkpoint_entries("run"),
+            (std::vector<std::string>{"step_00000004", "step_00000006"}));  // keep_last 2
 }
 
 TEST_F(AsyncSave, AFailedBackgroundWriteStopsTheRunAndKeepsThePreviousCheckpoint) {

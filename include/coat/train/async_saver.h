@@ -30,19 +30,19 @@ namespace coat::train {
 /// What starting a save cost the training thread (this rank's figures).
 struct SaveStarted {
   int64_t step = 0;
-  double snapshot_s = 0.0;       ///< staging and the copy into host buffers
-  uint64_t snapshot_bytes = 0;   ///< the host copy
+  double snapshot_s = 0.0;      ///< staging and the copy into host buffers
+  uint64_t snapshot_bytes = 0;  ///< the host copy
 };
 
 /// A save that is complete on disk.
 struct SaveCommitted {
-  int64_t step = 0;              ///< the checkpoint's
+  int64_t step = 0;  ///< the checkpoint's
   std::filesystem::path dir;
-  uint64_t bytes = 0;            ///< every rank file
-  double snapshot_s = 0.0;       ///< what its start blocked training for (SaveStarted::snapshot_s)
-  double write_s = 0.0;          ///< the slowest rank's write (file, sync, read-back checksum)
-  double commit_s = 0.0;         ///< training blocked at the commit: waiting for the writers, then committing
-  bool background = true;        ///< written by the background thread (false: a synchronous save, all in commit_s)
+  uint64_t bytes = 0;       ///< every rank file
+  double snapshot_s = 0.0;  ///< what its start blocked training for (SaveStarted::snapshot_s)
+  double write_s = 0.0;     ///< the slowest rank's write (file, sync, read-back checksum)
+  double commit_s = 0.0;    ///< training blocked at the commit: waiting for the writers, then committing
+  bool background = true;   ///< written by the background thread (false: a synchronous save, all in commit_s)
   /// "checkpoint step 3 saved to DIR: training blocked 0.420 s (snapshot) + 0.010 s (commit), written in the
   /// background in 12.300 s (35.48 GiB, 3.10 GB/s)".
   std::string describe() const;
@@ -89,7 +89,7 @@ class AsyncSaver {
   struct Pending {
     CheckpointSnapshot snapshot;
     double snapshot_s = 0.0;
-    RankWrite result;           ///< set by the writer before `done`
+    RankWrite result;  ///< set by the writer before `done`
     std::atomic<bool> done{false};
     std::thread writer;
   };

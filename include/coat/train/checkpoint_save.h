@@ -37,8 +37,9 @@ struct CheckpointSnapshot {
 
 /// How a rank's file is written into the staging directory: io::write_checkpoint_rank (tests pass one that
 /// fails or waits).
-using RankFileWriter = std::function<io::RankFileRecord(
-    const std::filesystem::path& staging_dir, int file, const std::vector<std::pair<std::string, Tensor>>& tensors)>;
+using RankFileWriter =
+    std::function<io::RankFileRecord(const std::filesystem::path& staging_dir, int file,
+                                     const std::vector<std::pair<std::string, Tensor>>& tensors)>;
 
 /// What a rank's write came to: reported to every rank at the commit, never thrown where it happened (the
 /// writer may be a background thread).
@@ -53,8 +54,8 @@ struct RankWrite {
 /// A committed checkpoint.
 struct CommittedCheckpoint {
   std::filesystem::path dir;
-  uint64_t bytes = 0;      ///< of every rank file
-  double write_s = 0.0;    ///< the slowest rank's write (RankWrite::seconds)
+  uint64_t bytes = 0;    ///< of every rank file
+  double write_s = 0.0;  ///< the slowest rank's write (RankWrite::seconds)
 };
 
 /// Step 1, collective: rank 0 stages the save of `step` (io::begin_checkpoint). Throws on every rank when it
@@ -69,9 +70,9 @@ RankWrite write_rank_file(const std::filesystem::path& run_dir, const Checkpoint
 /// were written, else removes the staging directory, and every rank learns which. Throws IoError on every
 /// rank when any part failed, naming the rank and its error (on the failing rank its own exception).
 CommittedCheckpoint commit_checkpoint_collectively(const std::filesystem::path& run_dir,
-                                                   const CheckpointSnapshot& snapshot, const RankWrite& written,
-                                                   dist::Communicator* world, const ContextPtr& context,
-                                                   int keep_last);
+                                                   const CheckpointSnapshot& snapshot,
+                                                   const RankWrite& written, dist::Communicator* world,
+                                                   const ContextPtr& context, int keep_last);
 
 /// The three steps at once: saves `snapshot` collectively over `world` (null: one process) and returns the
 /// checkpoint directory. Every rank calls it; `context` is where the small agreement tensors live (the
@@ -79,8 +80,9 @@ CommittedCheckpoint commit_checkpoint_collectively(const std::filesystem::path& 
 /// nothing is then left in the checkpoints directory. InvalidArgument (before anything is written) when a
 /// complete checkpoint of the step exists.
 CommittedCheckpoint save_checkpoint_collectively(const std::filesystem::path& run_dir,
-                                                 const CheckpointSnapshot& snapshot, dist::Communicator* world,
-                                                 const ContextPtr& context, int keep_last,
+                                                 const CheckpointSnapshot& snapshot,
+                                                 dist::Communicator* world, const ContextPtr& context,
+                                                 int keep_last,
                                                  const RankFileWriter& writer = io::write_checkpoint_rank);
 
 }  // namespace coat::train

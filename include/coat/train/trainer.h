@@ -130,6 +130,10 @@ class Trainer {
   /// logged, per train.on_nonfinite, naming the culprit and what was updated).
   StepRecord finish_step(StepRecord rec, const StepOutcome& outcome);
 
+  /// run()'s loop up to step `last`: steps, their log lines and metrics records, saves and evaluations.
+  void run_steps(int64_t last);
+  /// A checkpoint is saved after `step` (every checkpoint.interval steps and at train.max_steps).
+  bool save_due(int64_t step) const;
   /// The checkpoint of the current step: its meta and layout, and this rank's slices (views of live state).
   CheckpointSnapshot checkpoint_snapshot() const;
   /// save_checkpoint's work, with its figures.

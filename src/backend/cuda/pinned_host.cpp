@@ -9,8 +9,11 @@
 namespace coat::cuda {
 
 namespace {
-constexpr size_t kAlignment = 256;  // cudaHostAlloc gives pages; the size is counted as the CPU allocator does
-size_t round_up(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kAlignment; }
+constexpr size_t kAlignment =
+    256;  // cudaHostAlloc gives pages; the size is counted as the CPU allocator does
+size_t round_up(size_t bytes) {
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
 }  // namespace
 
 void* PinnedHostAllocator::allocate(size_t bytes, MemoryCategory category) {
@@ -27,7 +30,8 @@ void* PinnedHostAllocator::allocate(size_t bytes, MemoryCategory category) {
         "set checkpoint.async = false to save without it (training then waits for the write)"));
   }
   if (status != cudaSuccess) {
-    detail::throw_cuda_error(status, "cudaHostAlloc(&ptr, rounded, cudaHostAllocPortable)", __FILE__, __LINE__);
+    detail::throw_cuda_error(status, "cudaHostAlloc(&ptr, rounded, cudaHostAllocPortable)", __FILE__,
+                             __LINE__);
   }
   stats_.on_reserve(rounded);
   stats_.on_allocate(category, rounded);
