@@ -15,6 +15,7 @@ std::string_view memory_category_name(MemoryCategory c) {
     case MemoryCategory::Activations: return "activations";
     case MemoryCategory::Workspace: return "workspace";
     case MemoryCategory::Communication: return "communication";
+    case MemoryCategory::CheckpointSnapshot: return "ckpt_snapshot";
     case MemoryCategory::Other: return "other";
   }
   return "?";

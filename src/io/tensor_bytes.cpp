@@ -33,6 +33,15 @@ Tensor host_contiguous(const Tensor& t, const ContextPtr& host) {
   return copy.view_as(t.dtype());
 }
 
+void copy_bits(Tensor& dst, const Tensor& src) {
+  COAT_ARG_CHECK(src.defined() && dst.defined(), "copy_bits", "undefined tensor");
+  COAT_ARG_CHECK(src.dtype() == dst.dtype() && src.shape() == dst.shape(), "copy_bits", "destination ",
+                 dtype_name(dst.dtype()), " ", shape_str(dst.shape()), " differs from source ",
+                 dtype_name(src.dtype()), " ", shape_str(src.shape()));
+  Tensor dst_bits = dst.view_as(bits_dtype(dst.dtype()));
+  ops::copy_(dst_bits, src.view_as(bits_dtype(src.dtype())));
+}
+
 void copy_bytes_into(const uint8_t* bytes, Tensor& dst) {
   COAT_ARG_CHECK(dst.defined(), "copy_bytes_into", "undefined destination tensor");
   if (dst.numel() == 0) return;

@@ -5,6 +5,7 @@
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/cuda_context.h"
 #include "coat/backend/cuda/device_properties.h"
+#include "coat/backend/cuda/pinned_host.h"
 #endif
 
 namespace coat::ops {
@@ -42,6 +43,17 @@ ContextPtr make_context(Device device) {
   throw NotImplemented(detail::concat("[make_context] device ", device.str(),
                                       " requested but this build has no CUDA backend (configure with "
                                       "-DCOAT_CUDA=ON on a machine with the CUDA toolkit)"));
+#endif
+}
+
+ContextPtr host_staging_context(const ContextPtr& context) {
+  COAT_ARG_CHECK(context != nullptr, "host_staging_context", "no context");
+  if (context->device().is_cpu()) return context;
+#ifdef COAT_WITH_CUDA
+  return std::make_shared<cuda::PinnedHostContext>();
+#else
+  throw NotImplemented(detail::concat("[host_staging_context] device ", context->device().str(),
+                                      " but this build has no CUDA backend"));
 #endif
 }
 

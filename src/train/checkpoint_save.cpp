@@ -2,6 +2,8 @@
 // learn the outcome (all).
 #include "coat/train/checkpoint_save.h"
 
+#include <algorithm>
+#include <chrono>
 #include <exception>
 
 #include "coat/core/error.h"
@@ -42,19 +44,28 @@ void share_outcome(dist::Communicator* world, const ContextPtr& context, const O
   throw IoError(detail::concat(what, " failed on rank ", root, ": ", message));
 }
 
-/// Every rank's report {failed, file, bytes, crc32c}; the records of the layout's files in file order, or a
-/// throw (after rank 0 removed the staging directory) naming the first rank that failed.
-std::vector<io::RankFileRecord> gather_reports(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
-                                               dist::Communicator* world, const ContextPtr& context,
-                                               const Outcome& written, const io::RankFileRecord& record) {
+/// The rank files' records in file order, with the total bytes and the slowest write.
+struct Reports {
+  std::vector<io::RankFileRecord> files;
+  uint64_t bytes = 0;
+  double write_s = 0.0;
+};
+
+/// Every rank's report {failed, file, bytes, crc32c, write microseconds}; the records of the layout's files,
+/// or a throw (after rank 0 removed the staging directory) naming the first rank that failed.
+Reports gather_reports(const fs::path& run_dir, const CheckpointSnapshot& snapshot, dist::Communicator* world,
+                       const ContextPtr& context, const RankWrite& written) {
+  constexpr size_t kFields = 5;
   const int rank = world ? world->rank() : 0, ranks = world ? world->world_size() : 1;
   const std::vector<int64_t> reports = dist::all_gather_values(
       world, context,
-      {written.ok ? 0 : 1, snapshot.file.value_or(-1), static_cast<int64_t>(record.bytes), record.crc32c});
-  std::vector<io::RankFileRecord> files(snapshot.layout.files.size());
-  std::vector<int> reported(files.size(), 0);
+      {written.ok() ? 0 : 1, snapshot.file.value_or(-1), static_cast<int64_t>(written.record.bytes),
+       written.record.crc32c, static_cast<int64_t>(written.seconds * 1e6)});
+  Reports out;
+  out.files.resize(snapshot.layout.files.size());
+  std::vector<int> reported(out.files.size(), 0);
   for (int r = 0; r < ranks; ++r) {
-    const int64_t* report = &reports[static_cast<size_t>(r) * 4];
+    const int64_t* report = &reports[static_cast<size_t>(r) * kFields];
     if (report[0] != 0) {
       if (rank == 0) io::abandon_checkpoint(run_dir, snapshot.step);
       const std::string message = dist::broadcast_text(world, context, written.message, r);
@@ -64,47 +75,77 @@ std::vector<io::RankFileRecord> gather_reports(const fs::path& run_dir, const Ch
     }
     if (report[1] < 0) continue;
     const size_t f = static_cast<size_t>(report[1]);
-    COAT_CHECK(f < files.size(), Error, "[checkpoint] rank ", r, " wrote file ", f, " of ", files.size());
-    files[f] = {static_cast<uint64_t>(report[2]), static_cast<uint32_t>(report[3])};
+    COAT_CHECK(f < out.files.size(), Error, "[checkpoint] rank ", r, " wrote file ", f, " of ",
+               out.files.size());
+    out.files[f] = {static_cast<uint64_t>(report[2]), static_cast<uint32_t>(report[3])};
+    out.bytes += static_cast<uint64_t>(report[2]);
+    out.write_s = std::max(out.write_s, static_cast<double>(report[4]) * 1e-6);
     ++reported[f];
   }
-  for (size_t f = 0; f < files.size(); ++f) {
+  for (size_t f = 0; f < out.files.size(); ++f) {
     COAT_CHECK(reported[f] == 1, Error, "[checkpoint] rank file ", f, " was written by ", reported[f],
                " ranks");
   }
-  return files;
+  return out;
 }
 
 }  // namespace
 
-fs::path save_checkpoint_collectively(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
-                                      dist::Communicator* world, const ContextPtr& context, int keep_last) {
+void stage_checkpoint_collectively(const fs::path& run_dir, int64_t step, dist::Communicator* world,
+                                   const ContextPtr& context) {
   const int rank = world ? world->rank() : 0;
-  const std::string what = detail::concat("checkpoint of step ", snapshot.step);
-  // 1. Rank 0 stages; nobody writes before the staging directory exists.
-  fs::path staging = io::checkpoint_staging_dir(run_dir, snapshot.step);
-  share_outcome(world, context,
-                rank == 0 ? attempt([&] { io::begin_checkpoint(run_dir, snapshot.step); }) : Outcome{}, 0,
-                what);
-  // 2. Each rank with slices writes its file and reads it back for its checksum.
-  io::RankFileRecord record;
-  const Outcome written = attempt([&] {
-    if (snapshot.file) record = io::write_checkpoint_rank(staging, *snapshot.file, snapshot.tensors);
-  });
-  // 3. All report; any failure abandons the save on every rank.
-  const std::vector<io::RankFileRecord> files =
-      gather_reports(run_dir, snapshot, world, context, written, record);
-  // 4. Rank 0 commits, or removes the staging directory; everyone learns which.
-  fs::path dir = io::checkpoints_root(run_dir) / io::checkpoint_dir_name(snapshot.step);
+  share_outcome(world, context, rank == 0 ? attempt([&] { io::begin_checkpoint(run_dir, step); }) : Outcome{},
+                0, detail::concat("checkpoint of step ", step));
+}
+
+RankWrite write_rank_file(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
+                          const RankFileWriter& writer) noexcept {
+  RankWrite written;
+  if (!snapshot.file) return written;
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    written.record =
+        writer(io::checkpoint_staging_dir(run_dir, snapshot.step), *snapshot.file, snapshot.tensors);
+  } catch (const std::exception& e) {
+    written.error = std::current_exception();
+    written.message = e.what();
+  } catch (...) {
+    written.error = std::current_exception();
+    written.message = "an exception of unknown type";
+  }
+  written.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return written;
+}
+
+CommittedCheckpoint commit_checkpoint_collectively(const fs::path& run_dir,
+                                                   const CheckpointSnapshot& snapshot,
+                                                   const RankWrite& written, dist::Communicator* world,
+                                                   const ContextPtr& context, int keep_last) {
+  const int rank = world ? world->rank() : 0;
+  // All report; any failure abandons the save on every rank.
+  const Reports reports = gather_reports(run_dir, snapshot, world, context, written);
+  // Rank 0 commits, or removes the staging directory; everyone learns which.
+  CommittedCheckpoint done{io::checkpoints_root(run_dir) / io::checkpoint_dir_name(snapshot.step),
+                           reports.bytes, reports.write_s};
   Outcome committed;
   if (rank == 0) {
     committed = attempt([&] {
-      dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, files, keep_last);
+      done.dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, reports.files,
+                                       keep_last);
     });
     if (!committed.ok) io::abandon_checkpoint(run_dir, snapshot.step);
   }
-  share_outcome(world, context, committed, 0, what);
-  return dir;
+  share_outcome(world, context, committed, 0, detail::concat("checkpoint of step ", snapshot.step));
+  return done;
+}
+
+CommittedCheckpoint save_checkpoint_collectively(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
+                                                 dist::Communicator* world, const ContextPtr& context,
+                                                 int keep_last, const RankFileWriter& writer) {
+  // Rank 0 stages; nobody writes before the staging directory exists.
+  stage_checkpoint_collectively(run_dir, snapshot.step, world, context);
+  const RankWrite written = write_rank_file(run_dir, snapshot, writer);
+  return commit_checkpoint_collectively(run_dir, snapshot, written, world, context, keep_last);
 }
 
 }  // namespace coat::train

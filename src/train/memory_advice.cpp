@@ -77,6 +77,15 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
                 static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len),
                 recipe_words(c).c_str(), std::string(models::to_string(c.train.recompute)).c_str());
   std::string out = line + plan.str();
+  if (c.checkpoint.async) {
+    // The asynchronous checkpoint's host copy of what the rank writes (train/async_saver.h): not device
+    // memory on CUDA, the same memory again on the CPU.
+    const size_t copy =
+        plan.bytes(MemoryCategory::MasterWeights) + plan.bytes(MemoryCategory::OptimizerState);
+    out += "plus " + models::format_bytes(static_cast<double>(copy)) + " of " +
+           (c.train.device == DeviceKind::CUDA ? "pinned host" : "host") +
+           " memory for the checkpoint snapshot (checkpoint.async; false saves without it)\n";
+  }
   if (device_bytes == 0) return out;
   const bool cuda = c.train.device == DeviceKind::CUDA;
   const size_t reserve = cuda ? kCudaContextReserveBytes : 0;

@@ -234,6 +234,7 @@ CheckpointConfig read_checkpoint(ConfigSection s) {
   s.check_range<int64_t>("interval", k.interval, 0, int64_t{1} << 40);
   k.keep_last = s.get<int64_t>("keep_last", k.keep_last);
   s.check_range<int64_t>("keep_last", k.keep_last, 0, 1 << 20);
+  k.async = s.get<bool>("async", k.async);
   s.finish();
   return k;
 }
@@ -306,7 +307,7 @@ nlohmann::json DistConfig::to_json() const {
 }
 
 nlohmann::json CheckpointConfig::to_json() const {
-  return {{"interval", interval}, {"keep_last", keep_last}};
+  return {{"interval", interval}, {"keep_last", keep_last}, {"async", async}};
 }
 
 nlohmann::json LoggingConfig::to_json() const {

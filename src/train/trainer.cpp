@@ -86,6 +86,16 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
   build_model();
   init_weights();
   build_optimizer();
+  if (config_.checkpoint.async) {
+    // The writer is looked up at each write, so that set_rank_file_writer applies to the saves that follow.
+    saver_ = std::make_unique<AsyncSaver>(
+        run_dir_, comms_.world, context_, ops::host_staging_context(context_),
+        static_cast<int>(config_.checkpoint.keep_last),
+        [this](const std::filesystem::path& staging, int file,
+               const std::vector<std::pair<std::string, Tensor>>& tensors) {
+          return rank_file_writer_(staging, file, tensors);
+        });
+  }
 }
 
 void Trainer::check_setup(bool resuming) const {
@@ -105,9 +115,6 @@ void Trainer::check_setup(bool resuming) const {
 
 void Trainer::check_dist_keys() const {
   const DistConfig& d = config_.dist;
-  const auto refuse = [](const std::string& what) {
-    throw ConfigError("config: " + what + " is not implemented yet (issue 13); leave it at its default");
-  };
   const int64_t shard = d.shard_size == 0 ? world_ : d.shard_size;
   if (shard != shard_world_ || (shard < world_ && comms_.replicate == nullptr)) {
     throw ConfigError(detail::concat("config: 'dist.shard_size' = ", d.shard_size, " but the trainer was given ",
@@ -431,7 +438,7 @@ std::optional<std::filesystem::path> Trainer::latest_checkpoint() const {
   return info->dir;
 }
 
-void Trainer::save_checkpoint() {
+CheckpointSnapshot Trainer::checkpoint_snapshot() const {
   CheckpointSnapshot snapshot;
   snapshot.step = step_;
   nlohmann::json& meta = snapshot.meta;
@@ -448,7 +455,98 @@ void Trainer::save_checkpoint() {
     snapshot.file = comms_.shard ? comms_.shard->rank() : 0;
     snapshot.tensors = checkpoint_slices(model_->store(), *optimizer_);
   }
-  save_checkpoint_collectively(run_dir_, snapshot, comms_.world, context_, static_cast<int>(config_.checkpoint.keep_last));
+  return snapshot;
+}
+
+SaveCommitted Trainer::save_synchronously() {
+  const auto started = std::chrono::steady_clock::now();
+  const CommittedCheckpoint c =
+      save_checkpoint_collectively(run_dir_, checkpoint_snapshot(), comms_.world, context_,
+                                   static_cast<int>(config_.checkpoint.keep_last), rank_file_writer_);
+  SaveCommitted out;
+  out.step = step_;
+  out.dir = c.dir;
+  out.bytes = c.bytes;
+  out.write_s = c.write_s;
+  out.commit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  out.background = false;
+  return out;
+}
+
+void Trainer::save_checkpoint() {
+  finish_pending_save();
+  report_commit(save_synchronously(), nullptr);
+}
+
+void Trainer::reserve_snapshot_buffers() {
+  if (!saver_ || rank_ >= shard_world_) return;
+  const auto started = std::chrono::steady_clock::now();
+  saver_->reserve(checkpoint_slices(model_->store(), *optimizer_));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (rank_ == 0) {
+    spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state ({:.2f} s)",
+                 models::format_bytes(static_cast<double>(saver_->host_bytes())),
+                 context_->device().is_cpu() ? "" : "pinned ", seconds);
+  }
+}
+
+void Trainer::save_at_step(nlohmann::json& record) {
+  if (!saver_) {
+    const SaveCommitted saved = save_synchronously();
+    record["save_blocked_s"] = saved.commit_s;
+    report_commit(saved, &record);
+    return;
+  }
+  // The next save waits for the previous one.
+  if (std::optional<SaveCommitted> previous = saver_->finish()) report_commit(*previous, &record);
+  const SaveStarted started = saver_->start(checkpoint_snapshot());
+  record["save_blocked_s"] = started.snapshot_s;
+  if (rank_ == 0) {
+    spdlog::info("checkpoint step {}: snapshot of {} in {:.3f} s (training blocked), writing it in the "
+                 "background",
+                 started.step, models::format_bytes(static_cast<double>(started.snapshot_bytes)),
+                 started.snapshot_s);
+  }
+}
+
+void Trainer::poll_pending_save(nlohmann::json& record) {
+  if (!saver_) return;
+  if (std::optional<SaveCommitted> committed = saver_->poll()) report_commit(*committed, &record);
+}
+
+void Trainer::finish_pending_save() {
+  if (!saver_) return;
+  if (std::optional<SaveCommitted> committed = saver_->finish()) report_commit(*committed, nullptr);
+}
+
+void Trainer::settle_pending_save_after_failure() noexcept {
+  if (!saver_ || !saver_->pending()) return;
+  if (world_ == 1) {
+    try {
+      finish_pending_save();
+    } catch (const std::exception& e) {
+      spdlog::error("the checkpoint in flight could not be saved either: {}", e.what());
+    }
+    return;
+  }
+  spdlog::warn("rank {}: the run failed while a checkpoint was written in the background; it is not "
+               "committed (the other ranks may not be at the same point); its staging directory is removed",
+               rank_);
+  saver_->abandon();
+}
+
+void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* record) {
+  if (rank_ != 0) return;
+  if (metrics_) metrics_->clear_progress();
+  spdlog::info("{}{}", committed.describe(),
+               committed.background ? fmt::format(", committed after step {}", step_) : std::string());
+  nlohmann::json own = {{"step", step_}};
+  nlohmann::json& r = record ? *record : own;
+  r["save_step"] = committed.step;
+  r["save_written_s"] = committed.write_s;
+  r["save_bytes"] = committed.bytes;
+  if (committed.background) r["save_commit_blocked_s"] = committed.commit_s;
+  if (!record && metrics_) metrics_->write(own);
 }
 
 void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
@@ -499,6 +597,11 @@ void Trainer::load_checkpoint(const std::filesystem::path& dir) {
                ck.world_size(), ck.world_size() > 1 ? "s" : "");
 }
 
+bool Trainer::save_due(int64_t step) const {
+  const int64_t interval = config_.checkpoint.interval;
+  return (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
+}
+
 void Trainer::log_step(const StepRecord& rec, nlohmann::json record, double per_step, bool console) {
   if (console) {
     if (metrics_) metrics_->clear_progress();
@@ -538,6 +641,23 @@ RunEnd Trainer::run(int64_t stop_after_step) {
   open_run_dir();
   if (saved_step_ < 0 && step_ > 0) saved_step_ = step_;  // resumed from the checkpoint of step_
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
+  const int64_t interval = config_.checkpoint.interval;
+  if (step_ < last && (save_due(last) || (interval > 0 && last / interval > step_ / interval))) {
+    reserve_snapshot_buffers();
+  }
+  RunEnd end = RunEnd::Finished;
+  try {
+    end = run_steps(last);
+    finish_pending_save();
+  } catch (...) {
+    settle_pending_save_after_failure();
+    throw;
+  }
+  if (metrics_) metrics_->clear_progress();
+  return end;
+}
+
+RunEnd Trainer::run_steps(int64_t last) {
   auto started = std::chrono::steady_clock::now();
   auto window_start = started;  // time and step of the last log line
   int64_t window_first_step = step_;
@@ -571,7 +691,13 @@ RunEnd Trainer::run(int64_t stop_after_step) {
       window_start = now;
       window_first_step = rec.step;
     }
-    // A failed write (rank 0) stops every rank below, after the evaluation that every rank runs.
+    // A step boundary: the save in flight is committed once written on every rank, and a scheduled save starts
+    // (it copies this step's state; the evaluation below changes none of it). A failed write (rank 0) stops
+    // every rank below, after the evaluation that every rank runs.
+    poll_pending_save(j);
+    if (j.contains("save_step")) saved_step_ = j["save_step"].get<int64_t>();
+    const bool scheduled = save_due(rec.step);
+    if (scheduled) save_at_step(j);
     std::exception_ptr write_error;
     try {
       log_step(rec, std::move(j), per_step, console);
@@ -593,23 +719,27 @@ RunEnd Trainer::run(int64_t stop_after_step) {
         write_error = std::current_exception();
       }
     }
-    if (after_step(rec.step, last, write_error)) return RunEnd::Stopped;
+    if (after_step(rec.step, last, write_error, scheduled)) return RunEnd::Stopped;
   }
-  if (metrics_) metrics_->clear_progress();
   return RunEnd::Finished;
 }
 
-bool Trainer::after_step(int64_t step, int64_t last, std::exception_ptr write_error) {
+bool Trainer::after_step(int64_t step, int64_t last, std::exception_ptr write_error, bool saving) {
   if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, false});
   Interrupt local = interrupts_ ? interrupts_->poll() : Interrupt::None;
   if (write_error) local = Interrupt::Fail;
   const auto agreed = static_cast<Interrupt>(max_over_ranks(static_cast<int64_t>(local)));
   if (agreed == Interrupt::Fail) stop_after_write_failure(write_error);
-  const int64_t interval = config_.checkpoint.interval;
-  const bool scheduled = (interval > 0 && step % interval == 0) || step == config_.train.max_steps;
-  if (scheduled || agreed != Interrupt::None) {
+  const bool scheduled = saving;  // started at this step's boundary (run_steps; written in the background)
+  if (agreed != Interrupt::None) {
+    // Asked to save or stop: the checkpoint of this step is complete before going on (a scheduled one that is
+    // being written in the background is waited for, else one is saved now).
     if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, true});
-    save_checkpoint();
+    if (scheduled) {
+      finish_pending_save();
+    } else {
+      save_checkpoint();
+    }
     saved_step_ = step;
     if (interrupts_) interrupts_->report(RunProgress{step, saved_step_, false});
   }

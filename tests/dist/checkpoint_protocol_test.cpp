@@ -1,14 +1,19 @@
 // The checkpoint protocol over the ranks of a job (every world size of the CI entries): a rank whose file
 // cannot be written, or a commit that fails on rank 0, fails the save on every rank and leaves nothing
-// behind; a damaged rank file (found by the rank that verifies it, reported to all) or an edited meta.json
-// makes --resume auto rename the checkpoint step_N.corrupt and take the one before, on every rank alike; the
+// behind; saves in the background commit on every rank with the bytes of synchronous ones, and a failed
+// background write stops every rank at the same step; a damaged rank file (found by the rank that verifies
+// it, reported to all) or an edited meta.json makes --resume auto rename the checkpoint step_N.corrupt and
+// take the one before, on every rank alike; the
 // tools' loader (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a
 // checkpoint of this world size as the live state it was saved from.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
+#include "coat/dist/host_collectives.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/io/tensor_file.h"
 #include "coat/ops/copy.h"
@@ -30,12 +35,12 @@ class CheckpointProtocol : public TrainingJob {
   }
   int world() const { return test::world().world_size(); }
   bool root() const { return test::world().rank() == 0; }
-  /// What the run's checkpoints directory holds once every rank is done with the save before, as every rank
+  /// What run `run`'s checkpoints directory holds once every rank is done with the save before, as every rank
   /// sees it before any rank goes on.
-  std::vector<fs::path> checkpoints() const {
+  std::vector<fs::path> checkpoints(const std::string& run = "run") const {
     sleepy_barrier(test::world());
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / "run")))
+    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / run)))
       out.push_back(e.path().filename());
     std::sort(out.begin(), out.end());
     sleepy_barrier(test::world());
@@ -83,10 +88,76 @@ TEST_F(CheckpointProtocol, AFailedWriteOrCommitFailsEveryRankAndLeavesNothing) {
   EXPECT_THROW(save_checkpoint_collectively(dir_ / "run", contradicting, comm_.get(), ctx_, 0), Error);
   EXPECT_EQ(checkpoints(), std::vector<fs::path>{"step_00000003"});
   // The same snapshot, intact, saves.
-  EXPECT_EQ(save_checkpoint_collectively(dir_ / "run", snapshot, comm_.get(), ctx_, 0),
+  EXPECT_EQ(save_checkpoint_collectively(dir_ / "run", snapshot, comm_.get(), ctx_, 0).dir,
             io::checkpoints_root(dir_ / "run") / "step_00000004");
   EXPECT_NO_THROW(
       io::CheckpointReader::open(io::checkpoints_root(dir_ / "run") / "step_00000004").verify_all());
+}
+
+/// The bytes of a file.
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Saves in the background (checkpoint.async, the default) over every rank, the last rank writing slowest so
+// that the ranks' per-step polls disagree for a while: every save commits once, on every rank, with the
+// bytes of a synchronous save. A background write that fails on the last rank stops the run on every rank at
+// the same step, and the checkpoint before it stays complete.
+TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
+  using Tensors = std::vector<std::pair<std::string, Tensor>>;
+  const bool last = test::world().rank() == world() - 1;
+  const auto every_two = [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; };
+  {
+    const auto sync = [&](nlohmann::json& c) {
+      every_two(c);
+      c["checkpoint"]["async"] = false;
+    };
+    Trainer t(config(dir_ / "sync", sync, world()), ctx_, false, comm_.get());
+    t.run();
+  }
+  {
+    Trainer t(config(dir_ / "async", every_two, world()), ctx_, false, comm_.get());
+    if (last) {
+      t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        return io::write_checkpoint_rank(staging, file, tensors);
+      });
+    }
+    t.run();
+  }
+  EXPECT_EQ(checkpoints("async"), (std::vector<fs::path>{"step_00000002", "step_00000004", "step_00000006"}));
+  for (const int64_t step : {2, 4, 6}) {
+    // Rank r compares its own file (each rank sees the same directory).
+    const std::string name = io::checkpoint_rank_file_name(test::world().rank());
+    const fs::path async_dir = checkpoint(dir_ / "async", step);
+    EXPECT_EQ(file_bytes(async_dir / name), file_bytes(checkpoint(dir_ / "sync", step) / name))
+        << "step " << step;
+    EXPECT_NO_THROW(io::CheckpointReader::open(async_dir).verify_all()) << "step " << step;
+  }
+  Trainer t(config(dir_ / "failing", every_two, world()), ctx_, false, comm_.get());
+  if (last) {
+    // Its file goes into a directory that does not exist (the staging directory is the other ranks' too).
+    t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+      const bool fail = staging.filename() == "step_00000004.tmp";
+      return io::write_checkpoint_rank(fail ? staging / "missing" : staging, file, tensors);
+    });
+  }
+  try {
+    t.run();
+    ADD_FAILURE() << "the run went on after a failed write";
+  } catch (const IoError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("checkpoint of step 4"), std::string::npos) << what;
+    const std::string expected = last ? "missing/" + io::checkpoint_rank_file_name(world() - 1)
+                                      : "rank " + std::to_string(world() - 1) + " could not write its file";
+    EXPECT_NE(what.find(expected), std::string::npos) << what;
+    EXPECT_NE(what.find("No such file or directory"), std::string::npos) << what;
+  }
+  const std::vector<int64_t> steps = dist::all_gather_values(comm_.get(), ctx_, {t.step()});
+  EXPECT_EQ(steps, std::vector<int64_t>(static_cast<size_t>(world()), t.step())) << "the ranks stopped apart";
+  EXPECT_GE(t.step(), 5);
+  EXPECT_EQ(checkpoints("failing"), std::vector<fs::path>{"step_00000002"});
 }
 
 TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {

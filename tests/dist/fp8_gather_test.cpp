@@ -62,7 +62,10 @@ TEST_P(Fp8Gather, CopiesAreThoseOfOneProcess) {
   const models::ModelConfig config = test::tiny_model(GetParam(), 0.3);
   models::Transformer one = make_model(ctx, config, std::nullopt);
   models::Transformer sharded = make_model(ctx, config, models::ShardSpec{comm->rank(), comm->world_size(), 128});
-  FsdpUnits fsdp(sharded.store(), *comm, FsdpOptions{.reshard_after_forward = true, .fp8_all_gather = true});
+  FsdpOptions options;  // (set by name: GCC 12 warns on designated initializers that skip reduce_dtype)
+  options.reshard_after_forward = true;
+  options.fp8_all_gather = true;
+  FsdpUnits fsdp(sharded.store(), *comm, options);
   for (uint64_t seed : {3u, 11u}) {  // the second init is new weights: the scales are made again
     one.init(seed);
     sharded.init(seed);
@@ -90,7 +93,10 @@ std::vector<std::vector<uint8_t>> two_passes(const ContextPtr& ctx, Communicator
   options.shard = models::ShardSpec{comm.rank(), comm.world_size(), 128};
   models::Transformer model(config, ctx, DType::F32, true, compute, options);
   model.init(5);
-  FsdpUnits fsdp(model.store(), comm, FsdpOptions{.fp8_all_gather = compute.has_value(), .prefetch = prefetch});
+  FsdpOptions fsdp_options;
+  fsdp_options.fp8_all_gather = compute.has_value();
+  fsdp_options.prefetch = prefetch;
+  FsdpUnits fsdp(model.store(), comm, fsdp_options);
   model.set_unit_hooks(&fsdp);
   std::vector<double> ids_v, targets_v;
   for (int i = 0; i < 32; ++i) {

@@ -339,6 +339,15 @@ TEST_F(MemoryPlanTest, CoatPlanDescribesItsRecipe) {
   EXPECT_NE(words.find("coat: FP8 (e4m3) copies of the block linears' weights"), std::string::npos) << words;
   EXPECT_NE(words.find("saved activations compressed"), std::string::npos) << words;
   EXPECT_NE(words.find("norm and SwiGLU inputs in e4m3 with 1x16 group scales"), std::string::npos) << words;
+  // checkpoint.async's host copy: the masters and the (fp8_expand) states.
+  const models::MemoryPlan coat_plan = memory_plan(coat);
+  const std::string copy = models::format_bytes(static_cast<double>(
+      coat_plan.bytes(MemoryCategory::MasterWeights) + coat_plan.bytes(MemoryCategory::OptimizerState)));
+  EXPECT_NE(words.find("plus " + copy + " of"), std::string::npos) << words;
+  EXPECT_NE(words.find("memory for the checkpoint snapshot (checkpoint.async"), std::string::npos) << words;
+  TrainConfig sync = coat;
+  sync.checkpoint.async = false;
+  EXPECT_EQ(describe_memory_plan(sync, 0).find("checkpoint snapshot"), std::string::npos);
   nlohmann::json fp8 = config("llama", "fp8", "none", "r");
   fp8["precision"]["bf16_layers"] = {-1, 0};
   const std::string fp8_words = describe_memory_plan(parse_train_config(fp8, "plan.json"), 0);

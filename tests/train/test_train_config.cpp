@@ -2,8 +2,8 @@
 // precision.bf16_layers (strict type and range checks naming the key, negative indices from the end) and
 // optim.state_dtype = "auto" (fp8_expand under coat, fp32 otherwise), resolved to a concrete storage in the
 // parsed config, its resolved document and the moment specs. Every choice parsed once into its enum; the
-// resolved document built from the sections' to_json, a fixed point of parsing; the dist section; a
-// misspelled required key reported as unknown.
+// resolved document built from the sections' to_json, a fixed point of parsing; the dist section;
+// checkpoint.async; a misspelled required key reported as unknown.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -294,6 +294,22 @@ TEST(DistConfig, DefaultsAndResolvedDocument) {
   nlohmann::json absent = small_config("bf16");
   absent.erase("dist");
   EXPECT_EQ(parse(absent).dist.to_json(), c.dist.to_json());
+}
+
+// checkpoint.async: on by default; false reads; another type names the key. A resolved document of an earlier
+// version (no "async") parses to the default.
+TEST(CheckpointConfig, AsyncDefaultsToTrue) {
+  nlohmann::json doc = small_config("bf16");
+  const TrainConfig c = parse(doc);
+  EXPECT_TRUE(c.checkpoint.async);
+  EXPECT_EQ(c.resolved.at("checkpoint").at("async"), true);
+  doc["checkpoint"]["async"] = false;
+  EXPECT_FALSE(parse(doc).checkpoint.async);
+  doc["checkpoint"]["async"] = "yes";
+  test::expect_error_containing([&] { parse(doc); }, "checkpoint.async");
+  nlohmann::json old = c.resolved;
+  old["checkpoint"].erase("async");
+  EXPECT_EQ(parse(old).resolved, c.resolved);
 }
 
 TEST(DistConfig, ValuesAreReadAndChecked) {

@@ -18,9 +18,10 @@ enum class MemoryCategory : uint8_t {
   Activations,
   Workspace,
   Communication,
+  CheckpointSnapshot,  ///< host copies of the state a checkpoint is written from (checkpoint.async)
   Other,
 };
-inline constexpr size_t kNumMemoryCategories = 8;
+inline constexpr size_t kNumMemoryCategories = 9;
 
 std::string_view memory_category_name(MemoryCategory c);
 

@@ -17,4 +17,8 @@ Tensor host_contiguous(const Tensor& t, const ContextPtr& host);
 /// bit for bit, wherever dst lives and whatever its strides.
 void copy_bytes_into(const uint8_t* bytes, Tensor& dst);
 
+/// dst's elements become src's, bit for bit (same dtype and shape; any devices and strides): a host
+/// snapshot of device state that must write the same bytes as the state itself.
+void copy_bits(Tensor& dst, const Tensor& src);
+
 }  // namespace coat::io

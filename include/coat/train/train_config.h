@@ -168,6 +168,10 @@ struct DistConfig {
 struct CheckpointConfig {
   int64_t interval = 0;           ///< steps between checkpoints; 0: only at the end
   int64_t keep_last = 2;          ///< 0: keep all
+  /// Save while training goes on (train/async_saver.h): training waits only for a copy of this rank's masters
+  /// and optimizer states into host memory (pinned under CUDA; it doubles the host memory they take), a
+  /// background thread writes it. false: training waits for the whole write.
+  bool async = true;
 
   nlohmann::json to_json() const;
 };

@@ -20,6 +20,8 @@
 #include "coat/optim/adamw.h"
 #include "coat/optim/lr_schedule.h"
 #include "coat/train/interrupts.h"
+#include "coat/train/async_saver.h"
+#include "coat/train/checkpoint_save.h"
 #include "coat/train/metrics_logger.h"
 #include "coat/train/phase_timer.h"
 #include "coat/train/step_policy.h"
@@ -81,8 +83,9 @@ class Trainer {
   void load_checkpoint(const std::filesystem::path& dir);
   /// The newest complete checkpoint of the run directory, if any.
   std::optional<std::filesystem::path> latest_checkpoint() const;
-  /// Saves a checkpoint of the current step (format 2: each rank of the first shard group writes its slices;
-  /// every rank must call it). A failure on any rank throws on every rank and leaves nothing behind.
+  /// Saves a checkpoint of the current step and returns when it is complete (format 2: each rank of the first
+  /// shard group writes its slices; every rank must call it), after committing a save still in flight. A
+  /// failure on any rank throws on every rank and leaves nothing behind.
   void save_checkpoint();
 
   /// Trains until train.max_steps, or until `stop_after_step` (to simulate an interruption in tests), or
@@ -91,10 +94,22 @@ class Trainer {
   /// run directory (lock, config.json): after the config, the data and any resumed checkpoint were checked.
   /// A failed write of metrics.jsonl stops the run on every rank, after an attempt to save a checkpoint, with
   /// the IoError naming the file and the OS error (rank 0; the others point at rank 0).
+  /// Under checkpoint.async a save blocks training only for a host copy of the state; the write goes on in the
+  /// background and is committed at a later step boundary once every rank's write is done (the next save, a
+  /// stop and the end of the call wait for it). A failed background write throws at the step where it is
+  /// found, naming the file and the error. The blocked and written times go to the log and to metrics.jsonl
+  /// (save_blocked_s at the save; save_step, save_written_s, save_bytes and save_commit_blocked_s where it is
+  /// committed).
   RunEnd run(int64_t stop_after_step = -1);
   /// Polled once per step on every rank, the ranks agreeing on the largest request (one all-reduce of one
   /// integer per step); not owned; nullptr: none.
   void set_interrupts(InterruptSource* source) { interrupts_ = source; }
+  /// Waits for a save still in flight and commits it (collective; nothing when none is). run() calls it at
+  /// its end; a graceful stop calls it before leaving.
+  void finish_pending_save();
+  /// Replaces how this rank's checkpoint file is written (io::write_checkpoint_rank; tests inject failures
+  /// and delays). Set it before run().
+  void set_rank_file_writer(RankFileWriter writer) { rank_file_writer_ = std::move(writer); }
   /// One optimizer step over a global batch. Marks NVTX ranges "step", "forward", "backward" and
   /// "optimizer", and times the last three with the phase timer when one is set. On out-of-memory it logs
   /// the config's memory plan with what would fit (memory_advice.h) and rethrows OutOfMemory naming the
@@ -145,9 +160,10 @@ class Trainer {
   void log_step(const StepRecord& rec, nlohmann::json record, double per_step, bool console);
   /// One record to metrics.jsonl on rank 0 (opened on the first record).
   void write_metrics(const nlohmann::json& record);
-  /// After step `step` (of `last`): the ranks agree on the interrupts, save when due or asked, and say
-  /// whether to stop (after a failed write: throws, from stop_after_write_failure).
-  bool after_step(int64_t step, int64_t last, std::exception_ptr write_error);
+  /// After step `step` (of `last`): the ranks agree on the interrupts, make this step's checkpoint complete
+  /// when asked (`saving`: a scheduled save of this step was started, and is waited for), and say whether to
+  /// stop (after a failed write: throws, from stop_after_write_failure).
+  bool after_step(int64_t step, int64_t last, std::exception_ptr write_error, bool saving);
   /// After a failed metrics write: every rank tries to save a checkpoint, then throws.
   [[noreturn]] void stop_after_write_failure(std::exception_ptr local_error);
   /// train_step's work: the micro-batches' forwards and backwards with the step policy's unit hooks, then
@@ -156,6 +172,28 @@ class Trainer {
   /// Records the step (its norm, whether it was skipped: a non-finite loss or gradient stops the run or is
   /// logged, per train.on_nonfinite, naming the culprit and what was updated).
   StepRecord finish_step(StepRecord rec, const StepOutcome& outcome);
+
+  /// run()'s loop up to step `last`: steps, their log lines and metrics records, saves and evaluations;
+  /// Stopped when the interrupts asked for it.
+  RunEnd run_steps(int64_t last);
+  /// A checkpoint is saved after `step` (every checkpoint.interval steps and at train.max_steps).
+  bool save_due(int64_t step) const;
+  /// The checkpoint of the current step: its meta and layout, and this rank's slices (views of live state).
+  CheckpointSnapshot checkpoint_snapshot() const;
+  /// save_checkpoint's work, with its figures.
+  SaveCommitted save_synchronously();
+  /// Before the first save of a run() under checkpoint.async: the host snapshot buffers, allocated once.
+  void reserve_snapshot_buffers();
+  /// A save at a step of run(): asynchronous (after finishing the one in flight) or synchronous, per
+  /// checkpoint.async; what it cost goes into the step's metrics `record`.
+  void save_at_step(nlohmann::json& record);
+  /// At a step boundary of run(): commits the save in flight when every rank's write is done.
+  void poll_pending_save(nlohmann::json& record);
+  /// run() failed with a save in flight: one process commits it (nothing it wrote is lost); under several
+  /// ranks it is left uncommitted (the others may not be at the same point) and its writer joined.
+  void settle_pending_save_after_failure() noexcept;
+  /// Logs a committed save and adds its figures to `record` (nullptr: a record of its own).
+  void report_commit(const SaveCommitted& committed, nlohmann::json* record);
 
   TrainConfig config_;
   ContextPtr context_;
@@ -182,6 +220,8 @@ class Trainer {
   int64_t tokens_seen_ = 0;
   std::vector<StepRecord> history_;
   PhaseTimer* phase_timer_ = nullptr;
+  RankFileWriter rank_file_writer_ = io::write_checkpoint_rank;
+  std::unique_ptr<AsyncSaver> saver_;  ///< checkpoint.async; after rank_file_writer_, which its writer calls
 };
 
 }  // namespace coat::train

@@ -1,0 +1,177 @@
+// The background checkpoint writer: host snapshot, writer thread, agreement and commit on the training
+// thread.
+#include "coat/train/async_saver.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <system_error>
+
+#include "coat/core/error.h"
+#include "coat/dist/host_collectives.h"
+#include "coat/io/checkpoint.h"
+#include "coat/io/tensor_bytes.h"
+#include "coat/models/memory_plan.h"
+
+namespace coat::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+std::string SaveCommitted::describe() const {
+  const std::string size = models::format_bytes(static_cast<double>(bytes));
+  const std::string rate =
+      fmt::format("{:.2f} GB/s", write_s > 0.0 ? static_cast<double>(bytes) / 1e9 / write_s : 0.0);
+  if (!background) {
+    return fmt::format(
+        "checkpoint step {} saved to {}: training blocked {:.3f} s, written in {:.3f} s ({}, {})", step,
+        dir.string(), commit_s, write_s, size, rate);
+  }
+  return fmt::format(
+      "checkpoint step {} saved to {}: training blocked {:.3f} s (snapshot) + {:.3f} s (commit), written in "
+      "the "
+      "background in {:.3f} s ({}, {})",
+      step, dir.string(), snapshot_s, commit_s, write_s, size, rate);
+}
+
+AsyncSaver::AsyncSaver(fs::path run_dir, dist::Communicator* world, ContextPtr context, ContextPtr host,
+                       int keep_last, RankFileWriter writer)
+    : run_dir_(std::move(run_dir)),
+      world_(world),
+      context_(std::move(context)),
+      host_(std::move(host)),
+      keep_last_(keep_last),
+      writer_(std::move(writer)) {
+  COAT_ARG_CHECK(context_ && host_ && host_->device().is_cpu(), "AsyncSaver",
+                 "needs a context and a CPU context for the snapshot buffers");
+  COAT_ARG_CHECK(keep_last_ >= 0, "AsyncSaver", "keep_last ", keep_last_, " is negative");
+}
+
+AsyncSaver::~AsyncSaver() {
+  if (pending_ && pending_->writer.joinable()) pending_->writer.join();
+}
+
+void AsyncSaver::reserve(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  buffers_like(tensors);
+}
+
+uint64_t AsyncSaver::host_bytes() const {
+  uint64_t bytes = 0;
+  for (const auto& [name, t] : buffers_) bytes += t.nbytes();
+  return bytes;
+}
+
+const std::vector<std::pair<std::string, Tensor>>& AsyncSaver::buffers_like(
+    const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  if (buffers_.empty()) {
+    buffers_.reserve(tensors.size());
+    for (const auto& [name, t] : tensors) {
+      buffers_.emplace_back(name,
+                            Tensor::empty(host_, t.shape(), t.dtype(), MemoryCategory::CheckpointSnapshot));
+    }
+    return buffers_;
+  }
+  COAT_ARG_CHECK(buffers_.size() == tensors.size(), "AsyncSaver", "a snapshot of ", tensors.size(),
+                 " tensors but the buffers were made for ", buffers_.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& b = buffers_[i].second;
+    const Tensor& t = tensors[i].second;
+    COAT_ARG_CHECK(buffers_[i].first == tensors[i].first && b.shape() == t.shape() && b.dtype() == t.dtype(),
+                   "AsyncSaver", "snapshot tensor ", i, " is '", tensors[i].first, "' ",
+                   dtype_name(t.dtype()), " ", shape_str(t.shape()), " but its buffer was made for '",
+                   buffers_[i].first, "' ", dtype_name(b.dtype()), " ", shape_str(b.shape()));
+  }
+  return buffers_;
+}
+
+SaveStarted AsyncSaver::start(CheckpointSnapshot snapshot) {
+  COAT_ARG_CHECK(!pending_, "AsyncSaver", "the save of step ", pending_ ? pending_->snapshot.step : 0,
+                 " is still in flight; finish() it before starting the save of step ", snapshot.step);
+  const auto started = Clock::now();
+  stage_checkpoint_collectively(run_dir_, snapshot.step, world_, context_);
+  // The copy is ordered after the step's updates on the device's stream and returns when the bytes are in
+  // host memory: from here on training may change the live state.
+  const auto& buffers = buffers_like(snapshot.tensors);
+  SaveStarted out{snapshot.step, 0.0, 0};
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    Tensor host = buffers[i].second;
+    io::copy_bits(host, snapshot.tensors[i].second);
+    snapshot.tensors[i].second = host;
+    out.snapshot_bytes += host.nbytes();
+  }
+  out.snapshot_s = seconds_since(started);
+  Pending& p = pending_.emplace();
+  p.snapshot = std::move(snapshot);
+  p.snapshot_s = out.snapshot_s;
+  try {
+    p.writer = std::thread([this, &p] {
+      // Only this rank's file and the host buffers: no device, stream or communicator is used here.
+      p.result = write_rank_file(run_dir_, p.snapshot, writer_);
+      p.done.store(true, std::memory_order_release);
+    });
+  } catch (const std::system_error& e) {
+    // No thread: the write is reported failed at the commit, as any other failed write.
+    p.result.error = std::current_exception();
+    p.result.message = detail::concat("could not start the background writer: ", e.what());
+    p.done.store(true, std::memory_order_release);
+  }
+  return out;
+}
+
+std::optional<SaveCommitted> AsyncSaver::poll() {
+  if (!pending_) return std::nullopt;
+  const auto started = Clock::now();
+  const std::vector<int64_t> done = dist::all_gather_values(world_, context_, {written() ? 1 : 0});
+  for (const int64_t d : done) {
+    if (d == 0) return std::nullopt;
+  }
+  return commit(seconds_since(started));
+}
+
+std::optional<SaveCommitted> AsyncSaver::finish() {
+  if (!pending_) return std::nullopt;
+  const auto started = Clock::now();
+  if (pending_->writer.joinable()) pending_->writer.join();
+  return commit(seconds_since(started));
+}
+
+void AsyncSaver::abandon() noexcept {
+  if (!pending_) return;
+  if (pending_->writer.joinable()) pending_->writer.join();
+  const int64_t step = pending_->snapshot.step;
+  pending_.reset();
+  if (!world_ || world_->rank() == 0) io::abandon_checkpoint(run_dir_, step);
+}
+
+SaveCommitted AsyncSaver::commit(double waited_s) {
+  const auto started = Clock::now();
+  if (pending_->writer.joinable()) pending_->writer.join();
+  SaveCommitted out;
+  out.step = pending_->snapshot.step;
+  out.snapshot_s = pending_->snapshot_s;
+  try {
+    const CommittedCheckpoint c = commit_checkpoint_collectively(
+        run_dir_, pending_->snapshot, pending_->result, world_, context_, keep_last_);
+    out.dir = c.dir;
+    out.bytes = c.bytes;
+    out.write_s = c.write_s;
+  } catch (const std::exception& e) {
+    // The save is over: a failure on any rank has removed its staging directory.
+    pending_.reset();
+    throw IoError(detail::concat("checkpoint of step ", out.step,
+                                 ", written in the background while training went on, failed: ", e.what(),
+                                 ". The checkpoints already complete are untouched"));
+  }
+  pending_.reset();
+  out.commit_s = waited_s + seconds_since(started);
+  return out;
+}
+
+}  // namespace coat::train

@@ -1,0 +1,296 @@
+// Checkpoints saved while training goes on (checkpoint.async, train/async_saver.h), in one process: the
+// saver writes the copy taken at its start and commits only when told the write is done; a failed write
+// throws at the commit naming the file and the OS error and leaves the complete checkpoints alone; through
+// the trainer, async and synchronous saves write the same rank files, a run resumes from an async save
+// exactly as the uninterrupted synchronous run, training is blocked only for the copy, and a failed
+// background write stops the run at the step where it is found. The same over several ranks: tests/dist.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "coat/data/token_file.h"
+#include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_reader.h"
+#include "coat/io/tensor_file.h"
+#include "coat/ops/copy.h"
+#include "coat/ops/creation.h"
+#include "coat/ops/runtime.h"
+#include "coat/train/async_saver.h"
+#include "coat/train/trainer.h"
+#include "coat/train/unit_state.h"
+#include "expect_error.h"
+
+namespace coat::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Tensors = std::vector<std::pair<std::string, Tensor>>;
+
+class AsyncSave : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("coat_async_save_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::mt19937 rng(5);
+    std::vector<uint32_t> tokens(4000);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (rng() % 4 == 0) ? rng() % 64 : (i * 7) % 64;
+    data::write_token_file(dir_ / "tokens.bin", tokens, data::TokenWidth::U16, 64);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  /// configs/test_small.json (6 steps, saves at 3 and 6) in run directory `run`, adjusted by `set`.
+  TrainConfig config(const std::string& run, const std::function<void(nlohmann::json&)>& set = {}) const {
+    std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["data"]["path"] = (dir_ / "tokens.bin").string();
+    c["logging"]["run_dir"] = (dir_ / run).string();
+    c["logging"]["progress"] = "off";
+    c["train"]["eval_interval"] = 0;
+    if (set) set(c);
+    return parse_train_config(c, "c.json");
+  }
+  fs::path checkpoint(const std::string& run, int64_t step) const {
+    return io::checkpoints_root(dir_ / run) / io::checkpoint_dir_name(step);
+  }
+  /// The directories under the run's checkpoints directory.
+  std::vector<std::string> checkpoint_entries(const std::string& run) const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(io::checkpoints_root(dir_ / run)))
+      out.push_back(e.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  static std::string file_bytes(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  static std::vector<double> losses(const Trainer& t) {
+    std::vector<double> out;
+    for (const auto& r : t.history()) out.push_back(r.loss);
+    return out;
+  }
+  /// The records of the run's metrics.jsonl.
+  std::vector<nlohmann::json> metrics(const std::string& run) const {
+    std::ifstream in(dir_ / run / "metrics.jsonl");
+    std::vector<nlohmann::json> out;
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+  /// A snapshot of trainer `t`'s state at its step, as the trainer makes it (views of the live state).
+  static CheckpointSnapshot snapshot_of(Trainer& t) {
+    CheckpointSnapshot s;
+    s.step = t.step();
+    s.meta = {{"world_size", 1}};
+    s.layout = checkpoint_layout(t.model().store(), t.optimizer());
+    s.file = 0;
+    s.tensors = checkpoint_slices(t.model().store(), t.optimizer());
+    return s;
+  }
+  /// Deep copies of `tensors`.
+  static Tensors copies(const Tensors& tensors) {
+    Tensors out;
+    for (const auto& [name, t] : tensors) out.emplace_back(name, ops::clone(t));
+    return out;
+  }
+  static bool same_bytes(const Tensor& a, const Tensor& b) {
+    const Tensor x = ops::contiguous(a), y = ops::contiguous(b);
+    return x.dtype() == y.dtype() && x.nbytes() == y.nbytes() &&
+           std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+  }
+
+  ContextPtr ctx_ = ops::make_context(Device::cpu());
+  fs::path dir_;
+};
+
+/// A writer that removes the staging directory first: the write then fails as on a vanished directory.
+io::RankFileRecord write_into_vanished_staging(const fs::path& staging, int file, const Tensors& tensors) {
+  fs::remove_all(staging);
+  return io::write_checkpoint_rank(staging, file, tensors);
+}
+
+TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
+  Trainer t(config("run"), ctx_);
+  t.run(/*stop_after_step=*/2);
+  const CheckpointSnapshot snapshot = snapshot_of(t);
+  const Tensors expected = copies(snapshot.tensors);
+  std::promise<void> gate;
+  std::shared_future<void> open = gate.get_future().share();
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 0,
+                   [open](const fs::path& staging, int file, const Tensors& tensors) {
+                     open.wait();
+                     return io::write_checkpoint_rank(staging, file, tensors);
+                   });
+  const SaveStarted started = saver.start(snapshot);
+  EXPECT_EQ(started.step, 2);
+  uint64_t state_bytes = 0;
+  for (const auto& [name, tensor] : expected) state_bytes += tensor.nbytes();
+  EXPECT_EQ(started.snapshot_bytes, state_bytes);
+  EXPECT_GE(saver.host_bytes(), state_bytes);
+  EXPECT_GE(ctx_->allocator().memory_report().current(MemoryCategory::CheckpointSnapshot), state_bytes);
+  // Training changes the live state while the write waits: the file holds the state of the start.
+  for (const auto& [name, tensor] : snapshot.tensors) {
+    Tensor live = tensor;
+    ops::fill_(live, 0.0);
+  }
+  EXPECT_EQ(saver.poll(), std::nullopt);  // still writing: nothing committed, nothing waited for
+  EXPECT_TRUE(saver.pending());
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000002.tmp"}));
+  EXPECT_THROW(saver.start(snapshot_of(t)), InvalidArgument);  // one save in flight at a time
+  gate.set_value();
+  while (!saver.written()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const std::optional<SaveCommitted> committed = saver.poll();
+  ASSERT_TRUE(committed.has_value());
+  EXPECT_EQ(committed->dir, checkpoint("run", 2));
+  EXPECT_EQ(committed->bytes, fs::file_size(checkpoint("run", 2) / "rank_00000.bin"));
+  EXPECT_FALSE(saver.pending());
+  io::CheckpointReader::open(checkpoint("run", 2)).verify_all();
+  const io::TensorFileReader file = io::TensorFileReader::open(checkpoint("run", 2) / "rank_00000.bin");
+  for (const auto& [name, tensor] : expected) EXPECT_TRUE(same_bytes(file.read(name), tensor)) << name;
+  EXPECT_EQ(saver.finish(), std::nullopt);  // nothing in flight
+}
+
+TEST_F(AsyncSave, AFailedWriteThrowsAtTheCommitNamingTheFileAndKeepsTheCompleteCheckpoints) {
+  Trainer t(config("run"), ctx_);
+  t.run(/*stop_after_step=*/3);  // step 3 complete
+  t.run(/*stop_after_step=*/4);
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 0,
+                   write_into_vanished_staging);
+  saver.start(snapshot_of(t));
+  test::expect_error_containing<IoError>([&] { saver.finish(); }, "rank_00000.bin");
+  EXPECT_FALSE(saver.pending());
+  saver.start(snapshot_of(t));
+  try {
+    saver.finish();
+    ADD_FAILURE() << "the failed write was not reported";
+  } catch (const IoError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("checkpoint of step 4"), std::string::npos) << what;
+    EXPECT_NE(what.find("No such file or directory"), std::string::npos) << what;  // the OS error
+  }
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000003"}));
+  EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 3)).verify_all());
+}
+
+// The same run saved synchronously and in the background: the same rank files byte for byte (meta.json
+// differs only in checkpoint.async itself), the blocked and written figures in metrics.jsonl, and a resume
+// from the background save continues exactly as the synchronous run went on.
+TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
+  // Both runs in the same run directory (its path is in meta.json), moved aside when done.
+  const auto sync = [](nlohmann::json& c) { c["checkpoint"]["async"] = false; };
+  std::vector<double> all;
+  {
+    Trainer full(config("run", sync), ctx_);
+    full.run();
+    all = losses(full);
+  }
+  fs::rename(dir_ / "run", dir_ / "sync");
+  {
+    Trainer split(config("run"), ctx_);
+    ASSERT_TRUE(split.config().checkpoint.async);  // the default
+    split.run(/*stop_after_step=*/3);
+  }
+  {
+    Trainer resumed(config("run"), ctx_, /*resuming=*/true);
+    resumed.load_checkpoint(checkpoint("run", 3));
+    resumed.run();
+    EXPECT_EQ(losses(resumed), std::vector<double>(all.begin() + 3, all.end()));
+  }
+  fs::rename(dir_ / "run", dir_ / "async");
+  for (const int64_t step : {3, 6}) {
+    EXPECT_EQ(file_bytes(checkpoint("sync", step) / "rank_00000.bin"),
+              file_bytes(checkpoint("async", step) / "rank_00000.bin"))
+        << "step " << step;
+    nlohmann::json a = io::CheckpointReader::open(checkpoint("async", step)).meta();
+    nlohmann::json s = io::CheckpointReader::open(checkpoint("sync", step)).meta();
+    EXPECT_EQ(a["config"]["checkpoint"]["async"], true);
+    a["config"]["checkpoint"].erase("async");
+    s["config"]["checkpoint"].erase("async");
+    EXPECT_EQ(a, s) << "step " << step;
+  }
+  // Each save's blocked time at its step, and where it was committed its write.
+  for (const std::string run : {"sync", "async"}) {
+    std::map<int64_t, double> blocked;
+    std::map<int64_t, uint64_t> written_bytes;
+    for (const nlohmann::json& r : metrics(run)) {
+      if (r.contains("save_blocked_s")) blocked[r["step"].get<int64_t>()] = r["save_blocked_s"].get<double>();
+      if (r.contains("save_step")) {
+        EXPECT_GE(r["step"].get<int64_t>(), r["save_step"].get<int64_t>()) << run;
+        EXPECT_GT(r["save_written_s"].get<double>(), 0.0) << run;
+        written_bytes[r["save_step"].get<int64_t>()] = r["save_bytes"].get<uint64_t>();
+      }
+    }
+    EXPECT_EQ(blocked.size(), 2u) << run;
+    EXPECT_TRUE(blocked.count(3) && blocked.count(6)) << run;
+    EXPECT_EQ(written_bytes.size(), 2u) << run;
+    for (const auto& [step, bytes] : written_bytes) {
+      EXPECT_EQ(bytes, fs::file_size(checkpoint(run, step) / "rank_00000.bin")) << run << " step " << step;
+    }
+  }
+}
+
+// A write that takes half a second: training does not wait for it at the save (only for the copy), it is
+// committed at a later step, and the next save waits for it.
+TEST_F(AsyncSave, TrainingGoesOnWhileTheWriteRuns) {
+  static constexpr double kWriteSeconds = 0.5;
+  Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; }), ctx_);
+  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(kWriteSeconds));
+    return io::write_checkpoint_rank(staging, file, tensors);
+  });
+  t.run();
+  std::map<int64_t, double> blocked;
+  std::map<int64_t, int64_t> committed_at;
+  for (const nlohmann::json& r : metrics("run")) {
+    if (r.contains("save_blocked_s")) blocked[r["step"].get<int64_t>()] = r["save_blocked_s"].get<double>();
+    if (r.contains("save_step")) {
+      committed_at[r["save_step"].get<int64_t>()] = r["step"].get<int64_t>();
+      EXPECT_GE(r["save_written_s"].get<double>(), kWriteSeconds);
+    }
+  }
+  ASSERT_EQ(blocked.size(), 3u);
+  for (const auto& [step, seconds] : blocked) EXPECT_LT(seconds, kWriteSeconds) << "step " << step;
+  // Committed at a step boundary after the save, at the latest by the next save (or the end of the run).
+  ASSERT_EQ(committed_at.size(), 3u);
+  for (const auto& [step, at] : committed_at) {
+    EXPECT_GE(at, std::min<int64_t>(step + 1, 6)) << "step " << step;
+    EXPECT_LE(at, std::min<int64_t>(step + 2, 6)) << "step " << step;
+  }
+  EXPECT_EQ(checkpoint_entries("run"),
+            (std::vector<std::string>{"step_00000004", "step_00000006"}));  // keep_last 2
+}
+
+TEST_F(AsyncSave, AFailedBackgroundWriteStopsTheRunAndKeepsThePreviousCheckpoint) {
+  Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; }), ctx_);
+  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+    if (staging.filename() == "step_00000004.tmp") return write_into_vanished_staging(staging, file, tensors);
+    return io::write_checkpoint_rank(staging, file, tensors);
+  });
+  try {
+    t.run();
+    ADD_FAILURE() << "the run went on after a failed write";
+  } catch (const IoError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("checkpoint of step 4"), std::string::npos) << what;
+    EXPECT_NE(what.find((checkpoint("run", 4).string() + ".tmp/rank_00000.bin")), std::string::npos) << what;
+    EXPECT_NE(what.find("No such file or directory"), std::string::npos) << what;
+  }
+  // Found at a step boundary after step 4, at the latest before the save of step 6 started.
+  EXPECT_GE(t.step(), 5);
+  EXPECT_LE(t.step(), 6);
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000002"}));
+  EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 2)).verify_all());
+}
+
+}  // namespace
+}  // namespace coat::train
