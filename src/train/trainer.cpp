@@ -99,7 +99,24 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
 }
 
 void Trainer::check_setup(bool resuming) const {
-  if (!resuming) refuse_previous_run(run_dir_);
+  if (!resuming) {
+    // Rank 0's look at the run directory is every rank's (collective): the other ranks must not look later,
+    // when rank 0 may have begun the run there already.
+    std::string refused;
+    if (rank_ == 0) {
+      try {
+        refuse_previous_run(run_dir_);
+      } catch (const ConfigError& e) {
+        refused = e.what();
+      }
+    }
+    if (max_over_ranks(refused.empty() ? 0 : 1) != 0) {
+      throw ConfigError(!refused.empty() ? refused
+                                         : detail::concat("run directory '", run_dir_.string(),
+                                                          "' already holds a run (found by rank 0); pass --resume "
+                                                          "auto to continue it, or set logging.run_dir to a new one"));
+    }
+  }
   if (config_.precision.recipe == models::RecipeKind::FP32 && context_->device().is_cuda()) {
     throw ConfigError("config: 'precision.recipe' = \"fp32\" is the CPU reference; on CUDA use \"bf16\" (cuDNN's "
                       "fused attention runs in BF16)");
@@ -475,7 +492,9 @@ SaveCommitted Trainer::save_synchronously() {
 
 void Trainer::save_checkpoint() {
   finish_pending_save();
-  report_commit(save_synchronously(), nullptr);
+  const SaveCommitted saved = save_synchronously();
+  saved_step_ = saved.step;
+  report_commit(saved, nullptr);
 }
 
 void Trainer::reserve_snapshot_buffers() {
@@ -493,6 +512,7 @@ void Trainer::reserve_snapshot_buffers() {
 void Trainer::save_at_step(nlohmann::json& record) {
   if (!saver_) {
     const SaveCommitted saved = save_synchronously();
+    saved_step_ = saved.step;
     record["save_blocked_s"] = saved.commit_s;
     report_commit(saved, &record);
     return;
@@ -511,12 +531,18 @@ void Trainer::save_at_step(nlohmann::json& record) {
 
 void Trainer::poll_pending_save(nlohmann::json& record) {
   if (!saver_) return;
-  if (std::optional<SaveCommitted> committed = saver_->poll()) report_commit(*committed, &record);
+  if (std::optional<SaveCommitted> committed = saver_->poll()) {
+    saved_step_ = committed->step;
+    report_commit(*committed, &record);
+  }
 }
 
 void Trainer::finish_pending_save() {
   if (!saver_) return;
-  if (std::optional<SaveCommitted> committed = saver_->finish()) report_commit(*committed, nullptr);
+  if (std::optional<SaveCommitted> committed = saver_->finish()) {
+    saved_step_ = committed->step;
+    report_commit(*committed, nullptr);
+  }
 }
 
 void Trainer::settle_pending_save_after_failure() noexcept {
@@ -546,7 +572,13 @@ void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* reco
   r["save_written_s"] = committed.write_s;
   r["save_bytes"] = committed.bytes;
   if (committed.background) r["save_commit_blocked_s"] = committed.commit_s;
-  if (!record && metrics_) metrics_->write(own);
+  if (record) return;
+  // The checkpoint is complete whatever happens to this record (a full disk stops the run at its next write).
+  try {
+    write_metrics(own);
+  } catch (const IoError& e) {
+    spdlog::warn("{}", e.what());
+  }
 }
 
 void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
@@ -619,7 +651,8 @@ void Trainer::stop_after_write_failure(std::exception_ptr local_error) {
   // Every rank takes part in the save (a sharded run gathers its units); on a full disk it may fail too.
   std::string saved;
   try {
-    save_checkpoint();
+    finish_pending_save();                   // a save of this step may be on its way already
+    if (saved_step_ != step_) save_checkpoint();
     saved_step_ = step_;
     saved = detail::concat("; a checkpoint of step ", step_, " was saved");
   } catch (const std::exception& e) {
@@ -695,7 +728,6 @@ RunEnd Trainer::run_steps(int64_t last) {
     // (it copies this step's state; the evaluation below changes none of it). A failed write (rank 0) stops
     // every rank below, after the evaluation that every rank runs.
     poll_pending_save(j);
-    if (j.contains("save_step")) saved_step_ = j["save_step"].get<int64_t>();
     const bool scheduled = save_due(rec.step);
     if (scheduled) save_at_step(j);
     std::exception_ptr write_error;
