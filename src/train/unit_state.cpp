@@ -183,8 +183,11 @@ void load_state_slices(const models::UnitStore& store, const optim::AdamW& optim
       file.read_range_into(name, start, head);
     }
     if (count < t.numel()) {
+      // The padding past the unit's end holds what a fresh moment holds there: zero, but an expansion exponent
+      // of 1 (ops::make_moment; 0 would index the expansion tables at row -1).
       Tensor tail = slice.slice(0, count, t.numel());
-      ops::fill_(tail, 0.0);
+      const bool expo = name.size() >= 5 && name.compare(name.size() - 5, 5, ".expo") == 0;
+      ops::fill_(tail, expo ? 1.0 : 0.0);
     }
   }
 }
