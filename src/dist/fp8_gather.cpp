@@ -77,8 +77,8 @@ Tensor Fp8UnitGather::quantize_slice(size_t unit, const std::vector<models::Fp8O
 std::vector<std::pair<int64_t, int64_t>> Fp8UnitGather::loose_ranges(size_t unit) const {
   std::vector<std::pair<int64_t, int64_t>> ranges;
   for (size_t index : store_.units()[unit].loose) {
-    const int64_t offset = store_.parameter_offset(unit, index);
-    ranges.emplace_back(offset, offset + store_.parameter_numel(unit, index));
+    const int64_t offset = store_.param_offset(unit, index);
+    ranges.emplace_back(offset, offset + shape_numel(store_.param_shape(unit, index)));
   }
   return ranges;
 }

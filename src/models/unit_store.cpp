@@ -284,18 +284,19 @@ void UnitStore::bind_grad(size_t unit, const Tensor& whole) {
   view_unit(unit);
 }
 
-const Shape& UnitStore::param_shape(size_t unit, size_t index) const {
+size_t UnitStore::position_in_unit(size_t unit, size_t index) const {
   const ParamUnit& u = units_.at(unit);
   const auto at = std::find(u.params.begin(), u.params.end(), index);
   COAT_CHECK(at != u.params.end(), Error, "[UnitStore] parameter ", index, " is not in unit '", u.name, "'");
-  return layouts_.at(unit).params.at(static_cast<size_t>(at - u.params.begin())).second;
+  return static_cast<size_t>(at - u.params.begin());
+}
+
+const Shape& UnitStore::param_shape(size_t unit, size_t index) const {
+  return layouts_.at(unit).params.at(position_in_unit(unit, index)).second;
 }
 
 int64_t UnitStore::param_offset(size_t unit, size_t index) const {
-  const ParamUnit& u = units_.at(unit);
-  const auto at = std::find(u.params.begin(), u.params.end(), index);
-  COAT_CHECK(at != u.params.end(), Error, "[UnitStore] parameter ", index, " is not in unit '", u.name, "'");
-  return layouts_.at(unit).offsets.at(static_cast<size_t>(at - u.params.begin()));
+  return layouts_.at(unit).offsets.at(position_in_unit(unit, index));
 }
 
 std::vector<Fp8Operand> UnitStore::fp8_operands(size_t unit) {

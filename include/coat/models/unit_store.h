@@ -151,9 +151,9 @@ class UnitStore {
   void release_fp8_weights(size_t unit);
   /// The matrices a block unit's FP8 linears multiply by (empty for the embedding and head units).
   std::vector<Fp8Operand> fp8_operands(size_t unit);
-  /// Parameter `index`'s first element and element count in unit `unit` (its layout).
-  int64_t parameter_offset(size_t unit, size_t index) const { return param_offset(unit, index); }
-  int64_t parameter_numel(size_t unit, size_t index) const { return shape_numel(param_shape(unit, index)); }
+  /// Parameter `index`'s shape and first element in unit `unit` (its layout).
+  const Shape& param_shape(size_t unit, size_t index) const;
+  int64_t param_offset(size_t unit, size_t index) const;
   /// Bumped by weights_changed: FP8 copies made from the weights of an earlier version are stale.
   int64_t weights_version() const { return weights_version_; }
   /// Over every unit: quantisations made so far (a test hook) and bytes held.
@@ -195,9 +195,8 @@ class UnitStore {
   /// Unit `unit`'s parameters view its current value and grad buffers.
   void view_unit(size_t unit);
   void resolve_indices(const ModelConfig& config);
-  /// Parameter `index`'s shape and first element in unit `unit` (its layout).
-  const Shape& param_shape(size_t unit, size_t index) const;
-  int64_t param_offset(size_t unit, size_t index) const;
+  /// Where parameter `index` stands in unit `unit`'s layout (Error when it is not the unit's).
+  size_t position_in_unit(size_t unit, size_t index) const;
   void plan_deferral(size_t unit);
 
   ContextPtr context_;
