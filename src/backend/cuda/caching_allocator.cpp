@@ -4,6 +4,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 
 #include "coat/backend/cuda/check.h"
 #include "coat/core/error.h"
@@ -44,7 +46,15 @@ std::string mib(size_t bytes) {
 
 }  // namespace
 
-CachingAllocator::CachingAllocator(int device) : device_(device) {}
+AllocatorMode allocator_mode_from_environment() {
+  const char* value = std::getenv("COAT_CUDA_ALLOCATOR");
+  if (value == nullptr || std::string_view(value) == "caching") return AllocatorMode::Caching;
+  if (std::string_view(value) == "direct") return AllocatorMode::Direct;
+  throw InvalidArgument(::coat::detail::concat("environment variable COAT_CUDA_ALLOCATOR is '", value,
+                                               "'; expected 'caching' (the default) or 'direct'"));
+}
+
+CachingAllocator::CachingAllocator(int device, AllocatorMode mode) : device_(device), mode_(mode) {}
 
 CachingAllocator::~CachingAllocator() {
   std::lock_guard lock(mutex_);
@@ -85,10 +95,10 @@ void* CachingAllocator::take_cached_locked(size_t rounded, size_t* block_bytes) 
 
 void* CachingAllocator::allocate(size_t bytes, MemoryCategory category) {
   if (bytes == 0) return nullptr;
-  const size_t rounded = round_size(bytes);
+  const size_t rounded = mode_ == AllocatorMode::Direct ? bytes : round_size(bytes);
   std::lock_guard lock(mutex_);
   size_t block_bytes = 0;
-  void* ptr = take_cached_locked(rounded, &block_bytes);
+  void* ptr = mode_ == AllocatorMode::Direct ? nullptr : take_cached_locked(rounded, &block_bytes);
   if (ptr == nullptr) {
     ptr = system_allocate_locked(rounded, bytes, category);
     block_bytes = rounded;
@@ -139,6 +149,19 @@ void CachingAllocator::deallocate(void* ptr, size_t /*bytes*/, MemoryCategory /*
   const Block block = it->second;
   active_.erase(it);
   stats_.on_free(block.category, block.bytes);
+  if (mode_ == AllocatorMode::Direct) {
+    // cudaFree waits for the device; errors cannot be thrown from here (see above), only reported.
+    try {
+      DeviceGuard guard(device_);
+      const cudaError_t status = cudaFree(ptr);
+      if (status != cudaSuccess)
+        std::fprintf(stderr, "[cuda allocator] cudaFree(%p) failed: %s\n", ptr, cudaGetErrorString(status));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[cuda allocator] cudaFree(%p) skipped: %s\n", ptr, e.what());
+    }
+    stats_.on_release(block.bytes);
+    return;
+  }
   FreePool& pool = block.bytes <= kSmallLimitBytes ? free_small_ : free_large_;
   pool.emplace(block.bytes, ptr);
   cached_bytes_ += block.bytes;

@@ -32,7 +32,7 @@ CudaContext::CublasLtHandle::~CublasLtHandle() {
 CudaContext::CudaContext(int device)
     : device_(select_device(device)),
       properties_(DeviceProperties::query(device_)),
-      allocator_(device_),
+      allocator_(device_, allocator_mode_from_environment()),
       cudnn_(device_, stream_.get()) {
   workspace_ = allocator_.allocate(kCublasLtWorkspaceBytes, MemoryCategory::Workspace);
 }

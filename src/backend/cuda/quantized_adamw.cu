@@ -505,7 +505,9 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
   using TM = code_t<CM>;
   using TV = code_t<CV>;
   const int tid = threadIdx.x;
-  const bool vec = kFull || a.vectorized;
+  // The last, partial tile moves element by element: with vector accesses under a per-thread guard
+  // (count == kVec), threads past the end read past the buffer on the H100 (memcheck of a 786,944-element unit).
+  const bool vec = kFull;
   const int64_t base = t.base;
 
   // A. the next tile's metadata (asynchronous copies, waited for before the barrier), loads

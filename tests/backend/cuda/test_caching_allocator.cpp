@@ -2,6 +2,7 @@
 // and out-of-memory handling.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -190,6 +191,37 @@ TEST_F(CachingAllocatorTest, TensorsOfAContextReuseMemoryAcrossSteps) {
   ctx->synchronize();
   EXPECT_EQ(ctx->allocator().memory_report().system_allocations, allocations);
   EXPECT_EQ(ctx->allocator().memory_report().current(MemoryCategory::Activations), 0u);
+}
+
+TEST_F(CachingAllocatorTest, DirectModeNeitherRoundsNorCaches) {
+  CachingAllocator alloc(0, coat::cuda::AllocatorMode::Direct);
+  void* p = alloc.allocate(1000, MemoryCategory::Activations);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(alloc.memory_report().current(MemoryCategory::Activations), 1000u);  // not rounded to 1024
+  alloc.deallocate(p, 1000, MemoryCategory::Activations);
+  EXPECT_EQ(alloc.cached_blocks(), 0u);
+  EXPECT_EQ(alloc.memory_report().reserved_bytes, 0u);
+  EXPECT_EQ(alloc.memory_report().system_frees, 1u);
+  void* q = alloc.allocate(1000, MemoryCategory::Activations);
+  EXPECT_EQ(alloc.memory_report().system_allocations, 2u);  // a new cudaMalloc, not the freed block
+  alloc.deallocate(q, 1000, MemoryCategory::Activations);
+}
+
+TEST(CachingAllocatorMode, EnvironmentNamesTheMode) {
+  const char* saved = std::getenv("COAT_CUDA_ALLOCATOR");
+  const std::string restore = saved != nullptr ? saved : "";
+  unsetenv("COAT_CUDA_ALLOCATOR");
+  EXPECT_EQ(coat::cuda::allocator_mode_from_environment(), coat::cuda::AllocatorMode::Caching);
+  setenv("COAT_CUDA_ALLOCATOR", "direct", 1);
+  EXPECT_EQ(coat::cuda::allocator_mode_from_environment(), coat::cuda::AllocatorMode::Direct);
+  setenv("COAT_CUDA_ALLOCATOR", "pooled", 1);
+  try {
+    (void)coat::cuda::allocator_mode_from_environment();
+    ADD_FAILURE() << "an unknown mode was accepted";
+  } catch (const coat::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("COAT_CUDA_ALLOCATOR is 'pooled'"), std::string::npos) << e.what();
+  }
+  if (saved != nullptr) setenv("COAT_CUDA_ALLOCATOR", restore.c_str(), 1); else unsetenv("COAT_CUDA_ALLOCATOR");
 }
 
 #else  // built without CUDA

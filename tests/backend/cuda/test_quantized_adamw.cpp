@@ -219,6 +219,57 @@ TEST_F(CudaQuantizedAdamW, SparseRowsLikeAnEmbedding) {
     }
 }
 
+// A transformer block's unit of a small Llama (hidden 256, 786,944 elements: 192 whole tiles and a last tile
+// of 512 elements, whole vectors of the first 128 threads), its norm weights outside the decay ranges, with
+// the BF16 compute copy: every pair of FP8 encodings.
+TEST_F(CudaQuantizedAdamW, BlockUnitWithAShortLastTile) {
+  const int64_t n = 786'944;
+  const std::vector<DecayRange> ranges = {{0, 196'608}, {196'864, 786'688}};
+  for (const MomentSpec& ms : all_specs())
+    for (const MomentSpec& vs : all_specs()) {
+      run_and_compare(cpu, gpu, n, ms, vs, ranges, 0, 3);
+      if (HasFatalFailure()) return;
+    }
+}
+
+// The same unit with every buffer (param, grad, both moments' codes, the BF16 compute copy) a view at the start
+// of a longer buffer: the 4096 elements after each view are the bytes they were after three steps (the
+// short last tile once stored garbage past the end of the codes: a NaN in the next allocation's moment).
+TEST_F(CudaQuantizedAdamW, NothingPastTheEndIsWritten) {
+  const int64_t n = 786'944, pad = 4096;
+  const std::vector<DecayRange> ranges = {{0, 196'608}, {196'864, 786'688}};
+  const std::vector<std::pair<MomentSpec, MomentSpec>> pairs = {
+      {spec_of(MomentEncoding::FP8), spec_of(MomentEncoding::FP8)},
+      {spec_of(MomentEncoding::F32), spec_of(MomentEncoding::BF16)},
+      {spec_of(MomentEncoding::FP8Expand), spec_of(MomentEncoding::FP8Expand, DType::E5M2)}};
+  for (const auto& [ms, vs] : pairs) {
+    // A longer buffer of non-zero bytes whose first n elements hold `head` (or stay as they are).
+    const auto longer = [&](DType dtype, uint32_t seed, const Tensor* head) {
+      Tensor all = ops::to(ops::cast(random_param(cpu, n + pad, seed), dtype), gpu);
+      Tensor view = all.slice(0, 0, n);
+      if (head != nullptr) ops::copy_(view, *head);
+      return std::make_pair(all, view);
+    };
+    auto [p_all, p] = longer(DType::F32, 1, nullptr);
+    auto [g_all, g] = longer(DType::F32, 2, nullptr);
+    auto [c_all, c] = longer(DType::BF16, 3, nullptr);
+    QuantizedMoment m = ops::make_moment(gpu, n, ms, MemoryCategory::OptimizerState);
+    QuantizedMoment v = ops::make_moment(gpu, n, vs, MemoryCategory::OptimizerState);
+    auto [m_all, m_view] = longer(m.codes.dtype(), 4, &m.codes);
+    auto [v_all, v_view] = longer(v.codes.dtype(), 5, &v.codes);
+    m.codes = m_view;
+    v.codes = v_view;
+    const std::vector<Tensor> alls = {p_all, g_all, c_all, m_all, v_all};
+    std::vector<std::vector<uint8_t>> tails;
+    for (const Tensor& t : alls) tails.push_back(ops::to_bytes(t.slice(0, n, n + pad)));
+    for (int s = 1; s <= 3; ++s) ops::adamw_step_quantized(p, g, m, v, hyper(s), ranges, &c);
+    for (size_t i = 0; i < alls.size(); ++i)
+      EXPECT_EQ(ops::to_bytes(alls[i].slice(0, n, n + pad)), tails[i])
+          << "m " << ops::moment_spec_str(ms) << ", v " << ops::moment_spec_str(vs) << ": buffer " << i
+          << " (param, grad, compute copy, m codes, v codes) was written past its end";
+  }
+}
+
 TEST_F(CudaQuantizedAdamW, OneStepFromZeroMoments) {
   const int64_t n = 3 * 128 * 1000 + 77;
   for (const MomentSpec& ms : all_specs())

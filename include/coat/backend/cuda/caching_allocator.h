@@ -22,6 +22,12 @@
 // the call is retried once; if that fails too, coat::OutOfMemory is thrown with the request, its category,
 // the memory report table and a HINT.
 //
+// Direct mode (AllocatorMode::Direct; COAT_CUDA_ALLOCATOR=direct for the contexts a program makes): no
+// cache and no rounding: each request is its own cudaMalloc of exactly its size and each deallocate a
+// cudaFree (which waits for the device). Slow; for finding memory errors: compute-sanitizer memcheck
+// (with --padding) then sees every write past a tensor's end and every use of a freed tensor, which a
+// reused cached block hides.
+//
 // Statistics (MemoryReport): per category, current/peak bytes of the blocks handed out (the rounded size,
 // or the reused block's size when a slightly larger block was reused); reserved bytes = everything held
 // from cudaMalloc (handed out + cached), current/peak; counts of cudaMalloc and cudaFree calls.
@@ -37,6 +43,12 @@
 
 namespace coat::cuda {
 
+enum class AllocatorMode { Caching, Direct };
+
+/// The mode named by the environment variable COAT_CUDA_ALLOCATOR: unset or "caching" -> Caching,
+/// "direct" -> Direct; anything else throws InvalidArgument naming the variable and the accepted values.
+AllocatorMode allocator_mode_from_environment();
+
 class CachingAllocator final : public coat::Allocator {
  public:
   static constexpr size_t kSmallRoundBytes = 512;
@@ -44,7 +56,7 @@ class CachingAllocator final : public coat::Allocator {
   static constexpr size_t kLargeRoundBytes = size_t{2} << 20;
 
   /// An allocator for CUDA device `device` (made current around each cudaMalloc/cudaFree).
-  explicit CachingAllocator(int device);
+  explicit CachingAllocator(int device, AllocatorMode mode = AllocatorMode::Caching);
   /// Frees every block it holds, cached or still handed out (after a device synchronize).
   ~CachingAllocator() override;
   CachingAllocator(const CachingAllocator&) = delete;
@@ -58,6 +70,7 @@ class CachingAllocator final : public coat::Allocator {
   void reset_peaks() override { stats_.reset_peaks(); }
 
   int device() const { return device_; }
+  AllocatorMode mode() const { return mode_; }
   /// Bytes held in cached (free) blocks.
   size_t cached_bytes() const;
   /// Number of cached (free) blocks.
@@ -78,6 +91,7 @@ class CachingAllocator final : public coat::Allocator {
   void release_cached_locked();
 
   int device_ = 0;
+  AllocatorMode mode_ = AllocatorMode::Caching;
   mutable std::mutex mutex_;
   FreePool free_small_;
   FreePool free_large_;
