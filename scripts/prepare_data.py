@@ -22,17 +22,17 @@ TOKENIZER_HELP = """\
 The tokenizer: a directory with tokenizer.json (and, read when present, tokenizer_config.json,
 special_tokens_map.json, chat_template.jinja), or the path of a tokenizer.json. EOS is tokenizer_config.json's
 eos_token (--eos overrides). BOS goes before each document when tokenizer_config.json sets add_bos_token, or,
-without that key, when tokenizer.json's post-processor adds one (Llama-3: <|begin_of_text|>; OLMo: none);
+without that key, when tokenizer.json's post-processor adds one (Llama-3's adds <|begin_of_text|>);
 --add-bos / --no-bos override. Token files are u16 up to a vocabulary of 65536 tokens, else u32.
 """
 
 TEXT_HELP = """\
 Each document becomes [BOS] tokens EOS, in input order. Documents: one per file (default; a file larger than
---piece-chars is encoded in pieces cut after line breaks, exactly as the whole when the tokenizer allows it, so
-it never has to fit in memory), one per line (--lines; blank lines skipped) or one per JSONL line (--jsonl,
-the string field --field, default "text"). Inputs ending in .gz are decompressed. Chunks of documents are
-encoded by --workers processes and written in order to OUTPUT.tmp, renamed to OUTPUT at the end: a failure
-leaves no partial file under OUTPUT.
+--piece-chars is encoded in pieces cut after line breaks, so it never has to fit in memory, when the tokenizer
+encodes such pieces exactly as the whole, else read whole), one per line (--lines; blank lines skipped) or
+one per JSONL line (--jsonl, the string field --field, default "text"). Inputs ending in .gz are
+decompressed. Chunks of documents are encoded by --workers processes and written in order to OUTPUT.tmp,
+renamed to OUTPUT at the end: a failure leaves no partial file under OUTPUT.
 
   prepare_data.py text --tokenizer models/Llama-3-8B --output data/web.bin --jsonl shard_*.jsonl.gz
 """
@@ -42,7 +42,8 @@ Each JSONL line is one example, {"prompt": P, "completion": C} or {"messages": [
 Writes OUTPUT (token file) and OUTPUT.mask (loss mask: byte i = 1 when token i is a trained target).
 
   prompt/completion  [BOS] P C EOS, encoded as one text; the mask is 1 on the tokens that hold text of C
-                     (one that straddles the start of C too) and on EOS. With --chat, P and C are a user and an assistant turn of the chat template.
+                     (one that straddles the start of C too) and on EOS. With --chat, P and C are a user turn
+                     and an assistant turn of the chat template instead.
   messages           the conversation rendered with the tokenizer's chat template (jinja2, as transformers'
                      apply_chat_template: bos_token/eos_token variables, add_generation_prompt, loop controls);
                      the template places BOS and end-of-turn tokens. The mask is 1 on the assistant turns only.
