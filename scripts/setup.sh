@@ -44,6 +44,21 @@ if [[ ${COAT_CUDA:-AUTO} != OFF ]] && command -v nvcc >/dev/null && command -v p
   fi
 fi
 
+# scripts/prepare_data.py (Hugging Face tokenizer.json -> token files and SFT loss masks) needs tokenizers and
+# jinja2 from PyPI; its test skips without them. Installed when missing; a failure only warns.
+if command -v python3 >/dev/null; then
+  py_missing=()
+  for module in tokenizers jinja2; do python3 -c "import $module" 2>/dev/null || py_missing+=("$module"); done
+  if ((${#py_missing[@]})); then
+    echo "setup: installing ${py_missing[*]} with pip (for scripts/prepare_data.py)"
+    if ! python3 -m pip install -q "${py_missing[@]}" 2>/dev/null &&
+       ! python3 -m pip install -q --user --break-system-packages "${py_missing[@]}"; then
+      echo "setup: WARNING: could not pip-install ${py_missing[*]} (is python3-pip installed?);" \
+           "scripts/prepare_data.py will not run and its test skips" >&2
+    fi
+  fi
+fi
+
 build_dir=${COAT_BUILD_DIR:-build}
 generator=()
 if [[ ! -f "$build_dir/CMakeCache.txt" ]] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
