@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <system_error>
+#include <utility>
 
 #include "coat/core/error.h"
 #include "coat/dist/host_collectives.h"
@@ -55,6 +56,7 @@ AsyncSaver::AsyncSaver(fs::path run_dir, dist::Communicator* world, ContextPtr c
 }
 
 AsyncSaver::~AsyncSaver() {
+  if (reserver_.joinable()) reserver_.join();
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
 }
 
@@ -62,7 +64,56 @@ void AsyncSaver::reserve(const std::vector<std::pair<std::string, Tensor>>& tens
   buffers_like(tensors);
 }
 
+void AsyncSaver::reserve_in_background(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                       std::function<void(uint64_t, double)> on_done) {
+  COAT_ARG_CHECK(buffers_.empty() && !reserver_.joinable() && !pending_, "AsyncSaver",
+                 "reserve_in_background after the buffers were made or a save started");
+  struct Spec {
+    std::string name;
+    Shape shape;
+    DType dtype;
+  };
+  std::vector<Spec> specs;
+  reserving_bytes_ = 0;
+  for (const auto& [name, t] : tensors) {
+    specs.push_back({name, t.shape(), t.dtype()});
+    reserving_bytes_ += t.nbytes();
+  }
+  reserver_ = std::thread([this, specs = std::move(specs), on_done = std::move(on_done)] {
+    const auto started = Clock::now();
+    try {
+      std::vector<std::pair<std::string, Tensor>> made;
+      made.reserve(specs.size());
+      for (const Spec& s : specs)
+        made.emplace_back(s.name, Tensor::empty(host_, s.shape, s.dtype, MemoryCategory::CheckpointSnapshot));
+      reserved_ = std::move(made);
+      if (on_done) on_done(reserving_bytes_, seconds_since(started));
+    } catch (...) {
+      reserve_error_ = std::current_exception();
+    }
+  });
+}
+
+void AsyncSaver::wait_reserved() {
+  if (!reserver_.joinable()) return;
+  reserver_.join();
+  if (reserve_error_) {
+    std::exception_ptr error = std::exchange(reserve_error_, nullptr);
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      throw IoError(detail::concat("[checkpoint.async] could not allocate the ",
+                                   models::format_bytes(static_cast<double>(reserving_bytes_)),
+                                   " of host memory for the snapshots: ", e.what(),
+                                   " (set checkpoint.async=false to save without them)"));
+    }
+  }
+  buffers_ = std::move(reserved_);
+  reserved_.clear();
+}
+
 uint64_t AsyncSaver::host_bytes() const {
+  if (reserver_.joinable()) return reserving_bytes_;
   uint64_t bytes = 0;
   for (const auto& [name, t] : buffers_) bytes += t.nbytes();
   return bytes;
@@ -70,6 +121,7 @@ uint64_t AsyncSaver::host_bytes() const {
 
 const std::vector<std::pair<std::string, Tensor>>& AsyncSaver::buffers_like(
     const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  wait_reserved();
   if (buffers_.empty()) {
     buffers_.reserve(tensors.size());
     for (const auto& [name, t] : tensors) {

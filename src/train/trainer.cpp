@@ -499,14 +499,17 @@ void Trainer::save_checkpoint() {
 
 void Trainer::reserve_snapshot_buffers() {
   if (!saver_ || rank_ >= shard_world_) return;
-  const auto started = std::chrono::steady_clock::now();
-  saver_->reserve(checkpoint_slices(model_->store(), *optimizer_));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (rank_ == 0) {
-    spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state ({:.2f} s)",
-                 models::format_bytes(static_cast<double>(saver_->host_bytes())),
-                 context_->device().is_cpu() ? "" : "pinned ", seconds);
-  }
+  // Pinning tens of GB takes tens of seconds: it runs beside the first steps; the first save waits for it.
+  const bool log = rank_ == 0;
+  const std::string kind = context_->device().is_cpu() ? "" : "pinned ";
+  saver_->reserve_in_background(checkpoint_slices(model_->store(), *optimizer_), [log, kind](uint64_t bytes,
+                                                                                           double seconds) {
+    if (log) {
+      spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state, allocated "
+                   "beside the first steps in {:.2f} s",
+                   models::format_bytes(static_cast<double>(bytes)), kind, seconds);
+    }
+  });
 }
 
 void Trainer::save_at_step(nlohmann::json& record) {

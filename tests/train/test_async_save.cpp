@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -158,6 +159,64 @@ TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
   const io::TensorFileReader file = io::TensorFileReader::open(checkpoint("run", 2) / "rank_00000.bin");
   for (const auto& [name, tensor] : expected) EXPECT_TRUE(same_bytes(file.read(name), tensor)) << name;
   EXPECT_EQ(saver.finish(), std::nullopt);  // nothing in flight
+}
+
+/// A CPU context whose allocations fail (host memory that cannot be pinned).
+class FailingHostContext final : public DeviceContext {
+  struct Refusing final : Allocator {
+    void* allocate(size_t bytes, MemoryCategory) override {
+      throw OutOfMemory(detail::concat("refused ", bytes, " bytes"));
+    }
+    void deallocate(void*, size_t, MemoryCategory) override {}
+    MemoryReport memory_report() const override { return {}; }
+    void reset_peaks() override {}
+  };
+  Refusing allocator_;
+
+ public:
+  Device device() const override { return Device::cpu(); }
+  Allocator& allocator() override { return allocator_; }
+  void synchronize() override {}
+};
+
+TEST_F(AsyncSave, BuffersReservedInTheBackgroundServeTheFirstSave) {
+  Trainer t(config("run"), ctx_);
+  t.run(/*stop_after_step=*/2);
+  const CheckpointSnapshot snapshot = snapshot_of(t);
+  const Tensors expected = copies(snapshot.tensors);
+  uint64_t state_bytes = 0;
+  for (const auto& [name, tensor] : expected) state_bytes += tensor.nbytes();
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ctx_, 0);
+  std::atomic<int> calls{0};
+  std::atomic<uint64_t> reported{0};
+  saver.reserve_in_background(snapshot.tensors, [&](uint64_t bytes, double seconds) {
+    EXPECT_GE(seconds, 0.0);
+    reported = bytes;
+    ++calls;
+  });
+  EXPECT_EQ(saver.host_bytes(), state_bytes);  // planned, whether or not the thread is done
+  EXPECT_THROW(saver.reserve_in_background(snapshot.tensors), InvalidArgument);  // once
+  while (calls.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const uint64_t allocations = ctx_->allocator().memory_report().system_allocations;
+  const SaveStarted started = saver.start(snapshot);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(reported.load(), state_bytes);
+  // The snapshot went into the reserved buffers: nothing else was allocated.
+  EXPECT_EQ(ctx_->allocator().memory_report().system_allocations, allocations);
+  EXPECT_EQ(ctx_->allocator().memory_report().current(MemoryCategory::CheckpointSnapshot), state_bytes);
+  EXPECT_EQ(started.snapshot_bytes, state_bytes);
+  ASSERT_TRUE(saver.finish().has_value());
+  const io::TensorFileReader file = io::TensorFileReader::open(checkpoint("run", 2) / "rank_00000.bin");
+  for (const auto& [name, tensor] : expected) EXPECT_TRUE(same_bytes(file.read(name), tensor)) << name;
+}
+
+TEST_F(AsyncSave, AReservationThatFailedIsAnErrorAtTheFirstSave) {
+  Trainer t(config("run"), ctx_);
+  t.run(/*stop_after_step=*/2);
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, std::make_shared<FailingHostContext>(), 0);
+  saver.reserve_in_background(snapshot_of(t).tensors);
+  test::expect_error_containing<IoError>([&] { saver.start(snapshot_of(t)); },
+                                        "of host memory for the snapshots: refused");
 }
 
 TEST_F(AsyncSave, AFailedWriteThrowsAtTheCommitNamingTheFileAndKeepsTheCompleteCheckpoints) {
