@@ -90,9 +90,17 @@ void check_state_storage(const io::CheckpointReader& ck, const OptimConfig& now)
 // ---- the loss mask ----
 
 /// The data.loss_mask of the run that wrote a checkpoint ("" for none, and for checkpoints older than the key).
-std::string saved_loss_mask(const nlohmann::json& meta) {
-  if (!meta.contains("config") || !meta["config"].contains("data")) return "";
-  return meta["config"]["data"].value("loss_mask", std::string());
+std::string saved_loss_mask(const io::CheckpointReader& ck) {
+  const nlohmann::json& meta = ck.meta();
+  if (!meta.contains("config") || !meta["config"].contains("data") || !meta["config"]["data"].contains("loss_mask")) {
+    return "";
+  }
+  const nlohmann::json& saved = meta["config"]["data"]["loss_mask"];
+  if (!saved.is_string()) {
+    throw IoError(detail::concat("checkpoint '", ck.dir().string(), "': meta.json config.data.loss_mask is ",
+                                 saved.dump(), ", expected a path"));
+  }
+  return saved.get<std::string>();
 }
 
 /// What to do instead of resuming under another loss mask.
@@ -104,7 +112,7 @@ std::string start_new_run_instead(const io::CheckpointReader& ck) {
 
 /// A loss mask added or removed on resume changes the loss mid-run.
 void check_loss_mask_presence(const io::CheckpointReader& ck, const std::string& now) {
-  const std::string before = saved_loss_mask(ck.meta());
+  const std::string before = saved_loss_mask(ck);
   if (before.empty() == now.empty()) return;
   const std::string start_new = start_new_run_instead(ck);
   if (before.empty()) {
@@ -246,6 +254,12 @@ void check_same_loss_mask(const io::CheckpointReader& ck, const data::LossMaskFi
   check_loss_mask_presence(ck, mask ? mask->path().string() : std::string());
   if (!mask || !ck.meta().contains("loss_mask")) return;
   const nlohmann::json& before = ck.meta()["loss_mask"];
+  if (!before.is_object() || !before.value("entries", nlohmann::json()).is_number_unsigned() ||
+      !before.value("crc32c", nlohmann::json()).is_string() || !before.value("path", nlohmann::json()).is_string() ||
+      !before.value("counted", nlohmann::json()).is_number_unsigned()) {
+    throw IoError(detail::concat("checkpoint '", ck.dir().string(), "': meta.json loss_mask is ", before.dump(),
+                                 ", expected {path, entries, counted, crc32c}"));
+  }
   const nlohmann::json now = loss_mask_record(*mask);
   if (before.value("entries", uint64_t{0}) == mask->size() && before.value("crc32c", std::string()) == now["crc32c"]) {
     return;  // the same entries, wherever the file is now
