@@ -11,6 +11,7 @@
 #include "coat/dist/host_collectives.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/checkpoint_manifest.h"
+#include "coat/io/checksum.h"
 #include "coat/models/unit_layout.h"
 #include "coat/train/unit_state.h"
 
@@ -84,6 +85,51 @@ void check_state_storage(const io::CheckpointReader& ck, const OptimConfig& now)
                        ops::moment_spec_str(m.now), " (optim.state_dtype / optim.", m.name,
                        "_dtype / _fp8 / optim.state_group_size); resume with the checkpoint's setting"));
   }
+}
+
+// ---- the loss mask ----
+
+/// The data.loss_mask of the run that wrote a checkpoint ("" for none, and for checkpoints older than the key).
+std::string saved_loss_mask(const io::CheckpointReader& ck) {
+  const nlohmann::json& meta = ck.meta();
+  if (!meta.contains("config") || !meta["config"].contains("data") || !meta["config"]["data"].contains("loss_mask")) {
+    return "";
+  }
+  const nlohmann::json& saved = meta["config"]["data"]["loss_mask"];
+  if (!saved.is_string()) {
+    throw IoError(detail::concat("checkpoint '", ck.dir().string(), "': meta.json config.data.loss_mask is ",
+                                 saved.dump(), ", expected a path"));
+  }
+  return saved.get<std::string>();
+}
+
+/// What to do instead of resuming under another loss mask.
+std::string start_new_run_instead(const io::CheckpointReader& ck) {
+  return detail::concat("resuming would change the loss mid-run. Start a new run from its weights with --set "
+                        "train.init_from=",
+                        ck.dir().parent_path().parent_path().string(), " instead");
+}
+
+/// A loss mask added or removed on resume changes the loss mid-run.
+void check_loss_mask_presence(const io::CheckpointReader& ck, const std::string& now) {
+  const std::string before = saved_loss_mask(ck);
+  if (before.empty() == now.empty()) return;
+  const std::string start_new = start_new_run_instead(ck);
+  if (before.empty()) {
+    throw ConfigError(detail::concat("checkpoint '", ck.dir().string(),
+                                     "' was trained without a loss mask (every target counted) but this config sets "
+                                     "'data.loss_mask' = '", now, "': remove data.loss_mask to resume; ", start_new));
+  }
+  throw ConfigError(detail::concat("checkpoint '", ck.dir().string(), "' was trained with 'data.loss_mask' = '", before,
+                                   "' but this config sets none: set data.loss_mask to that mask to resume; ",
+                                   start_new));
+}
+
+/// "'path' (N entries, K counted, CRC-32C h)" of a loss_mask_record.
+std::string describe_loss_mask(const nlohmann::json& record) {
+  return detail::concat("'", record.value("path", std::string("?")), "' (", record.value("entries", uint64_t{0}),
+                        " entries, ", record.value("counted", uint64_t{0}), " counted, CRC-32C ",
+                        record.value("crc32c", std::string("?")), ")");
 }
 
 // ---- agreement between ranks ----
@@ -183,6 +229,7 @@ void check_resumable(const io::CheckpointReader& ck, const TrainConfig& config) 
                                      differing_keys(saved_model, config.resolved.at("model")), ")"));
   }
   check_state_storage(ck, config.optim);
+  check_loss_mask_presence(ck, config.data.loss_mask);
   if (ck.layout()) {
     // The same model config in another build could lay its units out otherwise (the tensors per unit follow
     // from the state storage, checked above).
@@ -194,6 +241,32 @@ void check_resumable(const io::CheckpointReader& ck, const TrainConfig& config) 
       throw ConfigError(detail::concat("checkpoint '", dir, "' lays the model out otherwise: ", *difference));
     }
   }
+}
+
+nlohmann::json loss_mask_record(const data::LossMaskFile& mask) {
+  return {{"path", mask.path().string()},
+          {"entries", mask.size()},
+          {"counted", mask.counted()},
+          {"crc32c", io::crc32c_hex(mask.checksum())}};
+}
+
+void check_same_loss_mask(const io::CheckpointReader& ck, const data::LossMaskFile* mask) {
+  check_loss_mask_presence(ck, mask ? mask->path().string() : std::string());
+  if (!mask || !ck.meta().contains("loss_mask")) return;
+  const nlohmann::json& before = ck.meta()["loss_mask"];
+  if (!before.is_object() || !before.value("entries", nlohmann::json()).is_number_unsigned() ||
+      !before.value("crc32c", nlohmann::json()).is_string() || !before.value("path", nlohmann::json()).is_string() ||
+      !before.value("counted", nlohmann::json()).is_number_unsigned()) {
+    throw IoError(detail::concat("checkpoint '", ck.dir().string(), "': meta.json loss_mask is ", before.dump(),
+                                 ", expected {path, entries, counted, crc32c}"));
+  }
+  const nlohmann::json now = loss_mask_record(*mask);
+  if (before.value("entries", uint64_t{0}) == mask->size() && before.value("crc32c", std::string()) == now["crc32c"]) {
+    return;  // the same entries, wherever the file is now
+  }
+  throw ConfigError(detail::concat("checkpoint '", ck.dir().string(), "' was trained with the loss mask ",
+                                   describe_loss_mask(before), " but 'data.loss_mask' is ", describe_loss_mask(now),
+                                   ": resume with the checkpoint's mask; ", start_new_run_instead(ck)));
 }
 
 std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, const TrainConfig& config,

@@ -80,6 +80,7 @@ DataConfig read_data(ConfigSection s) {
   d.path = s.require<std::string>("path");
   d.format = s.choice("format", d.format, {DataFormat::Coat, DataFormat::U16, DataFormat::U32});
   d.tokenizer = s.get<std::string>("tokenizer", "");
+  d.loss_mask = s.get<std::string>("loss_mask", "");
   d.seq_len = s.require<int64_t>("seq_len");
   s.check_range<int64_t>("seq_len", d.seq_len, 1, int64_t{1} << 20);
   d.validation_fraction = s.get<double>("validation_fraction", d.validation_fraction);
@@ -252,7 +253,7 @@ LoggingConfig read_logging(ConfigSection s) {
 
 nlohmann::json DataConfig::to_json() const {
   return {{"path", path},       {"format", json_string(to_string(format))},
-          {"tokenizer", tokenizer}, {"seq_len", seq_len},
+          {"tokenizer", tokenizer}, {"loss_mask", loss_mask}, {"seq_len", seq_len},
           {"validation_fraction", validation_fraction}, {"seed", seed}};
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "coat/core/nvtx.h"
@@ -47,6 +48,15 @@ data::TokenFile open_tokens(const DataConfig& d, int64_t vocab) {
   return f;
 }
 
+std::optional<data::LossMaskFile> open_loss_mask(const DataConfig& d, const data::TokenFile& tokens) {
+  if (d.loss_mask.empty()) return std::nullopt;
+  try {
+    return data::LossMaskFile::open_for(d.loss_mask, tokens);
+  } catch (const IoError& e) {
+    throw ConfigError(detail::concat("config: 'data.loss_mask': ", e.what()));
+  }
+}
+
 void refuse_previous_run(const std::filesystem::path& dir) {
   if (!std::filesystem::exists(dir / "metrics.jsonl") && !std::filesystem::exists(dir / "checkpoints")) return;
   throw ConfigError(detail::concat("run directory '", dir.string(),
@@ -75,6 +85,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
       shard_world_(comms.shard ? comms.shard->world_size() : 1),
       run_dir_(config_.logging.run_dir),
       tokens_(open_tokens(config_.data, config_.model.vocab_size)),
+      loss_mask_(open_loss_mask(config_.data, tokens_)),
       resuming_(resuming) {
   check_setup(resuming);
   sampler_ = std::make_unique<data::WindowSampler>(tokens_.size(), static_cast<uint64_t>(config_.data.seq_len),
@@ -82,6 +93,10 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
   if (sampler_->train_windows() == 0) {
     throw ConfigError(detail::concat("token file '", config_.data.path, "' holds ", tokens_.size(),
                                      " tokens: too few for one training window of data.seq_len = ", config_.data.seq_len));
+  }
+  if (loss_mask_ && rank_ == 0) {
+    spdlog::info("data.loss_mask {}: {} of {} tokens count in the loss as targets", loss_mask_->path().string(),
+                 loss_mask_->counted(), loss_mask_->size());
   }
   build_model();
   init_weights();
@@ -292,14 +307,17 @@ void Trainer::write_metrics(const nlohmann::json& record) {
 void Trainer::load_batch(const std::vector<uint64_t>& windows, Tensor& ids, Tensor& targets) const {
   const int64_t seq = config_.data.seq_len;
   const int64_t rows = static_cast<int64_t>(windows.size());
-  std::vector<int32_t> window(static_cast<size_t>(seq + 1));
+  std::vector<int32_t> window(static_cast<size_t>(seq + 1)), row_targets(static_cast<size_t>(seq));
   std::vector<double> id_values(static_cast<size_t>(rows * seq)), target_values(static_cast<size_t>(rows * seq));
   for (int64_t r = 0; r < rows; ++r) {
-    tokens_.read(sampler_->window_start(windows[static_cast<size_t>(r)]), window,
-                 static_cast<uint32_t>(config_.model.vocab_size));
+    const uint64_t start = sampler_->window_start(windows[static_cast<size_t>(r)]);
+    tokens_.read(start, window, static_cast<uint32_t>(config_.model.vocab_size));
+    std::copy(window.begin() + 1, window.end(), row_targets.begin());
+    // The targets the loss mask leaves out become ignore_index (the loss's -1): no loss, no gradient.
+    if (loss_mask_) loss_mask_->mask_targets(start + 1, row_targets, /*ignore_index=*/-1);
     for (int64_t t = 0; t < seq; ++t) {
       id_values[static_cast<size_t>(r * seq + t)] = window[static_cast<size_t>(t)];
-      target_values[static_cast<size_t>(r * seq + t)] = window[static_cast<size_t>(t + 1)];
+      target_values[static_cast<size_t>(r * seq + t)] = row_targets[static_cast<size_t>(t)];
     }
   }
   ids = ops::from_vector(context_, {rows, seq}, DType::I32, id_values);
@@ -327,10 +345,14 @@ StepRecord Trainer::run_step() {
   StepRecord rec;
   rec.step = step_ + 1;
   rec.lr = schedule_.lr_at(rec.step);
-  const double grad_scale = 1.0 / static_cast<double>(config_.tokens_per_step());
   // The one global sampler draws the whole global batch on every rank (its state stays global); each rank
   // trains on its own consecutive slice of it.
   const std::vector<uint64_t> windows = sampler_->next(static_cast<uint64_t>(config_.train.global_batch_size));
+  // The loss is the mean over the global batch's counted targets, which every rank counts alike from the
+  // whole window list (no collective).
+  const int64_t loss_tokens = counted_targets(windows);
+  if (loss_tokens == 0) return skip_step_without_targets(rec);
+  const double grad_scale = 1.0 / static_cast<double>(loss_tokens);
   const int64_t micro = config_.train.micro_batch_size;
   const int64_t per_rank = config_.train.global_batch_size / world_;
   // {loss sum, tokens, bad targets} of the micro-batches, added on the device and read once, after the last
@@ -377,6 +399,7 @@ StepRecord Trainer::run_step() {
     throw;
   }
   rec.loss = sums.loss_sum / static_cast<double>(sums.count);
+  rec.loss_tokens = sums.count;
   StepOutcome outcome;
   {
     const PhaseTimer::Scope phase(phase_timer_, Phase::Optimizer);
@@ -400,10 +423,35 @@ StepRecord Trainer::finish_step(StepRecord rec, const StepOutcome& outcome) {
     }
     spdlog::warn("{}; step skipped (train.on_nonfinite = skip)", what);
   }
+  return record_step(rec);
+}
+
+StepRecord Trainer::record_step(const StepRecord& rec) {
   step_ = rec.step;
   tokens_seen_ += config_.tokens_per_step();
   history_.push_back(rec);
   return rec;
+}
+
+int64_t Trainer::counted_targets(const std::vector<uint64_t>& windows) const {
+  const int64_t seq = config_.data.seq_len;
+  if (!loss_mask_) return static_cast<int64_t>(windows.size()) * seq;
+  uint64_t counted = 0;
+  for (uint64_t w : windows) counted += loss_mask_->counted_in(sampler_->window_start(w) + 1, static_cast<uint64_t>(seq));
+  return static_cast<int64_t>(counted);
+}
+
+StepRecord Trainer::skip_step_without_targets(StepRecord rec) {
+  // No loss to take the mean of, and an update from zero gradients would still move the weights (weight decay,
+  // the moments): the step is skipped, its windows consumed, as a skipped non-finite step is.
+  if (rank_ == 0) {
+    if (metrics_) metrics_->clear_progress();
+    spdlog::warn("step {}: no target of its {} windows counts in the loss (data.loss_mask '{}'); step skipped",
+                 rec.step, config_.train.global_batch_size, config_.data.loss_mask);
+  }
+  rec.loss = std::numeric_limits<double>::quiet_NaN();
+  rec.skipped = true;
+  return record_step(rec);
 }
 
 EvalResult Trainer::evaluate() {
@@ -425,7 +473,8 @@ EvalResult Trainer::evaluate() {
   }
   const ops::CrossEntropyValues sums = ops::read_totals(totals, config_.model.vocab_size, -1);
   r.tokens = sums.count;
-  r.loss = sums.loss_sum / static_cast<double>(r.tokens);
+  // A loss mask may leave no validation target counted: then there is no mean (NaN; null in metrics.jsonl).
+  r.loss = r.tokens > 0 ? sums.loss_sum / static_cast<double>(r.tokens) : std::numeric_limits<double>::quiet_NaN();
   r.perplexity = std::exp(r.loss);
   return r;
 }
@@ -437,6 +486,7 @@ double Trainer::validation_unigram_entropy() const {
   for (uint64_t k = 0; k < sampler_->validation_windows(); ++k) {
     const uint64_t start = sampler_->window_start(sampler_->validation_window(k));
     for (uint64_t i = start + 1; i <= start + static_cast<uint64_t>(config_.data.seq_len); ++i) {
+      if (loss_mask_ && !loss_mask_->counts(i)) continue;
       ++counts[tokens_[i]];
       ++n;
     }
@@ -466,6 +516,7 @@ CheckpointSnapshot Trainer::checkpoint_snapshot() const {
   meta["rng"] = {{"init_seed", config_.train.seed}, {"data_seed", config_.data.seed}};
   meta["world_size"] = world_;
   meta["shard_size"] = shard_world_;
+  if (loss_mask_) meta["loss_mask"] = loss_mask_record(*loss_mask_);
   // Each rank of the first shard group writes its slices (the other replicas hold the same bytes).
   snapshot.layout = checkpoint_layout(model_->store(), *optimizer_);
   if (rank_ < shard_world_) {
@@ -614,6 +665,7 @@ void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
   const io::CheckpointReader ck = io::CheckpointReader::open(dir);
   check_resumable(ck, config_);
+  check_same_loss_mask(ck, loss_mask_ ? &*loss_mask_ : nullptr);
   if (ck.layout()) {
     // The same config in another build could lay the units out differently: compared key by key.
     if (auto difference = io::layout_difference(*ck.layout(), checkpoint_layout(model_->store(), *optimizer_))) {
@@ -641,8 +693,9 @@ void Trainer::log_step(const StepRecord& rec, nlohmann::json record, double per_
   if (console) {
     if (metrics_) metrics_->clear_progress();
     const double tps = record.value("tokens_per_s", 0.0);
-    spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
-                 config_.train.max_steps, rec.loss, rec.lr, rec.grad_norm, tps,
+    spdlog::info("step {:>6}/{} | loss {:.4f}{} | lr {:.3e} | grad norm {:.3f} | {:.0f} tok/s{} | mem {}", rec.step,
+                 config_.train.max_steps, rec.loss,
+                 loss_mask_ ? fmt::format(" ({} loss tokens)", rec.loss_tokens) : std::string(), rec.lr, rec.grad_norm, tps,
                  world_ > 1 ? fmt::format(" ({:.0f} per rank)", tps / world_) : std::string(),
                  models::format_bytes(static_cast<double>(context_->allocator().memory_report().total_current_bytes)));
   }
@@ -710,7 +763,8 @@ RunEnd Trainer::run_steps(int64_t last) {
     const double elapsed = std::chrono::duration<double>(now - started).count();
     const double per_step = elapsed / static_cast<double>(steps_run);
     nlohmann::json j = {{"step", rec.step},         {"loss", rec.loss},        {"lr", rec.lr},
-                        {"grad_norm", rec.grad_norm}, {"skipped", rec.skipped}, {"tokens", tokens_seen_},
+                        {"loss_tokens", rec.loss_tokens}, {"grad_norm", rec.grad_norm},
+                        {"skipped", rec.skipped},    {"tokens", tokens_seen_},
                         {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
     if (fsdp_) {
       // What this rank received in all-gathers and sent into reduce-scatters during the step.

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 
+#include "coat/data/loss_mask_file.h"
 #include "coat/data/token_file.h"
 #include "coat/dist/communicator.h"
 #include "coat/ops/runtime.h"
@@ -124,6 +125,32 @@ class ShardedTraining : public ::testing::Test {
 
 TEST_F(ShardedTraining, LlamaUntiedWithAccumulationAndClipping) {
   expect_matches_one_process([](nlohmann::json&) {});
+}
+
+// data.loss_mask: every rank counts the global batch's targets from the whole window list (no collective) and
+// scales its gradients by that count, so the sharded losses (means over the counted targets of the whole global
+// batch) follow one process's, with the same counts.
+TEST_F(ShardedTraining, LossMaskCountsTheGlobalBatchsTargets) {
+  std::mt19937 rng(9);
+  std::vector<uint8_t> mask(data::TokenFile::open(rank_dir_ / "tokens.bin").size());
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = i % 16 == 0 ? 0 : static_cast<uint8_t>(rng() % 3 != 0);
+  data::write_loss_mask_file(rank_dir_ / "tokens.bin.mask", mask);
+  const auto set = [&](nlohmann::json& c) { c["data"]["loss_mask"] = (rank_dir_ / "tokens.bin.mask").string(); };
+  Trainer one(parse_train_config(config(rank_dir_ / "one", set), "c.json"), ctx_);
+  one.run();
+  Trainer sharded(parse_train_config(config(dir_ / "sharded", set), "c.json"), ctx_, false, comm_.get());
+  sharded.run();
+  ASSERT_EQ(sharded.history().size(), 20u);
+  ASSERT_EQ(one.history().size(), 20u);
+  const double worst = worst_difference(losses(one), losses(sharded));
+  std::printf("%sloss mask: worst relative loss difference over 20 steps: %.3g\n", test::world().log_prefix().c_str(),
+              worst);
+  EXPECT_LE(worst, 1e-5);
+  for (size_t i = 0; i < 20; ++i) {
+    EXPECT_EQ(sharded.history()[i].loss_tokens, one.history()[i].loss_tokens) << "step " << i + 1;
+    EXPECT_LT(sharded.history()[i].loss_tokens, 12 * 16) << "step " << i + 1;
+  }
+  EXPECT_LT(losses(sharded).back(), losses(sharded).front());
 }
 
 TEST_F(ShardedTraining, MetricsCountTheBytesEachStepMoves) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "coat/core/context.h"
+#include "coat/data/loss_mask_file.h"
 #include "coat/dist/communicator.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/train/train_config.h"
@@ -17,8 +18,17 @@ namespace coat::train {
 
 /// Throws ConfigError when `checkpoint` cannot resume a run of `config`: it holds weights only (an import:
 /// "start a run from it with train.init_from"), another model (each model key that differs, with both
-/// values), or another storage of an AdamW moment (the moment and both storages).
+/// values), another storage of an AdamW moment (the moment and both storages), or a data.loss_mask set in
+/// one of the two runs only.
 void check_resumable(const io::CheckpointReader& checkpoint, const TrainConfig& config);
+
+/// What a checkpoint's meta.json records of the run's loss mask ("loss_mask"): its path, entries, counted
+/// entries and the CRC-32C of its entries.
+nlohmann::json loss_mask_record(const data::LossMaskFile& mask);
+/// Throws ConfigError when the checkpoint was trained under another loss mask than `mask` (nullptr: none): a
+/// mask added or removed, or one with other entries (compared by count and CRC-32C, so that a mask file that
+/// moved resumes). check_resumable refuses a mask added or removed already, from the configs alone.
+void check_same_loss_mask(const io::CheckpointReader& checkpoint, const data::LossMaskFile* mask);
 
 /// The checkpoint coat-train's `--resume` names, checked, or nullopt (an empty `resume`, or "auto" in a run
 /// without a complete checkpoint). First rank 0 removes what a crash left in the run's checkpoints directory

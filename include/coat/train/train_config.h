@@ -66,6 +66,9 @@ struct DataConfig {
   std::string path;               ///< token file
   DataFormat format = DataFormat::Coat;
   std::string tokenizer;          ///< SentencePiece model used to decode samples (optional)
+  /// Loss-mask file of the token file (data/loss_mask_file.h; optional, "" = every target counts): only the
+  /// targets whose entry is 1 count in the training and validation loss (supervised fine-tuning).
+  std::string loss_mask;
   int64_t seq_len = 0;
   double validation_fraction = 0.05;
   uint64_t seed = 1234;           ///< the sampler's permutation seed

@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "coat/data/loss_mask_file.h"
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/data/window_sampler.h"
@@ -31,14 +32,15 @@ namespace coat::train {
 
 struct StepRecord {
   int64_t step = 0;
-  double loss = 0.0;
+  double loss = 0.0;        ///< mean over the global batch's counted targets (NaN when none counted)
+  int64_t loss_tokens = 0;  ///< targets counted in the loss (all ranks; fewer than the batch's under data.loss_mask)
   double lr = 0.0;
   double grad_norm = 0.0;
   bool skipped = false;
 };
 
 struct EvalResult {
-  double loss = 0.0;
+  double loss = 0.0;  ///< mean over the counted validation targets (NaN when a loss mask leaves none)
   double perplexity = 0.0;
   int64_t tokens = 0;
 };
@@ -172,6 +174,12 @@ class Trainer {
   /// Records the step (its norm, whether it was skipped: a non-finite loss or gradient stops the run or is
   /// logged, per train.on_nonfinite, naming the culprit and what was updated).
   StepRecord finish_step(StepRecord rec, const StepOutcome& outcome);
+  /// The step's end, taken or skipped: the step and tokens seen advance, the record joins the history.
+  StepRecord record_step(const StepRecord& rec);
+  /// Targets of these windows that count in the loss (all of them without data.loss_mask).
+  int64_t counted_targets(const std::vector<uint64_t>& windows) const;
+  /// A step whose global batch has no counted target (data.loss_mask): skipped with a warning, nothing updated.
+  StepRecord skip_step_without_targets(StepRecord rec);
 
   /// run()'s loop up to step `last`: steps, their log lines and metrics records, saves and evaluations;
   /// Stopped when the interrupts asked for it.
@@ -203,6 +211,7 @@ class Trainer {
   int shard_world_ = 1;  ///< ranks each unit is sharded over (== world_ but under hybrid sharding)
   std::filesystem::path run_dir_;
   data::TokenFile tokens_;
+  std::optional<data::LossMaskFile> loss_mask_;  ///< data.loss_mask (none: every target counts)
   std::unique_ptr<data::WindowSampler> sampler_;
   std::unique_ptr<models::Transformer> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
