@@ -1,6 +1,11 @@
 // coat-generate: samples text from a checkpoint.
 //   coat-generate --checkpoint runs/tiny [--prompt "In the beginning"] [--tokens 64] [--temperature 0.8]
 //                 [--top-k 40] [--seed 1] [--tokenizer data/kjv/kjv.model] [--samples 3]
+//   --tokenizer: a SentencePiece .model, or an HF tokenizer.json (or its directory; default for an HF
+//                 import: tokenizer.json of the directory it came from). A tokenizer.json prompt is encoded
+//                 by the Python `tokenizers` library (scripts/hf_encode.py); --prompt-ids 128000,9906 gives
+//                 it as ids instead. --show-special prints special tokens (<s>, <|eot_id|>) instead of
+//                 dropping them.
 //   coat-generate --checkpoint DIR --ids 1,5,9 --logits-out logits.f32   (raw float32 logits [T, V], for
 //                 parity checks against other implementations)
 //   A prompt (or --ids) longer than the model's max_position_embeddings is an error; generating past it slides
@@ -14,11 +19,13 @@
 #include <cmath>
 #include <cstring>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
-#include "coat/data/tokenizer.h"
+#include "coat/data/text_tokenizer.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/model_loader.h"
@@ -55,8 +62,11 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", top_k, "sample among the k most likely tokens (0 = all)")->check(CLI::Range(0, 1 << 30));
   app.add_option("--seed", seed, "sampling seed");
   app.add_option("--samples", samples, "number of samples")->check(CLI::Range(1, 1000));
-  app.add_option("--tokenizer", tokenizer_path, "SentencePiece model (default: the run's data.tokenizer)");
-  app.add_option("--ids", ids_text, "comma-separated token ids instead of a prompt (with --logits-out)");
+  bool show_special = false;
+  app.add_option("--tokenizer", tokenizer_path,
+                 "SentencePiece .model or HF tokenizer.json (default: the run's data.tokenizer)");
+  app.add_option("--ids,--prompt-ids", ids_text, "comma-separated token ids instead of a prompt");
+  app.add_flag("--show-special", show_special, "print special tokens instead of dropping them");
   app.add_option("--logits-out", logits_out, "write the float32 logits [T, V] of the ids/prompt to this file and exit");
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--precision", precision, "fp32 (CPU reference) or bf16 (the trainer's bf16 recipe)")
@@ -76,17 +86,24 @@ int main(int argc, char** argv) {
     if (tokenizer_path.empty() && run_config.contains("data")) {
       tokenizer_path = run_config.at("data").value("tokenizer", std::string());
     }
+    // An HF import records the directory it came from, where its tokenizer.json may be.
+    const std::filesystem::path source = loaded.meta.value("source", std::string());
+    if (tokenizer_path.empty() && !source.empty() && std::filesystem::exists(source / "tokenizer.json")) {
+      tokenizer_path = (source / "tokenizer.json").string();
+    }
 
     std::vector<int32_t> context_ids;
-    std::unique_ptr<coat::data::Tokenizer> tok;
+    std::optional<coat::data::TextTokenizer> tok;
+    if (!tokenizer_path.empty() && (ids_text.empty() || logits_out.empty())) {
+      const std::filesystem::path encoder = std::filesystem::path(COAT_SCRIPTS_DIR) / "hf_encode.py";
+      tok = coat::data::TextTokenizer::load(tokenizer_path, {show_special, encoder});
+    }
     if (!ids_text.empty()) {
       std::stringstream ss(ids_text);
       for (std::string item; std::getline(ss, item, ',');) context_ids.push_back(std::stoi(item));
     } else {
-      if (tokenizer_path.empty()) throw coat::InvalidArgument("no tokenizer: pass --tokenizer or --ids");
-      tok = std::make_unique<coat::data::Tokenizer>(coat::data::Tokenizer::load(tokenizer_path));
-      context_ids = tok->encode(prompt);
-      if (tok->bos_id() >= 0) context_ids.insert(context_ids.begin(), tok->bos_id());
+      if (!tok) throw coat::InvalidArgument("no tokenizer: pass --tokenizer or --prompt-ids");
+      context_ids = tok->encode_prompt(prompt);
     }
     if (context_ids.empty()) throw coat::InvalidArgument("empty prompt");
     // A longer prompt is an error, not a silent cut: dropping its start would answer another question than
@@ -122,7 +139,10 @@ int main(int argc, char** argv) {
                   logits_out.c_str());
       return 0;
     }
-    if (!tok) throw coat::InvalidArgument("--ids needs --logits-out; text generation needs a tokenizer");
+    if (!tok) {
+      throw coat::InvalidArgument(
+          "text generation needs a tokenizer (--tokenizer); --ids alone needs --logits-out");
+    }
     std::mt19937_64 rng(seed);
     const int64_t vocab = model.config().vocab_size;
     // Generating past max_position_embeddings: each new token then conditions on the last max_len tokens (a
@@ -143,12 +163,11 @@ int main(int argc, char** argv) {
         const std::vector<double> all = coat::ops::to_double_vector(l);
         std::vector<double> last(all.end() - vocab, all.end());
         const int next = sample(last, temperature, top_k, rng);
-        if (next == tok->eos_id()) break;
+        if (tok->ends_generation(next)) break;
         ids.push_back(next);
       }
-      std::vector<int32_t> text_ids(ids.begin() + (tok->bos_id() >= 0 ? 1 : 0), ids.end());
       if (samples > 1) std::printf("--- sample %d ---\n", s + 1);
-      std::printf("%s\n", tok->decode(text_ids).c_str());
+      std::printf("%s\n", tok->decode(ids).c_str());  // BOS and other special tokens only with --show-special
     }
     return 0;
   } catch (const std::exception& e) {

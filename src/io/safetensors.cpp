@@ -77,22 +77,34 @@ std::optional<DType> dtype_from_safetensors(std::string_view name) {
 void write_safetensors(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsTensorSpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    COAT_ARG_CHECK(tensor.defined(), "write_safetensors", path, ": tensor '", name, "' is undefined");
+    specs.push_back({name, tensor.dtype(), tensor.shape()});
+  }
+  write_safetensors_streamed(path, specs, [&](size_t i) { return tensors[i].second; }, metadata);
+}
+
+void write_safetensors_streamed(const std::filesystem::path& path,
+                                const std::vector<SafetensorsTensorSpec>& specs,
+                                const std::function<Tensor(size_t index)>& produce,
+                                const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header[std::string(kMetadataKey)] = metadata;
   uint64_t data_bytes = 0;
-  for (const auto& [name, tensor] : tensors) {
-    COAT_ARG_CHECK(!name.empty(), "write_safetensors", path, ": a tensor has an empty name");
-    COAT_ARG_CHECK(name != kMetadataKey, "write_safetensors", path, ": '", kMetadataKey,
+  for (const SafetensorsTensorSpec& spec : specs) {
+    COAT_ARG_CHECK(!spec.name.empty(), "write_safetensors", path, ": a tensor has an empty name");
+    COAT_ARG_CHECK(spec.name != kMetadataKey, "write_safetensors", path, ": '", kMetadataKey,
                    "' is reserved and cannot name a tensor");
-    COAT_ARG_CHECK(!header.contains(name), "write_safetensors", path, ": tensor name '", name,
+    COAT_ARG_CHECK(!header.contains(spec.name), "write_safetensors", path, ": tensor name '", spec.name,
                    "' appears twice");
-    COAT_ARG_CHECK(tensor.defined(), "write_safetensors", path, ": tensor '", name, "' is undefined");
     nlohmann::ordered_json info;
-    info["dtype"] = std::string(safetensors_dtype_name(tensor.dtype()));
-    info["shape"] = tensor.shape();
-    info["data_offsets"] = {data_bytes, data_bytes + tensor.nbytes()};
-    data_bytes += tensor.nbytes();
-    header[name] = std::move(info);
+    info["dtype"] = std::string(safetensors_dtype_name(spec.dtype));
+    info["shape"] = spec.shape;
+    info["data_offsets"] = {data_bytes, data_bytes + spec.bytes()};
+    data_bytes += spec.bytes();
+    header[spec.name] = std::move(info);
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -104,7 +116,14 @@ void write_safetensors(const std::filesystem::path& path,
   write_file_atomically(path, [&](AtomicFile& file) {
     file.write(length, sizeof(length));
     file.write(text);
-    for (const auto& [name, tensor] : tensors) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const Tensor tensor = produce(i);
+      const std::string got = tensor.defined()
+                                  ? detail::concat(dtype_name(tensor.dtype()), " ", shape_str(tensor.shape()))
+                                  : std::string("undefined");
+      COAT_ARG_CHECK(tensor.defined() && tensor.dtype() == specs[i].dtype && tensor.shape() == specs[i].shape,
+                     "write_safetensors", path, ": tensor '", specs[i].name, "' was declared ",
+                     dtype_name(specs[i].dtype), " ", shape_str(specs[i].shape), " but is ", got);
       const Tensor bytes = host_contiguous(tensor, host);
       file.write(bytes.data_ptr(), bytes.nbytes());
     }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -46,6 +47,24 @@ struct SafetensorsEntry {
 void write_safetensors(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+/// What the header of a streamed write declares for one tensor.
+struct SafetensorsTensorSpec {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  uint64_t bytes() const { return static_cast<uint64_t>(shape_numel(shape)) * dtype_size(dtype); }
+};
+
+/// The same file as write_safetensors, with the tensors made one at a time: the header is written from
+/// `specs`, then `produce(i)` is called for each tensor in order and its bytes written before the next is
+/// made, so that only one tensor is held at a time (exports of models larger than memory's half). A produced
+/// tensor whose dtype or shape differs from its spec is an InvalidArgument naming both; an exception from
+/// produce leaves the target as it was.
+void write_safetensors_streamed(const std::filesystem::path& path,
+                                const std::vector<SafetensorsTensorSpec>& specs,
+                                const std::function<Tensor(size_t index)>& produce,
+                                const std::map<std::string, std::string>& metadata = {});
 
 /// Reads a safetensors file through a read-only memory mapping. open() validates the header length, the
 /// JSON, every entry's dtype, shape and byte length, and that the entries tile the data section exactly

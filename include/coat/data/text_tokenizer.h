@@ -1,0 +1,43 @@
+// The tokenizer of a generation, whichever kind the model uses: a SentencePiece `.model` (Tokenizer) or an
+// HF `tokenizer.json` (HfTokenizer decodes; the Python `tokenizers` library encodes prompts, hf_python.h).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coat/data/hf_tokenizer.h"
+#include "coat/data/tokenizer.h"
+
+namespace coat::data {
+
+class TextTokenizer {
+ public:
+  struct Options {
+    bool show_special_tokens = false;        ///< decode <s>, <|eot_id|>, ... as text instead of dropping them
+    std::filesystem::path hf_encode_script;  ///< scripts/hf_encode.py, for tokenizer.json prompts
+  };
+
+  /// A `.json` file or a directory holding tokenizer.json: HF; anything else: a SentencePiece model.
+  static TextTokenizer load(const std::filesystem::path& path, Options options);
+
+  /// The prompt's ids as the model saw its training text begin: SentencePiece: BOS (when the model has one)
+  /// and the pieces; HF: the post-processor's template (BOS for Llama-2 and Llama-3).
+  std::vector<int32_t> encode_prompt(std::string_view text) const;
+  std::string decode(std::span<const int32_t> ids) const;
+  /// Whether generating `id` ends a sample (EOS; with HF, every id generation_config.json lists).
+  bool ends_generation(int32_t id) const;
+  /// "SentencePiece model PATH" / "tokenizer.json PATH".
+  std::string description() const;
+
+ private:
+  Options options_;
+  std::shared_ptr<const Tokenizer> sentencepiece_;
+  std::shared_ptr<const HfTokenizer> hf_;
+};
+
+}  // namespace coat::data
