@@ -17,6 +17,7 @@
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
 #include "coat/io/hf_export.h"
+#include "coat/io/hf_import.h"
 #include "coat/io/safetensors.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
@@ -25,16 +26,6 @@
 namespace fs = std::filesystem;
 
 namespace {
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw coat::IoError(coat::detail::concat("cannot open '", path.string(), "'"));
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw coat::IoError(coat::detail::concat("'", path.string(), "' is not valid JSON: ", e.what()));
-  }
-}
 
 void export_model(const std::string& checkpoint, const fs::path& output, const std::string& dtype,
                   const std::string& max_shard_size, bool force) {
@@ -53,56 +44,12 @@ void export_model(const std::string& checkpoint, const fs::path& output, const s
 }
 
 void import_model(const fs::path& hf_dir, const fs::path& output) {
-  const coat::models::ModelConfig config = coat::models::ModelConfig::from_hf_json(read_json(hf_dir / "config.json"));
-  coat::ContextPtr ctx = coat::ops::make_context(coat::Device::cpu());
-  coat::models::Transformer model(config, ctx, coat::DType::F32, /*with_grads=*/false);
-  // Which file holds which tensor.
-  std::map<std::string, fs::path> where;
-  std::map<fs::path, coat::io::SafetensorsReader> readers;
-  if (fs::exists(hf_dir / "model.safetensors")) {
-    readers[hf_dir / "model.safetensors"] = coat::io::SafetensorsReader::open(hf_dir / "model.safetensors");
-    for (const auto& e : readers.begin()->second.entries()) where[e.name] = hf_dir / "model.safetensors";
-  } else if (fs::exists(hf_dir / "model.safetensors.index.json")) {
-    const nlohmann::json index = read_json(hf_dir / "model.safetensors.index.json");
-    for (const auto& [name, file] : index.at("weight_map").items()) where[name] = hf_dir / file.get<std::string>();
-  } else {
-    throw coat::IoError(coat::detail::concat("'", hf_dir.string(), "' has neither model.safetensors nor model.safetensors.index.json"));
-  }
-  std::set<std::string> used;
-  for (coat::nn::Parameter& p : model.parameters()) {
-    auto it = where.find(p.name);
-    if (it == where.end()) {
-      throw coat::IoError(coat::detail::concat("'", hf_dir.string(), "' has no tensor '", p.name, "' that a ",
-                                               config.architecture_name(), " model of this config needs"));
-    }
-    auto reader = readers.find(it->second);
-    if (reader == readers.end()) reader = readers.emplace(it->second, coat::io::SafetensorsReader::open(it->second)).first;
-    const coat::Tensor t = reader->second.read(p.name, ctx);
-    if (t.shape() != p.master.shape()) {
-      throw coat::IoError(coat::detail::concat("'", it->second.string(), "': tensor '", p.name, "' has shape ",
-                                               coat::shape_str(t.shape()), " but the config implies ",
-                                               coat::shape_str(p.master.shape())));
-    }
-    coat::ops::copy_(p.master, t);  // any float dtype -> F32 (exact for BF16/F16)
-    used.insert(p.name);
-  }
-  for (const auto& [name, file] : where) {
-    const bool known_extra = name.find("rotary_emb.inv_freq") != std::string::npos ||
-                             (name == "lm_head.weight" && config.tie_word_embeddings);
-    if (!used.count(name) && !known_extra) {
-      std::fprintf(stderr, "coat-convert: warning: ignoring tensor '%s' of %s\n", name.c_str(), file.string().c_str());
-    }
-  }
-  nlohmann::json meta;
-  meta["config"] = {{"model", config.to_json()}};
-  meta["weights_only"] = true;
-  meta["source"] = hf_dir.string();
-  std::vector<std::pair<std::string, coat::Tensor>> tensors;
-  for (const coat::nn::Parameter& p : model.parameters()) tensors.emplace_back(p.name, p.master);
-  const fs::path dir = coat::io::save_checkpoint(output, 0, meta, tensors, 0);
-  std::printf("imported %s (%s, %lld parameters) into %s\nstart a run from it with --set train.init_from=%s\n",
-              hf_dir.string().c_str(), config.architecture_name().c_str(),
-              static_cast<long long>(config.parameter_count()), dir.string().c_str(), output.string().c_str());
+  const coat::io::HfImport imported = coat::io::import_hf(hf_dir, output);
+  std::printf(
+      "imported %s (%s, %lld parameters) into %s\nstart a run from it with --set train.init_from=%s\n",
+      hf_dir.string().c_str(), imported.config.architecture_name().c_str(),
+      static_cast<long long>(imported.config.parameter_count()), imported.checkpoint.string().c_str(),
+      output.string().c_str());
 }
 
 }  // namespace

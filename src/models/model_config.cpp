@@ -1,7 +1,7 @@
-// The model section: strict reading, validation, HF config.json in both directions, parameter and FLOP
-// counts.
+// The model section: strict reading, validation, parameter and FLOP counts (HF config.json: hf_config.cpp).
 #include "coat/models/model_config.h"
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -49,7 +49,9 @@ void ModelConfig::validate() const {
   }
   if (head_dim() % 2 != 0) throw InvalidArgument(detail::concat("model: head dimension ", head_dim(), " must be even for RoPE"));
   check_sizes_fit();
-  if (!(rope_theta > 0.0)) throw InvalidArgument("model.rope_theta must be positive");
+  if (!(std::isfinite(rope_theta) && rope_theta > 0.0))
+    throw InvalidArgument("model.rope_theta must be positive");
+  rope_scaling.validate();
   if (!(rms_norm_eps > 0.0)) throw InvalidArgument("model.rms_norm_eps must be positive");
   if (!(initializer_range > 0.0)) throw InvalidArgument("model.initializer_range must be positive");
 }
@@ -85,6 +87,7 @@ ModelConfig ModelConfig::from_config(ConfigSection s) {
   c.vocab_size = s.require<int64_t>("vocab_size");
   c.max_position_embeddings = s.require<int64_t>("max_position_embeddings");
   c.rope_theta = s.get<double>("rope_theta", 10000.0);
+  c.rope_scaling = RopeScaling::from_config(s.section("rope_scaling"));
   c.rms_norm_eps = s.get<double>("rms_norm_eps", 1e-5);
   c.tie_word_embeddings = s.get<bool>("tie_word_embeddings", false);
   c.initializer_range = s.get<double>("initializer_range", 0.02);
@@ -98,125 +101,21 @@ ModelConfig ModelConfig::from_config(ConfigSection s) {
 }
 
 nlohmann::json ModelConfig::to_json() const {
-  return {{"architecture", architecture_name()},
-          {"hidden_size", hidden_size},
-          {"intermediate_size", intermediate_size},
-          {"num_hidden_layers", num_hidden_layers},
-          {"num_attention_heads", num_attention_heads},
-          {"num_key_value_heads", num_key_value_heads},
-          {"vocab_size", vocab_size},
-          {"max_position_embeddings", max_position_embeddings},
-          {"rope_theta", rope_theta},
-          {"rms_norm_eps", rms_norm_eps},
-          {"tie_word_embeddings", tie_word_embeddings},
-          {"initializer_range", initializer_range}};
-}
-
-nlohmann::json ModelConfig::to_hf_json() const {
-  nlohmann::json j;
-  const bool llama = architecture == Architecture::Llama;
-  j["architectures"] = {llama ? "LlamaForCausalLM" : "OlmoForCausalLM"};
-  j["model_type"] = llama ? "llama" : "olmo";
-  j["hidden_size"] = hidden_size;
-  j["intermediate_size"] = intermediate_size;
-  j["num_hidden_layers"] = num_hidden_layers;
-  j["num_attention_heads"] = num_attention_heads;
-  j["num_key_value_heads"] = num_key_value_heads;
-  j["vocab_size"] = vocab_size;
-  j["max_position_embeddings"] = max_position_embeddings;
-  j["rope_theta"] = rope_theta;
-  j["tie_word_embeddings"] = tie_word_embeddings;
-  j["initializer_range"] = initializer_range;
-  j["hidden_act"] = "silu";
-  j["attention_bias"] = false;
-  j["attention_dropout"] = 0.0;
-  j["torch_dtype"] = "float32";
-  j["bos_token_id"] = 1;
-  j["eos_token_id"] = 2;
-  if (llama) {
-    j["rms_norm_eps"] = rms_norm_eps;
-    j["mlp_bias"] = false;
-    j["head_dim"] = head_dim();
-  } else {
-    j["clip_qkv"] = nullptr;
-    j["pad_token_id"] = 1;
-  }
+  nlohmann::json j = {{"architecture", architecture_name()},
+                      {"hidden_size", hidden_size},
+                      {"intermediate_size", intermediate_size},
+                      {"num_hidden_layers", num_hidden_layers},
+                      {"num_attention_heads", num_attention_heads},
+                      {"num_key_value_heads", num_key_value_heads},
+                      {"vocab_size", vocab_size},
+                      {"max_position_embeddings", max_position_embeddings},
+                      {"rope_theta", rope_theta},
+                      {"rms_norm_eps", rms_norm_eps},
+                      {"tie_word_embeddings", tie_word_embeddings},
+                      {"initializer_range", initializer_range}};
+  // Only when set: the default RoPE leaves resolved configs and checkpoints as they were.
+  if (!rope_scaling.is_default()) j["rope_scaling"] = rope_scaling.to_json();
   return j;
-}
-
-namespace {
-
-// Typed reads of an HF config.json: a missing key, a wrong type or an integer stored as a float is a
-// ConfigError naming the key (never a JSON library exception, never a silent conversion).
-class HfConfigReader {
- public:
-  explicit HfConfigReader(const nlohmann::json& hf) : hf_(hf) {
-    if (!hf_.is_object()) throw ConfigError(detail::concat("HF config.json: expected a JSON object, got ", hf_.type_name()));
-  }
-  bool present(const char* key) const { return hf_.contains(key) && !hf_.at(key).is_null(); }
-  int64_t integer(const char* key) const {
-    if (!present(key)) throw ConfigError(detail::concat("HF config.json: missing '", key, "'"));
-    const nlohmann::json& v = hf_.at(key);
-    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
-      throw ConfigError(detail::concat("HF config.json: '", key, "' must be an integer, got ", v.dump()));
-    }
-    return v.get<int64_t>();
-  }
-  int64_t integer(const char* key, int64_t fallback) const { return present(key) ? integer(key) : fallback; }
-  double number(const char* key, double fallback) const {
-    if (!present(key)) return fallback;
-    const nlohmann::json& v = hf_.at(key);
-    if (!v.is_number()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be a number, got ", v.dump()));
-    return v.get<double>();
-  }
-  bool boolean(const char* key, bool fallback) const {
-    if (!present(key)) return fallback;
-    const nlohmann::json& v = hf_.at(key);
-    if (!v.is_boolean()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be true or false, got ", v.dump()));
-    return v.get<bool>();
-  }
-  std::string string(const char* key, const std::string& fallback) const {
-    if (!present(key)) return fallback;
-    const nlohmann::json& v = hf_.at(key);
-    if (!v.is_string()) throw ConfigError(detail::concat("HF config.json: '", key, "' must be a string, got ", v.dump()));
-    return v.get<std::string>();
-  }
-
- private:
-  const nlohmann::json& hf_;
-};
-
-}  // namespace
-
-ModelConfig ModelConfig::from_hf_json(const nlohmann::json& hf) {
-  const HfConfigReader r(hf);
-  ModelConfig c;
-  const std::string type = r.string("model_type", "llama");
-  if (type == "llama") {
-    c.architecture = Architecture::Llama;
-  } else if (type == "olmo") {
-    c.architecture = Architecture::Olmo;
-    if (r.present("clip_qkv")) throw ConfigError("HF config.json: clip_qkv is not supported (expected null)");
-  } else {
-    throw ConfigError(detail::concat("HF config.json: model_type '", type, "' is not supported; expected llama or olmo"));
-  }
-  c.hidden_size = r.integer("hidden_size");
-  c.intermediate_size = r.integer("intermediate_size");
-  c.num_hidden_layers = r.integer("num_hidden_layers");
-  c.num_attention_heads = r.integer("num_attention_heads");
-  c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
-  c.vocab_size = r.integer("vocab_size");
-  c.max_position_embeddings = r.integer("max_position_embeddings");
-  c.rope_theta = r.number("rope_theta", 10000.0);
-  c.rms_norm_eps = r.number("rms_norm_eps", 1e-5);
-  c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
-  c.initializer_range = r.number("initializer_range", 0.02);
-  try {
-    c.validate();
-  } catch (const InvalidArgument& e) {
-    throw ConfigError(detail::concat("HF config.json: ", e.what()));
-  }
-  return c;
 }
 
 }  // namespace coat::models

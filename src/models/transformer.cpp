@@ -21,6 +21,7 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
                          std::optional<DType> compute_dtype, TransformerOptions options)
     : config_(std::move(config)), recipe_(std::move(options.recipe)) {
   config_.validate();
+  rope_inv_freq_ = config_.rope_inverse_frequencies();
   StoreOptions store;
   store.dtype = dtype;
   store.compute_dtype = compute_dtype;
@@ -117,8 +118,8 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
                          takes_maxima(LinearRole::Qkv) ? &a_maxima : nullptr);
   // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
   autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima));
-  autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, config_.rope_theta,
-                                         1.0 / std::sqrt(static_cast<double>(dh)));
+  autograd::Var o =
+      nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_, 1.0 / std::sqrt(static_cast<double>(dh)));
   ops::Fp8PerGroup h_compressed;  // coat: the MLP norm's saved input, made by the add
   autograd::Var h =
       nn::add(tape, x, block_linear(tape, o, store_->parameter(params.o_proj), layer, LinearRole::Out),

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "coat/core/config_reader.h"
+#include "coat/models/rope_scaling.h"
 
 namespace coat::models {
 
@@ -29,11 +31,16 @@ struct ModelConfig {
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 0;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;         ///< model.rope_scaling; absent: the default RoPE
   double rms_norm_eps = 1e-5;       ///< Llama's RMSNorm epsilon; OLMo's LayerNorm uses 1e-5 as HF does
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;  ///< std of the normal initialisation of matrices and embeddings
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  /// RoPE's Dh/2 inverse frequencies (rope_theta and rope_scaling), in double.
+  std::vector<double> rope_inverse_frequencies() const {
+    return rope_scaling.inverse_frequencies(rope_theta, head_dim());
+  }
   /// Llama: RMSNorm with a weight; OLMo: LayerNorm without affine parameters.
   bool norms_have_weights() const { return architecture == Architecture::Llama; }
 
@@ -49,9 +56,13 @@ struct ModelConfig {
   static ModelConfig from_config(ConfigSection section);
   /// The "model" section with every field (what a resolved config and checkpoints hold).
   nlohmann::json to_json() const;
-  /// HF config.json for LlamaForCausalLM / OlmoForCausalLM.
+  /// HF config.json for LlamaForCausalLM / OlmoForCausalLM, as transformers 4.x and 5.x read it (a RoPE
+  /// scaling goes to rope_theta + rope_scaling, which 5.x still reads). In hf_config.cpp.
   nlohmann::json to_hf_json() const;
-  /// The inverse of to_hf_json (keys HF adds that do not change the architecture are ignored).
+  /// An HF config.json as transformers 4.x or 5.x writes it (rope_theta / rope_scaling, or 5.x's
+  /// rope_parameters). Every setting that would make our numbers differ from transformers' is refused with a
+  /// ConfigError naming the key and what is supported (biases, other activations, head_dim, sliding window,
+  /// QK norms, other RoPE types, other model types); keys that do not change the numbers are ignored.
   static ModelConfig from_hf_json(const nlohmann::json& hf);
   /// Throws InvalidArgument naming the first inconsistent field.
   void validate() const;

@@ -115,6 +115,7 @@ class Transformer {
   void leave_unit(autograd::Tape& tape, size_t unit);
 
   ModelConfig config_;
+  std::vector<double> rope_inv_freq_;  ///< config_.rope_inverse_frequencies(), computed once
   std::unique_ptr<UnitStore> store_;
   UnitHooks* hooks_ = nullptr;
   Recompute recompute_ = Recompute::None;

@@ -11,15 +11,19 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "coat/autograd/tape.h"
 
 namespace coat::nn {
 
 /// Returns the attention output [B, T, Hq * Dh] (softmax(q k^T * scale + causal mask) v with RoPE of
-/// `theta` at positions 0..T-1 on q and k). qkv.value is rotated IN PLACE (its q and k heads): pass a
-/// tensor nothing else reads afterwards, such as the packed projection's output (a linear saves its input,
-/// not its output); it is what this node saves.
+/// inverse frequencies `inv_freq` (Dh/2 values, ops::rope) at positions 0..T-1 on q and k). qkv.value is
+/// rotated IN PLACE (its q and k heads): pass a tensor nothing else reads afterwards, such as the packed
+/// projection's output (a linear saves its input, not its output); it is what this node saves.
+autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
+                               int64_t dh, std::vector<double> inv_freq, double scale);
+/// The same with the default RoPE of base theta.
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, double theta, double scale);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -13,10 +14,9 @@
 namespace coat::cpu {
 namespace {
 
-
 template <typename S>
-void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary,
-               Tensor& y) {
+void rope_impl(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
+               int64_t rotary, Tensor& y) {
   using A = acc_t<S>;
   const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   const int64_t half = dh / 2;
@@ -24,9 +24,8 @@ void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inve
   std::vector<A> cos_t(static_cast<size_t>(t_count * half)), sin_t(static_cast<size_t>(t_count * half));
   const double sign = inverse ? -1.0 : 1.0;
   for (int64_t i = 0; i < half; ++i) {
-    const double inv_freq = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(dh));
     for (int64_t t = 0; t < t_count; ++t) {
-      const double angle = static_cast<double>(t + position_offset) * inv_freq;
+      const double angle = static_cast<double>(t + position_offset) * inv_freq[static_cast<size_t>(i)];
       cos_t[t * half + i] = static_cast<A>(std::cos(angle));
       sin_t[t * half + i] = static_cast<A>(sign * std::sin(angle));
     }
@@ -59,10 +58,10 @@ void rope_impl(const Tensor& x, double theta, int64_t position_offset, bool inve
 
 }  // namespace
 
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
-          Tensor& y) {
+void rope(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
+          int64_t rotary_heads, Tensor& y) {
   dispatch_storage(x.dtype(), "rope", [&](auto s) {
-    rope_impl<decltype(s)>(x, theta, position_offset, inverse, rotary_heads, y);
+    rope_impl<decltype(s)>(x, inv_freq, position_offset, inverse, rotary_heads, y);
   });
 }
 

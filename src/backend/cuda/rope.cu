@@ -2,13 +2,16 @@
 // a chunk of the B * R rotated heads (R = rotary_heads <= H) at position t: each thread first loads its
 // kItems (x[i], x[i + Dh/2]) vector pairs, then the block computes the cos/sin of position t for the Dh/2
 // frequencies in double (the CPU's formula, rounded once to float) into shared memory, then rotates and
-// stores. Nothing is computed on the host and no table lives in device memory. A thread reads a pair before
-// it writes it and no two threads share one, so y may be x (in place; no __restrict__ on them for that).
-// Out of place, the heads >= R are copied by a strided cudaMemcpy2DAsync.
+// stores. The Dh/2 inverse frequencies (computed on the host, in double) travel by value in the kernel's
+// parameters (a __grid_constant__ struct: read in place from the constant bank, no copy per thread): no
+// table lives in device memory and no copy precedes the launch. A thread reads a pair before it writes it
+// and no two threads share one, so y may be x (in place; no __restrict__ on them for that). Out of place,
+// the heads >= R are copied by a strided cudaMemcpy2DAsync.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 
 #include "coat/backend/cuda/check.h"
 #include "coat/backend/cuda/device_vector.cuh"
@@ -23,6 +26,12 @@ constexpr int kThreads = 256;
 constexpr int kItems = 4;
 /// Blocks per position at most (grid.y); further chunks are looped over.
 constexpr int64_t kMaxChunks = 65535;
+/// Frequencies a launch carries: Dh <= 512 (2 KiB of the 4 KiB of kernel parameters).
+constexpr int64_t kMaxPairs = 256;
+
+struct InverseFrequencies {
+  double value[kMaxPairs];
+};
 
 /// x, y [B, T, H, Dh] with half = Dh / 2; item j of position t is vector v = j % (half / kVec) of head
 /// h = (j / (half / kVec)) % R of batch b = j / (R * half / kVec), R = rotary heads. Shared memory:
@@ -30,7 +39,8 @@ constexpr int64_t kMaxChunks = 65535;
 template <typename S, int kVec>
 __global__ __launch_bounds__(kThreads) void rope_kernel(const S* x, S* y, int64_t t_count, int64_t heads,
                                                         int64_t rotary, int64_t dh, int64_t items,
-                                                        double theta, int64_t position_offset, double sign) {
+                                                        const __grid_constant__ InverseFrequencies inv_freq,
+                                                        int64_t position_offset, double sign) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
@@ -65,8 +75,7 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* x, S* y, int64_
     }
     if (!have_table) {
       for (int64_t i = threadIdx.x; i < half; i += kThreads) {
-        const double inv_freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(dh));
-        const double angle = static_cast<double>(t + position_offset) * inv_freq;
+        const double angle = static_cast<double>(t + position_offset) * inv_freq.value[i];
         double s, c;
         sincos(angle, &s, &c);
         cos_t[i] = static_cast<A>(c);
@@ -95,18 +104,20 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* x, S* y, int64_
 
 }  // namespace
 
-void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, int64_t rotary_heads,
-          Tensor& y) {
+void rope(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
+          int64_t rotary_heads, Tensor& y) {
   const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   if (x.numel() == 0) return;
   const int64_t half = dh / 2;
+  COAT_CHECK(half <= kMaxPairs, NotImplemented, "[rope] cuda: head dimension ", dh, " is over the ",
+             2 * kMaxPairs, " whose inverse frequencies a launch carries in its parameters");
+  InverseFrequencies freqs{};
+  std::copy(inv_freq.begin(), inv_freq.end(), freqs.value);
   const int64_t rotary = rotary_heads;
   dispatch_storage(x.dtype(), "rope", [&](auto s) {
     using S = decltype(s);
     using A = acc_t<S>;
-    const size_t smem = static_cast<size_t>(dh) * sizeof(A);
-    COAT_CHECK(smem <= 48 * 1024, NotImplemented, "[rope] cuda: head dimension ", dh,
-               " needs a cos/sin table of ", smem, " bytes, over the 48 KiB of shared memory a block has");
+    const size_t smem = static_cast<size_t>(dh) * sizeof(A);  // <= 4 KiB for Dh <= 512
     const S* xp = x.data<S>();
     S* yp = y.data<S>();
     const bool vec = half % kVec16<S> == 0 && aligned16(xp) && aligned16(yp);
@@ -124,7 +135,7 @@ void rope(const Tensor& x, double theta, int64_t position_offset, bool inverse, 
       const int64_t per_block = int64_t(kThreads) * kItems;
       const int64_t chunks = std::min((items + per_block - 1) / per_block, kMaxChunks);
       const dim3 grid(static_cast<unsigned>(t_count), static_cast<unsigned>(chunks));
-      kernel<<<grid, kThreads, smem, stream_of(y)>>>(xp, yp, t_count, heads, rotary, dh, items, theta,
+      kernel<<<grid, kThreads, smem, stream_of(y)>>>(xp, yp, t_count, heads, rotary, dh, items, freqs,
                                                      position_offset, sign);
       COAT_CUDA_CHECK_LAST_LAUNCH();
     };

@@ -7,9 +7,11 @@
 //  - expf (SwiGLU): the device's is within 2 float ulps of the host's: rtol 4e-6 in f32, 1 ulp in bf16;
 //  - RoPE: cos/sin are computed in double on both and rounded once to float, so f32/bf16 results are
 //    normally bit-identical; allowed: a 1-ulp difference of a float cos/sin (2^-22 (|x_i| + |x_i+Dh/2|)) and,
-//    in bf16, 1 bf16 ulp. In f64 the device's pow/sincos (2 ulps) differ from the host's: the angle by a few
-//    ulps of the angle, so allowed 2^-50 (1 + largest angle) (|x_i| + |x_i+Dh/2|).
+//    in bf16, 1 bf16 ulp. In f64 the device's sincos (2 ulps) differs from the host's (the inverse
+//    frequencies are the host's, so the angles are the same doubles): allowed, with the margin of the time
+//    the device computed pow itself, 2^-50 (1 + largest angle) (|x_i| + |x_i+Dh/2|).
 // Every GPU result must also be bit-identical across two runs (RMSNorm's dweight included).
+// RoPE with scaled frequencies (llama3, linear, computed on the host): as RoPE.
 // RoPE with rotary_heads < H: the rotated heads as above, the others bit-identical to the input; in place
 // bit-identical to out of place. Packed SwiGLU (gu [N, 2F]): as SwiGLU against the CPU, and bit-identical to
 // the GPU's SwiGLU on the two halves (the same device arithmetic).
@@ -23,10 +25,11 @@
 #include <string>
 #include <vector>
 
+#include "coat/models/rope_scaling.h"
 #include "coat/ops/activation.h"
-#include "coat/ops/elementwise.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
+#include "coat/ops/elementwise.h"
 #include "coat/ops/norm.h"
 #include "coat/ops/rope.h"
 #include "coat/ops/runtime.h"
@@ -313,6 +316,48 @@ TEST_F(CudaNormRopeSwiglu, RopeRotaryHeadsAndInPlaceMatchCpu) {
     ops::rope_(xm, 1e4, 1, false, 4);
     EXPECT_EQ(ops::to_bytes(xm), ops::to_bytes(got)) << label("rope_ misaligned", {2, 3, 6, 32}, t);
   }
+}
+
+// Scaled RoPE (Llama-3.1's llama3 variant, linear): the host's inverse frequencies on both backends, at
+// positions past the original context where the variants differ from the default. The angles are the same
+// doubles on both; the tolerance is the one above.
+TEST_F(CudaNormRopeSwiglu, ScaledRopeFrequenciesMatchCpu) {
+  const models::RopeScaling llama3 = models::RopeScaling::llama3(8.0, 1.0, 4.0, 8192);
+  const models::RopeScaling linear = models::RopeScaling::linear(4.0);
+  struct Case {
+    const char* name;
+    models::RopeScaling scaling;
+    double theta;
+    Shape shape;  // [B, T, H, Dh]
+    int64_t offset, rotary;
+  };
+  const std::vector<Case> cases = {{"rope llama3", llama3, 500000.0, {2, 6, 5, 128}, 9000, 5},
+                                   {"rope llama3 packed", llama3, 500000.0, {1, 5, 8, 64}, 20000, 6},
+                                   {"rope llama3 scalar", llama3, 500000.0, {2, 3, 4, 10}, 100000, 4},
+                                   {"rope linear", linear, 10000.0, {1, 4, 6, 128}, 3000, 4}};
+  uint32_t seed = 900;
+  for (const Case& c : cases) {
+    const std::vector<double> inv_freq = c.scaling.inverse_frequencies(c.theta, c.shape[3]);
+    for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+      for (bool inverse : {false, true}) {
+        const std::string what = label(c.name, c.shape, t, inverse ? " inverse" : "");
+        const Tensor x = test::nonzero_normal_tensor(cpu, c.shape, t, ++seed);
+        const Tensor xg = ops::to(x, gpu);
+        const Tensor got = ops::rope(xg, inv_freq, c.offset, inverse, c.rotary);
+        const double max_angle = static_cast<double>(c.shape[1] - 1 + c.offset);  // inv_freq <= 1
+        expect_rope_close(got, ops::rope(x, inv_freq, c.offset, inverse, c.rotary), x, t, max_angle, what);
+        const int64_t h = c.shape[2];
+        EXPECT_EQ(ops::to_bytes(got.slice(2, c.rotary, h)), ops::to_bytes(x.slice(2, c.rotary, h))) << what;
+        Tensor in_place = ops::clone(xg);
+        ops::rope_(in_place, inv_freq, c.offset, inverse, c.rotary);
+        EXPECT_EQ(ops::to_bytes(in_place), ops::to_bytes(got)) << what << " in place";
+      }
+    }
+  }
+  // The frequencies travel in the launch's parameters: Dh <= 512.
+  const Tensor wide = ops::to(test::nonzero_normal_tensor(cpu, {1, 2, 1, 1024}, DType::F32, 990), gpu);
+  test::expect_error_containing<NotImplemented>(
+      [&] { ops::rope(wide, ops::rope_inverse_frequencies(1e4, 1024)); }, "[rope] cuda: head dimension 1024");
 }
 
 TEST_F(CudaNormRopeSwiglu, SwigluPackedMatchesCpuAndSwiglu) {
