@@ -118,7 +118,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   Tensor tq = target(dq), tk = target(dk), tv = target(dv);
   COAT_DISPATCH("attention_backward", q.device(),
                 cpu::attention_backward(cdo, cq, ck, cv, co, cl, scale, tq, tk, tv),
-                cuda::attention_backward(cdo, cq, ck, cv, co, cl, scale, tq, tk, tv));
+                cuda::attention_backward(cdo, cq, ck, cv, co, cl, scale, tq, tk, tv, q.context()->deterministic()));
   if (!backend_takes(dq)) copy_(dq, tq);
   if (!backend_takes(dk)) copy_(dk, tk);
   if (!backend_takes(dv)) copy_(dv, tv);

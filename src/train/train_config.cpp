@@ -113,6 +113,7 @@ LoopConfig read_loop(ConfigSection s) {
   t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {NonfinitePolicy::Stop, NonfinitePolicy::Skip});
   t.init_from = s.get<std::string>("init_from", "");
   t.recompute = s.choice("recompute", t.recompute, {models::Recompute::None, models::Recompute::Blocks});
+  t.deterministic = s.get<bool>("deterministic", t.deterministic);
   s.finish();
   return t;
 }
@@ -268,7 +269,8 @@ nlohmann::json LoopConfig::to_json() const {
           {"log_interval", log_interval},
           {"on_nonfinite", json_string(to_string(on_nonfinite))},
           {"init_from", init_from},
-          {"recompute", json_string(to_string(recompute))}};
+          {"recompute", json_string(to_string(recompute))},
+          {"deterministic", deterministic}};
 }
 
 nlohmann::json OptimConfig::to_json() const {

@@ -88,6 +88,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
       loss_mask_(open_loss_mask(config_.data, tokens_)),
       resuming_(resuming) {
   check_setup(resuming);
+  context_->set_deterministic(config_.train.deterministic);
   sampler_ = std::make_unique<data::WindowSampler>(tokens_.size(), static_cast<uint64_t>(config_.data.seq_len),
                                                    config_.data.seed, config_.data.validation_fraction);
   if (sampler_->train_windows() == 0) {
