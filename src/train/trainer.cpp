@@ -273,6 +273,8 @@ void Trainer::write_run_dir_files() {
   take_run_dir_lock();
   // Another run may have started and ended since check_setup looked: look again, under the lock.
   if (!resuming_) refuse_previous_run(run_dir_);
+  for (const std::filesystem::path& p : io::remove_stale_temporaries(run_dir_ / "config.json"))
+    spdlog::warn("removed {}: left by an interrupted run (killed while writing config.json)", p.string());
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
 }
 
