@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Chaos campaign: coat-train runs on the CPU (one process, and 3 ranks under mpirun) killed with kill -9 at
-# random and at chosen moments (mid-step, mid-save, mid-prune, during the async saver's background write),
-# stopped with SIGTERM at random moments, and run out of disk at random points of a save, each time continued
-# with --resume auto until max_steps; then compared with an uninterrupted run of the same world size: every
-# logged loss, gradient norm and validation loss, and the final checkpoint byte for byte. Counts the kills,
-# the lost complete checkpoints, the differences and the leftover directories; prints a table and exits
-# non-zero on any problem. Moments and counts in scripts/chaos/jobs.sh, the checks in scripts/chaos/checks.sh.
+# random and at chosen moments (mid-step, mid-save, mid-prune, writing config.json at the start, during the
+# async saver's background write), stopped with SIGTERM at random moments, and run out of disk at random points
+# of a save, each time continued with --resume auto until max_steps; then compared with an uninterrupted run of
+# the same world size: every logged loss, gradient norm and validation loss, and the final checkpoint byte for
+# byte. Counts the kills, the lost complete checkpoints, the differences and the leftover directories; prints a
+# table and exits non-zero on any problem. Moments in scripts/chaos/jobs.sh, checks in scripts/chaos/checks.sh.
 #   scripts/chaos.sh [--kills N] [--sigterms N] [--disk N] [--ranks "1 3"] [--async "false true"] [--seed S]
 #                    [--steps N] [--keep-going] [--build DIR] [--work DIR]
-# --kills: kill -9s of each kind (random, step, save, prune; bgwrite with async) per world size and async
+# --kills: kill -9s of each kind (random, step, save, prune, start; bgwrite with async) per world size and async
 # setting (default 2); --sigterms, --disk: per world size and async setting (default 2 and 1); --work keeps the
 # run directories there (default: a temporary directory, removed unless a problem was found).
 set -uo pipefail
@@ -54,7 +54,7 @@ declare -A counts
 bump() { counts["$ranks $async $1"]=$(( ${counts["$ranks $async $1"]:-0} + ${2:-1} )); }
 count_of() { echo "${counts["$1 $2 $3"]:-0}"; }
 summary() {
-  local cols=(kills at_write at_staging at_prune at_step sigterms stopped disks enospc runs values lost difference leftover failure missed)
+  local cols=(kills at_write at_staging at_prune at_start at_step sigterms stopped disks enospc runs values lost difference leftover failure missed)
   echo
   echo "chaos campaign: seed $seed, $max_steps steps, checkpoint every $interval (keep $keep), --kills $kills --sigterms $sigterms --disk $disks; full disk: $disk_method"
   printf '%-5s %-5s' ranks async; printf ' %10s' "${cols[@]}"; echo
@@ -67,9 +67,10 @@ summary() {
   done; done
   printf '%-11s' all; for c in "${cols[@]}"; do printf ' %10s' "${total[$c]}"; done; echo
   echo "kills: kill -9 (at_*: what the run directory showed at the kill: a rank file being written, a staging"
-  echo "directory, a checkpoint being pruned, neither); stopped: SIGTERMs that ended with status 75 and a"
-  echo "checkpoint; enospc: full-disk runs that failed; runs: runs finished and compared; values: logged values"
-  echo "compared; lost: complete checkpoints lost or damaged; missed: events whose moment never came."
+  echo "directory, a checkpoint being pruned, config.json being written, none of these); stopped: SIGTERMs that"
+  echo "ended with status 75 and a checkpoint; enospc: full-disk runs that failed; runs: runs finished and"
+  echo "compared; values: logged values compared; lost: complete checkpoints lost or damaged; missed: events"
+  echo "whose moment never came (3 tries)."
   problems=$(( ${total[lost]} + ${total[difference]} + ${total[leftover]} + ${total[failure]} ))
   echo "chaos: $problems problem(s); run directories in $work"
 }
@@ -183,7 +184,7 @@ disk_event() {
 }
 
 campaign() {
-  local kinds=(random step save prune) events=() k i j t ev tries
+  local kinds=(random step save prune start) events=() k i j t ev tries
   [ "$async" == true ] && kinds+=(bgwrite)
   for k in "${kinds[@]}"; do for ((i = 0; i < kills; i++)); do events+=("$k"); done; done
   for ((i = 0; i < sigterms; i++)); do events+=(sigterm); done

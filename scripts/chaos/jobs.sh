@@ -64,11 +64,13 @@ choose_victims() {
 }
 
 # What the run directory shows at the moment of a strike: a staging directory with a rank file being
-# written (write), a staging directory (staging), a checkpoint being pruned (prune), else nothing (step).
+# written (write), a staging directory (staging), a checkpoint being pruned (prune), config.json being written
+# (start), else nothing (step).
 moment_of() {
   if glob_exists "$ck/step_*.trash"; then echo prune
   elif glob_exists "$ck/step_*.tmp/*.tmp.*"; then echo write
   elif glob_exists "$ck/step_*.tmp"; then echo staging
+  elif glob_exists "$run_dir/config.json.tmp.*"; then echo start
   else echo step; fi
 }
 
@@ -104,6 +106,7 @@ metrics_lines() { [ -f "$run_dir/metrics.jsonl" ] && wc -l < "$run_dir/metrics.j
 #   step    kill -9 at a random point of a training step
 #   save    kill -9 while a checkpoint is being saved (its staging directory exists; COMPLETE is not in place)
 #   prune   kill -9 of rank 0 while an old checkpoint is being deleted (a .trash directory exists)
+#   start   kill -9 of rank 0 while it writes config.json at the start (a config.json.tmp.<pid> exists)
 #   bgwrite kill -9 while the async saver writes in the background and training went on (the saved step's
 #           metrics line is written)
 #   sigterm SIGTERM (to one rank, rank 0, or every rank) after a random delay
@@ -138,6 +141,13 @@ fire() {
       choose_victims rank0
       while job_alive; do
         glob_exists "$ck/step_*.trash" && strike KILL glob_exists "$ck/step_*.trash" && return 0
+        nap 0.0001
+      done
+      return 1 ;;
+    start)
+      choose_victims rank0
+      while job_alive; do
+        glob_exists "$run_dir/config.json.tmp.*" && strike KILL glob_exists "$run_dir/config.json.tmp.*" && return 0
         nap 0.0001
       done
       return 1 ;;
