@@ -115,9 +115,8 @@ finish_run() {
 
 # kill_event <kind>: one kill -9 (or SIGTERM) in the current run; false when its moment did not come.
 kill_event() {
-  local kind=$1 lines_before
+  local kind=$1
   start
-  lines_before=$(metrics_lines)
   if ! fire "$kind"; then
     wait_job 120; event_note "$kind" - - "$status" "its moment did not come"; ended_by_itself; return 1
   fi
@@ -130,9 +129,10 @@ kill_event() {
       [ -f "$ck/$(printf 'step_%08d' "${stopped:-0}")/COMPLETE" ] ||
         problem failure "exit status 75 without a complete checkpoint of the step it stopped after (${stopped:-?})"
       bump stopped
-    elif ((status == 0)); then
-      check_finished_run; run_dir=""; return 0  # the signal came after the last step
-    elif (($(metrics_lines) > lines_before)); then
+    elif ((status == 0)); then  # the signal came after the last step
+      event_note "$kind" "$victim_names" "$struck_at" "$status" "after the last step"
+      check_finished_run; run_dir=""; return 0
+    elif (($(metrics_lines) > segment_lines)); then
       problem failure "SIGTERM to $victim_names after training began: status $status, not 75"
     fi
   else
@@ -151,6 +151,7 @@ kill_event() {
 disk_event() {
   local disk=$work/disk room_kb problems_before=$problem_count
   new_run "$disk"
+  bump disks
   room_kb=$(rand_below $((checkpoint_kb * 5 / 2)))
   if [ "$disk_method" == tmpfs ]; then
     mkdir -p "$disk"
@@ -168,7 +169,7 @@ disk_event() {
   if ((status == 0)); then
     missed=true; check_finished_run; run_dir=""
   else
-    bump disks; bump enospc
+    bump enospc
     grep -q "No space left on device\|File too large" "$current_log" ||
       problem failure "the run on a full disk ended with status $status without naming ENOSPC: $(grep -m1 -o 'error: .*' "$current_log")"
     check_leftovers "after the failure on a full disk"
