@@ -132,7 +132,8 @@ kill_event() {
     elif ((status == 0)); then  # the signal came after the last step
       event_note "$kind" "$victim_names" "$struck_at" "$status" "after the last step"
       check_finished_run; run_dir=""; return 0
-    elif (($(metrics_lines) > segment_lines)); then
+    elif (($(metrics_lines) > segment_lines)) && [ ! -f "$ck/$(printf 'step_%08d' "$max_steps")/COMPLETE" ]; then
+      # (Before the handlers are installed, or after the run is complete, SIGTERM may end a rank outright.)
       problem failure "SIGTERM to $victim_names after training began: status $status, not 75"
     fi
   else
