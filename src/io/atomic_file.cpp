@@ -143,4 +143,27 @@ void fsync_directory(const std::filesystem::path& dir) {
   }
 }
 
+std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& target) {
+  namespace fs = std::filesystem;
+  const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(parent, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const bool pid = std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                                 [](char c) { return c >= '0' && c <= '9'; });
+    if (pid && entry.is_regular_file(ec)) stale.push_back(entry.path());
+  }
+  if (ec)
+    throw IoError(
+        detail::concat("cannot list ", parent, " for temporary files of ", target, ": ", ec.message()));
+  std::sort(stale.begin(), stale.end());
+  for (const fs::path& p : stale) {
+    if (!fs::remove(p, ec) && ec) throw IoError(detail::concat("cannot remove ", p, ": ", ec.message()));
+  }
+  return stale;
+}
+
 }  // namespace coat::io

@@ -289,6 +289,8 @@ void Trainer::write_run_dir_files() {
   take_run_dir_lock();
   // Another run may have started and ended since check_setup looked: look again, under the lock.
   if (!resuming_) refuse_previous_run(run_dir_);
+  for (const std::filesystem::path& p : io::remove_stale_temporaries(run_dir_ / "config.json"))
+    spdlog::warn("removed {}: left by an interrupted run (killed while writing config.json)", p.string());
   io::write_string_atomically(run_dir_ / "config.json", config_.resolved.dump(2) + "\n");
 }
 
@@ -564,18 +566,18 @@ void Trainer::reserve_snapshot_buffers() {
   });
 }
 
-void Trainer::save_at_step(nlohmann::json& record) {
+void Trainer::save_at_step(nlohmann::json* record) {
   if (!saver_) {
     const SaveCommitted saved = save_synchronously();
     saved_step_ = saved.step;
-    record["save_blocked_s"] = saved.commit_s;
-    report_commit(saved, &record);
+    report_commit(saved, nullptr, saved.commit_s);
     return;
   }
+  COAT_CHECK(record, Error, "save_at_step: a background save needs the step's record");
   // The next save waits for the previous one.
-  if (std::optional<SaveCommitted> previous = saver_->finish()) report_commit(*previous, &record);
+  if (std::optional<SaveCommitted> previous = saver_->finish()) report_commit(*previous, record);
   const SaveStarted started = saver_->start(checkpoint_snapshot());
-  record["save_blocked_s"] = started.snapshot_s;
+  (*record)["save_blocked_s"] = started.snapshot_s;
   if (rank_ == 0) {
     spdlog::info("checkpoint step {}: snapshot of {} in {:.3f} s (training blocked), writing it in the "
                  "background",
@@ -616,7 +618,8 @@ void Trainer::settle_pending_save_after_failure() noexcept {
   saver_->abandon();
 }
 
-void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* record) {
+void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* record,
+                            std::optional<double> blocked_s) {
   if (rank_ != 0) return;
   if (metrics_) metrics_->clear_progress();
   spdlog::info("{}{}", committed.describe(),
@@ -626,6 +629,7 @@ void Trainer::report_commit(const SaveCommitted& committed, nlohmann::json* reco
   r["save_step"] = committed.step;
   r["save_written_s"] = committed.write_s;
   r["save_bytes"] = committed.bytes;
+  if (blocked_s) r["save_blocked_s"] = *blocked_s;
   if (committed.background) r["save_commit_blocked_s"] = committed.commit_s;
   if (record) return;
   // The checkpoint is complete whatever happens to this record (a full disk stops the run at its next write).
@@ -782,12 +786,12 @@ RunEnd Trainer::run_steps(int64_t last) {
       window_start = now;
       window_first_step = rec.step;
     }
-    // A step boundary: the save in flight is committed once written on every rank, and a scheduled save starts
-    // (it copies this step's state; the evaluation below changes none of it). A failed write (rank 0) stops
-    // every rank below, after the evaluation that every rank runs.
+    // A step boundary: the save in flight is committed once written on every rank, and a scheduled background
+    // save starts (it copies this step's state; the evaluation below changes none of it). A failed write
+    // (rank 0) stops every rank below, after the evaluation and the save that every rank runs.
     poll_pending_save(j);
     const bool scheduled = save_due(rec.step);
-    if (scheduled) save_at_step(j);
+    if (scheduled && saver_) save_at_step(&j);
     std::exception_ptr write_error;
     try {
       log_step(rec, std::move(j), per_step, console);
@@ -809,6 +813,7 @@ RunEnd Trainer::run_steps(int64_t last) {
         write_error = std::current_exception();
       }
     }
+    if (scheduled && !saver_) save_at_step(nullptr);  // after the step's records
     if (after_step(rec.step, last, write_error, scheduled)) return RunEnd::Stopped;
   }
   return RunEnd::Finished;

@@ -91,6 +91,22 @@ TEST_F(AtomicFileTest, UseAfterCommitIsAnError) {
   coat::test::expect_error_containing([&] { file.commit(); }, "after commit()");
 }
 
+// What a writer killed before its commit leaves: `<target>.tmp.<pid>` files, and only those, are removed.
+TEST_F(AtomicFileTest, StaleTemporariesOfKilledWritersAreRemoved) {
+  write_string_atomically(dir_ / "config.json", "{}");
+  for (const char* name : {"config.json.tmp.123", "config.json.tmp.4567", "config.json.tmp.12x",
+                           "config.json.tmp.", "other.json.tmp.123", "config.json.old"}) {
+    write_string_atomically(dir_ / name, "x");
+  }
+  EXPECT_EQ(
+      remove_stale_temporaries(dir_ / "config.json"),
+      (std::vector<std::filesystem::path>{dir_ / "config.json.tmp.123", dir_ / "config.json.tmp.4567"}));
+  EXPECT_EQ(files_in(dir_), 5u);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "config.json.tmp.12x"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "other.json.tmp.123"));
+  EXPECT_TRUE(remove_stale_temporaries(dir_ / "config.json").empty());
+}
+
 TEST_F(AtomicFileTest, ErrorsNameTheFile) {
   const auto missing = dir_ / "no_such_dir" / "f.json";
   coat::test::expect_error_containing([&] { write_string_atomically(missing, "{}"); }, "no_such_dir/f.json");

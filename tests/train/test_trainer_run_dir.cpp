@@ -121,6 +121,20 @@ TEST_F(TrainerRunDirTest, SaveGoesOnStopSavesAndTheResumeIsExact) {
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
 }
 
+// A kill -9 while config.json is written leaves config.json.tmp.<pid> (found by scripts/chaos.sh): the next
+// start removes it, under the run directory's lock.
+TEST_F(TrainerRunDirTest, ATemporaryConfigOfAKilledRunIsRemoved) {
+  {
+    Trainer first(config("run", 2), ctx_);
+    first.run();
+  }
+  std::ofstream(dir_ / "run" / "config.json.tmp.4242") << "{\"model\": {";
+  Trainer resumed(config("run", 3), ctx_, /*resuming=*/true);
+  resumed.run();
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "config.json.tmp.4242"));
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "config.json"));
+}
+
 TEST_F(TrainerRunDirTest, StopAtTheLastStepFinishes) {
   ScriptedInterrupts script({{6, Interrupt::Stop}});
   Trainer t(config("run"), ctx_);

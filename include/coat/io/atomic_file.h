@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <string_view>
+#include <vector>
 
 namespace coat::io {
 
@@ -56,5 +57,9 @@ void write_file_atomically(const std::filesystem::path& target, const std::funct
 void write_string_atomically(const std::filesystem::path& target, std::string_view text);
 /// fsync of a directory, so that entries created, renamed or removed in it survive a crash.
 void fsync_directory(const std::filesystem::path& dir);
+/// Removes the temporary files `<target>.tmp.<pid>` that writers killed before their commit left (a kill -9
+/// cannot run the cleanup); returns them. Only for a caller that is the target's one writer (under a lock):
+/// another process's write in progress would be removed too. IoError naming the file when one cannot go.
+std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& target);
 
 }  // namespace coat::io

@@ -193,15 +193,18 @@ class Trainer {
   /// Before the first save of a run() under checkpoint.async: the host snapshot buffers, allocated once.
   void reserve_snapshot_buffers();
   /// A save at a step of run(): asynchronous (after finishing the one in flight) or synchronous, per
-  /// checkpoint.async; what it cost goes into the step's metrics `record`.
-  void save_at_step(nlohmann::json& record);
+  /// checkpoint.async. A background save starts before the step's metrics are written and its cost goes into
+  /// their `record`; a synchronous one runs after them (`record` null) with a record of its own, so that a
+  /// complete checkpoint is never ahead of metrics.jsonl (a resume continues after the checkpoint's step).
+  void save_at_step(nlohmann::json* record);
   /// At a step boundary of run(): commits the save in flight when every rank's write is done.
   void poll_pending_save(nlohmann::json& record);
   /// run() failed with a save in flight: one process commits it (nothing it wrote is lost); under several
   /// ranks it is left uncommitted (the others may not be at the same point) and its writer joined.
   void settle_pending_save_after_failure() noexcept;
   /// Logs a committed save and adds its figures to `record` (nullptr: a record of its own).
-  void report_commit(const SaveCommitted& committed, nlohmann::json* record);
+  void report_commit(const SaveCommitted& committed, nlohmann::json* record,
+                     std::optional<double> blocked_s = std::nullopt);
 
   TrainConfig config_;
   ContextPtr context_;
