@@ -31,7 +31,11 @@ namespace fs = std::filesystem;
 
 std::vector<SafetensorsTensorSpec> specs_of_sizes(const std::vector<int64_t>& bytes) {
   std::vector<SafetensorsTensorSpec> out;
-  for (size_t i = 0; i < bytes.size(); ++i) out.push_back({"t" + std::to_string(i), DType::U8, {bytes[i]}});
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string name = "t";  // not "t" + std::to_string(i): GCC 12's -Wrestrict misfires on it
+    name += std::to_string(i);
+    out.push_back({name, DType::U8, {bytes[i]}});
+  }
   return out;
 }
 
