@@ -11,6 +11,7 @@
 
 #include "coat/core/config_reader.h"
 #include "coat/core/error.h"
+#include "coat/data/hf_tokenizer.h"
 #include "coat/data/tokenizer.h"
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint_reader.h"
@@ -103,17 +104,26 @@ struct SpecialTokens {
   std::string source;
 };
 
-/// The run's SentencePiece tokenizer knows its ids; without one the model config's defaults stand.
+/// The run's tokenizer knows its ids (a SentencePiece .model, or an HF tokenizer.json with the
+/// generation_config.json / tokenizer_config.json beside it, as an imported model's run names it); without
+/// one the model config's defaults stand (1 and 2, wrong for Llama-3 and OLMo).
 SpecialTokens special_tokens(const nlohmann::json& run_config, const nlohmann::json& hf_config) {
   SpecialTokens out{hf_config.value("bos_token_id", nlohmann::json()),
                     hf_config.value("eos_token_id", nlohmann::json()), "the model config"};
   const std::string tokenizer =
       run_config.contains("data") ? run_config.at("data").value("tokenizer", std::string()) : std::string();
   std::error_code ec;
-  if (tokenizer.empty() || fs::path(tokenizer).extension() != ".model" ||
-      !fs::is_regular_file(tokenizer, ec)) {
+  if (tokenizer.empty() || !fs::is_regular_file(tokenizer, ec)) return out;
+  if (fs::path(tokenizer).extension() == ".json") {
+    const data::HfTokenizer tok = data::HfTokenizer::load(tokenizer);
+    out.bos =
+        tok.bos_id() >= 0 ? nlohmann::json(tok.bos_id()) : nlohmann::json();  // the tokenizer knows best
+    const std::vector<int32_t>& eos = tok.eos_ids();
+    if (!eos.empty()) out.eos = eos.size() == 1 ? nlohmann::json(eos[0]) : nlohmann::json(eos);
+    out.source = "tokenizer " + tokenizer;
     return out;
   }
+  if (fs::path(tokenizer).extension() != ".model") return out;
   const data::Tokenizer tok = data::Tokenizer::load(tokenizer);
   out.bos = tok.bos_id() >= 0 ? nlohmann::json(tok.bos_id()) : nlohmann::json();
   out.eos = tok.eos_id() >= 0 ? nlohmann::json(tok.eos_id()) : nlohmann::json();

@@ -177,6 +177,58 @@ TEST_F(HfExportTest, WritesEveryTensorAndTheConfigs) {
                                              "hf_" + std::string(dtype_name(DType::F32)), "run"}));
 }
 
+// A run fine-tuned from an imported model names the HF tokenizer.json (data.tokenizer): its special ids go
+// into config.json and generation_config.json, not LlamaConfig's defaults 1 and 2 (an exported Llama-3 had
+// eos_token_id 2, so transformers' generate did not stop at <|eot_id|>).
+TEST_F(HfExportTest, SpecialIdsComeFromAnHfTokenizerJson) {
+  const fs::path tok = dir_ / "tok";
+  fs::create_directories(tok);
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 0; i < 28; ++i) vocab["w" + std::to_string(i)] = i;
+  nlohmann::json added = nlohmann::json::array();
+  for (const auto& [id, content] :
+       std::vector<std::pair<int, std::string>>{{28, "<bos>"}, {29, "<eos>"}, {30, "<eot>"}}) {
+    added.push_back({{"id", id},
+                     {"content", content},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+  std::ofstream(tok / "tokenizer.json") << nlohmann::json{
+      {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "w0"}}},
+      {"added_tokens", added},
+      {"decoder", nullptr},
+      {"post_processor", nullptr}}.dump();
+  std::ofstream(tok / "tokenizer_config.json") << R"({"bos_token": "<bos>", "eos_token": "<eos>"})";
+  const fs::path ck = save();
+  nlohmann::json meta = read_json(ck / "meta.json");
+  meta["config"]["data"] = {{"tokenizer", (tok / "tokenizer.json").string()}};
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const CheckpointReader reader = CheckpointReader::open(ck);
+  for (const models::UnitLayout& unit : models::unit_layouts(config_)) {
+    for (const auto& [name, shape] : unit.params) tensors.emplace_back(name, reader.read(name));
+  }
+  const fs::path with_tok = save_checkpoint(dir_ / "run_tok", 7, meta, tensors);
+  HfExportResult r = export_hf_model(with_tok, dir_ / "hf1", {DType::BF16, kDefaultMaxShardBytes, false});
+  EXPECT_EQ(r.special_tokens_source, "tokenizer " + (tok / "tokenizer.json").string());
+  for (const char* file : {"config.json", "generation_config.json"}) {
+    const nlohmann::json j = read_json(dir_ / "hf1" / file);
+    EXPECT_EQ(j.at("bos_token_id"), 28) << file;
+    EXPECT_EQ(j.at("eos_token_id"), 29) << file;
+  }
+  // generation_config.json beside the tokenizer (Llama-3-Instruct lists several end ids) comes first.
+  std::ofstream(tok / "generation_config.json") << R"({"bos_token_id": 28, "eos_token_id": [29, 30]})";
+  r = export_hf_model(with_tok, dir_ / "hf2", {DType::BF16, kDefaultMaxShardBytes, false});
+  for (const char* file : {"config.json", "generation_config.json"}) {
+    EXPECT_EQ(read_json(dir_ / "hf2" / file).at("eos_token_id"), nlohmann::json::array({29, 30})) << file;
+  }
+  // Without one the model config's defaults stand, as before.
+  r = export_hf_model(ck, dir_ / "hf3", {DType::BF16, kDefaultMaxShardBytes, false});
+  EXPECT_EQ(r.special_tokens_source, "the model config");
+}
+
 TEST_F(HfExportTest, ShardsWithAnIndexAsSavePretrained) {
   const fs::path ck = save();
   const fs::path single = dir_ / "single", sharded = dir_ / "sharded";

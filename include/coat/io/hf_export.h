@@ -56,8 +56,10 @@ struct HfExportResult {
 };
 
 /// Exports checkpoint directory `checkpoint_dir` (not a run directory: resolve it first) into `output`.
-/// The special token ids of config.json and generation_config.json come from the run's SentencePiece
-/// tokenizer (data.tokenizer, a .model file) when it can be read, else from the model config.
+/// The special token ids of config.json and generation_config.json come from the run's tokenizer
+/// (data.tokenizer: a SentencePiece .model, or an HF tokenizer.json with its generation_config.json or
+/// tokenizer_config.json beside it, as data::HfTokenizer finds them) when it can be read, else from the
+/// model config.
 /// IoError naming the checkpoint and tensor when one is missing or has another shape than the config
 /// implies; the output is then left as it was.
 HfExportResult export_hf_model(const std::filesystem::path& checkpoint_dir,
