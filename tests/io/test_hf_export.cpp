@@ -184,7 +184,7 @@ TEST_F(HfExportTest, SpecialIdsComeFromAnHfTokenizerJson) {
   const fs::path tok = dir_ / "tok";
   fs::create_directories(tok);
   nlohmann::json vocab = nlohmann::json::object();
-  for (int i = 0; i < 28; ++i) vocab["w" + std::to_string(i)] = i;
+  for (int i = 0; i < 28; ++i) vocab[std::string("w").append(std::to_string(i))] = i;  // GCC 12 -Wrestrict
   nlohmann::json added = nlohmann::json::array();
   for (const auto& [id, content] :
        std::vector<std::pair<int, std::string>>{{28, "<bos>"}, {29, "<eos>"}, {30, "<eot>"}}) {
