@@ -19,12 +19,12 @@ class DeviceContext : public std::enable_shared_from_this<DeviceContext> {
   virtual void synchronize() = 0;
   /// Whether kernels that have a faster, run-to-run varying variant (cuDNN's attention backward, which adds
   /// dq with atomics) use their deterministic one: the same steps then give the same bits every time, which
-  /// a bit-identical resume needs (train.deterministic). Default true.
+  /// a bit-identical resume on a GPU needs (train.deterministic). Default false (the faster kernels).
   bool deterministic() const { return deterministic_; }
   void set_deterministic(bool on) { deterministic_ = on; }
 
  private:
-  bool deterministic_ = true;
+  bool deterministic_ = false;
 };
 
 class CpuContext final : public DeviceContext {

@@ -90,9 +90,12 @@ struct LoopConfig {
   /// none | blocks: activation recomputation. blocks keeps only each block's input for the backward and
   /// runs the block again there (about one more forward of the blocks per step, far less activation memory).
   models::Recompute recompute = models::Recompute::None;
-  /// Deterministic kernels where the fast ones vary from run to run (cuDNN's attention backward): a resumed
-  /// run then continues with the bits of the uninterrupted one. false: a little faster, not bit-exact.
-  bool deterministic = true;
+  /// Deterministic kernels where the fast ones vary from run to run (cuDNN's attention backward, whose default
+  /// adds dq with atomics): a resumed GPU run then continues with the bits of the uninterrupted one. Costs
+  /// cuDNN's workspace of B * Hq * T * T bf16 values per attention backward, not yet in the memory plan.
+  /// false (default): the faster backward; a GPU resume then agrees to rounding, not bit for bit. The CPU
+  /// backend is deterministic either way.
+  bool deterministic = false;
 
   /// The device this loop trains on (index 0: one device per process).
   Device compute_device() const { return Device{device, 0}; }
