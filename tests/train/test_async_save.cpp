@@ -27,6 +27,7 @@
 #include "coat/ops/runtime.h"
 #include "coat/train/async_saver.h"
 #include "coat/train/trainer.h"
+#include "small_run_test.h"
 #include "coat/train/unit_state.h"
 #include "expect_error.h"
 
@@ -36,27 +37,12 @@ namespace {
 namespace fs = std::filesystem;
 using Tensors = std::vector<std::pair<std::string, Tensor>>;
 
-class AsyncSave : public ::testing::Test {
+class AsyncSave : public SmallRunTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("coat_async_save_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::mt19937 rng(5);
-    std::vector<uint32_t> tokens(4000);
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (rng() % 4 == 0) ? rng() % 64 : (i * 7) % 64;
-    data::write_token_file(dir_ / "tokens.bin", tokens, data::TokenWidth::U16, 64);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   /// configs/test_small.json (6 steps, saves at 3 and 6) in run directory `run`, adjusted by `set`.
   TrainConfig config(const std::string& run, const std::function<void(nlohmann::json&)>& set = {}) const {
-    std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
-    nlohmann::json c = nlohmann::json::parse(in);
-    c["data"]["path"] = (dir_ / "tokens.bin").string();
-    c["logging"]["run_dir"] = (dir_ / run).string();
-    c["logging"]["progress"] = "off";
+    nlohmann::json c = small_config(run);
     c["train"]["eval_interval"] = 0;
     if (set) set(c);
     return parse_train_config(c, "c.json");
@@ -75,11 +61,6 @@ class AsyncSave : public ::testing::Test {
   static std::string file_bytes(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-  static std::vector<double> losses(const Trainer& t) {
-    std::vector<double> out;
-    for (const auto& r : t.history()) out.push_back(r.loss);
-    return out;
   }
   /// The records of the run's metrics.jsonl.
   std::vector<nlohmann::json> metrics(const std::string& run) const {
@@ -111,7 +92,6 @@ class AsyncSave : public ::testing::Test {
   }
 
   ContextPtr ctx_ = ops::make_context(Device::cpu());
-  fs::path dir_;
 };
 
 /// A writer that removes the staging directory first: the write then fails as on a vanished directory.

@@ -18,33 +18,19 @@
 #include "coat/ops/runtime.h"
 #include "coat/train/resume.h"
 #include "coat/train/trainer.h"
+#include "small_run_test.h"
 
 namespace coat::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-class ResumeTest : public ::testing::Test {
+class ResumeTest : public SmallRunTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("coat_resume_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::mt19937 rng(5);
-    std::vector<uint32_t> tokens(4000);
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (rng() % 4 == 0) ? rng() % 64 : (i * 7) % 64;
-    data::write_token_file(dir_ / "tokens.bin", tokens, data::TokenWidth::U16, 64);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   /// configs/test_small.json (6 steps, checkpoints every 3) in run directory `run`.
   TrainConfig config(const std::string& run, const std::function<void(nlohmann::json&)>& set = {}) const {
-    std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
-    nlohmann::json c = nlohmann::json::parse(in);
-    c["data"]["path"] = (dir_ / "tokens.bin").string();
-    c["logging"]["run_dir"] = (dir_ / run).string();
-    c["logging"]["progress"] = "off";
+    nlohmann::json c = small_config(run);
     c["checkpoint"]["keep_last"] = 0;
     if (set) set(c);
     return parse_train_config(c, "c.json");
@@ -73,7 +59,6 @@ class ResumeTest : public ::testing::Test {
   }
 
   ContextPtr ctx_ = ops::make_context(Device::cpu());
-  fs::path dir_;
 };
 
 TEST_F(ResumeTest, AutoTakesTheNewestAndNothingWithoutCheckpoints) {

@@ -14,6 +14,7 @@
 #include "coat/io/checkpoint.h"
 #include "coat/ops/runtime.h"
 #include "coat/train/trainer.h"
+#include "small_run_test.h"
 #include "expect_error.h"
 
 namespace coat::train {
@@ -42,35 +43,15 @@ class ScriptedInterrupts final : public InterruptSource {
   std::vector<RunProgress> reports_;
 };
 
-class TrainerRunDirTest : public ::testing::Test {
+class TrainerRunDirTest : public SmallRunTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("coat_run_dir_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::mt19937 rng(5);
-    std::vector<uint32_t> tokens(4000);
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = (rng() % 4 == 0) ? rng() % 64 : (i * 7) % 64;
-    data::write_token_file(dir_ / "tokens.bin", tokens, data::TokenWidth::U16, 64);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
 
   TrainConfig config(const std::string& run, int64_t max_steps = 6) const {
-    std::ifstream in(std::string(COAT_SOURCE_DIR) + "/configs/test_small.json");
-    nlohmann::json c = nlohmann::json::parse(in);
-    c["data"]["path"] = (dir_ / "tokens.bin").string();
-    c["logging"]["run_dir"] = (dir_ / run).string();
-    c["logging"]["progress"] = "off";
+    nlohmann::json c = small_config(run);
     c["checkpoint"]["interval"] = 0;
     c["checkpoint"]["keep_last"] = 0;
     c["train"]["max_steps"] = max_steps;
     return parse_train_config(c, "c.json");
-  }
-  static std::vector<double> losses(const Trainer& t) {
-    std::vector<double> out;
-    for (const auto& r : t.history()) out.push_back(r.loss);
-    return out;
   }
   static std::string read(const fs::path& p) {
     std::ifstream in(p);
@@ -86,7 +67,6 @@ class TrainerRunDirTest : public ::testing::Test {
     return steps;
   }
   ContextPtr ctx_ = ops::make_context(Device::cpu());
-  fs::path dir_;
 };
 
 TEST_F(TrainerRunDirTest, SaveGoesOnStopSavesAndTheResumeIsExact) {
