@@ -60,10 +60,6 @@ AsyncSaver::~AsyncSaver() {
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
 }
 
-void AsyncSaver::reserve(const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  buffers_like(tensors);
-}
-
 void AsyncSaver::reserve_in_background(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                        std::function<void(uint64_t, double)> on_done) {
   COAT_ARG_CHECK(buffers_.empty() && !reserver_.joinable() && !pending_, "AsyncSaver",
