@@ -15,13 +15,15 @@ Made by coat-train (llama: grouped KV heads, untied lm_head; olmo: non-parametri
      a native checkpoint, which every run of ours below starts from; HF loads the export.
   2. logits of one sequence: coat-generate --logits-out against LlamaForCausalLM / OlmoForCausalLM.
      fp32: ours on the CPU (our CUDA path has no FP32 attention) vs HF in float32 on --device (TF32 off),
-     relative L2 error <= 1e-4. bf16: ours with the bf16 recipe on --device vs HF model.to(bfloat16) on
-     --device, <= 1e-2.
+     relative L2 error <= 1e-4. bf16: ours with the bf16 recipe on --device vs the same HF float32
+     reference, <= 1e-2 or, where HF's own model.to(bfloat16) is further than that from its float32, <= 1.25x
+     HF's bf16 error (bf16_bound below).
   3. gradients of the mean next-token cross-entropy over a batch of B rows of T tokens: coat-grads (the
      trainer's forward and backward) vs torch autograd, relative L2 error per parameter. The reference is
      HF in float32 (TF32 off) for both our fp32 (CPU, bound 1e-4) and our bf16 (--device, bound 2e-2)
      gradients: an FP32 reference measures our BF16 error alone instead of the sum of two BF16 errors.
-     HF's own bf16 error (autocast) against the same reference is printed beside it.
+     HF's own bf16 error (autocast) against the same reference is printed beside it; per parameter, where it
+     exceeds 2e-2, our bound is 1.25x it.
   4. training: --steps AdamW steps (lr 1e-3 constant, no warmup, betas 0.9/0.95, eps 1e-8, weight decay
      0.1 except norms and embeddings as optim::default_decay, no clipping) on ONE fixed batch: the token
      file holds exactly B windows and no validation split, so each of our steps takes all B windows (in
@@ -66,6 +68,16 @@ BATCH, SEQ = 4, 64
 LOGITS_BOUND = {"fp32": 1e-4, "bf16": 1e-2}
 GRAD_BOUND = {"fp32": 1e-4, "bf16": 2e-2}
 TRAIN_BOUND = 1e-2
+# BF16's own error grows with how far a model is from uniform attention: on the imported Llama-3.1 shapes
+# (std 0.1) HF's bf16 logits are 1.5e-2 and its autocast gradients 2.1e-2 away from its fp32 (H200, December).
+# A bf16 bound is therefore the fixed one or, where HF's own bf16 error against the same fp32 reference is
+# larger, that error plus a quarter: ours may not be worse than BF16 itself by more than that.
+BF16_SLACK = 1.25
+
+
+def bf16_bound(fixed, hf_bf16_error):
+    return max(fixed, BF16_SLACK * hf_bf16_error)
+
 OPTIM = dict(lr=1e-3, schedule="constant", warmup_steps=0, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
              clip_grad_norm=0.0, decay_embeddings=False, decay_norms=False)
 MODELS = {
@@ -188,8 +200,10 @@ class Checks:
                 with torch.no_grad():
                     theirs = hf16(input_ids=b.ids[:1], use_cache=False).logits[0].double().cpu().numpy()
                 del hf16
-                self.table.add("logits bf16", f"ours {our_dev} bf16 vs HF bf16", rel_l2(ours, theirs), LOGITS_BOUND["bf16"],
-                               f"vs HF fp32: ours {rel_l2(ours, logits_ref):.2e}, HF bf16 {rel_l2(theirs, logits_ref):.2e}")
+                hf_err = rel_l2(theirs, logits_ref)
+                self.table.add("logits bf16", f"ours {our_dev} bf16 vs HF fp32 (reference)", rel_l2(ours, logits_ref),
+                               bf16_bound(LOGITS_BOUND["bf16"], hf_err),
+                               f"HF bf16 vs HF fp32 {hf_err:.2e}; ours vs HF bf16 {rel_l2(ours, theirs):.2e}")
         return logits_ref
 
     def hf_grads(self, model, autocast):
@@ -219,23 +233,26 @@ class Checks:
                                 f"HF only {sorted(set(ref_grads) - set(ours))}")
                 continue
             errs = {k: rel_l2(ours[k], ref_grads[k]) for k in ref_grads}
-            worst = max(errs, key=errs.get)
-            note = f"worst {worst}"
+            bounds = {k: GRAD_BOUND[dt] for k in ref_grads}
             hf_errs = None
             if dt == "bf16":
                 _, auto_grads = self.hf_grads(hf32, autocast=True)
                 hf_errs = {k: rel_l2(auto_grads[k], ref_grads[k]) for k in ref_grads}
-                note += f"; HF autocast bf16 vs HF fp32: max {max(hf_errs.values()):.2e}"
+                bounds = {k: bf16_bound(GRAD_BOUND[dt], hf_errs[k]) for k in ref_grads}
+            worst = max(errs, key=lambda k: errs[k] / bounds[k])  # the nearest to its bound
+            note = f"worst {worst}"
+            if hf_errs:
+                note += f"; HF autocast bf16 vs HF fp32 there {hf_errs[worst]:.2e}, max {max(hf_errs.values()):.2e}"
             compared = f"ours {our_dev} {dt} vs HF fp32 (reference)"
-            self.table.add(f"grads {dt} (max of {len(errs)})", compared, errs[worst], GRAD_BOUND[dt], note)
+            self.table.add(f"grads {dt} (max of {len(errs)})", compared, errs[worst], bounds[worst], note)
             self.table.add(f"loss {dt}", compared, abs(our_loss - ref_loss) / abs(ref_loss), None,
                            f"ours {our_loss:.6f}, HF fp32 {ref_loss:.6f}")
-            if self.env.verbose or errs[worst] > GRAD_BOUND[dt]:
+            if self.env.verbose or errs[worst] > bounds[worst]:
                 print(f"{self.name} gradients, ours {dt} vs HF fp32 (relative L2 per parameter"
                       + (", HF autocast bf16 beside)" if hf_errs else ")"))
                 for k in ref_grads:
                     print(f"  {k:48s} {errs[k]:.3e}" + (f"  {hf_errs[k]:.3e}" if hf_errs else "")
-                          + ("  FAIL" if errs[k] > GRAD_BOUND[dt] else ""))
+                          + ("  FAIL" if errs[k] > bounds[k] else ""))
 
 
 def hf_loader(env, cls, hf_dir):

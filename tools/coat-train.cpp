@@ -19,6 +19,7 @@
 #include "coat/ops/runtime.h"
 #include "coat/train/memory_advice.h"
 #include "coat/train/resume.h"
+#include "coat/train/startup_clock.h"
 #include "coat/train/trainer.h"
 
 namespace {
@@ -76,9 +77,10 @@ coat::Device rank_device(bool cuda, const coat::dist::ProcessGroup& world) {
 
 /// Trains; returns the exit status: 0, or kExitStopped after a graceful stop (SIGINT, SIGTERM).
 int train(const coat::train::TrainConfig& config, const std::string& config_path, const std::string& resume,
-          const coat::dist::ProcessGroup& world) {
+          const coat::dist::ProcessGroup& world, coat::train::StartupClock& clock) {
   const coat::Device dev = rank_device(config.train.device == coat::DeviceKind::CUDA, world);
   coat::ContextPtr ctx = coat::ops::make_context(dev);
+  clock.mark(dev.is_cpu() ? "CPU context" : "CUDA context");
   // The world's communicator and, under hybrid sharding (dist.shard_size below the world), those of this rank's
   // shard group and replica group.
   std::unique_ptr<coat::dist::Communicator> comm, shard_comm, replicate_comm;
@@ -96,8 +98,10 @@ int train(const coat::train::TrainConfig& config, const std::string& config_path
       replicate_comm = make(groups->replicate);
     }
   }
+  if (comm) clock.mark("communicators");
   coat::train::Trainer trainer(config, ctx, /*resuming=*/!resume.empty(),
                                coat::train::TrainerComms(comm.get(), shard_comm.get(), replicate_comm.get()));
+  clock.mark("model, optimizer and data");
   // SIGINT/SIGTERM/SIGUSR2 finish the step and save; SIGUSR1 saves and goes on (from here: earlier, nothing is lost).
   coat::train::SignalInterrupts interrupts;
   trainer.set_interrupts(&interrupts);
@@ -107,7 +111,11 @@ int train(const coat::train::TrainConfig& config, const std::string& config_path
   trainer.lock_run_dir();
   const std::optional<std::filesystem::path> from =
       coat::train::choose_resume_checkpoint(resume, config, comm.get(), ctx);
-  if (from) trainer.load_checkpoint(*from);
+  if (from) {
+    trainer.load_checkpoint(*from);
+    clock.mark("resume");
+  }
+  trainer.set_startup_clock(&clock);
   spdlog::info("{}: {} model, {} parameters, {} tokens/step, {} rank{} on {}{}", config_path,
                config.model.architecture_name(), with_commas(config.model.parameter_count()), config.tokens_per_step(),
                world.world_size(), world.world_size() > 1 ? "s" : "", dev.str(),
@@ -133,6 +141,7 @@ int train(const coat::train::TrainConfig& config, const std::string& config_path
 }  // namespace
 
 int main(int argc, char** argv) {
+  coat::train::StartupClock clock;
   CLI::App app{"coat-train: FP8 training of Llama and OLMo models"};
   std::string config_path, resume, device;
   std::vector<std::string> overrides;
@@ -149,6 +158,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   // Under mpirun every rank runs this; without it (or with -np 1) the world is this process and MPI stays off.
   coat::dist::ProcessGroup world = coat::dist::ProcessGroup::from_environment();
+  if (world.world_size() > 1) clock.mark("MPI");
   coat::dist::set_rank_log_prefix(world);
   if (world.rank() != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports; the others warn and fail
   try {
@@ -160,7 +170,8 @@ int main(int argc, char** argv) {
       if (world.rank() == 0) dry_run(config, device_memory_gib);
       return 0;
     }
-    return train(config, config_path, resume, world);
+    clock.mark("config");
+    return train(config, config_path, resume, world, clock);
   } catch (const std::exception& e) {
     const std::string rank = world.world_size() > 1 ? "[rank " + std::to_string(world.rank()) + "] " : "";
     std::fprintf(stderr, "%scoat-train: error: %s\n", rank.c_str(), e.what());

@@ -771,6 +771,12 @@ RunEnd Trainer::run_steps(int64_t last) {
                         {"loss_tokens", rec.loss_tokens}, {"grad_norm", rec.grad_norm},
                         {"skipped", rec.skipped},    {"tokens", tokens_seen_},
                         {"time_s", elapsed},        {"mem_bytes", context_->allocator().memory_report().total_current_bytes}};
+    if (startup_) {
+      startup_->mark(detail::concat("step ", rec.step));
+      j["time_to_first_step_s"] = startup_->elapsed_s();
+      spdlog::info("time to the first step {}", startup_->summary());
+      startup_ = nullptr;
+    }
     if (fsdp_) {
       // What this rank received in all-gathers and sent into reduce-scatters during the step.
       j["gathered_bytes"] = fsdp_->bytes_gathered() - gathered;

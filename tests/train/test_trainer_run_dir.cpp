@@ -101,6 +101,28 @@ TEST_F(TrainerRunDirTest, SaveGoesOnStopSavesAndTheResumeIsExact) {
   EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
 }
 
+// The start-up clock given to the trainer: the first step of run() closes it, once; metrics.jsonl carries
+// time_to_first_step_s on that step's record only, at least the sum of the phases marked before.
+TEST_F(TrainerRunDirTest, TheFirstStepClosesTheStartupClock) {
+  StartupClock clock("before");
+  clock.mark("setup");
+  Trainer t(config("run", 3), ctx_);
+  t.set_startup_clock(&clock);
+  t.run();
+  ASSERT_EQ(clock.phases().size(), 3u);
+  EXPECT_EQ(clock.phases().back().first, "step 1");
+  std::istringstream lines(read(dir_ / "run" / "metrics.jsonl"));
+  std::vector<int64_t> with_it;
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("time_to_first_step_s")) continue;
+    with_it.push_back(j.at("step").get<int64_t>());
+    EXPECT_GE(j.at("time_to_first_step_s").get<double>(),
+              clock.phases()[0].second + clock.phases()[1].second + clock.phases()[2].second - 1e-3);
+  }
+  EXPECT_EQ(with_it, std::vector<int64_t>{1});
+}
+
 // A kill -9 while config.json is written leaves config.json.tmp.<pid> (found by scripts/chaos.sh): the next
 // start removes it, under the run directory's lock.
 TEST_F(TrainerRunDirTest, ATemporaryConfigOfAKilledRunIsRemoved) {

@@ -25,6 +25,7 @@
 #include "coat/train/checkpoint_save.h"
 #include "coat/train/metrics_logger.h"
 #include "coat/train/phase_timer.h"
+#include "coat/train/startup_clock.h"
 #include "coat/train/step_policy.h"
 #include "coat/train/train_config.h"
 
@@ -106,6 +107,9 @@ class Trainer {
   /// Polled once per step on every rank, the ranks agreeing on the largest request (one all-reduce of one
   /// integer per step); not owned; nullptr: none.
   void set_interrupts(InterruptSource* source) { interrupts_ = source; }
+  /// The clock of the process's start-up: the first step that run() completes closes its last phase, and
+  /// the breakdown is logged and written as time_to_first_step_s into that step's metrics record.
+  void set_startup_clock(StartupClock* clock) { startup_ = clock; }
   /// Waits for a save still in flight and commits it (collective; nothing when none is). run() calls it at
   /// its end; a graceful stop calls it before leaving.
   void finish_pending_save();
@@ -227,6 +231,7 @@ class Trainer {
   bool run_dir_open_ = false;
   io::DirectoryLock run_dir_lock_;  ///< rank 0
   InterruptSource* interrupts_ = nullptr;
+  StartupClock* startup_ = nullptr;  ///< reset once the first step closed it
   int64_t saved_step_ = -1;  ///< the newest checkpoint this trainer wrote or resumed from (-1: none)
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;

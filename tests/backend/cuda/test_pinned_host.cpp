@@ -11,6 +11,7 @@
 #include <cuda_runtime_api.h>
 
 #include "coat/backend/cuda/device_properties.h"
+#include "coat/core/error.h"
 #include "coat/core/tensor.h"
 #include "coat/io/tensor_bytes.h"
 #include "coat/ops/copy.h"
@@ -60,6 +61,46 @@ TEST_F(PinnedHostTest, DeviceStateCopiesIntoPinnedBuffersBitForBit) {
   Tensor pinned_codes = Tensor::empty(host, {4000}, DType::E4M3, MemoryCategory::CheckpointSnapshot);
   io::copy_bits(pinned_codes, codes);
   EXPECT_EQ(std::memcmp(pinned_codes.data_ptr(), words.data(), pinned_codes.nbytes()), 0);
+}
+
+// Large enough that several threads fault the pages in before they are registered: every byte lands, and
+// device-to-host copies at both ends of the buffer see pinned memory.
+TEST_F(PinnedHostTest, LargeBufferIsPinnedEndToEnd) {
+  using namespace coat;
+  const ContextPtr cuda = ops::make_context(Device::cuda(0));
+  const ContextPtr host = ops::host_staging_context(cuda);
+  const int64_t n = int64_t{300} << 18;  // 300 MiB of F32
+  Tensor pinned = Tensor::empty(host, {n}, DType::F32, MemoryCategory::CheckpointSnapshot);
+  EXPECT_EQ(host->allocator().memory_report().current(MemoryCategory::CheckpointSnapshot),
+            static_cast<uint64_t>(n) * 4);
+  cudaPointerAttributes attributes{};
+  auto* last = static_cast<float*>(pinned.data_ptr()) + (n - 1);
+  ASSERT_EQ(cudaPointerGetAttributes(&attributes, last), cudaSuccess);
+  EXPECT_EQ(attributes.type, cudaMemoryTypeHost) << "the end of the buffer is not page-locked";
+
+  const ContextPtr cpu = ops::make_context(Device::cpu());
+  Tensor source = Tensor::empty(cpu, {n}, DType::F32);
+  auto* s = static_cast<float*>(source.data_ptr());
+  for (int64_t i = 0; i < n; ++i) s[i] = static_cast<float>(i % 1000003) * 0.5f - 7.0f;
+  io::copy_bits(pinned, ops::to(source, cuda));
+  EXPECT_EQ(std::memcmp(pinned.data_ptr(), source.data_ptr(), pinned.nbytes()), 0);
+}
+
+// More than the machine has: a clear OutOfMemory that names the buffer's use and the way out, before any
+// page is touched (faulting in more than the machine has would summon the OOM killer instead).
+TEST_F(PinnedHostTest, MoreThanTheMachineHasIsAClearError) {
+  using namespace coat;
+  const ContextPtr host = ops::host_staging_context(ops::make_context(Device::cuda(0)));
+  const int64_t n = int64_t{1} << 40;  // 4 TiB of F32
+  try {
+    (void)Tensor::empty(host, {n}, DType::F32, MemoryCategory::CheckpointSnapshot);
+    FAIL() << "4 TiB of pinned memory were granted";
+  } catch (const OutOfMemory& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("checkpoint.async = false"), std::string::npos) << what;
+    EXPECT_NE(what.find("MemAvailable"), std::string::npos) << what;
+  }
+  EXPECT_EQ(host->allocator().memory_report().current(MemoryCategory::CheckpointSnapshot), 0u);
 }
 
 #else  // built without CUDA

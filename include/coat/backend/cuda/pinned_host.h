@@ -12,7 +12,8 @@
 
 namespace coat::cuda {
 
-/// cudaHostAlloc'd blocks (portable: usable with every device), counted by category; nothing cached
+/// Registered anonymous pages (portable: usable with every device; see pinned_host.cpp for why not
+/// cudaHostAlloc), counted by category; nothing cached
 /// (pinning is slow: the callers keep their buffers for the run).
 class PinnedHostAllocator final : public coat::Allocator {
  public:
