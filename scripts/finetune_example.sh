@@ -150,8 +150,6 @@ fi
 # ---- b. import ----
 step "b. import $hf"
 run "$bin/coat-convert" import --hf "$hf" --output "$work/imported"
-model_json=$(python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["config"]["model"]))' \
-  "$work/imported/checkpoints/step_00000000/meta.json")
 note "b. ran:     imported into $work/imported"
 
 # ---- c. SFT data ----
@@ -182,7 +180,7 @@ note "c. ran:     $(basename "$data") -> $work/data/sft.bin + .mask (rows of $se
 
 # ---- d. fine-tune ----
 step "d. fine-tune under the $recipe recipe on $device${mpi:+ with $np ranks}"
-sets=(--set "model=$model_json" --set "train.init_from=\"$work/imported\"" --set "data.path=\"$work/data/sft.bin\""
+sets=(--set "train.init_from=\"$work/imported\"" --set "data.path=\"$work/data/sft.bin\""
       --set "data.loss_mask=\"$work/data/sft.bin.mask\"" --set "data.tokenizer=\"$hf/tokenizer.json\""
       --set "data.seq_len=$seq_len" --set "train.device=\"$device\"" --set "precision.recipe=\"$recipe\""
       --set "logging.run_dir=\"$work/sft\"")

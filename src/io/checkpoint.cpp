@@ -309,4 +309,15 @@ fs::path mark_checkpoint_corrupt(const fs::path& dir) {
   return target;
 }
 
+std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw IoError(detail::concat("checkpoint path '", path.string(), "' does not exist"));
+  if (std::filesystem::exists(path / "meta.json")) return path;
+  auto latest = latest_complete(path);
+  if (!latest) {
+    throw IoError(detail::concat("'", path.string(), "' is neither a checkpoint directory (no meta.json) nor a run "
+                                 "directory with a complete checkpoint"));
+  }
+  return latest->dir;
+}
+
 }  // namespace coat::io

@@ -5,17 +5,6 @@
 
 namespace coat::train {
 
-std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path)) throw IoError(detail::concat("checkpoint path '", path.string(), "' does not exist"));
-  if (std::filesystem::exists(path / "meta.json")) return path;
-  auto latest = io::latest_complete(path);
-  if (!latest) {
-    throw IoError(detail::concat("'", path.string(), "' is neither a checkpoint directory (no meta.json) nor a run "
-                                 "directory with a complete checkpoint"));
-  }
-  return latest->dir;
-}
-
 LoadedModel load_model(const std::filesystem::path& path, const ContextPtr& context) {
   return load_model(path, context, /*with_grads=*/false, std::nullopt);
 }

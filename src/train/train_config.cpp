@@ -7,6 +7,9 @@
 #include <numeric>
 #include <sstream>
 
+#include "coat/io/checkpoint_reader.h"
+#include "coat/io/checkpoint.h"
+
 namespace coat::train {
 
 std::string_view to_string(DataFormat format) {
@@ -404,6 +407,26 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
   }
 }
 
+void model_from_init_checkpoint(nlohmann::json& document, const std::string& source) {
+  if (!document.is_object() || document.contains("model")) return;
+  const auto train = document.find("train");
+  if (train == document.end() || !train->is_object()) return;
+  const auto init = train->find("init_from");
+  if (init == train->end() || !init->is_string() || init->get<std::string>().empty()) return;
+  const std::string from = init->get<std::string>();
+  try {
+    const std::filesystem::path dir = io::resolve_checkpoint_dir(from);
+    const nlohmann::json meta = io::CheckpointReader::open(dir).meta();
+    if (!meta.contains("config") || !meta.at("config").contains("model")) {
+      throw IoError(detail::concat("its meta.json (", (dir / "meta.json").string(), ") has no config.model"));
+    }
+    document["model"] = meta.at("config").at("model");
+  } catch (const Error& e) {
+    throw ConfigError(detail::concat(source, ": no 'model' section, and the model of 'train.init_from' = '", from,
+                                     "' could not be read: ", e.what()));
+  }
+}
+
 TrainConfig parse_train_config_text(std::string_view text, const std::vector<std::string>& overrides,
                                     const std::string& source, int launched_world) {
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
@@ -417,6 +440,7 @@ TrainConfig parse_train_config_text(std::string_view text, const std::vector<std
     throw ConfigError(detail::concat(source, ": not valid JSON"));
   }
   for (const std::string& o : overrides) apply_override(doc, o);
+  model_from_init_checkpoint(doc, source);
   return parse_train_config(doc, source, launched_world);
 }
 

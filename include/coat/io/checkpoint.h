@@ -55,6 +55,9 @@ struct CheckpointInfo {
 std::vector<CheckpointInfo> list_checkpoints(const std::filesystem::path& run_dir);
 /// The complete checkpoint with the highest step, if any.
 std::optional<CheckpointInfo> latest_complete(const std::filesystem::path& run_dir);
+/// A checkpoint directory itself (it holds meta.json), or a run directory (its newest complete checkpoint).
+/// IoError naming the path when it is neither.
+std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path);
 
 /// Saves a format-1 checkpoint (one process, named tensors) and returns its directory. `meta` must be a JSON
 /// object (or null); its "step", "world_size" and "format_version", when present, must agree with what is

@@ -6,13 +6,13 @@
 #include <optional>
 
 #include "coat/core/context.h"
+#include "coat/io/checkpoint.h"
 #include "coat/models/transformer.h"
 #include "coat/train/train_config.h"
 
 namespace coat::train {
 
-/// A checkpoint directory itself, or a run directory (its newest complete checkpoint).
-std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path);
+using io::resolve_checkpoint_dir;  // a checkpoint directory, or a run directory's newest complete checkpoint
 
 struct LoadedModel {
   std::unique_ptr<models::Transformer> model;

@@ -237,7 +237,12 @@ ops::MomentSpec exp_avg_spec(const OptimConfig& o);
 /// kernel tile), so that no optimizer state group straddles two ranks and checkpoints re-slice by unit offset.
 int64_t shard_alignment(const OptimConfig& o);
 ops::MomentSpec exp_avg_sq_spec(const OptimConfig& o);
-/// Parses JSON text (comments allowed), applies "section.key=value" overrides, parses the document.
+/// A document without a "model" section whose train.init_from names a checkpoint (or a run directory) gets
+/// that checkpoint's model section (its meta.json config.model): a fine-tuning config need not repeat the
+/// imported model's shape. ConfigError naming `source` and init_from where it cannot be read.
+void model_from_init_checkpoint(nlohmann::json& document, const std::string& source);
+/// Parses JSON text (comments allowed), applies "section.key=value" overrides, takes the model from
+/// train.init_from where the document has none (model_from_init_checkpoint), parses the document.
 /// ConfigError naming `source` for every refusal (invalid JSON with its position included).
 TrainConfig parse_train_config_text(std::string_view text, const std::vector<std::string>& overrides,
                                     const std::string& source, int launched_world = 0);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs CUDA test binaries under NVIDIA's compute-sanitizer (memcheck, racecheck, initcheck or synccheck) on a
+# GPU machine, one sanitizer process per test binary, and reports per binary the tests run and the errors
+# found (the log of each, in --out, names the kernel and the test around an error). The caching allocator is
+# switched off (COAT_CUDA_ALLOCATOR=direct: every tensor its own exact cudaMalloc, freed at once) and memcheck
+# pads each allocation (--padding), so that an access past the end of a tensor lands outside any allocation
+# instead of in a neighbour inside a cached block.
+#   scripts/cuda_sanitize.sh [--tool memcheck|racecheck|initcheck|synccheck] [--bin DIR] [--filter GTEST]
+#                            [--out DIR] [SUITE ...]
+#   SUITE: backend_cuda ops nn models optim train io data autograd core (default: those with GPU tests:
+#          backend_cuda ops models train io core), run as DIR/tests/coat_test_SUITE (default DIR: build).
+#   --filter  a gtest filter (default '*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*': the tests that touch the GPU).
+# Exits non-zero when the sanitizer reported an error in any test (the logs in --out name them).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+tool=memcheck; bin=build; filter='*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*'; out=""; suites=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --tool) tool=$2; shift 2 ;; --bin) bin=$2; shift 2 ;; --filter) filter=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -*) echo "cuda_sanitize.sh: unknown option $1" >&2; exit 2 ;;
+    *) suites+=("$1"); shift ;;
+  esac
+done
+((${#suites[@]})) || suites=(backend_cuda ops models train io core)
+out=${out:-/tmp/coat-sanitize-$tool}
+mkdir -p "$out"
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+[[ -x $sanitizer ]] || { echo "cuda_sanitize.sh: no compute-sanitizer (CUDA toolkit)"; exit 77; }
+extra=(--error-exitcode 97)
+[[ $tool == memcheck ]] && extra+=(--padding 4096 --leak-check full)
+[[ $tool == racecheck ]] && extra+=(--racecheck-report analysis)
+export COAT_CUDA_ALLOCATOR=direct
+started=$(date +%s); failed=0
+for suite in "${suites[@]}"; do
+  exe=$bin/tests/coat_test_$suite
+  [[ -x $exe ]] || { echo "$suite: no $exe"; failed=1; continue; }
+  count=$("$exe" --gtest_list_tests --gtest_filter="$filter" 2>/dev/null | grep -c '^  ')
+  ((count > 0)) || { echo "$suite: no test matches $filter"; continue; }
+  log=$out/$suite.log
+  t0=$(date +%s)
+  "$sanitizer" --tool "$tool" "${extra[@]}" "$exe" --gtest_filter="$filter" --gtest_brief=1 > "$log" 2>&1
+  status=$?
+  summary=$(grep -E "ERROR SUMMARY" "$log" | tail -1)
+  passed=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
+  if ((status != 0)) || [[ $summary != *"0 errors"* ]] || grep -qE '^\[  FAILED  \]' "$log"; then
+    failed=1
+    echo "$suite: $tool: status $status, ${summary:-no summary} ($count tests; log $log)"
+    grep -E '^\[  FAILED  \]|^========= (Invalid|Race|Uninitialized|Error|Barrier|Program hit)' "$log" | sort | uniq -c | head -8
+  else
+    echo "$suite: $tool: $count tests, ${passed:-?} passed, $summary ($(( $(date +%s) - t0 )) s)"
+  fi
+done
+echo "cuda_sanitize.sh: $tool over ${suites[*]} in $(( $(date +%s) - started )) s, exit $failed"
+exit "$failed"
