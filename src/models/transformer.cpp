@@ -108,10 +108,11 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   };
   // block_linear, except that an input with row maxima goes to the per-tensor FP8 linear with them (moved in:
   // freed once its scale is made).
-  const auto linear = [&](const autograd::Var& in, nn::Parameter& weight, LinearRole role, Tensor in_maxima) {
-    if (!in_maxima.defined()) return block_linear(tape, in, weight, layer, role);
+  const auto linear = [&](const autograd::Var& in, nn::Parameter& weight, LinearRole role, Tensor in_maxima,
+                          nn::GradRowMaximaSlot dy_maxima = nullptr) {
+    if (!in_maxima.defined() && !dy_maxima) return block_linear(tape, in, weight, layer, role);
     return nn::linear_fp8(tape, in, weight, store_->fp8_weights(store_->layer_unit(layer)),
-                          recipe_.linear(layer, role).save_fp8_input, std::move(in_maxima));
+                          recipe_.linear(layer, role).save_fp8_input, std::move(in_maxima), std::move(dy_maxima));
   };
   Tensor a_maxima, m_maxima, s_maxima;  // row maxima of the qkv, gate/up and down inputs
   autograd::Var a = norm(tape, x, params.input_norm, compress, nullptr,
@@ -126,9 +127,12 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
               fused_producers_ && compress ? &h_compressed : nullptr);
   autograd::Var m = norm(tape, h, params.post_norm, compress, &h_compressed,
                          takes_maxima(LinearRole::GateUp) ? &m_maxima : nullptr);
-  // One GEMM for gate and up: [B, T, 2F].
-  autograd::Var gu = linear(m, fused.gate_up, LinearRole::GateUp, std::move(m_maxima));
-  autograd::Var s = nn::swiglu_packed(tape, gu, compress, takes_maxima(LinearRole::Down) ? &s_maxima : nullptr);
+  // One GEMM for gate and up: [B, T, 2F]. Its output gradient's row maxima come from the SwiGLU backward.
+  const nn::GradRowMaximaSlot dgu_maxima =
+      takes_maxima(LinearRole::GateUp) ? std::make_shared<nn::GradRowMaxima>() : nullptr;
+  autograd::Var gu = linear(m, fused.gate_up, LinearRole::GateUp, std::move(m_maxima), dgu_maxima);
+  autograd::Var s = nn::swiglu_packed(tape, gu, compress, takes_maxima(LinearRole::Down) ? &s_maxima : nullptr,
+                                      dgu_maxima);
   autograd::Var d = linear(s, store_->parameter(params.down_proj), LinearRole::Down, std::move(s_maxima));
   return nn::add(tape, h, d);
 }

@@ -15,13 +15,18 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
                      });
 }
 
-autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress, Tensor* out_row_maxima) {
+autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress, Tensor* out_row_maxima,
+                            GradRowMaximaSlot dgu_maxima) {
   const NvtxRange range("swiglu_packed");
   std::vector<Tensor> saved;
   const SavedInput in = save_input(tape, gu.value, compress, saved);
   return tape.record("swiglu_packed", ops::swiglu_packed(gu.value, out_row_maxima), {gu}, std::move(saved),
-                     [in](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
-                       return {ops::swiglu_packed_backward(dy, in.restore(s))};
+                     [in, dgu_maxima](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
+                       if (!dgu_maxima) return {ops::swiglu_packed_backward(dy, in.restore(s))};
+                       Tensor maxima;
+                       Tensor dgu = ops::swiglu_packed_backward(dy, in.restore(s), &maxima);
+                       dgu_maxima->put(dgu, std::move(maxima));
+                       return {std::move(dgu)};
                      });
 }
 

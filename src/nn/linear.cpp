@@ -65,7 +65,7 @@ constexpr int64_t kFp8Multiple = 16;
 }  // namespace
 
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input, Tensor x_row_maxima) {
+                         bool save_fp8_input, Tensor x_row_maxima, GradRowMaximaSlot dy_maxima) {
   const NvtxRange range("linear_fp8");
   // The weight's FP8 copy first: its shape is the weight's, whether it was quantised here or gathered.
   const ops::Fp8PerTensor& wq = weights.get(weight);
@@ -97,10 +97,16 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
   const bool want_dx = x.requires_grad();
   return tape.record(
       "linear_fp8", std::move(y), {x}, std::move(saved),
-      [p, cache, in_shape, want_dx, keep_fp8](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+      [p, cache, in_shape, want_dx, keep_fp8, dy_maxima](const Tensor& dy,
+                                                         const std::vector<Tensor>& saved) -> autograd::Grads {
         const Tensor dy2 = as_rows(dy);
-        // E5M2 for gradients; the transpose (wgrad's operand) from the same pass.
-        const ops::Fp8PerTensor dyq = ops::quantize_per_tensor(dy2, DType::E5M2, /*with_transpose=*/p->grad.defined());
+        // E5M2 for gradients; the transpose (wgrad's operand) from the same pass; the scale from the row
+        // maxima that dy's producer wrote, where it left them.
+        Tensor maxima = dy_maxima ? dy_maxima->take(dy) : Tensor();
+        const bool with_t = p->grad.defined();
+        const ops::Fp8PerTensor dyq =
+            maxima.defined() ? ops::quantize_per_tensor_from_row_maxima(dy2, std::move(maxima), DType::E5M2, with_t)
+                             : ops::quantize_per_tensor(dy2, DType::E5M2, with_t);
         if (p->grad.defined()) {
           ops::Fp8PerTensor xt;
           if (keep_fp8) {

@@ -64,24 +64,27 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
   return grads;
 }
 
+/// F32 [rows of out] for an op's row maxima (f32 and bf16 outputs only: what FP8 quantisation reads).
+Tensor row_maxima_for(const Tensor& out, const char* op) {
+  COAT_ARG_CHECK(out.dtype() == DType::F32 || out.dtype() == DType::BF16, op,
+                 "row maxima are written for f32 and bf16 outputs (what FP8 quantisation reads), not ",
+                 dtype_name(out.dtype()));
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < out.dim(); ++d) rows *= out.size(d);
+  return Tensor::empty(out.context(), {rows}, DType::F32);
+}
+
 Tensor swiglu_packed(const Tensor& gu, Tensor* row_max) {
   const int64_t f = packed_half(gu, "swiglu_packed");
   const Tensor cg = contiguous(gu);
   Tensor y = Tensor::empty(gu.context(), with_last(gu.shape(), f), gu.dtype());
-  if (row_max != nullptr) {
-    COAT_ARG_CHECK(gu.dtype() == DType::F32 || gu.dtype() == DType::BF16, "swiglu_packed",
-                   "row maxima are written for f32 and bf16 outputs (what FP8 quantisation reads), not ",
-                   dtype_name(gu.dtype()));
-    int64_t rows = 1;
-    for (int64_t d = 0; d + 1 < y.dim(); ++d) rows *= y.size(d);
-    *row_max = Tensor::empty(gu.context(), {rows}, DType::F32);
-  }
+  if (row_max != nullptr) *row_max = row_maxima_for(y, "swiglu_packed");
   COAT_DISPATCH("swiglu_packed", gu.device(), cpu::swiglu_packed(cg, y, row_max),
                 cuda::swiglu_packed(cg, y, row_max));
   return y;
 }
 
-Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu) {
+Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor* row_max) {
   const int64_t f = packed_half(gu, "swiglu_packed_backward");
   COAT_ARG_CHECK(dy.defined(), "swiglu_packed_backward", "dy is undefined");
   COAT_ARG_CHECK(dy.shape() == with_last(gu.shape(), f), "swiglu_packed_backward", "dy has shape ",
@@ -93,8 +96,9 @@ Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu) {
                  " but gu is on ", gu.device().str());
   const Tensor cd = contiguous(dy), cg = contiguous(gu);
   Tensor dgu = Tensor::empty(gu.context(), gu.shape(), gu.dtype());
-  COAT_DISPATCH("swiglu_packed_backward", gu.device(), cpu::swiglu_packed_backward(cd, cg, dgu),
-                cuda::swiglu_packed_backward(cd, cg, dgu));
+  if (row_max != nullptr) *row_max = row_maxima_for(dgu, "swiglu_packed_backward");
+  COAT_DISPATCH("swiglu_packed_backward", gu.device(), cpu::swiglu_packed_backward(cd, cg, dgu, row_max),
+                cuda::swiglu_packed_backward(cd, cg, dgu, row_max));
   return dgu;
 }
 

@@ -143,6 +143,15 @@ TEST(FusedProducersNn, SwigluReturnsTheRowMaximaOfItsOutput) {
   EXPECT_EQ(row_max.shape(), Shape({16}));
 }
 
+/// A BF16 weight [out, in] (values ~ N(0, 0.1)) with a zeroed F32 gradient.
+Parameter random_weight(const std::string& name, int64_t out, int64_t in, uint32_t seed) {
+  Parameter w;
+  w.name = name;
+  w.value = random_bf16({out, in}, seed, 0.0, 0.1);
+  w.grad = ops::zeros(cpu(), {out, in}, DType::F32);
+  return w;
+}
+
 struct LinearRun {
   Tensor y, dx, dw;
   size_t saved = 0;
@@ -169,10 +178,7 @@ LinearRun run_linear(bool fused, bool save_fp8_input, const Tensor& x, Parameter
 TEST(FusedProducersNn, LinearFp8WithRowMaximaGivesTheSameBytes) {
   const Tensor x = random_bf16({48, 64}, 41, 0.5, 3.0);
   const Tensor dy = random_bf16({48, 32}, 42, 0.0, 0.01);
-  Parameter w;
-  w.name = "proj.weight";
-  w.value = random_bf16({32, 64}, 43, 0.0, 0.1);
-  w.grad = ops::zeros(cpu(), {32, 64}, DType::F32);
+  Parameter w = random_weight("proj.weight", 32, 64, 43);
   Fp8Weights weights;
   for (bool save_fp8_input : {false, true}) {
     const std::string what = save_fp8_input ? "keeping FP8 x^T" : "keeping x";
@@ -187,6 +193,75 @@ TEST(FusedProducersNn, LinearFp8WithRowMaximaGivesTheSameBytes) {
   test::expect_error_containing<InvalidArgument>(
       [&] { linear_fp8(tape, tape.leaf(x, true), w, weights, false, ops::zeros(cpu(), {47}, DType::F32)); },
       "48 rows");
+}
+
+struct MlpRun {
+  Tensor dx, dw;
+};
+
+/// linear_fp8 (gate/up) -> swiglu_packed, backward from ds; `slot`: the SwiGLU backward hands dgu's row
+/// maxima to the linear's backward.
+MlpRun run_gate_up(const GradRowMaximaSlot& slot, const Tensor& x, Parameter& w, Fp8Weights& weights,
+                   const Tensor& ds) {
+  ops::fill_(w.grad, 0.0);
+  autograd::Tape tape;
+  const autograd::Var vx = tape.leaf(x, true);
+  const autograd::Var gu = linear_fp8(tape, vx, w, weights, /*save_fp8_input=*/true, Tensor(), slot);
+  const autograd::Var s = swiglu_packed(tape, gu, /*compress=*/true, nullptr, slot);
+  tape.backward(s, ds);
+  return {tape.grad(vx), ops::clone(w.grad)};
+}
+
+TEST(FusedProducersNn, SwigluBackwardHandsItsGradientsRowMaximaToTheLinear) {
+  const Tensor x = random_bf16({32, 64}, 51, 0.0, 1.0);
+  const Tensor ds = random_bf16({32, 48}, 52, 0.0, 0.01);
+  Parameter w = random_weight("gate_up.weight", 96, 64, 53);
+  Fp8Weights weights;
+  const MlpRun plain = run_gate_up(nullptr, x, w, weights, ds);
+  const GradRowMaximaSlot slot = std::make_shared<GradRowMaxima>();
+  const MlpRun fused = run_gate_up(slot, x, w, weights, ds);
+  EXPECT_EQ(slot->hits(), 1) << "the linear's backward did not take the SwiGLU's maxima";
+  EXPECT_EQ(slot->misses(), 0);
+  expect_same_bytes(fused.dx, plain.dx, "dx");
+  expect_same_bytes(fused.dw, plain.dw, "dw");
+}
+
+TEST(FusedProducersNn, SwigluBackwardRowMaximaAreThoseOfItsGradient) {
+  const Tensor gu = random_bf16({3, 5, 2 * 40}, 55, 0.0, 2.0);
+  const Tensor dy = random_bf16({3, 5, 40}, 56, 0.0, 1.0);
+  Tensor maxima;
+  const Tensor dgu = ops::swiglu_packed_backward(dy, gu, &maxima);
+  expect_same_bytes(dgu, ops::swiglu_packed_backward(dy, gu), "dgu with maxima vs without");
+  EXPECT_EQ(maxima.shape(), Shape({15}));
+  expect_same_bytes(maxima, ops::group_amax(dgu, 80).reshape({15}), "maxima vs max |dgu| per row");
+}
+
+TEST(FusedProducersNn, TheLinearUsesMaximaOnlyForItsOwnGradient) {
+  const Tensor x = random_bf16({32, 64}, 61, 0.0, 1.0);
+  const Tensor dy = random_bf16({32, 96}, 62, 0.0, 0.01);
+  Parameter w = random_weight("proj.weight", 96, 64, 63);
+  Fp8Weights weights;
+  const auto backward = [&](const GradRowMaximaSlot& slot, const Tensor& put_for, const Tensor& maxima) {
+    ops::fill_(w.grad, 0.0);
+    autograd::Tape tape;
+    const autograd::Var y = linear_fp8(tape, tape.leaf(x, true), w, weights, true, Tensor(), slot);
+    if (slot) slot->put(put_for, maxima);
+    tape.backward(y, dy);
+    return ops::clone(w.grad);
+  };
+  const Tensor plain = backward(nullptr, Tensor(), Tensor());
+  // Maxima that are not dy's (3x too large: another scale, not a power of two, so the codes round
+  // otherwise) change the gradient: the slot is what the
+  // backward reads...
+  const Tensor three = ops::scale(ops::group_amax(dy, 96).reshape({32}), 3.0);
+  const GradRowMaximaSlot taken = std::make_shared<GradRowMaxima>();
+  EXPECT_FALSE(ops::to_double_vector(backward(taken, dy, three)) == ops::to_double_vector(plain));
+  EXPECT_EQ(taken->hits(), 1);
+  // ...but only when they were put for the very gradient it receives: another tensor's are ignored.
+  const GradRowMaximaSlot other = std::make_shared<GradRowMaxima>();
+  expect_same_bytes(backward(other, ops::clone(dy), three), plain, "maxima of a copy of dy");
+  EXPECT_EQ(other->hits(), 0);
+  EXPECT_EQ(other->misses(), 1);
 }
 
 }  // namespace

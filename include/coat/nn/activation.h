@@ -3,6 +3,7 @@
 #pragma once
 
 #include "coat/autograd/tape.h"
+#include "coat/nn/grad_row_maxima.h"
 
 namespace coat::nn {
 
@@ -14,7 +15,9 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
 /// compress: keep gu as FP8 E4M3 with 1x16 group scales (COAT; nn/compressed_save.h).
 /// out_row_maxima (when not null): set to y's row maxima, F32 [rows], max |y| per row as stored, from the same
 /// kernel, for the FP8 linear that takes y (nn::linear_fp8 `x_row_maxima`). F32 and BF16 gu only.
+/// dgu_maxima (when not null): the backward writes dgu's row maxima from the same kernel into this slot, for
+/// the FP8 linear that made gu (nn::linear_fp8 `dy_maxima`). F32 and BF16 gu only.
 autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress = false,
-                            Tensor* out_row_maxima = nullptr);
+                            Tensor* out_row_maxima = nullptr, GradRowMaximaSlot dgu_maxima = nullptr);
 
 }  // namespace coat::nn

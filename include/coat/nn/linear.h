@@ -4,6 +4,7 @@
 
 #include "coat/autograd/tape.h"
 #include "coat/nn/fp8_weights.h"
+#include "coat/nn/grad_row_maxima.h"
 #include "coat/nn/parameter.h"
 
 namespace coat::nn {
@@ -24,7 +25,10 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
 /// layer_norm, swiglu_packed `out_row_maxima`): x's scale comes from them (the same bytes, through
 /// ops::quantize_per_tensor_from_row_maxima) and the forward makes no amax pass over x. Moved in, they are
 /// freed as soon as the scale is made.
+/// dy_maxima (when not null): the slot where the producer of this linear's output gradient leaves that
+/// gradient's row maxima (nn::swiglu_packed `dgu_maxima`); the backward takes dy's E5M2 scale from them (the
+/// same bytes) instead of an amax pass, and makes its own where the slot holds none for dy.
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input, Tensor x_row_maxima = Tensor());
+                         bool save_fp8_input, Tensor x_row_maxima = Tensor(), GradRowMaximaSlot dy_maxima = nullptr);
 
 }  // namespace coat::nn

@@ -25,6 +25,9 @@ Tensor swiglu_packed(const Tensor& gu, Tensor* row_max = nullptr);
 
 /// dgu [..., 2F] from dy [..., F]: dgate in dgu[..., :F], dup in dgu[..., F:] (the numbers of
 /// swiglu_backward), in gu's dtype.
-Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu);
+/// row_max (when not null; f32 and bf16): set to F32 [rows of dgu], max |dgu| of each whole row (both halves)
+/// as stored, NaN and inf propagated, written by the same kernel: the gate/up linear's backward takes its
+/// output gradient's FP8 scale from them (ops::quantize_per_tensor_from_row_maxima) instead of an amax pass.
+Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor* row_max = nullptr);
 
 }  // namespace coat::ops

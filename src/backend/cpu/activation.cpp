@@ -70,13 +70,16 @@ void swiglu_packed_impl(const Tensor& gu, Tensor& y, Tensor* row_max) {
 }
 
 template <typename S>
-void swiglu_packed_backward_impl(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+void swiglu_packed_backward_impl(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max) {
   using A = acc_t<S>;
   const int64_t f = dy.size(-1);
   const int64_t rows = f == 0 ? 0 : dy.numel() / f;
   const S* d = dy.data<S>();
   const S* in = gu.data<S>();
   S* out = dgu.data<S>();
+  float* row_max_p = row_max != nullptr ? row_max->data<float>() : nullptr;
+  if (f == 0 && row_max_p != nullptr)
+    for (int64_t r = 0; r < row_max->numel(); ++r) row_max_p[r] = 0.0f;
   for (int64_t r = 0; r < rows; ++r) {
     const S* g = in + r * 2 * f;
     const S* u = g + f;
@@ -89,6 +92,7 @@ void swiglu_packed_backward_impl(const Tensor& dy, const Tensor& gu, Tensor& dgu
       dg[j] = narrow<S>(dyv * widen(u[j]) * (s * (A(1) + x * (A(1) - s))));
       du[j] = narrow<S>(dyv * (x * s));
     }
+    if (row_max_p != nullptr) row_max_p[r] = stored_row_max(dg, 2 * f);
   }
 }
 
@@ -108,9 +112,9 @@ void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
                    [&](auto s) { swiglu_packed_impl<decltype(s)>(gu, y, row_max); });
 }
 
-void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max) {
   dispatch_storage(gu.dtype(), "swiglu_packed_backward",
-                   [&](auto s) { swiglu_packed_backward_impl<decltype(s)>(dy, gu, dgu); });
+                   [&](auto s) { swiglu_packed_backward_impl<decltype(s)>(dy, gu, dgu, row_max); });
 }
 
 }  // namespace coat::cpu

@@ -172,6 +172,23 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_kernel(const S* __rest
   }
 }
 
+/// The block's largest amax key (every thread passes its own) as a magnitude into *out (by thread 0).
+/// warp_keys: shared, a slot per warp; reusable by the next row after this returns.
+__device__ __forceinline__ void store_block_max(uint32_t key, uint32_t* warp_keys, float* out) {
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+  __syncthreads();  // thread 0 has read the previous row's keys
+  if (lane == 0) warp_keys[warp] = key;
+  __syncthreads();
+  if (tid == 0) {
+    uint32_t total = warp_keys[0];
+    for (int i = 1; i < static_cast<int>(blockDim.x) / kWarp; ++i) total = fp8math::max_key(total, warp_keys[i]);
+    *out = fp8math::amax_from_key(total);
+  }
+}
+
 /// Packed rows with their maxima: block b computes rows b, b + gridDim.x, ... (its threads along the row's vpr
 /// vectors, kUnroll in flight each), folds max |y| as stored into an amax key (quantize_math.h: exact,
 /// order-free, NaN above inf above every finite value), and one block reduction per row gives row_max[n].
@@ -185,7 +202,6 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_row_max_kernel(const S
   using P = Pack<S, kVec>;
   __shared__ uint32_t warp_keys[kThreads / kWarp];
   const int tid = threadIdx.x, nt = blockDim.x;
-  const int lane = tid % kWarp, warp = tid / kWarp;
   for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
     const P* g = reinterpret_cast<const P*>(gu) + n * 2 * vpr;
     const P* u = g + vpr;
@@ -215,17 +231,7 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_row_max_kernel(const S
         }
       }
     }
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
-    __syncthreads();  // thread 0 has read the previous row's keys
-    if (lane == 0) warp_keys[warp] = key;
-    __syncthreads();
-    if (tid == 0) {
-      uint32_t total = warp_keys[0];
-      for (int i = 1; i < nt / kWarp; ++i) total = fp8math::max_key(total, warp_keys[i]);
-      row_max[n] = fp8math::amax_from_key(total);
-    }
+    store_block_max(key, warp_keys, row_max + n);
   }
 }
 
@@ -276,6 +282,58 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const 
   }
 }
 
+/// swiglu_packed_backward with the maxima of dgu's rows (both halves), laid out as swiglu_packed_row_max_kernel
+/// (a block per row, its threads along the row's vpr vectors); the same dgu as swiglu_packed_backward_kernel.
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kernel(const S* __restrict__ dy,
+                                                                                  const S* __restrict__ gu,
+                                                                                  S* __restrict__ dgu,
+                                                                                  float* __restrict__ row_max,
+                                                                                  int64_t vpr, int64_t rows) {
+  using E = Elem<S>;
+  using A = typename E::A;
+  using P = Pack<S, kVec>;
+  __shared__ uint32_t warp_keys[kThreads / kWarp];
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
+    const P* d = reinterpret_cast<const P*>(dy) + n * vpr;
+    const P* g = reinterpret_cast<const P*>(gu) + n * 2 * vpr;
+    P* dg = reinterpret_cast<P*>(dgu) + n * 2 * vpr;
+    uint32_t key = 0;
+    for (int64_t first = tid; first < vpr; first += int64_t(nt) * kUnroll) {
+      P dv[kUnroll], gv[kUnroll], uv[kUnroll];
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = first + int64_t(r) * nt;
+        if (j < vpr) {
+          dv[r] = d[j];
+          gv[r] = g[j];
+          uv[r] = g[j + vpr];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = first + int64_t(r) * nt;
+        if (j < vpr) {
+          P og, ou;
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) {
+            A dgv, duv;
+            swiglu_grads(E::load(dv[r].v[k]), E::load(gv[r].v[k]), E::load(uv[r].v[k]), dgv, duv);
+            og.v[k] = E::store(dgv);
+            ou.v[k] = E::store(duv);
+            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(og.v[k]))));
+            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(ou.v[k]))));
+          }
+          dg[j] = og;
+          dg[j + vpr] = ou;
+        }
+      }
+    }
+    store_block_max(key, warp_keys, row_max + n);
+  }
+}
+
 }  // namespace
 
 void swiglu(const Tensor& gate, const Tensor& up, Tensor& y) {
@@ -322,37 +380,79 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
 
 namespace {
 
-/// swiglu_packed with row maxima: the row kernel, blocks of the fewest warps (at most kThreads) that give each
-/// thread kUnroll vectors of a row.
-void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
-  const int64_t rows = row_max.numel();
-  if (rows == 0) return;
-  const int64_t f = y.size(-1);
-  if (f == 0) {  // empty rows: maxima 0
-    COAT_CUDA_CHECK(cudaMemsetAsync(row_max.data_ptr(), 0, rows * sizeof(float), stream_of(y)));
-    return;
-  }
-  dispatch_storage(gu.dtype(), "swiglu_packed", [&](auto s) {
+/// The launch of a row kernel (a block per row): blocks of the fewest warps (at most kThreads) that give each
+/// thread kUnroll of the row's vpr vectors.
+struct RowLaunch {
+  int threads;
+  unsigned grid;
+};
+RowLaunch row_launch(const Tensor& out, int64_t rows, int64_t vpr) {
+  const int64_t per_thread = (vpr + kUnroll - 1) / kUnroll;
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (per_thread + kWarp - 1) / kWarp * kWarp));
+  return {threads, grid_for(out, rows * threads, threads)};
+}
+
+/// Runs body<S>() for the f32 and bf16 storages that row maxima are written for; NotImplemented for f64.
+template <typename Body>
+void dispatch_row_max(DType dtype, const char* op, Body&& body) {
+  dispatch_storage(dtype, op, [&](auto s) {
     using S = decltype(s);
     if constexpr (std::is_same_v<S, double>) {
-      COAT_CHECK(false, NotImplemented,
-                 "[swiglu_packed] cuda: row maxima are written for f32 and bf16 outputs, not f64");
+      COAT_CHECK(false, NotImplemented, "[", op, "] cuda: row maxima are written for f32 and bf16 outputs, not f64");
     } else {
-      const S* gp = gu.data<S>();
-      S* yp = y.data<S>();
-      const bool vec = f % kVec16<S> == 0 && aligned16(gp) && aligned16(yp);
-      const int64_t vpr = f / (vec ? kVec16<S> : 1);
-      const int64_t per_thread = (vpr + kUnroll - 1) / kUnroll;
-      const int threads = static_cast<int>(std::min<int64_t>(kThreads, (per_thread + kWarp - 1) / kWarp * kWarp));
-      const unsigned grid = grid_for(y, rows * threads, threads);
-      float* mp = row_max.data<float>();
-      if (vec) {
-        swiglu_packed_row_max_kernel<S, kVec16<S>><<<grid, threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
-      } else {
-        swiglu_packed_row_max_kernel<S, 1><<<grid, threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
-      }
-      COAT_CUDA_CHECK_LAST_LAUNCH();
+      body(s);
     }
+  });
+}
+
+/// Row maxima of empty rows: 0. Returns whether the rows were empty (or there were none).
+bool empty_rows(Tensor& row_max, int64_t f, const Tensor& out) {
+  const int64_t rows = row_max.numel();
+  if (rows > 0 && f == 0) COAT_CUDA_CHECK(cudaMemsetAsync(row_max.data_ptr(), 0, rows * sizeof(float), stream_of(out)));
+  return rows == 0 || f == 0;
+}
+
+/// swiglu_packed with row maxima: the row kernel.
+void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
+  const int64_t rows = row_max.numel(), f = y.size(-1);
+  if (empty_rows(row_max, f, y)) return;
+  dispatch_row_max(gu.dtype(), "swiglu_packed", [&](auto s) {
+    using S = decltype(s);
+    const S* gp = gu.data<S>();
+    S* yp = y.data<S>();
+    const bool vec = f % kVec16<S> == 0 && aligned16(gp) && aligned16(yp);
+    const int64_t vpr = f / (vec ? kVec16<S> : 1);
+    const RowLaunch l = row_launch(y, rows, vpr);
+    float* mp = row_max.data<float>();
+    if (vec) {
+      swiglu_packed_row_max_kernel<S, kVec16<S>><<<l.grid, l.threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
+    } else {
+      swiglu_packed_row_max_kernel<S, 1><<<l.grid, l.threads, 0, stream_of(y)>>>(gp, yp, mp, vpr, rows);
+    }
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+  });
+}
+
+/// swiglu_packed_backward with the maxima of dgu's rows: the row kernel.
+void swiglu_packed_backward_with_row_max(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor& row_max) {
+  const int64_t rows = row_max.numel(), f = dy.size(-1);
+  if (empty_rows(row_max, f, dgu)) return;
+  dispatch_row_max(gu.dtype(), "swiglu_packed_backward", [&](auto s) {
+    using S = decltype(s);
+    const S* dyp = dy.data<S>();
+    const S* gp = gu.data<S>();
+    S* dgp = dgu.data<S>();
+    const bool vec = f % kVec16<S> == 0 && aligned16(dyp) && aligned16(gp) && aligned16(dgp);
+    const int64_t vpr = f / (vec ? kVec16<S> : 1);
+    const RowLaunch l = row_launch(dgu, rows, vpr);
+    float* mp = row_max.data<float>();
+    if (vec) {
+      swiglu_packed_backward_row_max_kernel<S, kVec16<S>>
+          <<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, gp, dgp, mp, vpr, rows);
+    } else {
+      swiglu_packed_backward_row_max_kernel<S, 1><<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, gp, dgp, mp, vpr, rows);
+    }
+    COAT_CUDA_CHECK_LAST_LAUNCH();
   });
 }
 
@@ -383,7 +483,11 @@ void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
   });
 }
 
-void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu) {
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max) {
+  if (row_max != nullptr) {
+    swiglu_packed_backward_with_row_max(dy, gu, dgu, *row_max);
+    return;
+  }
   const int64_t n = dy.numel();
   if (n == 0) return;
   const int64_t f = dy.size(-1);

@@ -92,6 +92,9 @@ void* PinnedHostAllocator::allocate(size_t bytes, MemoryCategory category) {
   }
   void* ptr = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) throw OutOfMemory(out_of_memory_message(bytes, category, stats_, "mmap failed"));
+  // A child process (fork) must not share these pages copy-on-write: a write by this process after a fork
+  // would move its mapping off the page the GPU copies into. cudaHostAlloc's pages are kept out of forks too.
+  (void)madvise(ptr, rounded, MADV_DONTFORK);
   fault_in(static_cast<char*>(ptr), rounded);
   const cudaError_t status = cudaHostRegister(ptr, rounded, cudaHostRegisterPortable);
   if (status != cudaSuccess) {

@@ -178,6 +178,33 @@ TEST_F(CudaFusedProducers, SwigluRowMaximaAreTheirOutputsRowMax) {
   }
 }
 
+// The SwiGLU backward's maxima of dgu (both halves of each row): dgu bit-identical to the backward without
+// them, the maxima those of the GPU's own dgu, and close to the CPU's (dgu's tolerance).
+TEST_F(CudaFusedProducers, SwigluBackwardRowMaximaAreTheirGradientsRowMax) {
+  uint32_t seed = 250;
+  for (DType t : {DType::F32, DType::BF16}) {
+    const double rtol = t == DType::BF16 ? 2 * kBf16Ulp : 2e-5;
+    for (const Shape& shape : {Shape{16, 2 * 4096}, Shape{5, 2 * 1001}, Shape{3, 2 * 7}, Shape{2, 3, 2 * 96},
+                               Shape{700, 2 * 64}}) {
+      for (bool aligned : {true, false}) {
+        const Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
+        Shape dy_shape = shape;
+        dy_shape.back() /= 2;
+        const Tensor dy = random_tensor(cpu, dy_shape, t, ++seed, 0.0, 1.0);
+        const Tensor gug = aligned ? ops::to(gu, gpu) : misaligned(ops::to(gu, gpu));
+        const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
+        const std::string what = label("swiglu_packed_backward", shape, t, aligned ? "" : " misaligned");
+        Tensor row_max, ref_max;
+        const Tensor fused = ops::swiglu_packed_backward(dyg, gug, &row_max);
+        expect_same_bytes(fused, ops::swiglu_packed_backward(dyg, gug), what + " dgu with maxima vs without");
+        EXPECT_EQ(float_bits(row_max), row_amax_bits(fused, cpu)) << what << ": maxima of the GPU's dgu";
+        ops::swiglu_packed_backward(dy, gu, &ref_max);
+        expect_maxima_close(row_max, ref_max, rtol, what + " maxima vs cpu");
+      }
+    }
+  }
+}
+
 TEST_F(CudaFusedProducers, RowMaximaPropagateNanAndInf) {
   // RMSNorm: NaN in row 1 (the whole row NaN), an inf weight (every other row's max inf).
   const Tensor x = with_value(random_tensor(cpu, {3, 512}, DType::BF16, 301), 512 + 9, std::nan(""));
@@ -197,6 +224,13 @@ TEST_F(CudaFusedProducers, RowMaximaPropagateNanAndInf) {
   EXPECT_EQ(bits[2], 0x7FFFFFFFu);
   EXPECT_EQ(bits[0], ref[0]);
   EXPECT_EQ(bits[2], ref[2]);
+  // The SwiGLU backward: an inf dy in row 1, a NaN gate in row 2 (as above).
+  const Tensor dy = with_value(random_tensor(cpu, {3, 256}, DType::BF16, 304, 1.0, 0.1), 256 + 5, INFINITY);
+  Tensor d_max, d_ref;
+  ops::swiglu_packed_backward(ops::to(dy, gpu), ops::to(gu, gpu), &d_max);
+  ops::swiglu_packed_backward(dy, gu, &d_ref);
+  EXPECT_EQ(float_bits(d_max), float_bits(d_ref));
+  EXPECT_EQ(float_bits(d_max)[2], 0x7FFFFFFFu);
 }
 
 void expect_same_quantization(const ops::Fp8PerTensor& got, const ops::Fp8PerTensor& want, const std::string& what) {

@@ -16,6 +16,6 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
 /// stored, NaN and inf propagated (0 for empty rows).
 void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max = nullptr);
 /// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
-void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu);
+void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max = nullptr);
 
 }  // namespace coat::cpu
