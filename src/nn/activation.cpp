@@ -22,10 +22,12 @@ autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool 
   const SavedInput in = save_input(tape, gu.value, compress, saved);
   return tape.record("swiglu_packed", ops::swiglu_packed(gu.value, out_row_maxima), {gu}, std::move(saved),
                      [in, dgu_maxima](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
-                       if (!dgu_maxima) return {ops::swiglu_packed_backward(dy, in.restore(s))};
+                       // A compressed gu is restored inside the backward kernel (no separate pass).
                        Tensor maxima;
-                       Tensor dgu = ops::swiglu_packed_backward(dy, in.restore(s), &maxima);
-                       dgu_maxima->put(dgu, std::move(maxima));
+                       Tensor* m = dgu_maxima ? &maxima : nullptr;
+                       Tensor dgu = in.compressed ? ops::swiglu_packed_backward_compressed(dy, s[0], s[1], m)
+                                                  : ops::swiglu_packed_backward(dy, s[0], m);
+                       if (dgu_maxima) dgu_maxima->put(dgu, std::move(maxima));
                        return {std::move(dgu)};
                      });
 }

@@ -4,6 +4,7 @@
 #include "coat/backend/cpu/activation.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#include "coat/ops/quantize.h"
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/activation.h"
 #endif
@@ -99,6 +100,40 @@ Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor* row_ma
   if (row_max != nullptr) *row_max = row_maxima_for(dgu, "swiglu_packed_backward");
   COAT_DISPATCH("swiglu_packed_backward", gu.device(), cpu::swiglu_packed_backward(cd, cg, dgu, row_max),
                 cuda::swiglu_packed_backward(cd, cg, dgu, row_max));
+  return dgu;
+}
+
+Tensor swiglu_packed_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                         Tensor* row_max) {
+  constexpr const char* op = "swiglu_packed_backward_compressed";
+  COAT_ARG_CHECK(codes.defined() && codes.dtype() == DType::E4M3, op, "gu's codes must be E4M3, got ",
+                 codes.defined() ? dtype_name(codes.dtype()) : "undefined");
+  COAT_ARG_CHECK(codes.dim() >= 1 && codes.size(-1) % 2 == 0, op, "gu has shape ", shape_str(codes.shape()),
+                 "; expected [..., 2F] (gate and up side by side)");
+  const int64_t f = codes.size(-1) / 2;
+  COAT_ARG_CHECK((2 * f) % 16 == 0, op, "gu's rows (", 2 * f, " codes) must be whole groups of 16");
+  COAT_ARG_CHECK(dy.defined() && dy.shape() == with_last(codes.shape(), f), op, "dy has shape ",
+                 dy.defined() ? shape_str(dy.shape()) : "undefined", "; expected ",
+                 shape_str(with_last(codes.shape(), f)), " for gu ", shape_str(codes.shape()));
+  COAT_ARG_CHECK(dy.dtype() == DType::F32 || dy.dtype() == DType::BF16, op,
+                 "dy (and the restored gu) must be f32 or bf16, got ", dtype_name(dy.dtype()));
+  COAT_ARG_CHECK(scale_inv.defined() && scale_inv.dtype() == DType::F32 && scale_inv.numel() * 16 == codes.numel(),
+                 op, "scale_inv must be F32 with one value per 16 codes (", codes.numel() / 16, "), got ",
+                 scale_inv.defined() ? scale_inv.str() : "undefined");
+  COAT_ARG_CHECK(dy.device() == codes.device() && scale_inv.device() == codes.device(), op,
+                 "dy, codes and scale_inv must be on one device");
+  const Tensor cd = contiguous(dy), cc = contiguous(codes), cs = contiguous(scale_inv);
+  if (codes.device().is_cpu()) {
+    // The CPU reference: restore, then the plain backward (the same bytes by construction).
+    Fp8PerGroup gu;
+    gu.codes = cc;
+    gu.scale_inv = cs.reshape(with_last(codes.shape(), 2 * f / 16));
+    gu.group_size = 16;
+    return swiglu_packed_backward(cd, dequantize(gu, dy.dtype()), row_max);
+  }
+  Tensor dgu = Tensor::empty(dy.context(), codes.shape(), dy.dtype());
+  if (row_max != nullptr) *row_max = row_maxima_for(dgu, op);
+  COAT_DISPATCH(op, codes.device(), (void)0, cuda::swiglu_packed_backward_compressed(cd, cc, cs, dgu, row_max));
   return dgu;
 }
 

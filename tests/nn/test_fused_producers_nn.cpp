@@ -236,6 +236,27 @@ TEST(FusedProducersNn, SwigluBackwardRowMaximaAreThoseOfItsGradient) {
   expect_same_bytes(maxima, ops::group_amax(dgu, 80).reshape({15}), "maxima vs max |dgu| per row");
 }
 
+// gu kept compressed (COAT): the backward from the codes gives the bytes of the backward from the restored gu.
+TEST(FusedProducersNn, SwigluBackwardFromTheCompressedCopyGivesTheSameBytes) {
+  for (int64_t f : {40, 48}) {  // 2F a multiple of 16; F itself not always
+    const Tensor gu = random_bf16({3, 5, 2 * f}, 57, 0.0, 2.0);
+    const Tensor dy = random_bf16({3, 5, f}, 58, 0.0, 1.0);
+    const ops::Fp8PerGroup q = ops::quantize_per_group(gu, kCompressGroup, DType::E4M3);
+    Tensor maxima, want_maxima;
+    const Tensor dgu = ops::swiglu_packed_backward_compressed(dy, q.codes, q.scale_inv, &maxima);
+    const Tensor want = ops::swiglu_packed_backward(dy, ops::dequantize(q, DType::BF16), &want_maxima);
+    expect_same_bytes(dgu, want, "dgu from codes, F = " + std::to_string(f));
+    expect_same_bytes(maxima, want_maxima, "maxima from codes, F = " + std::to_string(f));
+  }
+  const ops::Fp8PerGroup q = ops::quantize_per_group(random_bf16({4, 32}, 59), kCompressGroup, DType::E4M3);
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::swiglu_packed_backward_compressed(random_bf16({4, 12}, 60), q.codes, q.scale_inv); },
+      "dy has shape (4,12); expected (4,16) for gu (4,32)");
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::swiglu_packed_backward_compressed(random_bf16({4, 16}, 60), q.codes, q.scale_inv.slice(1, 0, 1)); },
+      "one value per 16 codes");
+}
+
 TEST(FusedProducersNn, TheLinearUsesMaximaOnlyForItsOwnGradient) {
   const Tensor x = random_bf16({32, 64}, 61, 0.0, 1.0);
   const Tensor dy = random_bf16({32, 96}, 62, 0.0, 0.01);

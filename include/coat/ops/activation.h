@@ -29,5 +29,10 @@ Tensor swiglu_packed(const Tensor& gu, Tensor* row_max = nullptr);
 /// as stored, NaN and inf propagated, written by the same kernel: the gate/up linear's backward takes its
 /// output gradient's FP8 scale from them (ops::quantize_per_tensor_from_row_maxima) instead of an amax pass.
 Tensor swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor* row_max = nullptr);
+/// swiglu_packed_backward(dy, dequantize_per_group(codes, scale_inv, 16, dy's dtype), row_max) with gu given as
+/// its compressed copy (COAT's saved activation: E4M3 codes [..., 2F], F32 scale_inv [..., 2F / 16]): the
+/// same bytes; on CUDA the kernel restores gu itself instead of a separate dequantisation pass.
+Tensor swiglu_packed_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                         Tensor* row_max = nullptr);
 
 }  // namespace coat::ops

@@ -284,9 +284,34 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const 
 
 /// swiglu_packed_backward with the maxima of dgu's rows (both halves), laid out as swiglu_packed_row_max_kernel
 /// (a block per row, its threads along the row's vpr vectors); the same dgu as swiglu_packed_backward_kernel.
-template <typename S, int kVec>
+/// gu as the SwiGLU backward reads it: S values, or (COAT's compressed copy) E4M3 codes with one scale_inv per
+/// 16 elements, restored here as the separate dequantisation would store them (dequantize_value, rounded to
+/// S): the same values, without writing and reading the restored gu. A pack of kVec elements (kVec divides
+/// 16, packs start at multiples of kVec) never straddles two scale groups.
+template <typename S, int kVec, bool kCodes>
+struct GuSource {
+  const S* values;
+  const uint8_t* codes;
+  const float* scale_inv;
+  __device__ __forceinline__ Pack<S, kVec> load(int64_t pack) const {
+    if constexpr (!kCodes) {
+      return reinterpret_cast<const Pack<S, kVec>*>(values)[pack];
+    } else {
+      constexpr DType kOut = std::is_same_v<S, float> ? DType::F32 : DType::BF16;
+      const Pack<uint8_t, kVec> c = reinterpret_cast<const Pack<uint8_t, kVec>*>(codes)[pack];
+      const float si = scale_inv[(pack * kVec) / 16];
+      Pack<S, kVec> out;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k)
+        out.v[k] = fp8math::store_float<kOut>(fp8math::dequantize_value<DType::E4M3>(c.v[k], si));
+      return out;
+    }
+  }
+};
+
+template <typename S, int kVec, bool kCodes>
 __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kernel(const S* __restrict__ dy,
-                                                                                  const S* __restrict__ gu,
+                                                                                  GuSource<S, kVec, kCodes> gu,
                                                                                   S* __restrict__ dgu,
                                                                                   float* __restrict__ row_max,
                                                                                   int64_t vpr, int64_t rows) {
@@ -297,8 +322,8 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kerne
   const int tid = threadIdx.x, nt = blockDim.x;
   for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
     const P* d = reinterpret_cast<const P*>(dy) + n * vpr;
-    const P* g = reinterpret_cast<const P*>(gu) + n * 2 * vpr;
-    P* dg = reinterpret_cast<P*>(dgu) + n * 2 * vpr;
+    const int64_t g = n * 2 * vpr;  // the row's first pack in gu and dgu
+    P* dg = reinterpret_cast<P*>(dgu) + g;
     uint32_t key = 0;
     for (int64_t first = tid; first < vpr; first += int64_t(nt) * kUnroll) {
       P dv[kUnroll], gv[kUnroll], uv[kUnroll];
@@ -307,8 +332,8 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kerne
         const int64_t j = first + int64_t(r) * nt;
         if (j < vpr) {
           dv[r] = d[j];
-          gv[r] = g[j];
-          uv[r] = g[j + vpr];
+          gv[r] = gu.load(g + j);
+          uv[r] = gu.load(g + j + vpr);
         }
       }
 #pragma unroll
@@ -330,7 +355,7 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kerne
         }
       }
     }
-    store_block_max(key, warp_keys, row_max + n);
+    if (row_max != nullptr) store_block_max(key, warp_keys, row_max + n);  // uniform over the block
   }
 }
 
@@ -433,24 +458,41 @@ void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
   });
 }
 
-/// swiglu_packed_backward with the maxima of dgu's rows: the row kernel.
-void swiglu_packed_backward_with_row_max(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor& row_max) {
-  const int64_t rows = row_max.numel(), f = dy.size(-1);
-  if (empty_rows(row_max, f, dgu)) return;
-  dispatch_row_max(gu.dtype(), "swiglu_packed_backward", [&](auto s) {
+/// swiglu_packed_backward by the row kernel: with the maxima of dgu's rows (row_max not null) and/or gu
+/// restored from its compressed copy (codes and scale_inv defined; gu undefined then).
+void swiglu_packed_backward_rows(const Tensor& dy, const Tensor& gu, const Tensor& codes, const Tensor& scale_inv,
+                                 Tensor& dgu, Tensor* row_max) {
+  const int64_t f = dy.size(-1), rows = f == 0 ? 0 : dy.numel() / f;
+  if (row_max != nullptr && empty_rows(*row_max, f, dgu)) return;
+  if (rows == 0) return;
+  const bool compressed = codes.defined();
+  dispatch_row_max(dgu.dtype(), "swiglu_packed_backward", [&](auto s) {
     using S = decltype(s);
     const S* dyp = dy.data<S>();
-    const S* gp = gu.data<S>();
+    const S* gp = compressed ? nullptr : gu.data<S>();
+    const uint8_t* cp = compressed ? static_cast<const uint8_t*>(codes.data_ptr()) : nullptr;
+    const float* sp = compressed ? scale_inv.data<float>() : nullptr;
     S* dgp = dgu.data<S>();
-    const bool vec = f % kVec16<S> == 0 && aligned16(dyp) && aligned16(gp) && aligned16(dgp);
+    const bool vec = f % kVec16<S> == 0 && aligned16(dyp) && aligned16(dgp) &&
+                     (compressed ? reinterpret_cast<uintptr_t>(cp) % kVec16<S> == 0 : aligned16(gp));
     const int64_t vpr = f / (vec ? kVec16<S> : 1);
     const RowLaunch l = row_launch(dgu, rows, vpr);
-    float* mp = row_max.data<float>();
+    float* mp = row_max != nullptr ? row_max->data<float>() : nullptr;
+    const auto launch = [&](auto vec_tag, auto codes_tag) {
+      constexpr int kV = decltype(vec_tag)::value;
+      constexpr bool kC = decltype(codes_tag)::value;
+      const GuSource<S, kV, kC> source{gp, cp, sp};
+      swiglu_packed_backward_row_max_kernel<S, kV, kC>
+          <<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, source, dgp, mp, vpr, rows);
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    using V = std::integral_constant<int, kVec16<S>>;
+    using One = std::integral_constant<int, 1>;
     if (vec) {
-      swiglu_packed_backward_row_max_kernel<S, kVec16<S>>
-          <<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, gp, dgp, mp, vpr, rows);
+      compressed ? launch(V{}, Yes{}) : launch(V{}, No{});
     } else {
-      swiglu_packed_backward_row_max_kernel<S, 1><<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, gp, dgp, mp, vpr, rows);
+      compressed ? launch(One{}, Yes{}) : launch(One{}, No{});
     }
     COAT_CUDA_CHECK_LAST_LAUNCH();
   });
@@ -483,9 +525,14 @@ void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
   });
 }
 
+void swiglu_packed_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv, Tensor& dgu,
+                                       Tensor* row_max) {
+  swiglu_packed_backward_rows(dy, Tensor(), codes, scale_inv, dgu, row_max);
+}
+
 void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max) {
   if (row_max != nullptr) {
-    swiglu_packed_backward_with_row_max(dy, gu, dgu, *row_max);
+    swiglu_packed_backward_rows(dy, gu, Tensor(), Tensor(), dgu, row_max);
     return;
   }
   const int64_t n = dy.numel();

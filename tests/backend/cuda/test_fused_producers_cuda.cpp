@@ -205,6 +205,41 @@ TEST_F(CudaFusedProducers, SwigluBackwardRowMaximaAreTheirGradientsRowMax) {
   }
 }
 
+// gu from COAT's compressed copy, restored inside the backward kernel: the bytes of the GPU's separate
+// dequantisation followed by its backward (dgu and maxima), and close to the CPU's. Rows of 2F = 16k + 8 too
+// (F not a multiple of 16), and a misaligned dy (the element-wise path).
+TEST_F(CudaFusedProducers, SwigluBackwardFromCodesMatchesDequantiseThenBackward) {
+  uint32_t seed = 270;
+  for (DType t : {DType::F32, DType::BF16}) {
+    const double rtol = t == DType::BF16 ? 2 * kBf16Ulp : 2e-5;
+    for (const Shape& shape : {Shape{16, 2 * 4096}, Shape{5, 2 * 1000}, Shape{3, 2 * 8}, Shape{2, 3, 2 * 96},
+                               Shape{700, 2 * 64}}) {
+      for (bool aligned : {true, false}) {
+        const Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
+        Shape dy_shape = shape;
+        dy_shape.back() /= 2;
+        const Tensor dy = random_tensor(cpu, dy_shape, t, ++seed, 0.0, 1.0);
+        const ops::Fp8PerGroup q = ops::quantize_per_group(ops::to(gu, gpu), 16, DType::E4M3);
+        const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
+        const std::string what = label("swiglu_packed_backward_compressed", shape, t, aligned ? "" : " misaligned");
+        Tensor row_max, want_max, cpu_max;
+        const Tensor fused = ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv, &row_max);
+        const Tensor want = ops::swiglu_packed_backward(dyg, ops::dequantize(q, t), &want_max);
+        expect_same_bytes(fused, want, what + " dgu from codes vs dequantise + backward");
+        expect_same_bytes(row_max, want_max, what + " maxima from codes vs dequantise + backward");
+        expect_same_bytes(ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv), want,
+                          what + " dgu without maxima");
+        ops::Fp8PerGroup qc;
+        qc.codes = ops::to(q.codes, cpu);
+        qc.scale_inv = ops::to(q.scale_inv, cpu);
+        qc.group_size = 16;
+        ops::swiglu_packed_backward_compressed(dy, qc.codes, qc.scale_inv, &cpu_max);
+        expect_maxima_close(row_max, cpu_max, rtol, what + " maxima vs cpu");
+      }
+    }
+  }
+}
+
 TEST_F(CudaFusedProducers, RowMaximaPropagateNanAndInf) {
   // RMSNorm: NaN in row 1 (the whole row NaN), an inf weight (every other row's max inf).
   const Tensor x = with_value(random_tensor(cpu, {3, 512}, DType::BF16, 301), 512 + 9, std::nan(""));

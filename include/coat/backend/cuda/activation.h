@@ -18,5 +18,9 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
 void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max = nullptr);
 /// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
 void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max = nullptr);
+/// The same from gu's compressed copy (E4M3 codes [..., 2F], F32 scale_inv per 16 elements), restored inside
+/// the kernel to dgu's dtype as dequantize_per_group would.
+void swiglu_packed_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv, Tensor& dgu,
+                                       Tensor* row_max = nullptr);
 
 }  // namespace coat::cuda
