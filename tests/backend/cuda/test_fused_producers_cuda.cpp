@@ -178,66 +178,64 @@ TEST_F(CudaFusedProducers, SwigluRowMaximaAreTheirOutputsRowMax) {
   }
 }
 
-// The SwiGLU backward's maxima of dgu (both halves of each row): dgu bit-identical to the backward without
-// them, the maxima those of the GPU's own dgu, and close to the CPU's (dgu's tolerance).
-TEST_F(CudaFusedProducers, SwigluBackwardRowMaximaAreTheirGradientsRowMax) {
-  uint32_t seed = 250;
+/// The SwiGLU backward's cases: f32 and bf16, rows of `shapes` (gu [..., 2F]), contiguous on the GPU or one
+/// element off a 16-byte boundary (the element-wise path); check(t, rtol, gu, dy, aligned) with random CPU
+/// gu and dy, rtol the tolerance of a dgu value against the CPU's.
+template <typename Check>
+void for_swiglu_backward_cases(uint32_t seed, const std::vector<Shape>& shapes, const ContextPtr& cpu,
+                               Check check) {
   for (DType t : {DType::F32, DType::BF16}) {
     const double rtol = t == DType::BF16 ? 2 * kBf16Ulp : 2e-5;
-    for (const Shape& shape : {Shape{16, 2 * 4096}, Shape{5, 2 * 1001}, Shape{3, 2 * 7}, Shape{2, 3, 2 * 96},
-                               Shape{700, 2 * 64}}) {
+    for (const Shape& shape : shapes) {
       for (bool aligned : {true, false}) {
-        const Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
         Shape dy_shape = shape;
         dy_shape.back() /= 2;
+        const Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
         const Tensor dy = random_tensor(cpu, dy_shape, t, ++seed, 0.0, 1.0);
-        const Tensor gug = aligned ? ops::to(gu, gpu) : misaligned(ops::to(gu, gpu));
-        const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
-        const std::string what = label("swiglu_packed_backward", shape, t, aligned ? "" : " misaligned");
-        Tensor row_max, ref_max;
-        const Tensor fused = ops::swiglu_packed_backward(dyg, gug, &row_max);
-        expect_same_bytes(fused, ops::swiglu_packed_backward(dyg, gug), what + " dgu with maxima vs without");
-        EXPECT_EQ(float_bits(row_max), row_amax_bits(fused, cpu)) << what << ": maxima of the GPU's dgu";
-        ops::swiglu_packed_backward(dy, gu, &ref_max);
-        expect_maxima_close(row_max, ref_max, rtol, what + " maxima vs cpu");
+        check(t, rtol, gu, dy, aligned);
       }
     }
   }
+}
+
+// The SwiGLU backward's maxima of dgu (both halves of each row): dgu bit-identical to the backward without
+// them, the maxima those of the GPU's own dgu, and close to the CPU's (dgu's tolerance).
+TEST_F(CudaFusedProducers, SwigluBackwardRowMaximaAreTheirGradientsRowMax) {
+  const std::vector<Shape> shapes = {{16, 2 * 4096}, {5, 2 * 1001}, {3, 2 * 7}, {2, 3, 2 * 96}, {700, 2 * 64}};
+  for_swiglu_backward_cases(250, shapes, cpu, [&](DType t, double rtol, const Tensor& gu, const Tensor& dy,
+                                                  bool aligned) {
+    const Tensor gug = aligned ? ops::to(gu, gpu) : misaligned(ops::to(gu, gpu));
+    const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
+    const std::string what = label("swiglu_packed_backward", gu.shape(), t, aligned ? "" : " misaligned");
+    Tensor row_max, ref_max;
+    const Tensor fused = ops::swiglu_packed_backward(dyg, gug, &row_max);
+    expect_same_bytes(fused, ops::swiglu_packed_backward(dyg, gug), what + " dgu with maxima vs without");
+    EXPECT_EQ(float_bits(row_max), row_amax_bits(fused, cpu)) << what << ": maxima of the GPU's dgu";
+    ops::swiglu_packed_backward(dy, gu, &ref_max);
+    expect_maxima_close(row_max, ref_max, rtol, what + " maxima vs cpu");
+  });
 }
 
 // gu from COAT's compressed copy, restored inside the backward kernel: the bytes of the GPU's separate
 // dequantisation followed by its backward (dgu and maxima), and close to the CPU's. Rows of 2F = 16k + 8 too
 // (F not a multiple of 16), and a misaligned dy (the element-wise path).
 TEST_F(CudaFusedProducers, SwigluBackwardFromCodesMatchesDequantiseThenBackward) {
-  uint32_t seed = 270;
-  for (DType t : {DType::F32, DType::BF16}) {
-    const double rtol = t == DType::BF16 ? 2 * kBf16Ulp : 2e-5;
-    for (const Shape& shape : {Shape{16, 2 * 4096}, Shape{5, 2 * 1000}, Shape{3, 2 * 8}, Shape{2, 3, 2 * 96},
-                               Shape{700, 2 * 64}}) {
-      for (bool aligned : {true, false}) {
-        const Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
-        Shape dy_shape = shape;
-        dy_shape.back() /= 2;
-        const Tensor dy = random_tensor(cpu, dy_shape, t, ++seed, 0.0, 1.0);
-        const ops::Fp8PerGroup q = ops::quantize_per_group(ops::to(gu, gpu), 16, DType::E4M3);
-        const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
-        const std::string what = label("swiglu_packed_backward_compressed", shape, t, aligned ? "" : " misaligned");
-        Tensor row_max, want_max, cpu_max;
-        const Tensor fused = ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv, &row_max);
-        const Tensor want = ops::swiglu_packed_backward(dyg, ops::dequantize(q, t), &want_max);
-        expect_same_bytes(fused, want, what + " dgu from codes vs dequantise + backward");
-        expect_same_bytes(row_max, want_max, what + " maxima from codes vs dequantise + backward");
-        expect_same_bytes(ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv), want,
-                          what + " dgu without maxima");
-        ops::Fp8PerGroup qc;
-        qc.codes = ops::to(q.codes, cpu);
-        qc.scale_inv = ops::to(q.scale_inv, cpu);
-        qc.group_size = 16;
-        ops::swiglu_packed_backward_compressed(dy, qc.codes, qc.scale_inv, &cpu_max);
-        expect_maxima_close(row_max, cpu_max, rtol, what + " maxima vs cpu");
-      }
-    }
-  }
+  const std::vector<Shape> shapes = {{16, 2 * 4096}, {5, 2 * 1000}, {3, 2 * 8}, {2, 3, 2 * 96}, {700, 2 * 64}};
+  for_swiglu_backward_cases(270, shapes, cpu, [&](DType t, double rtol, const Tensor& gu, const Tensor& dy,
+                                                  bool aligned) {
+    const ops::Fp8PerGroup q = ops::quantize_per_group(ops::to(gu, gpu), 16, DType::E4M3);
+    const Tensor dyg = aligned ? ops::to(dy, gpu) : misaligned(ops::to(dy, gpu));
+    const std::string what = label("swiglu_packed_backward_compressed", gu.shape(), t, aligned ? "" : " misaligned");
+    Tensor row_max, want_max, cpu_max;
+    const Tensor fused = ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv, &row_max);
+    const Tensor want = ops::swiglu_packed_backward(dyg, ops::dequantize(q, t), &want_max);
+    expect_same_bytes(fused, want, what + " dgu from codes vs dequantise + backward");
+    expect_same_bytes(row_max, want_max, what + " maxima from codes vs dequantise + backward");
+    expect_same_bytes(ops::swiglu_packed_backward_compressed(dyg, q.codes, q.scale_inv), want,
+                      what + " dgu without maxima");
+    ops::swiglu_packed_backward_compressed(dy, ops::to(q.codes, cpu), ops::to(q.scale_inv, cpu), &cpu_max);
+    expect_maxima_close(row_max, cpu_max, rtol, what + " maxima vs cpu");
+  });
 }
 
 TEST_F(CudaFusedProducers, RowMaximaPropagateNanAndInf) {
