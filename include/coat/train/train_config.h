@@ -91,11 +91,12 @@ struct LoopConfig {
   /// runs the block again there (about one more forward of the blocks per step, far less activation memory).
   models::Recompute recompute = models::Recompute::None;
   /// Deterministic kernels where the fast ones vary from run to run (cuDNN's attention backward, whose default
-  /// adds dq with atomics): a resumed GPU run then continues with the bits of the uninterrupted one. Costs
-  /// cuDNN's workspace of B * Hq * T * T bf16 values per attention backward, not yet in the memory plan.
-  /// false (default): the faster backward; a GPU resume then agrees to rounding, not bit for bit. The CPU
-  /// backend is deterministic either way.
-  bool deterministic = false;
+  /// adds dq with atomics): a resumed GPU run then continues with the bits of the uninterrupted one (an
+  /// 8-layer Llama-2-7B shape resumed at step 50 on an H200: losses and the 11.6 GB rank file identical). Cost
+  /// measured on that shape: 1.0% of tokens/s (53,896 against 54,420), the same memory at the end of a step.
+  /// false: the faster backward; a GPU resume then agrees to rounding, not bit for bit. The CPU backend is
+  /// deterministic either way.
+  bool deterministic = true;
 
   /// The device this loop trains on (index 0: one device per process).
   Device compute_device() const { return Device{device, 0}; }
