@@ -22,7 +22,7 @@ FsdpUnits::FsdpUnits(models::UnitStore& store, Communicator& comm, FsdpOptions o
   COAT_ARG_CHECK(spec.has_value() && spec->rank == comm_.rank() && spec->world == comm_.world_size(), "FsdpUnits",
                  "the store must be sharded over the communicator's ", comm_.world_size(), " ranks (rank ",
                  comm_.rank(), ")");
-  if (options_.fp8_all_gather) fp8_ = std::make_unique<Fp8UnitGather>(store_, comm_);
+  if (options_.fp8_all_gather) fp8_ = std::make_unique<Fp8UnitGather>(store_, comm_, options_.fp8_scaling);
   COAT_ARG_CHECK(!options_.reduce_dtype || *options_.reduce_dtype == store_.dtype() ||
                      *options_.reduce_dtype == DType::BF16,
                  "FsdpUnits", "gradients are reduced in ", dtype_name(store_.dtype()), " or bf16, not ",

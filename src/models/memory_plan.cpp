@@ -346,7 +346,7 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
 /// AdamW states (UnitShard), and the whole units it holds while they are in use.
 /// Whether a sharded run gathers unit `u` as FP8 codes (MemoryPlanInput::fp8_all_gather).
 bool layer_gathers_fp8_codes(int64_t layer, const MemoryPlanInput& in) {
-  if (!in.fp8_all_gather || in.world_size <= 1 || in.recipe.block_scaled) return false;
+  if (!in.fp8_all_gather || in.world_size <= 1) return false;
   for (LinearRole role : {LinearRole::Qkv, LinearRole::Out, LinearRole::GateUp, LinearRole::Down})
     if (!in.recipe.linear(layer, role).fp8) return false;
   return true;

@@ -13,15 +13,15 @@ namespace {
 constexpr const char* kOp = "linear_fp8_block";
 constexpr int64_t kBlock = fp8block::kBlock;
 
-/// x [..., in] against weight [out, in]: the shapes 128-block FP8 GEMMs take, or an error naming the layer.
-void check_operands(const autograd::Var& x, const Parameter& weight) {
-  const Tensor& w = weight.quantization_source();
-  COAT_ARG_CHECK(w.dim() == 2, kOp, "weight '", weight.name, "' must be 2-D, got ", shape_str(w.shape()));
-  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w.size(1), kOp, "input ", shape_str(x.shape()),
-                 " does not match weight '", weight.name, "' of shape ", shape_str(w.shape()));
+/// x [..., in] against weight [out, in] (its shape `w`): the shapes 128-block FP8 GEMMs take, or an error
+/// naming the layer.
+void check_operands(const autograd::Var& x, const Parameter& weight, const Shape& w) {
+  COAT_ARG_CHECK(w.size() == 2, kOp, "weight '", weight.name, "' must be 2-D, got ", shape_str(w));
+  COAT_ARG_CHECK(x.value.dim() >= 1 && x.value.size(-1) == w[1], kOp, "input ", shape_str(x.shape()),
+                 " does not match weight '", weight.name, "' of shape ", shape_str(w));
   COAT_ARG_CHECK(x.value.dtype() == DType::BF16, kOp, "input of weight '", weight.name, "' has dtype ",
                  dtype_name(x.value.dtype()), "; the FP8 recipes compute in bf16");
-  const int64_t in = w.size(1), out = w.size(0), rows = in > 0 ? x.value.numel() / in : 0;
+  const int64_t in = w[1], out = w[0], rows = in > 0 ? x.value.numel() / in : 0;
   COAT_ARG_CHECK(rows % kBlock == 0 && in % kBlock == 0 && out % kBlock == 0, kOp, "weight '", weight.name,
                  "' [", out, ", ", in, "] with ", rows,
                  " input rows: 128-block FP8 GEMMs need all three to be multiples of ", kBlock,
@@ -39,15 +39,19 @@ Shape with_last(Shape shape, int64_t last) {
 autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Parameter& weight,
                                Fp8BlockWeights& weights) {
   const NvtxRange range(kOp);
-  check_operands(x, weight);
+  // Checked before anything is quantised; a weight without values here (a sharded unit gathered as FP8 codes:
+  // dist/fp8_gather.h) has its shape in its gathered copy.
+  const Tensor& source = weight.quantization_source();
+  check_operands(x, weight, source.defined() ? source.shape() : weights.get(weight).w.codes.shape());
+  const ops::Fp8Blocked& wq = weights.get(weight).w;
   const Tensor x2 = as_rows(x.value);
-  const int64_t out = weight.quantization_source().size(0);
+  const int64_t out = wq.codes.size(0);
   const Shape in_shape = x.shape();
   Tensor y;
   {
     // fprop: 1x128 groups of x along `in` (the GEMM's K) against W's 128x128 blocks; the codes die here.
     const ops::Fp8Blocked xq = ops::quantize_1x128(x2, DType::E4M3);
-    y = ops::matmul_fp8_block(xq, weights.get(weight).w, DType::BF16).reshape(with_last(in_shape, out));
+    y = ops::matmul_fp8_block(xq, wq, DType::BF16).reshape(with_last(in_shape, out));
   }
   Parameter* p = &weight;
   Fp8BlockWeights* cache = &weights;

@@ -6,6 +6,7 @@
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/dispatch.h"
+#include "coat/ops/reduce.h"
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/quantize_block.h"
 #endif
@@ -80,6 +81,46 @@ Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat, Memor
                             COAT_DISPATCH(op, cw.device(), cpu::quantize_128x128(cw, sat, q.codes, q.scale_inv),
                                           cuda::quantize_128x128(cw, sat, q.codes, q.scale_inv));
                           });
+}
+
+Tensor amax_128x128(const Tensor& w) {
+  constexpr const char* op = "amax_128x128";
+  check_input(w, DType::E4M3, op);
+  const Shape blocks = fp8block::scale_shape_128x128(w.shape(), op);
+  const int64_t nblocks = blocks[0], kblocks = w.size(1) / kBlock;
+  if (nblocks == 0 || kblocks == 0)
+    return Tensor::empty(w.context(), {nblocks, kblocks}, DType::F32, MemoryCategory::Workspace);
+  // Maxima of the 1x128 row groups [N, K/128], then of 128 rows of each group column: amaxes pick an element
+  // (no rounding), so this is the quantiser's own amax of every block.
+  const Tensor rows = group_amax(w, kBlock);
+  const Tensor columns = contiguous(rows.transpose(0, 1));  // [K/128, N]
+  return contiguous(group_amax(columns, kBlock).transpose(0, 1));
+}
+
+Fp8Blocked quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, DType fmt, Fp8Saturation sat,
+                                        MemoryCategory category) {
+  constexpr const char* op = "quantize_128x128_with_maxima";
+  COAT_ARG_CHECK(maxima.defined() && maxima.device() == w.device(), op, "block maxima ", maxima.str(),
+                 " must be on the device of w ", w.str());
+  const Tensor cm = contiguous(maxima);
+  return quantize_blocked(
+      w, fmt, op, kBlock, fp8block::scale_shape_128x128, category, [&](const Tensor& cw, Fp8Blocked& q) {
+        COAT_DISPATCH(op, cw.device(), cpu::quantize_128x128_with_maxima(cw, cm, sat, q.codes, q.scale_inv),
+                      cuda::quantize_128x128_with_maxima(cw, cm, sat, q.codes, q.scale_inv));
+      });
+}
+
+Tensor scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt, MemoryCategory category) {
+  constexpr const char* op = "scale_inv_128x128_from_maxima";
+  COAT_ARG_CHECK(maxima.defined() && maxima.dim() == 2, op, "block maxima must be 2-D [N/128, K/128], got ",
+                 maxima.str());
+  const Tensor cm = contiguous(maxima);
+  Tensor scale_inv = Tensor::empty(
+      maxima.context(), {maxima.size(0), fp8block::round_up(maxima.size(1), fp8block::kScaleLdMultiple)},
+      DType::F32, category);
+  COAT_DISPATCH(op, cm.device(), cpu::scale_inv_128x128_from_maxima(cm, fmt, scale_inv),
+                cuda::scale_inv_128x128_from_maxima(cm, fmt, scale_inv));
+  return scale_inv;
 }
 
 Fp8Blocked transpose_128x128(const Fp8Blocked& q) {

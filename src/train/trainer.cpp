@@ -162,8 +162,10 @@ dist::FsdpOptions Trainer::fsdp_options() const {
   if (config_.dist.reduce_dtype == ReduceDType::BF16) o.reduce_dtype = DType::BF16;
   o.prefetch = config_.dist.prefetch;
   const models::RecipeKind recipe = config_.precision.recipe;
-  o.fp8_all_gather =
-      config_.dist.fp8_all_gather && (recipe == models::RecipeKind::FP8 || recipe == models::RecipeKind::Coat);
+  o.fp8_all_gather = config_.dist.fp8_all_gather &&
+                     (recipe == models::RecipeKind::FP8 || recipe == models::RecipeKind::FP8Block ||
+                      recipe == models::RecipeKind::Coat);
+  if (recipe == models::RecipeKind::FP8Block) o.fp8_scaling = dist::Fp8WeightScaling::Block128x128;
   return o;
 }
 

@@ -325,6 +325,44 @@ TEST_F(ShardedTraining, Fp8RecipeWithFp32States) {
   expect_matches_one_process(set, one_process_reordering_difference(set));
 }
 
+// fp8_block gathers its blocks as E4M3 codes too, with 128x128 block scales made from the blocks' amaxes
+// reduced over the ranks: the weights are again one process's bits (tests/dist/fp8_gather_test.cpp), so the
+// curves part only by the gradient sums' order, bounded as fp8's by twice a one-process reordering
+// (micro-batches of 2 sequences instead of 1), or 1e-5. Its CPU GEMMs are the FP64 reference, so the run is
+// small: one block with linears of 128 (hidden and intermediate 128), micro-batches of one 128-token sequence
+// (128 GEMM rows, as the 128-block GEMMs need), two per rank, 6 steps; at 2 and 3 ranks (every rank trains
+// the one-process references, whose cost grows with the world: 4 ranks take 18 s on 2 cores).
+TEST_F(ShardedTraining, Fp8BlockRecipe) {
+  const int world = test::world().world_size();
+  if (world == 1 || world > 3) GTEST_SKIP() << "at 2 and 3 ranks only";
+  const auto curve = [&](const fs::path& run_dir, int64_t micro, dist::Communicator* comm) {
+    const auto set = [&](nlohmann::json& c) {
+      c["precision"]["recipe"] = "fp8_block";
+      c["optim"]["state_dtype"] = "fp32";
+      c["model"].update({{"hidden_size", 128},
+                         {"intermediate_size", 128},
+                         {"num_hidden_layers", 1},
+                         {"max_position_embeddings", 128}});
+      c["data"]["seq_len"] = 128;
+      c["train"].update({{"micro_batch_size", micro}, {"global_batch_size", 2 * world}, {"max_steps", 6}});
+    };
+    Trainer t(parse_train_config(config(run_dir, set), "c.json", comm ? world : 0), ctx_, false, comm);
+    t.run();
+    return losses(t);
+  };
+  const std::vector<double> one = curve(rank_dir_ / "one", 1, nullptr),
+                            reordered = curve(rank_dir_ / "micro2", 2, nullptr);
+  const std::vector<double> sharded = curve(dir_ / "sharded", 1, comm_.get());
+  const double bound = std::max(1e-5, 2.0 * worst_difference(one, reordered));
+  std::printf("%sfp8_block: worst relative loss difference over 6 steps %.3g (bound %.3g)\n",
+              test::world().log_prefix().c_str(), worst_difference(one, sharded), bound);
+  ASSERT_EQ(sharded.size(), 6u);
+  ASSERT_EQ(one.size(), sharded.size());
+  for (size_t i = 0; i < sharded.size(); ++i)
+    EXPECT_NEAR(sharded[i], one[i], bound * std::abs(one[i])) << "step " << i + 1;
+  EXPECT_LT(sharded.back(), sharded.front());
+}
+
 // dist.reduce_dtype = bf16: each rank's gradient is rounded to BF16 before the reduce-scatter (half the bytes).
 // Its effect on the loss, against one process with FP32 gradients: printed, and bounded by 1e-3 relative over
 // 20 steps (BF16's rounding, 2^-9 relative, on gradients that AdamW normalises).

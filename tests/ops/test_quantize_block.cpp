@@ -197,6 +197,87 @@ TEST_F(QuantizeBlockCpu, HandChecked128x128) {
   EXPECT_EQ(d.data<float>()[255 * 384 + 383], 0.5f);
 }
 
+// amax_128x128 is max |w| of each block; quantize_128x128_with_maxima given those amaxes, and
+// scale_inv_128x128_from_maxima, give quantize_128x128's bytes (a sharded weight's pieces quantised with
+// their blocks' amaxes are the whole weight's: dist/fp8_gather.h). Also for a strided (transposed) w.
+TEST_F(QuantizeBlockCpu, GivenTheBlocksOwnMaximaIsQuantize128x128) {
+  for (DType in : {DType::F32, DType::BF16}) {
+    const Tensor w = random({384, 640}, in, 21);
+    const Tensor own = ops::amax_128x128(w);
+    ASSERT_EQ(own.shape(), Shape({3, 5}));
+    ASSERT_EQ(own.dtype(), DType::F32);
+    const std::vector<double> values = ops::to_double_vector(w), maxima = ops::to_double_vector(own);
+    for (int64_t nb = 0; nb < 3; ++nb) {
+      for (int64_t kb = 0; kb < 5; ++kb) {
+        double amax = 0.0;
+        for (int64_t r = 128 * nb; r < 128 * nb + 128; ++r)
+          for (int64_t c = 128 * kb; c < 128 * kb + 128; ++c)
+            amax = std::max(amax, std::abs(values[r * 640 + c]));
+        EXPECT_EQ(maxima[nb * 5 + kb], amax) << "block (" << nb << ", " << kb << ")";
+      }
+    }
+    for (DType fmt : {DType::E4M3, DType::E5M2}) {
+      const ops::Fp8Blocked q = ops::quantize_128x128(w, fmt);
+      const ops::Fp8Blocked given = ops::quantize_128x128_with_maxima(w, own, fmt);
+      EXPECT_EQ(given.block_rows, 128);
+      EXPECT_TRUE(ops::to_bytes(given.codes) == ops::to_bytes(q.codes))
+          << dtype_name(in) << " " << dtype_name(fmt);
+      EXPECT_TRUE(ops::to_bytes(given.scale_inv) == ops::to_bytes(q.scale_inv)) << dtype_name(fmt);
+      const Tensor from_maxima = ops::scale_inv_128x128_from_maxima(own, fmt);
+      EXPECT_TRUE(ops::to_bytes(from_maxima) == ops::to_bytes(q.scale_inv)) << "padding included";
+    }
+  }
+  const Tensor wt = random({640, 384}, DType::F32, 22).transpose(0, 1);
+  EXPECT_TRUE(ops::to_bytes(ops::amax_128x128(wt)) == ops::to_bytes(ops::amax_128x128(ops::contiguous(wt))));
+}
+
+// A given amax sets its block's scale, whatever the block holds: larger (the block's other elements are on
+// other ranks) or smaller (then saturated); zero gives scale 1, NaN poisons the block.
+TEST_F(QuantizeBlockCpu, GivenMaximaSetTheScales) {
+  Tensor w = zeros({128, 384});
+  set(w, 0, 0, 1.0f);
+  set(w, 3, 130, 1.0f);
+  set(w, 7, 300, 1.0f);
+  const Tensor maxima =
+      ops::from_vector(cpu, {1, 3}, DType::F32, std::vector<float>{2.0f, 0.0f, std::nanf("")});
+  const ops::Fp8Blocked q = ops::quantize_128x128_with_maxima(w, maxima, DType::E4M3);
+  EXPECT_EQ(code(q, 0, 0), 0x76);    // 1 * 448 / 2 = 224 = 1.75 * 2^7
+  EXPECT_EQ(code(q, 3, 130), 0x38);  // scale 1: 1.0
+  EXPECT_EQ(code(q, 7, 300), 0x7F);  // NaN
+  EXPECT_EQ(code(q, 1, 1), 0x00);
+  const float* si = q.scale_inv.data<float>();
+  EXPECT_EQ(si[0], 2.0f / 448.0f);
+  EXPECT_EQ(si[1], 1.0f);
+  EXPECT_EQ(bits_of(si[2]), kCanonicalNan);
+  EXPECT_EQ(si[3], 1.0f);  // padding
+  EXPECT_TRUE(ops::to_bytes(ops::scale_inv_128x128_from_maxima(maxima, DType::E4M3)) ==
+              ops::to_bytes(q.scale_inv));
+}
+
+TEST_F(QuantizeBlockCpu, GivenMaximaErrors) {
+  using test::expect_error_containing;
+  const Tensor w = zeros({256, 128});
+  expect_error_containing(
+      [&] {
+        ops::quantize_128x128_with_maxima(w, zeros({2, 2}), DType::E4M3);
+      },
+      "block maxima must be f32 of shape (2,1)");
+  expect_error_containing(
+      [&] {
+        ops::quantize_128x128_with_maxima(w, zeros({2, 1}, DType::F64), DType::E4M3);
+      },
+      "block maxima must be f32");
+  expect_error_containing([&] { ops::quantize_128x128_with_maxima(w, Tensor(), DType::E4M3); },
+                          "block maxima");
+  expect_error_containing([&] { ops::amax_128x128(zeros({100, 128})); }, "multiples of 128");
+  expect_error_containing([&] { ops::scale_inv_128x128_from_maxima(zeros({4}), DType::E4M3); }, "2-D");
+  expect_error_containing(
+      [&] {
+        ops::scale_inv_128x128_from_maxima(zeros({1, 1}), DType::BF16);
+      },
+      "not an FP8 format");
+}
+
 TEST_F(QuantizeBlockCpu, AllZeroBlocks) {
   for (DType fmt : {DType::E4M3, DType::E5M2}) {
     const ops::Fp8Blocked r = ops::quantize_1x128(zeros({6, 256}), fmt);

@@ -505,23 +505,28 @@ TEST(ShardedMemoryPlan, SlicesDivideByTheRanksAndTheAdviceNamesTheGpusNeeded) {
 namespace coat::train {
 namespace {
 
-// dist.fp8_all_gather under coat: a gathered block is its E4M3 codes (1 byte an element, the FP8 cache's W)
-// instead of BF16 plus a W quantised from it, so the plan's gathered units and FP8 cache shrink; each
-// dist.prefetch unit adds one gathered unit.
+// dist.fp8_all_gather under coat and fp8_block: a gathered block is its E4M3 codes (1 byte an element, the
+// FP8 cache's W) instead of BF16 plus a W quantised from it, so the plan's gathered units and FP8 cache
+// shrink; each dist.prefetch unit adds one gathered unit.
 TEST(ShardedMemoryPlan, Fp8AllGatherAndPrefetchAreCounted) {
-  TrainConfig c = load_train_config(std::string(COAT_SOURCE_DIR) + "/configs/llama2_7b.json", {});
-  ASSERT_EQ(c.precision.recipe, models::RecipeKind::Coat);
-  c.dist.world_size = 8;
-  c.train.global_batch_size = 8 * c.train.micro_batch_size;
-  c.dist.fp8_all_gather = false;
-  const models::MemoryPlan bf16 = memory_plan(c);
-  c.dist.fp8_all_gather = true;
-  const models::MemoryPlan codes = memory_plan(c);
-  EXPECT_LT(codes.bytes(MemoryCategory::Weights), bf16.bytes(MemoryCategory::Weights)) << "the cache holds W^T only";
-  EXPECT_LE(codes.bytes(MemoryCategory::Communication), bf16.bytes(MemoryCategory::Communication));
-  c.dist.prefetch = 2;
-  const models::MemoryPlan ahead = memory_plan(c);
-  EXPECT_GT(ahead.bytes(MemoryCategory::Communication), codes.bytes(MemoryCategory::Communication));
+  for (const models::RecipeKind recipe : {models::RecipeKind::Coat, models::RecipeKind::FP8Block}) {
+    TrainConfig c = load_train_config(std::string(COAT_SOURCE_DIR) + "/configs/llama2_7b.json", {});
+    ASSERT_EQ(c.precision.recipe, models::RecipeKind::Coat);
+    c.precision.recipe = recipe;
+    c.dist.world_size = 8;
+    c.train.global_batch_size = 8 * c.train.micro_batch_size;
+    c.dist.fp8_all_gather = false;
+    const models::MemoryPlan bf16 = memory_plan(c);
+    c.dist.fp8_all_gather = true;
+    const models::MemoryPlan codes = memory_plan(c);
+    const std::string name(models::to_string(recipe));
+    EXPECT_LT(codes.bytes(MemoryCategory::Weights), bf16.bytes(MemoryCategory::Weights))
+        << name << ": the cache holds W^T only";
+    EXPECT_LT(codes.bytes(MemoryCategory::Communication), bf16.bytes(MemoryCategory::Communication)) << name;
+    c.dist.prefetch = 2;
+    const models::MemoryPlan ahead = memory_plan(c);
+    EXPECT_GT(ahead.bytes(MemoryCategory::Communication), codes.bytes(MemoryCategory::Communication)) << name;
+  }
 }
 
 }  // namespace

@@ -117,6 +117,30 @@ inline void check_quantize_128x128(const Tensor& w, const Tensor& codes, const T
   detail::check_quantize(w, codes, scale_inv, device, "quantize_128x128", scale_shape_128x128);
 }
 
+/// The block maxima [N/128, K/128] (f32, contiguous on `device`) a 128x128 quantisation of w [N,K] takes.
+inline void check_block_maxima(const Tensor& maxima, const Shape& w_shape, const char* op, Device device) {
+  const Shape blocks = scale_shape_128x128(w_shape, op);
+  fp8math::check_group_scales(maxima, Shape{blocks[0], w_shape[1] / kBlock}, op, "block maxima", device);
+}
+
+inline void check_quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, const Tensor& codes,
+                                               const Tensor& scale_inv, Device device) {
+  constexpr const char* op = "quantize_128x128_with_maxima";
+  detail::check_quantize(w, codes, scale_inv, device, op, scale_shape_128x128);
+  check_block_maxima(maxima, w.shape(), op, device);
+}
+
+/// maxima [N/128, K/128] (f32) and scale_inv [N/128, round_up(K/128, 4)] (f32), both contiguous on `device`.
+inline void check_scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt, const Tensor& scale_inv,
+                                                Device device) {
+  constexpr const char* op = "scale_inv_128x128_from_maxima";
+  COAT_ARG_CHECK(is_fp8(fmt), op, "format ", dtype_name(fmt), " is not an FP8 format (e4m3 or e5m2)");
+  COAT_ARG_CHECK(maxima.dim() == 2, op, "block maxima must be 2-D [N/128, K/128], got ", maxima.str());
+  fp8math::check_group_scales(maxima, maxima.shape(), op, "block maxima", device);
+  check_block_scales(scale_inv, Shape{maxima.size(0), round_up(maxima.size(1), kScaleLdMultiple)}, op,
+                     device);
+}
+
 inline void check_dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, const Tensor& out,
                                    Device device) {
   detail::check_dequantize(codes, scale_inv, out, device, "dequantize_1x128", scale_shape_1x128);

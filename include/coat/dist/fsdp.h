@@ -22,10 +22,12 @@ struct FsdpOptions {
   /// Free a gathered unit after its forward (gather it again for the backward); false keeps it until its
   /// backward has run (more memory, one all-gather less per unit and micro-batch).
   bool reshard_after_forward = true;
-  /// Units whose linears all run FP8 with per-tensor scales are gathered as FP8 codes (dist/fp8_gather.h):
-  /// half the bytes, and the codes one process would quantise. Only for the fp8 and coat recipes (a
-  /// block-scaled recipe's units are gathered in BF16).
+  /// Units whose linears all run FP8 are gathered as FP8 codes (dist/fp8_gather.h): half the bytes, and the
+  /// codes and scales one process would quantise. For the fp8, coat and fp8_block recipes.
   bool fp8_all_gather = false;
+  /// With fp8_all_gather: the recipe's weight scaling (fp8_block: Block128x128), which the gathered codes and
+  /// the FP8 cache they fill follow.
+  Fp8WeightScaling fp8_scaling = Fp8WeightScaling::PerTensor;
   /// The dtype gradients are reduce-scattered in (and summed over replicas): none, the gradients' own; or BF16
   /// (half the bytes; each micro-batch's gradient is rounded to BF16 before the sum, which is added to the slice).
   std::optional<DType> reduce_dtype;

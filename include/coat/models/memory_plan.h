@@ -58,8 +58,9 @@ struct MemoryPlanInput {
   int64_t world_size = 1;
   int64_t shard_align = 128;
   bool reshard_after_forward = true;  ///< false: every unit stays gathered from its forward to its backward
-  /// Blocks whose linears all run FP8 with per-tensor scales are gathered as E4M3 codes (dist.fp8_all_gather):
-  /// 1 byte per element, the codes being the FP8 cache's W (its W^T is made locally), and their vectors in BF16.
+  /// Blocks whose linears all run FP8 are gathered as E4M3 codes (dist.fp8_all_gather): 1 byte per element,
+  /// the codes being the FP8 cache's W (its W^T and, under fp8_block, the block scales are made locally), and
+  /// their vectors in BF16.
   bool fp8_all_gather = false;
   /// Units whose all-gathers are issued ahead (dist.prefetch): each is one more gathered unit in memory.
   int64_t prefetch = 0;

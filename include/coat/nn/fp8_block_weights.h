@@ -27,6 +27,9 @@ class Fp8BlockWeights {
   /// keeps none), quantised if stale. It must be 2-D with both dimensions multiples of 128 (InvalidArgument
   /// naming the weight otherwise).
   const Fp8BlockWeight& get(const Parameter& w);
+  /// Sets w's copies for the current weights, made elsewhere (a sharded unit gathered as FP8 codes,
+  /// dist/fp8_gather.h): w and w_t 128x128-blocked as quantize_128x128 and transpose_128x128 make them.
+  void put(const Parameter& w, Fp8BlockWeight q);
   /// Every copy is stale from now on (the weights changed).
   void invalidate() { ++version_; }
   /// Frees every copy (a sharded model's gathered unit after use); the next get quantises again.

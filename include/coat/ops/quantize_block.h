@@ -38,6 +38,20 @@ Fp8Blocked quantize_1x128_transposed(const Tensor& x, DType fmt, Fp8Saturation s
 /// w [N,K] (f32, bf16 or f16; N and K multiples of 128; any strides) -> one scale per 128x128 block.
 Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
                             MemoryCategory category = MemoryCategory::Activations);
+/// max |w| of every 128x128 block of w [N,K] (f32, bf16 or f16; N and K multiples of 128; any strides): F32
+/// [N/128, K/128], the amaxes quantize_128x128 takes its scales from (NaN and inf propagate).
+Tensor amax_128x128(const Tensor& w);
+/// quantize_128x128 with each block's amax given, maxima F32 [N/128, K/128] on w's device, instead of taken
+/// from w: a weight quantised in pieces (a sharded weight's slices, each padded to whole blocks with zeros,
+/// with every block's largest amax over the pieces) gets the codes and scales the whole weight would.
+/// quantize_128x128(w) is quantize_128x128_with_maxima(w, amax_128x128(w)) byte for byte.
+Fp8Blocked quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, DType fmt,
+                                        Fp8Saturation sat = Fp8Saturation::Saturate,
+                                        MemoryCategory category = MemoryCategory::Activations);
+/// The scale_inv that quantize_128x128 writes for blocks whose amaxes are maxima F32 [N/128, K/128]: F32
+/// [N/128, round_up(K/128, 4)] in the cuBLASLt layout, padding 1.0f, without the codes.
+Tensor scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt,
+                                     MemoryCategory category = MemoryCategory::Activations);
 /// The 128x128-blocked transpose of q (128x128-quantized w [N,K]): codes [K,N] = q.codes^T and the scales of
 /// the transposed blocks, i.e. byte for byte what quantize_128x128(w^T) gives (a block of w^T holds the
 /// elements of one block of w, so it has the same amax and scale), made from the codes without w: no second

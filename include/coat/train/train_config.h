@@ -167,9 +167,9 @@ struct DistConfig {
   ReduceDType reduce_dtype = ReduceDType::FP32;
   /// Seconds a collective may wait before NCCL's watchdog aborts the job (> 0).
   double timeout_s = 600.0;
-  /// Under the fp8 and coat recipes, gather the units whose linears all run FP8 as E4M3 codes quantised by
-  /// their owners from the FP32 masters (half the bytes of BF16, and the copies one process makes) instead of
-  /// their BF16 values (dist/fp8_gather.h). fp8_block's units are gathered in BF16 either way.
+  /// Under the fp8, coat and fp8_block recipes, gather the units whose linears all run FP8 as E4M3 codes
+  /// quantised by their owners from the FP32 masters (half the bytes of BF16, and the copies one process
+  /// makes) instead of their BF16 values (dist/fp8_gather.h).
   bool fp8_all_gather = true;
 
   nlohmann::json to_json() const;

@@ -112,8 +112,11 @@ void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes
     for (int64_t k = cols; k < ld; ++k) si[fp8block::scale_index_1x128(k, mb, ld)] = fp8block::kPadScaleInv;
 }
 
-void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
-  fp8block::check_quantize_128x128(w, codes, scale_inv, Device::cpu());
+namespace {
+
+/// quantize_128x128's loops: each block's amax from `maxima` ([N/128][K/128]) where given, else from w.
+void quantize_blocks_128x128(const Tensor& w, const float* maxima, Fp8Saturation sat, Tensor& codes,
+                             Tensor& scale_inv) {
   const int64_t cols = w.size(1), nblocks = w.size(0) / kBlock, kblocks = cols / kBlock;
   const int64_t ld = fp8block::scale_ld_128x128(cols);
   uint8_t* out = code_data(codes);
@@ -127,9 +130,13 @@ void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor&
         for (int64_t kb = 0; kb < kblocks; ++kb) {
           const int64_t corner = nb * kBlock * cols + kb * kBlock;  // element (128*nb, 128*kb)
           uint32_t key = 0;
-          for (int64_t r = 0; r < kBlock; ++r)
-            for (int64_t c = 0; c < kBlock; ++c) key = max_key(key, amax_key(load_float<In>(wp[corner + r * cols + c])));
-          const float s = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+          if (maxima == nullptr) {
+            for (int64_t r = 0; r < kBlock; ++r)
+              for (int64_t c = 0; c < kBlock; ++c)
+                key = max_key(key, amax_key(load_float<In>(wp[corner + r * cols + c])));
+          }
+          const float amax = maxima != nullptr ? maxima[nb * kblocks + kb] : amax_from_key(key);
+          const float s = scale_from_amax(amax, fp8_max(Fmt));
           si[fp8block::scale_index_128x128(nb, kb, ld)] = scale_inv_from_scale(s);
           for (int64_t r = 0; r < kBlock; ++r) {
             for (int64_t c = 0; c < kBlock; ++c) {
@@ -143,6 +150,33 @@ void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor&
   });
   for (int64_t nb = 0; nb < nblocks; ++nb)
     for (int64_t kb = kblocks; kb < ld; ++kb) si[fp8block::scale_index_128x128(nb, kb, ld)] = fp8block::kPadScaleInv;
+}
+
+}  // namespace
+
+void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  fp8block::check_quantize_128x128(w, codes, scale_inv, Device::cpu());
+  quantize_blocks_128x128(w, nullptr, sat, codes, scale_inv);
+}
+
+void quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, Fp8Saturation sat, Tensor& codes,
+                                  Tensor& scale_inv) {
+  fp8block::check_quantize_128x128_with_maxima(w, maxima, codes, scale_inv, Device::cpu());
+  quantize_blocks_128x128(w, maxima.data<const float>(), sat, codes, scale_inv);
+}
+
+void scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale_inv) {
+  fp8block::check_scale_inv_128x128_from_maxima(maxima, fmt, scale_inv, Device::cpu());
+  const int64_t nblocks = maxima.size(0), kblocks = maxima.size(1), ld = scale_inv.size(1);
+  const float* m = maxima.data<const float>();
+  float* si = scale_inv.data<float>();
+  for (int64_t nb = 0; nb < nblocks; ++nb) {
+    for (int64_t kb = 0; kb < ld; ++kb) {
+      si[fp8block::scale_index_128x128(nb, kb, ld)] =
+          kb < kblocks ? scale_inv_from_scale(scale_from_amax(m[nb * kblocks + kb], fp8_max(fmt)))
+                       : fp8block::kPadScaleInv;
+    }
+  }
 }
 
 void dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out) {

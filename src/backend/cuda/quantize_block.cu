@@ -3,7 +3,8 @@
 // codes and scales are byte-identical to it. Amaxes are maxima of integer keys (exact, order-free).
 //  - 1x128: one warp per group, 4 elements a lane (one 16- or 8-byte load when aligned), shuffles for the amax.
 //  - 128x128: one 256-thread block per 128x128 tile, two passes over the tile (amax, then quantize; the
-//    second pass reads the tile from L1/L2), a block reduction for the amax.
+//    second pass reads the tile from L1/L2), a block reduction for the amax; with the tiles' amaxes given
+//    (quantize_128x128_with_maxima) only the second.
 //  - 1x128 of x^T (quantize_1x128_transposed): one 256-thread block per tile of 128 rows x 64 columns of x,
 //    loaded with coalesced row-wise reads (4-element vectors when aligned) into shared memory as floats;
 //    then each warp takes whole columns: 4 conflict-free shared reads a lane, a shuffle amax, the codes of
@@ -118,12 +119,14 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_kernel(const storage_
 
 /// One 256-thread block per 128x128 tile t = nb * kblocks + kb. Threads cover a tile row with 128 / Vec
 /// threads of Vec consecutive elements each, 256 / (128 / Vec) rows per pass. The block handling the last
-/// tile of a tile row also writes that row's padding entries of the layout.
+/// tile of a tile row also writes that row's padding entries of the layout. With block_maxima (the tiles'
+/// amaxes, [nblocks][kblocks]) the amax pass is skipped and the tile's amax read from there.
 template <DType In, DType Fmt, int Vec>
-__global__ __launch_bounds__(kThreads) void quantize_128x128_kernel(const storage_t<In>* w, int64_t nblocks,
-                                                                    int64_t kblocks, int64_t ld,
-                                                                    Fp8Saturation sat, uint8_t* codes,
-                                                                    float* scale_inv) {
+__global__ __launch_bounds__(kThreads) void quantize_128x128_kernel(const storage_t<In>* w,
+                                                                    const float* block_maxima,
+                                                                    int64_t nblocks, int64_t kblocks,
+                                                                    int64_t ld, Fp8Saturation sat,
+                                                                    uint8_t* codes, float* scale_inv) {
   constexpr int kThreadsPerRow = kBlock / Vec;
   constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
   __shared__ uint32_t warp_keys[kWarpsPerBlock];
@@ -135,7 +138,7 @@ __global__ __launch_bounds__(kThreads) void quantize_128x128_kernel(const storag
     const int64_t nb = t / kblocks, kb = t % kblocks;
     const int64_t corner = nb * kBlock * cols + kb * kBlock;
     uint32_t key = 0;
-    for (int r = row0; r < kBlock; r += kRowsPerPass) {
+    for (int r = row0; block_maxima == nullptr && r < kBlock; r += kRowsPerPass) {
       float v[Vec];
       load_floats<In, Vec>(w + corner + r * cols + col, v);
 #pragma unroll
@@ -147,7 +150,8 @@ __global__ __launch_bounds__(kThreads) void quantize_128x128_kernel(const storag
     if (warp == 0) {
       key = warp_max_key(lane < kWarpsPerBlock ? warp_keys[lane] : 0u);
       if (lane == 0) {
-        const float s = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+        const float amax = block_maxima != nullptr ? block_maxima[t] : amax_from_key(key);
+        const float s = scale_from_amax(amax, fp8_max(Fmt));
         tile_scale = s;
         scale_inv[fp8block::scale_index_128x128(nb, kb, ld)] = scale_inv_from_scale(s);
         if (kb == kblocks - 1) {
@@ -241,6 +245,19 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
       scale_inv[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld)] = fp8block::kPadScaleInv;
     }
     __syncthreads();  // the tile is read before the next iteration overwrites it
+  }
+}
+
+/// Entry i = nb * ld + kb of the 128x128 scale layout [nblocks][ld]: scale_inv of block (nb, kb) with amax
+/// maxima[nb * kblocks + kb], or the padding's 1.0f (kb >= kblocks).
+__global__ __launch_bounds__(kThreads) void scale_inv_128x128_kernel(const float* maxima, int64_t nblocks,
+                                                                     int64_t kblocks, int64_t ld,
+                                                                     float fmt_max, float* scale_inv) {
+  const int64_t n = nblocks * ld;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const int64_t nb = i / ld, kb = i % ld;
+    scale_inv[i] = kb < kblocks ? scale_inv_from_scale(scale_from_amax(maxima[nb * kblocks + kb], fmt_max))
+                                : fp8block::kPadScaleInv;
   }
 }
 
@@ -357,9 +374,11 @@ void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes
   });
 }
 
-void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
-  constexpr const char* op = "quantize_128x128";
-  fp8block::check_quantize_128x128(w, codes, scale_inv, w.device());
+namespace {
+
+/// Launches quantize_128x128_kernel (block_maxima: the tiles' amaxes, or null to take them from w).
+void launch_quantize_128x128(const char* op, const Tensor& w, const float* block_maxima, Fp8Saturation sat,
+                             Tensor& codes, Tensor& scale_inv) {
   COAT_ARG_CHECK(w.device().is_cuda(), op, "input ", w.str(), " is not on a CUDA device");
   const int64_t nblocks = w.size(0) / fp8block::kBlock, kblocks = w.size(1) / fp8block::kBlock;
   const int64_t tiles = nblocks * kblocks;
@@ -373,15 +392,43 @@ void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor&
     dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
       constexpr DType Fmt = decltype(f)::value;
       if (vectorized) {
-        quantize_128x128_kernel<In, Fmt, kVec><<<blocks, kThreads, 0, stream>>>(
-            input_data<In>(w), nblocks, kblocks, ld, sat, code_data(codes), scale_inv.data<float>());
+        quantize_128x128_kernel<In, Fmt, kVec>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(w), block_maxima, nblocks, kblocks, ld, sat,
+                                              code_data(codes), scale_inv.data<float>());
       } else {
-        quantize_128x128_kernel<In, Fmt, 1><<<blocks, kThreads, 0, stream>>>(
-            input_data<In>(w), nblocks, kblocks, ld, sat, code_data(codes), scale_inv.data<float>());
+        quantize_128x128_kernel<In, Fmt, 1>
+            <<<blocks, kThreads, 0, stream>>>(input_data<In>(w), block_maxima, nblocks, kblocks, ld, sat,
+                                              code_data(codes), scale_inv.data<float>());
       }
       COAT_CUDA_CHECK_LAST_LAUNCH();
     });
   });
+}
+
+}  // namespace
+
+void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
+  fp8block::check_quantize_128x128(w, codes, scale_inv, w.device());
+  launch_quantize_128x128("quantize_128x128", w, nullptr, sat, codes, scale_inv);
+}
+
+void quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, Fp8Saturation sat, Tensor& codes,
+                                  Tensor& scale_inv) {
+  fp8block::check_quantize_128x128_with_maxima(w, maxima, codes, scale_inv, w.device());
+  launch_quantize_128x128("quantize_128x128_with_maxima", w, maxima.data<const float>(), sat, codes,
+                          scale_inv);
+}
+
+void scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale_inv) {
+  constexpr const char* op = "scale_inv_128x128_from_maxima";
+  fp8block::check_scale_inv_128x128_from_maxima(maxima, fmt, scale_inv, maxima.device());
+  COAT_ARG_CHECK(maxima.device().is_cuda(), op, "block maxima ", maxima.str(), " are not on a CUDA device");
+  const int64_t n = scale_inv.numel();
+  if (n == 0) return;
+  scale_inv_128x128_kernel<<<grid_for(maxima, n, kThreads), kThreads, 0, stream_of(maxima)>>>(
+      maxima.data<const float>(), maxima.size(0), maxima.size(1), scale_inv.size(1), fp8_max(fmt),
+      scale_inv.data<float>());
+  COAT_CUDA_CHECK_LAST_LAUNCH();
 }
 
 void dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out) {

@@ -146,6 +146,53 @@ TEST_F(CudaQuantizeBlock, Blockwise128x128ByteIdenticalToCpu) {
   }
 }
 
+// A sharded weight's blocks quantised with given amaxes (quantize_128x128_with_maxima,
+// scale_inv_128x128_from_ maxima, amax_128x128; dist/fp8_gather.h): the CPU's bytes on random maxima at least
+// the blocks' own (a block quantised with the largest amax over the ranks holding parts of it), with zero,
+// NaN and inf maxima among them.
+TEST_F(CudaQuantizeBlock, WithGivenMaximaByteIdenticalToCpu) {
+  const Shape shapes[] = {{256, 384}, {128, 640}, {384, 128}};
+  uint32_t seed = 700;
+  for (const Shape& shape : shapes) {
+    for (DType in : {DType::F32, DType::BF16}) {
+      const Tensor w = random_host(shape, in, seed++);
+      const Tensor own = ops::amax_128x128(w);
+      expect_same_bytes(own, ops::amax_128x128(ops::to(w, gpu)), "amax_128x128 " + shape_str(shape));
+      // Each block's amax times 1 to 4, and three special blocks: zero, NaN and inf.
+      std::vector<double> m = ops::to_double_vector(own);
+      std::mt19937 rng(seed);
+      for (double& v : m) v *= 1.0 + static_cast<double>(rng() % 4);
+      m[0] = 0.0;
+      if (m.size() > 2) m[1] = std::nan("");
+      if (m.size() > 2) m[2] = INFINITY;
+      const Tensor maxima = ops::from_vector(cpu, own.shape(), DType::F32, m);
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        const Shape scale_shape = fp8block::scale_shape_128x128(shape, "test");
+        Tensor codes = Tensor::empty(cpu, shape, fmt),
+               scale_inv = Tensor::empty(cpu, scale_shape, DType::F32);
+        cpu::quantize_128x128_with_maxima(w, maxima, Fp8Saturation::Saturate, codes, scale_inv);
+        Tensor from_maxima = Tensor::empty(cpu, scale_shape, DType::F32);
+        cpu::scale_inv_128x128_from_maxima(maxima, fmt, from_maxima);
+        expect_same_bytes(scale_inv, from_maxima, "the CPU's scale_inv from maxima alone");
+        for (bool misaligned : {false, true}) {
+          const std::string what =
+              label("128x128 with maxima", shape, in, fmt, Fp8Saturation::Saturate, misaligned);
+          const Tensor dw = gpu_tensor(shape, in, misaligned, &w);
+          const Tensor dmaxima = ops::to(maxima, gpu);
+          Tensor dcodes = gpu_tensor(shape, fmt, misaligned);
+          Tensor dscale = gpu_tensor(scale_shape, DType::F32, false);
+          cuda::quantize_128x128_with_maxima(dw, dmaxima, Fp8Saturation::Saturate, dcodes, dscale);
+          expect_same_bytes(codes, dcodes, what + " codes");
+          expect_same_bytes(scale_inv, dscale, what + " scale_inv");
+          Tensor dfrom = gpu_tensor(scale_shape, DType::F32, false);
+          cuda::scale_inv_128x128_from_maxima(dmaxima, fmt, dfrom);
+          expect_same_bytes(scale_inv, dfrom, what + " scale_inv from maxima");
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CudaQuantizeBlock, TransposeByteIdenticalToCpuAndToQuantizingTheTranspose) {
   // ops::transpose_128x128 (a byte transpose of the codes and of the block scales) on the GPU: the CPU's bytes,
   // and those of quantising w^T, padding included; an inf block keeps its NaN scale in its transposed place.

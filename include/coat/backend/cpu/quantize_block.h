@@ -24,6 +24,13 @@ void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& s
 void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
 /// w [N,K] (N, K % 128 == 0) -> codes [N,K], scale_inv f32 [N/128, round_up(K/128,4)] (one per 128x128 block).
 void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
+/// quantize_128x128 with each block's amax taken from maxima f32 [N/128, K/128] instead of w (the largest
+/// over the pieces of a weight quantised apart, e.g. a sharded weight's slices).
+void quantize_128x128_with_maxima(const Tensor& w, const Tensor& maxima, Fp8Saturation sat, Tensor& codes,
+                                  Tensor& scale_inv);
+/// The scale_inv quantize_128x128 writes for blocks with amaxes maxima f32 [nb, kb] (format fmt): f32
+/// [nb, round_up(kb, 4)], padding 1.0f.
+void scale_inv_128x128_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale_inv);
 /// out = float(code) * scale_inv of its 1x128 group; out f32, bf16 or f16 of codes' shape.
 void dequantize_1x128(const Tensor& codes, const Tensor& scale_inv, Tensor& out);
 /// out = float(code) * scale_inv of its 128x128 block; out f32, bf16 or f16 of codes' shape.
