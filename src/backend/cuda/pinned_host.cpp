@@ -15,13 +15,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "coat/backend/cuda/check.h"
 #include "coat/core/error.h"
+#include "coat/core/host_memory.h"
 
 namespace coat::cuda {
 
@@ -35,18 +35,6 @@ size_t page_size() {
 size_t round_up(size_t bytes) {
   const size_t page = page_size();
   return (bytes + page - 1) / page * page;
-}
-
-/// MemAvailable of /proc/meminfo in bytes; 0 where it cannot be read (then nothing is checked).
-size_t available_host_bytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  size_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
 }
 
 /// Writes one byte per page from up to 16 threads, so that the kernel faults the pages in (zeroed) before
