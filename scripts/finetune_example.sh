@@ -2,15 +2,18 @@
 # Fine-tuning a Hugging Face model end to end: import, SFT data, fine-tune under the coat recipe, export,
 # generate, and (where torch + transformers are installed) load the export in transformers and compare.
 #
-#   scripts/finetune_example.sh [--hf DIR] [--data FILE] [--device cpu|cuda] [--np N] [--work DIR]
-#                               [--config FILE] [--recipe R] [--steps N] [--max-shard-size S] [--bin DIR]
-#                               [--set section.key=value ...]
+#   scripts/finetune_example.sh [--hf DIR | --base coat|transformers] [--data FILE] [--device cpu|cuda]
+#                               [--np N] [--work DIR] [--config FILE] [--recipe R] [--steps N]
+#                               [--max-shard-size S] [--bin DIR] [--set section.key=value ...]
 #
 #   --hf DIR     an HF model directory (config.json, model.safetensors or a sharded index, tokenizer.json,
 #                tokenizer_config.json with a chat template and eos_token). Without it the script makes a tiny
 #                one itself (no torch or transformers needed): a byte-level BPE tokenizer trained with the
 #                `tokenizers` library, a small Llama pretrained a few steps by coat-train, exported by
 #                coat-convert as the "published" model.
+#   --base B     without --hf: coat (the above, default) or transformers: the tiny model is instead written by
+#                transformers' own save_pretrained (Llama-3.1 shape: llama3 RoPE scaling, rope_theta 500000,
+#                grouped KV heads; random weights, BF16, sharded); needs torch and transformers.
 #   --data FILE  chat JSONL ({"messages": [...]} or {"prompt", "completion"} lines); default: a small
 #                arithmetic chat set the script writes.
 #   --device     cpu (default) or cuda; --np N runs the fine-tuning under mpirun with N ranks.
@@ -33,17 +36,22 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 hf=""; data=""; device=cpu; np=1; work=runs/finetune_example; config="$repo/configs/finetune_example.json"
-recipe=coat; steps=""; shard=""; bin="$repo/build"; user_sets=()
+recipe=coat; steps=""; shard=""; bin="$repo/build"; user_sets=(); base=coat
 while [[ $# -gt 0 ]]; do
   case $1 in
     --hf) hf=$2; shift 2 ;; --data) data=$2; shift 2 ;; --device) device=$2; shift 2 ;; --np) np=$2; shift 2 ;;
     --work) work=$2; shift 2 ;; --config) config=$2; shift 2 ;; --recipe) recipe=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;; --max-shard-size) shard=$2; shift 2 ;; --bin) bin=$2; shift 2 ;;
+    --base) base=$2; shift 2 ;;
     --set) user_sets+=(--set "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "finetune_example.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+[[ $base == coat || $base == transformers ]] || { echo "finetune_example.sh: --base is coat or transformers, not '$base'" >&2; exit 2; }
+if [[ $base == transformers ]] && ! python3 -c 'import torch, transformers' 2> /dev/null; then
+  echo "finetune_example.sh: --base transformers needs python3 with torch and transformers" >&2; exit 3
+fi
 [[ $device == cpu || $device == cuda ]] || { echo "finetune_example.sh: --device is cpu or cuda, not '$device'" >&2; exit 2; }
 [[ $np =~ ^[1-9][0-9]*$ ]] || { echo "finetune_example.sh: --np takes a positive number, not '$np'" >&2; exit 2; }
 for tool in coat-train coat-convert coat-generate; do
@@ -116,6 +124,33 @@ vocab = tok.get_vocab_size(with_added_tokens=True)
 print((vocab + 63) // 64 * 64)  # the model's vocabulary: a multiple of 64
 PY
   )
+  if [[ $base == transformers ]]; then
+    # The published model as transformers itself writes one: Llama-3.1-shaped (llama3 RoPE scaling, grouped KV
+    # heads, untied head), randomly initialised, BF16, sharded by save_pretrained; not pretrained.
+    run python3 - "$work/base" "$vocab" <<'PY'
+import os, shutil, sys
+import torch, transformers
+base, vocab = sys.argv[1], int(sys.argv[2])
+scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+           "original_max_position_embeddings": 64}
+kw = dict(vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+          num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False, rms_norm_eps=1e-5,
+          bos_token_id=0, eos_token_id=1)
+try:  # transformers 5.x: rope_parameters; 4.x: rope_theta + rope_scaling
+    config = transformers.LlamaConfig(rope_parameters=dict(scaling, rope_theta=500000.0), **kw)
+except TypeError:
+    config = transformers.LlamaConfig(rope_theta=500000.0, rope_scaling=scaling, **kw)
+torch.manual_seed(7)
+model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+out = os.path.join(base, "hf")
+model.save_pretrained(out, max_shard_size="200KB")
+for f in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(base, f), out)
+print(f"transformers {transformers.__version__} wrote {out}: {sorted(os.listdir(out))}")
+PY
+    hf="$work/base/hf"
+    note "a. ran:     tiny Llama-3.1-shaped model written by transformers' save_pretrained (vocabulary $vocab, BF16, sharded) -> $hf"
+  else
   pre_recipe=fp32; [[ $device == cuda ]] && pre_recipe=bf16
   cat > "$work/base/pretrain/config.json" <<EOF
 {
@@ -141,6 +176,7 @@ EOF
   cp "$work/base/tokenizer.json" "$work/base/tokenizer_config.json" "$work/base/hf/"
   hf="$work/base/hf"
   note "a. ran:     tiny model made (vocabulary $vocab, 2 layers, pretrained 80 steps) -> $hf"
+  fi
 else
   note "a. skipped: --hf $hf given (no tiny model made)"
 fi
