@@ -422,6 +422,18 @@ void plan_sharded_units(const ModelConfig& m, const std::vector<UnitLayout>& uni
                             " in " + std::string(dtype_name(in.compute_dtype)) +
                             (any_codes ? " (the FP8 blocks' matrices as e4m3 codes)" : "") +
                             " and the whole gradient of the unit in its backward"});
+  if (any_codes && in.recipe.block_scaled) {
+    // dist::Fp8UnitGather under fp8_block: a rank's part of one matrix at a time in F32, zero-padded to whole
+    // 128-row blocks (at most its slice, or the whole matrix, plus 127 rows each side), while it quantises.
+    const int64_t cols = std::max(m.hidden_size, m.intermediate_size);
+    const int64_t largest = 2 * m.intermediate_size * m.hidden_size;  // the fused gate/up matrix
+    int64_t shard_max = 0;
+    for (const UnitLayout& u : units) shard_max = std::max(shard_max, UnitShard::of(u.numel, spec).shard_numel);
+    const double padded = static_cast<double>(std::min(largest, shard_max) + 2 * 127 * cols) * 4.0;
+    plan.lines.push_back({MemoryCategory::Communication, allocation_bytes(padded, dev),
+                          "fp8_block gather: a matrix part in f32, padded to whole 128-row blocks, while it is "
+                          "quantised (transient)"});
+  }
 }
 
 }  // namespace
