@@ -56,18 +56,8 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
       std::printf("(no CUDA device visible here: the plan is not compared with a GPU's memory; pass --device-memory GIB)\n");
     }
   }
-  std::printf("%s", coat::train::describe_memory_plan(c, device_bytes).c_str());
-  if (c.checkpoint.async) {
-    // The snapshot copy is checked against this machine's free host memory at the start of a run (per rank).
-    const coat::models::MemoryPlan plan = coat::train::memory_plan(c);
-    const uint64_t copy = plan.bytes(coat::MemoryCategory::MasterWeights) + plan.bytes(coat::MemoryCategory::OptimizerState);
-    const uint64_t host = coat::available_host_bytes();
-    if (host > 0) {
-      std::printf("host memory here: %s available (MemAvailable); the snapshot copy of one rank %s\n",
-                  coat::models::format_bytes(static_cast<double>(host)).c_str(),
-                  copy <= host ? "fits" : "does NOT fit: set checkpoint.async = false");
-    }
-  }
+  // The snapshot copy is checked against this machine's available host memory at the start of a run too.
+  std::printf("%s", coat::train::describe_memory_plan(c, device_bytes, coat::available_host_bytes()).c_str());
   coat::train::TrainConfig other = c;
   using coat::models::Recompute;
   other.train.recompute = c.train.recompute == Recompute::Blocks ? Recompute::None : Recompute::Blocks;

@@ -1,5 +1,6 @@
 // The background checkpoint writer: host snapshot, writer thread, agreement and commit on the training
 // thread.
+#include "coat/core/host_memory.h"
 #include "coat/train/async_saver.h"
 
 #include <fmt/format.h>
@@ -75,6 +76,11 @@ void AsyncSaver::reserve_in_background(const std::vector<std::pair<std::string, 
     specs.push_back({name, t.shape(), t.dtype()});
     reserving_bytes_ += t.nbytes();
   }
+  // Before any page is touched: more than the machine has is an error now, not the OOM killer later.
+  check_host_memory_fits(reserving_bytes_, available_host_bytes(),
+                         "checkpoint.async (a host copy of this rank's masters and optimizer states for the saves "
+                         "in the background)",
+                         "set checkpoint.async = false to save without it (training then waits for each write)");
   reserver_ = std::thread([this, specs = std::move(specs), on_done = std::move(on_done)] {
     const auto started = Clock::now();
     try {

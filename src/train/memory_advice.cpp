@@ -67,7 +67,7 @@ models::MemoryPlan memory_plan(const TrainConfig& c) {
   return models::plan_memory(c.model, memory_plan_input(c));
 }
 
-std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
+std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes, uint64_t host_bytes) {
   const models::MemoryPlan plan = memory_plan(c);
   char line[512];
   std::snprintf(line, sizeof line,
@@ -85,6 +85,11 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes) {
     out += "plus " + models::format_bytes(static_cast<double>(copy)) + " of " +
            (c.train.device == DeviceKind::CUDA ? "pinned host" : "host") +
            " memory for the checkpoint snapshot (checkpoint.async; false saves without it)\n";
+    if (host_bytes > 0) {
+      out += "host memory here: " + models::format_bytes(static_cast<double>(host_bytes)) +
+             " available (MemAvailable); the snapshot copy of one rank " +
+             (copy <= host_bytes ? "fits" : "does NOT fit: set checkpoint.async = false") + "\n";
+    }
   }
   if (device_bytes == 0) return out;
   const bool cuda = c.train.device == DeviceKind::CUDA;

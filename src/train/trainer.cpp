@@ -9,7 +9,6 @@
 #include <limits>
 #include <map>
 
-#include "coat/core/host_memory.h"
 #include "coat/core/nvtx.h"
 #include "coat/io/atomic_file.h"
 #include "coat/io/checkpoint.h"
@@ -559,15 +558,8 @@ void Trainer::reserve_snapshot_buffers() {
   // Pinning tens of GB takes tens of seconds: it runs beside the first steps; the first save waits for it.
   const bool log = rank_ == 0;
   const std::string kind = context_->device().is_cpu() ? "" : "pinned ";
-  const auto slices = checkpoint_slices(model_->store(), *optimizer_);
-  uint64_t needed = 0;
-  for (const auto& [name, t] : slices) needed += t.nbytes();
-  // Before any page is touched: more than the machine has is an error now, not the OOM killer later.
-  check_host_memory_fits(needed, available_host_bytes(),
-                         detail::concat("checkpoint.async (rank ", rank_, ": a host copy of its masters and "
-                                        "optimizer states for the saves in the background)"),
-                         "set checkpoint.async = false to save without it (training then waits for each write)");
-  saver_->reserve_in_background(slices, [log, kind](uint64_t bytes, double seconds) {
+  saver_->reserve_in_background(checkpoint_slices(model_->store(), *optimizer_), [log, kind](uint64_t bytes,
+                                                                                           double seconds) {
     if (log) {
       spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state, allocated "
                    "beside the first steps in {:.2f} s",

@@ -345,9 +345,16 @@ TEST_F(MemoryPlanTest, CoatPlanDescribesItsRecipe) {
       coat_plan.bytes(MemoryCategory::MasterWeights) + coat_plan.bytes(MemoryCategory::OptimizerState)));
   EXPECT_NE(words.find("plus " + copy + " of"), std::string::npos) << words;
   EXPECT_NE(words.find("memory for the checkpoint snapshot (checkpoint.async"), std::string::npos) << words;
+  // Against the host memory available (given): the copy fits or not; not compared without it.
+  const uint64_t copy_bytes = coat_plan.bytes(MemoryCategory::MasterWeights) + coat_plan.bytes(MemoryCategory::OptimizerState);
+  EXPECT_EQ(words.find("host memory here"), std::string::npos) << words;
+  EXPECT_NE(describe_memory_plan(coat, 0, copy_bytes).find("the snapshot copy of one rank fits"), std::string::npos);
+  EXPECT_NE(describe_memory_plan(coat, 0, copy_bytes - 1).find("does NOT fit: set checkpoint.async = false"),
+            std::string::npos);
   TrainConfig sync = coat;
   sync.checkpoint.async = false;
-  EXPECT_EQ(describe_memory_plan(sync, 0).find("checkpoint snapshot"), std::string::npos);
+  EXPECT_EQ(describe_memory_plan(sync, 0, 1).find("checkpoint snapshot"), std::string::npos);
+  EXPECT_EQ(describe_memory_plan(sync, 0, 1).find("host memory here"), std::string::npos);
   nlohmann::json fp8 = config("llama", "fp8", "none", "r");
   fp8["precision"]["bf16_layers"] = {-1, 0};
   const std::string fp8_words = describe_memory_plan(parse_train_config(fp8, "plan.json"), 0);

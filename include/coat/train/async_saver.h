@@ -68,7 +68,8 @@ class AsyncSaver {
   /// Allocates the host buffers for `tensors` (a snapshot's, or views like them) on a thread of its own
   /// rather than at the first save: returns at once; `on_done(bytes, seconds)` is called on that thread
   /// when the buffers are allocated. The first save (and the destructor) waits for it; an allocation that
-  /// failed throws there (IoError naming the bytes and the error). Call at most once, before any save.
+  /// failed throws there (IoError naming the bytes and the error). More bytes than the host has available
+  /// throw here, at once (OutOfMemory, check_host_memory_fits). Call at most once, before any save.
   void reserve_in_background(const std::vector<std::pair<std::string, Tensor>>& tensors,
                              std::function<void(uint64_t, double)> on_done = {});
   /// Host bytes held by the snapshot buffers (or being reserved).

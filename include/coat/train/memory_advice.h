@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "coat/models/memory_plan.h"
@@ -27,7 +28,8 @@ models::MemoryPlan memory_plan(const TrainConfig& config);
 /// device_bytes > 0 (the device's memory), says whether it fits (after kCudaContextReserveBytes on CUDA)
 /// and, when it does not, what would: train.recompute=blocks, the largest train.micro_batch_size that
 /// divides train.global_batch_size and fits (with and without recomputation), or, when even the weights,
-/// gradients and optimizer states do not fit, what shrinks those.
-std::string describe_memory_plan(const TrainConfig& config, size_t device_bytes);
+/// gradients and optimizer states do not fit, what shrinks those. With host_bytes > 0 (the host memory
+/// available, e.g. available_host_bytes()), says whether one rank's checkpoint.async snapshot copy fits in it.
+std::string describe_memory_plan(const TrainConfig& config, size_t device_bytes, uint64_t host_bytes = 0);
 
 }  // namespace coat::train
