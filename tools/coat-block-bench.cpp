@@ -3,15 +3,21 @@
 // median), model TFLOP/s of the block, the bytes the block keeps for its backward (the tape's saved
 // activations, distinct storages counted once) and the peak memory above the weights.
 //   coat-block-bench --config configs/bench_llama2_7b_4layers.json [--recipes bf16,fp8,coat] [--steps 10]
-//                    [--warmup 3] [--set k=v ...] [--json out.json]
+//                    [--warmup 3] [--kernels] [--top 25] [--set k=v ...] [--json out.json]
 // The model is built with one block (the config's shape otherwise); x and the output gradient are random
-// BF16 [micro_batch_size, seq_len, hidden].
+// BF16 [micro_batch_size, seq_len, hidden]. A recipe written name:unfused runs with the fused producers off
+// (Transformer::set_fused_producers): the same bytes, every quantisation pass on its own. --kernels (CUDA,
+// with CUPTI): after the timed passes of each recipe, 3 more under the kernel profiler; one table of the
+// kernels' GPU time per pass, a column per recipe (what each fusion removed, side by side).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -22,7 +28,11 @@
 #include "coat/models/transformer.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/runtime.h"
+#include "coat/train/bench_report.h"
 #include "coat/train/train_config.h"
+#ifdef COAT_HAVE_CUPTI
+#include "coat/backend/cuda/kernel_profiler.h"
+#endif
 
 namespace {
 
@@ -31,7 +41,10 @@ struct Result {
   double ms = 0.0;
   size_t saved_bytes = 0;
   size_t peak_bytes = 0;
+  std::map<std::string, double> kernel_ms;  ///< GPU time per pass by kernel display name (--kernels)
 };
+
+constexpr int kProfiledPasses = 3;
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -41,6 +54,67 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
+/// GPU time per pass of each kernel over `passes` runs of `pass` under CUPTI; empty (with the reason on
+/// stderr) without the profiler.
+std::map<std::string, double> profile_kernels([[maybe_unused]] const std::function<void()>& pass,
+                                              [[maybe_unused]] const coat::ContextPtr& ctx, int passes) {
+  std::map<std::string, double> per_pass;
+#ifdef COAT_HAVE_CUPTI
+  try {
+    coat::cuda::KernelProfiler profiler;
+    ctx->synchronize();
+    profiler.start();
+    for (int i = 0; i < passes; ++i) pass();
+    profiler.stop();
+    for (const coat::cuda::KernelActivity& k : profiler.kernels())
+      per_pass[coat::train::kernel_display_name(k.name, 60)] += k.total_ms / passes;
+    if (profiler.dropped_records() > 0)
+      std::fprintf(stderr, "coat-block-bench: the profiler dropped %lld records; the times are too low\n",
+                   static_cast<long long>(profiler.dropped_records()));
+  } catch (const coat::Error& e) {
+    std::fprintf(stderr, "coat-block-bench: no kernel table: %s\n", e.what());
+  }
+#else
+  std::fprintf(stderr, "coat-block-bench: no kernel table: this build has no CUPTI kernel profiler\n");
+#endif
+  return per_pass;
+}
+
+/// The `top` kernels of any recipe (by GPU time per pass), a row each, a column per recipe, then the totals.
+void print_kernel_table(const std::vector<Result>& results, size_t top) {
+  std::set<std::string> names;
+  for (const Result& r : results) {
+    std::vector<std::pair<double, std::string>> by_time;
+    for (const auto& [name, ms] : r.kernel_ms) by_time.emplace_back(-ms, name);
+    std::sort(by_time.begin(), by_time.end());
+    for (size_t i = 0; i < std::min(top, by_time.size()); ++i) names.insert(by_time[i].second);
+  }
+  if (names.empty()) return;
+  std::vector<std::pair<double, std::string>> rows;  // by the largest time of any recipe
+  for (const std::string& name : names) {
+    double most = 0.0;
+    for (const Result& r : results) most = std::max(most, r.kernel_ms.count(name) ? r.kernel_ms.at(name) : 0.0);
+    rows.emplace_back(-most, name);
+  }
+  std::sort(rows.begin(), rows.end());
+  std::printf("[kernels] GPU ms per pass (%d profiled passes each)\n%-62s", kProfiledPasses, "kernel");
+  for (const Result& r : results) std::printf(" %14s", r.recipe.c_str());
+  std::printf("\n");
+  for (const auto& [neg, name] : rows) {
+    std::printf("%-62s", name.c_str());
+    for (const Result& r : results)
+      std::printf(" %14.3f", r.kernel_ms.count(name) ? r.kernel_ms.at(name) : 0.0);
+    std::printf("\n");
+  }
+  std::printf("%-62s", "all kernels");
+  for (const Result& r : results) {
+    double total = 0.0;
+    for (const auto& [name, ms] : r.kernel_ms) total += ms;
+    std::printf(" %14.3f", total);
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,6 +122,8 @@ int main(int argc, char** argv) {
   std::string config_path, recipes = "bf16,fp8,coat", json_out;
   std::vector<std::string> overrides;
   int steps = 10, warmup = 3;
+  bool kernels = false;
+  size_t top = 25;
   app.add_option("--config", config_path, "JSON config (its model shape, micro-batch and sequence length)")
       ->required();
   app.add_option("--set", overrides, "override: section.key=value (repeatable)");
@@ -55,6 +131,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "timed passes")->check(CLI::Range(1, 100000));
   app.add_option("--warmup", warmup, "untimed passes first")->check(CLI::Range(0, 100000));
   app.add_option("--json", json_out, "write the results here");
+  app.add_flag("--kernels", kernels, "CUDA: a table of the kernels' GPU time per pass, a column per recipe");
+  app.add_option("--top", top, "kernels of each recipe in the table")->check(CLI::Range(1, 100000));
   CLI11_PARSE(app, argc, argv);
   try {
     coat::train::TrainConfig config = coat::train::load_train_config(config_path, overrides);
@@ -81,23 +159,27 @@ int main(int argc, char** argv) {
                 static_cast<long long>(seq), device.str().c_str());
     std::vector<Result> results;
     for (const std::string& name : split(recipes)) {
-      model.set_recipe(coat::models::make_recipe(name, {}, 1));
+      const std::string suffix = ":unfused";
+      const bool unfused = name.size() > suffix.size() && name.ends_with(suffix);
+      model.set_recipe(coat::models::make_recipe(unfused ? name.substr(0, name.size() - suffix.size()) : name, {}, 1));
+      model.set_fused_producers(!unfused);
       Result r;
       r.recipe = name;
+      const auto pass = [&] {
+        model.zero_grad(/*defer_linear=*/true);
+        coat::autograd::Tape tape;
+        coat::autograd::Var in = tape.leaf(x, /*requires_grad=*/true);
+        coat::autograd::Var out = model.block(tape, 0, in, batch, seq);
+        r.saved_bytes = tape.saved_bytes();
+        tape.backward(out, dy);
+      };
       std::vector<double> times;
       for (int i = 0; i < warmup + steps; ++i) {
-        model.zero_grad(/*defer_linear=*/true);
         ctx->synchronize();
         const size_t base = ctx->allocator().memory_report().total_current_bytes;
         ctx->allocator().reset_peaks();
         const auto t0 = std::chrono::steady_clock::now();
-        {
-          coat::autograd::Tape tape;
-          coat::autograd::Var in = tape.leaf(x, /*requires_grad=*/true);
-          coat::autograd::Var out = model.block(tape, 0, in, batch, seq);
-          r.saved_bytes = tape.saved_bytes();
-          tape.backward(out, dy);
-        }
+        pass();
         ctx->synchronize();
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (i >= warmup) times.push_back(ms);
@@ -105,13 +187,14 @@ int main(int argc, char** argv) {
       }
       std::sort(times.begin(), times.end());
       r.ms = times[times.size() / 2];
+      if (kernels && device.is_cuda()) r.kernel_ms = profile_kernels(pass, ctx, kProfiledPasses);
       results.push_back(r);
     }
     const Result& base = results.front();
     nlohmann::json js = nlohmann::json::array();
     for (const Result& r : results) {
       std::printf(
-          "[block] %-5s %8.2f ms  %6.1f TFLOP/s  speed x%.2f vs %s | saved activations %8.1f MiB (x%.2f smaller) | "
+          "[block] %-14s %8.2f ms  %6.1f TFLOP/s  speed x%.2f vs %s | saved activations %8.1f MiB (x%.2f smaller) | "
           "peak above weights %8.1f MiB\n",
           r.recipe.c_str(), r.ms, flops / (r.ms * 1e-3) / 1e12, base.ms / r.ms, base.recipe.c_str(),
           static_cast<double>(r.saved_bytes) / (1 << 20),
@@ -121,8 +204,11 @@ int main(int argc, char** argv) {
                     {"ms", r.ms},
                     {"tflops", flops / (r.ms * 1e-3) / 1e12},
                     {"saved_bytes", r.saved_bytes},
-                    {"peak_bytes_above_weights", r.peak_bytes}});
+                    {"peak_bytes_above_weights", r.peak_bytes},
+                    {"kernel_ms_per_pass", r.kernel_ms}});
     }
+    if (kernels && !device.is_cuda()) std::printf("[kernels] none: the block ran on %s\n", device.str().c_str());
+    if (kernels) print_kernel_table(results, top);
     if (!json_out.empty()) coat::io::write_string_atomically(json_out, js.dump(2) + "\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "coat-block-bench: error: %s\n", e.what());

@@ -117,10 +117,13 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   Tensor a_maxima, m_maxima, s_maxima;  // row maxima of the qkv, gate/up and down inputs
   autograd::Var a = norm(tape, x, params.input_norm, compress, nullptr,
                          takes_maxima(LinearRole::Qkv) ? &a_maxima : nullptr);
-  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
-  autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima));
-  autograd::Var o =
-      nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_, 1.0 / std::sqrt(static_cast<double>(dh)));
+  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place. Its output
+  // gradient's row maxima come from the inverse RoPE in the attention's backward.
+  const nn::GradRowMaximaSlot dqkv_maxima =
+      takes_maxima(LinearRole::Qkv) ? std::make_shared<nn::GradRowMaxima>(grad_maxima_counts_) : nullptr;
+  autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima), dqkv_maxima);
+  autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_,
+                                         1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima);
   ops::Fp8PerGroup h_compressed;  // coat: the MLP norm's saved input, made by the add
   autograd::Var h =
       nn::add(tape, x, block_linear(tape, o, store_->parameter(params.o_proj), layer, LinearRole::Out),
@@ -129,7 +132,7 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
                          takes_maxima(LinearRole::GateUp) ? &m_maxima : nullptr);
   // One GEMM for gate and up: [B, T, 2F]. Its output gradient's row maxima come from the SwiGLU backward.
   const nn::GradRowMaximaSlot dgu_maxima =
-      takes_maxima(LinearRole::GateUp) ? std::make_shared<nn::GradRowMaxima>() : nullptr;
+      takes_maxima(LinearRole::GateUp) ? std::make_shared<nn::GradRowMaxima>(grad_maxima_counts_) : nullptr;
   autograd::Var gu = linear(m, fused.gate_up, LinearRole::GateUp, std::move(m_maxima), dgu_maxima);
   autograd::Var s = nn::swiglu_packed(tape, gu, compress, takes_maxima(LinearRole::Down) ? &s_maxima : nullptr,
                                       dgu_maxima);

@@ -16,6 +16,7 @@ Tensor GradRowMaxima::take(const Tensor& grad) {
     out = std::move(maxima_);
   }
   ++(out.defined() ? hits_ : misses_);
+  if (totals_) ++(out.defined() ? totals_->hits : totals_->misses);
   grad_ = Tensor();
   maxima_ = Tensor();
   return out;

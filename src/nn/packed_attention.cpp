@@ -20,10 +20,11 @@ HeadViews split_heads(const Tensor& packed, int64_t hq, int64_t hkv) {
   return {packed.slice(2, 0, hq), packed.slice(2, hq, hq + hkv), packed.slice(2, hq + hkv, hq + 2 * hkv)};
 }
 
-/// Frequencies: a theta (the default RoPE) or the inverse frequencies, as ops::rope_ takes them.
-template <typename Frequencies>
-autograd::Var packed_attention_impl(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
-                                    int64_t dh, Frequencies freq, double scale) {
+}  // namespace
+
+autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
+                               int64_t dh, std::vector<double> freq, double scale,
+                               GradRowMaximaSlot dqkv_maxima) {
   const NvtxRange range("packed_attention");
   const Shape& shape = qkv.shape();
   COAT_ARG_CHECK(hq > 0 && hkv > 0 && dh > 0 && hq % hkv == 0, "packed_attention", "heads hq = ", hq,
@@ -41,8 +42,8 @@ autograd::Var packed_attention_impl(autograd::Tape& tape, const autograd::Var& q
   Tensor out = f.out.reshape({batch, seq, hq * dh});
   return tape.record(
       "packed_attention", std::move(out), {qkv}, {packed, f.out, f.lse},
-      [hq, hkv, freq = std::move(freq), scale](const Tensor& dy,
-                                               const std::vector<Tensor>& s) -> autograd::Grads {
+      [hq, hkv, freq = std::move(freq), scale, dqkv_maxima = std::move(dqkv_maxima)](
+          const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
         const Tensor& rotated = s[0];
         const Tensor& o = s[1];
         const HeadViews in = split_heads(rotated, hq, hkv);
@@ -50,21 +51,18 @@ autograd::Var packed_attention_impl(autograd::Tape& tape, const autograd::Var& q
         HeadViews d = split_heads(dqkv, hq, hkv);
         ops::attention_backward(ops::contiguous(dy).reshape(o.shape()), in.q, in.k, in.v, o, s[2], scale, d.q,
                                 d.k, d.v);
-        ops::rope_(dqkv, freq, /*position_offset=*/0, /*inverse=*/true, /*rotary_heads=*/hq + hkv);
-        return {dqkv.reshape({rotated.size(0), rotated.size(1), rotated.size(2) * rotated.size(3)})};
+        Tensor maxima;
+        ops::rope_(dqkv, freq, /*position_offset=*/0, /*inverse=*/true, /*rotary_heads=*/hq + hkv,
+                   dqkv_maxima ? &maxima : nullptr);
+        Tensor grad = dqkv.reshape({rotated.size(0), rotated.size(1), rotated.size(2) * rotated.size(3)});
+        if (dqkv_maxima) dqkv_maxima->put(grad, std::move(maxima));
+        return {grad};
       });
-}
-
-}  // namespace
-
-autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
-                               int64_t dh, std::vector<double> inv_freq, double scale) {
-  return packed_attention_impl(tape, qkv, hq, hkv, dh, std::move(inv_freq), scale);
 }
 
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, double theta, double scale) {
-  return packed_attention_impl(tape, qkv, hq, hkv, dh, theta, scale);
+  return packed_attention(tape, qkv, hq, hkv, dh, ops::rope_inverse_frequencies(theta, dh), scale);
 }
 
 }  // namespace coat::nn

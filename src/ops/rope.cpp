@@ -76,14 +76,21 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset, bool inverse
 }
 
 void rope_(Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
-           std::optional<int64_t> rotary_heads) {
+           std::optional<int64_t> rotary_heads, Tensor* row_max) {
   const int64_t rotary = check_rope(x, inv_freq, position_offset, rotary_heads);
+  if (row_max != nullptr) {
+    COAT_ARG_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::BF16, "rope_", "row maxima are written for f32 and bf16 x, not ",
+                   dtype_name(x.dtype()));
+    *row_max = Tensor::empty(x.context(), {x.size(0) * x.size(1)}, DType::F32);
+  }
   if (!x.is_contiguous()) {
-    copy_(x, rope(x, inv_freq, position_offset, inverse, rotary));
+    Tensor cx = contiguous(x);
+    rope_(cx, inv_freq, position_offset, inverse, rotary, row_max);
+    copy_(x, cx);
     return;
   }
-  COAT_DISPATCH("rope_", x.device(), cpu::rope(x, inv_freq, position_offset, inverse, rotary, x),
-                cuda::rope(x, inv_freq, position_offset, inverse, rotary, x));
+  COAT_DISPATCH("rope_", x.device(), cpu::rope(x, inv_freq, position_offset, inverse, rotary, x, row_max),
+                cuda::rope(x, inv_freq, position_offset, inverse, rotary, x, row_max));
 }
 
 void rope_(Tensor& x, double theta, int64_t position_offset, bool inverse,

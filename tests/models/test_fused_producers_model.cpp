@@ -1,7 +1,7 @@
 // The fused producers of Transformer::block (row maxima from the norms and the SwiGLU for the per-tensor FP8
 // linears; under coat the residual add's compressed copy for the MLP norm) against the unfused path
 // (set_fused_producers(false)): bit-identical loss, gradients of every unit, logits and saved bytes, under the
-// fp8 and coat recipes, for Llama (RMSNorm, grouped KV heads, untied head) and OLMo (LayerNorm, tied head),
+// fp8 and coat recipes (and the backward producers hand their maxima to every FP8 linear that takes them), for Llama (RMSNorm, grouped KV heads, untied head) and OLMo (LayerNorm, tied head),
 // with and without recomputation, with a block kept in BF16. On the CPU backend every fused kernel computes
 // the same values in the same roundings as the ops it replaces, so nothing may change by a bit.
 #include <gtest/gtest.h>
@@ -48,7 +48,13 @@ TEST_P(FusedProducersModel, LossGradientsAndSavedBytesAreBitIdentical) {
   const Tensor& targets = batch_tokens.targets;
 
   const Pass unfused = run(model, false, ids, targets);
+  EXPECT_EQ(model.grad_maxima_counts().hits + model.grad_maxima_counts().misses, 0) << "slots without fusion";
   const Pass fused = run(model, true, ids, targets);
+  // The gate/up and q/k/v linears of every FP8 block took their gradients' maxima from the SwiGLU and the
+  // inverse RoPE (a recomputed block's forward runs twice, but only the second one's backward takes them).
+  const int64_t fp8_blocks = tiny(arch).num_hidden_layers - (bf16_block ? 1 : 0);
+  EXPECT_EQ(model.grad_maxima_counts().hits, 2 * fp8_blocks);
+  EXPECT_EQ(model.grad_maxima_counts().misses, 0);
   EXPECT_EQ(fused.loss, unfused.loss);
   EXPECT_EQ(fused.saved_bytes, unfused.saved_bytes);
   ASSERT_EQ(fused.grads.size(), unfused.grads.size());

@@ -3,7 +3,9 @@
 //    follows keeps its input compressed (gradients recorded, last dimension a multiple of 16), and nothing else;
 //  - rms_norm / layer_norm given that copy keep the same bytes for the backward and give the same output and
 //    gradients; their row maxima and swiglu_packed's are the ops' maxima of the output;
-//  - linear_fp8 with the producer's row maxima gives the same output and gradients (both save policies).
+//  - linear_fp8 with the producer's row maxima gives the same output and gradients (both save policies);
+//  - the backward producers (SwiGLU's, the inverse RoPE of packed attention) hand their gradients' row maxima
+//    to the FP8 linear before them, which then gives the same gradients as with its own amax pass.
 // Every comparison is exact: the fused forms compute the same values in the same roundings.
 #include <gtest/gtest.h>
 
@@ -15,6 +17,7 @@
 #include "coat/nn/compressed_save.h"
 #include "coat/nn/linear.h"
 #include "coat/nn/norm.h"
+#include "coat/nn/packed_attention.h"
 #include "coat/nn/residual.h"
 #include "coat/ops/activation.h"
 #include "coat/ops/copy.h"
@@ -22,6 +25,7 @@
 #include "coat/ops/elementwise.h"
 #include "coat/ops/norm.h"
 #include "coat/ops/reduce.h"
+#include "coat/ops/rope.h"
 #include "coat/ops/runtime.h"
 #include "expect_error.h"
 #include "random_values.h"
@@ -283,6 +287,71 @@ TEST(FusedProducersNn, TheLinearUsesMaximaOnlyForItsOwnGradient) {
   expect_same_bytes(backward(other, ops::clone(dy), three), plain, "maxima of a copy of dy");
   EXPECT_EQ(other->hits(), 0);
   EXPECT_EQ(other->misses(), 1);
+}
+
+// The inverse RoPE writes the maxima of whole token rows: the rotated q and k heads and the untouched v heads.
+TEST(FusedProducersNn, RopeRowMaximaAreThoseOfTheRotatedRows) {
+  const std::vector<double> inv_freq = ops::rope_inverse_frequencies(1e4, 16);
+  for (const int64_t rotary : {int64_t(0), int64_t(3), int64_t(4)}) {
+    const std::string what = "rotary heads " + std::to_string(rotary);
+    Tensor x = random_bf16({2, 5, 4, 16}, 71, 0.0, 1.0);
+    // A v head with the row's largest value: its maximum must count although the kernel does not rotate it.
+    Tensor v_head = x.slice(2, 3, 4).slice(1, 1, 2);
+    ops::fill_(v_head, rotary == 4 ? 1.0 : 40.0);
+    Tensor plain = ops::clone(x), fused = ops::clone(x), maxima;
+    ops::rope_(plain, inv_freq, 2, /*inverse=*/true, rotary);
+    ops::rope_(fused, inv_freq, 2, /*inverse=*/true, rotary, &maxima);
+    expect_same_bytes(fused, plain, what + ": rotated values");
+    EXPECT_EQ(maxima.shape(), Shape({10})) << what;
+    expect_same_bytes(maxima, ops::group_amax(plain.reshape({10, 64}), 64).reshape({10}), what + ": maxima");
+    if (rotary < 4) EXPECT_EQ(ops::to_double_vector(maxima)[1], 40.0) << what;
+    // A strided x (a slice of a longer token axis) goes through a copy and gives the same.
+    Tensor wide = random_bf16({2, 5, 8, 16}, 72);
+    Tensor view = wide.slice(2, 0, 4);
+    ops::copy_(view, x);
+    Tensor view_maxima;
+    ops::rope_(view, inv_freq, 2, true, rotary, &view_maxima);
+    expect_same_bytes(ops::contiguous(view), plain, what + ": strided values");
+    expect_same_bytes(view_maxima, maxima, what + ": strided maxima");
+  }
+  Tensor f64 = ops::zeros(cpu(), {1, 2, 2, 4}, DType::F64);
+  Tensor m;
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::rope_(f64, ops::rope_inverse_frequencies(1e4, 4), 0, true, std::nullopt, &m); },
+      "row maxima are written for f32 and bf16 x, not f64");
+}
+
+struct QkvRun {
+  Tensor dx, dw;
+};
+
+/// linear_fp8 (packed q/k/v) -> packed_attention, backward from do; `slot`: the attention's backward hands
+/// dqkv's row maxima to the linear's backward.
+QkvRun run_qkv(const GradRowMaximaSlot& slot, const Tensor& x, Parameter& w, Fp8Weights& weights, const Tensor& dout,
+               int64_t hq, int64_t hkv, int64_t dh) {
+  ops::fill_(w.grad, 0.0);
+  autograd::Tape tape;
+  const autograd::Var vx = tape.leaf(x, true);
+  const autograd::Var qkv = linear_fp8(tape, vx, w, weights, /*save_fp8_input=*/true, Tensor(), slot);
+  const autograd::Var o =
+      packed_attention(tape, qkv, hq, hkv, dh, ops::rope_inverse_frequencies(1e4, dh), 0.25, slot);
+  tape.backward(o, dout);
+  return {tape.grad(vx), ops::clone(w.grad)};
+}
+
+TEST(FusedProducersNn, PackedAttentionHandsItsGradientsRowMaximaToTheLinear) {
+  const int64_t hq = 4, hkv = 2, dh = 16;
+  const Tensor x = random_bf16({2, 8, 32}, 73, 0.0, 1.0);
+  const Tensor dout = random_bf16({2, 8, hq * dh}, 74, 0.0, 0.01);
+  Parameter w = random_weight("qkv.weight", (hq + 2 * hkv) * dh, 32, 75);
+  Fp8Weights weights;
+  const QkvRun plain = run_qkv(nullptr, x, w, weights, dout, hq, hkv, dh);
+  const GradRowMaximaSlot slot = std::make_shared<GradRowMaxima>();
+  const QkvRun fused = run_qkv(slot, x, w, weights, dout, hq, hkv, dh);
+  EXPECT_EQ(slot->hits(), 1) << "the linear's backward did not take the inverse RoPE's maxima";
+  EXPECT_EQ(slot->misses(), 0);
+  expect_same_bytes(fused.dx, plain.dx, "dx");
+  expect_same_bytes(fused.dw, plain.dw, "dw");
 }
 
 }  // namespace

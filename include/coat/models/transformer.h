@@ -17,6 +17,7 @@
 #include "coat/models/recompute.h"
 #include "coat/models/unit_hooks.h"
 #include "coat/models/unit_store.h"
+#include "coat/nn/grad_row_maxima.h"
 #include "coat/nn/loss.h"
 #include "coat/ops/quantize.h"
 
@@ -58,8 +59,13 @@ class Transformer {
   Recompute recompute() const { return recompute_; }
   /// Fused producers (default on): under the per-tensor FP8 recipes (fp8, coat) the norms and the SwiGLU write
   /// the row maxima their FP8 linears take the scales from (no amax pass), and under coat the block's residual
-  /// add makes the MLP norm's compressed input. Off: every op on its own. Both give the same bytes.
+  /// add makes the MLP norm's compressed input; in the backward the SwiGLU and the inverse RoPE write the row
+  /// maxima of the gradients the gate/up and q/k/v linears quantise. Off: every op on its own. Both give the
+  /// same bytes.
   void set_fused_producers(bool on) { fused_producers_ = on; }
+  /// How often a linear's backward found its output gradient's maxima from the producer (hits) or made its
+  /// own amax pass (misses), over every backward since construction.
+  const nn::GradRowMaximaCounts& grad_maxima_counts() const { return *grad_maxima_counts_; }
   /// The precision recipe of the forwards that follow (models/precision_recipe.h; default bf16: no FP8). FP8
   /// recipes need a BF16 compute dtype.
   /// Allocates or frees the BF16 copies of block matrices as the recipe needs them (TransformerOptions).
@@ -120,6 +126,7 @@ class Transformer {
   UnitHooks* hooks_ = nullptr;
   Recompute recompute_ = Recompute::None;
   bool fused_producers_ = true;
+  std::shared_ptr<nn::GradRowMaximaCounts> grad_maxima_counts_ = std::make_shared<nn::GradRowMaximaCounts>();
   PrecisionRecipe recipe_;
 };
 

@@ -5,14 +5,24 @@
 // shared by the two nodes' closures, carries the maxima beside it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "coat/core/tensor.h"
 
 namespace coat::nn {
 
+/// Takes that found maxima (the fused path ran) and that found none, over any number of slots.
+struct GradRowMaximaCounts {
+  int64_t hits = 0;
+  int64_t misses = 0;
+};
+
 class GradRowMaxima {
  public:
+  /// totals (when not null): every take is also counted there (e.g. a model's count over all its blocks).
+  explicit GradRowMaxima(std::shared_ptr<GradRowMaximaCounts> totals = nullptr) : totals_(std::move(totals)) {}
   /// Keeps `maxima` (F32 [rows]) as those of `grad` (held until taken, so that no other tensor can take
   /// its place in memory meanwhile).
   void put(const Tensor& grad, Tensor maxima);
@@ -29,6 +39,7 @@ class GradRowMaxima {
   Tensor maxima_;
   int64_t hits_ = 0;
   int64_t misses_ = 0;
+  std::shared_ptr<GradRowMaximaCounts> totals_;
 };
 
 using GradRowMaximaSlot = std::shared_ptr<GradRowMaxima>;

@@ -6,7 +6,8 @@
 //             the CPU copies them);
 //   backward: dq, dk and dv are written into strided views of ONE buffer dqkv [B, T, Hq + 2 Hkv, Dh], the
 //             inverse RoPE turns its q and k heads in place, and dqkv goes back as the gradient of qkv,
-//             so that one linear backward (one dgrad and one wgrad GEMM) follows.
+//             so that one linear backward (one dgrad and one wgrad GEMM) follows; on request that kernel
+//             also writes dqkv's row maxima for that linear's FP8 scale.
 // Saves the rotated qkv, the output and the per-row log-sum-exp: the bytes of q, k, v, out and lse.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "coat/autograd/tape.h"
+#include "coat/nn/grad_row_maxima.h"
 
 namespace coat::nn {
 
@@ -21,9 +23,13 @@ namespace coat::nn {
 /// inverse frequencies `inv_freq` (Dh/2 values, ops::rope) at positions 0..T-1 on q and k). qkv.value is
 /// rotated IN PLACE (its q and k heads): pass a tensor nothing else reads afterwards, such as the packed
 /// projection's output (a linear saves its input, not its output); it is what this node saves.
+/// dqkv_maxima (when not null; f32 and bf16): the backward puts the row maxima of dqkv (one per token, over
+/// its q, k and v heads) there, written by the inverse RoPE's kernel, for the FP8 linear that made qkv
+/// (nn::linear_fp8 `dy_maxima`).
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
-                               int64_t dh, std::vector<double> inv_freq, double scale);
-/// The same with the default RoPE of base theta.
+                               int64_t dh, std::vector<double> inv_freq, double scale,
+                               GradRowMaximaSlot dqkv_maxima = nullptr);
+/// The same with the default RoPE of base theta (inv_freq = ops::rope_inverse_frequencies(theta, dh)).
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, double theta, double scale);
 

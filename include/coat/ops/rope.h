@@ -31,8 +31,12 @@ Tensor rope(const Tensor& x, double theta, int64_t position_offset = 0, bool inv
 
 /// In place: x <- rope(x, inv_freq, position_offset, inverse, rotary_heads); heads >= rotary_heads are not
 /// touched. Contiguous x is rotated where it lies (no buffer); any other x goes through a copy.
+/// row_max (when not null; f32 and bf16 x): set to F32 [B * T], max |x| of each token's row of H * Dh values
+/// after the rotation, as stored (the heads >= rotary_heads included; NaN and inf propagated), written by the
+/// same kernel: what ops::quantize_per_tensor_from_row_maxima takes. The backward of a packed q/k/v
+/// projection gives the FP8 linear that made it its output gradient's scale this way, without an amax pass.
 void rope_(Tensor& x, std::span<const double> inv_freq, int64_t position_offset = 0, bool inverse = false,
-           std::optional<int64_t> rotary_heads = std::nullopt);
+           std::optional<int64_t> rotary_heads = std::nullopt, Tensor* row_max = nullptr);
 void rope_(Tensor& x, double theta, int64_t position_offset = 0, bool inverse = false,
            std::optional<int64_t> rotary_heads = std::nullopt);
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "coat/backend/cpu/row_max.h"
 #include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
@@ -16,7 +17,7 @@ namespace {
 
 template <typename S>
 void rope_impl(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
-               int64_t rotary, Tensor& y) {
+               int64_t rotary, Tensor& y, Tensor* row_max) {
   using A = acc_t<S>;
   const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   const int64_t half = dh / 2;
@@ -52,6 +53,8 @@ void rope_impl(const Tensor& x, std::span<const double> inv_freq, int64_t positi
         const int64_t first = ((b * t_count + t) * heads + rotary) * dh;
         std::copy(xp + first, xp + first + (heads - rotary) * dh, yp + first);
       }
+      if (row_max != nullptr)
+        row_max->data<float>()[b * t_count + t] = stored_row_max(yp + (b * t_count + t) * heads * dh, heads * dh);
     }
   }
 }
@@ -59,9 +62,9 @@ void rope_impl(const Tensor& x, std::span<const double> inv_freq, int64_t positi
 }  // namespace
 
 void rope(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
-          int64_t rotary_heads, Tensor& y) {
+          int64_t rotary_heads, Tensor& y, Tensor* row_max) {
   dispatch_storage(x.dtype(), "rope", [&](auto s) {
-    rope_impl<decltype(s)>(x, inv_freq, position_offset, inverse, rotary_heads, y);
+    rope_impl<decltype(s)>(x, inv_freq, position_offset, inverse, rotary_heads, y, row_max);
   });
 }
 

@@ -12,6 +12,7 @@
 #include "coat/backend/cuda/check.h"
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/row_max.cuh"
 #include "coat/backend/quantize_math.h"
 
 namespace coat::cuda {
@@ -20,7 +21,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kUnroll = 2;
 constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ inline float exp_of(float a) { return expf(a); }
 __device__ inline double exp_of(double a) { return exp(a); }
@@ -172,23 +172,6 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_kernel(const S* __rest
   }
 }
 
-/// The block's largest amax key (every thread passes its own) as a magnitude into *out (by thread 0).
-/// warp_keys: shared, a slot per warp; reusable by the next row after this returns.
-__device__ __forceinline__ void store_block_max(uint32_t key, uint32_t* warp_keys, float* out) {
-  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
-  __syncthreads();  // thread 0 has read the previous row's keys
-  if (lane == 0) warp_keys[warp] = key;
-  __syncthreads();
-  if (tid == 0) {
-    uint32_t total = warp_keys[0];
-    for (int i = 1; i < static_cast<int>(blockDim.x) / kWarp; ++i) total = fp8math::max_key(total, warp_keys[i]);
-    *out = fp8math::amax_from_key(total);
-  }
-}
-
 /// Packed rows with their maxima: block b computes rows b, b + gridDim.x, ... (its threads along the row's vpr
 /// vectors, kUnroll in flight each), folds max |y| as stored into an amax key (quantize_math.h: exact,
 /// order-free, NaN above inf above every finite value), and one block reduction per row gives row_max[n].
@@ -225,13 +208,13 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_row_max_kernel(const S
 #pragma unroll
           for (int k = 0; k < kVec; ++k) {
             o.v[k] = E::store(swiglu_value(E::load(gv[r].v[k]), E::load(uv[r].v[k])));
-            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(o.v[k]))));
           }
+          row_maxima::fold(key, o);
           yr[j] = o;
         }
       }
     }
-    store_block_max(key, warp_keys, row_max + n);
+    row_maxima::store(key, warp_keys, row_max + n);
   }
 }
 
@@ -347,15 +330,15 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kerne
             swiglu_grads(E::load(dv[r].v[k]), E::load(gv[r].v[k]), E::load(uv[r].v[k]), dgv, duv);
             og.v[k] = E::store(dgv);
             ou.v[k] = E::store(duv);
-            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(og.v[k]))));
-            key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(E::load(ou.v[k]))));
           }
+          row_maxima::fold(key, og);
+          row_maxima::fold(key, ou);
           dg[j] = og;
           dg[j + vpr] = ou;
         }
       }
     }
-    if (row_max != nullptr) store_block_max(key, warp_keys, row_max + n);  // uniform over the block
+    if (row_max != nullptr) row_maxima::store(key, warp_keys, row_max + n);  // uniform over the block
   }
 }
 

@@ -15,6 +15,7 @@
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/norm.h"
+#include "coat/backend/cuda/row_max.cuh"
 #include "coat/backend/quantize_math.h"
 
 namespace coat::cuda {
@@ -144,33 +145,11 @@ __device__ inline void load_weight(P (&wc)[kCache], const S* w, int64_t nv) {
   }
 }
 
-/// Folds the stored vector o into this thread's row maximum, an amax key of quantize_math.h (exact, order-free,
-/// NaN above inf above every finite value). Nothing unless the kernel writes row maxima.
+/// Folds the stored vector o into this thread's row maximum (row_max.cuh). Nothing unless the kernel writes
+/// row maxima.
 template <bool kRowMax, typename S, int kVec>
 __device__ inline void fold_row_max(uint32_t& key, const Pack<S, kVec>& o) {
-  if constexpr (kRowMax) {
-#pragma unroll
-    for (int k = 0; k < kVec; ++k)
-      key = fp8math::max_key(key, fp8math::amax_key(static_cast<float>(Elem<S>::load(o.v[k]))));
-  }
-}
-
-/// Thread 0 writes the max over the block's keys as row_max[row]. `red` is the kernel's __shared__
-/// [kMaxWarps]; every thread of the block must call it.
-__device__ inline void write_row_max(uint32_t key, uint32_t* red, float* row_max, int64_t row) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    key = fp8math::max_key(key, __shfl_xor_sync(kFullMask, key, offset));
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  __syncthreads();  // the previous row's reader of red is done
-  if (lane == 0) red[warp] = key;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const int warps = blockDim.x / kWarp;
-    uint32_t total = red[0];
-    for (int i = 1; i < warps; ++i) total = fp8math::max_key(total, red[i]);
-    row_max[row] = fp8math::amax_from_key(total);
-  }
+  if constexpr (kRowMax) row_maxima::fold(key, o);
 }
 
 // ---- kernels ----
@@ -178,7 +157,7 @@ __device__ inline void write_row_max(uint32_t key, uint32_t* red, float* row_max
 // cached in slot j / blockDim.x when that is < kCache. kVec > 1 only when d % kVec == 0 and every pointer is
 // 16-byte aligned, so rows have no tail.
 
-/// kRowMax: also row_max[row] = max |y| of the row as stored (write_row_max).
+/// kRowMax: also row_max[row] = max |y| of the row as stored (row_maxima::store).
 template <typename S, int kVec, int kCache, bool kRowMax>
 __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsnorm_forward_kernel(const S* __restrict__ x,
                                                                       const S* __restrict__ w,
@@ -255,7 +234,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
       yr[j] = o;
       fold_row_max<kRowMax>(key, o);
     }
-    if constexpr (kRowMax) write_row_max(key, key_red, row_max, row);
+    if constexpr (kRowMax) row_maxima::store(key, key_red, row_max + row);
   }
 }
 
@@ -385,7 +364,7 @@ __global__ __launch_bounds__(kWarp* kReduceSlices) void dweight_reduce_kernel(co
 /// One pass over the row: each thread's (count, mean, centred sum of squares) -- a two-pass over its cached
 /// elements, merged per vector for re-read ones -- then one block merge (Chan et al.), as stable as the
 /// CPU's two passes.
-/// kRowMax: also row_max[row] = max |y| of the row as stored (write_row_max).
+/// kRowMax: also row_max[row] = max |y| of the row as stored (row_maxima::store).
 template <typename S, int kVec, int kCache, bool kRowMax>
 __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layernorm_forward_kernel(const S* __restrict__ x,
                                                                         S* __restrict__ y,
@@ -469,7 +448,7 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
       yr[j] = o;
       fold_row_max<kRowMax>(key, o);
     }
-    if constexpr (kRowMax) write_row_max(key, key_red, row_max, row);
+    if constexpr (kRowMax) row_maxima::store(key, key_red, row_max + row);
   }
 }
 

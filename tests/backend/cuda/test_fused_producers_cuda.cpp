@@ -1,11 +1,13 @@
 // CUDA kernels of the fused producers against the CPU backend (and against the GPU's own unfused ops) on
 // random, non-zero inputs, through the device-agnostic ops:
-//  - row maxima of RMSNorm, LayerNorm and the packed SwiGLU: bit-identical to max |y| of the GPU's own output
+//  - row maxima of RMSNorm, LayerNorm, the packed SwiGLU (forward and backward) and the (inverse) RoPE of a
+//    packed q/k/v gradient (rows of H * Dh, the unrotated heads included): bit-identical to max |y| of the GPU's own output
 //    rows (a max of amax keys, exact in any order; NaN and inf propagate), and asking for them leaves y
 //    bit-identical to the kernel without them (the same per-element arithmetic and row reductions). Against
 //    the CPU the maxima carry y's tolerance (test_norm_rope_swiglu_cuda.cpp), a max being 1-Lipschitz: norms
 //    rtol 1e-5 in f32, 1 bf16 ulp in bf16 (row sums in float on the GPU, double on the CPU); SwiGLU rtol 4e-6
-//    in f32 (the device's expf is within 2 float ulps of the host's), 1 bf16 ulp; plus, as for y, 1e-6 of the
+//    in f32 (the device's expf is within 2 float ulps of the host's), 1 bf16 ulp; RoPE rtol 1e-6 in f32 (each
+//    value within 2^-22 of its pair's |a| + |b|, at most twice the row's max), 1 bf16 ulp; plus, as for y, 1e-6 of the
 //    largest maximum (LayerNorm's centring);
 //  - quantize_per_tensor_from_row_maxima: exact bytes, equal to the GPU's quantize_per_tensor and to the CPU's
 //    (codes, codes_t, scale, scale_inv);
@@ -35,6 +37,7 @@
 #include "coat/ops/norm.h"
 #include "coat/ops/quantize.h"
 #include "coat/ops/reduce.h"
+#include "coat/ops/rope.h"
 #include "coat/ops/runtime.h"
 #include "cuda_test_util.h"
 #include "cuda_timing.h"
@@ -42,6 +45,7 @@
 
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/cuda_context.h"
+#include "coat/backend/cuda/rope.h"
 #endif
 
 namespace coat {
@@ -264,6 +268,62 @@ TEST_F(CudaFusedProducers, RowMaximaPropagateNanAndInf) {
   ops::swiglu_packed_backward(dy, gu, &d_ref);
   EXPECT_EQ(float_bits(d_max), float_bits(d_ref));
   EXPECT_EQ(float_bits(d_max)[2], 0x7FFFFFFFu);
+}
+
+// The RoPE row kernel (the backward of packed q/k/v with maxima): rotated values bit-identical to the rotation
+// without maxima, the maxima those of the GPU's own rows (the unrotated v heads included), close to the CPU's.
+// Rows longer and shorter than a block, no/some/all heads rotated, f32 and bf16, the scalar path (misaligned;
+// Dh/2 not a multiple of the vector), and out of place through the backend (the unrotated heads copied).
+TEST_F(CudaFusedProducers, RopeRowMaximaAreTheirRowsMax) {
+  struct Case {
+    Shape shape;
+    int64_t rotary;
+  };
+  const std::vector<Case> cases = {{{2, 64, 96, 128}, 64}, {{1, 33, 12, 64}, 8}, {{3, 5, 6, 16}, 6},
+                                   {{2, 7, 5, 12}, 3},     {{1, 9, 4, 32}, 0},   {{1, 3, 3, 128}, 2}};
+  uint32_t seed = 500;
+  for (DType t : {DType::F32, DType::BF16}) {
+    const double rtol = t == DType::F32 ? 1e-6 : kBf16Ulp;
+    for (const Case& c : cases) {
+      const std::vector<double> inv_freq = ops::rope_inverse_frequencies(1e4, c.shape[3]);
+      const Tensor x = random_tensor(cpu, c.shape, t, ++seed, 0.0, 2.0);
+      const int64_t rows = c.shape[0] * c.shape[1], width = c.shape[2] * c.shape[3];
+      for (bool aligned : {true, false}) {
+        const std::string what = label("rope_ row max", c.shape, t, " rotary " + std::to_string(c.rotary) +
+                                                                        (aligned ? "" : " misaligned"));
+        Tensor fused = aligned ? ops::to(x, gpu) : misaligned(ops::to(x, gpu));
+        Tensor plain = ops::to(x, gpu);
+        Tensor row_max, cpu_max;
+        ops::rope_(fused, inv_freq, 3, /*inverse=*/true, c.rotary, &row_max);
+        ops::rope_(plain, inv_freq, 3, /*inverse=*/true, c.rotary);
+        expect_same_bytes(fused, plain, what + " values with maxima vs without");
+        EXPECT_EQ(row_max.shape(), Shape({rows})) << what;
+        EXPECT_EQ(float_bits(row_max), row_amax_bits(plain.reshape({rows, width}), cpu)) << what;
+        Tensor on_cpu = ops::clone(x);
+        ops::rope_(on_cpu, inv_freq, 3, true, c.rotary, &cpu_max);
+        expect_maxima_close(row_max, cpu_max, rtol, what + " maxima vs cpu");
+      }
+#ifdef COAT_WITH_CUDA
+      // Out of place: the row kernel copies the unrotated heads itself.
+      const Tensor xg = ops::to(x, gpu);
+      Tensor y = ops::full(gpu, c.shape, 7.0, t), y_max = ops::zeros(gpu, {rows}, DType::F32);
+      cuda::rope(xg, inv_freq, 3, true, c.rotary, y, &y_max);
+      Tensor in_place = ops::clone(xg), in_place_max;
+      ops::rope_(in_place, inv_freq, 3, true, c.rotary, &in_place_max);
+      const std::string what = label("cuda::rope out of place row max", c.shape, t);
+      expect_same_bytes(y, in_place, what + " values");
+      expect_same_bytes(y_max, in_place_max, what + " maxima");
+#endif
+    }
+  }
+  // NaN in row 1's unrotated head, inf in row 2's rotated head (bf16).
+  Tensor x = random_tensor(cpu, {1, 3, 4, 16}, DType::BF16, 550);
+  x = with_value(with_value(x, 64 + 3 * 16 + 5, std::nan("")), 2 * 64 + 2, INFINITY);
+  Tensor xg = ops::to(x, gpu), row_max;
+  ops::rope_(xg, ops::rope_inverse_frequencies(1e4, 16), 0, true, 2, &row_max);
+  const std::vector<uint32_t> bits = float_bits(row_max);
+  EXPECT_EQ(bits[1], 0x7FFFFFFFu);
+  EXPECT_EQ(bits[2], 0x7F800000u);
 }
 
 void expect_same_quantization(const ops::Fp8PerTensor& got, const ops::Fp8PerTensor& want, const std::string& what) {

@@ -13,6 +13,6 @@ namespace coat::cpu {
 /// h < rotary_heads; heads >= rotary_heads are copied unchanged. The cos/sin table is computed in double and
 /// used in float (double for f64). y may be x itself (in place: the other heads are then not touched).
 void rope(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
-          int64_t rotary_heads, Tensor& y);
+          int64_t rotary_heads, Tensor& y, Tensor* row_max = nullptr);
 
 }  // namespace coat::cpu

@@ -16,6 +16,6 @@ namespace coat::cuda {
 /// arithmetic, unfused. y may be x itself (in place: the other heads are then not touched). Dh <= 512
 /// (NotImplemented otherwise).
 void rope(const Tensor& x, std::span<const double> inv_freq, int64_t position_offset, bool inverse,
-          int64_t rotary_heads, Tensor& y);
+          int64_t rotary_heads, Tensor& y, Tensor* row_max = nullptr);
 
 }  // namespace coat::cuda
