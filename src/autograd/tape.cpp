@@ -1,6 +1,7 @@
 #include "coat/autograd/tape.h"
 
 #include <set>
+#include <utility>
 
 #include "coat/core/nvtx.h"
 #include "coat/ops/copy.h"
@@ -91,6 +92,14 @@ void Tape::backward(const Var& root, const Tensor& grad_root) {
   nodes_.clear();
   grads_.clear();
   is_leaf_.clear();
+}
+
+Tensor Tape::take_grad(const Var& v) {
+  if (v.slot < 0 || static_cast<size_t>(v.slot) >= grads_.size()) return Tensor();
+  Tensor& g = grads_[static_cast<size_t>(v.slot)];
+  Tensor out = std::move(g);
+  g = Tensor();
+  return out;
 }
 
 Tensor Tape::grad(const Var& v) const {

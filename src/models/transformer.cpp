@@ -73,11 +73,21 @@ void Transformer::leave_unit(autograd::Tape& tape, size_t unit) {
 }
 
 autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, std::optional<size_t> weight,
-                                bool compress, const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima) {
+                                bool compress, const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima,
+                                nn::GradRowMaximaSlot dx_maxima) {
   if (weight)
     return nn::rms_norm(tape, x, &store_->parameter(*weight), config_.rms_norm_eps, compress, compressed_x,
-                        out_row_maxima);
-  return nn::layer_norm(tape, x, 1e-5, compress, compressed_x, out_row_maxima);
+                        out_row_maxima, std::move(dx_maxima));
+  return nn::layer_norm(tape, x, 1e-5, compress, compressed_x, out_row_maxima, std::move(dx_maxima));
+}
+
+bool Transformer::takes_row_maxima(int64_t layer, LinearRole role) const {
+  const LinearRecipe r = recipe_.linear(layer, role);
+  return fused_producers_ && r.fp8 && !r.block_scaled;
+}
+
+nn::GradRowMaximaSlot Transformer::maxima_slot(int64_t layer, LinearRole role) const {
+  return takes_row_maxima(layer, role) ? std::make_shared<nn::GradRowMaxima>(grad_maxima_counts_) : nullptr;
 }
 
 autograd::Var Transformer::block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight,
@@ -89,7 +99,8 @@ autograd::Var Transformer::block_linear(autograd::Tape& tape, const autograd::Va
   return nn::linear_fp8(tape, x, weight, store_->fp8_weights(unit), r.save_fp8_input);
 }
 
-autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq) {
+autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq,
+                                 const BoundaryMaxima& boundary) {
   const int64_t hq = config_.num_attention_heads, hkv = config_.num_key_value_heads, dh = config_.head_dim();
   COAT_ARG_CHECK(x.shape() == Shape({batch, seq, config_.hidden_size}), "Transformer", "block ", layer,
                  " input ", shape_str(x.shape()),
@@ -102,12 +113,12 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   // o_proj's input comes from attention, which writes none. Under coat the residual add h also makes the MLP
   // norm's compressed input. The block's last add would make the next block's input-norm copy: a block takes
   // only its input Var (and under recomputation restarts from it), so the input norm compresses x itself.
-  const auto takes_maxima = [&](LinearRole role) {
-    const LinearRecipe r = recipe_.linear(layer, role);
-    return fused_producers_ && r.fp8 && !r.block_scaled;
-  };
-  // block_linear, except that an input with row maxima goes to the per-tensor FP8 linear with them (moved in:
-  // freed once its scale is made).
+  // In the backward each FP8 linear's output gradient comes with its row maxima from the kernel that made it:
+  // the inverse RoPE (q/k/v), the SwiGLU (gate/up), the MLP norm with the residual sum (o_proj) and the next
+  // block's input norm with the residual sum (down, through `boundary`).
+  const auto takes_maxima = [&](LinearRole role) { return takes_row_maxima(layer, role); };
+  // block_linear, except that an input with row maxima or an output gradient with them goes to the per-tensor
+  // FP8 linear with them (the input's moved in: freed once its scale is made).
   const auto linear = [&](const autograd::Var& in, nn::Parameter& weight, LinearRole role, Tensor in_maxima,
                           nn::GradRowMaximaSlot dy_maxima = nullptr) {
     if (!in_maxima.defined() && !dy_maxima) return block_linear(tape, in, weight, layer, role);
@@ -116,27 +127,25 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   };
   Tensor a_maxima, m_maxima, s_maxima;  // row maxima of the qkv, gate/up and down inputs
   autograd::Var a = norm(tape, x, params.input_norm, compress, nullptr,
-                         takes_maxima(LinearRole::Qkv) ? &a_maxima : nullptr);
-  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place. Its output
-  // gradient's row maxima come from the inverse RoPE in the attention's backward.
-  const nn::GradRowMaximaSlot dqkv_maxima =
-      takes_maxima(LinearRole::Qkv) ? std::make_shared<nn::GradRowMaxima>(grad_maxima_counts_) : nullptr;
+                         takes_maxima(LinearRole::Qkv) ? &a_maxima : nullptr, boundary.input);
+  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
+  const nn::GradRowMaximaSlot dqkv_maxima = maxima_slot(layer, LinearRole::Qkv);
   autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima), dqkv_maxima);
   autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_,
                                          1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima);
   ops::Fp8PerGroup h_compressed;  // coat: the MLP norm's saved input, made by the add
-  autograd::Var h =
-      nn::add(tape, x, block_linear(tape, o, store_->parameter(params.o_proj), layer, LinearRole::Out),
-              fused_producers_ && compress ? &h_compressed : nullptr);
+  const nn::GradRowMaximaSlot dh_maxima = maxima_slot(layer, LinearRole::Out);
+  autograd::Var h = nn::add(tape, x, linear(o, store_->parameter(params.o_proj), LinearRole::Out, Tensor(), dh_maxima),
+                            fused_producers_ && compress ? &h_compressed : nullptr);
   autograd::Var m = norm(tape, h, params.post_norm, compress, &h_compressed,
-                         takes_maxima(LinearRole::GateUp) ? &m_maxima : nullptr);
-  // One GEMM for gate and up: [B, T, 2F]. Its output gradient's row maxima come from the SwiGLU backward.
-  const nn::GradRowMaximaSlot dgu_maxima =
-      takes_maxima(LinearRole::GateUp) ? std::make_shared<nn::GradRowMaxima>(grad_maxima_counts_) : nullptr;
+                         takes_maxima(LinearRole::GateUp) ? &m_maxima : nullptr, dh_maxima);
+  // One GEMM for gate and up: [B, T, 2F].
+  const nn::GradRowMaximaSlot dgu_maxima = maxima_slot(layer, LinearRole::GateUp);
   autograd::Var gu = linear(m, fused.gate_up, LinearRole::GateUp, std::move(m_maxima), dgu_maxima);
   autograd::Var s = nn::swiglu_packed(tape, gu, compress, takes_maxima(LinearRole::Down) ? &s_maxima : nullptr,
                                       dgu_maxima);
-  autograd::Var d = linear(s, store_->parameter(params.down_proj), LinearRole::Down, std::move(s_maxima));
+  autograd::Var d = linear(s, store_->parameter(params.down_proj), LinearRole::Down, std::move(s_maxima),
+                           takes_maxima(LinearRole::Down) ? boundary.output : nullptr);
   return nn::add(tape, h, d);
 }
 
@@ -152,18 +161,26 @@ autograd::Var Transformer::hidden_states(autograd::Tape& tape, const Tensor& ids
   // A tied LM head uses the embedding's matrix again at the end: its unit stays in use until then.
   if (embed_unit && !config_.tie_word_embeddings) leave_unit(tape, *embed_unit);
   const bool with_grads = store_->with_grads();
+  // Between blocks i - 1 and i: the slot in which block i's input norm hands the maxima of the gradient it
+  // sums to block i - 1's down linear (only where that one takes them).
+  BoundaryMaxima boundary;
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const NvtxRange block_range("block", i);
     const size_t unit = store_->layer_unit(i);
+    boundary.input = std::move(boundary.output);
+    boundary.output = i + 1 < config_.num_hidden_layers && tape.grad_enabled() ? maxima_slot(i, LinearRole::Down)
+                                                                               : nullptr;
     enter_unit(tape, unit);
     if (recompute_ == Recompute::Blocks) {
       // One tape node per block that keeps only the block's input; the backward runs the block again.
       x = nn::checkpoint(
           tape, x,
-          [this, i, batch, seq](autograd::Tape& t, const autograd::Var& in) { return block(t, i, in, batch, seq); },
+          [this, i, batch, seq, boundary](autograd::Tape& t, const autograd::Var& in) {
+            return block(t, i, in, batch, seq, boundary);
+          },
           with_grads);
     } else {
-      x = block(tape, i, x, batch, seq);
+      x = block(tape, i, x, batch, seq, boundary);
     }
     leave_unit(tape, unit);
   }

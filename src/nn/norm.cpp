@@ -1,5 +1,7 @@
 #include "coat/nn/norm.h"
 
+#include <utility>
+
 #include "coat/core/nvtx.h"
 #include "coat/nn/compressed_save.h"
 #include "coat/nn/rows.h"
@@ -7,8 +9,25 @@
 
 namespace coat::nn {
 
+namespace {
+
+/// What x's other uses have given its gradient so far (the residual stream's), as rows; undefined when none.
+Tensor residual_rows(autograd::Tape& tape, int64_t x_slot) {
+  const Tensor g = tape.take_grad(autograd::Var{Tensor(), x_slot});
+  return g.defined() ? as_rows(g) : Tensor();
+}
+
+/// dx (rows) back in x's shape, its row maxima handed to the slot when there is one.
+Tensor finish_dx(const Tensor& dx, const Shape& shape, const GradRowMaximaSlot& dx_maxima, Tensor maxima) {
+  Tensor out = dx.reshape(shape);
+  if (dx_maxima) dx_maxima->put(out, std::move(maxima));
+  return out;
+}
+
+}  // namespace
+
 autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps, bool compress,
-                       const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima) {
+                       const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima, GradRowMaximaSlot dx_maxima) {
   const NvtxRange range("rms_norm");
   const Tensor x2 = as_rows(x.value);
   const Tensor w = weight ? weight->value : Tensor();
@@ -21,16 +40,20 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
   saved.push_back(f.rstd);
   return tape.record(
       "rms_norm", f.y.reshape(shape), {x}, std::move(saved),
-      [weight, shape, in](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+      [weight, shape, in, &tape, x_slot = x.slot, dx_maxima = std::move(dx_maxima)](
+          const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
         const Tensor w = weight ? weight->value : Tensor();
         const Tensor dw = weight ? weight->grad : Tensor();
-        return {ops::rmsnorm_backward(as_rows(dy), in.restore(saved), w, saved.back(), dw).reshape(shape)};
+        Tensor maxima;
+        const Tensor dx = ops::rmsnorm_backward(as_rows(dy), in.restore(saved), w, saved.back(), dw,
+                                                residual_rows(tape, x_slot), dx_maxima ? &maxima : nullptr);
+        return {finish_dx(dx, shape, dx_maxima, std::move(maxima))};
       },
       /*force_grad=*/weight != nullptr && weight->needs_grad());
 }
 
 autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress,
-                         const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima) {
+                         const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima, GradRowMaximaSlot dx_maxima) {
   const NvtxRange range("layer_norm");
   const Tensor x2 = as_rows(x.value);
   ops::NormForward f = ops::layernorm_forward(x2, eps, /*with_row_max=*/out_row_maxima != nullptr);
@@ -41,10 +64,14 @@ autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double ep
   saved.push_back(f.mean);
   saved.push_back(f.rstd);
   return tape.record("layer_norm", f.y.reshape(shape), {x}, std::move(saved),
-                     [shape, in](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+                     [shape, in, &tape, x_slot = x.slot, dx_maxima = std::move(dx_maxima)](
+                         const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
                        const size_t n = saved.size();
-                       return {ops::layernorm_backward(as_rows(dy), in.restore(saved), saved[n - 2], saved[n - 1])
-                                   .reshape(shape)};
+                       Tensor maxima;
+                       const Tensor dx = ops::layernorm_backward(as_rows(dy), in.restore(saved), saved[n - 2],
+                                                                 saved[n - 1], residual_rows(tape, x_slot),
+                                                                 dx_maxima ? &maxima : nullptr);
+                       return {finish_dx(dx, shape, dx_maxima, std::move(maxima))};
                      });
 }
 

@@ -92,9 +92,10 @@ NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, b
 }
 
 Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                        Tensor dweight_accum) {
+                        Tensor dweight_accum, const Tensor& residual, Tensor* row_max) {
   const int64_t rows = check_input(x, "rmsnorm_backward");
   check_like(dy, x, "rmsnorm_backward", "dy");
+  if (residual.defined()) check_like(residual, x, "rmsnorm_backward", "residual");
   check_weight(weight, x, "rmsnorm_backward");
   check_stat(rstd, x, rows, "rmsnorm_backward", "rstd");
   if (weight.defined()) {
@@ -114,9 +115,12 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   }
   const Tensor cdy = contiguous(dy), cx = contiguous(x), cr = contiguous(rstd);
   const Tensor cw = weight.defined() ? contiguous(weight) : Tensor();
+  const Tensor cres = residual.defined() ? contiguous(residual) : Tensor();
+  if (row_max != nullptr) *row_max = row_max_output(x, rows, true, "rmsnorm_backward");
   Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
-  COAT_DISPATCH("rmsnorm_backward", x.device(), cpu::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum),
-                cuda::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum));
+  COAT_DISPATCH("rmsnorm_backward", x.device(),
+                cpu::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum, cres, row_max),
+                cuda::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum, cres, row_max));
   return dx;
 }
 
@@ -136,15 +140,19 @@ NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max) {
   return out;
 }
 
-Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd) {
+Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                          const Tensor& residual, Tensor* row_max) {
   const int64_t rows = check_input(x, "layernorm_backward");
   check_like(dy, x, "layernorm_backward", "dy");
+  if (residual.defined()) check_like(residual, x, "layernorm_backward", "residual");
   check_stat(mean, x, rows, "layernorm_backward", "mean");
   check_stat(rstd, x, rows, "layernorm_backward", "rstd");
   const Tensor cdy = contiguous(dy), cx = contiguous(x), cm = contiguous(mean), cr = contiguous(rstd);
+  const Tensor cres = residual.defined() ? contiguous(residual) : Tensor();
+  if (row_max != nullptr) *row_max = row_max_output(x, rows, true, "layernorm_backward");
   Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
-  COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx),
-                cuda::layernorm_backward(cdy, cx, cm, cr, dx));
+  COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx, cres, row_max),
+                cuda::layernorm_backward(cdy, cx, cm, cr, dx, cres, row_max));
   return dx;
 }
 

@@ -304,7 +304,9 @@ TEST(FusedProducersNn, RopeRowMaximaAreThoseOfTheRotatedRows) {
     expect_same_bytes(fused, plain, what + ": rotated values");
     EXPECT_EQ(maxima.shape(), Shape({10})) << what;
     expect_same_bytes(maxima, ops::group_amax(plain.reshape({10, 64}), 64).reshape({10}), what + ": maxima");
-    if (rotary < 4) EXPECT_EQ(ops::to_double_vector(maxima)[1], 40.0) << what;
+    if (rotary < 4) {
+      EXPECT_EQ(ops::to_double_vector(maxima)[1], 40.0) << what;
+    }
     // A strided x (a slice of a longer token axis) goes through a copy and gives the same.
     Tensor wide = random_bf16({2, 5, 8, 16}, 72);
     Tensor view = wide.slice(2, 0, 4);
@@ -352,6 +354,40 @@ TEST(FusedProducersNn, PackedAttentionHandsItsGradientsRowMaximaToTheLinear) {
   EXPECT_EQ(slot->misses(), 0);
   expect_same_bytes(fused.dx, plain.dx, "dx");
   expect_same_bytes(fused.dw, plain.dw, "dw");
+}
+
+// The norm's backward takes the gradient x's other use gave first (the residual stream's) and returns the sum
+// from its own kernel: the bytes the tape's add would make; its maxima go to the slot for that summed gradient.
+TEST(FusedProducersNn, NormBackwardSumsTheResidualGradientAndHandsItsMaxima) {
+  const Tensor x = random_bf16({2, 8, 32}, 81, 0.3, 1.0);
+  const Tensor g = random_bf16({2, 8, 32}, 82, 0.0, 0.05);
+  Parameter w = random_weight("norm.weight", 1, 32, 83);
+  w.value = w.value.reshape({32});
+  w.grad = w.grad.reshape({32});
+  for (bool rms : {true, false}) {
+    const GradRowMaximaSlot slot = std::make_shared<GradRowMaxima>();
+    autograd::Tape tape;
+    const autograd::Var vx = tape.leaf(x, true);
+    const autograd::Var n = rms ? rms_norm(tape, vx, &w, 1e-5, false, nullptr, nullptr, slot)
+                                : layer_norm(tape, vx, 1e-5, false, nullptr, nullptr, slot);
+    tape.backward(add(tape, vx, n), g);
+    const Tensor dx = tape.grad(vx);
+    Tensor want;
+    if (rms) {
+      const ops::NormForward f = ops::rmsnorm_forward(x.reshape({16, 32}), w.value, 1e-5);
+      Tensor dw = ops::zeros(cpu(), {32}, DType::F32);
+      want = ops::add(g.reshape({16, 32}), ops::rmsnorm_backward(g.reshape({16, 32}), x.reshape({16, 32}), w.value,
+                                                               f.rstd, dw));
+    } else {
+      const ops::NormForward f = ops::layernorm_forward(x.reshape({16, 32}), 1e-5);
+      want = ops::add(g.reshape({16, 32}), ops::layernorm_backward(g.reshape({16, 32}), x.reshape({16, 32}), f.mean,
+                                                                 f.rstd));
+    }
+    const std::string what = rms ? "rms_norm" : "layer_norm";
+    expect_same_bytes(dx, want.reshape({2, 8, 32}), what + " dx");
+    expect_same_bytes(slot->take(dx), ops::group_amax(want, 32).reshape({16}), what + " maxima");
+    EXPECT_EQ(slot->hits(), 1) << what;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The fused producing ops on the CPU backend (the reference of their CUDA kernels):
 //  - the row maxima that RMSNorm, LayerNorm and the packed SwiGLU write equal ops::amax of each output row,
 //    bit for bit (NaN and inf propagate), and asking for them changes nothing else;
+//  - the norm backwards with the residual gradient give the bytes of ops::add(residual, dx) and their row
+//    maxima those of that sum, the weight gradient unchanged;
 //  - quantize_per_tensor_from_row_maxima gives the bytes of quantize_per_tensor (codes, codes_t, scale,
 //    scale_inv), NaN / inf / all-zero / subnormal tensors included;
 //  - add_quantize_per_group gives the bytes of ops::add followed by quantize_per_group of the sum.
@@ -104,6 +106,63 @@ TEST(FusedProducers, NormRowMaximaAreTheRowAmaxAndChangeNothingElse) {
       EXPECT_EQ(float_bits(fused.row_max), row_amax_bits(plain.y)) << what;
     }
   }
+}
+
+// The backward with the residual stream's gradient added in its kernel (the MLP and input norms in a block):
+// the bytes of ops::add(residual, dx), dweight as without it, and the maxima of the summed rows. F64 adds too
+// (gradient checks), without maxima.
+TEST(FusedProducers, NormBackwardAddsTheResidualAndGivesItsRowMaxima) {
+  uint32_t seed = 30;
+  for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+    for (const Shape& shape : {Shape{5, 7}, Shape{33, 64}, Shape{2, 3, 96}}) {
+      const Tensor x = random_tensor(shape, t, ++seed, 0.2, 1.5);
+      const Tensor dy = random_tensor(shape, t, ++seed, 0.0, 0.1);
+      // A residual gradient both larger and smaller than dx, so that the sum rounds.
+      const Tensor residual = random_tensor(shape, t, ++seed, 0.0, 0.05);
+      Tensor* no_max = nullptr;
+      Tensor row_max, layer_max;
+      const bool maxima = t != DType::F64;
+      for (bool affine : {true, false}) {
+        const Tensor w = affine ? random_tensor({shape.back()}, t, ++seed, 1.0, 0.3) : Tensor();
+        const ops::NormForward f = ops::rmsnorm_forward(x, w, 1e-5);
+        const DType acc = t == DType::F64 ? DType::F64 : DType::F32;
+        Tensor dw_plain = affine ? ops::zeros(cpu(), {shape.back()}, acc) : Tensor();
+        Tensor dw_fused = affine ? ops::zeros(cpu(), {shape.back()}, acc) : Tensor();
+        const Tensor plain = ops::add(residual, ops::rmsnorm_backward(dy, x, w, f.rstd, dw_plain));
+        const Tensor fused = ops::rmsnorm_backward(dy, x, w, f.rstd, dw_fused, residual, maxima ? &row_max : no_max);
+        const std::string what = label("rmsnorm_backward + residual", shape, t, affine ? "" : " no weight");
+        expect_same_bytes(fused, plain, what + " dx");
+        if (affine) expect_same_bytes(dw_fused, dw_plain, what + " dweight");
+        if (maxima) {
+          EXPECT_EQ(float_bits(row_max), row_amax_bits(plain)) << what;
+        }
+      }
+      const ops::NormForward f = ops::layernorm_forward(x, 1e-5);
+      const Tensor plain = ops::add(residual, ops::layernorm_backward(dy, x, f.mean, f.rstd));
+      const Tensor fused = ops::layernorm_backward(dy, x, f.mean, f.rstd, residual, maxima ? &layer_max : no_max);
+      const std::string what = label("layernorm_backward + residual", shape, t);
+      expect_same_bytes(fused, plain, what + " dx");
+      if (maxima) {
+        EXPECT_EQ(float_bits(layer_max), row_amax_bits(plain)) << what;
+      }
+      // Maxima without a residual: those of dx itself.
+      Tensor alone;
+      const Tensor dx = ops::layernorm_backward(dy, x, f.mean, f.rstd, Tensor(), maxima ? &alone : no_max);
+      if (maxima) {
+        EXPECT_EQ(float_bits(alone), row_amax_bits(dx)) << what << " without residual";
+      }
+    }
+  }
+  const Tensor x = random_tensor({4, 8}, DType::BF16, 40);
+  const ops::NormForward f = ops::layernorm_forward(x, 1e-5);
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::layernorm_backward(x, x, f.mean, f.rstd, random_tensor({4, 9}, DType::BF16, 41)); },
+      "residual has shape (4,9) but x has (4,8)");
+  Tensor m;
+  const Tensor x64 = random_tensor({4, 8}, DType::F64, 42);
+  const ops::NormForward f64 = ops::layernorm_forward(x64, 1e-5);
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::layernorm_backward(x64, x64, f64.mean, f64.rstd, Tensor(), &m); }, "not f64");
 }
 
 TEST(FusedProducers, SwigluRowMaximaAreTheRowAmaxAndChangeNothingElse) {

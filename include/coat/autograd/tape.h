@@ -57,6 +57,12 @@ class Tape {
   /// The gradient that reached a leaf during the last backward (undefined when none did).
   Tensor grad(const Var& v) const;
 
+  /// During backward, for a node's backward function: hands over the gradient that v's other uses have
+  /// given it so far (undefined when none has) and leaves none behind. The backward then returns its own
+  /// gradient for v with this one already added (in the same kernel, e.g. a norm's dx plus the residual
+  /// stream's), which the tape stores as it would have stored the sum of the two.
+  Tensor take_grad(const Var& v);
+
   /// Bytes of the tensors the recorded nodes keep for backward (distinct storages counted once).
   size_t saved_bytes() const;
   /// Bytes kept by nodes whose name is `name`.

@@ -93,9 +93,16 @@ class Transformer {
                          double grad_scale);
   /// Logits [B, T, V] for ids [B, T], forward only.
   Tensor logits(const Tensor& ids);
+  /// The gradient row-maxima slots a block shares with its neighbours (fused producers): `input`, where its
+  /// input norm's backward puts the maxima of the block input's gradient, which the block below's down linear
+  /// takes; `output`, which its own down linear takes (put by the block above). Either may be null.
+  struct BoundaryMaxima {
+    nn::GradRowMaximaSlot input, output;
+  };
   /// Block `layer` applied to x [batch, seq, hidden] (compute dtype), recorded on the tape under the recipe
   /// (the block benchmark times this alone; no unit hooks).
-  autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq);
+  autograd::Var block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq,
+                      const BoundaryMaxima& boundary = {});
 
  private:
   /// The final hidden states [B, T, hidden] after the final norm, with every unit's hooks but the head's
@@ -104,7 +111,13 @@ class Transformer {
   /// The block's norm (RMSNorm with `weight`, or OLMo's LayerNorm without); compressed_x and out_row_maxima
   /// as in nn::rms_norm.
   autograd::Var norm(autograd::Tape& tape, const autograd::Var& x, std::optional<size_t> weight, bool compress = false,
-                     const ops::Fp8PerGroup* compressed_x = nullptr, Tensor* out_row_maxima = nullptr);
+                     const ops::Fp8PerGroup* compressed_x = nullptr, Tensor* out_row_maxima = nullptr,
+                     nn::GradRowMaximaSlot dx_maxima = nullptr);
+  /// Whether the linear of `role` in block `layer` takes row maxima from its producers (fused producers on,
+  /// a per-tensor FP8 linear under the recipe).
+  bool takes_row_maxima(int64_t layer, LinearRole role) const;
+  /// A slot counted in grad_maxima_counts() when the linear takes maxima, else null.
+  nn::GradRowMaximaSlot maxima_slot(int64_t layer, LinearRole role) const;
   /// A block linear under the recipe: BF16 or FP8 GEMMs.
   autograd::Var block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight, int64_t layer,
                              LinearRole role);

@@ -24,13 +24,19 @@ struct NormForward {
 NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, bool with_row_max = false);
 /// Returns dx (x's shape and dtype). When weight is defined, dweight_accum ([D], f32 or f64) gets
 /// += sum over rows of dy * x * rstd; pass an undefined tensor when weight is undefined.
+/// residual (when defined; x's shape and dtype): the gradient x's other uses gave (the residual stream),
+/// added in the same kernel: dx is then the bytes of ops::add(residual, dx without it), with no pass of its
+/// own. row_max (when not null; f32 and bf16): set to F32 [N], max |dx| of each returned row as stored, NaN
+/// and inf propagated, from the same kernel (what ops::quantize_per_tensor_from_row_maxima takes).
 Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                        Tensor dweight_accum);
+                        Tensor dweight_accum, const Tensor& residual = Tensor(), Tensor* row_max = nullptr);
 
 /// y = (x - mean) * rstd, rstd = 1 / sqrt(var + eps) with the biased variance of each row. x is [N, D]
 /// (or [..., D]) in f32, f64 or bf16. with_row_max: also row_max (f32 and bf16 x only), from the same pass.
 NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max = false);
-/// Returns dx (x's shape and dtype) from the forward's saved mean and rstd.
-Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd);
+/// Returns dx (x's shape and dtype) from the forward's saved mean and rstd; residual and row_max as for
+/// rmsnorm_backward.
+Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                          const Tensor& residual = Tensor(), Tensor* row_max = nullptr);
 
 }  // namespace coat::ops

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "coat/backend/cpu/row_max.h"
+#include "coat/backend/element_access.h"
 #include "coat/backend/cpu/typed_storage.h"
 #include "coat/core/float_formats.h"
 
@@ -63,9 +64,19 @@ void rmsnorm_forward_impl(const Tensor& x, const Tensor& weight, double eps, Ten
   }
 }
 
+/// The backward's epilogue on one row of dx (already rounded to S): + the residual gradient, rounded once more
+/// (the bytes of ops::add(residual, dx)), then the row's max |dx| as stored. Either may be absent.
+template <typename S>
+void finish_dx_row(S* dxr, const S* residual_row, float* row_max, int64_t d, DType t) {
+  if (residual_row != nullptr)
+    for (int64_t i = 0; i < d; ++i)
+      store_from_double(dxr, i, t, load_as_double(residual_row, i, t) + load_as_double(dxr, i, t));
+  if (row_max != nullptr) *row_max = stored_row_max(dxr, d);
+}
+
 template <typename S>
 void rmsnorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                           Tensor& dx, Tensor& dweight_accum) {
+                           Tensor& dx, Tensor& dweight_accum, const Tensor& residual, Tensor* row_max) {
   using A = acc_t<S>;
   const Rows r = rows_of(x);
   const S* xp = x.data<S>();
@@ -92,6 +103,8 @@ void rmsnorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& weig
     const A c = static_cast<A>(static_cast<double>(inv) * inv * inv * dot / static_cast<double>(r.d));
     S* dxr = dxp + n * r.d;
     for (int64_t i = 0; i < r.d; ++i) dxr[i] = narrow<S>(inv * g[i] - c * xv[i]);
+    finish_dx_row(dxr, residual.defined() ? residual.data<S>() + n * r.d : nullptr,
+                  row_max != nullptr ? row_max->data<float>() + n : nullptr, r.d, x.dtype());
     if (affine)
       for (int64_t i = 0; i < r.d; ++i)
         dw[i] += static_cast<double>(widen(dyr[i])) * static_cast<double>(xv[i] * inv);
@@ -131,7 +144,7 @@ void layernorm_forward_impl(const Tensor& x, double eps, Tensor& y, Tensor& mean
 
 template <typename S>
 void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                             Tensor& dx) {
+                             Tensor& dx, const Tensor& residual, Tensor* row_max) {
   using A = acc_t<S>;
   const Rows r = rows_of(x);
   const S* xp = x.data<S>();
@@ -155,6 +168,8 @@ void layernorm_backward_impl(const Tensor& dy, const Tensor& x, const Tensor& me
     const A b = static_cast<A>(sum_gx / static_cast<double>(r.d));
     S* dxr = dxp + n * r.d;
     for (int64_t i = 0; i < r.d; ++i) dxr[i] = narrow<S>(inv * (g[i] - a - xhat[i] * b));
+    finish_dx_row(dxr, residual.defined() ? residual.data<S>() + n * r.d : nullptr,
+                  row_max != nullptr ? row_max->data<float>() + n : nullptr, r.d, x.dtype());
   }
 }
 
@@ -167,9 +182,9 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
-                      Tensor& dweight_accum) {
+                      Tensor& dweight_accum, const Tensor& residual, Tensor* row_max) {
   dispatch_storage(x.dtype(), "rmsnorm_backward", [&](auto s) {
-    rmsnorm_backward_impl<decltype(s)>(dy, x, weight, rstd, dx, dweight_accum);
+    rmsnorm_backward_impl<decltype(s)>(dy, x, weight, rstd, dx, dweight_accum, residual, row_max);
   });
 }
 
@@ -180,9 +195,10 @@ void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Ten
 }
 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                        Tensor& dx) {
-  dispatch_storage(x.dtype(), "layernorm_backward",
-                   [&](auto s) { layernorm_backward_impl<decltype(s)>(dy, x, mean, rstd, dx); });
+                        Tensor& dx, const Tensor& residual, Tensor* row_max) {
+  dispatch_storage(x.dtype(), "layernorm_backward", [&](auto s) {
+    layernorm_backward_impl<decltype(s)>(dy, x, mean, rstd, dx, residual, row_max);
+  });
 }
 
 }  // namespace coat::cpu

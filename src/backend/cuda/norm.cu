@@ -238,6 +238,40 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void rmsno
   }
 }
 
+/// The backward's epilogue on the dx rows: the residual gradient added to each value once it is rounded (as
+/// ops::add rounds: BF16 in float, which gives the bits of its double sum; F32 and F64 in double), then the
+/// row's max |dx| as stored. Either pointer may be null (uniform over the grid).
+template <typename S>
+struct DxEpilogue {
+  const S* residual;  ///< [rows, d]
+  float* row_max;     ///< [rows]
+
+  template <int kVec>
+  __device__ __forceinline__ void apply(Pack<S, kVec>& o, int64_t row, int64_t d, int64_t j, uint32_t& key) const {
+    if (residual != nullptr) {
+      const Pack<S, kVec> r = reinterpret_cast<const Pack<S, kVec>*>(residual + row * d)[j];
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        if constexpr (std::is_same_v<S, uint16_t>) {
+          o.v[k] = Elem<S>::store(add_rn(Elem<S>::load(r.v[k]), Elem<S>::load(o.v[k])));
+        } else {
+          o.v[k] = static_cast<S>(add_rn(static_cast<double>(r.v[k]), static_cast<double>(o.v[k])));
+        }
+      }
+    }
+    if constexpr (!std::is_same_v<S, double>) {
+      if (row_max != nullptr) row_maxima::fold(key, o);
+    }
+  }
+
+  /// Every thread of the block calls it once per row.
+  __device__ __forceinline__ void finish_row(uint32_t key, uint32_t* key_red, int64_t row) const {
+    if constexpr (!std::is_same_v<S, double>) {
+      if (row_max != nullptr) row_maxima::store(key, key_red, row_max + row);
+    }
+  }
+};
+
 /// dx = rstd * g - (rstd^3 * mean(g * x)) * x with g = dy * w. With a weight, each block also sums
 /// dy * x * rstd over its rows into its row of dw_part ([gridDim.x, d]): registers for the cached columns,
 /// the workspace row itself (touched by one thread per column) for the rest.
@@ -245,11 +279,12 @@ template <typename S, int kVec, int kCache>
 __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
     const S* __restrict__ dy, const S* __restrict__ x, const S* __restrict__ w,
     const acc_t<S>* __restrict__ rstd, S* __restrict__ dx, acc_t<S>* __restrict__ dw_part, int64_t rows,
-    int64_t d) {
+    int64_t d, const DxEpilogue<S> epilogue) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
   __shared__ A red[kMaxWarps][1];
+  __shared__ uint32_t key_red[kMaxWarps];
   const int64_t nv = d / kVec;
   const int tid = threadIdx.x, nt = blockDim.x;
   const bool affine = w != nullptr;
@@ -297,6 +332,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
     block_sum(dot, red);
     const A coef = static_cast<A>(static_cast<double>(inv) * inv * inv * static_cast<double>(dot[0]) /
                                   static_cast<double>(d));
+    uint32_t key = 0;
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
@@ -309,6 +345,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
           o.v[k] = E::store(sub_rn(mul_rn(inv, mul_rn(dyk, wk)), mul_rn(coef, xk)));
           dwc[c][k] += dyk * mul_rn(xk, inv);
         }
+        epilogue.apply(o, row, d, j, key);
         dxr[j] = o;
       }
     }
@@ -324,8 +361,10 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
         o.v[k] = E::store(sub_rn(mul_rn(inv, mul_rn(dyk, wk)), mul_rn(coef, xk)));
         if (affine) part[j * kVec + k] += dyk * mul_rn(xk, inv);
       }
+      epilogue.apply(o, row, d, j, key);
       dxr[j] = o;
     }
+    epilogue.finish_row(key, key_red, row);
   }
   if (affine) {
 #pragma unroll
@@ -456,11 +495,12 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
 template <typename S, int kVec, int kCache>
 __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
     const S* __restrict__ dy, const S* __restrict__ x, const acc_t<S>* __restrict__ mean,
-    const acc_t<S>* __restrict__ rstd, S* __restrict__ dx, int64_t rows, int64_t d) {
+    const acc_t<S>* __restrict__ rstd, S* __restrict__ dx, int64_t rows, int64_t d, const DxEpilogue<S> epilogue) {
   using E = Elem<S>;
   using A = acc_t<S>;
   using P = Pack<S, kVec>;
   __shared__ A red[kMaxWarps][2];
+  __shared__ uint32_t key_red[kMaxWarps];
   const int64_t nv = d / kVec;
   const int tid = threadIdx.x, nt = blockDim.x;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -496,6 +536,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
     block_sum(sums, red);
     const A a = static_cast<A>(static_cast<double>(sums[0]) / static_cast<double>(d));
     const A b = static_cast<A>(static_cast<double>(sums[1]) / static_cast<double>(d));
+    uint32_t key = 0;
 #pragma unroll
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
@@ -506,6 +547,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
           const A xhat = mul_rn(sub_rn(E::load(xc[c].v[k]), m), inv);
           o.v[k] = E::store(mul_rn(inv, sub_rn(sub_rn(E::load(gc[c].v[k]), a), mul_rn(xhat, b))));
         }
+        epilogue.apply(o, row, d, j, key);
         dxr[j] = o;
       }
     }
@@ -517,8 +559,10 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
         const A xhat = mul_rn(sub_rn(E::load(xp.v[k]), m), inv);
         o.v[k] = E::store(mul_rn(inv, sub_rn(sub_rn(E::load(gp.v[k]), a), mul_rn(xhat, b))));
       }
+      epilogue.apply(o, row, d, j, key);
       dxr[j] = o;
     }
+    epilogue.finish_row(key, key_red, row);
   }
 }
 
@@ -598,6 +642,15 @@ unsigned persistent_grid(Kernel kernel, int threads, int64_t rows, const Tensor&
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(rows, resident)));
 }
 
+/// The epilogue of a backward launch; f64 has no row maxima (NotImplemented).
+template <typename S>
+DxEpilogue<S> dx_epilogue(const Tensor& residual, Tensor* row_max, const char* op) {
+  constexpr bool kF64 = std::is_same_v<S, double>;
+  COAT_CHECK(row_max == nullptr || !kF64, NotImplemented, "[", op,
+             "] cuda: row maxima are written for f32 and bf16 outputs, not f64");
+  return {residual.defined() ? residual.data<S>() : nullptr, row_max != nullptr ? row_max->data<float>() : nullptr};
+}
+
 }  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
@@ -624,7 +677,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
-                      Tensor& dweight_accum) {
+                      Tensor& dweight_accum, const Tensor& residual, Tensor* row_max) {
   const Rows r = rows_of(x);
   if (r.n == 0) return;
   dispatch_storage(x.dtype(), "rmsnorm_backward", [&](auto s) {
@@ -634,8 +687,9 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
     const S* xp = x.data<S>();
     const S* wp = weight.defined() ? weight.data<S>() : nullptr;
     S* dxp = dx.data<S>();
+    const DxEpilogue<S> epilogue = dx_epilogue<S>(residual, row_max, "rmsnorm_backward");
     const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp) &&
-                     (wp == nullptr || aligned16(wp));
+                     (wp == nullptr || aligned16(wp)) && (epilogue.residual == nullptr || aligned16(epilogue.residual));
     const RowPlan plan = plan_rows<S, 1, 2>(r.d, vec, kMaxBackwardThreads);
     cudaStream_t stream = stream_of(dx);
     with_plan<S, 1, 2>(plan, [&](auto v, auto c) {
@@ -649,7 +703,7 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
                              std::is_same_v<A, double> ? DType::F64 : DType::F32, MemoryCategory::Workspace);
       }
       A* partp = wp != nullptr ? part.data<A>() : nullptr;
-      kernel<<<grid, plan.threads, 0, stream>>>(dyp, xp, wp, rstd.data<A>(), dxp, partp, r.n, r.d);
+      kernel<<<grid, plan.threads, 0, stream>>>(dyp, xp, wp, rstd.data<A>(), dxp, partp, r.n, r.d, epilogue);
       COAT_CUDA_CHECK_LAST_LAUNCH();
       if (wp == nullptr) return;
       const dim3 block(kWarp, kReduceSlices);
@@ -690,7 +744,7 @@ void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Ten
 }
 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                        Tensor& dx) {
+                        Tensor& dx, const Tensor& residual, Tensor* row_max) {
   const Rows r = rows_of(x);
   if (r.n == 0) return;
   dispatch_storage(x.dtype(), "layernorm_backward", [&](auto s) {
@@ -699,13 +753,15 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, c
     const S* dyp = dy.data<S>();
     const S* xp = x.data<S>();
     S* dxp = dx.data<S>();
-    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp);
+    const DxEpilogue<S> epilogue = dx_epilogue<S>(residual, row_max, "layernorm_backward");
+    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp) &&
+                     (epilogue.residual == nullptr || aligned16(epilogue.residual));
     const RowPlan plan = plan_rows<S, 2, 2>(r.d, vec, kMaxThreads);
     with_plan<S, 2, 2>(plan, [&](auto v, auto c) {
       auto kernel = layernorm_backward_kernel<S, decltype(v)::value, decltype(c)::value>;
       const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
       kernel<<<grid, plan.threads, 0, stream_of(dx)>>>(dyp, xp, mean.data<A>(), rstd.data<A>(), dxp, r.n,
-                                                       r.d);
+                                                       r.d, epilogue);
       COAT_CUDA_CHECK_LAST_LAUNCH();
     });
   });

@@ -9,6 +9,8 @@
 //    in f32 (the device's expf is within 2 float ulps of the host's), 1 bf16 ulp; RoPE rtol 1e-6 in f32 (each
 //    value within 2^-22 of its pair's |a| + |b|, at most twice the row's max), 1 bf16 ulp; plus, as for y, 1e-6 of the
 //    largest maximum (LayerNorm's centring);
+//  - the norm backwards with the residual gradient added in their kernels: the bytes of the GPU's ops::add of
+//    the residual and its own dx (the same roundings), dweight unchanged, the maxima those of the summed rows;
 //  - quantize_per_tensor_from_row_maxima: exact bytes, equal to the GPU's quantize_per_tensor and to the CPU's
 //    (codes, codes_t, scale, scale_inv);
 //  - add_quantize_per_group: exact bytes, equal to the CPU reference (sum, codes, scale_inv) and to the GPU's
@@ -324,6 +326,43 @@ TEST_F(CudaFusedProducers, RopeRowMaximaAreTheirRowsMax) {
   const std::vector<uint32_t> bits = float_bits(row_max);
   EXPECT_EQ(bits[1], 0x7FFFFFFFu);
   EXPECT_EQ(bits[2], 0x7F800000u);
+}
+
+// The norm backwards with the residual stream's gradient: the vector and scalar paths (misaligned residual),
+// rows longer than the register cache (re-read), f64 without maxima.
+TEST_F(CudaFusedProducers, NormBackwardWithResidualIsAddOfItsDx) {
+  uint32_t seed = 600;
+  for (DType t : {DType::F32, DType::BF16, DType::F64}) {
+    for (const Shape& shape : {Shape{33, 64}, Shape{5, 3001}, Shape{2, 20000}, Shape{300, 256}, Shape{2, 3, 96}}) {
+      const Tensor x = ops::to(random_tensor(cpu, shape, t, ++seed, 0.2, 1.5), gpu);
+      const Tensor dy = ops::to(random_tensor(cpu, shape, t, ++seed, 0.0, 0.1), gpu);
+      const Tensor res = ops::to(random_tensor(cpu, shape, t, ++seed, 0.0, 0.05), gpu);
+      const Tensor w = ops::to(random_tensor(cpu, {shape.back()}, t, ++seed, 1.0, 0.3), gpu);
+      const bool maxima = t != DType::F64;
+      const DType acc = t == DType::F64 ? DType::F64 : DType::F32;
+      for (bool aligned : {true, false}) {
+        const Tensor r = aligned ? res : misaligned(res);
+        const std::string what = label("norm backward + residual", shape, t, aligned ? "" : " misaligned");
+        const ops::NormForward f = ops::rmsnorm_forward(x, w, 1e-5);
+        Tensor dw_plain = ops::zeros(gpu, {shape.back()}, acc), dw_fused = ops::zeros(gpu, {shape.back()}, acc);
+        Tensor row_max, layer_max;
+        const Tensor plain = ops::add(r, ops::rmsnorm_backward(dy, x, w, f.rstd, dw_plain));
+        const Tensor fused = ops::rmsnorm_backward(dy, x, w, f.rstd, dw_fused, r, maxima ? &row_max : nullptr);
+        expect_same_bytes(fused, plain, what + " rmsnorm dx");
+        expect_same_bytes(dw_fused, dw_plain, what + " rmsnorm dweight");
+        if (maxima) {
+          EXPECT_EQ(float_bits(row_max), row_amax_bits(plain, cpu)) << what << " rmsnorm maxima";
+        }
+        const ops::NormForward l = ops::layernorm_forward(x, 1e-5);
+        const Tensor lplain = ops::add(r, ops::layernorm_backward(dy, x, l.mean, l.rstd));
+        const Tensor lfused = ops::layernorm_backward(dy, x, l.mean, l.rstd, r, maxima ? &layer_max : nullptr);
+        expect_same_bytes(lfused, lplain, what + " layernorm dx");
+        if (maxima) {
+          EXPECT_EQ(float_bits(layer_max), row_amax_bits(lplain, cpu)) << what << " layernorm maxima";
+        }
+      }
+    }
+  }
 }
 
 void expect_same_quantization(const ops::Fp8PerTensor& got, const ops::Fp8PerTensor& want, const std::string& what) {
