@@ -48,10 +48,10 @@ struct ActivationShapes {
 // What block `layer` keeps in FP8 under the recipe (precision_recipe.h).
 struct BlockPrecision {
   bool compress = false;           // norm inputs and the SwiGLU input as E4M3 1x16 groups (coat)
-  bool fp8_qkv_input = false;      // the q/k/v projection keeps its E4M3 transposed input (coat)
+  bool fp8_qkv_input = false;      // the q/k/v projection keeps its E4M3 transposed input (coat, fp8_block)
   bool fp8_gate_up_input = false;  // the gate/up projection likewise
   bool fp8_down = false;           // the down projection runs FP8 GEMMs
-  bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat)
+  bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat, fp8_block)
   bool block_scaled = false;       // the FP8 GEMMs take 128-block scales (fp8_block, nn::linear_fp8_block)
 
   static BlockPrecision of(const PrecisionRecipe& r, int64_t layer) {
@@ -101,6 +101,9 @@ struct Counter {
   /// A [B*T, width] tensor or its transpose in 1x128 groups (ops::quantize_1x128): codes and one F32 scale per
   /// group (B*T and width multiples of 128 under fp8_block).
   size_t blocked(double width) const { return (*this)(s.tokens * width, 1) + (*this)(s.tokens * width / 128, 4); }
+  /// An FP8 linear's input kept for its wgrad instead of the BF16 input: per-tensor E4M3 transposed codes
+  /// (coat), or the 1x128 groups of its transpose (fp8_block).
+  size_t fp8_input(double width, bool block_scaled) const { return block_scaled ? blocked(width) : fp8(width); }
   /// A [B*T, width] tensor kept for a backward: as it is, or, compressed, as E4M3 codes with one F32 scale
   /// per 1x16 group (nn::save_input) when the width allows.
   size_t kept(double width, bool compress) const {
@@ -121,7 +124,7 @@ struct Counter {
 size_t attention_saved(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   return c.kept(s.hidden, b.compress) + c.norm_stats()               // input norm: x, statistics
-         + (b.fp8_qkv_input ? c.fp8(s.hidden) : c.values(s.hidden))  // q/k/v projection: its input
+         + (b.fp8_qkv_input ? c.fp8_input(s.hidden, b.block_scaled) : c.values(s.hidden))  // q/k/v: its input
          + c.values(s.hidden) + 2 * c.values(s.kv)                   // attention: q, k after RoPE, v
          + c.values(s.hidden) + c.stats(s.heads);                    // attention: output, lse [B, H, T]
 }
@@ -129,9 +132,9 @@ size_t attention_saved(const Counter& c, const BlockPrecision& b) {
 size_t mlp_saved(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   return c.kept(s.hidden, b.compress) + c.norm_stats()                   // post-attention norm: h, stats
-         + (b.fp8_gate_up_input ? c.fp8(s.hidden) : c.values(s.hidden))  // gate/up projection: its input
+         + (b.fp8_gate_up_input ? c.fp8_input(s.hidden, b.block_scaled) : c.values(s.hidden))  // gate/up: input
          + (b.compress ? c.kept(2 * s.ffn, true) : 2 * c.values(s.ffn))  // swiglu: gate and up
-         + (b.fp8_down_input ? c.fp8(s.ffn) : c.values(s.ffn));          // down projection: their product
+         + (b.fp8_down_input ? c.fp8_input(s.ffn, b.block_scaled) : c.values(s.ffn));  // down: their product
 }
 
 size_t block_saved(const Counter& c, const BlockPrecision& b) {
@@ -155,7 +158,7 @@ size_t head_saved(const Counter& c) {
 int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   const auto i64 = [](size_t v) { return static_cast<int64_t>(v); };
-  const int64_t product = i64(b.fp8_down_input ? c.fp8(s.ffn) : c.values(s.ffn));
+  const int64_t product = i64(b.fp8_down_input ? c.fp8_input(s.ffn, b.block_scaled) : c.values(s.ffn));
   const int64_t at_swiglu = i64(c.values(s.hidden) + c.values(s.ffn) + 2 * c.values(s.ffn) +
                                 (b.compress ? c.values(2 * s.ffn) : 0)) -
                             product;
@@ -165,13 +168,13 @@ int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
                         : 0;
   int64_t at_gate_up = 0;
   if (b.block_scaled) {
-    // fp8_block (nn::linear_fp8_block): a wgrad quantises the output gradient and the input transposed, in 1x128
-    // groups along the tokens, straight from them (ops::quantize_1x128_transposed: no transposed copy). At the
-    // down projection: its output gradient, that gradient in groups and the product in groups. At the gate/up
-    // projection: the block output's gradient, the gradient of gate and up and its groups, while SwiGLU's gate
-    // and up and the product are freed.
-    at_down = i64(c.values(s.hidden) + c.blocked(s.hidden) + c.blocked(s.ffn));
-    at_gate_up = i64(c.values(s.hidden) + c.values(2 * s.ffn) + c.blocked(2 * s.ffn)) - product -
+    // fp8_block (nn::linear_fp8_block): the output gradient in 1x128 groups both ways at once (dgrad's along
+    // the features, wgrad's along the tokens: ops::quantize_1x128_pair), and the input's groups along the tokens
+    // (kept from the forward, else made now). At the down projection: its output gradient, that gradient's two
+    // groupings and, unless kept, the product's. At the gate/up projection: the block output's gradient, the
+    // gradient of gate and up and its two groupings, while SwiGLU's gate and up and the product are freed.
+    at_down = i64(c.values(s.hidden) + 2 * c.blocked(s.hidden) + (b.fp8_down_input ? 0 : c.blocked(s.ffn)));
+    at_gate_up = i64(c.values(s.hidden) + c.values(2 * s.ffn) + 2 * c.blocked(2 * s.ffn)) - product -
                  i64(2 * c.values(s.ffn));
   }
   const int64_t at_attention = i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) - i64(mlp_saved(c, b));

@@ -16,9 +16,10 @@ LinearRecipe PrecisionRecipe::linear(int64_t layer, LinearRole role) const {
   if (!fp8_linears || layer_in_bf16(layer)) return r;
   r.fp8 = true;
   r.block_scaled = block_scaled;
-  // The attention output is kept by attention for its own backward: o_proj re-quantises it there instead of
-  // keeping a second (FP8) copy.
-  r.save_fp8_input = compress_activations && role != LinearRole::Out;
+  // coat keeps the FP8 transposed input (per tensor), fp8_block the wgrad's 1x128 groups of x^T, instead of the
+  // BF16 input. The attention output is kept by attention for its own backward: o_proj re-quantises it there
+  // instead of keeping a second (FP8) copy.
+  r.save_fp8_input = (compress_activations || block_scaled) && role != LinearRole::Out;
   return r;
 }
 

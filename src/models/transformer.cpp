@@ -95,7 +95,8 @@ autograd::Var Transformer::block_linear(autograd::Tape& tape, const autograd::Va
   const LinearRecipe r = recipe_.linear(layer, role);
   if (!r.fp8) return nn::linear(tape, x, weight);
   const size_t unit = store_->layer_unit(layer);
-  if (r.block_scaled) return nn::linear_fp8_block(tape, x, weight, store_->fp8_block_weights(unit));
+  if (r.block_scaled)
+    return nn::linear_fp8_block(tape, x, weight, store_->fp8_block_weights(unit), r.save_fp8_input);
   return nn::linear_fp8(tape, x, weight, store_->fp8_weights(unit), r.save_fp8_input);
 }
 

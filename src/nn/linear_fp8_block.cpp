@@ -37,7 +37,7 @@ Shape with_last(Shape shape, int64_t last) {
 }  // namespace
 
 autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Parameter& weight,
-                               Fp8BlockWeights& weights) {
+                               Fp8BlockWeights& weights, bool save_fp8_input) {
   const NvtxRange range(kOp);
   // Checked before anything is quantised; a weight without values here (a sharded unit gathered as FP8 codes:
   // dist/fp8_gather.h) has its shape in its gathered copy.
@@ -47,33 +47,56 @@ autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Par
   const Tensor x2 = as_rows(x.value);
   const int64_t out = wq.codes.size(0);
   const Shape in_shape = x.shape();
+  // The wgrad's x^T groups made now from the same read as fprop's (only when a wgrad will run).
+  const bool keep_fp8 = save_fp8_input && tape.grad_enabled() && weight.needs_grad();
   Tensor y;
+  std::vector<Tensor> saved;
   {
     // fprop: 1x128 groups of x along `in` (the GEMM's K) against W's 128x128 blocks; the codes die here.
-    const ops::Fp8Blocked xq = ops::quantize_1x128(x2, DType::E4M3);
-    y = ops::matmul_fp8_block(xq, wq, DType::BF16).reshape(with_last(in_shape, out));
+    if (keep_fp8) {
+      ops::Fp8BlockedPair xq = ops::quantize_1x128_pair(x2, DType::E4M3);
+      y = ops::matmul_fp8_block(xq.rows, wq, DType::BF16).reshape(with_last(in_shape, out));
+      saved = {std::move(xq.transposed.codes), std::move(xq.transposed.scale_inv)};
+    } else {
+      y = ops::matmul_fp8_block(ops::quantize_1x128(x2, DType::E4M3), wq, DType::BF16)
+              .reshape(with_last(in_shape, out));
+      saved = {x2};
+    }
   }
   Parameter* p = &weight;
   Fp8BlockWeights* cache = &weights;
   const bool want_dx = x.requires_grad();
   return tape.record(
-      kOp, std::move(y), {x}, {x2},
-      [p, cache, in_shape, want_dx](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
+      kOp, std::move(y), {x}, std::move(saved),
+      [p, cache, in_shape, want_dx, keep_fp8](const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
         const Tensor dy2 = as_rows(dy);
-        if (p->grad.defined()) {
-          // wgrad, K = the tokens: dy^T and x^T each quantised in 1x128 groups along the tokens (a weight
-          // gradient sums over them), the "1D x 1D" block-scaled product, FP32 into the gradient. The
+        const bool wgrad = p->grad.defined();
+        // dy in 1x128 groups along `out` (dgrad) and along the tokens (wgrad): from one read when both run.
+        ops::Fp8BlockedPair dyq;
+        if (wgrad && want_dx) {
+          dyq = ops::quantize_1x128_pair(dy2, DType::E5M2);
+        } else if (wgrad) {
+          dyq.transposed = ops::quantize_1x128_transposed(dy2, DType::E5M2);
+        } else if (want_dx) {
+          dyq.rows = ops::quantize_1x128(dy2, DType::E5M2);
+        }
+        if (wgrad) {
+          // wgrad, K = the tokens: dy^T [out, rows] and x^T [in, rows] each in 1x128 groups along the tokens (a
+          // weight gradient sums over them), the "1D x 1D" block-scaled product, FP32 into the gradient. The
           // transposed quantizer reads dy and x as they are: no high-precision copy of either transpose.
-          const ops::Fp8Blocked dyt = ops::quantize_1x128_transposed(dy2, DType::E5M2);     // [out, rows]
-          const ops::Fp8Blocked xt = ops::quantize_1x128_transposed(saved[0], DType::E4M3);  // [in, rows]
+          ops::Fp8Blocked xt;
+          if (keep_fp8) {
+            xt = ops::Fp8Blocked{saved[0], saved[1], 1, static_cast<int>(kBlock)};
+          } else {
+            xt = ops::quantize_1x128_transposed(saved[0], DType::E4M3);
+          }
           Tensor g = p->grad;
-          ops::matmul_fp8_block(dyt, xt, g, /*accumulate=*/!p->grad_unset);  // [out, in]
+          ops::matmul_fp8_block(dyq.transposed, xt, g, /*accumulate=*/!p->grad_unset);  // [out, in]
           p->grad_unset = false;
         }
         if (!want_dx) return {Tensor()};
         // dgrad: 1x128 groups of dy along `out` against W^T's 128x128 blocks.
-        const ops::Fp8Blocked dyq = ops::quantize_1x128(dy2, DType::E5M2);
-        return {ops::matmul_fp8_block(dyq, cache->get(*p).w_t, DType::BF16).reshape(in_shape)};
+        return {ops::matmul_fp8_block(dyq.rows, cache->get(*p).w_t, DType::BF16).reshape(in_shape)};
       },
       /*force_grad=*/weight.needs_grad());
 }

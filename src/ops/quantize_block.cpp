@@ -74,6 +74,32 @@ Fp8Blocked quantize_1x128_transposed(const Tensor& x, DType fmt, Fp8Saturation s
   return q;
 }
 
+Fp8BlockedPair quantize_1x128_pair(const Tensor& x, DType fmt, Fp8Saturation sat, MemoryCategory category) {
+  constexpr const char* op = "quantize_1x128_pair";
+  check_input(x, fmt, op);
+  const Shape scale_shape = fp8block::scale_shape_1x128(x.shape(), op);
+  const int64_t m = x.size(0), k = x.size(1);
+  COAT_ARG_CHECK(m % kBlock == 0, op, "M = ", m, " (rows of ", shape_str(x.shape()), ") must be a multiple of ",
+                 kBlock, ": the 1x128 groups of x^T run along the rows of x");
+  const Shape t_shape{k, m};
+  const Tensor cx = contiguous(x);
+  const auto blocked = [&](const Shape& shape, const Shape& scales) {
+    Fp8Blocked q;
+    q.block_rows = 1;
+    q.block_cols = kBlock;
+    q.codes = Tensor::empty(x.context(), shape, fmt, category);
+    q.scale_inv = Tensor::empty(x.context(), scales, DType::F32, category);
+    return q;
+  };
+  Fp8BlockedPair p{blocked(x.shape(), scale_shape), blocked(t_shape, fp8block::scale_shape_1x128(t_shape, op))};
+  COAT_DISPATCH(op, cx.device(),
+                (cpu::quantize_1x128(cx, sat, p.rows.codes, p.rows.scale_inv),
+                 cpu::quantize_1x128_transposed(cx, sat, p.transposed.codes, p.transposed.scale_inv)),
+                cuda::quantize_1x128_pair(cx, sat, p.rows.codes, p.rows.scale_inv, p.transposed.codes,
+                                          p.transposed.scale_inv));
+  return p;
+}
+
 Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat, MemoryCategory category) {
   constexpr const char* op = "quantize_128x128";
   return quantize_blocked(w, fmt, op, kBlock, fp8block::scale_shape_128x128, category,

@@ -21,10 +21,15 @@ std::string recipe_words(const TrainConfig& c) {
     words += " (one scale per 128x128 block; inputs and gradients per 1x128 group)";
   }
   words += ", quantised from the FP32 masters (no BF16 copy of the FP8 blocks' matrices), FP32 gradients; ";
-  words += recipe == RecipeKind::Coat
-               ? "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group "
-                 "scales, linear inputs in e4m3, attention in BF16)"
-               : "BF16 saved activations";
+  if (recipe == RecipeKind::Coat) {
+    words += "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group scales, linear inputs "
+             "in e4m3, attention in BF16)";
+  } else if (recipe == RecipeKind::FP8Block) {
+    words += "linear inputs saved in e4m3 (1x128 groups along the tokens, as the wgrad takes them), the other "
+             "saved activations in BF16";
+  } else {
+    words += "BF16 saved activations";
+  }
   const models::PrecisionRecipe r = recipe_of(c);
   if (!r.bf16_layers.empty()) {
     std::string list;

@@ -92,6 +92,22 @@ TEST(LinearFp8Block, FollowsBf16) {
   EXPECT_EQ(weights.quantizations(), 1);        // one copy for the forward and the dgrad
 }
 
+// save_fp8_input: the wgrad's E4M3 groups of x^T made in the forward (from the read that makes fprop's) and kept
+// instead of x: the same codes, so every output is byte-identical; about half the bytes kept.
+TEST(LinearFp8Block, KeepingTheFp8InputGivesTheSameBytes) {
+  Operands s = make(256, 384, 256);
+  Fp8BlockWeights weights;
+  const Result plain = run(s, &weights);
+  const Result kept = test::run_linear(s, [&](autograd::Tape& tape, const autograd::Var& x, Parameter& w) {
+    return linear_fp8_block(tape, x, w, weights, /*save_fp8_input=*/true);
+  });
+  EXPECT_EQ(kept.y, plain.y);
+  EXPECT_EQ(kept.dx, plain.dx);
+  EXPECT_EQ(kept.dw, plain.dw);
+  EXPECT_EQ(kept.saved, size_t{384 * 256 + 2 * 384 * 4});  // codes of x^T [384, 256], scales [2, 384]
+  EXPECT_EQ(plain.saved, size_t{256 * 384 * 2});
+}
+
 TEST(LinearFp8Block, EachProductIsTheDocumentedBlockScaledGemm) {
   Operands s = make(128, 256, 384);
   Fp8BlockWeights weights;

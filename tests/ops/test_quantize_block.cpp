@@ -557,6 +557,28 @@ TEST_F(QuantizeBlockCpu, TransposedInputsAnyStridesEmptyAndCategory) {
   EXPECT_EQ(c.scale_inv.storage()->category(), MemoryCategory::Weights);
 }
 
+TEST_F(QuantizeBlockCpu, PairIsBothQuantizers) {
+  // quantize_1x128_pair gives the bytes of quantize_1x128 and quantize_1x128_transposed (on the CPU it runs
+  // them; the CUDA test holds its one-read kernel to these bytes), from a strided view too.
+  const Tensor x = random({256, 384}, DType::BF16, 31);
+  const Tensor strided = random({384, 256}, DType::BF16, 32).transpose(0, 1);
+  for (const Tensor& in : {x, strided}) {
+    const ops::Fp8BlockedPair p = ops::quantize_1x128_pair(in, DType::E5M2);
+    const ops::Fp8Blocked rows = ops::quantize_1x128(in, DType::E5M2);
+    const ops::Fp8Blocked cols = ops::quantize_1x128_transposed(in, DType::E5M2);
+    EXPECT_TRUE(ops::to_bytes(p.rows.codes) == ops::to_bytes(rows.codes));
+    EXPECT_TRUE(ops::to_bytes(p.rows.scale_inv) == ops::to_bytes(rows.scale_inv));
+    EXPECT_TRUE(ops::to_bytes(p.transposed.codes) == ops::to_bytes(cols.codes));
+    EXPECT_TRUE(ops::to_bytes(p.transposed.scale_inv) == ops::to_bytes(cols.scale_inv));
+    EXPECT_EQ(p.transposed.codes.shape(), Shape({384, 256}));
+    EXPECT_EQ(p.rows.block_rows, 1);
+  }
+  test::expect_error_containing([&] { ops::quantize_1x128_pair(zeros({100, 128}), DType::E4M3); },
+                                "M = 100 (rows of (100,128)) must be a multiple of 128");
+  test::expect_error_containing([&] { ops::quantize_1x128_pair(zeros({128, 100}), DType::E4M3); },
+                                "must be a multiple of 128 for 1x128 groups");
+}
+
 TEST_F(QuantizeBlockCpu, TransposedErrors) {
   using test::expect_error_containing;
   expect_error_containing([&] { ops::quantize_1x128_transposed(zeros({100, 128}), DType::E4M3); },

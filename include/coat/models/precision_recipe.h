@@ -5,8 +5,9 @@
 //   bf16       BF16 GEMMs                           BF16
 //   fp8        FP8 GEMMs (TransformerEngine-like)   BF16 (each FP8 linear re-quantises its saved BF16 input in
 //                                                   the backward)
-//   fp8_block  128-block-scaled FP8 GEMMs           BF16 (as fp8)
-//              (DeepSeek-V3-like, nn::linear_fp8_block)
+//   fp8_block  128-block-scaled FP8 GEMMs           linear inputs (not o_proj's) as the 1x128 groups of
+//              (DeepSeek-V3-like,                   their transpose that the wgrad takes, made in the forward
+//              nn::linear_fp8_block)                from the same read as fprop's; norm and SwiGLU inputs BF16
 //   coat       FP8 GEMMs                            compressed: linear inputs as the FP8 (transposed) tensor the
 //                                                   forward quantised; norm and SwiGLU inputs as FP8 E4M3 with
 //                                                   1x16 group scales; attention in BF16 (the o_proj input is
@@ -42,7 +43,7 @@ RecipeKind parse_recipe_kind(std::string_view name);
 /// How one linear layer computes and what it keeps for its backward.
 struct LinearRecipe {
   bool fp8 = false;             ///< FP8 GEMMs (see the top of this file)
-  bool save_fp8_input = false;  ///< keep the FP8 transposed input (coat) instead of the BF16 input
+  bool save_fp8_input = false;  ///< keep the FP8 transposed input (coat; fp8_block: its 1x128 groups) instead of BF16
   bool block_scaled = false;    ///< with fp8: 128-block scales (fp8_block, nn::linear_fp8_block), not per tensor
 };
 

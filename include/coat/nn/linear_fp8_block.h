@@ -9,7 +9,10 @@
 // own 128 (or 128x128) neighbours. Both wgrad operands are grouped along K because a weight gradient sums
 // over the tokens: cuBLASLt's VEC128_32F x VEC128_32F ("1D x 1D") product, ops::matmul_fp8_block with a 1x128
 // b. W and W^T come from `weights` (quantised once per optimizer step). The input is saved in BF16 (as the
-// fp8 recipe) and quantised again, along the tokens, in the backward. Requirements: x BF16; the row count of
+// fp8 recipe) and quantised again, along the tokens, in the backward; or, with save_fp8_input, quantised
+// both ways in the forward from one read (ops::quantize_1x128_pair) and kept as the wgrad's E4M3 x^T groups
+// (half the bytes; the same codes, so the same gradients). The backward's dy is quantised both ways from one
+// read when both GEMMs need it. Requirements: x BF16; the row count of
 // x (tokens), in_features and out_features multiples of 128 (the block edge): other shapes are refused with
 // the weight's name (keep the layer in BF16: precision.bf16_layers).
 #pragma once
@@ -21,6 +24,6 @@
 namespace coat::nn {
 
 autograd::Var linear_fp8_block(autograd::Tape& tape, const autograd::Var& x, Parameter& weight,
-                               Fp8BlockWeights& weights);
+                               Fp8BlockWeights& weights, bool save_fp8_input = false);
 
 }  // namespace coat::nn

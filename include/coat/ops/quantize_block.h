@@ -35,6 +35,16 @@ Fp8Blocked quantize_1x128(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Sat
 /// kernel transposes tiles through shared memory). For the "1D x 1D" wgrad product, whose K is x's rows.
 Fp8Blocked quantize_1x128_transposed(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
                                      MemoryCategory category = MemoryCategory::Activations);
+/// An operand of both an fprop/dgrad GEMM and a wgrad GEMM: its 1x128 groups along K (`rows`, what
+/// quantize_1x128 gives) and along M (`transposed`, what quantize_1x128_transposed gives).
+struct Fp8BlockedPair {
+  Fp8Blocked rows;
+  Fp8Blocked transposed;
+};
+/// quantize_1x128(x) and quantize_1x128_transposed(x) byte for byte, from one read of x (the CUDA kernel holds
+/// 128x128 tiles in shared memory). x [M,K] with M and K multiples of 128.
+Fp8BlockedPair quantize_1x128_pair(const Tensor& x, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
+                                   MemoryCategory category = MemoryCategory::Activations);
 /// w [N,K] (f32, bf16 or f16; N and K multiples of 128; any strides) -> one scale per 128x128 block.
 Fp8Blocked quantize_128x128(const Tensor& w, DType fmt, Fp8Saturation sat = Fp8Saturation::Saturate,
                             MemoryCategory category = MemoryCategory::Activations);

@@ -9,6 +9,10 @@
 //    loaded with coalesced row-wise reads (4-element vectors when aligned) into shared memory as floats;
 //    then each warp takes whole columns: 4 conflict-free shared reads a lane, a shuffle amax, the codes of
 //    the column staged as 128 bytes in shared memory and written as one coalesced 128-byte row of x^T.
+//  - both at once (quantize_1x128_pair: an FP8 GEMM operand for its fprop/dgrad and for its wgrad): one
+//    256-thread block per 128x128 tile held in dynamic shared memory as floats, loaded once; warps take its
+//    rows (the 1x128 groups of x, lane l holding elements l + 32j) and then its columns (as the transposed
+//    kernel): x is read once instead of twice.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -248,6 +252,97 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
   }
 }
 
+/// Columns of the pair kernel's tile (its rows are a 128-row group of x): one 1x128 group of x per tile row.
+constexpr int kPairPitch = kBlock + 1;
+/// Dynamic shared memory of the pair kernel: the tile as floats.
+constexpr size_t kPairTileBytes = sizeof(float) * kBlock * kPairPitch;
+
+/// Quantises the 128 floats v (lane l holding entries l + 32j) with their shared scale; the codes go through
+/// `stage` (128 bytes of shared memory) so that lane l stores bytes 4l .. 4l+3 of `dst` (one 4-byte store when
+/// word_stores). Returns the scale. Every lane of the warp must call it.
+template <DType Fmt>
+__device__ inline float quantize_group_staged(const float (&v)[kPerLane], Fp8Saturation sat, uint8_t* stage,
+                                              uint8_t* dst, bool word_stores) {
+  const int lane = threadIdx.x % kWarpSize;
+  uint32_t key = 0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) key = max_key(key, amax_key(v[j]));
+  key = warp_max_key(key);
+  const float scale = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) stage[lane + j * kWarpSize] = quantize_value<Fmt>(v[j], scale, sat);
+  __syncwarp();
+  const uint8_t* src = stage + lane * kPerLane;
+  if (word_stores) {
+    *reinterpret_cast<uint32_t*>(dst + lane * kPerLane) = *reinterpret_cast<const uint32_t*>(src);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) dst[lane * kPerLane + j] = src[j];
+  }
+  __syncwarp();  // stage is read before the warp's next group rewrites it
+  return scale;
+}
+
+/// quantize_1x128 and quantize_1x128_transposed of x [rows, cols] (both multiples of 128) from one read: block
+/// b takes tiles t = mb * ktiles + kt (rows 128 mb.., columns 128 kt..), loaded with coalesced row-wise reads
+/// (Vec consecutive elements a thread) into the shared tile; warp w then quantises tile rows w, w + 8, .. (the
+/// groups of x: codes, scale_inv with ld `ld`) and tile columns w, w + 8, .. (the groups of x^T: codes_t,
+/// scale_inv_t with ld `ld_t`). Padding entries as the two kernels write them.
+template <DType In, DType Fmt, int Vec>
+__global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const storage_t<In>* x, int64_t rows,
+                                                                       int64_t cols, int64_t ld, int64_t ld_t,
+                                                                       Fp8Saturation sat, bool word_stores,
+                                                                       uint8_t* codes, float* scale_inv,
+                                                                       uint8_t* codes_t, float* scale_inv_t) {
+  constexpr int kThreadsPerRow = kBlock / Vec;
+  constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
+  constexpr int kPasses = kBlock / kRowsPerPass;
+  extern __shared__ float tile[];  // [kBlock][kPairPitch]
+  __shared__ __align__(16) uint8_t stage[kWarpsPerBlock][kBlock];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
+  const int64_t ktiles = cols / kBlock, tiles = rows / kBlock * ktiles;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t mb = t / ktiles, kt = t % ktiles;
+    const int64_t m0 = mb * kBlock, k0 = kt * kBlock;
+    {
+      float v[kPasses][Vec];
+      const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
+#pragma unroll
+      for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
+#pragma unroll
+      for (int p = 0; p < kPasses; ++p) {
+#pragma unroll
+        for (int i = 0; i < Vec; ++i) tile[(lrow + p * kRowsPerPass) * kPairPitch + lcol + i] = v[p][i];
+      }
+    }
+    __syncthreads();
+    for (int r = warp; r < kBlock; r += kWarpsPerBlock) {  // the groups of x
+      float v[kPerLane];  // lane l: elements l + 32j of the group (conflict-free shared reads)
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) v[j] = tile[r * kPairPitch + lane + j * kWarpSize];
+      const int64_t row = m0 + r;
+      const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes + row * cols + k0, word_stores);
+      if (lane == 0) scale_inv[fp8block::scale_index_1x128(row, kt, ld)] = scale_inv_from_scale(scale);
+      if (row == rows - 1 && lane < ld - rows) {
+        scale_inv[fp8block::scale_index_1x128(rows + lane, kt, ld)] = fp8block::kPadScaleInv;
+      }
+    }
+    for (int c = warp; c < kBlock; c += kWarpsPerBlock) {  // the groups of x^T
+      float v[kPerLane];
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) v[j] = tile[(lane + j * kWarpSize) * kPairPitch + c];
+      const int64_t k = k0 + c;
+      const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes_t + k * rows + m0, word_stores);
+      if (lane == 0) scale_inv_t[fp8block::scale_index_1x128(k, mb, ld_t)] = scale_inv_from_scale(scale);
+    }
+    if (kt == ktiles - 1 && threadIdx.x < ld_t - cols) {
+      scale_inv_t[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld_t)] = fp8block::kPadScaleInv;
+    }
+    __syncthreads();  // the tile is read before the next iteration overwrites it
+  }
+}
+
 /// Entry i = nb * ld + kb of the 128x128 scale layout [nblocks][ld]: scale_inv of block (nb, kb) with amax
 /// maxima[nb * kblocks + kb], or the padding's 1.0f (kb >= kblocks).
 __global__ __launch_bounds__(kThreads) void scale_inv_128x128_kernel(const float* maxima, int64_t nblocks,
@@ -406,6 +501,45 @@ void launch_quantize_128x128(const char* op, const Tensor& w, const float* block
 }
 
 }  // namespace
+
+void quantize_1x128_pair(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv, Tensor& codes_t,
+                         Tensor& scale_inv_t) {
+  constexpr const char* op = "quantize_1x128_pair";
+  fp8block::check_quantize_1x128(x, codes, scale_inv, x.device());
+  COAT_ARG_CHECK(x.device().is_cuda(), op, "input ", x.str(), " is not on a CUDA device");
+  COAT_ARG_CHECK(x.size(0) % kBlock == 0, op, "input ", shape_str(x.shape()), " must have a multiple of ", kBlock,
+                 " rows (the groups of x^T run along them)");
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const Shape t_shape{cols, rows};
+  fp8math::check_codes(codes_t, t_shape, op, "codes_t", x.device());
+  fp8block::check_block_scales(scale_inv_t, fp8block::scale_shape_1x128(t_shape, op), op, x.device());
+  const int64_t tiles = rows / kBlock * (cols / kBlock);
+  if (tiles == 0) return;  // no group either way, no padding either
+  const int64_t ld = fp8block::scale_ld_1x128(rows), ld_t = fp8block::scale_ld_1x128(cols);
+  const unsigned blocks = grid_for(x, tiles * kThreads, kThreads);
+  const bool vectorized = aligned_to(x.data_ptr(), kVec * dtype_size(x.dtype()));  // cols % 128 == 0
+  const bool word_stores = aligned_to(codes.data_ptr(), kPerLane) && aligned_to(codes_t.data_ptr(), kPerLane);
+  cudaStream_t stream = stream_of(x);
+  dispatch_float_dtype(x.dtype(), op, [&](auto in) {
+    constexpr DType In = decltype(in)::value;
+    dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
+      constexpr DType Fmt = decltype(f)::value;
+      const auto launch = [&](auto kernel) {
+        COAT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(kPairTileBytes)));
+        kernel<<<blocks, kThreads, kPairTileBytes, stream>>>(input_data<In>(x), rows, cols, ld, ld_t, sat,
+                                                             word_stores, code_data(codes), scale_inv.data<float>(),
+                                                             code_data(codes_t), scale_inv_t.data<float>());
+        COAT_CUDA_CHECK_LAST_LAUNCH();
+      };
+      if (vectorized) {
+        launch(quantize_1x128_pair_kernel<In, Fmt, kVec>);
+      } else {
+        launch(quantize_1x128_pair_kernel<In, Fmt, 1>);
+      }
+    });
+  });
+}
 
 void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv) {
   fp8block::check_quantize_128x128(w, codes, scale_inv, w.device());

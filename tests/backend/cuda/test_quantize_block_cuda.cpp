@@ -310,6 +310,51 @@ TEST_F(CudaQuantizeBlock, Transposed1x128ByteIdenticalToCpu) {
   }
 }
 
+TEST_F(CudaQuantizeBlock, PairByteIdenticalToCpuRowwiseAndTransposed) {
+  // quantize_1x128_pair: the 1x128 codes of x and of x^T from one read, byte for byte the CPU's two quantizers.
+  // One tile, several tiles each way, a grid-stride loop's worth (more tiles than blocks on small grids);
+  // misaligned x (scalar loads) and codes (byte stores); NaN, inf and an all-zero group.
+  const Shape shapes[] = {{128, 128}, {256, 384}, {384, 640}, {2048, 1024}};
+  uint32_t seed = 700;
+  for (const Shape& shape : shapes) {
+    const Shape t_shape{shape[1], shape[0]};
+    for (DType in : {DType::F32, DType::BF16, DType::F16}) {
+      Tensor x = random_host(shape, in, seed++);
+      if (in == DType::F32) {
+        x.data<float>()[5 * shape[1] + 3] = std::nanf("");
+        x.data<float>()[(shape[0] - 1) * shape[1] + shape[1] - 1] = INFINITY;
+        for (int64_t c = 0; c < 128; ++c) x.data<float>()[2 * shape[1] + c] = 0.0f;  // row group (2, 0) zero
+      }
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        for (Fp8Saturation sat : kSats) {
+          const ops::Fp8Blocked rows = ops::quantize_1x128(x, fmt, sat);
+          const ops::Fp8Blocked cols = ops::quantize_1x128_transposed(x, fmt, sat);
+          for (bool misaligned : {false, true}) {
+            const std::string what = label("1x128 pair", shape, in, fmt, sat, misaligned);
+            const Tensor dx = gpu_tensor(shape, in, misaligned, &x);
+            Tensor codes = gpu_tensor(shape, fmt, misaligned), codes_t = gpu_tensor(t_shape, fmt, misaligned);
+            Tensor scale = gpu_tensor(rows.scale_inv.shape(), DType::F32, false);
+            Tensor scale_t = gpu_tensor(cols.scale_inv.shape(), DType::F32, false);
+            cuda::quantize_1x128_pair(dx, sat, codes, scale, codes_t, scale_t);
+            expect_same_bytes(rows.codes, codes, what + " codes");
+            expect_same_bytes(rows.scale_inv, scale, what + " scale_inv");
+            expect_same_bytes(cols.codes, codes_t, what + " codes_t");
+            expect_same_bytes(cols.scale_inv, scale_t, what + " scale_inv_t");
+          }
+        }
+      }
+    }
+  }
+  // Through the op.
+  const Tensor x = random_host({256, 256}, DType::BF16, seed);
+  const ops::Fp8BlockedPair got = ops::quantize_1x128_pair(ops::to(x, gpu), DType::E5M2);
+  expect_same_bytes(ops::quantize_1x128(x, DType::E5M2).codes, got.rows.codes, "ops pair codes");
+  expect_same_bytes(ops::quantize_1x128_transposed(x, DType::E5M2).scale_inv, got.transposed.scale_inv,
+                    "ops pair scale_inv_t");
+  EXPECT_THROW(ops::quantize_1x128_pair(ops::to(random_host({130, 128}, DType::BF16, 3), gpu), DType::E4M3),
+               InvalidArgument);
+}
+
 TEST_F(CudaQuantizeBlock, TransposedZeroNanInfGroupsMatchCpu) {
   const float nan = std::nanf(""), inf = INFINITY;
   Tensor x = random_host({384, 200}, DType::F32, 9);

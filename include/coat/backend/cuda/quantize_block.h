@@ -23,6 +23,8 @@ void quantize_1x128(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& s
 /// x [M,K] (M % 128 == 0) -> the 1x128 quantization of x^T: codes [K,M], scale_inv f32 [M/128, round_up(K,4)]
 /// (one per 128 consecutive rows of a column of x), the bytes quantize_1x128 gives for a contiguous x^T.
 void quantize_1x128_transposed(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
+void quantize_1x128_pair(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv, Tensor& codes_t,
+                         Tensor& scale_inv_t);
 /// w [N,K] (N, K % 128 == 0) -> codes [N,K], scale_inv f32 [N/128, round_up(K/128,4)] (one per 128x128 block).
 void quantize_128x128(const Tensor& w, Fp8Saturation sat, Tensor& codes, Tensor& scale_inv);
 /// quantize_128x128 with each block's amax taken from maxima f32 [N/128, K/128] instead of w (the largest
