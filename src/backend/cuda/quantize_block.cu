@@ -59,6 +59,15 @@ __device__ inline uint32_t warp_max_key(uint32_t key) {
   return key;
 }
 
+/// The scale of a 1x128 group held by a warp, kPerLane values a lane: the warp's amax, then the format's scale.
+template <DType Fmt>
+__device__ inline float warp_group_scale(const float (&v)[kPerLane]) {
+  uint32_t key = 0;
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) key = max_key(key, amax_key(v[j]));
+  return scale_from_amax(amax_from_key(warp_max_key(key)), fp8_max(Fmt));
+}
+
 /// Loads the N (Vec or 1) elements at p[0..N) into v as floats.
 template <DType In, int N>
 __device__ inline void load_floats(const storage_t<In>* p, float* v) {
@@ -105,11 +114,7 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_kernel(const storage_
     for (int j = 0; j < kPerLane / Vec; ++j) {
       load_floats<In, Vec>(x + first + (Vec == 1 ? j * kWarpSize + lane : lane * Vec), v + j * Vec);
     }
-    uint32_t key = 0;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) key = max_key(key, amax_key(v[j]));
-    key = warp_max_key(key);
-    const float scale = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
+    const float scale = warp_group_scale<Fmt>(v);
 #pragma unroll
     for (int j = 0; j < kPerLane / Vec; ++j) {
       store_codes<Fmt, Vec>(v + j * Vec, scale, sat, codes + first + (Vec == 1 ? j * kWarpSize + lane : lane * Vec));
@@ -183,6 +188,28 @@ constexpr int kTColumns = 64;
 /// one column (32 consecutive rows) hits 32 different banks.
 constexpr int kTPitch = kTColumns + 1;
 
+/// Quantises the 128 floats v (lane l holding entries l + 32j) with their shared scale; the codes go through
+/// `stage` (128 bytes of shared memory) so that lane l stores bytes 4l .. 4l+3 of `dst` (one 4-byte store when
+/// word_stores). Returns the scale. Every lane of the warp must call it.
+template <DType Fmt>
+__device__ inline float quantize_group_staged(const float (&v)[kPerLane], Fp8Saturation sat, uint8_t* stage,
+                                              uint8_t* dst, bool word_stores) {
+  const int lane = threadIdx.x % kWarpSize;
+  const float scale = warp_group_scale<Fmt>(v);
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) stage[lane + j * kWarpSize] = quantize_value<Fmt>(v[j], scale, sat);
+  __syncwarp();
+  const uint8_t* src = stage + lane * kPerLane;
+  if (word_stores) {
+    *reinterpret_cast<uint32_t*>(dst + lane * kPerLane) = *reinterpret_cast<const uint32_t*>(src);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) dst[lane * kPerLane + j] = src[j];
+  }
+  __syncwarp();  // stage is read before the warp's next group rewrites it
+  return scale;
+}
+
 /// One 256-thread block per tile t = mb * ktiles + kt: rows 128*mb .. +127 and columns 64*kt .. +63 of
 /// x [rows, cols] (rows % 128 == 0), whose columns are the 1x128 groups (k, mb) of x^T. Loads: 64/Vec
 /// threads per tile row, Vec consecutive elements each (Vec == 4 needs cols % 4 == 0 and an aligned x),
@@ -222,28 +249,11 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
     __syncthreads();
     for (int c = warp; c < width; c += kWarpsPerBlock) {  // uniform across the warp
       float v[kPerLane];
-      uint32_t key = 0;
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) {
-        v[j] = tile[lane + j * kWarpSize][c];
-        key = max_key(key, amax_key(v[j]));
-      }
-      key = warp_max_key(key);
-      const float scale = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) stage[warp][lane + j * kWarpSize] = quantize_value<Fmt>(v[j], scale, sat);
-      __syncwarp();
+      for (int j = 0; j < kPerLane; ++j) v[j] = tile[lane + j * kWarpSize][c];
       const int64_t k = k0 + c;
-      uint8_t* dst = codes + k * rows + m0 + lane * kPerLane;
-      const uint8_t* src = &stage[warp][lane * kPerLane];
-      if (word_stores) {
-        *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kPerLane; ++j) dst[j] = src[j];
-      }
+      const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes + k * rows + m0, word_stores);
       if (lane == 0) scale_inv[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(scale);
-      __syncwarp();  // stage[warp] is read before the warp's next column rewrites it
     }
     if (kt == ktiles - 1 && threadIdx.x < ld - cols) {
       scale_inv[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld)] = fp8block::kPadScaleInv;
@@ -256,32 +266,6 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
 constexpr int kPairPitch = kBlock + 1;
 /// Dynamic shared memory of the pair kernel: the tile as floats.
 constexpr size_t kPairTileBytes = sizeof(float) * kBlock * kPairPitch;
-
-/// Quantises the 128 floats v (lane l holding entries l + 32j) with their shared scale; the codes go through
-/// `stage` (128 bytes of shared memory) so that lane l stores bytes 4l .. 4l+3 of `dst` (one 4-byte store when
-/// word_stores). Returns the scale. Every lane of the warp must call it.
-template <DType Fmt>
-__device__ inline float quantize_group_staged(const float (&v)[kPerLane], Fp8Saturation sat, uint8_t* stage,
-                                              uint8_t* dst, bool word_stores) {
-  const int lane = threadIdx.x % kWarpSize;
-  uint32_t key = 0;
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) key = max_key(key, amax_key(v[j]));
-  key = warp_max_key(key);
-  const float scale = scale_from_amax(amax_from_key(key), fp8_max(Fmt));
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) stage[lane + j * kWarpSize] = quantize_value<Fmt>(v[j], scale, sat);
-  __syncwarp();
-  const uint8_t* src = stage + lane * kPerLane;
-  if (word_stores) {
-    *reinterpret_cast<uint32_t*>(dst + lane * kPerLane) = *reinterpret_cast<const uint32_t*>(src);
-  } else {
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) dst[lane * kPerLane + j] = src[j];
-  }
-  __syncwarp();  // stage is read before the warp's next group rewrites it
-  return scale;
-}
 
 /// quantize_1x128 and quantize_1x128_transposed of x [rows, cols] (both multiples of 128) from one read: block
 /// b takes tiles t = mb * ktiles + kt (rows 128 mb.., columns 128 kt..), loaded with coalesced row-wise reads
