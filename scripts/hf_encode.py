@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Encodes text (or decodes ids) with an HF tokenizer.json through the `tokenizers` library.
 
-coat-generate calls it to encode a prompt for a tokenizer.json model (the pre-tokenizers' Unicode regular
-expressions are the library's); the tests call `decode` as the reference of the C++ decoder.
+coat-generate calls it to encode a prompt for a tokenizer.json model whose features the native encoder
+(HfEncoder) refuses; the tests call it as the reference of the C++ encoder and decoder.
 
   hf_encode.py encode --tokenizer tokenizer.json [--no-special] < text      -> ids, comma-separated
   hf_encode.py encode --json ... < a JSON list of texts                     -> a JSON list of id lists

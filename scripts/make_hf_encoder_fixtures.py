@@ -9,8 +9,9 @@ The fixtures: byte-level BPEs trained on a few KB of varied text with the Llama-
 pre-tokenizer (ignore_merges, a <|begin_of_text|> template, special and plain added tokens, one with
 lstrip/rstrip) and with GPT-2's ByteLevel regex (merges in the older "a b" form; once with
 add_prefix_space); SentencePiece-style BPEs as converted Llama-2 files are (Prepend/Replace normalizer or
-the Metaspace pre-tokenizer, <0xNN> byte fallback, fuse_unk; once without byte tokens, so that unknown
-characters become one fused <unk>).
+the Metaspace pre-tokenizer in its newer and older forms, <0xNN> byte fallback, fuse_unk; once without byte
+tokens, so that unknown characters become one fused <unk>). The trainer breaks frequency ties in no fixed
+order, so a rerun may give other SentencePiece-style vocabularies: the files and expected.json belong together.
 """
 import argparse
 import json
@@ -145,6 +146,12 @@ def main():
     expected["gpt2_prefix_space"] = write_fixture(args.out, "gpt2_prefix_space", prefixed, False)
     expected["llama2"] = write_fixture(args.out, "llama2", sentencepiece_tokenizer(False), False)
     expected["llama2_metaspace"] = write_fixture(args.out, "llama2_metaspace", sentencepiece_tokenizer(True), False)
+    # The older Metaspace form (add_prefix_space, no prepend_scheme: always; split on the replacement).
+    old_form = json.loads(sentencepiece_tokenizer(True).to_str())
+    old_form["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    old_form["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    expected["llama2_metaspace_split"] = write_fixture(args.out, "llama2_metaspace_split",
+                                                       Tokenizer.from_str(json.dumps(old_form)), False)
     expected["llama2_unk"] = write_fixture(args.out, "llama2_unk", sentencepiece_tokenizer(False, False), False)
     with open(os.path.join(args.out, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, indent=None, separators=(",", ":"))

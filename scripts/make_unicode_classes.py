@@ -70,6 +70,7 @@ def main():
         "",
         "constexpr uint8_t L = kUnicodeLetter, N = kUnicodeNumber, S = kUnicodeWhiteSpace;",
         "",
+        "// clang-format off",
         f"constexpr UnicodeClassRange kRanges[{len(rs)}] = {{",
     ]
     names = {LETTER: "L", NUMBER: "N", WHITE_SPACE: "S"}
@@ -83,12 +84,17 @@ def main():
         lines.append("    " + " ".join(row))
     lines += [
         "};",
+        "// clang-format on",
         "",
         "}  // namespace",
         "",
-        f'std::string_view unicode_class_table_version() {{ return "{unicodedata.unidata_version}"; }}',
+        "std::string_view unicode_class_table_version() {",
+        f'  return "{unicodedata.unidata_version}";',
+        "}",
         "",
-        "std::span<const UnicodeClassRange> unicode_class_ranges() { return kRanges; }",
+        "std::span<const UnicodeClassRange> unicode_class_ranges() {",
+        "  return kRanges;",
+        "}",
         "",
         "}  // namespace coat::data",
         "",

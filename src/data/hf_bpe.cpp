@@ -49,6 +49,7 @@ HfBpe HfBpe::from_json(const nlohmann::json& model, std::string_view source) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
       hf_encoder_malformed(source, "model.vocab['" + token + "']", "is not an id: " + id.dump());
     bpe.vocab_[token] = id.get<int32_t>();
+    bpe.ids_.insert(id.get<int32_t>());
   }
   const nlohmann::json& merges = model.value("merges", nlohmann::json::array());
   for (size_t i = 0; i < merges.size(); ++i) {
@@ -56,7 +57,8 @@ HfBpe HfBpe::from_json(const nlohmann::json& model, std::string_view source) {
     const auto id = [&](const std::string& token) {
       auto it = bpe.vocab_.find(token);
       if (it == bpe.vocab_.end())
-        hf_encoder_malformed(source, detail::concat("model.merges[", i, "]"), "'" + token + "' is not in the vocab");
+        hf_encoder_malformed(source, detail::concat("model.merges[", i, "]"),
+                             "'" + token + "' is not in the vocab");
       return it->second;
     };
     // A repeated pair takes its last rank, as the library's map does.
@@ -128,7 +130,8 @@ std::vector<int32_t> HfBpe::merge_all(std::vector<int32_t> ids) const {
   };
   std::vector<Symbol> symbols(ids.size());
   for (size_t i = 0; i < ids.size(); ++i)
-    symbols[i] = {ids[i], static_cast<int64_t>(i) - 1, i + 1 < ids.size() ? static_cast<int64_t>(i) + 1 : -1, false};
+    symbols[i] = {ids[i], static_cast<int64_t>(i) - 1, i + 1 < ids.size() ? static_cast<int64_t>(i) + 1 : -1,
+                  false};
   struct Candidate {
     uint32_t rank;
     size_t pos;

@@ -49,17 +49,29 @@ void HfEncoder::read_added_tokens(const nlohmann::json& added_tokens) {
     const std::string content = t.at("content").get<std::string>();
     if (content.empty()) continue;  // matches nothing
     const bool special = t.value("special", false), normalized = t.value("normalized", !special);
-    // The library gives a content that the model knows the model's id.
-    const int32_t id = model_.token_to_id(content).value_or(t.at("id").get<int32_t>());
-    tokens.push_back({special, normalized,
+    // The library gives a content that the model knows the model's id, another one a new id: a file whose
+    // id is a model token's would encode differently there.
+    const auto file_id = t.at("id").get<int32_t>();
+    const std::optional<int32_t> model_id = model_.token_to_id(content);
+    if (!model_id && model_.has_id(file_id)) {
+      hf_encoder_malformed(source, key + ".id",
+                           detail::concat(file_id, " of '", content,
+                                          "' is a model token's id (the library would "
+                                          "give the added token another one)"));
+    }
+    const int32_t id = model_id.value_or(file_id);
+    tokens.push_back({special,
+                      normalized,
                       {normalized ? normalizer_.normalize(content) : content, id, t.value("lstrip", false),
                        t.value("rstrip", false)}});
   }
   // The library's pattern order: special tokens, then the others, each in file order; among matches at
   // one position the longest wins, then the earliest pattern.
-  std::stable_sort(tokens.begin(), tokens.end(), [](const Read& a, const Read& b) { return a.special > b.special; });
   std::stable_sort(tokens.begin(), tokens.end(),
-                   [](const Read& a, const Read& b) { return a.token.pattern.size() > b.token.pattern.size(); });
+                   [](const Read& a, const Read& b) { return a.special > b.special; });
+  std::stable_sort(tokens.begin(), tokens.end(), [](const Read& a, const Read& b) {
+    return a.token.pattern.size() > b.token.pattern.size();
+  });
   for (const Read& r : tokens) (r.normalized ? normalized_added_ : raw_added_).push_back(r.token);
 }
 
@@ -69,7 +81,8 @@ void HfEncoder::read_post_processor(const nlohmann::json& processor, const std::
   const std::string type = processor.is_object() ? processor.value("type", std::string()) : "";
   if (type == "Sequence") {
     const nlohmann::json& list = processor.value("processors", nlohmann::json::array());
-    for (size_t i = 0; i < list.size(); ++i) read_post_processor(list[i], detail::concat(key, ".processors[", i, "]"));
+    for (size_t i = 0; i < list.size(); ++i)
+      read_post_processor(list[i], detail::concat(key, ".processors[", i, "]"));
     return;
   }
   if (type == "ByteLevel") return;  // it trims offsets; the ids stay
@@ -89,8 +102,10 @@ void HfEncoder::read_post_processor(const nlohmann::json& processor, const std::
     const std::string name =
         single[i].contains("SpecialToken") ? single[i].at("SpecialToken").value("id", std::string()) : "";
     if (!specials.contains(name) || !specials.at(name).contains("ids"))
-      hf_encoder_malformed(source, piece_key, single[i].dump() + " names no entry of special_tokens with ids");
-    for (const nlohmann::json& id : specials.at(name).at("ids")) (sequence_seen ? after : before).push_back(id.get<int32_t>());
+      hf_encoder_malformed(source, piece_key,
+                           single[i].dump() + " names no entry of special_tokens with ids");
+    for (const nlohmann::json& id : specials.at(name).at("ids"))
+      (sequence_seen ? after : before).push_back(id.get<int32_t>());
   }
   if (!sequence_seen) hf_encoder_malformed(source, key + ".single", "has no $A sequence");
   // A later processor wraps what the earlier ones made.

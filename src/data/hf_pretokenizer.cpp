@@ -11,7 +11,7 @@ namespace coat::data {
 
 void hf_encoder_unsupported(std::string_view source, const std::string& key, const std::string& what) {
   throw NotImplemented(detail::concat("[hf_encoder] ", source, ": ", key, " ", what,
-                                     " is not supported by the native encoder"));
+                                      " is not supported by the native encoder"));
 }
 
 void hf_encoder_malformed(std::string_view source, const std::string& key, const std::string& what) {
@@ -25,12 +25,22 @@ constexpr std::string_view kGpt2Regex =
 constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-bool is_letter(char32_t c) { return is_unicode_letter(c); }
-bool is_number(char32_t c) { return is_unicode_number(c); }
-bool is_space(char32_t c) { return is_unicode_white_space(c); }
-bool is_newline(char32_t c) { return c == '\r' || c == '\n'; }
+bool is_letter(char32_t c) {
+  return is_unicode_letter(c);
+}
+bool is_number(char32_t c) {
+  return is_unicode_number(c);
+}
+bool is_space(char32_t c) {
+  return is_unicode_white_space(c);
+}
+bool is_newline(char32_t c) {
+  return c == '\r' || c == '\n';
+}
 /// [^\s\p{L}\p{N}]
-bool is_other(char32_t c) { return unicode_class(c) == 0; }
+bool is_other(char32_t c) {
+  return unicode_class(c) == 0;
+}
 
 template <typename Pred>
 size_t run_end(std::span<const char32_t> s, size_t i, Pred pred) {
@@ -134,7 +144,8 @@ std::string_view hf_split_pattern_regex(HfSplitPattern pattern) {
   return pattern == HfSplitPattern::kGpt2 ? kGpt2Regex : kLlama3Regex;
 }
 
-std::vector<std::pair<size_t, size_t>> hf_split_isolated(std::span<const char32_t> text, HfSplitPattern pattern) {
+std::vector<std::pair<size_t, size_t>> hf_split_isolated(std::span<const char32_t> text,
+                                                         HfSplitPattern pattern) {
   std::vector<std::pair<size_t, size_t>> out;
   size_t gap = 0;  // start of text no match has covered
   for (size_t i = 0; i < text.size();) {
@@ -172,7 +183,8 @@ HfNormalizer HfNormalizer::from_json(const nlohmann::json& normalizer, std::stri
         hf_encoder_unsupported(source, key + ".pattern",
                                detail::concat(pattern.dump(), " (only a {\"String\": ...} pattern)"));
       }
-      n.steps_.push_back({"", pattern.at("String").get<std::string>(), string_field(j, "content", key, source)});
+      n.steps_.push_back(
+          {"", pattern.at("String").get<std::string>(), string_field(j, "content", key, source)});
     } else {
       hf_encoder_unsupported(source, key + ".type", "'" + type + "'");
     }
@@ -270,17 +282,12 @@ std::vector<HfPiece> HfPreTokenizer::run(const Step& step, HfPiece piece) {
       emit(std::move(text));
       return out;
     }
-    // MergedWithNext: a run of replacements begins a piece.
+    // MergedWithNext: every replacement begins a piece ("a▁▁b": "a", "▁", "▁b").
     size_t begin = 0;
     for (size_t at = text.find(step.replacement); at != std::string::npos;
          at = text.find(step.replacement, at + step.replacement.size())) {
-      const bool follows_replacement =
-          at >= step.replacement.size() &&
-          text.compare(at - step.replacement.size(), step.replacement.size(), step.replacement) == 0;
-      if (at > begin && !follows_replacement) {
-        emit(text.substr(begin, at - begin));
-        begin = at;
-      }
+      if (at > begin) emit(text.substr(begin, at - begin));
+      begin = at;
     }
     emit(text.substr(begin));
     return out;

@@ -33,7 +33,8 @@ std::vector<int32_t> TextTokenizer::encode_prompt(std::string_view text) const {
     try {
       return hf_python_encode(options_.hf_encode_script, hf_->path(), text, /*add_special_tokens=*/true);
     } catch (const Error& e) {
-      throw Error(detail::concat(e.what(), " (Python encodes this file because ", python_encoder_reason_, ")"));
+      throw Error(
+          detail::concat(e.what(), " (Python encodes this file because ", python_encoder_reason_, ")"));
     }
   }
   std::vector<int32_t> ids = sentencepiece_->encode(text);
@@ -65,8 +66,8 @@ bool TextTokenizer::ends_generation(int32_t id) const {
 std::string TextTokenizer::description() const {
   if (!hf_) return "SentencePiece model " + sentencepiece_->path().string();
   if (hf_encoder_) return "tokenizer.json " + hf_->path().string();
-  return "tokenizer.json " + hf_->path().string() + " (prompts encoded by Python `tokenizers`: " +
-         python_encoder_reason_ + ")";
+  return "tokenizer.json " + hf_->path().string() +
+         " (prompts encoded by Python `tokenizers`: " + python_encoder_reason_ + ")";
 }
 
 }  // namespace coat::data

@@ -77,8 +77,9 @@ Utf8Text decode_utf8(std::string_view bytes, std::string_view what) {
     char32_t c = 0;
     const size_t len = decode_one(bytes, i, &c);
     if (len == 0) {
-      throw InvalidArgument(detail::concat(what, " is not valid UTF-8 at byte offset ", i, " (byte 0x", std::hex,
-                                           static_cast<int>(static_cast<unsigned char>(bytes[i])), ")"));
+      throw InvalidArgument(detail::concat(what, " is not valid UTF-8 at byte offset ", i, " (byte 0x",
+                                           std::hex, static_cast<int>(static_cast<unsigned char>(bytes[i])),
+                                           ")"));
     }
     text.code_points.push_back(c);
     text.offsets.push_back(i);

@@ -8,6 +8,7 @@ namespace {
 
 constexpr uint8_t L = kUnicodeLetter, N = kUnicodeNumber, S = kUnicodeWhiteSpace;
 
+// clang-format off
 constexpr UnicodeClassRange kRanges[792] = {
     {0x9, 0xD, S}, {0x20, 0x20, S}, {0x30, 0x39, N}, {0x41, 0x5A, L}, {0x61, 0x7A, L}, {0x85, 0x85, S},
     {0xA0, 0xA0, S}, {0xAA, 0xAA, L}, {0xB2, 0xB3, N}, {0xB5, 0xB5, L}, {0xB9, 0xB9, N},
@@ -199,11 +200,16 @@ constexpr UnicodeClassRange kRanges[792] = {
     {0x2A700, 0x2B738, L}, {0x2B740, 0x2B81D, L}, {0x2B820, 0x2CEA1, L}, {0x2CEB0, 0x2EBE0, L},
     {0x2F800, 0x2FA1D, L}, {0x30000, 0x3134A, L},
 };
+// clang-format on
 
 }  // namespace
 
-std::string_view unicode_class_table_version() { return "14.0.0"; }
+std::string_view unicode_class_table_version() {
+  return "14.0.0";
+}
 
-std::span<const UnicodeClassRange> unicode_class_ranges() { return kRanges; }
+std::span<const UnicodeClassRange> unicode_class_ranges() {
+  return kRanges;
+}
 
 }  // namespace coat::data

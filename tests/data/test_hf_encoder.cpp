@@ -25,8 +25,12 @@ namespace {
 namespace fs = std::filesystem;
 using coat::test::expect_error_containing;
 
-fs::path fixtures() { return fs::path(COAT_SOURCE_DIR) / "tests" / "data" / "fixtures" / "hf_encoder"; }
-fs::path script() { return fs::path(COAT_SOURCE_DIR) / "scripts" / "hf_encode.py"; }
+fs::path fixtures() {
+  return fs::path(COAT_SOURCE_DIR) / "tests" / "data" / "fixtures" / "hf_encoder";
+}
+fs::path script() {
+  return fs::path(COAT_SOURCE_DIR) / "scripts" / "hf_encode.py";
+}
 
 nlohmann::json expected() {
   std::ifstream in(fixtures() / "expected.json");
@@ -114,11 +118,54 @@ TEST(HfEncoder, InvalidUtf8IsRefusedWithItsOffset) {
 
 /// A random string of fragments that stress the pre-tokenizers, byte fallback and added tokens.
 std::string random_text(std::mt19937& gen) {
-  static const std::vector<std::string> fragments = {
-      "a", "the", "The", " ", "  ", "\n", "\r\n", "\t", "'s", "'S", "'ll", "'Re", "n't", "'", "1", "23", "4567",
-      "\u00e9", "e\u0301", "\u4e16\u754c", "\U0001F600", "\U0001F44D\U0001F3FD", "!", "?..", "_", "-", "$",
-      "<|eot_id|>", "<|begin_of_text|>", "<extra>", "<mask>", "<s>", "</s>", "<unk>", "<0x41>", "\u017f",
-      "\u00a0", "\u3000", "\u03a9", "\u00df", "\x1c", "x", "Hello", "world", "\u2581", "\u0661", "\ufeff", "ing"};
+  static const std::vector<std::string> fragments = {"a",
+                                                     "the",
+                                                     "The",
+                                                     " ",
+                                                     "  ",
+                                                     "\n",
+                                                     "\r\n",
+                                                     "\t",
+                                                     "'s",
+                                                     "'S",
+                                                     "'ll",
+                                                     "'Re",
+                                                     "n't",
+                                                     "'",
+                                                     "1",
+                                                     "23",
+                                                     "4567",
+                                                     "\u00e9",
+                                                     "e\u0301",
+                                                     "\u4e16\u754c",
+                                                     "\U0001F600",
+                                                     "\U0001F44D\U0001F3FD",
+                                                     "!",
+                                                     "?..",
+                                                     "_",
+                                                     "-",
+                                                     "$",
+                                                     "<|eot_id|>",
+                                                     "<|begin_of_text|>",
+                                                     "<extra>",
+                                                     "<mask>",
+                                                     "<s>",
+                                                     "</s>",
+                                                     "<unk>",
+                                                     "<0x41>",
+                                                     "\u017f",
+                                                     "\u00a0",
+                                                     "\u3000",
+                                                     "\u03a9",
+                                                     "\u00df",
+                                                     "\x1c",
+                                                     "x",
+                                                     "Hello",
+                                                     "world",
+                                                     "\u2581",
+                                                     "\u0661",
+                                                     "\ufeff",
+                                                     "ing"};
   std::string s;
   for (size_t n = gen() % 14; n > 0; --n) s += fragments[gen() % fragments.size()];
   return s;
@@ -178,18 +225,22 @@ class HfEncoderRefusal : public ::testing::Test {
 TEST_F(HfEncoderRefusal, UnsupportedFeaturesNameTheirKey) {
   expect_refused(variant([](auto& j) { j["normalizer"] = {{"type", "NFC"}}; }), "normalizer.type 'NFC'");
   expect_refused(variant([](auto& j) {
-                   j["normalizer"] = {{"type", "Sequence"},
-                                      {"normalizers", {{{"type", "Prepend"}, {"prepend", "_"}}, {{"type", "Lowercase"}}}}};
+                   j["normalizer"] = {
+                       {"type", "Sequence"},
+                       {"normalizers", {{{"type", "Prepend"}, {"prepend", "_"}}, {{"type", "Lowercase"}}}}};
                  }),
                  "normalizer.normalizers[1].type 'Lowercase'");
   expect_refused(variant([](auto& j) {
                    j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", " "}};
                  }),
                  "normalizer.pattern");
-  expect_refused(variant([](auto& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+  expect_refused(variant([](auto& j) {
+                   j["pre_tokenizer"] = {{"type", "Whitespace"}};
+                 }),
                  "pre_tokenizer.type 'Whitespace'");
-  expect_refused(variant([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\d+"; }),
-                 "pre_tokenizer.pretokenizers[0].pattern");
+  expect_refused(
+      variant([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\d+"; }),
+      "pre_tokenizer.pretokenizers[0].pattern");
   expect_refused(variant([](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; }),
                  "pre_tokenizer.pretokenizers[0].behavior");
   expect_refused(variant([](auto& j) { j["model"]["type"] = "Unigram"; }), "model.type 'Unigram'");
@@ -198,13 +249,18 @@ TEST_F(HfEncoderRefusal, UnsupportedFeaturesNameTheirKey) {
                  "model.continuing_subword_prefix");
   expect_refused(variant([](auto& j) { j["added_tokens"][0]["single_word"] = true; }),
                  "added_tokens[0].single_word");
-  expect_refused(variant([](auto& j) {
-                   j["post_processor"] = {{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}};
-                 }),
-                 "post_processor.type 'RobertaProcessing'");
+  expect_refused(
+      variant([](auto& j) {
+        j["post_processor"] = {{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}};
+      }),
+      "post_processor.type 'RobertaProcessing'");
   expect_refused(variant([](auto& j) { j["truncation"] = {{"max_length", 8}}; }), "truncation");
   expect_error_containing<InvalidArgument>(
-      [&] { HfEncoder::load(variant([](auto& j) { j["model"]["merges"][0] = "nospace"; })); }, "model.merges[0]");
+      [&] { HfEncoder::load(variant([](auto& j) { j["model"]["merges"][0] = "nospace"; })); },
+      "model.merges[0]");
+  expect_error_containing<InvalidArgument>(
+      [&] { HfEncoder::load(variant([](auto& j) { j["added_tokens"].back()["id"] = 300; })); },
+      "is a model token's id");
 }
 
 // TextTokenizer encodes natively (no Python: the script path does not exist) and falls back to Python for a
@@ -219,7 +275,8 @@ TEST_F(HfEncoderRefusal, TextTokenizerPrefersTheNativeEncoder) {
 
   const fs::path nfc = variant([](auto& j) { j["normalizer"] = {{"type", "NFC"}}; });
   const TextTokenizer fallback = TextTokenizer::load(nfc, {false, dir_ / "no_such_script.py"});
-  EXPECT_NE(fallback.description().find("normalizer.type 'NFC'"), std::string::npos) << fallback.description();
+  EXPECT_NE(fallback.description().find("normalizer.type 'NFC'"), std::string::npos)
+      << fallback.description();
   expect_error_containing([&] { fallback.encode_prompt(text); }, "normalizer.type 'NFC'");
 }
 

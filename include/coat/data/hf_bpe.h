@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace coat::data {
@@ -24,6 +25,8 @@ class HfBpe {
   std::vector<int32_t> tokenize(std::string_view text) const;
   /// The model's id of `token`, nullopt when not in the vocabulary.
   std::optional<int32_t> token_to_id(std::string_view token) const;
+  /// Whether some vocabulary token has `id`.
+  bool has_id(int32_t id) const { return ids_.contains(id); }
 
  private:
   struct Merge {
@@ -37,6 +40,7 @@ class HfBpe {
 
   std::string source_;
   std::unordered_map<std::string, int32_t> vocab_;
+  std::unordered_set<int32_t> ids_;
   std::unordered_map<uint64_t, Merge> merges_;  ///< (left id, right id) -> rank and merged id
   std::optional<std::string> unk_token_;
   bool fuse_unk_ = false;

@@ -49,7 +49,7 @@ class HfEncoder {
   HfPreTokenizer pre_tokenizer_;
   HfBpe model_;
   std::vector<AddedToken> raw_added_, normalized_added_;  ///< longest first
-  std::vector<int32_t> prefix_ids_, suffix_ids_;  ///< the templates' special tokens around the text
+  std::vector<int32_t> prefix_ids_, suffix_ids_;          ///< the templates' special tokens around the text
 };
 
 }  // namespace coat::data

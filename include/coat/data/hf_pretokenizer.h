@@ -26,14 +26,16 @@ struct HfPiece {
 /// The pre-tokenizer patterns this encoder knows, as the `tokenizers` library's regex finds their matches.
 enum class HfSplitPattern {
   kGpt2,    ///< 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-  kLlama3,  ///< (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|...
+  kLlama3,  ///< (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+            ///< ?[^\s\p{L}\p{N}]+[\r\n]*|...
 };
 
 /// The pattern string as tokenizer.json spells it.
 std::string_view hf_split_pattern_regex(HfSplitPattern pattern);
 /// `text` cut at the pattern's matches, matches and the text between them each a piece ("Isolated"): the
 /// code-point ranges [begin, end) in order, covering the text.
-std::vector<std::pair<size_t, size_t>> hf_split_isolated(std::span<const char32_t> text, HfSplitPattern pattern);
+std::vector<std::pair<size_t, size_t>> hf_split_isolated(std::span<const char32_t> text,
+                                                         HfSplitPattern pattern);
 
 /// A tokenizer.json "normalizer" (null: none).
 class HfNormalizer {
@@ -45,7 +47,7 @@ class HfNormalizer {
 
  private:
   struct Step {
-    std::string prepend;                 ///< Prepend: put before non-empty text
+    std::string prepend;                   ///< Prepend: put before non-empty text
     std::string replace_from, replace_to;  ///< Replace: every occurrence, left to right
   };
   std::vector<Step> steps_;
@@ -66,7 +68,7 @@ class HfPreTokenizer {
     bool add_prefix_space = false;                     ///< kByteLevel
     std::string replacement;                           ///< kMetaspace
     enum class Prepend { kNever, kFirst, kAlways } prepend = Prepend::kAlways;  ///< kMetaspace
-    bool split = true;                                                         ///< kMetaspace
+    bool split = true;                                                          ///< kMetaspace
   };
   static void add_steps(const nlohmann::json& j, const std::string& key, std::string_view source,
                         std::vector<Step>* steps);
@@ -78,6 +80,7 @@ class HfPreTokenizer {
 [[noreturn]] void hf_encoder_unsupported(std::string_view source, const std::string& key,
                                          const std::string& what);
 /// "[hf_encoder] SOURCE: KEY ..." as InvalidArgument, for a malformed file.
-[[noreturn]] void hf_encoder_malformed(std::string_view source, const std::string& key, const std::string& what);
+[[noreturn]] void hf_encoder_malformed(std::string_view source, const std::string& key,
+                                       const std::string& what);
 
 }  // namespace coat::data

@@ -27,9 +27,15 @@ std::string_view unicode_class_table_version();
 /// UnicodeClassBits of `c`: Letter (general category L*), Number (N*), White_Space (the property, as
 /// Oniguruma's \s and Rust's char::is_whitespace).
 uint8_t unicode_class(char32_t c);
-inline bool is_unicode_letter(char32_t c) { return unicode_class(c) & kUnicodeLetter; }
-inline bool is_unicode_number(char32_t c) { return unicode_class(c) & kUnicodeNumber; }
-inline bool is_unicode_white_space(char32_t c) { return unicode_class(c) & kUnicodeWhiteSpace; }
+inline bool is_unicode_letter(char32_t c) {
+  return unicode_class(c) & kUnicodeLetter;
+}
+inline bool is_unicode_number(char32_t c) {
+  return unicode_class(c) & kUnicodeNumber;
+}
+inline bool is_unicode_white_space(char32_t c) {
+  return unicode_class(c) & kUnicodeWhiteSpace;
+}
 
 /// Text as code points, with the byte offset where each begins (`offsets` has one more entry: the size).
 struct Utf8Text {
