@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Encodes text (or decodes ids) with an HF tokenizer.json through the `tokenizers` library.
 
-coat-generate calls it to encode a prompt for a tokenizer.json model (the pre-tokenizers' Unicode regular
-expressions are the library's); the tests call `decode` as the reference of the C++ decoder.
+coat-generate calls it to encode a prompt for a tokenizer.json model whose features the native encoder
+(HfEncoder) refuses; the tests call it as the reference of the C++ encoder and decoder.
 
   hf_encode.py encode --tokenizer tokenizer.json [--no-special] < text      -> ids, comma-separated
+  hf_encode.py encode --json ... < a JSON list of texts                     -> a JSON list of id lists
   hf_encode.py decode --tokenizer tokenizer.json [--keep-special] < lines   -> a JSON list of strings
       (one line of comma-separated ids per text; an empty line is an empty sequence)
 
@@ -21,6 +22,7 @@ def main():
     ap.add_argument("--tokenizer", required=True, help="tokenizer.json")
     ap.add_argument("--no-special", action="store_true", help="encode: no special tokens (no BOS)")
     ap.add_argument("--keep-special", action="store_true", help="decode: keep special tokens in the text")
+    ap.add_argument("--json", action="store_true", help="encode: a JSON list of texts in, a JSON list out")
     args = ap.parse_args()
     try:
         import tokenizers
@@ -29,6 +31,11 @@ def main():
         return 3
     tok = tokenizers.Tokenizer.from_file(args.tokenizer)
     data = sys.stdin.buffer.read().decode("utf-8")
+    if args.mode == "encode" and args.json:
+        texts = json.loads(data)
+        out = [e.ids for e in tok.encode_batch(texts, add_special_tokens=not args.no_special)]
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
     if args.mode == "encode":
         ids = tok.encode(data, add_special_tokens=not args.no_special).ids
         sys.stdout.write(",".join(str(i) for i in ids) + "\n")

@@ -3,8 +3,9 @@
 //                 [--top-k 40] [--seed 1] [--tokenizer data/kjv/kjv.model] [--samples 3]
 //   --tokenizer: a SentencePiece .model, or an HF tokenizer.json (or its directory; default for an HF
 //                 import: tokenizer.json of the directory it came from). A tokenizer.json prompt is encoded
-//                 by the Python `tokenizers` library (scripts/hf_encode.py); --prompt-ids 128000,9906 gives
-//                 it as ids instead. --show-special prints special tokens (<s>, <|eot_id|>) instead of
+//                 natively (Llama-2/3, OLMo-2 files); a file with features the native encoder lacks goes to
+//                 the Python `tokenizers` library (scripts/hf_encode.py), and stderr names the feature;
+//                 --prompt-ids 128000,9906 gives it as ids instead. --show-special prints special tokens (<s>, <|eot_id|>) instead of
 //                 dropping them.
 //   coat-generate --checkpoint DIR --ids 1,5,9 --logits-out logits.f32   (raw float32 logits [T, V], for
 //                 parity checks against other implementations)
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -103,6 +105,8 @@ int main(int argc, char** argv) {
       for (std::string item; std::getline(ss, item, ',');) context_ids.push_back(std::stoi(item));
     } else {
       if (!tok) throw coat::InvalidArgument("no tokenizer: pass --tokenizer or --prompt-ids");
+      if (!tok->python_encoder_reason().empty())
+        std::cerr << "prompt encoded by Python `tokenizers`: " << tok->python_encoder_reason() << "\n";
       context_ids = tok->encode_prompt(prompt);
     }
     if (context_ids.empty()) throw coat::InvalidArgument("empty prompt");

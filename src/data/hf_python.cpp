@@ -147,6 +147,20 @@ std::vector<int32_t> hf_python_encode(const fs::path& script, const fs::path& to
   return ids;
 }
 
+std::vector<std::vector<int32_t>> hf_python_encode_many(const fs::path& script, const fs::path& tokenizer_json,
+                                                        const std::vector<std::string>& texts,
+                                                        bool add_special_tokens) {
+  std::vector<std::string> args = {"encode", "--json", "--tokenizer", tokenizer_json.string()};
+  if (!add_special_tokens) args.emplace_back("--no-special");
+  const ProcessResult r = run_checked(script, args, nlohmann::json(texts).dump());
+  try {
+    return nlohmann::json::parse(r.out).get<std::vector<std::vector<int32_t>>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(
+        detail::concat(script, " printed no JSON list of id lists (", e.what(), "): ", r.out.substr(0, 200)));
+  }
+}
+
 std::vector<std::string> hf_python_decode(const fs::path& script, const fs::path& tokenizer_json,
                                           const std::vector<std::vector<int32_t>>& sequences,
                                           bool skip_special_tokens) {

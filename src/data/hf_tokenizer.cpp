@@ -10,9 +10,7 @@ namespace coat::data {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-nlohmann::json read_json_file(const fs::path& path) {
+nlohmann::json read_tokenizer_json(const fs::path& path) {
   std::ifstream in(path);
   if (!in) throw IoError(detail::concat("cannot open tokenizer file ", path));
   try {
@@ -21,6 +19,8 @@ nlohmann::json read_json_file(const fs::path& path) {
     throw IoError(detail::concat("tokenizer file ", path, " is not valid JSON: ", e.what()));
   }
 }
+
+namespace {
 
 [[noreturn]] void malformed(const fs::path& path, const std::string& what) {
   throw InvalidArgument(detail::concat("[tokenizer.json] ", path, ": ", what));
@@ -91,7 +91,7 @@ void template_special_ids(const nlohmann::json& processor, int32_t* bos, std::ve
 HfTokenizer HfTokenizer::load(const fs::path& path) {
   HfTokenizer t;
   t.path_ = fs::is_directory(path) ? path / "tokenizer.json" : path;
-  const nlohmann::json j = read_json_file(t.path_);
+  const nlohmann::json j = read_tokenizer_json(t.path_);
   if (!j.is_object() || !j.contains("model"))
     malformed(t.path_, "no \"model\" object (is it a tokenizer.json?)");
   int64_t largest = -1;
@@ -130,7 +130,7 @@ HfTokenizer HfTokenizer::load(const fs::path& path) {
 void HfTokenizer::find_special_ids() {
   const fs::path dir = path_.parent_path();
   if (fs::exists(dir / "generation_config.json")) {
-    const nlohmann::json g = read_json_file(dir / "generation_config.json");
+    const nlohmann::json g = read_tokenizer_json(dir / "generation_config.json");
     if (g.contains("bos_token_id") && g.at("bos_token_id").is_number_integer())
       bos_id_ = g.at("bos_token_id").get<int32_t>();
     const nlohmann::json eos = g.value("eos_token_id", nlohmann::json());
@@ -142,7 +142,7 @@ void HfTokenizer::find_special_ids() {
     }
   }
   if (fs::exists(dir / "tokenizer_config.json")) {
-    const nlohmann::json c = read_json_file(dir / "tokenizer_config.json");
+    const nlohmann::json c = read_tokenizer_json(dir / "tokenizer_config.json");
     const std::optional<std::string> bos = config_token(c, "bos_token"), eos = config_token(c, "eos_token");
     if (bos_id_ < 0 && bos && token_to_id(*bos)) bos_id_ = *token_to_id(*bos);
     if (eos_ids_.empty() && eos && token_to_id(*eos)) eos_ids_.push_back(*token_to_id(*eos));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "coat/core/error.h"
 #include "coat/data/hf_python.h"
 
 namespace coat::data {
@@ -15,6 +16,11 @@ TextTokenizer TextTokenizer::load(const fs::path& path, Options options) {
   t.options_ = std::move(options);
   if (path.extension() == ".json" || fs::is_directory(path)) {
     t.hf_ = std::make_shared<const HfTokenizer>(HfTokenizer::load(path));
+    try {
+      t.hf_encoder_ = std::make_shared<const HfEncoder>(HfEncoder::load(path));
+    } catch (const NotImplemented& e) {
+      t.python_encoder_reason_ = e.what();  // a feature the native encoder lacks: Python's library encodes
+    }
   } else {
     t.sentencepiece_ = std::make_shared<const Tokenizer>(Tokenizer::load(path));
   }
@@ -22,7 +28,15 @@ TextTokenizer TextTokenizer::load(const fs::path& path, Options options) {
 }
 
 std::vector<int32_t> TextTokenizer::encode_prompt(std::string_view text) const {
-  if (hf_) return hf_python_encode(options_.hf_encode_script, hf_->path(), text, /*add_special_tokens=*/true);
+  if (hf_encoder_) return hf_encoder_->encode(text, /*add_special_tokens=*/true);
+  if (hf_) {
+    try {
+      return hf_python_encode(options_.hf_encode_script, hf_->path(), text, /*add_special_tokens=*/true);
+    } catch (const Error& e) {
+      throw Error(
+          detail::concat(e.what(), " (Python encodes this file because ", python_encoder_reason_, ")"));
+    }
+  }
   std::vector<int32_t> ids = sentencepiece_->encode(text);
   if (sentencepiece_->bos_id() >= 0) ids.insert(ids.begin(), sentencepiece_->bos_id());
   return ids;
@@ -50,8 +64,10 @@ bool TextTokenizer::ends_generation(int32_t id) const {
 }
 
 std::string TextTokenizer::description() const {
-  return hf_ ? "tokenizer.json " + hf_->path().string()
-             : "SentencePiece model " + sentencepiece_->path().string();
+  if (!hf_) return "SentencePiece model " + sentencepiece_->path().string();
+  if (hf_encoder_) return "tokenizer.json " + hf_->path().string();
+  return "tokenizer.json " + hf_->path().string() +
+         " (prompts encoded by Python `tokenizers`: " + python_encoder_reason_ + ")";
 }
 
 }  // namespace coat::data

@@ -2,8 +2,8 @@
 // every id becomes its added token's content or its model token (BPE, WordLevel, WordPiece: the "vocab"
 // object; Unigram: the "vocab" list), special added tokens are dropped when asked, and the file's decoder
 // chain (HfDecoder) makes the text. Llama-3's byte-level BPE and Llama-2's SentencePiece-style files
-// (▁ for spaces, <0xNN> byte fallback) both decode exactly. Encoding text is not here: the pre-tokenizers'
-// Unicode regular expressions are left to the Python library (hf_python.h).
+// (▁ for spaces, <0xNN> byte fallback) both decode exactly. Encoding is HfEncoder's (hf_encoder.h), with the
+// Python library (hf_python.h) as the fallback for files whose features it lacks.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,9 @@
 #include "coat/data/hf_decoder.h"
 
 namespace coat::data {
+
+/// A JSON file of HF's tokenizer family; IoError naming the file when it is missing or not JSON.
+nlohmann::json read_tokenizer_json(const std::filesystem::path& path);
 
 class HfTokenizer {
  public:
