@@ -45,8 +45,12 @@ autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* 
         const Tensor w = weight ? weight->value : Tensor();
         const Tensor dw = weight ? weight->grad : Tensor();
         Tensor maxima;
-        const Tensor dx = ops::rmsnorm_backward(as_rows(dy), in.restore(saved), w, saved.back(), dw,
-                                                residual_rows(tape, x_slot), dx_maxima ? &maxima : nullptr);
+        // COAT's compressed x is restored inside the kernel (no restore pass).
+        const Tensor residual = residual_rows(tape, x_slot);
+        Tensor* m = dx_maxima ? &maxima : nullptr;
+        const Tensor dx = in.compressed ? ops::rmsnorm_backward_compressed(as_rows(dy), saved[0], saved[1], w,
+                                                                           saved.back(), dw, residual, m)
+                                        : ops::rmsnorm_backward(as_rows(dy), saved[0], w, saved.back(), dw, residual, m);
         return {finish_dx(dx, shape, dx_maxima, std::move(maxima))};
       },
       /*force_grad=*/weight != nullptr && weight->needs_grad());
@@ -68,9 +72,13 @@ autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double ep
                          const Tensor& dy, const std::vector<Tensor>& saved) -> autograd::Grads {
                        const size_t n = saved.size();
                        Tensor maxima;
-                       const Tensor dx = ops::layernorm_backward(as_rows(dy), in.restore(saved), saved[n - 2],
-                                                                 saved[n - 1], residual_rows(tape, x_slot),
-                                                                 dx_maxima ? &maxima : nullptr);
+                       const Tensor residual = residual_rows(tape, x_slot);
+                       Tensor* m = dx_maxima ? &maxima : nullptr;
+                       const Tensor dx =
+                           in.compressed
+                               ? ops::layernorm_backward_compressed(as_rows(dy), saved[0], saved[1], saved[n - 2],
+                                                                    saved[n - 1], residual, m)
+                               : ops::layernorm_backward(as_rows(dy), saved[0], saved[n - 2], saved[n - 1], residual, m);
                        return {finish_dx(dx, shape, dx_maxima, std::move(maxima))};
                      });
 }

@@ -2,10 +2,12 @@
 #include "coat/ops/norm.h"
 
 #include <cmath>
+#include <utility>
 
 #include "coat/backend/cpu/norm.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/dispatch.h"
+#include "coat/ops/quantize.h"
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/norm.h"
 #endif
@@ -91,8 +93,46 @@ NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, b
   return out;
 }
 
-Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                        Tensor dweight_accum, const Tensor& residual, Tensor* row_max) {
+namespace {
+
+/// x as a backward gets it: `x`, or (x undefined) COAT's compressed copy of an x of dy's shape and dtype.
+struct BackwardX {
+  Tensor x, codes, scale_inv;
+  /// What the checks compare the other operands with: x, or dy (which has x's shape, dtype and device).
+  const Tensor& like(const Tensor& dy) const { return x.defined() ? x : dy; }
+};
+
+/// The compressed copy checked against dy (E4M3 codes of dy's shape, one F32 scale per 16 along the rows).
+BackwardX compressed_x(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv, const char* op) {
+  COAT_ARG_CHECK(dy.defined() && (dy.dtype() == DType::F32 || dy.dtype() == DType::BF16), op,
+                 "dy (and the restored x) must be f32 or bf16, got ", dy.defined() ? dtype_name(dy.dtype()) : "undefined");
+  COAT_ARG_CHECK(codes.defined() && codes.dtype() == DType::E4M3 && codes.shape() == dy.shape(), op,
+                 "x's codes must be E4M3 of dy's shape ", shape_str(dy.shape()), ", got ",
+                 codes.defined() ? codes.str() : "undefined");
+  COAT_ARG_CHECK(dy.size(-1) % 16 == 0, op, "x's rows (", dy.size(-1), " codes) must be whole groups of 16");
+  COAT_ARG_CHECK(scale_inv.defined() && scale_inv.dtype() == DType::F32 && scale_inv.numel() * 16 == codes.numel(),
+                 op, "scale_inv must be F32 with one value per 16 codes (", codes.numel() / 16, "), got ",
+                 scale_inv.defined() ? scale_inv.str() : "undefined");
+  COAT_ARG_CHECK(codes.device() == dy.device() && scale_inv.device() == dy.device(), op,
+                 "dy, codes and scale_inv must be on one device");
+  BackwardX in;
+  in.codes = contiguous(codes);
+  in.scale_inv = contiguous(scale_inv);
+  if (dy.device().is_cpu()) {  // the CPU reference restores x first (the same values by construction)
+    Fp8PerGroup q;
+    q.codes = in.codes;
+    Shape scales = dy.shape();
+    scales.back() /= 16;
+    q.scale_inv = in.scale_inv.reshape(scales);
+    q.group_size = 16;
+    in.x = dequantize(q, dy.dtype());
+  }
+  return in;
+}
+
+Tensor rms_backward(const Tensor& dy, const BackwardX& in, const Tensor& weight, const Tensor& rstd,
+                    Tensor dweight_accum, const Tensor& residual, Tensor* row_max) {
+  const Tensor& x = in.like(dy);
   const int64_t rows = check_input(x, "rmsnorm_backward");
   check_like(dy, x, "rmsnorm_backward", "dy");
   if (residual.defined()) check_like(residual, x, "rmsnorm_backward", "residual");
@@ -113,15 +153,52 @@ Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
     COAT_ARG_CHECK(!dweight_accum.defined(), "rmsnorm_backward",
                    "dweight_accum is given but weight is undefined (no affine weight)");
   }
-  const Tensor cdy = contiguous(dy), cx = contiguous(x), cr = contiguous(rstd);
+  const Tensor cdy = contiguous(dy), cr = contiguous(rstd);
+  const Tensor cx = in.x.defined() ? contiguous(in.x) : Tensor();
   const Tensor cw = weight.defined() ? contiguous(weight) : Tensor();
   const Tensor cres = residual.defined() ? contiguous(residual) : Tensor();
   if (row_max != nullptr) *row_max = row_max_output(x, rows, true, "rmsnorm_backward");
   Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
   COAT_DISPATCH("rmsnorm_backward", x.device(),
                 cpu::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum, cres, row_max),
-                cuda::rmsnorm_backward(cdy, cx, cw, cr, dx, dweight_accum, cres, row_max));
+                cuda::rmsnorm_backward(cdy, cuda::NormInput{cx, in.codes, in.scale_inv}, cw, cr, dx, dweight_accum,
+                                       cres, row_max));
   return dx;
+}
+
+Tensor ln_backward(const Tensor& dy, const BackwardX& in, const Tensor& mean, const Tensor& rstd,
+                   const Tensor& residual, Tensor* row_max) {
+  const Tensor& x = in.like(dy);
+  const int64_t rows = check_input(x, "layernorm_backward");
+  check_like(dy, x, "layernorm_backward", "dy");
+  if (residual.defined()) check_like(residual, x, "layernorm_backward", "residual");
+  check_stat(mean, x, rows, "layernorm_backward", "mean");
+  check_stat(rstd, x, rows, "layernorm_backward", "rstd");
+  const Tensor cdy = contiguous(dy), cm = contiguous(mean), cr = contiguous(rstd);
+  const Tensor cx = in.x.defined() ? contiguous(in.x) : Tensor();
+  const Tensor cres = residual.defined() ? contiguous(residual) : Tensor();
+  if (row_max != nullptr) *row_max = row_max_output(x, rows, true, "layernorm_backward");
+  Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
+  COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx, cres, row_max),
+                cuda::layernorm_backward(cdy, cuda::NormInput{cx, in.codes, in.scale_inv}, cm, cr, dx, cres,
+                                         row_max));
+  return dx;
+}
+
+}  // namespace
+
+Tensor rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                        Tensor dweight_accum, const Tensor& residual, Tensor* row_max) {
+  COAT_ARG_CHECK(x.defined(), "rmsnorm_backward", "x is undefined");
+  return rms_backward(dy, BackwardX{x, Tensor(), Tensor()}, weight, rstd, std::move(dweight_accum), residual,
+                      row_max);
+}
+
+Tensor rmsnorm_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                   const Tensor& weight, const Tensor& rstd, Tensor dweight_accum,
+                                   const Tensor& residual, Tensor* row_max) {
+  return rms_backward(dy, compressed_x(dy, codes, scale_inv, "rmsnorm_backward_compressed"), weight, rstd,
+                      std::move(dweight_accum), residual, row_max);
 }
 
 NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max) {
@@ -142,18 +219,15 @@ NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max) {
 
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                           const Tensor& residual, Tensor* row_max) {
-  const int64_t rows = check_input(x, "layernorm_backward");
-  check_like(dy, x, "layernorm_backward", "dy");
-  if (residual.defined()) check_like(residual, x, "layernorm_backward", "residual");
-  check_stat(mean, x, rows, "layernorm_backward", "mean");
-  check_stat(rstd, x, rows, "layernorm_backward", "rstd");
-  const Tensor cdy = contiguous(dy), cx = contiguous(x), cm = contiguous(mean), cr = contiguous(rstd);
-  const Tensor cres = residual.defined() ? contiguous(residual) : Tensor();
-  if (row_max != nullptr) *row_max = row_max_output(x, rows, true, "layernorm_backward");
-  Tensor dx = Tensor::empty(x.context(), x.shape(), x.dtype());
-  COAT_DISPATCH("layernorm_backward", x.device(), cpu::layernorm_backward(cdy, cx, cm, cr, dx, cres, row_max),
-                cuda::layernorm_backward(cdy, cx, cm, cr, dx, cres, row_max));
-  return dx;
+  COAT_ARG_CHECK(x.defined(), "layernorm_backward", "x is undefined");
+  return ln_backward(dy, BackwardX{x, Tensor(), Tensor()}, mean, rstd, residual, row_max);
+}
+
+Tensor layernorm_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                     const Tensor& mean, const Tensor& rstd, const Tensor& residual,
+                                     Tensor* row_max) {
+  return ln_backward(dy, compressed_x(dy, codes, scale_inv, "layernorm_backward_compressed"), mean, rstd, residual,
+                     row_max);
 }
 
 }  // namespace coat::ops

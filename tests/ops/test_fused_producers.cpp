@@ -165,6 +165,43 @@ TEST(FusedProducers, NormBackwardAddsTheResidualAndGivesItsRowMaxima) {
       [&] { ops::layernorm_backward(x64, x64, f64.mean, f64.rstd, Tensor(), &m); }, "not f64");
 }
 
+// The backwards from COAT's compressed x: the bytes of the backward of the restored x (residual and maxima too),
+// and the compressed copy's shape checked.
+TEST(FusedProducers, NormBackwardFromTheCompressedInputIsTheBackwardOfTheRestoredInput) {
+  uint32_t seed = 50;
+  for (DType t : {DType::F32, DType::BF16}) {
+    for (const Shape& shape : {Shape{5, 32}, Shape{2, 3, 96}}) {
+      const Tensor x = random_tensor(shape, t, ++seed, 0.2, 1.5);
+      const Tensor dy = random_tensor(shape, t, ++seed, 0.0, 0.1);
+      const Tensor residual = random_tensor(shape, t, ++seed, 0.0, 0.05);
+      const Tensor w = random_tensor({shape.back()}, t, ++seed, 1.0, 0.3);
+      const ops::Fp8PerGroup q = ops::quantize_per_group(x, 16, DType::E4M3);
+      const Tensor restored = ops::dequantize(q, t);
+      const std::string what = label("norm backward from codes", shape, t);
+      const ops::NormForward f = ops::rmsnorm_forward(restored, w, 1e-5);
+      Tensor dw_want = ops::zeros(cpu(), {shape.back()}, DType::F32), dw_got = ops::zeros(cpu(), {shape.back()}, DType::F32);
+      Tensor want_max, got_max;
+      const Tensor want = ops::rmsnorm_backward(dy, restored, w, f.rstd, dw_want, residual, &want_max);
+      const Tensor got = ops::rmsnorm_backward_compressed(dy, q.codes, q.scale_inv, w, f.rstd, dw_got, residual, &got_max);
+      expect_same_bytes(got, want, what + " rmsnorm dx");
+      expect_same_bytes(dw_got, dw_want, what + " rmsnorm dweight");
+      expect_same_bytes(got_max, want_max, what + " rmsnorm maxima");
+      const ops::NormForward l = ops::layernorm_forward(restored, 1e-5);
+      expect_same_bytes(ops::layernorm_backward_compressed(dy, q.codes, q.scale_inv, l.mean, l.rstd),
+                        ops::layernorm_backward(dy, restored, l.mean, l.rstd), what + " layernorm dx");
+    }
+  }
+  const Tensor dy = random_tensor({4, 32}, DType::BF16, 60);
+  const ops::Fp8PerGroup q = ops::quantize_per_group(random_tensor({4, 32}, DType::BF16, 61), 16, DType::E4M3);
+  const ops::NormForward l = ops::layernorm_forward(dy, 1e-5);
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::layernorm_backward_compressed(dy.slice(1, 0, 16), q.codes, q.scale_inv, l.mean, l.rstd); },
+      "x's codes must be E4M3 of dy's shape (4,16)");
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::layernorm_backward_compressed(dy, q.codes, q.scale_inv.slice(1, 0, 1), l.mean, l.rstd); },
+      "one value per 16 codes");
+}
+
 TEST(FusedProducers, SwigluRowMaximaAreTheRowAmaxAndChangeNothingElse) {
   uint32_t seed = 20;
   for (DType t : {DType::F32, DType::BF16}) {

@@ -39,4 +39,15 @@ NormForward layernorm_forward(const Tensor& x, double eps, bool with_row_max = f
 Tensor layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                           const Tensor& residual = Tensor(), Tensor* row_max = nullptr);
 
+/// The backwards with x given as COAT's compressed copy of it (nn::save_input): E4M3 codes of dy's shape and F32
+/// scale_inv [..., D / 16] (ops::quantize_per_group(x, 16, E4M3)), restored to dy's dtype (f32 or bf16) inside
+/// the CUDA kernel exactly as dequantize_per_group restores them: the bytes of the backward of the restored x,
+/// without a restored x in memory (the CPU reference restores it first). D a multiple of 16.
+Tensor rmsnorm_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                   const Tensor& weight, const Tensor& rstd, Tensor dweight_accum,
+                                   const Tensor& residual = Tensor(), Tensor* row_max = nullptr);
+Tensor layernorm_backward_compressed(const Tensor& dy, const Tensor& codes, const Tensor& scale_inv,
+                                     const Tensor& mean, const Tensor& rstd, const Tensor& residual = Tensor(),
+                                     Tensor* row_max = nullptr);
+
 }  // namespace coat::ops

@@ -12,6 +12,7 @@
 #include "coat/backend/cuda/check.h"
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/pack_source.cuh"
 #include "coat/backend/cuda/row_max.cuh"
 #include "coat/backend/quantize_math.h"
 
@@ -272,25 +273,7 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const 
 /// S): the same values, without writing and reading the restored gu. A pack of kVec elements (kVec divides
 /// 16, packs start at multiples of kVec) never straddles two scale groups.
 template <typename S, int kVec, bool kCodes>
-struct GuSource {
-  const S* values;
-  const uint8_t* codes;
-  const float* scale_inv;
-  __device__ __forceinline__ Pack<S, kVec> load(int64_t pack) const {
-    if constexpr (!kCodes) {
-      return reinterpret_cast<const Pack<S, kVec>*>(values)[pack];
-    } else {
-      constexpr DType kOut = std::is_same_v<S, float> ? DType::F32 : DType::BF16;
-      const Pack<uint8_t, kVec> c = reinterpret_cast<const Pack<uint8_t, kVec>*>(codes)[pack];
-      const float si = scale_inv[(pack * kVec) / 16];
-      Pack<S, kVec> out;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k)
-        out.v[k] = fp8math::store_float<kOut>(fp8math::dequantize_value<DType::E4M3>(c.v[k], si));
-      return out;
-    }
-  }
-};
+using GuSource = PackSource<S, kVec, kCodes>;
 
 template <typename S, int kVec, bool kCodes>
 __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kernel(const S* __restrict__ dy,

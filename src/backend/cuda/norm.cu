@@ -15,6 +15,7 @@
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
 #include "coat/backend/cuda/norm.h"
+#include "coat/backend/cuda/pack_source.cuh"
 #include "coat/backend/cuda/row_max.cuh"
 #include "coat/backend/quantize_math.h"
 
@@ -275,9 +276,9 @@ struct DxEpilogue {
 /// dx = rstd * g - (rstd^3 * mean(g * x)) * x with g = dy * w. With a weight, each block also sums
 /// dy * x * rstd over its rows into its row of dw_part ([gridDim.x, d]): registers for the cached columns,
 /// the workspace row itself (touched by one thread per column) for the rest.
-template <typename S, int kVec, int kCache>
+template <typename S, int kVec, int kCache, bool kCodes>
 __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
-    const S* __restrict__ dy, const S* __restrict__ x, const S* __restrict__ w,
+    const S* __restrict__ dy, const PackSource<S, kVec, kCodes> x, const S* __restrict__ w,
     const acc_t<S>* __restrict__ rstd, S* __restrict__ dx, acc_t<S>* __restrict__ dw_part, int64_t rows,
     int64_t d, const DxEpilogue<S> epilogue) {
   using E = Elem<S>;
@@ -300,7 +301,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
     }
   }
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const P* xr = reinterpret_cast<const P*>(x + row * d);
+    const int64_t xrow = row * nv;  // the row's first pack of x
     const P* dyr = reinterpret_cast<const P*>(dy + row * d);
     P* dxr = reinterpret_cast<P*>(dx + row * d);
     const A inv = rstd[row];
@@ -310,7 +311,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
       if (j < nv) {
-        xc[c] = xr[j];
+        xc[c] = x.load(xrow + j);
         gc[c] = dyr[j];
 #pragma unroll
         for (int k = 0; k < kVec; ++k) {
@@ -320,7 +321,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
-      const P xp = xr[j], gp = dyr[j];
+      const P xp = x.load(xrow + j), gp = dyr[j];
       P wp = {};
       if (affine) wp = wv[j];
 #pragma unroll
@@ -350,7 +351,7 @@ __global__ __launch_bounds__(kMaxBackwardThreads) void rmsnorm_backward_kernel(
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
-      const P xp = xr[j], gp = dyr[j];
+      const P xp = x.load(xrow + j), gp = dyr[j];
       P wp = {};
       if (affine) wp = wv[j];
       P o;
@@ -492,9 +493,9 @@ __global__ __launch_bounds__(kMaxForwardThreads, kCache <= 2 ? 2 : 1) void layer
 }
 
 /// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - mean) * rstd, g = dy.
-template <typename S, int kVec, int kCache>
+template <typename S, int kVec, int kCache, bool kCodes>
 __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
-    const S* __restrict__ dy, const S* __restrict__ x, const acc_t<S>* __restrict__ mean,
+    const S* __restrict__ dy, const PackSource<S, kVec, kCodes> x, const acc_t<S>* __restrict__ mean,
     const acc_t<S>* __restrict__ rstd, S* __restrict__ dx, int64_t rows, int64_t d, const DxEpilogue<S> epilogue) {
   using E = Elem<S>;
   using A = acc_t<S>;
@@ -504,7 +505,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
   const int64_t nv = d / kVec;
   const int tid = threadIdx.x, nt = blockDim.x;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const P* xr = reinterpret_cast<const P*>(x + row * d);
+    const int64_t xrow = row * nv;  // the row's first pack of x
     const P* dyr = reinterpret_cast<const P*>(dy + row * d);
     P* dxr = reinterpret_cast<P*>(dx + row * d);
     const A m = mean[row], inv = rstd[row];
@@ -514,7 +515,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
     for (int c = 0; c < kCache; ++c) {
       const int64_t j = tid + int64_t(c) * nt;
       if (j < nv) {
-        xc[c] = xr[j];
+        xc[c] = x.load(xrow + j);
         gc[c] = dyr[j];
 #pragma unroll
         for (int k = 0; k < kVec; ++k) {
@@ -525,7 +526,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
-      const P xp = xr[j], gp = dyr[j];
+      const P xp = x.load(xrow + j), gp = dyr[j];
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
         const A g = E::load(gp.v[k]);
@@ -552,7 +553,7 @@ __global__ __launch_bounds__(kMaxThreads) void layernorm_backward_kernel(
       }
     }
     for (int64_t j = tid + int64_t(kCache) * nt; j < nv; j += nt) {
-      const P xp = xr[j], gp = dyr[j];
+      const P xp = x.load(xrow + j), gp = dyr[j];
       P o;
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
@@ -651,6 +652,43 @@ DxEpilogue<S> dx_epilogue(const Tensor& residual, Tensor* row_max, const char* o
   return {residual.defined() ? residual.data<S>() : nullptr, row_max != nullptr ? row_max->data<float>() : nullptr};
 }
 
+/// Whether the backward's x (values or codes) allows 16-byte packs of S.
+template <typename S>
+bool x_vectorizable(const NormInput& x) {
+  if (x.values.defined()) return aligned16(x.values.data_ptr());
+  return reinterpret_cast<uintptr_t>(x.codes.data_ptr()) % kVec16<S> == 0;
+}
+
+/// The backward's x as a PackSource, its kind in the type (with_x_source).
+template <typename S, int kVec, bool kC>
+struct XSource {
+  static constexpr bool kCodes = kC;
+  PackSource<S, kVec, kC> pack;
+};
+
+/// Calls f with the backward's x as an XSource of kVec packs: its values, or its codes.
+template <typename S, int kVec, typename F>
+void with_x_source(const NormInput& x, F&& f) {
+  if (x.values.defined()) {
+    f(XSource<S, kVec, false>{{x.values.data<S>(), nullptr, nullptr}});
+  } else {
+    f(XSource<S, kVec, true>{{nullptr, static_cast<const uint8_t*>(x.codes.data_ptr()), x.scale_inv.data<float>()}});
+  }
+}
+
+/// accum[col] += the column sums of the `parts` partial rows (dweight_reduce_kernel).
+template <typename A>
+void reduce_dweight(const A* part, unsigned parts, int64_t d, Tensor& accum, cudaStream_t stream) {
+  const dim3 block(kWarp, kReduceSlices);
+  const unsigned grid = static_cast<unsigned>((d + kWarp - 1) / kWarp);
+  if (accum.dtype() == DType::F64) {
+    dweight_reduce_kernel<A, double><<<grid, block, 0, stream>>>(part, parts, d, accum.data<double>());
+  } else {
+    dweight_reduce_kernel<A, float><<<grid, block, 0, stream>>>(part, parts, d, accum.data<float>());
+  }
+  COAT_CUDA_CHECK_LAST_LAUNCH();
+}
+
 }  // namespace
 
 void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd,
@@ -676,46 +714,39 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
   });
 }
 
-void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+void rmsnorm_backward(const Tensor& dy, const NormInput& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
                       Tensor& dweight_accum, const Tensor& residual, Tensor* row_max) {
-  const Rows r = rows_of(x);
+  const Rows r = rows_of(dy);
   if (r.n == 0) return;
-  dispatch_storage(x.dtype(), "rmsnorm_backward", [&](auto s) {
+  dispatch_storage(dy.dtype(), "rmsnorm_backward", [&](auto s) {
     using S = decltype(s);
     using A = acc_t<S>;
     const S* dyp = dy.data<S>();
-    const S* xp = x.data<S>();
     const S* wp = weight.defined() ? weight.data<S>() : nullptr;
     S* dxp = dx.data<S>();
     const DxEpilogue<S> epilogue = dx_epilogue<S>(residual, row_max, "rmsnorm_backward");
-    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp) &&
+    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && x_vectorizable<S>(x) && aligned16(dxp) &&
                      (wp == nullptr || aligned16(wp)) && (epilogue.residual == nullptr || aligned16(epilogue.residual));
     const RowPlan plan = plan_rows<S, 1, 2>(r.d, vec, kMaxBackwardThreads);
     cudaStream_t stream = stream_of(dx);
     with_plan<S, 1, 2>(plan, [&](auto v, auto c) {
-      auto kernel = rmsnorm_backward_kernel<S, decltype(v)::value, decltype(c)::value>;
-      const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
-      // One partial row per block; freed at the end of this scope, after the launches below (the
-      // caching allocator reuses blocks in stream order).
-      Tensor part;
-      if (wp != nullptr) {
-        part = Tensor::empty(x.context(), {static_cast<int64_t>(grid), r.d},
-                             std::is_same_v<A, double> ? DType::F64 : DType::F32, MemoryCategory::Workspace);
-      }
-      A* partp = wp != nullptr ? part.data<A>() : nullptr;
-      kernel<<<grid, plan.threads, 0, stream>>>(dyp, xp, wp, rstd.data<A>(), dxp, partp, r.n, r.d, epilogue);
-      COAT_CUDA_CHECK_LAST_LAUNCH();
-      if (wp == nullptr) return;
-      const dim3 block(kWarp, kReduceSlices);
-      const unsigned reduce_grid = static_cast<unsigned>((r.d + kWarp - 1) / kWarp);
-      if (dweight_accum.dtype() == DType::F64) {
-        dweight_reduce_kernel<A, double>
-            <<<reduce_grid, block, 0, stream>>>(partp, grid, r.d, dweight_accum.data<double>());
-      } else {
-        dweight_reduce_kernel<A, float>
-            <<<reduce_grid, block, 0, stream>>>(partp, grid, r.d, dweight_accum.data<float>());
-      }
-      COAT_CUDA_CHECK_LAST_LAUNCH();
+      with_x_source<S, decltype(v)::value>(x, [&](auto source) {
+        constexpr bool kCodes = decltype(source)::kCodes;
+        auto kernel = rmsnorm_backward_kernel<S, decltype(v)::value, decltype(c)::value, kCodes>;
+        const unsigned grid = persistent_grid(kernel, plan.threads, r.n, dy);
+        // One partial row per block; freed at the end of this scope, after the launches below (the
+        // caching allocator reuses blocks in stream order).
+        Tensor part;
+        if (wp != nullptr) {
+          part = Tensor::empty(dy.context(), {static_cast<int64_t>(grid), r.d},
+                               std::is_same_v<A, double> ? DType::F64 : DType::F32, MemoryCategory::Workspace);
+        }
+        A* partp = wp != nullptr ? part.data<A>() : nullptr;
+        kernel<<<grid, plan.threads, 0, stream>>>(dyp, source.pack, wp, rstd.data<A>(), dxp, partp, r.n, r.d,
+                                                  epilogue);
+        COAT_CUDA_CHECK_LAST_LAUNCH();
+        if (wp != nullptr) reduce_dweight(partp, grid, r.d, dweight_accum, stream);
+      });
     });
   });
 }
@@ -743,26 +774,28 @@ void layernorm_forward(const Tensor& x, double eps, Tensor& y, Tensor& mean, Ten
   });
 }
 
-void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+void layernorm_backward(const Tensor& dy, const NormInput& x, const Tensor& mean, const Tensor& rstd,
                         Tensor& dx, const Tensor& residual, Tensor* row_max) {
-  const Rows r = rows_of(x);
+  const Rows r = rows_of(dy);
   if (r.n == 0) return;
-  dispatch_storage(x.dtype(), "layernorm_backward", [&](auto s) {
+  dispatch_storage(dy.dtype(), "layernorm_backward", [&](auto s) {
     using S = decltype(s);
     using A = acc_t<S>;
     const S* dyp = dy.data<S>();
-    const S* xp = x.data<S>();
     S* dxp = dx.data<S>();
     const DxEpilogue<S> epilogue = dx_epilogue<S>(residual, row_max, "layernorm_backward");
-    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && aligned16(xp) && aligned16(dxp) &&
+    const bool vec = r.d % kVec16<S> == 0 && aligned16(dyp) && x_vectorizable<S>(x) && aligned16(dxp) &&
                      (epilogue.residual == nullptr || aligned16(epilogue.residual));
     const RowPlan plan = plan_rows<S, 2, 2>(r.d, vec, kMaxThreads);
     with_plan<S, 2, 2>(plan, [&](auto v, auto c) {
-      auto kernel = layernorm_backward_kernel<S, decltype(v)::value, decltype(c)::value>;
-      const unsigned grid = persistent_grid(kernel, plan.threads, r.n, x);
-      kernel<<<grid, plan.threads, 0, stream_of(dx)>>>(dyp, xp, mean.data<A>(), rstd.data<A>(), dxp, r.n,
-                                                       r.d, epilogue);
-      COAT_CUDA_CHECK_LAST_LAUNCH();
+      with_x_source<S, decltype(v)::value>(x, [&](auto source) {
+        constexpr bool kCodes = decltype(source)::kCodes;
+        auto kernel = layernorm_backward_kernel<S, decltype(v)::value, decltype(c)::value, kCodes>;
+        const unsigned grid = persistent_grid(kernel, plan.threads, r.n, dy);
+        kernel<<<grid, plan.threads, 0, stream_of(dx)>>>(dyp, source.pack, mean.data<A>(), rstd.data<A>(), dxp,
+                                                         r.n, r.d, epilogue);
+        COAT_CUDA_CHECK_LAST_LAUNCH();
+      });
     });
   });
 }

@@ -9,6 +9,8 @@
 //    in f32 (the device's expf is within 2 float ulps of the host's), 1 bf16 ulp; RoPE rtol 1e-6 in f32 (each
 //    value within 2^-22 of its pair's |a| + |b|, at most twice the row's max), 1 bf16 ulp; plus, as for y, 1e-6 of the
 //    largest maximum (LayerNorm's centring);
+//  - the norm backwards from COAT's compressed x (restored in the kernel): the bytes of the GPU's backward of
+//    its own restored x;
 //  - the norm backwards with the residual gradient added in their kernels: the bytes of the GPU's ops::add of
 //    the residual and its own dx (the same roundings), dweight unchanged, the maxima those of the summed rows;
 //  - quantize_per_tensor_from_row_maxima: exact bytes, equal to the GPU's quantize_per_tensor and to the CPU's
@@ -360,6 +362,37 @@ TEST_F(CudaFusedProducers, NormBackwardWithResidualIsAddOfItsDx) {
         if (maxima) {
           EXPECT_EQ(float_bits(layer_max), row_amax_bits(lplain, cpu)) << what << " layernorm maxima";
         }
+      }
+    }
+  }
+}
+
+// The norm backwards from COAT's compressed x: the bytes of the GPU's dequantisation followed by its backward,
+// with the residual and the maxima; rows longer than the register cache, misaligned codes (the scalar path).
+TEST_F(CudaFusedProducers, NormBackwardFromCodesIsTheBackwardOfTheRestoredInput) {
+  uint32_t seed = 650;
+  for (DType t : {DType::F32, DType::BF16}) {
+    for (const Shape& shape : {Shape{33, 64}, Shape{5, 3008}, Shape{2, 20000}, Shape{300, 256}}) {
+      const Tensor x = ops::to(random_tensor(cpu, shape, t, ++seed, 0.2, 1.5), gpu);
+      const Tensor dy = ops::to(random_tensor(cpu, shape, t, ++seed, 0.0, 0.1), gpu);
+      const Tensor res = ops::to(random_tensor(cpu, shape, t, ++seed, 0.0, 0.05), gpu);
+      const Tensor w = ops::to(random_tensor(cpu, {shape.back()}, t, ++seed, 1.0, 0.3), gpu);
+      const ops::Fp8PerGroup q = ops::quantize_per_group(x, 16, DType::E4M3);
+      const Tensor restored = ops::dequantize(q, t);
+      for (bool aligned : {true, false}) {
+        const Tensor codes = aligned ? q.codes : misaligned(q.codes);
+        const std::string what = label("norm backward from codes", shape, t, aligned ? "" : " misaligned");
+        const ops::NormForward f = ops::rmsnorm_forward(restored, w, 1e-5);
+        Tensor dw_want = ops::zeros(gpu, {shape.back()}, DType::F32), dw_got = ops::zeros(gpu, {shape.back()}, DType::F32);
+        Tensor want_max, got_max;
+        const Tensor want = ops::rmsnorm_backward(dy, restored, w, f.rstd, dw_want, res, &want_max);
+        const Tensor got = ops::rmsnorm_backward_compressed(dy, codes, q.scale_inv, w, f.rstd, dw_got, res, &got_max);
+        expect_same_bytes(got, want, what + " rmsnorm dx");
+        expect_same_bytes(dw_got, dw_want, what + " rmsnorm dweight");
+        expect_same_bytes(got_max, want_max, what + " rmsnorm maxima");
+        const ops::NormForward l = ops::layernorm_forward(restored, 1e-5);
+        expect_same_bytes(ops::layernorm_backward_compressed(dy, codes, q.scale_inv, l.mean, l.rstd, res),
+                          ops::layernorm_backward(dy, restored, l.mean, l.rstd, res), what + " layernorm dx");
       }
     }
   }
