@@ -75,10 +75,11 @@ void Transformer::leave_unit(autograd::Tape& tape, size_t unit) {
 autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, std::optional<size_t> weight,
                                 bool compress, const ops::Fp8PerGroup* compressed_x, Tensor* out_row_maxima,
                                 nn::GradRowMaximaSlot dx_maxima) {
+  const nn::NormFusion fusion{fused_producers_, fused_producers_, std::move(dx_maxima)};
   if (weight)
     return nn::rms_norm(tape, x, &store_->parameter(*weight), config_.rms_norm_eps, compress, compressed_x,
-                        out_row_maxima, std::move(dx_maxima));
-  return nn::layer_norm(tape, x, 1e-5, compress, compressed_x, out_row_maxima, std::move(dx_maxima));
+                        out_row_maxima, fusion);
+  return nn::layer_norm(tape, x, 1e-5, compress, compressed_x, out_row_maxima, fusion);
 }
 
 bool Transformer::takes_row_maxima(int64_t layer, LinearRole role) const {

@@ -365,28 +365,33 @@ TEST(FusedProducersNn, NormBackwardSumsTheResidualGradientAndHandsItsMaxima) {
   w.value = w.value.reshape({32});
   w.grad = w.grad.reshape({32});
   for (bool rms : {true, false}) {
-    const GradRowMaximaSlot slot = std::make_shared<GradRowMaxima>();
-    autograd::Tape tape;
-    const autograd::Var vx = tape.leaf(x, true);
-    const autograd::Var n = rms ? rms_norm(tape, vx, &w, 1e-5, false, nullptr, nullptr, slot)
-                                : layer_norm(tape, vx, 1e-5, false, nullptr, nullptr, slot);
-    tape.backward(add(tape, vx, n), g);
-    const Tensor dx = tape.grad(vx);
-    Tensor want;
-    if (rms) {
-      const ops::NormForward f = ops::rmsnorm_forward(x.reshape({16, 32}), w.value, 1e-5);
-      Tensor dw = ops::zeros(cpu(), {32}, DType::F32);
-      want = ops::add(g.reshape({16, 32}), ops::rmsnorm_backward(g.reshape({16, 32}), x.reshape({16, 32}), w.value,
-                                                               f.rstd, dw));
-    } else {
-      const ops::NormForward f = ops::layernorm_forward(x.reshape({16, 32}), 1e-5);
-      want = ops::add(g.reshape({16, 32}), ops::layernorm_backward(g.reshape({16, 32}), x.reshape({16, 32}), f.mean,
-                                                                 f.rstd));
+    for (bool fuse : {true, false}) {  // off: the tape adds the two gradients (the same bytes)
+      const GradRowMaximaSlot slot = fuse ? std::make_shared<GradRowMaxima>() : nullptr;
+      const NormFusion fusion{fuse, fuse, slot};
+      autograd::Tape tape;
+      const autograd::Var vx = tape.leaf(x, true);
+      const autograd::Var n = rms ? rms_norm(tape, vx, &w, 1e-5, false, nullptr, nullptr, fusion)
+                                  : layer_norm(tape, vx, 1e-5, false, nullptr, nullptr, fusion);
+      tape.backward(add(tape, vx, n), g);
+      const Tensor dx = tape.grad(vx);
+      Tensor want;
+      if (rms) {
+        const ops::NormForward f = ops::rmsnorm_forward(x.reshape({16, 32}), w.value, 1e-5);
+        Tensor dw = ops::zeros(cpu(), {32}, DType::F32);
+        want = ops::add(g.reshape({16, 32}), ops::rmsnorm_backward(g.reshape({16, 32}), x.reshape({16, 32}),
+                                                                 w.value, f.rstd, dw));
+      } else {
+        const ops::NormForward f = ops::layernorm_forward(x.reshape({16, 32}), 1e-5);
+        want = ops::add(g.reshape({16, 32}), ops::layernorm_backward(g.reshape({16, 32}), x.reshape({16, 32}),
+                                                                   f.mean, f.rstd));
+      }
+      const std::string what = std::string(rms ? "rms_norm" : "layer_norm") + (fuse ? "" : " unfused");
+      expect_same_bytes(dx, want.reshape({2, 8, 32}), what + " dx");
+      if (fuse) {
+        expect_same_bytes(slot->take(dx), ops::group_amax(want, 32).reshape({16}), what + " maxima");
+        EXPECT_EQ(slot->hits(), 1) << what;
+      }
     }
-    const std::string what = rms ? "rms_norm" : "layer_norm";
-    expect_same_bytes(dx, want.reshape({2, 8, 32}), what + " dx");
-    expect_same_bytes(slot->take(dx), ops::group_amax(want, 32).reshape({16}), what + " maxima");
-    EXPECT_EQ(slot->hits(), 1) << what;
   }
 }
 

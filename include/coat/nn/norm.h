@@ -15,15 +15,22 @@ namespace coat::nn {
 /// out_row_maxima (when not null): set to the output's row maxima, F32 [rows], max |y| per row as stored, from
 /// the same kernel: what the FP8 linear that takes y needs for its per-tensor scale (nn::linear_fp8
 /// `x_row_maxima`). F32 and BF16 inputs only.
-/// The backward adds the gradient x's other uses gave it before (the residual stream's: Tape::take_grad) in
-/// its own kernel, so the sum needs no add pass (the same bytes). dx_maxima (when not null): the backward
-/// puts the row maxima of that summed gradient there, from the same kernel, for the FP8 linear it reaches
-/// next (nn::linear_fp8 `dy_maxima`). F32 and BF16 only.
+/// What the backward fuses (all on by default; models::Transformer::set_fused_producers turns them off):
+/// `residual`: it adds the gradient x's other uses gave it before (the residual stream's: Tape::take_grad) in
+/// its own kernel, so the sum needs no add pass (the same bytes); `restore`: a compressed x is restored inside
+/// the kernel, not by a pass of its own; `dx_maxima` (when not null): it puts the row maxima of its (summed)
+/// gradient there, from the same kernel, for the FP8 linear that gradient reaches next (nn::linear_fp8
+/// `dy_maxima`; F32 and BF16 only).
+struct NormFusion {
+  bool residual = true;
+  bool restore = true;
+  GradRowMaximaSlot dx_maxima;
+};
 autograd::Var rms_norm(autograd::Tape& tape, const autograd::Var& x, Parameter* weight, double eps,
                        bool compress = false, const ops::Fp8PerGroup* compressed_x = nullptr,
-                       Tensor* out_row_maxima = nullptr, GradRowMaximaSlot dx_maxima = nullptr);
+                       Tensor* out_row_maxima = nullptr, NormFusion fusion = {});
 autograd::Var layer_norm(autograd::Tape& tape, const autograd::Var& x, double eps, bool compress = false,
                          const ops::Fp8PerGroup* compressed_x = nullptr, Tensor* out_row_maxima = nullptr,
-                         GradRowMaximaSlot dx_maxima = nullptr);
+                         NormFusion fusion = {});
 
 }  // namespace coat::nn
