@@ -5,7 +5,7 @@
 # reports, and exits non-zero when a target crashed (its input in build-fuzz/crashes/<target>/; reproduce with
 # build-fuzz/fuzz/fuzz_<target> <file>).
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]     targets: config token_file loss_mask tensor_file checkpoint_meta
-#                                                       safetensors hf_config (default: all)
+#                                                       safetensors hf_config hf_encoder (default: all)
 # Environment: COAT_FUZZ_BUILD_DIR (build-fuzz), COAT_FUZZ_RUNS (stop each target after this many executions
 # instead), COAT_FUZZ_CXX (clang++-14, else clang++), COAT_JOBS (build jobs: all cores).
 # Without clang and its libFuzzer runtime (Debian: clang-14 libclang-rt-14-dev) it says so and exits 77.
@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config token_file loss_mask tensor_file checkpoint_meta safetensors hf_config)
+((${#targets[@]})) || targets=(config token_file loss_mask tensor_file checkpoint_meta safetensors hf_config hf_encoder)
 build_dir=${COAT_FUZZ_BUILD_DIR:-build-fuzz}
 
 cxx=${COAT_FUZZ_CXX:-$(command -v clang++-14 || command -v clang++ || true)}
