@@ -42,9 +42,11 @@ for suite in "${suites[@]}"; do
   t0=$(date +%s)
   "$sanitizer" --tool "$tool" "${extra[@]}" "$exe" --gtest_filter="$filter" --gtest_brief=1 > "$log" 2>&1
   status=$?
-  summary=$(grep -E "ERROR SUMMARY" "$log" | tail -1)
+  # memcheck, initcheck and synccheck end with "ERROR SUMMARY: N errors"; racecheck with "RACECHECK SUMMARY: N
+  # hazards displayed (N errors, N warnings)".
+  summary=$(grep -E "(ERROR|RACECHECK) SUMMARY" "$log" | tail -1)
   passed=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
-  if ((status != 0)) || [[ $summary != *"0 errors"* ]] || grep -qE '^\[  FAILED  \]' "$log"; then
+  if ((status != 0)) || ! [[ $summary =~ (^|[^0-9])0\ errors ]] || grep -qE '^\[  FAILED  \]' "$log"; then
     failed=1
     echo "$suite: $tool: status $status, ${summary:-no summary} ($count tests; log $log)"
     grep -E '^\[  FAILED  \]|^========= (Invalid|Race|Uninitialized|Error|Barrier|Program hit)' "$log" | sort | uniq -c | head -8
