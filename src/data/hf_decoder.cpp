@@ -17,53 +17,13 @@ namespace {
 
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 
-/// The length of the valid UTF-8 sequence at s[i], or 0 when s[i] starts none (then the maximal invalid
-/// subpart is `*invalid` bytes long).
-size_t utf8_sequence_length(std::string_view s, size_t i, size_t* invalid) {
-  const auto b = static_cast<unsigned char>(s[i]);
-  *invalid = 1;
-  if (b < 0x80) return 1;
-  size_t need = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range; later ones are 80..BF
-  if (b >= 0xC2 && b <= 0xDF) {
-    need = 1;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    need = 2;
-    if (b == 0xE0) lo = 0xA0;  // no overlong forms
-    if (b == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    need = 3;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
-  } else {
-    return 0;
-  }
-  size_t k = 0;
-  for (; k < need && i + 1 + k < s.size(); ++k) {
-    const auto c = static_cast<unsigned char>(s[i + 1 + k]);
-    if (c < (k == 0 ? lo : 0x80) || c > (k == 0 ? hi : 0xBF)) break;
-  }
-  if (k == need) return need + 1;
-  *invalid = k + 1;
-  return 0;
-}
-
 /// The code points of a string (an invalid byte reads as U+FFFD).
 std::vector<char32_t> code_points(std::string_view s) {
   std::vector<char32_t> out;
   for (size_t i = 0; i < s.size();) {
-    size_t invalid = 0;
-    const size_t n = utf8_sequence_length(s, i, &invalid);
-    if (n == 0) {
-      out.push_back(U'\uFFFD');
-      i += invalid;
-      continue;
-    }
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    char32_t c = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-    for (size_t k = 1; k < n; ++k) c = (c << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    out.push_back(c);
-    i += n;
+    const Utf8Step step = utf8_step(s, i);
+    out.push_back(step.length == 0 ? U'\uFFFD' : step.code_point);
+    i += step.length == 0 ? step.invalid : step.length;
   }
   return out;
 }
@@ -297,14 +257,13 @@ std::string utf8_lossy(std::string_view bytes) {
   std::string out;
   out.reserve(bytes.size());
   for (size_t i = 0; i < bytes.size();) {
-    size_t invalid = 0;
-    const size_t n = utf8_sequence_length(bytes, i, &invalid);
-    if (n == 0) {
+    const Utf8Step step = utf8_step(bytes, i);
+    if (step.length == 0) {
       out += kReplacementChar;
-      i += invalid;
+      i += step.invalid;
     } else {
-      out.append(bytes.substr(i, n));
-      i += n;
+      out.append(bytes.substr(i, step.length));
+      i += step.length;
     }
   }
   return out;

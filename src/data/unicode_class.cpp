@@ -21,48 +21,39 @@ uint8_t unicode_class(char32_t c) {
   return c <= it->last ? it->classes : 0;
 }
 
-namespace {
-
-/// The length of the well-formed sequence at `i` and its code point, or length 0 when ill-formed
-/// (Unicode's Table 3-7 of well-formed byte sequences).
-size_t decode_one(std::string_view s, size_t i, char32_t* out) {
+Utf8Step utf8_step(std::string_view s, size_t i) {
   const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
   const unsigned char b0 = b(0);
-  if (b0 < 0x80) {
-    *out = b0;
-    return 1;
-  }
-  size_t len = 0;
-  unsigned char lo = 0x80, hi = 0xBF;
+  if (b0 < 0x80) return {1, b0, 0};
+  size_t need = 0;                     // continuation bytes
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range; later ones are 80..BF
   if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
+    need = 1;
   } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
+    need = 2;
     if (b0 == 0xE0) lo = 0xA0;  // no overlong forms
     if (b0 == 0xED) hi = 0x9F;  // no surrogates
   } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
+    need = 3;
     if (b0 == 0xF0) lo = 0x90;
     if (b0 == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
   } else {
-    return 0;
+    return {0, 0, 1};
   }
-  if (i + len > s.size() || b(1) < lo || b(1) > hi) return 0;
-  char32_t c = b0 & (0xFF >> (len + 1));
-  for (size_t k = 1; k < len; ++k) {
-    if (k > 1 && (b(k) < 0x80 || b(k) > 0xBF)) return 0;
-    c = (c << 6) | (b(k) & 0x3F);
+  char32_t c = b0 & (0xFF >> (need + 2));
+  size_t k = 0;
+  for (; k < need && i + 1 + k < s.size(); ++k) {
+    const unsigned char next = b(1 + k);
+    if (next < (k == 0 ? lo : 0x80) || next > (k == 0 ? hi : 0xBF)) break;
+    c = (c << 6) | (next & 0x3F);
   }
-  *out = c;
-  return len;
+  if (k < need) return {0, 0, k + 1};
+  return {need + 1, c, 0};
 }
 
-}  // namespace
-
 size_t find_invalid_utf8(std::string_view bytes) {
-  char32_t c = 0;
   for (size_t i = 0; i < bytes.size();) {
-    const size_t len = decode_one(bytes, i, &c);
+    const size_t len = utf8_step(bytes, i).length;
     if (len == 0) return i;
     i += len;
   }
@@ -74,16 +65,15 @@ Utf8Text decode_utf8(std::string_view bytes, std::string_view what) {
   text.code_points.reserve(bytes.size());
   text.offsets.reserve(bytes.size() + 1);
   for (size_t i = 0; i < bytes.size();) {
-    char32_t c = 0;
-    const size_t len = decode_one(bytes, i, &c);
-    if (len == 0) {
+    const Utf8Step step = utf8_step(bytes, i);
+    if (step.length == 0) {
       throw InvalidArgument(detail::concat(what, " is not valid UTF-8 at byte offset ", i, " (byte 0x",
                                            std::hex, static_cast<int>(static_cast<unsigned char>(bytes[i])),
                                            ")"));
     }
-    text.code_points.push_back(c);
+    text.code_points.push_back(step.code_point);
     text.offsets.push_back(i);
-    i += len;
+    i += step.length;
   }
   text.offsets.push_back(bytes.size());
   return text;

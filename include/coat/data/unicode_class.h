@@ -43,6 +43,18 @@ struct Utf8Text {
   std::vector<size_t> offsets;
 };
 
+/// One step of strict UTF-8 decoding at s[i] (i < s.size()), by Unicode's Table 3-7 of well-formed byte
+/// sequences (no overlong forms, surrogates or code points past U+10FFFF): `length` bytes spelling
+/// `code_point`, or length 0 when s[i] starts no well-formed sequence; then `invalid` is the length of the
+/// maximal ill-formed subpart there (what one U+FFFD replaces under "substitution of maximal subparts", as
+/// Rust's from_utf8_lossy and Python's errors="replace" count it).
+struct Utf8Step {
+  size_t length = 0;
+  char32_t code_point = 0;
+  size_t invalid = 0;
+};
+Utf8Step utf8_step(std::string_view s, size_t i);
+
 /// Decodes well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF);
 /// InvalidArgument naming `what` and the byte offset of the first ill-formed sequence.
 Utf8Text decode_utf8(std::string_view bytes, std::string_view what);
