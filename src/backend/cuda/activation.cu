@@ -268,16 +268,11 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const 
 
 /// swiglu_packed_backward with the maxima of dgu's rows (both halves), laid out as swiglu_packed_row_max_kernel
 /// (a block per row, its threads along the row's vpr vectors); the same dgu as swiglu_packed_backward_kernel.
-/// gu as the SwiGLU backward reads it: S values, or (COAT's compressed copy) E4M3 codes with one scale_inv per
-/// 16 elements, restored here as the separate dequantisation would store them (dequantize_value, rounded to
-/// S): the same values, without writing and reading the restored gu. A pack of kVec elements (kVec divides
-/// 16, packs start at multiples of kVec) never straddles two scale groups.
-template <typename S, int kVec, bool kCodes>
-using GuSource = PackSource<S, kVec, kCodes>;
-
+/// gu as S values, or COAT's compressed copy restored in registers (pack_source.cuh): the same values, without
+/// writing and reading a restored gu.
 template <typename S, int kVec, bool kCodes>
 __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_row_max_kernel(const S* __restrict__ dy,
-                                                                                  GuSource<S, kVec, kCodes> gu,
+                                                                                  PackSource<S, kVec, kCodes> gu,
                                                                                   S* __restrict__ dgu,
                                                                                   float* __restrict__ row_max,
                                                                                   int64_t vpr, int64_t rows) {
@@ -447,7 +442,7 @@ void swiglu_packed_backward_rows(const Tensor& dy, const Tensor& gu, const Tenso
     const auto launch = [&](auto vec_tag, auto codes_tag) {
       constexpr int kV = decltype(vec_tag)::value;
       constexpr bool kC = decltype(codes_tag)::value;
-      const GuSource<S, kV, kC> source{gp, cp, sp};
+      const PackSource<S, kV, kC> source{gp, cp, sp};
       swiglu_packed_backward_row_max_kernel<S, kV, kC>
           <<<l.grid, l.threads, 0, stream_of(dgu)>>>(dyp, source, dgp, mp, vpr, rows);
     };
