@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <string>
+#include <variant>
 
 #include "coat/data/token_file.h"
 #include "coat/io/atomic_file.h"
@@ -18,9 +20,7 @@
 #include "coat/train/bench_report.h"
 #include "coat/train/trainer.h"
 
-#ifdef COAT_HAVE_CUPTI
-#include "coat/backend/cuda/kernel_profiler.h"
-#endif
+#include "kernel_profile.h"
 
 namespace fs = std::filesystem;
 
@@ -28,31 +28,14 @@ namespace {
 
 // Runs `steps` more steps with CUPTI's kernel activity on. The table, or why there is none, goes to the
 // report.
-void profile_kernels([[maybe_unused]] coat::train::Trainer& trainer,
-                     [[maybe_unused]] const coat::ContextPtr& ctx, [[maybe_unused]] int64_t steps,
+void profile_kernels(coat::train::Trainer& trainer, const coat::ContextPtr& ctx, int64_t steps,
                      coat::train::BenchReport& report) {
-#ifdef COAT_HAVE_CUPTI
-  try {
-    coat::cuda::KernelProfiler profiler;
-    coat::train::KernelTable table;
-    ctx->synchronize();
-    profiler.start();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t s = 0; s < steps; ++s) trainer.train_step();
-    ctx->synchronize();
-    table.steps_wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    profiler.stop();
-    table.steps = steps;
-    for (const coat::cuda::KernelActivity& k : profiler.kernels())
-      table.kernels.push_back({k.name, k.calls, k.total_ms});
-    table.dropped_records = profiler.dropped_records();
-    report.kernels = std::move(table);
-  } catch (const coat::Error& e) {
-    report.kernels_note = std::string("not measured: ") + e.what();
+  auto table = coat::tools::profile_kernels([&] { trainer.train_step(); }, ctx, steps);
+  if (auto* t = std::get_if<coat::train::KernelTable>(&table)) {
+    report.kernels = std::move(*t);
+  } else {
+    report.kernels_note = std::get<std::string>(table);
   }
-#else
-  report.kernels_note = "not measured: this build has no CUPTI kernel profiler";
-#endif
 }
 
 }  // namespace

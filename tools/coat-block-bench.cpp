@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <variant>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -30,9 +31,7 @@
 #include "coat/ops/runtime.h"
 #include "coat/train/bench_report.h"
 #include "coat/train/train_config.h"
-#ifdef COAT_HAVE_CUPTI
-#include "coat/backend/cuda/kernel_profiler.h"
-#endif
+#include "kernel_profile.h"
 
 namespace {
 
@@ -54,29 +53,22 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-/// GPU time per pass of each kernel over `passes` runs of `pass` under CUPTI; empty (with the reason on
-/// stderr) without the profiler.
-std::map<std::string, double> profile_kernels([[maybe_unused]] const std::function<void()>& pass,
-                                              [[maybe_unused]] const coat::ContextPtr& ctx, int passes) {
+/// GPU time per pass of each kernel over `passes` runs of `pass` under CUPTI, by display name; empty (with the
+/// reason on stderr) without the profiler.
+std::map<std::string, double> profile_kernels(const std::function<void()>& pass, const coat::ContextPtr& ctx,
+                                              int passes) {
   std::map<std::string, double> per_pass;
-#ifdef COAT_HAVE_CUPTI
-  try {
-    coat::cuda::KernelProfiler profiler;
-    ctx->synchronize();
-    profiler.start();
-    for (int i = 0; i < passes; ++i) pass();
-    profiler.stop();
-    for (const coat::cuda::KernelActivity& k : profiler.kernels())
-      per_pass[coat::train::kernel_display_name(k.name, 60)] += k.total_ms / passes;
-    if (profiler.dropped_records() > 0)
-      std::fprintf(stderr, "coat-block-bench: the profiler dropped %lld records; the times are too low\n",
-                   static_cast<long long>(profiler.dropped_records()));
-  } catch (const coat::Error& e) {
-    std::fprintf(stderr, "coat-block-bench: no kernel table: %s\n", e.what());
+  auto table = coat::tools::profile_kernels(pass, ctx, passes);
+  if (const auto* why = std::get_if<std::string>(&table)) {
+    std::fprintf(stderr, "coat-block-bench: no kernel table: %s\n", why->c_str());
+    return per_pass;
   }
-#else
-  std::fprintf(stderr, "coat-block-bench: no kernel table: this build has no CUPTI kernel profiler\n");
-#endif
+  const coat::train::KernelTable& t = std::get<coat::train::KernelTable>(table);
+  for (const coat::train::KernelTime& k : t.kernels)
+    per_pass[coat::train::kernel_display_name(k.name, 60)] += k.total_ms / passes;
+  if (t.dropped_records > 0)
+    std::fprintf(stderr, "coat-block-bench: the profiler dropped %lld records; the times are too low\n",
+                 static_cast<long long>(t.dropped_records));
   return per_pass;
 }
 
