@@ -123,68 +123,79 @@ __global__ __launch_bounds__(kThreads) void rope_kernel(const S* x, S* y, int64_
   }
 }
 
-/// rope_kernel's rotation with the rows' maxima: block b takes token rows n = b, b + gridDim.x, ... of x, y
-/// [B * T, H, Dh]; its threads rotate the R * half / kVec vector pairs of the row (kUnroll in flight each),
-/// then read the (H - R) * Dh / kVec vectors of the other heads (and copy them when y is not x), folding every
-/// stored value into the row's key; row_max[n] = max |y| of the row. Same per-element arithmetic as
-/// rope_kernel. y may be x.
+/// One token row n of x, y [B * T, H, Dh] with the block's cos/sin table of its position: the R * half / kVec
+/// vector pairs rotated (kUnroll in flight a thread), the (H - R) * Dh / kVec vectors of the other heads read
+/// (and copied when y is not x), every stored value folded into the row's key; row_max[n] = max |y| of the
+/// row. Every thread of the block calls it (row_maxima::store holds barriers; its first one also orders this
+/// row's table reads before a later table write).
+template <typename S, int kVec>
+__device__ inline void rope_row(const S* x, S* y, float* row_max, int64_t n, int64_t heads, int64_t rotary,
+                                int64_t dh, const acc_t<S>* cos_t, const acc_t<S>* sin_t, uint32_t* warp_keys) {
+  using P = Pack<S, kVec>;
+  constexpr int kUnroll = 2;
+  const int64_t half = dh / 2, per_half = half / kVec;
+  const int64_t pairs = rotary * per_half, plain = (heads - rotary) * dh / kVec;
+  const int nt = blockDim.x;
+  const S* xr = x + n * heads * dh;
+  S* yr = y + n * heads * dh;
+  uint32_t key = 0;
+  for (int64_t first = threadIdx.x; first < pairs; first += int64_t(nt) * kUnroll) {
+    P lo[kUnroll], hi[kUnroll];
+    int64_t base[kUnroll], freq[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = first + int64_t(u) * nt;
+      base[u] = -1;
+      if (j < pairs) {
+        const int64_t h = j / per_half;
+        freq[u] = (j - h * per_half) * kVec;
+        base[u] = h * dh + freq[u];
+        lo[u] = *reinterpret_cast<const P*>(xr + base[u]);
+        hi[u] = *reinterpret_cast<const P*>(xr + base[u] + half);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (base[u] < 0) continue;
+      P out_lo, out_hi;
+      rotate_pair(lo[u], hi[u], cos_t, sin_t, freq[u], out_lo, out_hi);
+      row_maxima::fold(key, out_lo);
+      row_maxima::fold(key, out_hi);
+      *reinterpret_cast<P*>(yr + base[u]) = out_lo;
+      *reinterpret_cast<P*>(yr + base[u] + half) = out_hi;
+    }
+  }
+  const P* xp = reinterpret_cast<const P*>(xr + rotary * dh);
+  P* yp = reinterpret_cast<P*>(yr + rotary * dh);
+  for (int64_t j = threadIdx.x; j < plain; j += nt) {
+    const P v = xp[j];
+    row_maxima::fold(key, v);
+    if (yp != xp) yp[j] = v;
+  }
+  row_maxima::store(key, warp_keys, row_max + n);
+}
+
+/// rope_kernel's rotation with the rows' maxima: block b takes positions t = b, b + gridDim.x, ... of x, y
+/// [B, T, H, Dh], computes the cos/sin table of t once (in double, as rope_kernel) and then rotates the B token
+/// rows of position t in turn (rope_row). Same per-element arithmetic as rope_kernel. y may be x.
 template <typename S, int kVec>
 __global__ __launch_bounds__(kThreads) void rope_row_max_kernel(const S* x, S* y, float* __restrict__ row_max,
-                                                                int64_t rows, int64_t t_count, int64_t heads,
+                                                                int64_t b_count, int64_t t_count, int64_t heads,
                                                                 int64_t rotary, int64_t dh,
                                                                 const __grid_constant__ InverseFrequencies inv_freq,
                                                                 int64_t position_offset, double sign) {
   using A = acc_t<S>;
-  using P = Pack<S, kVec>;
-  constexpr int kUnroll = 2;
   extern __shared__ __align__(32) unsigned char smem[];
   __shared__ uint32_t warp_keys[kThreads / row_maxima::kWarp];
-  const int64_t half = dh / 2, per_half = half / kVec;
-  const int64_t pairs = rotary * per_half, plain = (heads - rotary) * dh / kVec;
-  const int nt = blockDim.x;
+  const int64_t half = dh / 2;
   A* cos_t = reinterpret_cast<A*>(smem);
   A* sin_t = cos_t + half;
-  for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
-    position_table(cos_t, sin_t, half, n % t_count + position_offset, inv_freq, sign);
+  for (int64_t t = blockIdx.x; t < t_count; t += gridDim.x) {
+    // The previous position's last row_maxima::store began with a barrier after every read of its table.
+    position_table(cos_t, sin_t, half, t + position_offset, inv_freq, sign);
     __syncthreads();
-    const S* xr = x + n * heads * dh;
-    S* yr = y + n * heads * dh;
-    uint32_t key = 0;
-    for (int64_t first = threadIdx.x; first < pairs; first += int64_t(nt) * kUnroll) {
-      P lo[kUnroll], hi[kUnroll];
-      int64_t base[kUnroll], freq[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t j = first + int64_t(u) * nt;
-        base[u] = -1;
-        if (j < pairs) {
-          const int64_t h = j / per_half;
-          freq[u] = (j - h * per_half) * kVec;
-          base[u] = h * dh + freq[u];
-          lo[u] = *reinterpret_cast<const P*>(xr + base[u]);
-          hi[u] = *reinterpret_cast<const P*>(xr + base[u] + half);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (base[u] < 0) continue;
-        P out_lo, out_hi;
-        rotate_pair(lo[u], hi[u], cos_t, sin_t, freq[u], out_lo, out_hi);
-        row_maxima::fold(key, out_lo);
-        row_maxima::fold(key, out_hi);
-        *reinterpret_cast<P*>(yr + base[u]) = out_lo;
-        *reinterpret_cast<P*>(yr + base[u] + half) = out_hi;
-      }
-    }
-    const P* xp = reinterpret_cast<const P*>(xr + rotary * dh);
-    P* yp = reinterpret_cast<P*>(yr + rotary * dh);
-    for (int64_t j = threadIdx.x; j < plain; j += nt) {
-      const P v = xp[j];
-      row_maxima::fold(key, v);
-      if (yp != xp) yp[j] = v;
-    }
-    // Its first barrier also orders this row's table reads before the next row's table writes.
-    row_maxima::store(key, warp_keys, row_max + n);
+    for (int64_t b = 0; b < b_count; ++b)
+      rope_row<S, kVec>(x, y, row_max, b * t_count + t, heads, rotary, dh, cos_t, sin_t, warp_keys);
   }
 }
 
@@ -196,20 +207,20 @@ namespace {
 template <typename S>
 void rope_rows(const Tensor& x, const InverseFrequencies& freqs, int64_t position_offset, double sign, int64_t rotary,
                Tensor& y, Tensor& row_max) {
-  const int64_t t_count = x.size(1), heads = x.size(2), dh = x.size(3), rows = row_max.numel();
+  const int64_t b_count = x.size(0), t_count = x.size(1), heads = x.size(2), dh = x.size(3);
   const S* xp = x.data<S>();
   S* yp = y.data<S>();
   const bool vec = (dh / 2) % kVec16<S> == 0 && aligned16(xp) && aligned16(yp);
   const size_t smem = static_cast<size_t>(dh) * sizeof(acc_t<S>);
   const int64_t vpr = heads * dh / (vec ? kVec16<S> : 1) / 2;  // about a pair or a plain vector per thread
   const int threads = static_cast<int>(std::clamp<int64_t>((vpr + 31) / 32 * 32, 32, kThreads));
-  const unsigned grid = grid_for(y, rows * threads, threads);
+  const unsigned grid = grid_for(y, t_count * threads, threads);
   float* mp = row_max.data<float>();
   if (vec) {
     rope_row_max_kernel<S, kVec16<S>><<<grid, threads, smem, stream_of(y)>>>(
-        xp, yp, mp, rows, t_count, heads, rotary, dh, freqs, position_offset, sign);
+        xp, yp, mp, b_count, t_count, heads, rotary, dh, freqs, position_offset, sign);
   } else {
-    rope_row_max_kernel<S, 1><<<grid, threads, smem, stream_of(y)>>>(xp, yp, mp, rows, t_count, heads, rotary, dh,
+    rope_row_max_kernel<S, 1><<<grid, threads, smem, stream_of(y)>>>(xp, yp, mp, b_count, t_count, heads, rotary, dh,
                                                                      freqs, position_offset, sign);
   }
   COAT_CUDA_CHECK_LAST_LAUNCH();
