@@ -210,6 +210,50 @@ __device__ inline float quantize_group_staged(const float (&v)[kPerLane], Fp8Sat
   return scale;
 }
 
+/// Loads rows m0 .. m0 + 127 and columns k0 .. k0 + width - 1 of x [.., cols] into `tile` (floats, `pitch` a
+/// row): kColumns / Vec threads a tile row, Vec consecutive elements each, 256 / (kColumns / Vec) rows a
+/// pass; every load is issued before the first shared store, so that they are all in flight.
+template <DType In, int Vec, int kColumns>
+__device__ inline void load_tile(const storage_t<In>* x, int64_t cols, int64_t m0, int64_t k0, int64_t width,
+                                 float* tile, int pitch) {
+  constexpr int kThreadsPerRow = kColumns / Vec;
+  constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
+  constexpr int kPasses = kBlock / kRowsPerPass;
+  const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
+  if (lcol >= width) return;
+  float v[kPasses][Vec];
+  const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+#pragma unroll
+    for (int i = 0; i < Vec; ++i) tile[(lrow + p * kRowsPerPass) * pitch + lcol + i] = v[p][i];
+  }
+}
+
+/// Warp w quantises tile columns w, w + 8, .. < width (lane l holding rows l + 32j): the 1x128 groups (k0 + c,
+/// mb) of x^T into codes [cols, rows] and scale_inv (ld). With `last` (the row group's last column tile) the
+/// block also writes the group column's padding entries (k in [cols, ld)).
+template <DType Fmt>
+__device__ inline void quantize_tile_columns(const float* tile, int pitch, int64_t width, int64_t rows, int64_t cols,
+                                             int64_t m0, int64_t k0, int64_t mb, int64_t ld, bool last,
+                                             Fp8Saturation sat, bool word_stores, uint8_t* stage, uint8_t* codes,
+                                             float* scale_inv) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  for (int c = warp; c < width; c += kWarpsPerBlock) {  // uniform across the warp
+    float v[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) v[j] = tile[(lane + j * kWarpSize) * pitch + c];
+    const int64_t k = k0 + c;
+    const float scale = quantize_group_staged<Fmt>(v, sat, stage, codes + k * rows + m0, word_stores);
+    if (lane == 0) scale_inv[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(scale);
+  }
+  if (last && threadIdx.x < ld - cols) {
+    scale_inv[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld)] = fp8block::kPadScaleInv;
+  }
+}
+
 /// One 256-thread block per tile t = mb * ktiles + kt: rows 128*mb .. +127 and columns 64*kt .. +63 of
 /// x [rows, cols] (rows % 128 == 0), whose columns are the 1x128 groups (k, mb) of x^T. Loads: 64/Vec
 /// threads per tile row, Vec consecutive elements each (Vec == 4 needs cols % 4 == 0 and an aligned x),
@@ -222,42 +266,18 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
                                                                              int64_t cols, int64_t ld,
                                                                              Fp8Saturation sat, bool word_stores,
                                                                              uint8_t* codes, float* scale_inv) {
-  constexpr int kThreadsPerRow = kTColumns / Vec;
-  constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
   __shared__ float tile[kBlock][kTPitch];
   __shared__ __align__(16) uint8_t stage[kWarpsPerBlock][kBlock];
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
+  const int warp = threadIdx.x / kWarpSize;
   const int64_t ktiles = (cols + kTColumns - 1) / kTColumns, tiles = rows / kBlock * ktiles;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t mb = t / ktiles, kt = t % ktiles;
     const int64_t m0 = mb * kBlock, k0 = kt * kTColumns;
     const int64_t width = cols - k0 < kTColumns ? cols - k0 : kTColumns;  // columns of this tile
-    if (lcol < width) {
-      // Every load of the tile is issued before the first shared store, so that they are all in flight.
-      constexpr int kPasses = kBlock / kRowsPerPass;
-      float v[kPasses][Vec];
-      const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
-#pragma unroll
-      for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
-#pragma unroll
-      for (int p = 0; p < kPasses; ++p) {
-#pragma unroll
-        for (int i = 0; i < Vec; ++i) tile[lrow + p * kRowsPerPass][lcol + i] = v[p][i];
-      }
-    }
+    load_tile<In, Vec, kTColumns>(x, cols, m0, k0, width, &tile[0][0], kTPitch);
     __syncthreads();
-    for (int c = warp; c < width; c += kWarpsPerBlock) {  // uniform across the warp
-      float v[kPerLane];
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) v[j] = tile[lane + j * kWarpSize][c];
-      const int64_t k = k0 + c;
-      const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes + k * rows + m0, word_stores);
-      if (lane == 0) scale_inv[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(scale);
-    }
-    if (kt == ktiles - 1 && threadIdx.x < ld - cols) {
-      scale_inv[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld)] = fp8block::kPadScaleInv;
-    }
+    quantize_tile_columns<Fmt>(&tile[0][0], kTPitch, width, rows, cols, m0, k0, mb, ld, kt == ktiles - 1, sat,
+                               word_stores, stage[warp], codes, scale_inv);
     __syncthreads();  // the tile is read before the next iteration overwrites it
   }
 }
@@ -278,28 +298,14 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const sto
                                                                        Fp8Saturation sat, bool word_stores,
                                                                        uint8_t* codes, float* scale_inv,
                                                                        uint8_t* codes_t, float* scale_inv_t) {
-  constexpr int kThreadsPerRow = kBlock / Vec;
-  constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
-  constexpr int kPasses = kBlock / kRowsPerPass;
   extern __shared__ float tile[];  // [kBlock][kPairPitch]
   __shared__ __align__(16) uint8_t stage[kWarpsPerBlock][kBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
   const int64_t ktiles = cols / kBlock, tiles = rows / kBlock * ktiles;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t mb = t / ktiles, kt = t % ktiles;
     const int64_t m0 = mb * kBlock, k0 = kt * kBlock;
-    {
-      float v[kPasses][Vec];
-      const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
-#pragma unroll
-      for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
-#pragma unroll
-      for (int p = 0; p < kPasses; ++p) {
-#pragma unroll
-        for (int i = 0; i < Vec; ++i) tile[(lrow + p * kRowsPerPass) * kPairPitch + lcol + i] = v[p][i];
-      }
-    }
+    load_tile<In, Vec, kBlock>(x, cols, m0, k0, kBlock, tile, kPairPitch);
     __syncthreads();
     for (int r = warp; r < kBlock; r += kWarpsPerBlock) {  // the groups of x
       float v[kPerLane];  // lane l: elements l + 32j of the group (conflict-free shared reads)
@@ -312,17 +318,8 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const sto
         scale_inv[fp8block::scale_index_1x128(rows + lane, kt, ld)] = fp8block::kPadScaleInv;
       }
     }
-    for (int c = warp; c < kBlock; c += kWarpsPerBlock) {  // the groups of x^T
-      float v[kPerLane];
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) v[j] = tile[(lane + j * kWarpSize) * kPairPitch + c];
-      const int64_t k = k0 + c;
-      const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes_t + k * rows + m0, word_stores);
-      if (lane == 0) scale_inv_t[fp8block::scale_index_1x128(k, mb, ld_t)] = scale_inv_from_scale(scale);
-    }
-    if (kt == ktiles - 1 && threadIdx.x < ld_t - cols) {
-      scale_inv_t[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld_t)] = fp8block::kPadScaleInv;
-    }
+    quantize_tile_columns<Fmt>(tile, kPairPitch, kBlock, rows, cols, m0, k0, mb, ld_t, kt == ktiles - 1, sat,
+                               word_stores, stage[warp], codes_t, scale_inv_t);
     __syncthreads();  // the tile is read before the next iteration overwrites it
   }
 }
