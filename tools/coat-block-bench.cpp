@@ -6,7 +6,8 @@
 //                    [--warmup 3] [--kernels] [--top 25] [--set k=v ...] [--json out.json]
 // The model is built with one block (the config's shape otherwise); x and the output gradient are random
 // BF16 [micro_batch_size, seq_len, hidden]. A recipe written name:unfused runs with the fused producers off
-// (Transformer::set_fused_producers): the same bytes, every quantisation pass on its own. --kernels (CUDA,
+// (Transformer::set_fused_producers): the same bytes, every quantisation pass on its own; name:attn8 with
+// precision.compress_attention (attention's saved tensors as FP8 1x16 groups); both may follow a name. --kernels (CUDA,
 // with CUPTI): after the timed passes of each recipe, 3 more under the kernel profiler; one table of the
 // kernels' GPU time per pass, a column per recipe (what each fusion removed, side by side).
 #include <CLI/CLI.hpp>
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coat/autograd/tape.h"
+#include "coat/core/error.h"
 #include "coat/core/random_generator.h"
 #include "coat/io/atomic_file.h"
 #include "coat/models/transformer.h"
@@ -51,6 +53,30 @@ std::vector<std::string> split(const std::string& s) {
   for (std::string item; std::getline(in, item, ',');)
     if (!item.empty()) out.push_back(item);
   return out;
+}
+
+/// A --recipes entry: a recipe name followed by modifiers (:unfused, :attn8), as the header says.
+struct RecipeSpec {
+  std::string recipe;
+  bool unfused = false;
+  bool compress_attention = false;
+};
+
+RecipeSpec parse_recipe_spec(const std::string& entry) {
+  RecipeSpec spec;
+  std::stringstream in(entry);
+  std::getline(in, spec.recipe, ':');
+  for (std::string modifier; std::getline(in, modifier, ':');) {
+    if (modifier == "unfused") {
+      spec.unfused = true;
+    } else if (modifier == "attn8") {
+      spec.compress_attention = true;
+    } else {
+      throw coat::InvalidArgument("--recipes: unknown modifier ':" + modifier + "' in '" + entry +
+                                  "'; expected :unfused or :attn8");
+    }
+  }
+  return spec;
 }
 
 /// GPU time per pass of each kernel over `passes` runs of `pass` under CUPTI, by display name; empty (with the
@@ -151,10 +177,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(seq), device.str().c_str());
     std::vector<Result> results;
     for (const std::string& name : split(recipes)) {
-      const std::string suffix = ":unfused";
-      const bool unfused = name.size() > suffix.size() && name.ends_with(suffix);
-      model.set_recipe(coat::models::make_recipe(unfused ? name.substr(0, name.size() - suffix.size()) : name, {}, 1));
-      model.set_fused_producers(!unfused);
+      const RecipeSpec spec = parse_recipe_spec(name);
+      coat::models::PrecisionRecipe recipe = coat::models::make_recipe(spec.recipe, {}, 1);
+      recipe.compress_attention = spec.compress_attention;
+      model.set_recipe(recipe);
+      model.set_fused_producers(!spec.unfused);
       Result r;
       r.recipe = name;
       const auto pass = [&] {

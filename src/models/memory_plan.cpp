@@ -53,6 +53,9 @@ struct BlockPrecision {
   bool fp8_down = false;           // the down projection runs FP8 GEMMs
   bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat, fp8_block)
   bool block_scaled = false;       // the FP8 GEMMs take 128-block scales (fp8_block, nn::linear_fp8_block)
+  bool compress_qkv = false;       // attention keeps q, k, v as E4M3 1x16 groups (precision.compress_attention)
+  bool compress_out = false;       // and its output, which the o projection then keeps as its own FP8 input
+  bool fp8_out_input = false;      // the o projection keeps its E4M3 transposed input (not the attention's output)
 
   static BlockPrecision of(const PrecisionRecipe& r, int64_t layer) {
     BlockPrecision b;
@@ -62,6 +65,9 @@ struct BlockPrecision {
     b.fp8_gate_up_input = r.linear(layer, LinearRole::GateUp).save_fp8_input;
     b.fp8_down = r.linear(layer, LinearRole::Down).fp8;
     b.fp8_down_input = r.linear(layer, LinearRole::Down).save_fp8_input;
+    b.compress_qkv = r.compresses_attention_qkv(layer);
+    b.compress_out = r.compresses_attention_out(layer);
+    b.fp8_out_input = r.linear(layer, LinearRole::Out).save_fp8_input;
     return b;
   }
 };
@@ -120,13 +126,15 @@ struct Counter {
 // place (nn::packed_attention), the same bytes; the post-attention norm saves the residual and statistics;
 // the gate/up projection saves the norm's output; SwiGLU saves gate and up (or the packed gate_up); the
 // down projection saves their product. Under coat the norm and SwiGLU inputs are compressed and the
-// projections keep FP8 transposed inputs (BlockPrecision); attention is unchanged.
+// projections keep FP8 transposed inputs (BlockPrecision); attention is unchanged unless
+// precision.compress_attention compresses q, k, v and the output (the o projection then keeps its own input).
 size_t attention_saved(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   return c.kept(s.hidden, b.compress) + c.norm_stats()               // input norm: x, statistics
          + (b.fp8_qkv_input ? c.fp8_input(s.hidden, b.block_scaled) : c.values(s.hidden))  // q/k/v: its input
-         + c.values(s.hidden) + 2 * c.values(s.kv)                   // attention: q, k after RoPE, v
-         + c.values(s.hidden) + c.stats(s.heads);                    // attention: output, lse [B, H, T]
+         + c.kept(s.hidden + 2 * s.kv, b.compress_qkv)                // attention: q, k after RoPE, v
+         + c.kept(s.hidden, b.compress_out) + c.stats(s.heads)        // attention: output, lse [B, H, T]
+         + (b.fp8_out_input ? c.fp8_input(s.hidden, b.block_scaled) : 0);  // o projection: its own input
 }
 
 size_t mlp_saved(const Counter& c, const BlockPrecision& b) {
@@ -177,7 +185,11 @@ int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
     at_gate_up = i64(c.values(s.hidden) + c.values(2 * s.ffn) + 2 * c.blocked(2 * s.ffn)) - product -
                  i64(2 * c.values(s.ffn));
   }
-  const int64_t at_attention = i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) - i64(mlp_saved(c, b));
+  // Compressed, q, k, v and the output are restored for the attention backward.
+  const int64_t restored = i64((b.compress_qkv ? c.values(s.hidden + 2 * s.kv) : 0) +
+                               (b.compress_out ? c.values(s.hidden) : 0));
+  const int64_t at_attention =
+      i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) + restored - i64(mlp_saved(c, b));
   return std::max({at_swiglu, at_down, at_gate_up, at_attention});
 }
 
@@ -198,7 +210,9 @@ size_t block_forward_extra(const Counter& c, const BlockPrecision& b) {
   const size_t unsaved = (b.fp8_qkv_input ? c.values(s.hidden) : 0)        // the input norm's output
                          + (b.compress ? c.values(s.hidden) : 0)           // the residual
                          + (b.fp8_gate_up_input ? c.values(s.hidden) : 0)  // the post-attention norm's output
-                         + (b.compress ? c.values(2 * s.ffn) : 0);         // gate and up
+                         + (b.compress ? c.values(2 * s.ffn) : 0)          // gate and up
+                         + (b.compress_qkv ? c.values(s.hidden + 2 * s.kv) : 0)  // q, k, v
+                         + (b.compress_out ? c.values(s.hidden) : 0);      // the attention output
   const size_t at_down = unsaved + (b.fp8_down_input ? c.values(s.ffn) : 0) +
                          (b.fp8_down ? (b.block_scaled ? c.blocked(s.ffn) : c(s.tokens * s.ffn, 1)) : 0) +
                          c.values(s.hidden);

@@ -18,13 +18,22 @@ LinearRecipe PrecisionRecipe::linear(int64_t layer, LinearRole role) const {
   r.block_scaled = block_scaled;
   // coat keeps the FP8 transposed input (per tensor), fp8_block the wgrad's 1x128 groups of x^T, instead of the
   // BF16 input. The attention output is kept by attention for its own backward: o_proj re-quantises it there
-  // instead of keeping a second (FP8) copy.
+  // instead of keeping a second (FP8) copy, unless attention keeps it compressed (then o_proj keeps its own).
   r.save_fp8_input = (compress_activations || block_scaled) && role != LinearRole::Out;
+  if (role == LinearRole::Out && compress_attention) r.save_fp8_input = true;
   return r;
 }
 
 bool PrecisionRecipe::compresses(int64_t layer) const {
   return compress_activations && !layer_in_bf16(layer);
+}
+
+bool PrecisionRecipe::compresses_attention_qkv(int64_t /*layer*/) const {
+  return compress_attention;
+}
+
+bool PrecisionRecipe::compresses_attention_out(int64_t layer) const {
+  return compress_attention && linear(layer, LinearRole::Out).save_fp8_input;
 }
 
 std::string_view to_string(RecipeKind kind) {

@@ -134,7 +134,9 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   const nn::GradRowMaximaSlot dqkv_maxima = maxima_slot(layer, LinearRole::Qkv);
   autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima), dqkv_maxima);
   autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_,
-                                         1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima);
+                                         1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima,
+                                         nn::AttentionCompression{recipe_.compresses_attention_qkv(layer),
+                                                                  recipe_.compresses_attention_out(layer)});
   ops::Fp8PerGroup h_compressed;  // coat: the MLP norm's saved input, made by the add
   const nn::GradRowMaximaSlot dh_maxima = maxima_slot(layer, LinearRole::Out);
   autograd::Var h = nn::add(tape, x, linear(o, store_->parameter(params.o_proj), LinearRole::Out, Tensor(), dh_maxima),

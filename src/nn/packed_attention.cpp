@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "coat/core/nvtx.h"
+#include "coat/nn/compressed_save.h"
 #include "coat/ops/attention.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/rope.h"
@@ -24,7 +25,7 @@ HeadViews split_heads(const Tensor& packed, int64_t hq, int64_t hkv) {
 
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, std::vector<double> freq, double scale,
-                               GradRowMaximaSlot dqkv_maxima) {
+                               GradRowMaximaSlot dqkv_maxima, AttentionCompression compress) {
   const NvtxRange range("packed_attention");
   const Shape& shape = qkv.shape();
   COAT_ARG_CHECK(hq > 0 && hkv > 0 && dh > 0 && hq % hkv == 0, "packed_attention", "heads hq = ", hq,
@@ -40,16 +41,24 @@ autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, i
   const HeadViews in = split_heads(packed, hq, hkv);
   ops::AttentionForward f = ops::attention_forward(in.q, in.k, in.v, scale);
   Tensor out = f.out.reshape({batch, seq, hq * dh});
+  // Saved: the rotated qkv, the output (each as it is or compressed) and lse.
+  std::vector<Tensor> kept_qkv, kept_out;
+  const SavedInput qkv_kept = save_input(tape, packed, compress.qkv, kept_qkv);
+  const SavedInput out_kept = save_input(tape, f.out, compress.out, kept_out);
+  const size_t out_at = kept_qkv.size();
+  std::vector<Tensor> saved = std::move(kept_qkv);
+  saved.insert(saved.end(), kept_out.begin(), kept_out.end());
+  saved.push_back(f.lse);
   return tape.record(
-      "packed_attention", std::move(out), {qkv}, {packed, f.out, f.lse},
-      [hq, hkv, freq = std::move(freq), scale, dqkv_maxima = std::move(dqkv_maxima)](
+      "packed_attention", std::move(out), {qkv}, std::move(saved),
+      [hq, hkv, freq = std::move(freq), scale, dqkv_maxima = std::move(dqkv_maxima), qkv_kept, out_kept, out_at](
           const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
-        const Tensor& rotated = s[0];
-        const Tensor& o = s[1];
+        const Tensor rotated = qkv_kept.restore({s.begin(), s.begin() + static_cast<std::ptrdiff_t>(out_at)});
+        const Tensor o = out_kept.restore({s.begin() + static_cast<std::ptrdiff_t>(out_at), s.end() - 1});
         const HeadViews in = split_heads(rotated, hq, hkv);
         Tensor dqkv = Tensor::empty(rotated.context(), rotated.shape(), rotated.dtype());
         HeadViews d = split_heads(dqkv, hq, hkv);
-        ops::attention_backward(ops::contiguous(dy).reshape(o.shape()), in.q, in.k, in.v, o, s[2], scale, d.q,
+        ops::attention_backward(ops::contiguous(dy).reshape(o.shape()), in.q, in.k, in.v, o, s.back(), scale, d.q,
                                 d.k, d.v);
         Tensor maxima;
         ops::rope_(dqkv, freq, /*position_offset=*/0, /*inverse=*/true, /*rotary_heads=*/hq + hkv,

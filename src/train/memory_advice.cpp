@@ -31,6 +31,9 @@ std::string recipe_words(const TrainConfig& c) {
     words += "BF16 saved activations";
   }
   const models::PrecisionRecipe r = recipe_of(c);
+  if (r.compress_attention) {
+    words += "; attention's q, k, v and output saved in e4m3 with 1x16 group scales (precision.compress_attention)";
+  }
   if (!r.bf16_layers.empty()) {
     std::string list;
     for (int64_t layer : r.bf16_layers) list += (list.empty() ? "" : ", ") + std::to_string(layer);

@@ -204,6 +204,7 @@ PrecisionConfig read_precision(ConfigSection s, int64_t num_layers) {
                       {RecipeKind::FP32, RecipeKind::BF16, RecipeKind::FP8, RecipeKind::FP8Block,
                        RecipeKind::Coat});
   p.bf16_layers = read_bf16_layers(s, num_layers);
+  p.compress_attention = s.get<bool>("compress_attention", p.compress_attention);
   s.finish();
   return p;
 }
@@ -299,7 +300,9 @@ nlohmann::json OptimConfig::to_json() const {
 }
 
 nlohmann::json PrecisionConfig::to_json() const {
-  return {{"recipe", json_string(to_string(recipe))}, {"bf16_layers", bf16_layers}};
+  return {{"recipe", json_string(to_string(recipe))},
+          {"bf16_layers", bf16_layers},
+          {"compress_attention", compress_attention}};
 }
 
 nlohmann::json DistConfig::to_json() const {
@@ -338,7 +341,10 @@ ops::MomentEncoding default_state_dtype(models::RecipeKind recipe) {
 }
 
 models::PrecisionRecipe recipe_of(const TrainConfig& c) {
-  return models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
+  models::PrecisionRecipe r =
+      models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
+  r.compress_attention = c.precision.compress_attention;
+  return r;
 }
 
 void check_batch_split(const LoopConfig& train, int64_t ranks) {

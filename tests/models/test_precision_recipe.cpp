@@ -53,12 +53,14 @@ struct Pass {
 constexpr int64_t kBatch = 2, kSeq = 16;
 
 Pass run(Transformer& model, const std::string& recipe, std::vector<int64_t> bf16_layers = {},
-         int64_t batch = kBatch, int64_t seq = kSeq) {
+         int64_t batch = kBatch, int64_t seq = kSeq, bool compress_attention = false) {
   auto ctx = model.context();
   const test::TokenBatch batch_tokens = test::random_tokens(ctx, batch, seq, 50, 5);
   const Tensor& ids = batch_tokens.ids;
   const Tensor& targets = batch_tokens.targets;
-  model.set_recipe(make_recipe(recipe, bf16_layers, model.config().num_hidden_layers));
+  PrecisionRecipe r = make_recipe(recipe, bf16_layers, model.config().num_hidden_layers);
+  r.compress_attention = compress_attention;
+  model.set_recipe(r);
   model.zero_grad();
   Pass p;
   autograd::Tape tape;
@@ -77,6 +79,27 @@ double relative_l2(const std::vector<double>& a, const std::vector<double>& ref)
     den += ref[i] * ref[i];
   }
   return std::sqrt(num / den);
+}
+
+// precision.compress_attention: q, k, v compressed in every block; the output where the o projection keeps its
+// own FP8 input instead (FP8 blocks), not where a BF16 o projection keeps the BF16 output anyway.
+TEST(PrecisionRecipe, CompressedAttentionMovesTheOutputToTheOProjection) {
+  for (const char* name : {"fp8", "fp8_block", "coat"}) {
+    PrecisionRecipe r = make_recipe(name, {1}, 3);
+    EXPECT_FALSE(r.compresses_attention_qkv(0)) << name;
+    EXPECT_FALSE(r.compresses_attention_out(0)) << name;
+    r.compress_attention = true;
+    for (int64_t layer : {0, 1, 2}) {
+      EXPECT_TRUE(r.compresses_attention_qkv(layer)) << name << " layer " << layer;
+      EXPECT_EQ(r.compresses_attention_out(layer), layer != 1) << name << " layer " << layer;
+      EXPECT_EQ(r.linear(layer, LinearRole::Out).save_fp8_input, layer != 1) << name << " layer " << layer;
+    }
+    EXPECT_EQ(r.linear(0, LinearRole::Qkv).save_fp8_input, std::string(name) != "fp8") << name;
+  }
+  PrecisionRecipe bf16 = make_recipe("bf16", {}, 2);
+  bf16.compress_attention = true;
+  EXPECT_TRUE(bf16.compresses_attention_qkv(0));
+  EXPECT_FALSE(bf16.compresses_attention_out(0));
 }
 
 TEST(PrecisionRecipe, TableAndErrors) {
@@ -121,7 +144,8 @@ TEST(PrecisionRecipe, Fp8AndCoatFollowBf16) {
   const Pass bf16 = run(model, "bf16");
   const Pass fp8 = run(model, "fp8");
   const Pass coat = run(model, "coat");
-  for (const auto& [name, p] : {std::pair{"fp8", &fp8}, {"coat", &coat}}) {
+  const Pass coat_attn8 = run(model, "coat", {}, kBatch, kSeq, /*compress_attention=*/true);
+  for (const auto& [name, p] : {std::pair{"fp8", &fp8}, {"coat", &coat}, {"coat:attn8", &coat_attn8}}) {
     SCOPED_TRACE(name);
     std::printf("[recipe] %s: loss %.6f (bf16 %.6f)\n", name, p->loss, bf16.loss);
     EXPECT_NEAR(p->loss, bf16.loss, 0.01 * bf16.loss);
@@ -140,6 +164,11 @@ TEST(PrecisionRecipe, Fp8AndCoatFollowBf16) {
   const size_t tokens = kBatch * kSeq, h = 64, f = 96, layers = 3;
   const size_t saved_less = layers * (tokens * (2 * 3 * h / 4 + 2 * h + 3 * f / 2 + f) - 3 * 8);
   EXPECT_EQ(bf16.saved_bytes - coat.saved_bytes, saved_less);
+  // precision.compress_attention: q, k, v [h + 2 kv] and the output [h] as FP8 with 1x16 scales (0.75 bytes
+  // less per element), while the o projection keeps its own FP8 transposed input [h] and its two scales.
+  const size_t kv = 2 * h / 4;
+  const size_t attention_less = layers * (tokens * ((h + 2 * kv + h) * 3 / 4 - h) - 2 * 4);
+  EXPECT_EQ(coat.saved_bytes - coat_attn8.saved_bytes, attention_less);
 }
 
 // Linear widths (hidden 128, q/k/v 128 + 2 * 64, gate/up 2 * 256, down in 256) and tokens (2 x 64) are

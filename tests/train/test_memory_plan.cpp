@@ -69,7 +69,10 @@ class MemoryPlanTest : public ::testing::Test {
                   {"max_steps", 1},
                   {"recompute", recompute}};
     c["optim"] = {{"lr", 1e-3}, {"schedule", "constant"}};
-    c["precision"] = {{"recipe", recipe}};
+    // "<recipe>_attn8": the recipe with precision.compress_attention.
+    const bool attn8 = recipe.ends_with("_attn8");
+    c["precision"] = {{"recipe", attn8 ? recipe.substr(0, recipe.size() - 6) : recipe}};
+    if (attn8) c["precision"]["compress_attention"] = true;
     c["dist"] = nlohmann::json::object();
     c["checkpoint"] = nlohmann::json::object();
     c["logging"] = {{"run_dir", (dir_ / run).string()}, {"progress", "off"}};
@@ -142,7 +145,8 @@ TEST_F(MemoryPlanTest, OptimizerStatesOfEveryStorageAreCountedExactly) {
 
 INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
-                                            ::testing::Values("fp32", "bf16", "fp8", "fp8_block", "coat"),
+                                            ::testing::Values("fp32", "bf16", "fp8", "fp8_block", "coat",
+                                                              "coat_attn8"),
                                             ::testing::Values("none", "blocks")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
@@ -226,10 +230,12 @@ TEST_F(MemoryPlanTest, TapeSavesWhatThePlanCountsUnderFP8Recipes) {
     targets_v[i] = static_cast<double>((i * 11) % kVocab);
   }
   const auto check = [&](const std::string& arch, const std::string& recipe,
-                         const nlohmann::json& bf16_layers) {
-    nlohmann::json doc =
-        config(arch, recipe, "none", "run_" + arch + recipe + std::to_string(bf16_layers.size()));
+                         const nlohmann::json& bf16_layers, bool compress_attention = false) {
+    nlohmann::json doc = config(arch, recipe, "none",
+                                "run_" + arch + recipe + std::to_string(bf16_layers.size()) +
+                                    (compress_attention ? "_attn8" : ""));
     doc["precision"]["bf16_layers"] = bf16_layers;
+    doc["precision"]["compress_attention"] = compress_attention;
     const TrainConfig cfg = parse_train_config(doc, "plan.json");
     ContextPtr ctx = ops::make_context(Device::cpu());
     Trainer trainer(cfg, ctx);
@@ -238,13 +244,18 @@ TEST_F(MemoryPlanTest, TapeSavesWhatThePlanCountsUnderFP8Recipes) {
     trainer.model().forward(tape, ops::from_vector(ctx, {4, 128}, DType::I32, ids_v),
                             ops::from_vector(ctx, {4, 128}, DType::I32, targets_v), -1, 1.0);
     EXPECT_EQ(tape.saved_bytes(), memory_plan(cfg).saved_bytes)
-        << arch << " " << recipe << " " << bf16_layers;
+        << arch << " " << recipe << " " << bf16_layers << " compress_attention " << compress_attention;
   };
   for (const char* arch : {"llama", "olmo"}) {
     for (const char* recipe : {"fp8", "fp8_block", "coat"}) check(arch, recipe, nlohmann::json::array());
   }
   check("llama", "coat", {1, -1});
   check("llama", "fp8_block", {0});
+  // Attention's saved tensors compressed: q, k, v under every recipe, the output where the o projection keeps
+  // its own FP8 input (not in BF16 blocks).
+  for (const char* recipe : {"bf16", "fp8", "fp8_block", "coat"}) check("llama", recipe, nlohmann::json::array(), true);
+  check("olmo", "coat", nlohmann::json::array(), true);
+  check("llama", "coat", {1, -1}, true);
 }
 
 TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {

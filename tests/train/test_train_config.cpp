@@ -39,6 +39,19 @@ TEST(PrecisionConfig, Bf16LayersDefaultToNone) {
   EXPECT_TRUE(r.bf16_layers.empty());
 }
 
+TEST(PrecisionConfig, CompressAttentionIsOffByDefaultAndReachesTheRecipe) {
+  EXPECT_FALSE(recipe_of(parse(small_config("coat"))).compress_attention);
+  nlohmann::json doc = small_config("coat");
+  apply_override(doc, "precision.compress_attention=true");
+  const TrainConfig c = parse(doc);
+  EXPECT_TRUE(c.precision.compress_attention);
+  EXPECT_EQ(c.resolved.at("precision").at("compress_attention"), true);
+  EXPECT_TRUE(recipe_of(c).compress_attention);
+  EXPECT_TRUE(recipe_of(c).linear(0, models::LinearRole::Out).save_fp8_input);
+  doc["precision"]["compress_attention"] = "yes";
+  test::expect_error_containing<ConfigError>([&] { parse(doc); }, "precision.compress_attention");
+}
+
 TEST(PrecisionConfig, Fp8BlockIsARecipe) {
   nlohmann::json doc = small_config("fp8_block");
   doc["precision"]["bf16_layers"] = {-1};

@@ -13,6 +13,11 @@
 //                                                   1x16 group scales; attention in BF16 (the o_proj input is
 //                                                   the attention output it already keeps, not saved again)
 //
+// precision.compress_attention (any recipe; off by default) keeps attention's saved q, k, v (after RoPE) and
+// output as FP8 E4M3 with 1x16 group scales, as coat keeps the norm and SwiGLU inputs, restored to BF16 for
+// cuDNN's BF16 backward; the o_proj of an FP8 block then keeps its own FP8 transposed input (as coat's other
+// linears do), since the attention output is no longer kept in BF16.
+//
 // FP8 GEMMs (fp8, coat): fprop E4M3 x E4M3 with fast accumulation, dgrad E5M2 (gradient) x E4M3 (weight),
 // wgrad E5M2 x E4M3, FP32 accumulation in cuBLASLt, BF16 outputs, weight gradients accumulated in FP32;
 // per-tensor scales computed just in time (amax of the tensor, on the device).
@@ -60,6 +65,7 @@ struct PrecisionRecipe {
   bool fp8_linears = false;            ///< the blocks' linear layers run FP8 GEMMs
   bool block_scaled = false;           ///< with fp8_linears: 128-block scales (fp8_block) instead of per tensor
   bool compress_activations = false;   ///< coat's saved-activation compression
+  bool compress_attention = false;     ///< every block's attention saves q, k, v and output as FP8 1x16 groups
   std::vector<int64_t> bf16_layers;    ///< blocks kept in BF16, as indices in [0, layers), sorted, unique
 
   bool layer_in_bf16(int64_t layer) const;
@@ -67,6 +73,11 @@ struct PrecisionRecipe {
   LinearRecipe linear(int64_t layer, LinearRole role) const;
   /// Whether block `layer` saves its norm and SwiGLU inputs as FP8 1x16 groups.
   bool compresses(int64_t layer) const;
+  /// Whether block `layer`'s attention keeps its q, k, v (compress_attention) and its output (compress_attention
+  /// where the o projection keeps its own FP8 input: a BF16 o projection keeps the BF16 output anyway) as FP8
+  /// 1x16 groups.
+  bool compresses_attention_qkv(int64_t layer) const;
+  bool compresses_attention_out(int64_t layer) const;
 };
 
 /// The recipe `kind` for a model of `num_layers` blocks; bf16_layers may count from the end (-1 is the last

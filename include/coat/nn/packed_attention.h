@@ -8,7 +8,10 @@
 //             inverse RoPE turns its q and k heads in place, and dqkv goes back as the gradient of qkv,
 //             so that one linear backward (one dgrad and one wgrad GEMM) follows; on request that kernel
 //             also writes dqkv's row maxima for that linear's FP8 scale.
-// Saves the rotated qkv, the output and the per-row log-sum-exp: the bytes of q, k, v, out and lse.
+// Saves the rotated qkv, the output and the per-row log-sum-exp: the bytes of q, k, v, out and lse; on
+// request (AttentionCompression) the rotated qkv and/or the output as FP8 E4M3 with 1x16 group scales
+// (nn/compressed_save.h, 1.25 bytes per element), restored to their dtype for the backward
+// (precision.compress_attention).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +22,14 @@
 
 namespace coat::nn {
 
+/// Which of attention's saved tensors are kept compressed (where nn::compresses_input agrees). The output
+/// only pays when nothing else keeps it as it is: the o projection that reads it must keep its own copy
+/// (an FP8 linear's transposed input), else both would be alive.
+struct AttentionCompression {
+  bool qkv = false;  ///< the rotated q, k and v
+  bool out = false;  ///< the output
+};
+
 /// Returns the attention output [B, T, Hq * Dh] (softmax(q k^T * scale + causal mask) v with RoPE of
 /// inverse frequencies `inv_freq` (Dh/2 values, ops::rope) at positions 0..T-1 on q and k). qkv.value is
 /// rotated IN PLACE (its q and k heads): pass a tensor nothing else reads afterwards, such as the packed
@@ -28,7 +39,7 @@ namespace coat::nn {
 /// (nn::linear_fp8 `dy_maxima`).
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, std::vector<double> inv_freq, double scale,
-                               GradRowMaximaSlot dqkv_maxima = nullptr);
+                               GradRowMaximaSlot dqkv_maxima = nullptr, AttentionCompression compress = {});
 /// The same with the default RoPE of base theta (inv_freq = ops::rope_inverse_frequencies(theta, dh)).
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, double theta, double scale);

@@ -144,6 +144,8 @@ struct PrecisionConfig {
   /// indices, negative ones counting from the end (-1 is the last block). Checked against the model's
   /// num_hidden_layers when the config is parsed.
   std::vector<int64_t> bf16_layers;
+  /// Attention's saved q, k, v and output as FP8 E4M3 1x16 groups (models/precision_recipe.h), any recipe.
+  bool compress_attention = false;
 
   /// Every recipe but fp32 computes in BF16 (weights' compute copies and activations; FP32 masters).
   bool computes_in_bf16() const { return recipe != models::RecipeKind::FP32; }

@@ -67,11 +67,16 @@ bool runs_block_scaled_gemms(const ContextPtr& gpu) {
 #endif
 }
 
-Pass run(const ContextPtr& ctx, const std::string& recipe) {
+// recipe: a recipe name, or "<name>:attn8" for it with precision.compress_attention.
+Pass run(const ContextPtr& ctx, const std::string& spec) {
+  const bool attn8 = spec.ends_with(":attn8");
+  const std::string recipe = attn8 ? spec.substr(0, spec.size() - 6) : spec;
   const bool blocked = recipe == "fp8_block";
   models::Transformer model(blocked ? tiny_blocked() : tiny(), ctx, DType::F32, true, DType::BF16);
   model.init(17);
-  model.set_recipe(models::make_recipe(recipe, {}, 2));
+  models::PrecisionRecipe r = models::make_recipe(recipe, {}, 2);
+  r.compress_attention = attn8;
+  model.set_recipe(r);
   const int64_t batch = 2, seq = blocked ? 64 : 32;
   std::mt19937 rng(9);
   std::vector<double> ids(batch * seq), targets(batch * seq);
@@ -92,7 +97,7 @@ Pass run(const ContextPtr& ctx, const std::string& recipe) {
 }
 
 TEST_F(CudaPrecisionRecipe, MatchesTheCpu) {
-  for (const char* recipe : {"fp8", "coat", "fp8_block"}) {
+  for (const char* recipe : {"fp8", "coat", "fp8_block", "coat:attn8", "bf16:attn8"}) {
     SCOPED_TRACE(recipe);
     if (std::string(recipe) == "fp8_block" && !runs_block_scaled_gemms(gpu)) {
       std::printf("[recipe cuda] fp8_block skipped: cuBLASLt's 128-block scale modes run on compute capability 9.0 "
