@@ -76,6 +76,8 @@ __device__ uint32_t block_max_key(uint32_t key) {
 
 // ---- kernels ----
 
+constexpr int kAmaxUnroll = 4;
+
 /// Each block reduces its share to one key and merges it with atomicMax into *out_key (zeroed before).
 template <DType In, int Vec>
 __global__ __launch_bounds__(kThreads) void tensor_amax_kernel(const storage_t<In>* x, int64_t n,
@@ -84,7 +86,21 @@ __global__ __launch_bounds__(kThreads) void tensor_amax_kernel(const storage_t<I
   uint32_t key = 0;
   const int64_t packs = n / Vec;
   const InPack* xp = reinterpret_cast<const InPack*>(x);
-  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+  // kAmaxUnroll loads in flight per thread before any is reduced (with one at a time, the amax of Llama-2-7B's
+  // weights ran at about 1.4 TB/s on an H100: 12.9 GB in 9.4 ms per step).
+  const int64_t stride = grid_threads();
+  int64_t i = global_thread();
+  for (; i + (kAmaxUnroll - 1) * stride < packs; i += kAmaxUnroll * stride) {
+    InPack p[kAmaxUnroll];
+#pragma unroll
+    for (int u = 0; u < kAmaxUnroll; ++u) p[u] = xp[i + u * stride];
+#pragma unroll
+    for (int u = 0; u < kAmaxUnroll; ++u) {
+#pragma unroll
+      for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(p[u].v[v])));
+    }
+  }
+  for (; i < packs; i += stride) {
     const InPack p = xp[i];
 #pragma unroll
     for (int v = 0; v < Vec; ++v) key = max_key(key, amax_key(load_float<In>(p.v[v])));
@@ -192,21 +208,34 @@ __global__ __launch_bounds__(kThreads) void quantize_transpose_kernel(const stor
   const int chunk = tx * kTileChunk;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t r0 = (t / tiles_c) * kTile, c0 = (t % tiles_c) * kTile;
-    // Read a tile of x along its rows; write codes and stage them.
-    for (int tr = ty; tr < kTile; tr += kTileRowsPerPass) {
-      const int64_t r = r0 + tr, c = c0 + chunk;
-      if (r >= rows) break;
-      if constexpr (kVecLoad) {
-        if (c < cols) {
-          const InChunk p = *reinterpret_cast<const InChunk*>(x + r * cols + c);
+    // Read a tile of x along its rows; write codes and stage them. Vectorised, every load of the thread's
+    // rows is issued before the first is used (one load in flight per thread, as before, moved about 2.2 TB/s
+    // on an H100 in the 7B block's forward and backward).
+    if constexpr (kVecLoad) {
+      constexpr int kPasses = kTile / kTileRowsPerPass;
+      const int64_t c = c0 + chunk;
+      InChunk p[kPasses];
+#pragma unroll
+      for (int k = 0; k < kPasses; ++k) {
+        const int64_t r = r0 + ty + k * kTileRowsPerPass;
+        if (r < rows && c < cols) p[k] = *reinterpret_cast<const InChunk*>(x + r * cols + c);
+      }
+#pragma unroll
+      for (int k = 0; k < kPasses; ++k) {
+        const int tr = ty + k * kTileRowsPerPass;
+        const int64_t r = r0 + tr;
+        if (r < rows && c < cols) {
           CodeChunk q;
 #pragma unroll
-          for (int v = 0; v < kTileChunk; ++v)
-            q.v[v] = quantize_value<Fmt>(load_float<In>(p.v[v]), scale, sat);
+          for (int v = 0; v < kTileChunk; ++v) q.v[v] = quantize_value<Fmt>(load_float<In>(p[k].v[v]), scale, sat);
           *reinterpret_cast<CodeChunk*>(codes + r * cols + c) = q;
           *reinterpret_cast<CodeChunk*>(&tile[tr][chunk]) = q;
         }
-      } else {
+      }
+    } else {
+      for (int tr = ty; tr < kTile; tr += kTileRowsPerPass) {
+        const int64_t r = r0 + tr, c = c0 + chunk;
+        if (r >= rows) break;
 #pragma unroll
         for (int v = 0; v < kTileChunk; ++v) {
           if (c + v < cols) {
@@ -335,8 +364,8 @@ void tensor_amax(const Tensor& x, Tensor& out_amax) {
     constexpr DType In = decltype(in)::value;
     constexpr int kVec = kVec16<In>;
     if (aligned_to(x.data_ptr(), 16)) {
-      tensor_amax_kernel<In, kVec>
-          <<<grid_for(x, n / kVec, kThreads), kThreads, 0, stream>>>(input_data<In>(x), n, key);
+      tensor_amax_kernel<In, kVec><<<grid_for(x, n / kVec / kAmaxUnroll, kThreads), kThreads, 0, stream>>>(
+          input_data<In>(x), n, key);
     } else {
       tensor_amax_kernel<In, 1><<<grid_for(x, n, kThreads), kThreads, 0, stream>>>(input_data<In>(x), n, key);
     }

@@ -145,6 +145,28 @@ constexpr DType kInputs[] = {DType::F32, DType::BF16, DType::F16};
 constexpr DType kFormats[] = {DType::E4M3, DType::E5M2};
 constexpr Fp8Saturation kSats[] = {Fp8Saturation::Saturate, Fp8Saturation::NoSaturate};
 
+// A tensor larger than the grid-stride loop's four-load stride (33.6M BF16 values on any GPU with up to
+// 1000 SMs): the amax of a single planted maximum at the start, in the middle, in the last unrolled load
+// and in the scalar tail, each exact against the CPU.
+TEST_F(CudaQuantize, TensorAmaxOfALargeTensorFindsAPlantedMaximumAnywhere) {
+  const DeviceIo dev(gpu_, cpu_);
+  const Shape shape = {8191, 4101};  // odd: the last values in the scalar tail
+  Tensor x = Tensor::empty(cpu_, shape, DType::BF16);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (int64_t i = 0; i < x.numel(); ++i) store(x, i, value(rng));
+  const int64_t n = x.numel();
+  for (int64_t at : {int64_t{0}, n / 2 + 3, n - 9, n - 1}) {
+    store(x, at, at % 2 ? -3.5f : 3.5f);
+    Tensor amax = host_scalar(cpu_, 0), damax = dev.empty({1}, DType::F32);
+    cpu::tensor_amax(x, amax);
+    cuda::tensor_amax(dev.upload(x), damax);
+    expect_same_bytes(amax, dev.download(damax), "tensor_amax of 33.6M values, maximum at " + std::to_string(at));
+    EXPECT_EQ(amax.data<float>()[0], 3.5f);
+    store(x, at, 0.5f);
+  }
+}
+
 TEST_F(CudaQuantize, PerTensorPipelineMatchesCpu) {
   const DeviceIo dev(gpu_, cpu_);
   uint32_t seed = 100;
