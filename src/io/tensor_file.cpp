@@ -1,5 +1,6 @@
-// Native tensor files: the writer (index with placeholder checksums, data streamed tensor by tensor, the
-// header and final index written last) and the memory-mapped reader with its validation.
+// Native tensor files: the writer (the file sized first, the tensors' pieces checksummed and pwritten at their
+// offsets by the I/O threads, the header and index written last) and the memory-mapped reader with its
+// validation and its batch reads (checksums verified and bytes copied by pieces on the I/O threads).
 #include "coat/io/tensor_file.h"
 
 #include <algorithm>

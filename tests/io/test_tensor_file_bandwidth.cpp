@@ -1,7 +1,8 @@
 // Checkpoint file bandwidth (not run by ctest): writes a rank file of COAT_IO_BENCH_GIB GiB (default 2) of
 // 128 MiB tensors into COAT_IO_BENCH_DIR (default the temp directory) with 1 and N threads, with and without
-// write-back per piece, and reads it back (verify + copy into host tensors) warm and cold (the file's pages
-// dropped first), printing GB/s. Run:
+// write-back per piece, then reads it as a resume does: the whole file's CRC-32C (the check against COMPLETE)
+// and a load (each tensor's checksum verified, its bytes copied into host tensors), warm (from the page
+// cache) and cold (the file's pages dropped first), printing GB/s. Run:
 //   COAT_IO_BENCH_GIB=2 build-cpu/tests/coat_test_io --gtest_also_run_disabled_tests
 //       --gtest_filter='*DISABLED_WriteAndReadBandwidth'
 #include <fcntl.h>
@@ -11,11 +12,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "io_test_util.h"
 
+#include "coat/io/checkpoint_manifest.h"
 #include "coat/io/tensor_file.h"
 
 namespace coat::io {
@@ -34,13 +37,19 @@ void drop_cached_pages(const std::filesystem::path& path) {
   ::close(fd);
 }
 
-double read_back(const std::filesystem::path& path, std::vector<std::pair<std::string, Tensor>>& out,
-                 int threads) {
+double load(const std::filesystem::path& path, std::vector<std::pair<std::string, Tensor>>& out,
+            int threads) {
   const auto start = std::chrono::steady_clock::now();
   const TensorFileReader reader = TensorFileReader::open(path);
   std::vector<TensorSliceRead> reads;
   for (auto& [name, t] : out) reads.push_back({name, 0, t});
   reader.read_slices_into(reads, threads);
+  return seconds_since(start);
+}
+
+double whole_file_crc(const std::filesystem::path& path, int threads) {
+  const auto start = std::chrono::steady_clock::now();
+  file_crc32c(path, threads);
   return seconds_since(start);
 }
 
@@ -56,33 +65,45 @@ TEST(TensorFileBandwidth, DISABLED_WriteAndReadBandwidth) {
   const int count = std::max(1, static_cast<int>(gib * 1024 / 128));
   std::vector<std::pair<std::string, Tensor>> tensors, out;
   for (int i = 0; i < count; ++i) {
-    tensors.emplace_back("layers." + std::to_string(i) + ".master",
-                         test::random_bytes_tensor(ctx, {tensor_bytes / 4}, DType::F32, static_cast<uint32_t>(i)));
+    tensors.emplace_back(
+        "layers." + std::to_string(i) + ".master",
+        test::random_bytes_tensor(ctx, {tensor_bytes / 4}, DType::F32, static_cast<uint32_t>(i)));
     out.emplace_back(tensors.back().first, Tensor::empty(ctx, {tensor_bytes / 4}, DType::F32));
+    std::memset(out.back().second.data_ptr(), 0, static_cast<size_t>(tensor_bytes));  // faulted in here
   }
   const double bytes = static_cast<double>(tensor_bytes) * count;
   const int hardware = static_cast<int>(std::thread::hardware_concurrency());
-  std::printf("%d hardware threads; %.2f GiB in %d tensors of 128 MiB; file %s\n", hardware, bytes / (1 << 30),
-              count, path.c_str());
-  std::vector<int> thread_counts = {1, default_io_threads()};
-  if (hardware > 1 && thread_counts.back() != hardware) thread_counts.push_back(hardware);
-  if (thread_counts[1] == 1) thread_counts.erase(thread_counts.begin() + 1);
-  for (bool write_back : {false, true}) {
-    for (int threads : thread_counts) {
-      TensorFileWriteOptions o;
-      o.io_threads = threads;
-      o.write_back = write_back;
-      auto start = std::chrono::steady_clock::now();
-      write_tensor_file(path, tensors, o);  // synced and renamed
-      const double write_s = seconds_since(start);
-      const double warm_s = read_back(path, out, threads);
-      drop_cached_pages(path);
-      const double cold_s = read_back(path, out, threads);
-      std::printf("threads %d, write-back %-3s: write %.2f s (%.2f GB/s) | read warm %.2f s (%.2f GB/s), "
-                  "cold %.2f s (%.2f GB/s)\n",
-                  threads, write_back ? "on" : "off", write_s, bytes / write_s / 1e9, warm_s, bytes / warm_s / 1e9,
-                  cold_s, bytes / cold_s / 1e9);
-      EXPECT_EQ(test::raw_bytes(out.back().second), test::raw_bytes(tensors.back().second));
+  std::printf("%d hardware threads; %.2f GiB in %d tensors of 128 MiB; file %s\n", hardware,
+              bytes / (1 << 30), count, path.c_str());
+  const auto rate = [&](double s) { return bytes / s / 1e9; };
+  std::vector<int> thread_counts = {1};
+  for (int t : {default_io_threads(), hardware, 2 * hardware}) {
+    if (t > thread_counts.back()) thread_counts.push_back(t);
+  }
+  const char* repeats_env = std::getenv("COAT_IO_BENCH_REPEATS");
+  const int repeats = repeats_env ? std::max(1, std::atoi(repeats_env)) : 1;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    for (bool write_back : {false, true}) {
+      for (int threads : thread_counts) {
+        TensorFileWriteOptions o;
+        o.io_threads = threads;
+        o.write_back = write_back;
+        auto start = std::chrono::steady_clock::now();
+        write_tensor_file(path, tensors, o);  // synced and renamed
+        const double write_s = seconds_since(start);
+        const double crc_warm_s = whole_file_crc(path, threads);
+        drop_cached_pages(path);
+        const double crc_cold_s = whole_file_crc(path, threads);
+        const double load_warm_s = load(path, out, threads);
+        drop_cached_pages(path);
+        const double load_cold_s = load(path, out, threads);
+        std::printf(
+            "threads %d, write-back %-3s: write %.2f s (%.2f GB/s) | file CRC warm %.2f GB/s, cold %.2f GB/s"
+            " | load (verify + copy) warm %.2f GB/s, cold %.2f GB/s\n",
+            threads, write_back ? "on" : "off", write_s, rate(write_s), rate(crc_warm_s), rate(crc_cold_s),
+            rate(load_warm_s), rate(load_cold_s));
+        EXPECT_EQ(test::raw_bytes(out.back().second), test::raw_bytes(tensors.back().second));
+      }
     }
   }
   std::filesystem::remove(path);
