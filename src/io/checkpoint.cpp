@@ -267,7 +267,8 @@ fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::
   const nlohmann::json full = make_meta(meta, step, 1);  // reject bad meta before anything is written
   begin_checkpoint(run_dir, step);
   try {
-    const RankFileRecord file = write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors, io_threads);
+    const RankFileRecord file =
+        write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors, io_threads);
     return commit(run_dir, step, full, 1, {{checkpoint_rank_file_name(0), file.bytes, file.crc32c}},
                   keep_last);
   } catch (...) {

@@ -1,5 +1,5 @@
-// Native tensor files: the writer (the file sized first, the tensors' pieces checksummed and pwritten at their
-// offsets by the I/O threads, the header and index written last) and the memory-mapped reader with its
+// Native tensor files: the writer (the file sized first, the tensors' pieces checksummed and pwritten at
+// their offsets by the I/O threads, the header and index written last) and the memory-mapped reader with its
 // validation and its batch reads (checksums verified and bytes copied by pieces on the I/O threads).
 #include "coat/io/tensor_file.h"
 
@@ -125,8 +125,8 @@ void write_data(AtomicFile& file, const std::vector<std::pair<std::string, Tenso
 
 // The CRC-32C of every byte of the file from its parts: header, index, zero padding, and each tensor's own
 // checksum after the zeros before it.
-uint32_t file_crc(const uint8_t* header, const std::string& index, const std::vector<TensorFileEntry>& entries,
-                  uint64_t file_bytes) {
+uint32_t file_crc(const uint8_t* header, const std::string& index,
+                  const std::vector<TensorFileEntry>& entries, uint64_t file_bytes) {
   uint32_t crc = crc32c(header, kTensorFileHeaderBytes);
   crc = crc32c_extend(crc, index.data(), index.size());
   uint64_t at = kTensorFileHeaderBytes + index.size();
@@ -352,7 +352,8 @@ const TensorFileEntry& TensorFileReader::entry(const std::string& name) const {
 
 namespace {
 
-[[noreturn]] void checksum_mismatch(const std::filesystem::path& path, const TensorFileEntry& e, uint32_t actual) {
+[[noreturn]] void checksum_mismatch(const std::filesystem::path& path, const TensorFileEntry& e,
+                                    uint32_t actual) {
   throw IoError(detail::concat("tensor file ", path, ": checksum mismatch in tensor '", e.name, "' (stored ",
                                crc32c_hex(e.crc32c), ", computed ", crc32c_hex(actual),
                                "): the file is corrupted"));
@@ -493,7 +494,8 @@ void TensorFileReader::read_slices_into(const std::vector<TensorSliceRead>& read
     const Tensor& dst = reads[k].dst;
     if (!dst.device().is_cpu() || !dst.is_contiguous()) continue;
     for (const ByteRange& r : split_bytes(dst.nbytes()))
-      copies.push_back({slice_bytes(indices[k], reads[k].element_offset), static_cast<uint8_t*>(dst.data_ptr()), r});
+      copies.push_back(
+          {slice_bytes(indices[k], reads[k].element_offset), static_cast<uint8_t*>(dst.data_ptr()), r});
   }
   TaskPool pool(static_cast<int>(std::clamp<size_t>(copies.size(), 1, static_cast<size_t>(io_threads))));
   for (const Copy& c : copies)

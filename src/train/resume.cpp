@@ -169,7 +169,8 @@ std::string verify_collectively(const fs::path& dir, dist::Communicator* world, 
   const int rank = world ? world->rank() : 0, ranks = world ? world->world_size() : 1;
   std::string damage;
   try {
-    const io::CheckpointReader ck = io::CheckpointReader::open(dir, io_threads);  // meta.json against COMPLETE
+    const io::CheckpointReader ck =
+        io::CheckpointReader::open(dir, io_threads);  // meta.json against COMPLETE
     for (int f = rank; f < ck.file_count(); f += ranks) ck.verify_file(f);
   } catch (const Error& e) {
     damage = e.what();

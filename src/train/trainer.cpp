@@ -197,8 +197,8 @@ void Trainer::init_weights() {
   model_->init(config_.train.seed);
   if (config_.train.init_from.empty()) return;
   // Only the ranges this rank holds are read: a sharded run never holds the whole source model on one rank.
-  const io::CheckpointReader source =
-      io::CheckpointReader::open(resolve_checkpoint_dir(config_.train.init_from), config_.checkpoint.io_threads);
+  const io::CheckpointReader source = io::CheckpointReader::open(
+      resolve_checkpoint_dir(config_.train.init_from), config_.checkpoint.io_threads);
   const nlohmann::json& meta = source.meta();
   if (!meta.contains("config") || !meta["config"].contains("model")) {
     throw IoError(detail::concat("train.init_from '", config_.train.init_from, "': ", source.dir().string(),

@@ -29,7 +29,8 @@ class TensorFileParallelTest : public test::TempDirTest {
  protected:
   ContextPtr ctx_ = std::make_shared<CpuContext>();
 
-  // Random dtypes and shapes: empty tensors, scalars, tensors of up to ~12 pieces of 4 KiB, a transposed view.
+  // Random dtypes and shapes: empty tensors, scalars, tensors of up to ~12 pieces of 4 KiB, a transposed
+  // view.
   Named random_tensors(uint32_t seed) const {
     std::mt19937 gen(seed);
     const DType dtypes[] = {DType::F32, DType::BF16, DType::E4M3, DType::U8, DType::I64};
@@ -38,9 +39,14 @@ class TensorFileParallelTest : public test::TempDirTest {
       const DType dtype = dtypes[gen() % std::size(dtypes)];
       Shape shape;
       switch (i % 4) {
-        case 0: shape = {static_cast<int64_t>(gen() % 3), 5}; break;  // sometimes empty
-        case 1: shape = {}; break;
-        default: shape = {static_cast<int64_t>(1 + gen() % 97), static_cast<int64_t>(1 + gen() % 131)};
+        case 0:
+          shape = {static_cast<int64_t>(gen() % 3), 5};
+          break;  // sometimes empty
+        case 1:
+          shape = {};
+          break;
+        default:
+          shape = {static_cast<int64_t>(1 + gen() % 97), static_cast<int64_t>(1 + gen() % 131)};
       }
       std::string name = "t";
       name += std::to_string(i);
@@ -64,7 +70,8 @@ TEST_F(TensorFileParallelTest, BytesDoNotDependOnThreadsOrPieces) {
   const std::vector<uint8_t> expected = test::read_file_bytes(dir_ / "one.bin");
   EXPECT_EQ(one.bytes, expected.size());
   EXPECT_EQ(one.crc32c, crc32c(expected.data(), expected.size()));
-  for (const auto& [threads, chunk] : {std::pair{4, uint64_t{4096}}, {3, uint64_t{1000}}, {2, uint64_t{97}}}) {
+  for (const auto& [threads, chunk] :
+       {std::pair{4, uint64_t{4096}}, {3, uint64_t{1000}}, {2, uint64_t{97}}}) {
     const auto path = dir_ / ("t" + std::to_string(threads) + ".bin");
     const TensorFileSummary s = write_tensor_file(path, tensors, options(threads, chunk));
     EXPECT_EQ(test::read_file_bytes(path), expected) << threads << " threads, pieces of " << chunk;
@@ -106,8 +113,8 @@ TEST_F(TensorFileParallelTest, RandomTensorsRoundTripThroughBatchReads) {
 TEST_F(TensorFileParallelTest, TensorLargerThanOnePieceRoundTrips) {
   const Tensor big = test::random_bytes_tensor(ctx_, {static_cast<int64_t>(kIoChunkBytes) + 5}, DType::U8, 9);
   const auto path = dir_ / "big.bin";
-  const TensorFileSummary s =
-      write_tensor_file(path, {{"small", ops::arange(ctx_, 3, DType::F32)}, {"big", big}}, options(2, kIoChunkBytes));
+  const TensorFileSummary s = write_tensor_file(
+      path, {{"small", ops::arange(ctx_, 3, DType::F32)}, {"big", big}}, options(2, kIoChunkBytes));
   const TensorFileReader reader = TensorFileReader::open(path);
   EXPECT_EQ(reader.entry("big").crc32c, crc32c(big.data_ptr(), big.nbytes()));
   const std::vector<uint8_t> file = test::read_file_bytes(path);
@@ -160,10 +167,14 @@ TEST_F(TensorFileParallelTest, TwoDamagedTensorsNameTheFirstInRequestOrder) {
   test::write_file_bytes(path, bytes);
   const TensorFileReader reader = TensorFileReader::open(path);
   const auto read_of = [&](const char* name, size_t i) {
-    return TensorSliceRead{name, 0, Tensor::empty(ctx_, {tensors[i].second.numel()}, tensors[i].second.dtype())};
+    return TensorSliceRead{name, 0,
+                           Tensor::empty(ctx_, {tensors[i].second.numel()}, tensors[i].second.dtype())};
   };
-  expect_error_containing([&] { reader.read_slices_into({read_of("t7", 7), read_of("t2", 2)}, 4); },
-                          "checksum mismatch in tensor 't7'");
+  expect_error_containing(
+      [&] {
+        reader.read_slices_into({read_of("t7", 7), read_of("t2", 2)}, 4);
+      },
+      "checksum mismatch in tensor 't7'");
   expect_error_containing([&] { reader.verify_all(4); }, "checksum mismatch in tensor 't2'");  // file order
 }
 

@@ -323,11 +323,11 @@ TEST(CheckpointConfig, IoThreadsAreReadAndChecked) {
   EXPECT_EQ(parse(doc).checkpoint.io_threads, 5);
   doc["checkpoint"]["io_threads"] = 1;
   EXPECT_EQ(parse(doc).checkpoint.io_threads, 1);
-  for (const nlohmann::json& bad : {nlohmann::json(0), nlohmann::json(-2), nlohmann::json(257),
-                                    nlohmann::json(int64_t{1} << 33)}) {
+  for (const nlohmann::json& bad :
+       {nlohmann::json(0), nlohmann::json(-2), nlohmann::json(257), nlohmann::json(int64_t{1} << 33)}) {
     doc["checkpoint"]["io_threads"] = bad;
-    test::expect_error_containing<ConfigError>([&] { parse(doc); },
-                                               "'checkpoint.io_threads' = " + bad.dump() + " is out of range");
+    test::expect_error_containing<ConfigError>(
+        [&] { parse(doc); }, "'checkpoint.io_threads' = " + bad.dump() + " is out of range");
   }
   for (const nlohmann::json& bad : {nlohmann::json("4"), nlohmann::json(2.5), nlohmann::json(true)}) {
     doc["checkpoint"]["io_threads"] = bad;

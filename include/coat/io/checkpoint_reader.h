@@ -69,9 +69,9 @@ class CheckpointReader {
   /// dtype, contiguous, any shape and device): a rank's slice of a unit saved with another sharding.
   void read_range_into(const std::string& name, int64_t element_offset, Tensor& dst) const;
 
-  /// Many read_into at once (destinations must not overlap): the same checks and errors, then each rank file's
-  /// checksums verified and its bytes copied on the io_threads (TensorFileReader::read_slices_into). What a
-  /// resume loads a whole rank's state with.
+  /// Many read_into at once (destinations must not overlap): the same checks and errors, then each rank
+  /// file's checksums verified and its bytes copied on the io_threads (TensorFileReader::read_slices_into).
+  /// What a resume loads a whole rank's state with.
   void read_into(const std::vector<std::pair<std::string, Tensor>>& reads) const;
   /// Many read_range_into at once, likewise.
   void read_ranges_into(const std::vector<CheckpointRangeRead>& reads) const;
@@ -91,7 +91,8 @@ class CheckpointReader {
   size_t index_of(const std::string& name) const;
   void check_whole_read(const std::string& name, const Tensor& dst) const;
   /// The pieces of a ranged read (checked as read_range_into checks), appended to each rank file's batch.
-  void plan_range_read(const CheckpointRangeRead& read, std::vector<std::vector<TensorSliceRead>>& by_file) const;
+  void plan_range_read(const CheckpointRangeRead& read,
+                       std::vector<std::vector<TensorSliceRead>>& by_file) const;
   std::shared_ptr<State> state_;
 };
 

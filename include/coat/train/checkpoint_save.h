@@ -82,11 +82,9 @@ CommittedCheckpoint commit_checkpoint_collectively(const std::filesystem::path& 
 /// communicator's device). Throws IoError on every rank when any part failed, naming the rank and its error;
 /// nothing is then left in the checkpoints directory. InvalidArgument (before anything is written) when a
 /// complete checkpoint of the step exists.
-CommittedCheckpoint save_checkpoint_collectively(const std::filesystem::path& run_dir,
-                                                 const CheckpointSnapshot& snapshot,
-                                                 dist::Communicator* world, const ContextPtr& context,
-                                                 int keep_last,
-                                                 const RankFileWriter& writer =
-                                                     rank_file_writer(io::default_io_threads()));
+CommittedCheckpoint save_checkpoint_collectively(
+    const std::filesystem::path& run_dir, const CheckpointSnapshot& snapshot, dist::Communicator* world,
+    const ContextPtr& context, int keep_last,
+    const RankFileWriter& writer = rank_file_writer(io::default_io_threads()));
 
 }  // namespace coat::train
