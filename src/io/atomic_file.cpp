@@ -1,6 +1,9 @@
 // Atomic file writes with POSIX calls: temporary file, fsync, rename, directory fsync.
 #include "coat/io/atomic_file.h"
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // sync_file_range
+#endif
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,6 +97,38 @@ void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
     }
     done_total += static_cast<size_t>(done);
   }
+}
+
+void AtomicFile::resize(uint64_t bytes) {
+  check_open("resize");
+  COAT_ARG_CHECK(bytes >= position_, "AtomicFile", "resize(", bytes, ") would cut the ", position_,
+                 " bytes written to ", temp_);
+  int rc = 0;
+  do {
+    rc = ::ftruncate(fd_, static_cast<off_t>(bytes));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    throw IoError(detail::concat("cannot size ", temp_, " (for ", target_, ") to ", bytes,
+                                 " bytes: ", errno_text(errno)));
+  }
+  position_ = bytes;
+}
+
+void AtomicFile::write_back_and_drop(uint64_t offset, uint64_t bytes) {
+  check_open("write_back_and_drop");
+  if (bytes == 0) return;
+  constexpr unsigned kWriteAndWait =
+      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+  if (::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(bytes), kWriteAndWait) != 0) {
+    const int err = errno;
+    // File systems without it (ESPIPE, EINVAL, ENOSYS) leave the write-back to fsync.
+    if (err == EIO || err == ENOSPC || err == EDQUOT) {
+      throw IoError(detail::concat("writing ", temp_, " (for ", target_, ") bytes [", offset, ", ",
+                                   offset + bytes, ") back to the disk failed: ", errno_text(err)));
+    }
+    return;
+  }
+  ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(bytes), POSIX_FADV_DONTNEED);
 }
 
 void AtomicFile::commit() {

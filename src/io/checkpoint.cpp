@@ -216,13 +216,19 @@ fs::path begin_checkpoint(const fs::path& run_dir, int64_t step) {
 }
 
 RankFileRecord write_checkpoint_rank(const fs::path& staging_dir, int file,
-                                     const std::vector<std::pair<std::string, Tensor>>& tensors) {
+                                     const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                     int io_threads) {
   const fs::path path = staging_dir / checkpoint_rank_file_name(file);
-  write_tensor_file(path, tensors);
+  TensorFileWriteOptions options;
+  options.io_threads = io_threads;
+  const TensorFileSummary written = write_tensor_file(path, tensors, options);
   std::error_code ec;
   const uintmax_t bytes = fs::file_size(path, ec);
   if (ec) throw IoError(detail::concat("cannot stat ", path, " after writing it: ", ec.message()));
-  return {bytes, file_crc32c(path)};
+  if (bytes != written.bytes) {
+    throw IoError(detail::concat(path, " has ", bytes, " bytes after writing ", written.bytes));
+  }
+  return {written.bytes, written.crc32c};
 }
 
 fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
@@ -255,12 +261,14 @@ bool abandon_checkpoint(const fs::path& run_dir, int64_t step) noexcept {
 }
 
 fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
-                         const std::vector<std::pair<std::string, Tensor>>& tensors, int keep_last) {
+                         const std::vector<std::pair<std::string, Tensor>>& tensors, int keep_last,
+                         int io_threads) {
   COAT_ARG_CHECK(keep_last >= 0, "save_checkpoint", "keep_last ", keep_last, " is negative");
   const nlohmann::json full = make_meta(meta, step, 1);  // reject bad meta before anything is written
   begin_checkpoint(run_dir, step);
   try {
-    const RankFileRecord file = write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors);
+    const RankFileRecord file =
+        write_checkpoint_rank(checkpoint_staging_dir(run_dir, step), 0, tensors, io_threads);
     return commit(run_dir, step, full, 1, {{checkpoint_rank_file_name(0), file.bytes, file.crc32c}},
                   keep_last);
   } catch (...) {

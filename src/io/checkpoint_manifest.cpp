@@ -9,6 +9,7 @@
 #include "coat/core/error.h"
 #include "coat/io/checksum.h"
 #include "coat/io/mapped_file.h"
+#include "coat/io/parallel_io.h"
 
 namespace coat::io {
 namespace {
@@ -73,9 +74,9 @@ CheckpointManifest read_manifest(const std::filesystem::path& dir) {
   return m;
 }
 
-uint32_t file_crc32c(const std::filesystem::path& path) {
+uint32_t file_crc32c(const std::filesystem::path& path, int io_threads) {
   const MappedFile file = MappedFile::open(path, "checkpoint file");
-  return crc32c(file.data(), file.size());
+  return parallel_crc32c(file.data(), file.size(), io_threads);
 }
 
 void check_file_size(const std::filesystem::path& dir, const ManifestFile& record) {
@@ -89,9 +90,9 @@ void check_file_size(const std::filesystem::path& dir, const ManifestFile& recor
   }
 }
 
-void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& record) {
+void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& record, int io_threads) {
   check_file_size(dir, record);
-  const uint32_t actual = file_crc32c(dir / record.file);
+  const uint32_t actual = file_crc32c(dir / record.file, io_threads);
   if (actual != record.crc32c) {
     throw IoError(detail::concat(record.file, " of checkpoint ", dir, " has CRC-32C ", crc32c_hex(actual),
                                  " but COMPLETE records ", crc32c_hex(record.crc32c),

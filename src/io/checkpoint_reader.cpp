@@ -41,6 +41,7 @@ struct CheckpointReader::State {
   int format_version = 1;
   int64_t step = 0;
   int world_size = 1;
+  int io_threads = 1;
   std::optional<CheckpointLayout> layout;
   std::vector<CheckpointTensorInfo> infos;
   std::vector<Source> sources;  ///< format 2, parallel to infos
@@ -161,13 +162,15 @@ void CheckpointReader::State::parse_meta_fields() {
   }
 }
 
-CheckpointReader CheckpointReader::open(const std::filesystem::path& dir) {
+CheckpointReader CheckpointReader::open(const std::filesystem::path& dir, int io_threads) {
+  check_io_threads(io_threads, "CheckpointReader");
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     throw IoError(detail::concat("checkpoint ", dir, " does not exist or is not a directory"));
   }
   auto s = std::make_shared<State>();
   s->dir = dir;
+  s->io_threads = io_threads;
   s->manifest = read_manifest(dir);
   s->meta = read_meta(dir, s->manifest);
   s->parse_meta_fields();
@@ -216,6 +219,9 @@ const std::vector<CheckpointTensorInfo>& CheckpointReader::tensors() const {
 bool CheckpointReader::contains(const std::string& name) const {
   return state().by_name.count(name) > 0;
 }
+int CheckpointReader::io_threads() const {
+  return state().io_threads;
+}
 int CheckpointReader::file_count() const {
   return state().file_count();
 }
@@ -247,7 +253,7 @@ Tensor CheckpointReader::read(const std::string& name, const ContextPtr& context
   return out;
 }
 
-void CheckpointReader::read_into(const std::string& name, Tensor& dst) const {
+void CheckpointReader::check_whole_read(const std::string& name, const Tensor& dst) const {
   const CheckpointTensorInfo& i = info(name);
   COAT_ARG_CHECK(dst.defined(), "read_into", "undefined destination for tensor '", name, "'");
   if (dst.shape() != i.shape) {
@@ -260,14 +266,26 @@ void CheckpointReader::read_into(const std::string& name, Tensor& dst) const {
                                          " but the model expects ", dtype_name(dst.dtype()), " (checkpoint ",
                                          dir(), ")"));
   }
+}
+
+void CheckpointReader::read_into(const std::string& name, Tensor& dst) const {
+  check_whole_read(name, dst);
   if (!layout()) return file(0).read_into(name, dst);
   read_range_into(name, 0, dst);
 }
 
-void CheckpointReader::read_range_into(const std::string& name, int64_t element_offset, Tensor& dst) const {
+void CheckpointReader::plan_range_read(const CheckpointRangeRead& read,
+                                       std::vector<std::vector<TensorSliceRead>>& by_file) const {
   const State& s = state();
+  const std::string& name = read.name;
   const size_t index = index_of(name);
-  if (!s.layout) return file(0).read_slice_into(name, element_offset, dst);
+  if (!s.layout) {
+    by_file[0].push_back({name, read.element_offset, read.dst});  // checked by the file's batch
+    return;
+  }
+  const Tensor& dst = read.dst;
+  const int64_t element_offset = read.element_offset;
+  COAT_ARG_CHECK(dst.defined(), "read_range", "undefined destination for tensor '", name, "'");
   const CheckpointTensorInfo& i = s.infos[index];
   const int64_t count = dst.numel(), numel = shape_numel(i.shape);
   COAT_ARG_CHECK(element_offset >= 0 && element_offset <= numel && count <= numel - element_offset,
@@ -289,11 +307,34 @@ void CheckpointReader::read_range_into(const std::string& name, int64_t element_
   }
   const std::string stored_name =
       unit_tensor_name(s.layout->units[src.unit].name, s.layout->kinds[src.kind].suffix);
-  Tensor flat = dst.reshape({count});
+  const Tensor flat = dst.reshape({count});
   for (const ReslicePiece& p : pieces) {
-    Tensor part = flat.slice(0, p.dest_offset, p.dest_offset + p.count);
-    file(static_cast<int>(p.source)).read_slice_into(stored_name, p.source_offset, part);
+    by_file[p.source].push_back(
+        {stored_name, p.source_offset, flat.slice(0, p.dest_offset, p.dest_offset + p.count)});
   }
+}
+
+void CheckpointReader::read_range_into(const std::string& name, int64_t element_offset, Tensor& dst) const {
+  read_ranges_into({{name, element_offset, dst}});
+}
+
+void CheckpointReader::read_ranges_into(const std::vector<CheckpointRangeRead>& reads) const {
+  const State& s = state();
+  std::vector<std::vector<TensorSliceRead>> by_file(static_cast<size_t>(s.file_count()));
+  for (const CheckpointRangeRead& read : reads) plan_range_read(read, by_file);
+  for (size_t f = 0; f < by_file.size(); ++f) {
+    if (!by_file[f].empty()) file(static_cast<int>(f)).read_slices_into(by_file[f], s.io_threads);
+  }
+}
+
+void CheckpointReader::read_into(const std::vector<std::pair<std::string, Tensor>>& reads) const {
+  std::vector<CheckpointRangeRead> ranges;
+  ranges.reserve(reads.size());
+  for (const auto& [name, dst] : reads) {
+    check_whole_read(name, dst);
+    ranges.push_back({name, 0, dst});
+  }
+  read_ranges_into(ranges);
 }
 
 void CheckpointReader::verify_file(int index) const {
@@ -301,13 +342,13 @@ void CheckpointReader::verify_file(int index) const {
   COAT_ARG_CHECK(index >= 0 && index < s.file_count(), "verify_file", "rank file ", index, " of checkpoint ",
                  s.dir, ", which has ", s.file_count());
   if (static_cast<size_t>(index) >= s.manifest.files.size())
-    return file(index).verify_all();  // an earlier build's
+    return file(index).verify_all(s.io_threads);  // an earlier build's
   try {
-    check_file_checksum(s.dir, s.manifest.files[static_cast<size_t>(index)]);
+    check_file_checksum(s.dir, s.manifest.files[static_cast<size_t>(index)], s.io_threads);
   } catch (const IoError& whole) {
     // Name the damaged tensor where one is (each tensor's own checksum): opening checks the index, verify_all
     // every tensor.
-    file(index).verify_all();
+    file(index).verify_all(s.io_threads);
     throw IoError(detail::concat(whole.what(),
                                  " (every tensor's own checksum matches: the damage is in its header, "
                                  "index or padding)"));

@@ -1,5 +1,6 @@
 // CRC-32C: slicing-by-8 tables built at compile time, and the SSE4.2 crc32 instruction on x86-64 (chosen
-// at run time, so one binary runs on every x86-64 CPU).
+// at run time, so one binary runs on every x86-64 CPU); combining the CRCs of pieces by GF(2) polynomial
+// arithmetic (the method of zlib's crc32_combine).
 #include "coat/io/checksum.h"
 
 #include <array>
@@ -80,7 +81,49 @@ __attribute__((target("sse4.2"))) uint32_t update_sse42(uint32_t state, const ui
 }
 #endif
 
+// Polynomials modulo P in the reflected representation the CRC register uses: bit 31 is x^0, bit 0 x^31.
+constexpr uint32_t kOne = 0x80000000u;  // x^0
+
+// a * b modulo P.
+constexpr uint32_t multiply_mod_p(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t bit = kOne; bit != 0; bit >>= 1) {
+    if (a & bit) product ^= b;
+    b = (b & 1u) ? (b >> 1) ^ kPolyReflected : b >> 1;  // b *= x
+  }
+  return product;
+}
+
+// kPowers[k] = x^(2^k) modulo P, for every k a byte count of up to 2^64 (times 8 bits) needs.
+constexpr std::array<uint32_t, 67> make_powers() {
+  std::array<uint32_t, 67> p{};
+  p[0] = kOne >> 1;  // x^1
+  for (size_t k = 1; k < p.size(); ++k) p[k] = multiply_mod_p(p[k - 1], p[k - 1]);
+  return p;
+}
+constexpr std::array<uint32_t, 67> kPowers = make_powers();
+
+// x^(8 * bytes) modulo P: the operator that appending `bytes` zero bytes applies to the CRC register.
+uint32_t x_to_8n(uint64_t bytes) {
+  uint32_t result = kOne;
+  for (size_t k = 3; bytes != 0; bytes >>= 1, ++k) {
+    if (bytes & 1u) result = multiply_mod_p(kPowers[k], result);
+  }
+  return result;
+}
+
 }  // namespace
+
+// With register R(A) = ~crc32c(A), feeding B is linear in the register plus a term of B alone, so
+// crc32c(A + B) = x^(8|B|) * crc32c(A) ^ crc32c(B): the pre- and post-inversions cancel.
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b) {
+  return multiply_mod_p(x_to_8n(bytes_b), crc_a) ^ crc_b;
+}
+
+// Zero bytes add nothing of their own to the register: R(A + 0^n) = x^(8n) * R(A).
+uint32_t crc32c_extend_zeros(uint32_t crc, uint64_t zeros) {
+  return ~multiply_mod_p(x_to_8n(zeros), ~crc);
+}
 
 uint32_t crc32c_extend_software(uint32_t crc, const void* data, size_t bytes) {
   return ~update_software(~crc, static_cast<const uint8_t*>(data), bytes);

@@ -1,7 +1,9 @@
-// Native tensor files: the writer (index with placeholder checksums, data streamed tensor by tensor, the
-// header and final index written last) and the memory-mapped reader with its validation.
+// Native tensor files: the writer (the file sized first, the tensors' pieces checksummed and pwritten at
+// their offsets by the I/O threads, the header and index written last) and the memory-mapped reader with its
+// validation and its batch reads (checksums verified and bytes copied by pieces on the I/O threads).
 #include "coat/io/tensor_file.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -12,6 +14,7 @@
 #include "coat/io/atomic_file.h"
 #include "coat/io/checksum.h"
 #include "coat/io/mapped_file.h"
+#include "coat/io/parallel_io.h"
 #include "coat/io/tensor_bytes.h"
 
 namespace coat::io {
@@ -54,12 +57,16 @@ std::string index_json(const std::vector<TensorFileEntry>& entries, uint64_t dat
 
 }  // namespace
 
-void write_tensor_file(const std::filesystem::path& path,
-                       const std::vector<std::pair<std::string, Tensor>>& tensors) {
+namespace {
+
+// Plans the entries of `tensors` (offsets relative to the data section until data_offset is known).
+std::vector<TensorFileEntry> plan_entries(const std::filesystem::path& path,
+                                          const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                          uint64_t& data_bytes) {
   std::unordered_set<std::string> names;
   std::vector<TensorFileEntry> entries;
   entries.reserve(tensors.size());
-  uint64_t data_bytes = 0;
+  data_bytes = 0;
   for (const auto& [name, tensor] : tensors) {
     COAT_ARG_CHECK(!name.empty(), "write_tensor_file", path, ": a tensor has an empty name");
     COAT_ARG_CHECK(names.insert(name).second, "write_tensor_file", path, ": tensor name '", name,
@@ -70,24 +77,86 @@ void write_tensor_file(const std::filesystem::path& path,
     e.dtype = tensor.dtype();
     e.shape = tensor.shape();
     e.bytes = tensor.nbytes();
-    e.offset = align_up(data_bytes, kTensorFileAlignment);  // relative until the data offset is known
+    e.offset = align_up(data_bytes, kTensorFileAlignment);
     data_bytes = e.offset + e.bytes;
     entries.push_back(std::move(e));
   }
+  return entries;
+}
+
+// The tensors' bytes at their offsets (the file already has its final size, so the padding reads as zeros),
+// each entry's crc32c filled in. The calling thread stages each tensor on the host in order (device copies
+// stay on it); the pool's threads checksum and pwrite pieces of at most chunk_bytes. At most about twice as
+// many pieces as threads wait, so only a few staged copies are alive at once.
+void write_data(AtomicFile& file, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                std::vector<TensorFileEntry>& entries, const TensorFileWriteOptions& options) {
+  auto host = std::make_shared<CpuContext>();
+  std::vector<std::vector<ByteRange>> pieces(entries.size());
+  std::vector<std::vector<uint32_t>> crcs(entries.size());
+  TaskPool pool(options.io_threads);
+  for (size_t i = 0; i < entries.size() && !pool.failed(); ++i) {
+    const TensorFileEntry& e = entries[i];
+    pieces[i] = split_bytes(e.bytes, options.chunk_bytes);
+    crcs[i].resize(pieces[i].size());
+    if (pieces[i].empty()) continue;
+    const Tensor bytes = host_contiguous(tensors[i].second, host);
+    for (size_t c = 0; c < pieces[i].size(); ++c) {
+      pool.wait_while_pending(2 * static_cast<size_t>(options.io_threads));
+      pool.submit([&file, &e, &options, bytes, piece = pieces[i][c], crc = &crcs[i][c]] {
+        const uint8_t* data = static_cast<const uint8_t*>(bytes.data_ptr()) + piece.offset;
+        try {
+          file.write_at(e.offset + piece.offset, data, piece.bytes);
+          if (options.write_back) file.write_back_and_drop(e.offset + piece.offset, piece.bytes);
+        } catch (const IoError& error) {
+          throw IoError(detail::concat(error.what(), " (tensor '", e.name, "', bytes [", piece.offset, ", ",
+                                       piece.offset + piece.bytes, ") of its ", e.bytes, ")"));
+        }
+        *crc = crc32c(data, piece.bytes);  // of the bytes just written, still in the cache
+      });
+    }
+  }
+  pool.wait();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    uint32_t crc = 0;
+    for (size_t c = 0; c < pieces[i].size(); ++c) crc = crc32c_combine(crc, crcs[i][c], pieces[i][c].bytes);
+    entries[i].crc32c = crc;
+  }
+}
+
+// The CRC-32C of every byte of the file from its parts: header, index, zero padding, and each tensor's own
+// checksum after the zeros before it.
+uint32_t file_crc(const uint8_t* header, const std::string& index,
+                  const std::vector<TensorFileEntry>& entries, uint64_t file_bytes) {
+  uint32_t crc = crc32c(header, kTensorFileHeaderBytes);
+  crc = crc32c_extend(crc, index.data(), index.size());
+  uint64_t at = kTensorFileHeaderBytes + index.size();
+  for (const TensorFileEntry& e : entries) {
+    crc = crc32c_combine(crc32c_extend_zeros(crc, e.offset - at), e.crc32c, e.bytes);
+    at = e.offset + e.bytes;
+  }
+  return crc32c_extend_zeros(crc, file_bytes - at);
+}
+
+}  // namespace
+
+TensorFileWriteOptions::TensorFileWriteOptions() : io_threads(default_io_threads()) {}
+
+TensorFileSummary write_tensor_file(const std::filesystem::path& path,
+                                    const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                    const TensorFileWriteOptions& options) {
+  check_io_threads(options.io_threads, "write_tensor_file");
+  COAT_ARG_CHECK(options.chunk_bytes > 0, "write_tensor_file", "chunk_bytes is 0");
+  uint64_t data_bytes = 0;
+  std::vector<TensorFileEntry> entries = plan_entries(path, tensors, data_bytes);
   const size_t index_bytes = index_json(entries, 0).size();
   const uint64_t data_offset = align_up(kTensorFileHeaderBytes + index_bytes, kTensorFileAlignment);
   for (TensorFileEntry& e : entries) e.offset += data_offset;
 
-  auto host = std::make_shared<CpuContext>();
+  TensorFileSummary summary;
+  summary.bytes = data_offset + data_bytes;
   write_file_atomically(path, [&](AtomicFile& file) {
-    file.pad_to(data_offset);  // header and index are written last, once the checksums are known
-    for (size_t i = 0; i < entries.size(); ++i) {
-      const Tensor bytes = host_contiguous(tensors[i].second, host);
-      file.pad_to(entries[i].offset);
-      entries[i].crc32c = crc32c(bytes.data_ptr(), entries[i].bytes);
-      file.write(bytes.data_ptr(), entries[i].bytes);
-    }
-    file.pad_to(data_offset + data_bytes);
+    file.resize(summary.bytes);  // header and index are written last, once the checksums are known
+    write_data(file, tensors, entries, options);
     const std::string index = index_json(entries, data_offset);
     COAT_CHECK(index.size() == index_bytes, Error, "[write_tensor_file] index length changed from ",
                index_bytes, " to ", index.size(), " bytes");
@@ -100,7 +169,9 @@ void write_tensor_file(const std::filesystem::path& path,
     put<uint64_t>(header, kDataBytesAt, data_bytes);
     file.write_at(0, header, sizeof(header));
     file.write_at(kTensorFileHeaderBytes, index.data(), index.size());
+    summary.crc32c = file_crc(header, index, entries, summary.bytes);
   });
+  return summary;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -279,25 +350,70 @@ const TensorFileEntry& TensorFileReader::entry(const std::string& name) const {
   return state().entries[index_of(name)];
 }
 
+namespace {
+
+[[noreturn]] void checksum_mismatch(const std::filesystem::path& path, const TensorFileEntry& e,
+                                    uint32_t actual) {
+  throw IoError(detail::concat("tensor file ", path, ": checksum mismatch in tensor '", e.name, "' (stored ",
+                               crc32c_hex(e.crc32c), ", computed ", crc32c_hex(actual),
+                               "): the file is corrupted"));
+}
+
+}  // namespace
+
 void TensorFileReader::verify_entry(size_t index) const {
   const State& s = state();
   if (s.verified[index].load(std::memory_order_acquire)) return;
   const TensorFileEntry& e = s.entries[index];
   const uint32_t actual = crc32c(s.file.data() + e.offset, e.bytes);
-  if (actual != e.crc32c) {
-    throw IoError(detail::concat("tensor file ", s.file.path(), ": checksum mismatch in tensor '", e.name,
-                                 "' (stored ", crc32c_hex(e.crc32c), ", computed ", crc32c_hex(actual),
-                                 "): the file is corrupted"));
-  }
+  if (actual != e.crc32c) checksum_mismatch(s.file.path(), e, actual);
   s.verified[index].store(true, std::memory_order_release);
+}
+
+void TensorFileReader::verify_entries(const std::vector<size_t>& indices, int io_threads) const {
+  check_io_threads(io_threads, "TensorFileReader");
+  const State& s = state();
+  // The entries not verified yet, each once, in the order asked: the first damaged one is reported.
+  std::vector<size_t> order;
+  std::vector<bool> listed(s.entries.size(), false);
+  for (size_t i : indices) {
+    if (!listed[i] && !s.verified[i].load(std::memory_order_acquire)) order.push_back(i);
+    listed[i] = true;
+  }
+  struct Piece {
+    size_t entry;
+    ByteRange range;
+  };
+  std::vector<Piece> pieces;
+  std::vector<size_t> first_piece;
+  for (size_t i : order) {
+    first_piece.push_back(pieces.size());
+    for (const ByteRange& r : split_bytes(s.entries[i].bytes)) pieces.push_back({i, r});
+  }
+  first_piece.push_back(pieces.size());
+  std::vector<uint32_t> crcs(pieces.size());
+  parallel_for(pieces.size(), io_threads, [&](size_t p) {
+    crcs[p] = crc32c(s.file.data() + s.entries[pieces[p].entry].offset + pieces[p].range.offset,
+                     pieces[p].range.bytes);
+  });
+  for (size_t k = 0; k < order.size(); ++k) {
+    const TensorFileEntry& e = s.entries[order[k]];
+    uint32_t actual = 0;
+    for (size_t p = first_piece[k]; p < first_piece[k + 1]; ++p)
+      actual = crc32c_combine(actual, crcs[p], pieces[p].range.bytes);
+    if (actual != e.crc32c) checksum_mismatch(s.file.path(), e, actual);
+    s.verified[order[k]].store(true, std::memory_order_release);
+  }
 }
 
 void TensorFileReader::verify(const std::string& name) const {
   verify_entry(index_of(name));
 }
 
-void TensorFileReader::verify_all() const {
-  for (size_t i = 0; i < state().entries.size(); ++i) verify_entry(i);
+void TensorFileReader::verify_all(int io_threads) const {
+  std::vector<size_t> all(state().entries.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  verify_entries(all, io_threads);
 }
 
 Tensor TensorFileReader::read(const std::string& name, const ContextPtr& context,
@@ -335,7 +451,8 @@ Tensor TensorFileReader::read_slice(const std::string& name, int64_t element_off
   return out;
 }
 
-void TensorFileReader::read_slice_into(const std::string& name, int64_t element_offset, Tensor& dst) const {
+size_t TensorFileReader::check_slice_read(const std::string& name, int64_t element_offset,
+                                          const Tensor& dst) const {
   const size_t index = index_of(name);
   const TensorFileEntry& e = state().entries[index];
   COAT_ARG_CHECK(dst.defined(), "read_slice", "undefined destination for tensor '", name, "'");
@@ -345,9 +462,50 @@ void TensorFileReader::read_slice_into(const std::string& name, int64_t element_
                  name, "' are outside its ", e.numel(), " elements (tensor file ", path(), ")");
   COAT_ARG_CHECK(dst.dtype() == e.dtype, "read_slice", "tensor '", name, "' is ", dtype_name(e.dtype),
                  " but the destination is ", dtype_name(dst.dtype()), " (tensor file ", path(), ")");
+  return index;
+}
+
+const uint8_t* TensorFileReader::slice_bytes(size_t index, int64_t element_offset) const {
+  const TensorFileEntry& e = state().entries[index];
+  return state().file.data() + e.offset + static_cast<uint64_t>(element_offset) * dtype_size(e.dtype);
+}
+
+void TensorFileReader::read_slice_into(const std::string& name, int64_t element_offset, Tensor& dst) const {
+  const size_t index = check_slice_read(name, element_offset, dst);
   verify_entry(index);
-  copy_bytes_into(
-      state().file.data() + e.offset + static_cast<uint64_t>(element_offset) * dtype_size(e.dtype), dst);
+  copy_bytes_into(slice_bytes(index, element_offset), dst);
+}
+
+void TensorFileReader::read_slices_into(const std::vector<TensorSliceRead>& reads, int io_threads) const {
+  check_io_threads(io_threads, "TensorFileReader");
+  std::vector<size_t> indices;
+  indices.reserve(reads.size());
+  for (const TensorSliceRead& r : reads) indices.push_back(check_slice_read(r.name, r.element_offset, r.dst));
+  verify_entries(indices, io_threads);
+  // Contiguous host destinations are filled by pieces on the pool; the others (device memory, strides) on
+  // this thread meanwhile, in order, since device copies belong to the thread that owns the device.
+  struct Copy {
+    const uint8_t* from;
+    uint8_t* to;
+    ByteRange range;
+  };
+  std::vector<Copy> copies;
+  for (size_t k = 0; k < reads.size(); ++k) {
+    const Tensor& dst = reads[k].dst;
+    if (!dst.device().is_cpu() || !dst.is_contiguous()) continue;
+    for (const ByteRange& r : split_bytes(dst.nbytes()))
+      copies.push_back(
+          {slice_bytes(indices[k], reads[k].element_offset), static_cast<uint8_t*>(dst.data_ptr()), r});
+  }
+  TaskPool pool(static_cast<int>(std::clamp<size_t>(copies.size(), 1, static_cast<size_t>(io_threads))));
+  for (const Copy& c : copies)
+    pool.submit([c] { std::memcpy(c.to + c.range.offset, c.from + c.range.offset, c.range.bytes); });
+  for (size_t k = 0; k < reads.size(); ++k) {
+    Tensor dst = reads[k].dst;
+    if (dst.device().is_cpu() && dst.is_contiguous()) continue;
+    copy_bytes_into(slice_bytes(indices[k], reads[k].element_offset), dst);
+  }
+  pool.wait();
 }
 
 }  // namespace coat::io

@@ -91,6 +91,14 @@ Reports gather_reports(const fs::path& run_dir, const CheckpointSnapshot& snapsh
 
 }  // namespace
 
+RankFileWriter rank_file_writer(int io_threads) {
+  io::check_io_threads(io_threads, "rank_file_writer");
+  return [io_threads](const fs::path& staging_dir, int file,
+                      const std::vector<std::pair<std::string, Tensor>>& tensors) {
+    return io::write_checkpoint_rank(staging_dir, file, tensors, io_threads);
+  };
+}
+
 void stage_checkpoint_collectively(const fs::path& run_dir, int64_t step, dist::Communicator* world,
                                    const ContextPtr& context) {
   const int rank = world ? world->rank() : 0;

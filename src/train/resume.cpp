@@ -164,11 +164,13 @@ Decision rank0_decides(dist::Communicator* world, const ContextPtr& context,
 
 /// Every byte of the checkpoint against COMPLETE, rank file f verified by rank f % world: the first failure's
 /// message on every rank, or "" when it verified.
-std::string verify_collectively(const fs::path& dir, dist::Communicator* world, const ContextPtr& context) {
+std::string verify_collectively(const fs::path& dir, dist::Communicator* world, const ContextPtr& context,
+                                int io_threads) {
   const int rank = world ? world->rank() : 0, ranks = world ? world->world_size() : 1;
   std::string damage;
   try {
-    const io::CheckpointReader ck = io::CheckpointReader::open(dir);  // meta.json against COMPLETE
+    const io::CheckpointReader ck =
+        io::CheckpointReader::open(dir, io_threads);  // meta.json against COMPLETE
     for (int f = rank; f < ck.file_count(); f += ranks) ck.verify_file(f);
   } catch (const Error& e) {
     damage = e.what();
@@ -291,7 +293,7 @@ std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, cons
       return std::nullopt;
     }
     const fs::path dir = d.text;
-    const std::string damage = verify_collectively(dir, world, context);
+    const std::string damage = verify_collectively(dir, world, context, config.checkpoint.io_threads);
     rank0_decides(world, context, [&] {
       if (damage.empty()) {
         check_resumable(io::CheckpointReader::open(dir), config);

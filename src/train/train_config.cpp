@@ -241,6 +241,9 @@ CheckpointConfig read_checkpoint(ConfigSection s) {
   k.keep_last = s.get<int64_t>("keep_last", k.keep_last);
   s.check_range<int64_t>("keep_last", k.keep_last, 0, 1 << 20);
   k.async = s.get<bool>("async", k.async);
+  const int64_t io_threads = s.get<int64_t>("io_threads", k.io_threads);
+  s.check_range<int64_t>("io_threads", io_threads, 1, io::kMaxIoThreads);
+  k.io_threads = static_cast<int>(io_threads);
   s.finish();
   return k;
 }
@@ -316,7 +319,7 @@ nlohmann::json DistConfig::to_json() const {
 }
 
 nlohmann::json CheckpointConfig::to_json() const {
-  return {{"interval", interval}, {"keep_last", keep_last}, {"async", async}};
+  return {{"interval", interval}, {"keep_last", keep_last}, {"async", async}, {"io_threads", io_threads}};
 }
 
 nlohmann::json LoggingConfig::to_json() const {

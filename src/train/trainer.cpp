@@ -102,6 +102,7 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
   build_model();
   init_weights();
   build_optimizer();
+  rank_file_writer_ = rank_file_writer(config_.checkpoint.io_threads);
   if (config_.checkpoint.async) {
     // The writer is looked up at each write, so that set_rank_file_writer applies to the saves that follow.
     saver_ = std::make_unique<AsyncSaver>(
@@ -196,7 +197,8 @@ void Trainer::init_weights() {
   model_->init(config_.train.seed);
   if (config_.train.init_from.empty()) return;
   // Only the ranges this rank holds are read: a sharded run never holds the whole source model on one rank.
-  const io::CheckpointReader source = io::CheckpointReader::open(resolve_checkpoint_dir(config_.train.init_from));
+  const io::CheckpointReader source = io::CheckpointReader::open(
+      resolve_checkpoint_dir(config_.train.init_from), config_.checkpoint.io_threads);
   const nlohmann::json& meta = source.meta();
   if (!meta.contains("config") || !meta["config"].contains("model")) {
     throw IoError(detail::concat("train.init_from '", config_.train.init_from, "': ", source.dir().string(),
@@ -670,7 +672,7 @@ void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
 }
 
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
-  const io::CheckpointReader ck = io::CheckpointReader::open(dir);
+  const io::CheckpointReader ck = io::CheckpointReader::open(dir, config_.checkpoint.io_threads);
   check_resumable(ck, config_);
   check_same_loss_mask(ck, loss_mask_ ? &*loss_mask_ : nullptr);
   if (ck.layout()) {

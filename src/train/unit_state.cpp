@@ -143,11 +143,15 @@ std::vector<std::pair<std::string, Tensor>> checkpoint_slices(const models::Unit
   return tensors;
 }
 
+// Both loads gather their reads into one batch: the checkpoint verifies and copies it on its io_threads.
 void load_masters(models::UnitStore& store, const io::CheckpointReader& file) {
   if (!store.sharding()) {
-    for (nn::Parameter& p : store.parameters()) file.read_into(p.name, p.master);
+    std::vector<std::pair<std::string, Tensor>> reads;
+    for (nn::Parameter& p : store.parameters()) reads.emplace_back(p.name, p.master);
+    file.read_into(reads);
     return;
   }
+  std::vector<io::CheckpointRangeRead> reads;
   for (size_t k = 0; k < store.units().size(); ++k) {
     models::ParamUnit& u = store.units()[k];
     const models::UnitLayout& layout = store.layout(k);
@@ -156,21 +160,21 @@ void load_masters(models::UnitStore& store, const io::CheckpointReader& file) {
       const int64_t p_begin = layout.offsets[i], p_end = p_begin + shape_numel(layout.params[i].second);
       const int64_t lo = std::max(begin, p_begin), hi = std::min(end, p_end);
       if (lo >= hi) continue;
-      Tensor dst = u.master.slice(0, lo - begin, hi - begin);
-      file.read_range_into(layout.params[i].first, lo - p_begin, dst);
+      reads.push_back({layout.params[i].first, lo - p_begin, u.master.slice(0, lo - begin, hi - begin)});
     }
   }
+  file.read_ranges_into(reads);
 }
 
 void load_state_slices(const models::UnitStore& store, const optim::AdamW& optimizer,
                        const io::CheckpointReader& file) {
   if (!store.sharding()) {
-    for (auto& [name, t] : optimizer.state_tensors()) {
-      Tensor live = t;
-      file.read_into(name, live);
-    }
+    std::vector<std::pair<std::string, Tensor>> reads;
+    for (auto& [name, t] : optimizer.state_tensors()) reads.emplace_back(name, t);
+    file.read_into(reads);
     return;
   }
+  std::vector<io::CheckpointRangeRead> reads;
   size_t unit = 0;
   for (auto& [name, t] : optimizer.state_tensors()) {
     unit = unit_of_state(store, name, unit);
@@ -178,10 +182,7 @@ void load_state_slices(const models::UnitStore& store, const optim::AdamW& optim
     const int64_t whole = whole_state_numel(shard, t.numel()), start = state_begin(shard, t.numel());
     const int64_t count = std::clamp<int64_t>(whole - start, 0, t.numel());
     Tensor slice = t;  // a view of the live state
-    if (count > 0) {
-      Tensor head = slice.slice(0, 0, count);
-      file.read_range_into(name, start, head);
-    }
+    if (count > 0) reads.push_back({name, start, slice.slice(0, 0, count)});
     if (count < t.numel()) {
       // The padding past the unit's end holds what a fresh moment holds there: zero, but an expansion exponent
       // of 1 (ops::make_moment; 0 would index the expansion tables at row -1).
@@ -190,6 +191,7 @@ void load_state_slices(const models::UnitStore& store, const optim::AdamW& optim
       ops::fill_(tail, expo ? 1.0 : 0.0);
     }
   }
+  file.read_ranges_into(reads);
 }
 
 }  // namespace coat::train

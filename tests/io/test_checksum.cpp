@@ -2,6 +2,7 @@
 // agreement of the hardware and table implementations.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 #include <random>
 #include <string>
@@ -58,6 +59,49 @@ TEST(Crc32c, IncrementalEqualsOneShotAtAnySplitAndAlignment) {
       }
     }
   }
+}
+
+// crc32c_combine and crc32c_extend_zeros against the one-pass CRC: random data of odd lengths split at
+// random points, empty pieces at both ends, and zero runs long enough to use many powers of x.
+TEST(Crc32c, CombineOfPiecesEqualsTheOnePassCrc) {
+  std::mt19937_64 gen(11);
+  std::vector<uint8_t> data(200003);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(gen());
+  for (int trial = 0; trial < 40; ++trial) {
+    const size_t length = 1 + 2 * (gen() % (data.size() / 2));  // odd
+    const size_t start = gen() % (data.size() - length + 1);
+    const uint8_t* p = data.data() + start;
+    const uint32_t whole = crc32c(p, length);
+    for (size_t split : {size_t{0}, length, static_cast<size_t>(gen() % length)}) {
+      EXPECT_EQ(crc32c_combine(crc32c(p, split), crc32c(p + split, length - split), length - split), whole)
+          << "length " << length << " split " << split;
+    }
+    // Many pieces of odd sizes, folded left to right.
+    uint32_t folded = 0;
+    for (size_t at = 0; at < length;) {
+      const size_t piece = std::min<size_t>(length - at, 1 + 2 * (gen() % 5000));
+      folded = crc32c_combine(folded, crc32c(p + at, piece), piece);
+      at += piece;
+    }
+    EXPECT_EQ(folded, whole) << "length " << length;
+  }
+  EXPECT_EQ(crc32c_combine(0xE3069283u, 0u, 0), 0xE3069283u);  // an empty B changes nothing
+}
+
+TEST(Crc32c, ExtendByZerosEqualsTheCrcOfWrittenZeros) {
+  std::mt19937 gen(5);
+  std::vector<uint8_t> data(70001);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(gen());
+  for (size_t prefix : {size_t{0}, size_t{1}, size_t{255}, size_t{4097}}) {
+    for (size_t zeros : {size_t{0}, size_t{1}, size_t{3}, size_t{255}, size_t{65537}}) {
+      std::vector<uint8_t> padded(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(prefix));
+      padded.resize(prefix + zeros, 0);
+      EXPECT_EQ(crc32c_extend_zeros(crc32c(data.data(), prefix), zeros), crc32c(padded.data(), padded.size()))
+          << prefix << " + " << zeros << " zeros";
+    }
+  }
+  // RFC 3720 B.4: 32 zero bytes.
+  EXPECT_EQ(crc32c_extend_zeros(0, 32), 0x8A9136AAu);
 }
 
 }  // namespace

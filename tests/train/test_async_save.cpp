@@ -221,12 +221,17 @@ TEST_F(AsyncSave, AFailedWriteThrowsAtTheCommitNamingTheFileAndKeepsTheCompleteC
   EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 3)).verify_all());
 }
 
-// The same run saved synchronously and in the background: the same rank files byte for byte (meta.json
-// differs only in checkpoint.async itself), the blocked and written figures in metrics.jsonl, and a resume
-// from the background save continues exactly as the synchronous run went on.
+// The same run saved synchronously on one I/O thread and in the background on three: the same rank files byte
+// for byte (meta.json differs only in checkpoint.async and io_threads themselves), the blocked and written
+// figures in metrics.jsonl, and a resume (verified and loaded on three threads) from the background save
+// continues exactly as the synchronous run went on.
 TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
   // Both runs in the same run directory (its path is in meta.json), moved aside when done.
-  const auto sync = [](nlohmann::json& c) { c["checkpoint"]["async"] = false; };
+  const auto sync = [](nlohmann::json& c) {
+    c["checkpoint"]["async"] = false;
+    c["checkpoint"]["io_threads"] = 1;
+  };
+  const auto three = [](nlohmann::json& c) { c["checkpoint"]["io_threads"] = 3; };
   std::vector<double> all;
   {
     Trainer full(config("run", sync), ctx_);
@@ -235,12 +240,12 @@ TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
   }
   fs::rename(dir_ / "run", dir_ / "sync");
   {
-    Trainer split(config("run"), ctx_);
+    Trainer split(config("run", three), ctx_);
     ASSERT_TRUE(split.config().checkpoint.async);  // the default
     split.run(/*stop_after_step=*/3);
   }
   {
-    Trainer resumed(config("run"), ctx_, /*resuming=*/true);
+    Trainer resumed(config("run", three), ctx_, /*resuming=*/true);
     resumed.load_checkpoint(checkpoint("run", 3));
     resumed.run();
     EXPECT_EQ(losses(resumed), std::vector<double>(all.begin() + 3, all.end()));
@@ -253,8 +258,12 @@ TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
     nlohmann::json a = io::CheckpointReader::open(checkpoint("async", step)).meta();
     nlohmann::json s = io::CheckpointReader::open(checkpoint("sync", step)).meta();
     EXPECT_EQ(a["config"]["checkpoint"]["async"], true);
-    a["config"]["checkpoint"].erase("async");
-    s["config"]["checkpoint"].erase("async");
+    EXPECT_EQ(a["config"]["checkpoint"]["io_threads"], 3);
+    EXPECT_EQ(s["config"]["checkpoint"]["io_threads"], 1);
+    for (const char* key : {"async", "io_threads"}) {
+      a["config"]["checkpoint"].erase(key);
+      s["config"]["checkpoint"].erase(key);
+    }
     EXPECT_EQ(a, s) << "step " << step;
   }
   // Each save's blocked time at its step, and where it was committed its write.

@@ -3,7 +3,7 @@
 // optim.state_dtype = "auto" (fp8_expand under coat, fp32 otherwise), resolved to a concrete storage in the
 // parsed config, its resolved document and the moment specs. Every choice parsed once into its enum; the
 // resolved document built from the sections' to_json, a fixed point of parsing; the dist section;
-// checkpoint.async; a misspelled required key reported as unknown.
+// checkpoint.async and checkpoint.io_threads; a misspelled required key reported as unknown.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -322,6 +322,32 @@ TEST(CheckpointConfig, AsyncDefaultsToTrue) {
   test::expect_error_containing([&] { parse(doc); }, "checkpoint.async");
   nlohmann::json old = c.resolved;
   old["checkpoint"].erase("async");
+  EXPECT_EQ(parse(old).resolved, c.resolved);
+}
+
+// checkpoint.io_threads: min(8, max(1, hardware threads / 2)) by default, written into the resolved document;
+// values outside 1..256 and other types are refused naming the key; an earlier document without it parses.
+TEST(CheckpointConfig, IoThreadsAreReadAndChecked) {
+  nlohmann::json doc = small_config("bf16");
+  const TrainConfig c = parse(doc);
+  EXPECT_EQ(c.checkpoint.io_threads, io::default_io_threads());
+  EXPECT_EQ(c.resolved.at("checkpoint").at("io_threads"), io::default_io_threads());
+  doc["checkpoint"]["io_threads"] = 5;
+  EXPECT_EQ(parse(doc).checkpoint.io_threads, 5);
+  doc["checkpoint"]["io_threads"] = 1;
+  EXPECT_EQ(parse(doc).checkpoint.io_threads, 1);
+  for (const nlohmann::json& bad :
+       {nlohmann::json(0), nlohmann::json(-2), nlohmann::json(257), nlohmann::json(int64_t{1} << 33)}) {
+    doc["checkpoint"]["io_threads"] = bad;
+    test::expect_error_containing<ConfigError>(
+        [&] { parse(doc); }, "'checkpoint.io_threads' = " + bad.dump() + " is out of range");
+  }
+  for (const nlohmann::json& bad : {nlohmann::json("4"), nlohmann::json(2.5), nlohmann::json(true)}) {
+    doc["checkpoint"]["io_threads"] = bad;
+    test::expect_error_containing<ConfigError>([&] { parse(doc); }, "checkpoint.io_threads");
+  }
+  nlohmann::json old = c.resolved;
+  old["checkpoint"].erase("io_threads");
   EXPECT_EQ(parse(old).resolved, c.resolved);
 }
 

@@ -28,9 +28,18 @@ class AtomicFile {
   void write(std::string_view text) { write(text.data(), text.size()); }
   /// Appends zero bytes up to `offset` (no-op when already there; InvalidArgument when past it).
   void pad_to(uint64_t offset);
-  /// Overwrites bytes at `offset` (which must be inside what was written) without moving the position:
-  /// for headers filled in after the data.
+  /// Overwrites bytes at `offset` (which must be inside what was written or sized) without moving the
+  /// position: for headers filled in after the data. Thread-safe (pwrite): several threads may write
+  /// disjoint ranges of a file sized by resize() at once.
   void write_at(uint64_t offset, const void* data, size_t bytes);
+  /// Sets the file's size (ftruncate; new bytes read as zeros) and moves the position there: for writers
+  /// that fill a file of known size by write_at from several threads. Never shrinks (InvalidArgument).
+  void resize(uint64_t bytes);
+  /// Writes [offset, offset + bytes) back to the disk now (sync_file_range) and drops it from the page
+  /// cache (posix_fadvise DONTNEED), so that a file of tens of GB does not fill the page cache with dirty
+  /// pages before commit()'s fsync. No durability promise (commit still fsyncs); a write error the disk
+  /// reports here is an IoError. Thread-safe.
+  void write_back_and_drop(uint64_t offset, uint64_t bytes);
   /// Bytes written so far (the append position).
   uint64_t position() const { return position_; }
 

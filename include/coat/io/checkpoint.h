@@ -28,6 +28,7 @@
 
 #include "coat/core/tensor.h"
 #include "coat/io/checkpoint_layout.h"
+#include "coat/io/parallel_io.h"
 #include "coat/io/tensor_file.h"
 
 namespace coat::io {
@@ -68,9 +69,10 @@ std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& path);
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int64_t step,
                                       const nlohmann::json& meta,
                                       const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                      int keep_last = 0);
+                                      int keep_last = 0, int io_threads = default_io_threads());
 
-/// What a rank reports of the file it wrote: its size and the CRC-32C of all its bytes (read back).
+/// What a rank reports of the file it wrote: its size and the CRC-32C of all its bytes (combined from the
+/// checksums of the pieces written).
 struct RankFileRecord {
   uint64_t bytes = 0;
   uint32_t crc32c = 0;
@@ -80,10 +82,11 @@ struct RankFileRecord {
 /// staging directory, and returns the (empty) staging directory.
 std::filesystem::path begin_checkpoint(const std::filesystem::path& run_dir, int64_t step);
 /// Step 2 (every rank that holds slices; it touches nothing but its own file, so it may run on a background
-/// thread from a host snapshot): writes `rank_<file>.bin` into the staging directory (synced), then reads it
-/// back for its CRC-32C.
+/// thread from a host snapshot): writes `rank_<file>.bin` into the staging directory (synced) on io_threads
+/// threads (write_tensor_file), with the CRC-32C of all its bytes.
 RankFileRecord write_checkpoint_rank(const std::filesystem::path& staging_dir, int file,
-                                     const std::vector<std::pair<std::string, Tensor>>& tensors);
+                                     const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                     int io_threads = default_io_threads());
 /// Step 3 (rank 0, once every rank reported its file): checks the rank files against the records and the
 /// layout (one file per layout file), writes meta.json (with "format_version" 2, "step" and "layout") and
 /// COMPLETE, renames the staging directory to its final name, prunes to `keep_last`. Returns the final

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "coat/io/parallel_io.h"
+
 namespace coat::io {
 
 struct ManifestFile {
@@ -40,13 +42,15 @@ std::string manifest_json(const CheckpointManifest& manifest);
 /// Reads `<dir>/COMPLETE`; IoError naming the checkpoint when it is missing ("incomplete") or malformed.
 CheckpointManifest read_manifest(const std::filesystem::path& dir);
 
-/// The CRC-32C of every byte of a file (through a read-only mapping).
-uint32_t file_crc32c(const std::filesystem::path& path);
+/// The CRC-32C of every byte of a file (through a read-only mapping), by pieces on up to io_threads threads.
+uint32_t file_crc32c(const std::filesystem::path& path, int io_threads = default_io_threads());
 
 /// Checks a file's size against the manifest's record (cheap: a stat); IoError "<file> of checkpoint <dir>
 /// has N bytes but COMPLETE records M" otherwise.
 void check_file_size(const std::filesystem::path& dir, const ManifestFile& record);
-/// Checks a file's size and CRC-32C against the manifest's record; IoError naming the file otherwise.
-void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& record);
+/// Checks a file's size and CRC-32C (file_crc32c on io_threads) against the manifest's record; IoError naming
+/// the file otherwise.
+void check_file_checksum(const std::filesystem::path& dir, const ManifestFile& record,
+                         int io_threads = default_io_threads());
 
 }  // namespace coat::io

@@ -15,9 +15,18 @@
 
 #include "coat/core/tensor.h"
 #include "coat/io/checkpoint_layout.h"
+#include "coat/io/parallel_io.h"
 #include "coat/io/tensor_file.h"
 
 namespace coat::io {
+
+/// One request of CheckpointReader::read_ranges_into: elements [element_offset, element_offset + dst.numel())
+/// of tensor `name` into dst (a view: the caller's tensor is filled).
+struct CheckpointRangeRead {
+  std::string name;
+  int64_t element_offset = 0;
+  Tensor dst;
+};
 
 struct CheckpointTensorInfo {
   std::string name;
@@ -31,8 +40,9 @@ class CheckpointReader {
   /// Opens a checkpoint directory (not a run directory): COMPLETE read, meta.json checked against the size
   /// and CRC-32C that COMPLETE records, parsed, its format (1 or 2) and layout validated. Rank files are
   /// opened when first read (their sizes checked against COMPLETE). IoError naming the directory and the file
-  /// when it is missing, incomplete or damaged.
-  static CheckpointReader open(const std::filesystem::path& dir);
+  /// when it is missing, incomplete or damaged. `io_threads` verify and copy in verify_file and the batch
+  /// reads (checkpoint.io_threads; 1: one tensor after another on the calling thread).
+  static CheckpointReader open(const std::filesystem::path& dir, int io_threads = default_io_threads());
 
   const std::filesystem::path& dir() const;
   int format_version() const;
@@ -59,6 +69,14 @@ class CheckpointReader {
   /// dtype, contiguous, any shape and device): a rank's slice of a unit saved with another sharding.
   void read_range_into(const std::string& name, int64_t element_offset, Tensor& dst) const;
 
+  /// Many read_into at once (destinations must not overlap): the same checks and errors, then each rank
+  /// file's checksums verified and its bytes copied on the io_threads (TensorFileReader::read_slices_into).
+  /// What a resume loads a whole rank's state with.
+  void read_into(const std::vector<std::pair<std::string, Tensor>>& reads) const;
+  /// Many read_range_into at once, likewise.
+  void read_ranges_into(const std::vector<CheckpointRangeRead>& reads) const;
+  int io_threads() const;
+
   /// Rank files: rank_00000.bin ... (format 1: one).
   int file_count() const;
   const TensorFileReader& file(int index) const;
@@ -71,6 +89,10 @@ class CheckpointReader {
   struct State;
   const State& state() const;
   size_t index_of(const std::string& name) const;
+  void check_whole_read(const std::string& name, const Tensor& dst) const;
+  /// The pieces of a ranged read (checked as read_range_into checks), appended to each rank file's batch.
+  void plan_range_read(const CheckpointRangeRead& read,
+                       std::vector<std::vector<TensorSliceRead>>& by_file) const;
   std::shared_ptr<State> state_;
 };
 

@@ -13,6 +13,12 @@ namespace coat::io {
 uint32_t crc32c(const void* data, size_t bytes);
 /// The CRC-32C of A followed by B, given crc = crc32c(A): crc32c_extend(crc32c(A), B) == crc32c(A + B).
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t bytes);
+/// The CRC-32C of A followed by B from crc_a = crc32c(A), crc_b = crc32c(B) and B's length alone (no bytes
+/// read): crc32c(A + B). What lets threads checksum pieces of one tensor independently. O(log bytes_b).
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b);
+/// The CRC-32C of A followed by `zeros` zero bytes, given crc = crc32c(A), without touching the zeros: the
+/// padding of a tensor file. O(log zeros).
+uint32_t crc32c_extend_zeros(uint32_t crc, uint64_t zeros);
 /// The table-driven implementation alone (what crc32c uses without SSE4.2); exposed for tests.
 uint32_t crc32c_extend_software(uint32_t crc, const void* data, size_t bytes);
 

@@ -59,7 +59,7 @@ class AsyncSaver {
   /// `context`: where the agreement tensors live (the communicator's device); `host`: where the snapshot
   /// buffers are allocated (ops::host_staging_context of the training context). `world` null: one process.
   AsyncSaver(std::filesystem::path run_dir, dist::Communicator* world, ContextPtr context, ContextPtr host,
-             int keep_last, RankFileWriter writer = io::write_checkpoint_rank);
+             int keep_last, RankFileWriter writer = rank_file_writer(io::default_io_threads()));
   /// Waits for the writer. A save not committed stays a staging directory (removed at the next start).
   ~AsyncSaver();
   AsyncSaver(const AsyncSaver&) = delete;

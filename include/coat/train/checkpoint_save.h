@@ -41,13 +41,16 @@ using RankFileWriter =
     std::function<io::RankFileRecord(const std::filesystem::path& staging_dir, int file,
                                      const std::vector<std::pair<std::string, Tensor>>& tensors)>;
 
+/// io::write_checkpoint_rank on `io_threads` threads (checkpoint.io_threads): the writer saves use.
+RankFileWriter rank_file_writer(int io_threads);
+
 /// What a rank's write came to: reported to every rank at the commit, never thrown where it happened (the
 /// writer may be a background thread).
 struct RankWrite {
   std::exception_ptr error;  ///< the failure as thrown (rethrown on this rank at the commit); null: written
   std::string message;       ///< the failure's what()
   io::RankFileRecord record;
-  double seconds = 0.0;  ///< writing, syncing and reading the file back for its checksum
+  double seconds = 0.0;  ///< writing and syncing the file
   bool ok() const { return error == nullptr; }
 };
 
@@ -79,10 +82,9 @@ CommittedCheckpoint commit_checkpoint_collectively(const std::filesystem::path& 
 /// communicator's device). Throws IoError on every rank when any part failed, naming the rank and its error;
 /// nothing is then left in the checkpoints directory. InvalidArgument (before anything is written) when a
 /// complete checkpoint of the step exists.
-CommittedCheckpoint save_checkpoint_collectively(const std::filesystem::path& run_dir,
-                                                 const CheckpointSnapshot& snapshot,
-                                                 dist::Communicator* world, const ContextPtr& context,
-                                                 int keep_last,
-                                                 const RankFileWriter& writer = io::write_checkpoint_rank);
+CommittedCheckpoint save_checkpoint_collectively(
+    const std::filesystem::path& run_dir, const CheckpointSnapshot& snapshot, dist::Communicator* world,
+    const ContextPtr& context, int keep_last,
+    const RankFileWriter& writer = rank_file_writer(io::default_io_threads()));
 
 }  // namespace coat::train

@@ -15,6 +15,7 @@
 
 #include "coat/core/device.h"
 #include "coat/core/dtype.h"
+#include "coat/io/parallel_io.h"
 #include "coat/models/model_config.h"
 #include "coat/models/precision_recipe.h"
 #include "coat/models/recompute.h"
@@ -184,6 +185,9 @@ struct CheckpointConfig {
   /// and optimizer states into host memory (pinned under CUDA; it doubles the host memory they take), a
   /// background thread writes it. false: training waits for the whole write.
   bool async = true;
+  /// Threads that checksum and write a rank file, and verify and copy it at a resume (io/parallel_io.h);
+  /// 1: one tensor after another. Default min(8, max(1, hardware threads / 2)).
+  int io_threads = io::default_io_threads();
 
   nlohmann::json to_json() const;
 };

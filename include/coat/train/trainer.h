@@ -237,7 +237,7 @@ class Trainer {
   int64_t tokens_seen_ = 0;
   std::vector<StepRecord> history_;
   PhaseTimer* phase_timer_ = nullptr;
-  RankFileWriter rank_file_writer_ = io::write_checkpoint_rank;
+  RankFileWriter rank_file_writer_;    ///< rank_file_writer(checkpoint.io_threads) unless a test replaced it
   std::unique_ptr<AsyncSaver> saver_;  ///< checkpoint.async; after rank_file_writer_, which its writer calls
 };
 
