@@ -9,16 +9,24 @@
 #                            [--out DIR] [SUITE ...]
 #   SUITE: backend_cuda ops nn models optim train io data autograd core (default: those with GPU tests:
 #          backend_cuda ops models train io core), run as DIR/tests/coat_test_SUITE (default DIR: build).
-#   --filter  a gtest filter (default '*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*': the tests that touch the GPU).
+#   --filter  a gtest filter (default '*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*' less two tests: CheckMacros.*, which
+#             provoke CUDA API errors on purpose (an invalid device ordinal) to test our messages, and
+#             CudaOps.SteadyStateMakesNoDeviceAllocations, which counts cudaMallocs and so cannot pass under the
+#             direct allocator the sanitizers need).
+# A binary whose matching tests make no CUDA call (the sanitizer says "terminated before first instrumented API
+# call") passes when its tests pass. racecheck hazards inside library kernels (cuDNN's and cuBLAS's wgmma/TMA
+# kernels synchronise through mbarriers and the async proxy, which racecheck does not follow) are counted and
+# listed but do not fail the run; a hazard in one of our kernels (coat::) does.
 # Exits non-zero when the sanitizer reported an error in any test (the logs in --out name them).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-tool=memcheck; bin=build; filter='*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*'; out=""; suites=()
+tool=memcheck; bin=build; out=""; suites=()
+filter='*Cuda*:*CUDA*:*Gpu*:*GPU*:*cuda*-CheckMacros.*:CudaOps.SteadyStateMakesNoDeviceAllocations'
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tool) tool=$2; shift 2 ;; --bin) bin=$2; shift 2 ;; --filter) filter=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "cuda_sanitize.sh: unknown option $1" >&2; exit 2 ;;
     *) suites+=("$1"); shift ;;
   esac
@@ -46,7 +54,23 @@ for suite in "${suites[@]}"; do
   # hazards displayed (N errors, N warnings)".
   summary=$(grep -E "(ERROR|RACECHECK) SUMMARY" "$log" | tail -1)
   passed=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | grep -oE '[0-9]+$')
-  if ((status != 0)) || ! [[ $summary =~ (^|[^0-9])0\ errors ]] || grep -qE '^\[  FAILED  \]' "$log"; then
+  gtest_failed=$(grep -cE '^\[  FAILED  \]' "$log")
+  if [[ -z $summary ]] && ((gtest_failed == 0)) && [[ -n $passed ]] &&
+     grep -q "terminated before first instrumented API call" "$log"; then
+    echo "$suite: $tool: $count tests, $passed passed, no CUDA call to check ($(( $(date +%s) - t0 )) s)"
+    continue
+  fi
+  if [[ $tool == racecheck ]] && ((gtest_failed == 0)) && [[ -n $summary ]]; then
+    ours=$(grep -E '^========= Error: Race reported' "$log" | grep -c 'coat::')
+    library=$(grep -E '^========= Error: Race reported' "$log" | grep -vc 'coat::')
+    if ((ours == 0)); then
+      echo "$suite: racecheck: $count tests, ${passed:-?} passed, 0 hazards in our kernels; $library race reports in" \
+           "library kernels: $summary ($(( $(date +%s) - t0 )) s)"
+      grep -E '^========= Error: Race reported' "$log" | grep -oE 'at [A-Za-z_][A-Za-z0-9_]*' | sort | uniq -c | head -4
+      continue
+    fi
+  fi
+  if ((status != 0)) || ! [[ $summary =~ (^|[^0-9])0\ errors ]] || ((gtest_failed > 0)); then
     failed=1
     echo "$suite: $tool: status $status, ${summary:-no summary} ($count tests; log $log)"
     grep -E '^\[  FAILED  \]|^========= (Invalid|Race|Uninitialized|Error|Barrier|Program hit)' "$log" | sort | uniq -c | head -8
