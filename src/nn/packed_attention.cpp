@@ -38,12 +38,15 @@ autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, i
   const int64_t batch = shape[0], seq = shape[1];
   Tensor packed = qkv.value.reshape({batch, seq, hq + 2 * hkv, dh});
   ops::rope_(packed, freq, /*position_offset=*/0, /*inverse=*/false, /*rotary_heads=*/hq + hkv);
+  // Saved: the rotated qkv, the output (each as it is or compressed) and lse. Compressed, q, k and v enter the
+  // forward as the backward will restore them, so that the backward's probabilities (recomputed from q k^T and
+  // the forward's lse) are those of the forward.
+  std::vector<Tensor> kept_qkv, kept_out;
+  const SavedInput qkv_kept = save_input(tape, packed, compress.qkv, kept_qkv);
+  if (qkv_kept.compressed) ops::copy_(packed, qkv_kept.restore(kept_qkv));
   const HeadViews in = split_heads(packed, hq, hkv);
   ops::AttentionForward f = ops::attention_forward(in.q, in.k, in.v, scale);
   Tensor out = f.out.reshape({batch, seq, hq * dh});
-  // Saved: the rotated qkv, the output (each as it is or compressed) and lse.
-  std::vector<Tensor> kept_qkv, kept_out;
-  const SavedInput qkv_kept = save_input(tape, packed, compress.qkv, kept_qkv);
   const SavedInput out_kept = save_input(tape, f.out, compress.out, kept_out);
   const size_t out_at = kept_qkv.size();
   std::vector<Tensor> saved = std::move(kept_qkv);

@@ -11,7 +11,9 @@
 // Saves the rotated qkv, the output and the per-row log-sum-exp: the bytes of q, k, v, out and lse; on
 // request (AttentionCompression) the rotated qkv and/or the output as FP8 E4M3 with 1x16 group scales
 // (nn/compressed_save.h, 1.25 bytes per element), restored to their dtype for the backward
-// (precision.compress_attention).
+// (precision.compress_attention). Compressed q, k and v are restored before the forward too: the forward and
+// the backward see the same values (the backward's softmax, recomputed from q k^T and the forward's lse, is
+// then the forward's).
 #pragma once
 
 #include <cstdint>
