@@ -23,7 +23,8 @@ std::string recipe_words(const TrainConfig& c) {
   words += ", quantised from the FP32 masters (no BF16 copy of the FP8 blocks' matrices), FP32 gradients; ";
   if (recipe == RecipeKind::Coat) {
     words += "saved activations compressed (norm and SwiGLU inputs in e4m3 with 1x16 group scales, linear inputs "
-             "in e4m3, attention in BF16)";
+             "in e4m3";
+    words += c.precision.compress_attention ? ")" : ", attention in BF16)";
   } else if (recipe == RecipeKind::FP8Block) {
     words += "linear inputs saved in e4m3 (1x128 groups along the tokens, as the wgrad takes them), the other "
              "saved activations in BF16";
