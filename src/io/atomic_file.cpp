@@ -103,7 +103,18 @@ void AtomicFile::resize(uint64_t bytes) {
   check_open("resize");
   COAT_ARG_CHECK(bytes >= position_, "AtomicFile", "resize(", bytes, ") would cut the ", position_,
                  " bytes written to ", temp_);
+  // The disk space first (Linux fallocate: the blocks are the file's before any data is written), so that
+  // a disk without room fails now, before gigabytes are written, naming the size; where the file system
+  // cannot reserve (EOPNOTSUPP), the file is only sized, and a full disk shows at a write.
   int rc = 0;
+  do {
+    rc = bytes > position_ ? ::fallocate(fd_, 0, static_cast<off_t>(position_), static_cast<off_t>(bytes - position_))
+                           : 0;
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
+    throw IoError(detail::concat("cannot reserve ", bytes, " bytes on the disk for ", temp_, " (for ", target_,
+                                 "): ", errno_text(errno)));
+  }
   do {
     rc = ::ftruncate(fd_, static_cast<off_t>(bytes));
   } while (rc != 0 && errno == EINTR);

@@ -5,7 +5,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <random>
 
@@ -214,6 +217,55 @@ TEST_F(TensorFileParallelTest, FailedWriteOnAWorkerLeavesTheOldFileAndNoTemporar
     EXPECT_EQ(test::read_file_bytes(path), old_bytes) << threads << " threads";
     EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}), 1) << "a temporary file is left";
   }
+}
+
+/// A file-size limit for this process (RLIMIT_FSIZE), SIGXFSZ ignored, both restored at the end of the scope:
+/// a disk with room for `bytes` more bytes only, as far as this process's files go.
+struct FileSizeLimit {
+  rlimit old{};
+  void (*old_handler)(int) = SIG_DFL;
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = old;
+    limit.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+  }
+};
+
+// A rank file larger than the room left fails when its space is reserved, before any data is written: an
+// IoError naming the file and the size it needed, the old file as it was, no temporary file.
+TEST_F(TensorFileParallelTest, NoRoomForTheFileFailsBeforeAnyDataIsWritten) {
+  {  // Where the file system cannot reserve space, a full disk shows at a write instead (another test).
+    const int fd = ::open((dir_ / "probe").c_str(), O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    const bool reserves = ::fallocate(fd, 0, 0, 4096) == 0 || (errno != EOPNOTSUPP && errno != ENOSYS);
+    ::close(fd);
+    std::filesystem::remove(dir_ / "probe");
+    if (!reserves) GTEST_SKIP() << "the file system of " << dir_ << " cannot reserve space (fallocate)";
+  }
+  const auto path = dir_ / "rank_00000.bin";
+  write_tensor_file(path, {{"old", ops::arange(ctx_, 8, DType::F32)}}, options(1, kIoChunkBytes));
+  const std::vector<uint8_t> old_bytes = test::read_file_bytes(path);
+  const Tensor big = test::random_bytes_tensor(ctx_, {int64_t{4} << 20}, DType::U8, 9);
+  {
+    const FileSizeLimit limit(1 << 20);
+    try {
+      write_tensor_file(path, {{"big", big}}, options(2, 1 << 16));
+      ADD_FAILURE() << "a 4 MiB file was written under a 1 MiB limit";
+    } catch (const IoError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("cannot reserve"), std::string::npos) << what;
+      EXPECT_NE(what.find("rank_00000.bin"), std::string::npos) << what;
+      EXPECT_NE(what.find("File too large"), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(test::read_file_bytes(path), old_bytes);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}), 1) << "a temporary file is left";
 }
 
 TEST_F(TensorFileParallelTest, MissingDirectoryIsAnIoErrorNamingThePath) {

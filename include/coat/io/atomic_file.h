@@ -32,8 +32,10 @@ class AtomicFile {
   /// position: for headers filled in after the data. Thread-safe (pwrite): several threads may write
   /// disjoint ranges of a file sized by resize() at once.
   void write_at(uint64_t offset, const void* data, size_t bytes);
-  /// Sets the file's size (ftruncate; new bytes read as zeros) and moves the position there: for writers
-  /// that fill a file of known size by write_at from several threads. Never shrinks (InvalidArgument).
+  /// Reserves the disk space (fallocate, where the file system can; IoError "cannot reserve N bytes on the
+  /// disk ..." with the OS error, e.g. ENOSPC, before anything is written), sets the file's size (new bytes
+  /// read as zeros) and moves the position there: for writers that fill a file of known size by write_at
+  /// from several threads. Never shrinks (InvalidArgument).
   void resize(uint64_t bytes);
   /// Writes [offset, offset + bytes) back to the disk now (sync_file_range) and drops it from the page
   /// cache (posix_fadvise DONTNEED), so that a file of tens of GB does not fill the page cache with dirty
