@@ -362,12 +362,8 @@ namespace {
 }  // namespace
 
 void TensorFileReader::verify_entry(size_t index) const {
-  const State& s = state();
-  if (s.verified[index].load(std::memory_order_acquire)) return;
-  const TensorFileEntry& e = s.entries[index];
-  const uint32_t actual = crc32c(s.file.data() + e.offset, e.bytes);
-  if (actual != e.crc32c) checksum_mismatch(s.file.path(), e, actual);
-  s.verified[index].store(true, std::memory_order_release);
+  if (state().verified[index].load(std::memory_order_acquire)) return;
+  verify_entries({index}, /*io_threads=*/1);
 }
 
 void TensorFileReader::verify_entries(const std::vector<size_t>& indices, int io_threads) const {
