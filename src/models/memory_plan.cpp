@@ -9,6 +9,7 @@
 #include "coat/models/unit_layout.h"
 #include "coat/models/unit_shard.h"
 #include "coat/nn/compressed_save.h"
+#include "coat/ops/quantized_moment.h"
 
 namespace coat::models {
 
@@ -311,7 +312,8 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
   const double param_bytes = static_cast<double>(dtype_size(in.param_dtype));
   const double compute_bytes = static_cast<double>(dtype_size(in.compute_dtype));
   int64_t padded = 0, fp8_only_blocks = 0;
-  size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0;
+  size_t weights = 0, masters = 0, grads = 0, states = 0, block_grad = 0, maxima = 0;
+  int64_t maxima_units = 0;
   for (const UnitLayout& u : units) {
     const auto n = static_cast<double>(u.numel);
     padded += u.numel;
@@ -328,6 +330,15 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
       ++fp8_only_blocks;
       for (const auto& [name, shape] : u.params)
         if (shape.size() == 1) weights += allocation_bytes(static_cast<double>(shape_numel(shape)) * compute_bytes, dev);
+      // The optimizer step's maxima of a block with per-tensor FP8 weights (train/unit_state.cpp).
+      const int64_t layer = std::stoll(u.name.substr(7));
+      bool per_tensor = false;
+      for (const BlockLinear& l : block_linears(m)) per_tensor = per_tensor || !in.recipe.linear(layer, l.role).block_scaled;
+      if (per_tensor) {
+        const int64_t granules = (u.numel + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+        maxima += allocation_bytes(4.0 * static_cast<double>(granules), dev);
+        ++maxima_units;
+      }
     }
     masters += mixed ? allocation_bytes(n * param_bytes, dev) : 0;
     if (is_block && in.share_block_grads) {
@@ -345,6 +356,12 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
   if (fp8_only_blocks > 0)
     count += " (of " + std::to_string(fp8_only_blocks) + " blocks with FP8 linears only their norm weights)";
   plan.lines.push_back({MemoryCategory::Weights, weights, count});
+  if (maxima_units > 0) {
+    plan.lines.push_back({MemoryCategory::Weights, maxima,
+                          "the optimizer step's maxima of " + std::to_string(maxima_units) +
+                              " blocks' FP8 weights (F32, one per " + std::to_string(ops::kStepMaximaGranule) +
+                              " parameters: their per-tensor scales without an amax pass)"});
+  }
   if (mixed) {
     plan.lines.push_back({MemoryCategory::MasterWeights, masters,
                           "master copy in " + std::string(dtype_name(in.param_dtype))});

@@ -32,6 +32,18 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
   check_recipe(recipe_, compute_dtype.value_or(dtype));
   store.full_copy = [this](const ParamUnit& u) { return needs_full_copy(u); };
   store_ = std::make_unique<UnitStore>(config_, std::move(context), std::move(store));
+  mark_per_tensor_units();
+}
+
+void Transformer::mark_per_tensor_units() {
+  for (ParamUnit& u : store_->units()) {
+    u.fp8_per_tensor = false;
+    if (u.layer < 0) continue;
+    for (LinearRole role : {LinearRole::Qkv, LinearRole::Out, LinearRole::GateUp, LinearRole::Down}) {
+      const LinearRecipe r = recipe_.linear(u.layer, role);
+      u.fp8_per_tensor = u.fp8_per_tensor || (r.fp8 && !r.block_scaled);
+    }
+  }
 }
 
 bool Transformer::needs_full_copy(const ParamUnit& u) const {
@@ -53,6 +65,7 @@ void Transformer::set_recipe(PrecisionRecipe recipe) {
   check_recipe(recipe, store_->compute_dtype());
   recipe_ = std::move(recipe);
   store_->layout_compute_copies([this](const ParamUnit& u) { return needs_full_copy(u); });
+  mark_per_tensor_units();
   store_->weights_changed();
 }
 

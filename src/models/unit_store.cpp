@@ -6,6 +6,7 @@
 #include "coat/core/random_generator.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
+#include "coat/ops/quantized_moment.h"
 
 namespace coat::models {
 
@@ -360,6 +361,19 @@ void UnitStore::weights_changed() {
     for (size_t index : u.loose) ops::copy_(params_[index].value, params_[index].master);
 }
 
+void UnitStore::put_step_maxima(size_t unit, const Tensor& maxima) {
+  const ParamUnit& u = units_.at(unit);
+  if (shard_ || !u.fp8_linears) return;
+  constexpr int64_t g = ops::kStepMaximaGranule;
+  COAT_ARG_CHECK(maxima.defined() && maxima.dim() == 1 && maxima.numel() == (u.master.numel() + g - 1) / g, "UnitStore",
+                 "put_step_maxima: unit '", u.name, "' of ", u.master.numel(), " elements needs ",
+                 (u.master.numel() + g - 1) / g, " maxima, got ", maxima.defined() ? maxima.str() : "undefined");
+  for (const Fp8Operand& op : fp8_operands(unit)) {
+    if (op.key->value.defined() || op.offset % g != 0 || op.numel() % g != 0) continue;
+    fp8_weights_.at(unit).put_maxima(*op.key, maxima.slice(0, op.offset / g, (op.offset + op.numel()) / g));
+  }
+}
+
 void UnitStore::sync_compute_weights() {
   weights_changed();
   if (compute_dtype_ == dtype_) return;
@@ -380,6 +394,12 @@ void UnitStore::release_fp8_weights(size_t unit) {
 int64_t UnitStore::fp8_quantizations() const {
   int64_t total = 0;
   for (const nn::Fp8Weights& w : fp8_weights_) total += w.quantizations();
+  return total;
+}
+
+int64_t UnitStore::fp8_quantizations_from_maxima() const {
+  int64_t total = 0;
+  for (const nn::Fp8Weights& w : fp8_weights_) total += w.quantizations_from_maxima();
   return total;
 }
 

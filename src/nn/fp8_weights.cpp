@@ -14,8 +14,15 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
     COAT_ARG_CHECK(source.dim() == 2, "Fp8Weights", "weight '", w.name, "' must be 2-D, got ",
                    shape_str(source.shape()));
     e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
-    e.q = ops::quantize_per_tensor(source, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
-                                   MemoryCategory::Weights);
+    if (e.maxima_version == version_) {
+      e.q = ops::quantize_per_tensor_from_maxima(source, e.maxima, DType::E4M3, /*with_transpose=*/true,
+                                                 Fp8Saturation::Saturate, MemoryCategory::Weights);
+      ++from_maxima_;
+    } else {
+      e.q = ops::quantize_per_tensor(source, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
+                                     MemoryCategory::Weights);
+    }
+    e.maxima = Tensor();
     e.version = version_;
     ++quantizations_;
   }
@@ -29,6 +36,15 @@ void Fp8Weights::put(const Parameter& w, ops::Fp8PerTensor q) {
   Entry& e = entries_[&w];
   e.q = std::move(q);
   e.version = version_;
+}
+
+void Fp8Weights::put_maxima(const Parameter& w, Tensor maxima) {
+  COAT_ARG_CHECK(maxima.defined() && maxima.dtype() == DType::F32 && maxima.numel() >= 1, "Fp8Weights",
+                 "put_maxima: weight '", w.name, "' needs non-empty f32 maxima, got ",
+                 maxima.defined() ? maxima.str() : std::string("undefined"));
+  Entry& e = entries_[&w];
+  e.maxima = std::move(maxima);
+  e.maxima_version = version_;
 }
 
 size_t Fp8Weights::bytes() const {

@@ -108,6 +108,16 @@ Fp8PerTensor quantize_per_tensor_from_row_maxima(const Tensor& x, Tensor row_max
   return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
 }
 
+Fp8PerTensor quantize_per_tensor_from_maxima(const Tensor& x, const Tensor& maxima, DType fmt, bool with_transpose,
+                                             Fp8Saturation sat, MemoryCategory category) {
+  constexpr const char* op = "quantize_per_tensor_from_maxima";
+  check_input(x, fmt, op);
+  COAT_ARG_CHECK(maxima.defined() && maxima.device() == x.device(), op, "maxima must be on ", x.device().str(),
+                 ", got ", maxima.defined() ? maxima.str() : "undefined");
+  auto [scale, scale_inv] = fp8_scale_from_maxima(maxima, fmt, category);
+  return quantize_with(x, fmt, scale, std::move(scale_inv), with_transpose, sat, category);
+}
+
 std::pair<Tensor, Tensor> fp8_scale_from_maxima(const Tensor& maxima, DType fmt, MemoryCategory category) {
   COAT_ARG_CHECK(maxima.defined() && maxima.dtype() == DType::F32 && maxima.numel() >= 1, "fp8_scale_from_maxima",
                  "maxima must be a non-empty f32 tensor, got ", maxima.defined() ? maxima.str() : "undefined");

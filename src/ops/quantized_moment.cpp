@@ -9,6 +9,7 @@
 #include "coat/backend/cpu/quantized_adamw.h"
 #include "coat/ops/creation.h"
 #include "coat/ops/dispatch.h"
+#include "coat/ops/reduce.h"
 #ifdef COAT_WITH_CUDA
 #include "coat/backend/cuda/quantized_adamw.h"
 #endif
@@ -64,6 +65,16 @@ void check_f32_vector(const Tensor& t, const char* op, const char* name, int64_t
   COAT_ARG_CHECK(t.numel() == numel, op, name, " has ", t.numel(), " elements ", shape_str(t.shape()),
                  "; expected ", numel);
   COAT_ARG_CHECK(t.device() == device, op, name, " is on ", t.device().str(), "; expected ", device.str());
+}
+
+/// adamw_step_quantized's maxima (and step_maxima's out): F32 [ceil(numel / granule)], contiguous, on device.
+void check_maxima(const Tensor& maxima, int64_t numel, Device device, const char* op) {
+  const int64_t granules = (numel + kStepMaximaGranule - 1) / kStepMaximaGranule;
+  COAT_ARG_CHECK(maxima.defined() && maxima.dtype() == DType::F32 && maxima.numel() == granules &&
+                     maxima.is_contiguous() && maxima.device() == device,
+                 op, "maxima must be a contiguous f32 tensor of ", granules, " elements (one per ",
+                 kStepMaximaGranule, " of ", numel, ") on ", device.str(), ", got ",
+                 maxima.defined() ? maxima.str() : std::string("undefined"));
 }
 
 /// The moment's spec, codes and metadata are consistent; role names it in messages ("m", "v", "moment").
@@ -252,7 +263,7 @@ Tensor dequantize_moment(const QuantizedMoment& m) {
 
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
                           const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges, Tensor* compute_copy,
-                          const Tensor* skip) {
+                          const Tensor* skip, Tensor* maxima) {
   constexpr const char* op = "adamw_step_quantized";
   COAT_ARG_CHECK(param.defined(), op, "param is undefined");
   const int64_t n = param.numel();
@@ -280,6 +291,7 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
                    op, "skip must be a contiguous i32 tensor of one element on ", device.str(), ", got ",
                    skip->defined() ? skip->str() : std::string("undefined"));
   }
+  if (maxima != nullptr) check_maxima(*maxima, n, device, op);
   const moment_codec::DecayPlan plan = decay_plan(decay_ranges, n, h.weight_decay);
   if (n == 0) return;
   const adamw_math::AdamWScalars with_decay =
@@ -289,10 +301,31 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
   moment_codec::MomentBuffers mb = buffers_of(m), vb = buffers_of(v);
   // done: the compute copy was written by the pass, or must stay as it is (a skipped step).
   bool done = false;
+  // maxima_done: the pass wrote the maxima too.
+  bool maxima_done = false;
   COAT_DISPATCH(op, device, done = cpu::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan, skip),
                 done = cuda::adamw_step_quantized(param, grad, mb, vb, with_decay, without_decay, plan,
-                                                  compute_copy, skip));
+                                                  compute_copy, skip, maxima, &maxima_done));
   if (compute_copy != nullptr && !done) ops::copy_(*compute_copy, param);
+  if (maxima != nullptr && !maxima_done) step_maxima(param, *maxima);
+}
+
+void step_maxima(const Tensor& x, Tensor& out) {
+  constexpr const char* op = "step_maxima";
+  COAT_ARG_CHECK(x.defined(), op, "x is undefined");
+  const int64_t n = x.numel();
+  check_f32_vector(x, op, "x", n, x.device());
+  check_maxima(out, n, x.device(), op);
+  const int64_t g = kStepMaximaGranule, whole = n / g;
+  if (whole > 0) {
+    const Tensor full = group_amax(x.slice(0, 0, whole * g).reshape({whole, g}), g).reshape({whole});
+    Tensor head = out.slice(0, 0, whole);
+    copy_(head, full);
+  }
+  if (whole * g < n) {
+    Tensor tail = out.slice(0, whole, whole + 1);
+    copy_(tail, amax(x.slice(0, whole * g, n)));
+  }
 }
 
 }  // namespace coat::ops

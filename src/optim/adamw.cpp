@@ -191,7 +191,8 @@ void AdamW::update(size_t i, float lr, int64_t step, float grad_scale, const Ten
   h.step = step;
   h.grad_scale = grad_scale;
   ops::adamw_step_quantized(b.param, b.grad, states_[i].exp_avg, states_[i].exp_avg_sq, h, b.decay,
-                            b.compute.defined() ? &b.compute : nullptr, skip);
+                            b.compute.defined() ? &b.compute : nullptr, skip,
+                            b.maxima.defined() ? &b.maxima : nullptr);
 }
 
 void AdamW::begin_step(float lr) {

@@ -28,6 +28,16 @@ namespace {
 
 const char* const kNothingUpdated = "Nothing was updated";
 
+/// After a step: the FP8 weight copies are stale (made again at their next use); when the step ran, every
+/// buffer's update also wrote its maxima, which spare those quantisations their amax pass.
+void weights_stepped(models::UnitStore& store, const optim::AdamW& optimizer, bool skipped) {
+  store.weights_changed();
+  if (skipped) return;
+  const std::vector<optim::OptimBuffer>& buffers = optimizer.buffers();
+  for (size_t k = 0; k < buffers.size() && k < store.units().size(); ++k)
+    if (buffers[k].maxima.defined()) store.put_step_maxima(k, buffers[k].maxima);
+}
+
 /// Accumulates the micro-batches' gradients, then one optimizer step over every unit (clipping by the
 /// global norm when configured).
 class UpdateAfterBackward final : public StepPolicy {
@@ -44,9 +54,8 @@ class UpdateAfterBackward final : public StepPolicy {
     if (!loss_finite) return {{}, false, "the loss", kNothingUpdated};
     StepOutcome out;
     out.stats = optimizer_.step(lr_);
-    // The FP8 weight copies are made again at their next use (the optimizer wrote the BF16 compute weights
-    // in the same pass as the update).
-    store_.weights_changed();
+    // The optimizer wrote the BF16 compute weights in the same pass as the update.
+    weights_stepped(store_, optimizer_, out.stats.skipped);
     if (out.stats.skipped) out.culprit = first_nonfinite_gradient(store_);
     out.updated = kNothingUpdated;
     return out;
@@ -87,7 +96,7 @@ class UpdateInBackward final : public StepPolicy {
     }
     StepOutcome out;
     out.stats = optimizer_.end_step();
-    store_.weights_changed();
+    weights_stepped(store_, optimizer_, out.stats.skipped);
     if (out.stats.first_nonfinite_buffer) {
       out.culprit = "the gradient of unit '" + store_.units()[*out.stats.first_nonfinite_buffer].name + "'";
     }

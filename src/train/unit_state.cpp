@@ -85,7 +85,14 @@ std::vector<optim::OptimBuffer> unit_buffers(models::UnitStore& store,
       // With a BF16 compute copy the optimizer refreshes it in its own pass (no sync_compute_weights after a
       // step; the separate copies of a unit without a full one are refreshed by weights_changed).
       const Tensor compute = !u.value.defined() || u.value.shares_storage_with(u.master) ? Tensor() : u.value;
-      buffers.push_back({u.name, u.master, u.grad, ranges, compute});
+      // The step's maxima where the unit's FP8 weights are quantised per tensor from these masters
+      // (UnitStore::put_step_maxima): the weights' amax pass is then part of the update's.
+      Tensor maxima;
+      if (u.fp8_linears && u.fp8_per_tensor) {
+        const int64_t granules = (u.master.numel() + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+        maxima = Tensor::empty(u.master.context(), {granules}, DType::F32, MemoryCategory::Weights);
+      }
+      buffers.push_back({u.name, u.master, u.grad, ranges, compute, maxima});
     }
   }
   return buffers;

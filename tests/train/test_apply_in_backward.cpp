@@ -65,13 +65,25 @@ TEST_P(ApplyInBackward, SameTrainingBitForBitWithOneBlockOfGradients) {
   const ContextPtr ctx_a = ops::make_context(Device::cpu()), ctx_b = ops::make_context(Device::cpu());
   Trainer a(parse_train_config(after, "a.json"), ctx_a);
   Trainer b(parse_train_config(during, "b.json"), ctx_b);
+  int64_t first_a = 0, first_b = 0;  // FP8 weight quantisations in the first step (before any update)
   for (int step = 0; step < 5; ++step) {
     const StepRecord ra = a.train_step();
     const StepRecord rb = b.train_step();
     ASSERT_FALSE(rb.skipped);
     EXPECT_EQ(ra.loss, rb.loss) << "step " << step;
     EXPECT_EQ(ra.grad_norm, rb.grad_norm) << "step " << step;
+    if (step == 0) {
+      first_a = a.model().store().fp8_quantizations();
+      first_b = b.model().store().fp8_quantizations();
+    }
   }
+  // Per-tensor FP8 weights: after the first step every quantisation took its scale from the step's maxima
+  // (no amax pass over the masters), both ways of applying the step.
+  const models::UnitStore& store_a = a.model().store();
+  const models::UnitStore& store_b = b.model().store();
+  EXPECT_EQ(store_a.fp8_quantizations_from_maxima(), store_a.fp8_quantizations() - first_a);
+  EXPECT_EQ(store_b.fp8_quantizations_from_maxima(), store_b.fp8_quantizations() - first_b);
+  EXPECT_EQ(store_a.fp8_quantizations_from_maxima() > 0, recipe == "coat" || recipe == "fp8");
   EXPECT_EQ(a.optimizer().step_count(), b.optimizer().step_count());
   for (size_t i = 0; i < a.model().parameters().size(); ++i) {
     const Tensor& p = a.model().parameters()[i].master;

@@ -273,7 +273,9 @@ TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
                                   .at(1)
                                   .numel;
   const size_t block_bf16 = (static_cast<size_t>(block_numel) * 2 + 255) / 256 * 256;
-  const size_t fp8_block = kCacheBlock + 2 * 512 - block_bf16;
+  // And the optimizer step's maxima of its per-tensor FP8 weights: an F32 per 128 elements of the unit.
+  const size_t maxima = (static_cast<size_t>((block_numel + 127) / 128) * 4 + 255) / 256 * 256;
+  const size_t fp8_block = kCacheBlock + 2 * 512 - block_bf16 + maxima;
   EXPECT_EQ(plan("fp8", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * fp8_block);
   EXPECT_EQ(plan("coat", nlohmann::json::array()).bytes(MemoryCategory::Weights), weights + 4 * fp8_block);
   EXPECT_EQ(plan("coat", {1, -1, 3}).bytes(MemoryCategory::Weights), weights + 2 * fp8_block);
@@ -325,7 +327,12 @@ TEST_F(MemoryPlanTest, Fp8BlockPlansItsBlockScales) {
     return memory_plan(parse_train_config(doc, "plan.json"));
   };
   const models::MemoryPlan fp8 = plan("fp8"), block = plan("fp8_block");
-  EXPECT_EQ(block.bytes(MemoryCategory::Weights), fp8.bytes(MemoryCategory::Weights) + 4 * (6656 - 2048));
+  // fp8's blocks also keep the optimizer step's maxima (an F32 per 128 elements of the unit, for their
+  // per-tensor scales); fp8_block's do not.
+  const size_t unit = 3072 * 1024 + 1024 * 1024 + 5632 * 1024 + 1024 * 2816 + 2 * 1024;
+  const size_t maxima = (unit / 128 * 4 + 255) / 256 * 256;
+  EXPECT_EQ(block.bytes(MemoryCategory::Weights),
+            fp8.bytes(MemoryCategory::Weights) + 4 * (6656 - 2048) - 4 * maxima);
   // fp8_block keeps the q/k/v, gate/up and down inputs as E4M3 1x128 groups of their transposes (a byte per
   // value, an F32 scale per 128) where fp8 keeps them in BF16.
   const TrainConfig parsed = parse_train_config(config("llama", "fp8", "none", "r"), "plan.json");

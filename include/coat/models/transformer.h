@@ -125,6 +125,8 @@ class Transformer {
   void check_recipe(const PrecisionRecipe& recipe, DType compute_dtype) const;
   /// Whether unit `u` needs a full compute copy under the recipe.
   bool needs_full_copy(const ParamUnit& u) const;
+  /// ParamUnit::fp8_per_tensor of every unit, from the recipe.
+  void mark_per_tensor_units();
   /// The head's matrix [V, hidden] applied to the final hidden states, then the unit hooks' ends.
   autograd::Var head_logits(autograd::Tape& tape, const autograd::Var& x);
   /// Calls hooks_->before_forward(unit) now and records the tape hook for after_backward(unit) (the

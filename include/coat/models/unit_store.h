@@ -45,6 +45,9 @@ struct ParamUnit {
   /// (dist/fp8_gather.h): the matrices' copies go straight into the unit's FP8 cache, the vectors into
   /// `loose_value` (bind_loose).
   bool fp8_linears = false;
+  /// Some linear of this block runs FP8 with a per-tensor scale (nn::Fp8Weights; set with the recipe): with
+  /// fp8_linears, its weights' scales can come from the optimizer step's maxima (put_step_maxima).
+  bool fp8_per_tensor = false;
   Tensor loose_value;  ///< sharded, while bound by bind_loose: the `loose` parameters' values, one after another
 };
 
@@ -140,6 +143,11 @@ class UnitStore {
   /// next use, and the compute copies of the vectors of units without a full copy (`loose`, which the
   /// optimizer does not refresh) are copied again.
   void weights_changed();
+  /// After weights_changed for an optimizer step that ran: `maxima` are unit `unit`'s step maxima (F32
+  /// [ceil(numel / ops::kStepMaximaGranule)], ops::adamw_step_quantized). Each FP8 operand quantised from the
+  /// masters that covers whole granules gets its slice of them (nn::Fp8Weights::put_maxima), so that its next
+  /// quantisation makes no amax pass. Others (a compute copy, a partial granule, a sharded store) are skipped.
+  void put_step_maxima(size_t unit, const Tensor& maxima);
   /// Copies the master weights into the compute copies (round to nearest even), one pass per unit, and
   /// calls weights_changed.
   void sync_compute_weights();
@@ -159,6 +167,8 @@ class UnitStore {
   /// Over every unit: quantisations made so far (a test hook) and bytes held.
   int64_t fp8_quantizations() const;
   int64_t fp8_block_quantizations() const;
+  /// Of fp8_quantizations, those whose scale came from the optimizer step's maxima (put_step_maxima).
+  int64_t fp8_quantizations_from_maxima() const;
 
   /// Sharded stores: the whole unit's compute values (a gathered [numel] buffer, or longer: the rest is
   /// ignored) and gradient buffer while the unit is in use; the parameters and fused projections view them.

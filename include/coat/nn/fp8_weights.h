@@ -2,7 +2,8 @@
 // (fprop's operand) and of W^T [K, N] (dgrad's), one per-tensor scale, made in one fused quantise +
 // transpose pass from the compute weights. They are made at most once per optimizer step: the owner calls
 // invalidate() whenever the weights change, and the first use after that re-quantises (micro-batches and
-// recomputed forwards reuse them).
+// recomputed forwards reuse them). The optimizer step can hand over the weights' maxima (put_maxima), which
+// spares that quantisation its amax pass.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,10 @@ class Fp8Weights {
   /// Sets w's copy for the current weights, made elsewhere (a sharded unit gathered as FP8 codes,
   /// dist/fp8_gather.h): codes [N, K], codes_t [K, N], scale and scale_inv, as quantize_per_tensor makes them.
   void put(const Parameter& w, ops::Fp8PerTensor q);
+  /// The maxima of w's quantisation source for the current weights, pieces that cover it exactly (the
+  /// optimizer step's granule maxima, ops::adamw_step_quantized): the next get() that quantises w takes its
+  /// scale from them instead of a pass over the weight. Valid until the next invalidate().
+  void put_maxima(const Parameter& w, Tensor maxima);
   /// Every copy is stale from now on (the weights changed).
   void invalidate() { ++version_; }
   /// Frees every copy (a sharded model's gathered unit after use); the next get quantises again.
@@ -28,15 +33,20 @@ class Fp8Weights {
   size_t bytes() const;
   /// Quantisations done so far (a test hook: once per weight and optimizer step).
   int64_t quantizations() const { return quantizations_; }
+  /// Of those, the ones whose scale came from put_maxima's maxima (a test hook).
+  int64_t quantizations_from_maxima() const { return from_maxima_; }
 
  private:
   struct Entry {
     ops::Fp8PerTensor q;
     int64_t version = -1;
+    Tensor maxima;               // put_maxima's, for the weights of maxima_version
+    int64_t maxima_version = -1;
   };
   std::unordered_map<const Parameter*, Entry> entries_;
   int64_t version_ = 0;
   int64_t quantizations_ = 0;
+  int64_t from_maxima_ = 0;
 };
 
 }  // namespace coat::nn

@@ -39,6 +39,13 @@ Fp8PerTensor quantize_per_tensor_from_row_maxima(const Tensor& x, Tensor row_max
                                                  bool with_transpose = false,
                                                  Fp8Saturation sat = Fp8Saturation::Saturate,
                                                  MemoryCategory category = MemoryCategory::Activations);
+/// The same with the tensor amax the largest of `maxima` (F32, any count, on x's device): maxima of pieces that
+/// together cover exactly x (the optimizer step's granule maxima of a weight, ops::adamw_step_quantized). The
+/// bytes are quantize_per_tensor(x)'s when they are x's pieces' maxima.
+Fp8PerTensor quantize_per_tensor_from_maxima(const Tensor& x, const Tensor& maxima, DType fmt,
+                                             bool with_transpose = false,
+                                             Fp8Saturation sat = Fp8Saturation::Saturate,
+                                             MemoryCategory category = MemoryCategory::Activations);
 /// The same with a given scale (F32 [1] on x's device), e.g. one computed from other maxima.
 Fp8PerTensor quantize_per_tensor_with_scale(const Tensor& x, DType fmt, const Tensor& scale,
                                             bool with_transpose = false,

@@ -96,8 +96,20 @@ struct DecayRange {
 /// non-zero as the step runs, param, m, v (codes and metadata) and compute_copy are left untouched. On CUDA
 /// the kernels read it from device memory and return at once (one uniform early-out per block; the host
 /// never reads it), so a step can be queued before the device knows whether it may run.
+/// maxima (optional): an F32 [ceil(numel / kStepMaximaGranule)] contiguous tensor on param's device that
+/// receives max |param| of each granule of kStepMaximaGranule elements after the update (the last granule may
+/// be shorter), as ops::group_amax computes it (NaN and inf propagate): the per-tensor FP8 scale of a weight
+/// that covers whole granules then needs no pass over it (ops::quantize_per_tensor_from_maxima). Written in
+/// the update's pass by CUDA's fused kernel, elsewhere by a pass afterwards. Meaningless after a skipped step
+/// (left as they were on CUDA's fused path): use them only when the step ran.
 void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m, QuantizedMoment& v,
                           const AdamWHyper& h, const std::vector<DecayRange>& decay_ranges,
-                          Tensor* compute_copy = nullptr, const Tensor* skip = nullptr);
+                          Tensor* compute_copy = nullptr, const Tensor* skip = nullptr, Tensor* maxima = nullptr);
+
+/// The granule of adamw_step_quantized's maxima: one warp's 32 x 4 elements in CUDA's fused step.
+inline constexpr int64_t kStepMaximaGranule = 128;
+/// The granule maxima of a flat F32 buffer x [n] into out (F32 [ceil(n / kStepMaximaGranule)]): what
+/// adamw_step_quantized writes into `maxima`, as a pass of its own.
+void step_maxima(const Tensor& x, Tensor& out);
 
 }  // namespace coat::ops

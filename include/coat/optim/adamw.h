@@ -33,6 +33,9 @@ struct OptimBuffer {
   Tensor grad;                           ///< F32, contiguous, same numel and device as param
   std::vector<ops::DecayRange> decay;    ///< sorted, disjoint element ranges where weight decay applies
   Tensor compute;                        ///< optional BF16 copy of param refreshed by each step (same pass on CUDA)
+  /// Optional F32 [ceil(numel / ops::kStepMaximaGranule)]: max |param| per granule, written by each update
+  /// (same pass on CUDA; ops::adamw_step_quantized). Valid after a step that was not skipped.
+  Tensor maxima{};
 };
 
 /// The buffers of a model's flat units: one OptimBuffer per unit, its decay ranges from the parameters'

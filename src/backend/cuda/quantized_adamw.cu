@@ -33,6 +33,8 @@ constexpr int64_t kMinFastGroup = 32;       // smaller groups take the general p
 constexpr int kMaxTileGroups = kTile / kMinFastGroup;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 constexpr int kGenThreads = 256;  // the general path's element and group kernels
+/// StepArgs::maxima: one per warp and slot (32 lanes x kVec contiguous elements), ops::kStepMaximaGranule.
+constexpr int64_t kMaximaGranule = 32 * kVec;
 /// Resident blocks per SM the fused kernel is compiled for: 32 warps per SM, so at most 64 registers (no spill
 /// in the whole-tile kernels). Fewer warps with more registers was slower (H100, 0.81B parameters, 128-thread
 /// blocks: 6 per SM 6.74 ms against 8 per SM 6.28 ms).
@@ -68,6 +70,7 @@ struct StepArgs {
   float no_decay = 1.0f;    // the `decay` factor without weight decay (1)
   uint16_t* compute = nullptr;  // optional BF16 copy of the updated param (mixed-precision compute weights)
   const int32_t* skip = nullptr;  // optional device flag: non-zero -> the step writes nothing
+  float* maxima = nullptr;  // optional: max |param| after the update per kMaximaGranule elements
   bool vectorized = false;  // 16-byte loads of grad / param, 4-code loads of the codes
   bool prefetch = false;    // every base pointer 16-byte aligned: bulk L2 prefetch of the next tile
 };
@@ -351,6 +354,18 @@ __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
 #endif
 }
 
+/// max |p| over a warp's slot (lane l holds elements e0 .. e0 + count - 1, e0 = first + kVec * l), one granule
+/// of kMaximaGranule elements starting at the first lane's e0 (a multiple of kMaximaGranule): lane 0 stores it,
+/// when the granule has elements. Every lane of the warp calls it (a full-warp reduction).
+__device__ __forceinline__ void store_granule_max(float* maxima, int64_t e0, int count, const float (&p)[kVec]) {
+  uint32_t key = 0u;
+#pragma unroll
+  for (int q = 0; q < kVec; ++q)
+    if (q < count) key = fp8math::max_key(key, fp8math::amax_key(p[q]));
+  key = __reduce_max_sync(kFullMask, key);
+  if ((threadIdx.x & 31) == 0 && count > 0) maxima[e0 / kMaximaGranule] = fp8math::amax_from_key(key);
+}
+
 /// 4 bytes global -> shared without a register (cp.async; completed by wait_async_copies).
 __device__ __forceinline__ void copy_async4(float* shared_dst, const float* src) {
   const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
@@ -581,6 +596,7 @@ __device__ __forceinline__ void fused_tile(const StepArgs& a, const DecayArgs& d
       }
     }
     store4(a.param, e0, count[s], vec, p[s]);
+    if (a.maxima != nullptr) store_granule_max(a.maxima, e0, count[s], p[s]);
     if (a.compute != nullptr) {
       uint16_t w[kVec];
 #pragma unroll
@@ -1102,7 +1118,8 @@ void gen_group_launch(void (*kernel)(GenMoment, bool), const GenMoment& g, bool 
 
 bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, MomentBuffers& v,
                           const AdamWScalars& with_decay, const AdamWScalars& without_decay,
-                          const DecayPlan& decay, Tensor* compute_copy, const Tensor* skip) {
+                          const DecayPlan& decay, Tensor* compute_copy, const Tensor* skip, Tensor* maxima,
+                          bool* maxima_done) {
   const int64_t n = param.numel();
   const int32_t* skip_flag = skip != nullptr ? skip->data<int32_t>() : nullptr;
   uint16_t* compute = compute_copy != nullptr ? static_cast<uint16_t*>(compute_copy->data_ptr()) : nullptr;
@@ -1121,6 +1138,7 @@ bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
     a.no_decay = without_decay.decay;
     a.compute = compute;
     a.skip = skip_flag;
+    a.maxima = maxima != nullptr ? maxima->data<float>() : nullptr;
     a.vectorized = aligned(a.param, 16) && aligned(a.grad, 16) && codes_aligned(m) && codes_aligned(v) &&
                    (a.compute == nullptr || aligned(a.compute, 8));
     a.prefetch = a.vectorized && aligned(m.codes.data_ptr(), 16) && aligned(v.codes.data_ptr(), 16);
@@ -1128,6 +1146,7 @@ bool adamw_step_quantized(Tensor& param, const Tensor& grad, MomentBuffers& m, M
       dispatch_codec(v.codec,
                      [&](auto cv) { launch_fused<decltype(cm)::value, decltype(cv)::value>(a, d, param); });
     });
+    if (maxima_done != nullptr) *maxima_done = maxima != nullptr;
     return true;
   }
   Tensor ws_m, ws_v;

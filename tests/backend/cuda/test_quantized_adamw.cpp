@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -132,7 +133,8 @@ void expect_same_moment(const QuantizedMoment& gpu, const QuantizedMoment& cpu, 
 }
 
 /// CPU moments after `warm` CPU steps (realistic states), then `steps` steps on both devices from copies of
-/// that state, compared after every step.
+/// that state, compared after every step: param, moments and the step maxima (CUDA's fused path writes them
+/// in the update's pass; the CPU by ops::step_maxima afterwards).
 void run_and_compare(const ContextPtr& cpu, const ContextPtr& gpu, int64_t n, const MomentSpec& ms,
                      const MomentSpec& vs, const std::vector<DecayRange>& ranges, int warm, int steps,
                      int64_t offset = 0, Tensor (*grad_of)(const ContextPtr&, int64_t, uint32_t) = random_grad) {
@@ -153,6 +155,8 @@ void run_and_compare(const ContextPtr& cpu, const ContextPtr& gpu, int64_t n, co
     ops::copy_(view, m_g.codes);
     m_g.codes = view;
   }
+  const int64_t granules = (n + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+  Tensor mx_c = ops::zeros(cpu, {granules}, DType::F32), mx_g = ops::zeros(gpu, {granules}, DType::F32);
   for (int s = warm + 1; s <= warm + steps; ++s) {
     Tensor g_c = grad_of(cpu, n + offset, 200 + s).slice(0, offset, n + offset);
     Tensor g_g = ops::to(g_c, gpu);
@@ -163,9 +167,10 @@ void run_and_compare(const ContextPtr& cpu, const ContextPtr& gpu, int64_t n, co
       g_g = view;
     }
     const ops::AdamWHyper h = hyper(s == warm + steps && steps > 2 ? 1000 : s);
-    ops::adamw_step_quantized(p_c, g_c, m_c, v_c, h, ranges);
-    ops::adamw_step_quantized(p_g, g_g, m_g, v_g, h, ranges);
+    ops::adamw_step_quantized(p_c, g_c, m_c, v_c, h, ranges, nullptr, nullptr, &mx_c);
+    ops::adamw_step_quantized(p_g, g_g, m_g, v_g, h, ranges, nullptr, nullptr, &mx_g);
     ASSERT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c)) << what << "param after step " << s;
+    ASSERT_EQ(ops::to_bytes(mx_g), ops::to_bytes(mx_c)) << what << "maxima after step " << s;
     expect_same_moment(m_g, m_c, what + "m after step " + std::to_string(s));
     expect_same_moment(v_g, v_c, what + "v after step " + std::to_string(s));
     if (::testing::Test::HasFatalFailure()) return;
@@ -315,6 +320,41 @@ TEST_F(CudaQuantizedAdamW, ManyDecayRanges) {
                   1);  // general path
   std::vector<DecayRange> few(ranges.begin(), ranges.begin() + 50);
   run_and_compare(cpu, gpu, n, spec_of(MomentEncoding::FP8, DType::E4M3, 100), ex, few, 1, 1);
+}
+
+// The fused step's maxima propagate a NaN and an inf of the params (here already in them: zero gradients and
+// moments leave every param as it was) as ops::step_maxima does, in whole granules and in the short last one;
+// a skipped step leaves them as they were.
+TEST_F(CudaQuantizedAdamW, StepMaximaPropagateNanAndInfAndStayUnderSkip) {
+  const int64_t n = 2 * 4096 + 200;  // two whole tiles, then 200 elements: one whole granule and one of 72
+  Tensor p_c = random_param(cpu, n, 7);
+  const std::vector<double> wide = ops::to_double_vector(p_c);
+  std::vector<float> host(wide.begin(), wide.end());
+  host[130] = std::numeric_limits<float>::quiet_NaN();
+  host[4096 + 5] = -std::numeric_limits<float>::infinity();
+  host[n - 3] = std::numeric_limits<float>::quiet_NaN();
+  p_c = ops::from_vector(cpu, {n}, DType::F32, host);
+  const MomentSpec ex = spec_of(MomentEncoding::FP8Expand, DType::E4M3);
+  QuantizedMoment m_c = ops::make_moment(cpu, n, ex, MemoryCategory::OptimizerState);
+  QuantizedMoment v_c = ops::make_moment(cpu, n, ex, MemoryCategory::OptimizerState);
+  Tensor p_g = ops::to(p_c, gpu);
+  QuantizedMoment m_g = to_device(m_c, gpu), v_g = to_device(v_c, gpu);
+  const int64_t granules = (n + 127) / 128;
+  Tensor mx_g = ops::zeros(gpu, {granules}, DType::F32), expected = ops::zeros(cpu, {granules}, DType::F32);
+  ops::AdamWHyper h = hyper(1);
+  h.weight_decay = 0.0f;
+  ops::adamw_step_quantized(p_g, ops::zeros(gpu, {n}, DType::F32), m_g, v_g, h, {}, nullptr, nullptr, &mx_g);
+  ops::step_maxima(p_c, expected);
+  ASSERT_EQ(ops::to_bytes(mx_g), ops::to_bytes(expected));
+  const std::vector<double> got = ops::to_double_vector(mx_g);
+  EXPECT_TRUE(std::isnan(got[1]) && std::isinf(got[32]) && std::isnan(got[granules - 1]));
+  EXPECT_FALSE(std::isnan(got[0]) || std::isnan(got[granules - 2]));
+  // Skipped: the flag set, a gradient that would move every param; params and maxima stay.
+  Tensor flag = ops::from_vector(gpu, {1}, DType::I32, std::vector<float>{1.0f});
+  Tensor marker = ops::full(gpu, {granules}, 7.0, DType::F32);
+  ops::adamw_step_quantized(p_g, ops::to(random_grad(cpu, n, 9), gpu), m_g, v_g, hyper(2), {}, nullptr, &flag, &marker);
+  EXPECT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c));
+  EXPECT_EQ(ops::to_double_vector(marker), std::vector<double>(static_cast<size_t>(granules), 7.0));
 }
 
 TEST_F(CudaQuantizedAdamW, UnalignedViews) {

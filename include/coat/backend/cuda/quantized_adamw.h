@@ -29,12 +29,14 @@ inline constexpr int kInlineDecayRanges = 128;
 /// The BF16 compute copy (if any) is written in the pass that writes param, on both paths; returns true
 /// (nothing for the caller to copy). skip (optional I32 [1] on the device): every launch that writes reads
 /// it first and returns when it is non-zero, so a skipped step leaves param, codes, metadata and the compute
-/// copy untouched without a host synchronisation.
+/// copy untouched without a host synchronisation. maxima (optional, F32 [ceil(numel / 128)]): the fused path
+/// also writes max |param| of each 128 elements after the update (one warp reduction per 128; the granule of
+/// ops::kStepMaximaGranule) and sets *maxima_done; the general path leaves them to the caller.
 bool adamw_step_quantized(Tensor& param, const Tensor& grad, moment_codec::MomentBuffers& m,
                           moment_codec::MomentBuffers& v, const adamw_math::AdamWScalars& with_decay,
                           const adamw_math::AdamWScalars& without_decay,
                           const moment_codec::DecayPlan& decay, Tensor* compute_copy = nullptr,
-                          const Tensor* skip = nullptr);
+                          const Tensor* skip = nullptr, Tensor* maxima = nullptr, bool* maxima_done = nullptr);
 
 /// values: contiguous F32 [numel] -> out's codes and metadata (empty statistics, statistics, metadata,
 /// encode: four launches; one for F32 / BF16).
