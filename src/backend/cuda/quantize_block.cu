@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "coat/backend/block_scale_layout.h"
 #include "coat/backend/cuda/check.h"
@@ -210,33 +211,56 @@ __device__ inline float quantize_group_staged(const float (&v)[kPerLane], Fp8Sat
   return scale;
 }
 
-/// Loads rows m0 .. m0 + 127 and columns k0 .. k0 + width - 1 of x [.., cols] into `tile` (floats, `pitch` a
-/// row): kColumns / Vec threads a tile row, Vec consecutive elements each, 256 / (kColumns / Vec) rows a
-/// pass; every load is issued before the first shared store, so that they are all in flight.
-template <DType In, int Vec, int kColumns>
+/// What a shared tile holds of an input of dtype In: the input's own 16-bit values (exact, half the shared
+/// memory of floats) or floats.
+template <DType In>
+using TileValue = std::conditional_t<sizeof(storage_t<In>) == 2, storage_t<In>, float>;
+
+/// A tile value as a float (the input's value, exactly).
+template <DType In>
+__device__ inline float tile_float(TileValue<In> v) {
+  if constexpr (std::is_same_v<TileValue<In>, float>) {
+    return v;
+  } else {
+    return load_float<In>(v);
+  }
+}
+
+/// Loads rows m0 .. m0 + 127 and columns k0 .. k0 + width - 1 of x [.., cols] into `tile` (`pitch` values a
+/// row; T: float, or In's own 16-bit values, TileValue): kColumns / Vec threads a tile row, Vec consecutive
+/// elements each, 256 / (kColumns / Vec) rows a pass; every load is issued before the first shared store, so
+/// that they are all in flight.
+template <DType In, int Vec, int kColumns, typename T>
 __device__ inline void load_tile(const storage_t<In>* x, int64_t cols, int64_t m0, int64_t k0, int64_t width,
-                                 float* tile, int pitch) {
+                                 T* tile, int pitch) {
   constexpr int kThreadsPerRow = kColumns / Vec;
   constexpr int kRowsPerPass = kThreads / kThreadsPerRow;
   constexpr int kPasses = kBlock / kRowsPerPass;
+  using S = storage_t<In>;
   const int lcol = (threadIdx.x % kThreadsPerRow) * Vec, lrow = threadIdx.x / kThreadsPerRow;
   if (lcol >= width) return;
-  float v[kPasses][Vec];
-  const storage_t<In>* src = x + (m0 + lrow) * cols + k0 + lcol;
+  Pack<S, Vec> v[kPasses];
+  const S* src = x + (m0 + lrow) * cols + k0 + lcol;
 #pragma unroll
-  for (int p = 0; p < kPasses; ++p) load_floats<In, Vec>(src + p * kRowsPerPass * cols, v[p]);
+  for (int p = 0; p < kPasses; ++p) v[p] = *reinterpret_cast<const Pack<S, Vec>*>(src + p * kRowsPerPass * cols);
 #pragma unroll
   for (int p = 0; p < kPasses; ++p) {
 #pragma unroll
-    for (int i = 0; i < Vec; ++i) tile[(lrow + p * kRowsPerPass) * pitch + lcol + i] = v[p][i];
+    for (int i = 0; i < Vec; ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        tile[(lrow + p * kRowsPerPass) * pitch + lcol + i] = load_float<In>(v[p].v[i]);
+      } else {
+        tile[(lrow + p * kRowsPerPass) * pitch + lcol + i] = v[p].v[i];
+      }
+    }
   }
 }
 
 /// Warp w quantises tile columns w, w + 8, .. < width (lane l holding rows l + 32j): the 1x128 groups (k0 + c,
 /// mb) of x^T into codes [cols, rows] and scale_inv (ld). With `last` (the row group's last column tile) the
 /// block also writes the group column's padding entries (k in [cols, ld)).
-template <DType Fmt>
-__device__ inline void quantize_tile_columns(const float* tile, int pitch, int64_t width, int64_t rows, int64_t cols,
+template <DType Fmt, DType In, typename T>
+__device__ inline void quantize_tile_columns(const T* tile, int pitch, int64_t width, int64_t rows, int64_t cols,
                                              int64_t m0, int64_t k0, int64_t mb, int64_t ld, bool last,
                                              Fp8Saturation sat, bool word_stores, uint8_t* stage, uint8_t* codes,
                                              float* scale_inv) {
@@ -244,7 +268,13 @@ __device__ inline void quantize_tile_columns(const float* tile, int pitch, int64
   for (int c = warp; c < width; c += kWarpsPerBlock) {  // uniform across the warp
     float v[kPerLane];
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) v[j] = tile[(lane + j * kWarpSize) * pitch + c];
+    for (int j = 0; j < kPerLane; ++j) {
+      if constexpr (std::is_same_v<T, float>) {
+        v[j] = tile[(lane + j * kWarpSize) * pitch + c];
+      } else {
+        v[j] = tile_float<In>(tile[(lane + j * kWarpSize) * pitch + c]);
+      }
+    }
     const int64_t k = k0 + c;
     const float scale = quantize_group_staged<Fmt>(v, sat, stage, codes + k * rows + m0, word_stores);
     if (lane == 0) scale_inv[fp8block::scale_index_1x128(k, mb, ld)] = scale_inv_from_scale(scale);
@@ -276,16 +306,21 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_transposed_kernel(con
     const int64_t width = cols - k0 < kTColumns ? cols - k0 : kTColumns;  // columns of this tile
     load_tile<In, Vec, kTColumns>(x, cols, m0, k0, width, &tile[0][0], kTPitch);
     __syncthreads();
-    quantize_tile_columns<Fmt>(&tile[0][0], kTPitch, width, rows, cols, m0, k0, mb, ld, kt == ktiles - 1, sat,
-                               word_stores, stage[warp], codes, scale_inv);
+    quantize_tile_columns<Fmt, In>(&tile[0][0], kTPitch, width, rows, cols, m0, k0, mb, ld, kt == ktiles - 1,
+                                   sat, word_stores, stage[warp], codes, scale_inv);
     __syncthreads();  // the tile is read before the next iteration overwrites it
   }
 }
 
-/// Columns of the pair kernel's tile (its rows are a 128-row group of x): one 1x128 group of x per tile row.
-constexpr int kPairPitch = kBlock + 1;
-/// Dynamic shared memory of the pair kernel: the tile as floats.
-constexpr size_t kPairTileBytes = sizeof(float) * kBlock * kPairPitch;
+/// Row pitch of the pair kernel's tile (its rows: a 128-row group of x, one 1x128 group of x a row), in values:
+/// an odd number of 4-byte words (129 floats, or 130 16-bit values), so that a warp reading one column (32
+/// consecutive rows) meets 32 different banks.
+template <DType In>
+constexpr int kPairPitch = sizeof(TileValue<In>) == 4 ? kBlock + 1 : kBlock + 2;
+/// Dynamic shared memory of the pair kernel: the tile (BF16/F16 inputs keep their own 16-bit values, 33 KB,
+/// so twice as many blocks fit on an SM as with the 66 KB of floats).
+template <DType In>
+constexpr size_t kPairTileBytes = sizeof(TileValue<In>) * kBlock * kPairPitch<In>;
 
 /// quantize_1x128 and quantize_1x128_transposed of x [rows, cols] (both multiples of 128) from one read: block
 /// b takes tiles t = mb * ktiles + kt (rows 128 mb.., columns 128 kt..), loaded with coalesced row-wise reads
@@ -298,19 +333,21 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const sto
                                                                        Fp8Saturation sat, bool word_stores,
                                                                        uint8_t* codes, float* scale_inv,
                                                                        uint8_t* codes_t, float* scale_inv_t) {
-  extern __shared__ float tile[];  // [kBlock][kPairPitch]
+  extern __shared__ __align__(16) unsigned char tile_bytes[];
+  auto* tile = reinterpret_cast<TileValue<In>*>(tile_bytes);  // [kBlock][kPairPitch<In>]
+  constexpr int pitch = kPairPitch<In>;
   __shared__ __align__(16) uint8_t stage[kWarpsPerBlock][kBlock];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int64_t ktiles = cols / kBlock, tiles = rows / kBlock * ktiles;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t mb = t / ktiles, kt = t % ktiles;
     const int64_t m0 = mb * kBlock, k0 = kt * kBlock;
-    load_tile<In, Vec, kBlock>(x, cols, m0, k0, kBlock, tile, kPairPitch);
+    load_tile<In, Vec, kBlock>(x, cols, m0, k0, kBlock, tile, pitch);
     __syncthreads();
     for (int r = warp; r < kBlock; r += kWarpsPerBlock) {  // the groups of x
       float v[kPerLane];  // lane l: elements l + 32j of the group (conflict-free shared reads)
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) v[j] = tile[r * kPairPitch + lane + j * kWarpSize];
+      for (int j = 0; j < kPerLane; ++j) v[j] = tile_float<In>(tile[r * pitch + lane + j * kWarpSize]);
       const int64_t row = m0 + r;
       const float scale = quantize_group_staged<Fmt>(v, sat, stage[warp], codes + row * cols + k0, word_stores);
       if (lane == 0) scale_inv[fp8block::scale_index_1x128(row, kt, ld)] = scale_inv_from_scale(scale);
@@ -318,8 +355,8 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const sto
         scale_inv[fp8block::scale_index_1x128(rows + lane, kt, ld)] = fp8block::kPadScaleInv;
       }
     }
-    quantize_tile_columns<Fmt>(tile, kPairPitch, kBlock, rows, cols, m0, k0, mb, ld_t, kt == ktiles - 1, sat,
-                               word_stores, stage[warp], codes_t, scale_inv_t);
+    quantize_tile_columns<Fmt, In>(tile, pitch, kBlock, rows, cols, m0, k0, mb, ld_t, kt == ktiles - 1, sat,
+                                   word_stores, stage[warp], codes_t, scale_inv_t);
     __syncthreads();  // the tile is read before the next iteration overwrites it
   }
 }
@@ -507,8 +544,8 @@ void quantize_1x128_pair(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tens
       constexpr DType Fmt = decltype(f)::value;
       const auto launch = [&](auto kernel) {
         COAT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(kPairTileBytes)));
-        kernel<<<blocks, kThreads, kPairTileBytes, stream>>>(input_data<In>(x), rows, cols, ld, ld_t, sat,
+                                             static_cast<int>(kPairTileBytes<In>)));
+        kernel<<<blocks, kThreads, kPairTileBytes<In>, stream>>>(input_data<In>(x), rows, cols, ld, ld_t, sat,
                                                              word_stores, code_data(codes), scale_inv.data<float>(),
                                                              code_data(codes_t), scale_inv_t.data<float>());
         COAT_CUDA_CHECK_LAST_LAUNCH();
