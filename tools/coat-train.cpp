@@ -111,8 +111,8 @@ int train(const coat::train::TrainConfig& config, const std::string& config_path
   // before a damaged checkpoint is set aside or a crash's leftovers are removed). The trainer has written
   // nothing yet: the run directory is written from run() on.
   trainer.lock_run_dir();
-  const std::optional<std::filesystem::path> from =
-      coat::train::choose_resume_checkpoint(resume, config, comm.get(), ctx);
+  const std::optional<coat::io::CheckpointReader> from =
+      coat::train::open_resume_checkpoint(resume, config, comm.get(), ctx);
   if (from) {
     trainer.load_checkpoint(*from);
     clock.mark("resume");

@@ -2,6 +2,7 @@
 // ranged reads assembled from the rank files that hold the pieces.
 #include "coat/io/checkpoint_reader.h"
 
+#include <atomic>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -48,6 +49,8 @@ struct CheckpointReader::State {
   std::unordered_map<std::string, size_t> by_name;
   mutable std::mutex mutex;
   mutable std::vector<std::optional<TensorFileReader>> files;
+  mutable bool all_files_verified = false;            ///< mark_all_files_verified (under mutex)
+  mutable std::atomic<uint64_t> whole_file_bytes{0};  ///< checksummed by verify_file
 
   int file_count() const { return layout ? static_cast<int>(layout->files.size()) : 1; }
   const TensorFileReader& file(int index) const;
@@ -91,6 +94,7 @@ const TensorFileReader& CheckpointReader::State::file(int index) const {
       check_file_size(dir, manifest.files[static_cast<size_t>(index)]);
     TensorFileReader reader = TensorFileReader::open(dir / name);
     check_rank_file(index, reader);
+    if (all_files_verified) reader.mark_verified();
     f = std::move(reader);
   }
   return *f;
@@ -343,8 +347,9 @@ void CheckpointReader::verify_file(int index) const {
                  s.dir, ", which has ", s.file_count());
   if (static_cast<size_t>(index) >= s.manifest.files.size())
     return file(index).verify_all(s.io_threads);  // an earlier build's
+  const ManifestFile& record = s.manifest.files[static_cast<size_t>(index)];
   try {
-    check_file_checksum(s.dir, s.manifest.files[static_cast<size_t>(index)], s.io_threads);
+    check_file_checksum(s.dir, record, s.io_threads);
   } catch (const IoError& whole) {
     // Name the damaged tensor where one is (each tensor's own checksum): opening checks the index, verify_all
     // every tensor.
@@ -353,10 +358,31 @@ void CheckpointReader::verify_file(int index) const {
                                  " (every tensor's own checksum matches: the damage is in its header, "
                                  "index or padding)"));
   }
+  s.whole_file_bytes.fetch_add(record.bytes, std::memory_order_relaxed);
+  file(index).mark_verified();  // every byte matched: its tensors' own checksums would match too
 }
 
 void CheckpointReader::verify_all() const {
   for (int f = 0; f < file_count(); ++f) verify_file(f);
+}
+
+void CheckpointReader::mark_all_files_verified() const {
+  const State& s = state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  s.all_files_verified = true;
+  for (const std::optional<TensorFileReader>& f : s.files) {
+    if (f) f->mark_verified();
+  }
+}
+
+uint64_t CheckpointReader::checksummed_bytes() const {
+  const State& s = state();
+  uint64_t bytes = s.whole_file_bytes.load(std::memory_order_relaxed);
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  for (const std::optional<TensorFileReader>& f : s.files) {
+    if (f) bytes += f->checksummed_bytes();
+  }
+  return bytes;
 }
 
 }  // namespace coat::io

@@ -182,6 +182,7 @@ struct TensorFileReader::State {
   std::vector<TensorFileEntry> entries;
   std::unordered_map<std::string, size_t> by_name;
   std::unique_ptr<std::atomic<bool>[]> verified;
+  mutable std::atomic<uint64_t> checksummed_bytes{0};
   uint32_t index_crc32c = 0;
 };
 
@@ -391,6 +392,7 @@ void TensorFileReader::verify_entries(const std::vector<size_t>& indices, int io
   parallel_for(pieces.size(), io_threads, [&](size_t p) {
     crcs[p] = crc32c(s.file.data() + s.entries[pieces[p].entry].offset + pieces[p].range.offset,
                      pieces[p].range.bytes);
+    s.checksummed_bytes.fetch_add(pieces[p].range.bytes, std::memory_order_relaxed);
   });
   for (size_t k = 0; k < order.size(); ++k) {
     const TensorFileEntry& e = s.entries[order[k]];
@@ -410,6 +412,15 @@ void TensorFileReader::verify_all(int io_threads) const {
   std::vector<size_t> all(state().entries.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
   verify_entries(all, io_threads);
+}
+
+void TensorFileReader::mark_verified() const {
+  const State& s = state();
+  for (size_t i = 0; i < s.entries.size(); ++i) s.verified[i].store(true, std::memory_order_release);
+}
+
+uint64_t TensorFileReader::checksummed_bytes() const {
+  return state().checksummed_bytes.load(std::memory_order_relaxed);
 }
 
 Tensor TensorFileReader::read(const std::string& name, const ContextPtr& context,

@@ -162,24 +162,34 @@ Decision rank0_decides(dist::Communicator* world, const ContextPtr& context,
   return d;
 }
 
-/// Every byte of the checkpoint against COMPLETE, rank file f verified by rank f % world: the first failure's
-/// message on every rank, or "" when it verified.
-std::string verify_collectively(const fs::path& dir, dist::Communicator* world, const ContextPtr& context,
-                                int io_threads) {
+/// A checkpoint verified by every rank's share.
+struct Verification {
+  io::CheckpointReader checkpoint;  ///< this rank's reader (unusable when damaged)
+  std::string damage;               ///< the first failure's message, the same on every rank; "" when verified
+};
+
+/// Every byte of the checkpoint against COMPLETE, rank file f verified by rank f % world. When every file
+/// passed, every rank knows it, and its reader takes all the files as verified: the load reads the tensors
+/// without checksumming them again.
+Verification verify_collectively(const fs::path& dir, dist::Communicator* world, const ContextPtr& context,
+                                 int io_threads) {
   const int rank = world ? world->rank() : 0, ranks = world ? world->world_size() : 1;
-  std::string damage;
+  Verification v;
   try {
-    const io::CheckpointReader ck =
-        io::CheckpointReader::open(dir, io_threads);  // meta.json against COMPLETE
-    for (int f = rank; f < ck.file_count(); f += ranks) ck.verify_file(f);
+    v.checkpoint = io::CheckpointReader::open(dir, io_threads);  // meta.json against COMPLETE
+    for (int f = rank; f < v.checkpoint.file_count(); f += ranks) v.checkpoint.verify_file(f);
   } catch (const Error& e) {
-    damage = e.what();
+    v.damage = e.what();
   }
-  const std::vector<int64_t> failed = dist::all_gather_values(world, context, {damage.empty() ? 0 : 1});
+  const std::vector<int64_t> failed = dist::all_gather_values(world, context, {v.damage.empty() ? 0 : 1});
   for (int r = 0; r < ranks; ++r) {
-    if (failed[static_cast<size_t>(r)] != 0) return dist::broadcast_text(world, context, damage, r);
+    if (failed[static_cast<size_t>(r)] != 0) {
+      v.damage = dist::broadcast_text(world, context, v.damage, r);
+      return v;
+    }
   }
-  return "";
+  v.checkpoint.mark_all_files_verified();
+  return v;
 }
 
 /// Rank 0's candidates, newest first: every complete checkpoint (auto), or the one named after checking that
@@ -271,8 +281,10 @@ void check_same_loss_mask(const io::CheckpointReader& ck, const data::LossMaskFi
                                    ": resume with the checkpoint's mask; ", start_new_run_instead(ck)));
 }
 
-std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, const TrainConfig& config,
-                                                 dist::Communicator* world, const ContextPtr& context) {
+std::optional<io::CheckpointReader> open_resume_checkpoint(const std::string& resume,
+                                                           const TrainConfig& config,
+                                                           dist::Communicator* world,
+                                                           const ContextPtr& context) {
   if (resume.empty()) return std::nullopt;
   const fs::path run_dir = config.logging.run_dir;
   std::vector<fs::path> queue;  // rank 0's
@@ -293,23 +305,30 @@ std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, cons
       return std::nullopt;
     }
     const fs::path dir = d.text;
-    const std::string damage = verify_collectively(dir, world, context, config.checkpoint.io_threads);
+    const Verification v = verify_collectively(dir, world, context, config.checkpoint.io_threads);
     rank0_decides(world, context, [&] {
-      if (damage.empty()) {
-        check_resumable(io::CheckpointReader::open(dir), config);
+      if (v.damage.empty()) {
+        check_resumable(v.checkpoint, config);
       } else if (resume != "auto") {
-        throw IoError(detail::concat("--resume ", dir.string(), ": the checkpoint is damaged: ", damage));
+        throw IoError(detail::concat("--resume ", dir.string(), ": the checkpoint is damaged: ", v.damage));
       } else {
         const fs::path moved = io::mark_checkpoint_corrupt(dir);
         spdlog::warn(
             "checkpoint {} is damaged and was renamed {} (kept, never loaded again): {}; trying the one "
             "before",
-            dir.string(), moved.string(), damage);
+            dir.string(), moved.string(), v.damage);
       }
       return Decision{};
     });
-    if (damage.empty()) return dir;
+    if (v.damage.empty()) return v.checkpoint;
   }
+}
+
+std::optional<fs::path> choose_resume_checkpoint(const std::string& resume, const TrainConfig& config,
+                                                 dist::Communicator* world, const ContextPtr& context) {
+  const std::optional<io::CheckpointReader> chosen = open_resume_checkpoint(resume, config, world, context);
+  if (!chosen) return std::nullopt;
+  return chosen->dir();
 }
 
 }  // namespace coat::train

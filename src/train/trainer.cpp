@@ -672,7 +672,11 @@ void Trainer::load_optimizer_states(const io::CheckpointReader& ck) {
 }
 
 void Trainer::load_checkpoint(const std::filesystem::path& dir) {
-  const io::CheckpointReader ck = io::CheckpointReader::open(dir, config_.checkpoint.io_threads);
+  load_checkpoint(io::CheckpointReader::open(dir, config_.checkpoint.io_threads));
+}
+
+void Trainer::load_checkpoint(const io::CheckpointReader& ck) {
+  const std::filesystem::path& dir = ck.dir();
   check_resumable(ck, config_);
   check_same_loss_mask(ck, loss_mask_ ? &*loss_mask_ : nullptr);
   if (ck.layout()) {

@@ -3,7 +3,7 @@
 // behind; saves in the background commit on every rank with the bytes of synchronous ones, and a failed
 // background write stops every rank at the same step; a damaged rank file (found by the rank that verifies
 // it, reported to all) or an edited meta.json makes --resume auto rename the checkpoint step_N.corrupt and
-// take the one before, on every rank alike; the
+// take the one before, on every rank alike; a resume checksums each byte once over the ranks; the
 // tools' loader (load_model), the reader's whole state tensors and train.init_from (sharded or not) read a
 // checkpoint of this world size as the live state it was saved from.
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "coat/dist/host_collectives.h"
+#include "coat/io/checkpoint_manifest.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/io/tensor_file.h"
 #include "coat/ops/copy.h"
@@ -181,6 +182,52 @@ TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {
   sleepy_barrier(test::world());
   EXPECT_EQ(choose_resume_checkpoint("auto", c, comm_.get(), ctx_), std::nullopt);
   EXPECT_EQ(checkpoints(), (std::vector<fs::path>{"step_00000003.corrupt", "step_00000006.corrupt"}));
+}
+
+/// The bytes of a checkpoint's rank files, as COMPLETE records them.
+uint64_t rank_file_bytes(const fs::path& dir) {
+  uint64_t bytes = 0;
+  for (const io::ManifestFile& f : io::read_manifest(dir).files) bytes += f.bytes;
+  return bytes;
+}
+
+// A resume checksums each byte once over all ranks: each rank verifies its share of the rank files whole, and
+// the load reads files other ranks verified without checksumming them again. Saved on every rank and resumed
+// on every rank, on one rank (which reads every file), and saved on one rank and resumed on every rank (which
+// all read the one file).
+TEST_F(CheckpointProtocol, AResumeChecksumsEachByteOnceOverTheRanks) {
+  const auto train_to_3 = [&](const std::string& run, int ranks) {
+    on_first_ranks(ranks, [&](dist::Communicator& comm) {
+      Trainer t(config(dir_ / run, plain_, ranks), ctx_, false, &comm);
+      t.run(/*stop_after_step=*/3);
+    });
+  };
+  int resumes = 0;
+  const auto resume = [&](const std::string& run, int ranks) {
+    const fs::path resumed = dir_ / ("resume" + std::to_string(++resumes));
+    copy_checkpoint(dir_ / run, 3, resumed);
+    on_first_ranks(ranks, [&](dist::Communicator& comm) {
+      const TrainConfig c = config(resumed, plain_, ranks);
+      const std::optional<io::CheckpointReader> ck = open_resume_checkpoint("auto", c, &comm, ctx_);
+      ASSERT_TRUE(ck.has_value());
+      const auto verified = static_cast<int64_t>(ck->checksummed_bytes());
+      Trainer t(c, ctx_, /*resuming=*/true, &comm);
+      t.load_checkpoint(*ck);
+      const std::vector<int64_t> before = dist::all_gather_values(&comm, ctx_, {verified});
+      const std::vector<int64_t> after =
+          dist::all_gather_values(&comm, ctx_, {static_cast<int64_t>(ck->checksummed_bytes())});
+      EXPECT_EQ(after, before) << "the load checksummed bytes again, saved by " << run << ", on " << ranks;
+      int64_t sum = 0;
+      for (int64_t b : before) sum += b;
+      EXPECT_EQ(sum, static_cast<int64_t>(rank_file_bytes(ck->dir()))) << run << " on " << ranks << " ranks";
+      EXPECT_EQ(t.step(), 3);
+    });
+  };
+  train_to_3("all", world());
+  resume("all", world());
+  resume("all", 1);
+  train_to_3("one", 1);
+  resume("one", world());
 }
 
 /// Bytes of two tensors (CPU) are equal.

@@ -2,7 +2,7 @@
 // --resume auto skips a damaged checkpoint (a flipped byte of a rank file, an edited meta.json) and renames
 // it step_N.corrupt, --resume DIR older than the newest is refused, leftovers of a crash are removed, and a
 // checkpoint of another model or state storage is refused, naming the key and both values, before anything is
-// written.
+// written; a resume checksums each byte of the checkpoint once.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -88,6 +88,41 @@ TEST_F(ResumeTest, AutoSkipsADamagedCheckpointAndRenamesIt) {
 }
 
 // An edit of meta.json that stays valid JSON (the sampler position) is found by the checksum in COMPLETE.
+/// The bytes of a checkpoint's rank files, as COMPLETE records them.
+uint64_t rank_file_bytes(const fs::path& dir) {
+  uint64_t bytes = 0;
+  for (const io::ManifestFile& f : io::read_manifest(dir).files) bytes += f.bytes;
+  return bytes;
+}
+
+// coat-train's resume (open_resume_checkpoint, then the load) checksums each byte of the checkpoint once: the
+// verification every byte, the load nothing more. A damaged newest checkpoint is still found and skipped,
+// and the run continues bit-identically. A load by directory (no verification before it) checksums every
+// tensor it reads, as before.
+TEST_F(ResumeTest, AResumeChecksumsEachByteOnce) {
+  const std::vector<double> full = train("run");
+  const fs::path file = checkpoint("run", 6) / io::checkpoint_rank_file_name(0);
+  flip_byte(file, io::TensorFileReader::open(file).entry("layers.0.exp_avg_sq").offset + 9);
+  const std::optional<io::CheckpointReader> ck = open_resume_checkpoint("auto", config("run"), nullptr, ctx_);
+  ASSERT_TRUE(ck.has_value());
+  EXPECT_EQ(ck->dir(), checkpoint("run", 3));
+  EXPECT_TRUE(fs::exists(io::checkpoints_root(dir_ / "run") / "step_00000006.corrupt"));
+  const uint64_t bytes = rank_file_bytes(checkpoint("run", 3));
+  EXPECT_EQ(ck->checksummed_bytes(), bytes);
+  Trainer t(config("run"), ctx_, /*resuming=*/true);
+  t.load_checkpoint(*ck);
+  EXPECT_EQ(ck->checksummed_bytes(), bytes) << "the load checksummed bytes again";
+  t.run();
+  EXPECT_EQ(losses(t), std::vector<double>(full.begin() + 3, full.end()));
+
+  const io::CheckpointReader unverified = io::CheckpointReader::open(checkpoint("run", 3));
+  Trainer u(config("run"), ctx_, /*resuming=*/true);
+  u.load_checkpoint(unverified);
+  uint64_t tensor_bytes = 0;
+  for (const io::TensorFileEntry& e : unverified.file(0).entries()) tensor_bytes += e.bytes;
+  EXPECT_EQ(unverified.checksummed_bytes(), tensor_bytes);
+}
+
 TEST_F(ResumeTest, AnEditedMetaIsDamage) {
   train("run");
   const fs::path meta = checkpoint("run", 6) / "meta.json";

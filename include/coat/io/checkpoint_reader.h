@@ -81,9 +81,20 @@ class CheckpointReader {
   int file_count() const;
   const TensorFileReader& file(int index) const;
   /// Verifies rank file `index` against COMPLETE (every byte's CRC-32C; for checkpoints of earlier builds,
-  /// every tensor's own checksum). IoError naming the file and, where one is, the damaged tensor.
+  /// every tensor's own checksum). IoError naming the file and, where one is, the damaged tensor. Once it has
+  /// passed, this reader reads the file's tensors without checksumming them again.
   void verify_file(int index) const;
   void verify_all() const;
+  /// Takes every rank file as verified: each has passed verify_file since it was written, here or on other
+  /// processes that read the same files and agreed that all passed (a resume's ranks share the files out:
+  /// train::open_resume_checkpoint). From then on tensors are read without checksumming them again; a rank
+  /// file opened later still has its size checked against COMPLETE and its index against its checksum.
+  /// Without it (any other way of reading a checkpoint) each tensor's own checksum is verified when it is
+  /// first read. This reader and its copies.
+  void mark_all_files_verified() const;
+  /// The rank-file bytes this reader and its copies have checksummed: whole files in verify_file, tensors
+  /// by their own checksums when first read. Each byte once: a load after verify_all adds nothing.
+  uint64_t checksummed_bytes() const;
 
  private:
   struct State;

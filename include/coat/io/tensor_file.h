@@ -88,7 +88,8 @@ struct TensorSliceRead {
 
 /// Reads a tensor file through a read-only memory mapping. open() validates the header, the index and
 /// every entry's bounds against the file size; checksums are verified when a tensor is first read (once
-/// per entry and reader; copies of a reader share this). Errors: IoError for a damaged file (naming the
+/// per entry and reader; copies of a reader share this), unless mark_verified said that every byte of the
+/// file was checked already. Errors: IoError for a damaged file (naming the
 /// file, and the tensor or byte counts involved), InvalidArgument for a request the file cannot satisfy
 /// (unknown name, mismatched destination, slice out of range). Reading is thread-safe.
 class TensorFileReader {
@@ -136,6 +137,13 @@ class TensorFileReader {
   /// Verifies every tensor's checksum, by pieces on up to io_threads threads; the first damaged tensor in
   /// file order is named.
   void verify_all(int io_threads = default_io_threads()) const;
+  /// Takes every tensor as verified without reading it: for a caller that has checked every byte of the file
+  /// against a checksum of its own (CheckpointReader::verify_file, against the COMPLETE record of the whole
+  /// file), so that reads do not checksum the same bytes again. This reader and its copies.
+  void mark_verified() const;
+  /// The tensor bytes this reader and its copies have checksummed (each verified tensor's bytes once): what
+  /// shows that a load checksums nothing twice.
+  uint64_t checksummed_bytes() const;
 
  private:
   struct State;

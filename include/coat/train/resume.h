@@ -46,5 +46,14 @@ std::optional<std::filesystem::path> choose_resume_checkpoint(const std::string&
                                                               const TrainConfig& config,
                                                               dist::Communicator* world,
                                                               const ContextPtr& context);
+/// choose_resume_checkpoint's checkpoint, opened for Trainer::load_checkpoint (nullopt likewise, collective
+/// likewise): since every rank file has passed its whole-file check against COMPLETE and every rank knows it,
+/// the reader takes them as verified (io::CheckpointReader::mark_all_files_verified) and the load copies the
+/// tensors without checksumming them again. A resume checksums each byte once; checksummed_bytes(), summed
+/// over the ranks, is the rank files' size.
+std::optional<io::CheckpointReader> open_resume_checkpoint(const std::string& resume,
+                                                           const TrainConfig& config,
+                                                           dist::Communicator* world,
+                                                           const ContextPtr& context);
 
 }  // namespace coat::train

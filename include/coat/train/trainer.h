@@ -82,8 +82,11 @@ class Trainer {
 
   /// Loads a checkpoint directory of any format and world size (each rank reads the ranges it holds): model,
   /// optimizer, sampler, step. A checkpoint of another model, state storage or unit layout is a ConfigError
-  /// naming the key and both values (check_resumable, resume.h).
+  /// naming the key and both values (check_resumable, resume.h). Each tensor read is checksummed.
   void load_checkpoint(const std::filesystem::path& dir);
+  /// The same from an open checkpoint: a resume's (open_resume_checkpoint, resume.h), whose rank files were
+  /// verified whole, so that its tensors are not checksummed again.
+  void load_checkpoint(const io::CheckpointReader& ck);
   /// The newest complete checkpoint of the run directory, if any.
   std::optional<std::filesystem::path> latest_checkpoint() const;
   /// Saves a checkpoint of the current step and returns when it is complete (format 2: each rank of the first
