@@ -76,7 +76,8 @@ CheckpointManifest read_manifest(const std::filesystem::path& dir) {
 
 uint32_t file_crc32c(const std::filesystem::path& path, int io_threads) {
   const MappedFile file = MappedFile::open(path, "checkpoint file");
-  return parallel_crc32c(file.data(), file.size(), io_threads);
+  return parallel_crc32c(file.data(), file.size(), io_threads,
+                         [&file](const ByteRange& piece) { file.will_need(piece.offset, piece.bytes); });
 }
 
 void check_file_size(const std::filesystem::path& dir, const ManifestFile& record) {

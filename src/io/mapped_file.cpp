@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -55,6 +56,13 @@ MappedFile MappedFile::open(const std::filesystem::path& path, const std::string
   ::close(fd);
   f.size_ = f.mapping_->bytes;
   return f;
+}
+
+void MappedFile::will_need(uint64_t offset, uint64_t bytes) const {
+  if (data_ == nullptr || offset >= size_ || bytes == 0) return;
+  const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page, end = std::min(size_, offset + bytes);
+  (void)madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_WILLNEED);
 }
 
 }  // namespace coat::io

@@ -127,12 +127,15 @@ void parallel_for(size_t count, int threads, const std::function<void(size_t)>& 
   pool.wait();
 }
 
-uint32_t parallel_crc32c(const void* data, uint64_t bytes, int threads) {
+uint32_t parallel_crc32c(const void* data, uint64_t bytes, int threads,
+                         const std::function<void(const ByteRange&)>& before) {
   const std::vector<ByteRange> chunks = split_bytes(bytes);
   std::vector<uint32_t> crcs(chunks.size());
   const auto* p = static_cast<const uint8_t*>(data);
-  parallel_for(chunks.size(), threads,
-               [&](size_t i) { crcs[i] = crc32c(p + chunks[i].offset, chunks[i].bytes); });
+  parallel_for(chunks.size(), threads, [&](size_t i) {
+    if (before) before(chunks[i]);
+    crcs[i] = crc32c(p + chunks[i].offset, chunks[i].bytes);
+  });
   uint32_t crc = 0;
   for (size_t i = 0; i < chunks.size(); ++i) crc = crc32c_combine(crc, crcs[i], chunks[i].bytes);
   return crc;

@@ -390,6 +390,7 @@ void TensorFileReader::verify_entries(const std::vector<size_t>& indices, int io
   first_piece.push_back(pieces.size());
   std::vector<uint32_t> crcs(pieces.size());
   parallel_for(pieces.size(), io_threads, [&](size_t p) {
+    s.file.will_need(s.entries[pieces[p].entry].offset + pieces[p].range.offset, pieces[p].range.bytes);
     crcs[p] = crc32c(s.file.data() + s.entries[pieces[p].entry].offset + pieces[p].range.offset,
                      pieces[p].range.bytes);
     s.checksummed_bytes.fetch_add(pieces[p].range.bytes, std::memory_order_relaxed);
@@ -506,7 +507,10 @@ void TensorFileReader::read_slices_into(const std::vector<TensorSliceRead>& read
   }
   TaskPool pool(static_cast<int>(std::clamp<size_t>(copies.size(), 1, static_cast<size_t>(io_threads))));
   for (const Copy& c : copies)
-    pool.submit([c] { std::memcpy(c.to + c.range.offset, c.from + c.range.offset, c.range.bytes); });
+    pool.submit([c, &file = state().file] {
+      file.will_need(static_cast<uint64_t>(c.from - file.data()) + c.range.offset, c.range.bytes);
+      std::memcpy(c.to + c.range.offset, c.from + c.range.offset, c.range.bytes);
+    });
   for (size_t k = 0; k < reads.size(); ++k) {
     Tensor dst = reads[k].dst;
     if (dst.device().is_cpu() && dst.is_contiguous()) continue;

@@ -22,6 +22,11 @@ class MappedFile {
   uint64_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
   bool is_open() const { return mapping_ != nullptr; }
+  /// Asks the kernel to start reading bytes [offset, offset + bytes) from the disk now (madvise WILLNEED, an
+  /// asynchronous readahead of the whole range). Without it a pass over a mapping that is not cached reads
+  /// page fault by page fault, a readahead window at a time (about 0.9 GB/s from a disk that streams 2.4).
+  /// Advice only: failures are ignored.
+  void will_need(uint64_t offset, uint64_t bytes) const;
 
  private:
   struct Mapping;

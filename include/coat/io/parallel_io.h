@@ -76,6 +76,8 @@ void parallel_for(size_t count, int threads, const std::function<void(size_t)>& 
 
 /// CRC-32C of `bytes` bytes at `data`: kIoChunkBytes pieces checksummed on up to `threads` threads and
 /// combined (crc32c_combine), equal to crc32c(data, bytes).
-uint32_t parallel_crc32c(const void* data, uint64_t bytes, int threads);
+/// `before` (optional) runs on the piece's thread before its checksum (e.g. MappedFile::will_need).
+uint32_t parallel_crc32c(const void* data, uint64_t bytes, int threads,
+                         const std::function<void(const ByteRange&)>& before = {});
 
 }  // namespace coat::io
