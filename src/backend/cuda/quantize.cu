@@ -53,6 +53,8 @@ __device__ inline int64_t grid_threads() {
 
 /// Threads of the one block that reduces a tensor of maxima to a scale.
 constexpr int kMaximaThreads = 1024;
+/// Up to this many maxima the one block reads them itself; more take a first launch over the device.
+constexpr int64_t kOneBlockMaxima = 32768;
 
 /// Max of the keys of a block of kBlockThreads threads; valid in thread 0.
 template <int kBlockThreads = kThreads>
@@ -138,6 +140,16 @@ __global__ __launch_bounds__(kMaximaThreads) void compute_scale_from_maxima_kern
     *scale = s;
     *scale_inv = scale_inv_from_scale(s);
   }
+}
+
+/// First stage for many maxima (a weight's step maxima: up to ~10^6): each block's max |maxima| over its
+/// grid-stride share into partial[blockIdx.x], as an amax (the key's float: NaN canonical, so exact).
+__global__ __launch_bounds__(kThreads) void maxima_partial_kernel(const float* maxima, int64_t n, float* partial) {
+  uint32_t key = 0;
+#pragma unroll 4
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) key = max_key(key, amax_key(maxima[i]));
+  key = block_max_key(key);
+  if (threadIdx.x == 0) partial[blockIdx.x] = amax_from_key(key);
 }
 
 __global__ void compute_scale_kernel(const float* amax, float fmt_max, float* scale, float* scale_inv) {
@@ -385,8 +397,23 @@ void compute_scale_from_maxima(const Tensor& maxima, DType fmt, Tensor& scale, T
   check_compute_scale_from_maxima(maxima, fmt, scale, scale_inv, maxima.device());
   COAT_ARG_CHECK(maxima.device().is_cuda(), "compute_scale_from_maxima", "maxima ", maxima.str(),
                  " are not on a CUDA device");
-  compute_scale_from_maxima_kernel<<<1, kMaximaThreads, 0, stream_of(maxima)>>>(
-      maxima.data<const float>(), maxima.numel(), fp8_max(fmt), scale.data<float>(), scale_inv.data<float>());
+  cudaStream_t stream = stream_of(maxima);
+  const float* values = maxima.data<const float>();
+  int64_t n = maxima.numel();
+  // Beyond what one block reads quickly (a token row's maxima are ~10^4; a weight's step maxima up to ~10^6,
+  // which one block read at a few percent of the bandwidth), a first launch over the device leaves one amax
+  // per block for the one-block launch.
+  Tensor partial;
+  if (n > kOneBlockMaxima) {
+    const auto blocks = static_cast<unsigned>(std::min<int64_t>(grid_for(maxima, n, kThreads), kMaximaThreads));
+    partial = Tensor::empty(maxima.context(), {static_cast<int64_t>(blocks)}, DType::F32, MemoryCategory::Workspace);
+    maxima_partial_kernel<<<blocks, kThreads, 0, stream>>>(values, n, partial.data<float>());
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+    values = partial.data<const float>();
+    n = blocks;
+  }
+  compute_scale_from_maxima_kernel<<<1, kMaximaThreads, 0, stream>>>(values, n, fp8_max(fmt), scale.data<float>(),
+                                                                    scale_inv.data<float>());
   COAT_CUDA_CHECK_LAST_LAUNCH();
 }
 

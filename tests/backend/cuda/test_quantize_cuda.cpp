@@ -167,6 +167,37 @@ TEST_F(CudaQuantize, TensorAmaxOfALargeTensorFindsAPlantedMaximumAnywhere) {
   }
 }
 
+// A scale from many maxima (a gate/up weight's step maxima: 720,896) takes a first launch over the device and
+// then the one block; from few, the one block alone: both give the CPU's scale and inverse, with the largest
+// maximum anywhere, and a NaN among them wins.
+TEST_F(CudaQuantize, ScaleFromManyMaximaMatchesCpu) {
+  const DeviceIo dev(gpu_, cpu_);
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> value(0.0f, 0.1f);
+  for (int64_t n : {int64_t{1000}, int64_t{32768}, int64_t{32769}, int64_t{720'896}}) {
+    Tensor maxima = Tensor::empty(cpu_, {n}, DType::F32);
+    for (int64_t i = 0; i < n; ++i) maxima.data<float>()[i] = value(rng);
+    for (int64_t at : {int64_t{0}, n / 2 + 1, n - 1}) {
+      maxima.data<float>()[at] = 0.75f;
+      for (DType fmt : {DType::E4M3, DType::E5M2}) {
+        Tensor s = host_scalar(cpu_, 0), si = host_scalar(cpu_, 0);
+        Tensor ds = dev.empty({1}, DType::F32), dsi = dev.empty({1}, DType::F32);
+        cpu::compute_scale_from_maxima(maxima, fmt, s, si);
+        cuda::compute_scale_from_maxima(dev.upload(maxima), fmt, ds, dsi);
+        const std::string what = std::to_string(n) + " maxima, the largest at " + std::to_string(at);
+        expect_same_bytes(s, dev.download(ds), "scale of " + what);
+        expect_same_bytes(si, dev.download(dsi), "scale_inv of " + what);
+        EXPECT_EQ(s.data<float>()[0], fp8math::fp8_max(fmt) / 0.75f) << what;
+      }
+      maxima.data<float>()[at] = 0.05f;
+    }
+    maxima.data<float>()[n - 2] = std::numeric_limits<float>::quiet_NaN();
+    Tensor ds = dev.empty({1}, DType::F32), dsi = dev.empty({1}, DType::F32);
+    cuda::compute_scale_from_maxima(dev.upload(maxima), DType::E4M3, ds, dsi);
+    EXPECT_TRUE(std::isnan(dev.download(ds).data<float>()[0])) << n << " maxima with a NaN";
+  }
+}
+
 TEST_F(CudaQuantize, PerTensorPipelineMatchesCpu) {
   const DeviceIo dev(gpu_, cpu_);
   uint32_t seed = 100;
