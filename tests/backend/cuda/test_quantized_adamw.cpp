@@ -352,8 +352,9 @@ TEST_F(CudaQuantizedAdamW, StepMaximaPropagateNanAndInfAndStayUnderSkip) {
   // Skipped: the flag set, a gradient that would move every param; params and maxima stay.
   Tensor flag = ops::from_vector(gpu, {1}, DType::I32, std::vector<float>{1.0f});
   Tensor marker = ops::full(gpu, {granules}, 7.0, DType::F32);
+  const std::vector<uint8_t> before = ops::to_bytes(p_g);  // NaNs as the device's arithmetic left them
   ops::adamw_step_quantized(p_g, ops::to(random_grad(cpu, n, 9), gpu), m_g, v_g, hyper(2), {}, nullptr, &flag, &marker);
-  EXPECT_EQ(ops::to_bytes(p_g), ops::to_bytes(p_c));
+  EXPECT_EQ(ops::to_bytes(p_g), before);
   EXPECT_EQ(ops::to_double_vector(marker), std::vector<double>(static_cast<size_t>(granules), 7.0));
 }
 
