@@ -114,8 +114,9 @@ int train(const coat::train::TrainConfig& config, const std::string& config_path
   const std::optional<coat::io::CheckpointReader> from =
       coat::train::open_resume_checkpoint(resume, config, comm.get(), ctx);
   if (from) {
+    clock.mark("resume: choose and verify");  // every rank file's bytes checksummed against COMPLETE
     trainer.load_checkpoint(*from);
-    clock.mark("resume");
+    clock.mark("resume: load");
   }
   trainer.set_startup_clock(&clock);
   spdlog::info("{}: {} model, {} parameters, {} tokens/step, {} rank{} on {}{}", config_path,
