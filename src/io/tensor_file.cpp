@@ -15,6 +15,7 @@
 #include "coat/io/checksum.h"
 #include "coat/io/mapped_file.h"
 #include "coat/io/parallel_io.h"
+#include "coat/io/staged_upload.h"
 #include "coat/io/tensor_bytes.h"
 
 namespace coat::io {
@@ -490,8 +491,9 @@ void TensorFileReader::read_slices_into(const std::vector<TensorSliceRead>& read
   indices.reserve(reads.size());
   for (const TensorSliceRead& r : reads) indices.push_back(check_slice_read(r.name, r.element_offset, r.dst));
   verify_entries(indices, io_threads);
-  // Contiguous host destinations are filled by pieces on the pool; the others (device memory, strides) on
-  // this thread meanwhile, in order, since device copies belong to the thread that owns the device.
+  // Contiguous host destinations are filled by pieces on the pool; then contiguous device destinations go
+  // through pinned chunk buffers (staged_upload.h: filled on the pool while this thread, which owns the
+  // device, copies the other); strided destinations last, one by one.
   struct Copy {
     const uint8_t* from;
     uint8_t* to;
@@ -505,18 +507,30 @@ void TensorFileReader::read_slices_into(const std::vector<TensorSliceRead>& read
       copies.push_back(
           {slice_bytes(indices[k], reads[k].element_offset), static_cast<uint8_t*>(dst.data_ptr()), r});
   }
-  TaskPool pool(static_cast<int>(std::clamp<size_t>(copies.size(), 1, static_cast<size_t>(io_threads))));
-  for (const Copy& c : copies)
-    pool.submit([c, &file = state().file] {
-      file.will_need(static_cast<uint64_t>(c.from - file.data()) + c.range.offset, c.range.bytes);
-      std::memcpy(c.to + c.range.offset, c.from + c.range.offset, c.range.bytes);
-    });
+  const MappedFile& file = state().file;
+  {
+    TaskPool pool(static_cast<int>(std::clamp<size_t>(copies.size(), 1, static_cast<size_t>(io_threads))));
+    for (const Copy& c : copies)
+      pool.submit([c, &file] {
+        file.will_need(static_cast<uint64_t>(c.from - file.data()) + c.range.offset, c.range.bytes);
+        std::memcpy(c.to + c.range.offset, c.from + c.range.offset, c.range.bytes);
+      });
+    pool.wait();
+  }
+  std::vector<StagedUpload> uploads;
+  for (size_t k = 0; k < reads.size(); ++k) {
+    const Tensor& dst = reads[k].dst;
+    if (!dst.device().is_cpu() && dst.is_contiguous())
+      uploads.push_back({slice_bytes(indices[k], reads[k].element_offset), dst});
+  }
+  upload_staged(uploads, io_threads, [&file](const uint8_t* from, uint64_t bytes) {
+    file.will_need(static_cast<uint64_t>(from - file.data()), bytes);
+  });
   for (size_t k = 0; k < reads.size(); ++k) {
     Tensor dst = reads[k].dst;
-    if (dst.device().is_cpu() && dst.is_contiguous()) continue;
+    if (dst.is_contiguous()) continue;
     copy_bytes_into(slice_bytes(indices[k], reads[k].element_offset), dst);
   }
-  pool.wait();
 }
 
 }  // namespace coat::io

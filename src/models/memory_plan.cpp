@@ -333,9 +333,9 @@ void plan_whole_units(const ModelConfig& m, const std::vector<UnitLayout>& units
       // The optimizer step's maxima of a block with per-tensor FP8 weights (train/unit_state.cpp).
       const int64_t layer = std::stoll(u.name.substr(7));
       bool per_tensor = false;
-      for (const BlockLinear& l : block_linears(m)) per_tensor = per_tensor || !in.recipe.linear(layer, l.role).block_scaled;
+      for (const BlockLinear& l : block_linears(m)) per_tensor = per_tensor || in.recipe.linear(layer, l.role).per_tensor_fp8();
       if (per_tensor) {
-        const int64_t granules = (u.numel + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+        const int64_t granules = ops::step_maxima_count(u.numel);
         maxima += allocation_bytes(4.0 * static_cast<double>(granules), dev);
         ++maxima_units;
       }

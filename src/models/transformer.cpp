@@ -41,7 +41,7 @@ void Transformer::mark_per_tensor_units() {
     if (u.layer < 0) continue;
     for (LinearRole role : {LinearRole::Qkv, LinearRole::Out, LinearRole::GateUp, LinearRole::Down}) {
       const LinearRecipe r = recipe_.linear(u.layer, role);
-      u.fp8_per_tensor = u.fp8_per_tensor || (r.fp8 && !r.block_scaled);
+      u.fp8_per_tensor = u.fp8_per_tensor || r.per_tensor_fp8();
     }
   }
 }
@@ -97,7 +97,7 @@ autograd::Var Transformer::norm(autograd::Tape& tape, const autograd::Var& x, st
 
 bool Transformer::takes_row_maxima(int64_t layer, LinearRole role) const {
   const LinearRecipe r = recipe_.linear(layer, role);
-  return fused_producers_ && r.fp8 && !r.block_scaled;
+  return fused_producers_ && r.per_tensor_fp8();
 }
 
 nn::GradRowMaximaSlot Transformer::maxima_slot(int64_t layer, LinearRole role) const {

@@ -365,9 +365,10 @@ void UnitStore::put_step_maxima(size_t unit, const Tensor& maxima) {
   const ParamUnit& u = units_.at(unit);
   if (shard_ || !u.fp8_linears) return;
   constexpr int64_t g = ops::kStepMaximaGranule;
-  COAT_ARG_CHECK(maxima.defined() && maxima.dim() == 1 && maxima.numel() == (u.master.numel() + g - 1) / g, "UnitStore",
-                 "put_step_maxima: unit '", u.name, "' of ", u.master.numel(), " elements needs ",
-                 (u.master.numel() + g - 1) / g, " maxima, got ", maxima.defined() ? maxima.str() : "undefined");
+  const int64_t count = ops::step_maxima_count(u.master.numel());
+  COAT_ARG_CHECK(maxima.defined() && maxima.dim() == 1 && maxima.numel() == count, "UnitStore",
+                 "put_step_maxima: unit '", u.name, "' of ", u.master.numel(), " elements needs ", count,
+                 " maxima, got ", maxima.defined() ? maxima.str() : "undefined");
   for (const Fp8Operand& op : fp8_operands(unit)) {
     if (op.key->value.defined() || op.offset % g != 0 || op.numel() % g != 0) continue;
     fp8_weights_.at(unit).put_maxima(*op.key, maxima.slice(0, op.offset / g, (op.offset + op.numel()) / g));

@@ -69,7 +69,7 @@ void check_f32_vector(const Tensor& t, const char* op, const char* name, int64_t
 
 /// adamw_step_quantized's maxima (and step_maxima's out): F32 [ceil(numel / granule)], contiguous, on device.
 void check_maxima(const Tensor& maxima, int64_t numel, Device device, const char* op) {
-  const int64_t granules = (numel + kStepMaximaGranule - 1) / kStepMaximaGranule;
+  const int64_t granules = step_maxima_count(numel);
   COAT_ARG_CHECK(maxima.defined() && maxima.dtype() == DType::F32 && maxima.numel() == granules &&
                      maxima.is_contiguous() && maxima.device() == device,
                  op, "maxima must be a contiguous f32 tensor of ", granules, " elements (one per ",

@@ -89,7 +89,7 @@ std::vector<optim::OptimBuffer> unit_buffers(models::UnitStore& store,
       // (UnitStore::put_step_maxima): the weights' amax pass is then part of the update's.
       Tensor maxima;
       if (u.fp8_linears && u.fp8_per_tensor) {
-        const int64_t granules = (u.master.numel() + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+        const int64_t granules = ops::step_maxima_count(u.master.numel());
         maxima = Tensor::empty(u.master.context(), {granules}, DType::F32, MemoryCategory::Weights);
       }
       buffers.push_back({u.name, u.master, u.grad, ranges, compute, maxima});

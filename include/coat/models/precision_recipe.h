@@ -50,6 +50,9 @@ struct LinearRecipe {
   bool fp8 = false;             ///< FP8 GEMMs (see the top of this file)
   bool save_fp8_input = false;  ///< keep the FP8 transposed input (coat; fp8_block: its 1x128 groups) instead of BF16
   bool block_scaled = false;    ///< with fp8: 128-block scales (fp8_block, nn::linear_fp8_block), not per tensor
+  /// FP8 GEMMs on per-tensor scales (fp8, coat): the weights' scale can come from the step's maxima and the
+  /// gradients' from their producers' row maxima.
+  bool per_tensor_fp8() const { return fp8 && !block_scaled; }
 };
 
 /// The linear layers of a block, by what their input is.

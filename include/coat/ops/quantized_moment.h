@@ -108,6 +108,8 @@ void adamw_step_quantized(Tensor& param, const Tensor& grad, QuantizedMoment& m,
 
 /// The granule of adamw_step_quantized's maxima: one warp's 32 x 4 elements in CUDA's fused step.
 inline constexpr int64_t kStepMaximaGranule = 128;
+/// How many maxima a buffer of numel elements has: ceil(numel / kStepMaximaGranule).
+constexpr int64_t step_maxima_count(int64_t numel) { return (numel + kStepMaximaGranule - 1) / kStepMaximaGranule; }
 /// The granule maxima of a flat F32 buffer x [n] into out (F32 [ceil(n / kStepMaximaGranule)]): what
 /// adamw_step_quantized writes into `maxima`, as a pass of its own.
 void step_maxima(const Tensor& x, Tensor& out);

@@ -155,7 +155,7 @@ void run_and_compare(const ContextPtr& cpu, const ContextPtr& gpu, int64_t n, co
     ops::copy_(view, m_g.codes);
     m_g.codes = view;
   }
-  const int64_t granules = (n + ops::kStepMaximaGranule - 1) / ops::kStepMaximaGranule;
+  const int64_t granules = ops::step_maxima_count(n);
   Tensor mx_c = ops::zeros(cpu, {granules}, DType::F32), mx_g = ops::zeros(gpu, {granules}, DType::F32);
   for (int s = warm + 1; s <= warm + steps; ++s) {
     Tensor g_c = grad_of(cpu, n + offset, 200 + s).slice(0, offset, n + offset);
