@@ -127,6 +127,10 @@ TEST_F(CudaContextTest, DevicePropertiesAreRead) {
   EXPECT_GE(p.max_shared_memory_per_block_optin_bytes, size_t{48} << 10);
   EXPECT_EQ(p.warp_size, 32);
   EXPECT_FALSE(p.str().empty());
+}
+
+// Provokes a CUDA API error on purpose (scripts/cuda_sanitize.sh leaves it out).
+TEST_F(CudaContextTest, MissingDeviceIsAnError) {
   EXPECT_THROW(coat::cuda::DeviceProperties::query(9999), coat::CudaError);
   (void)cudaGetLastError();
 }
