@@ -17,7 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kStagingSuffix = ".tmp";
-constexpr const char* kTrashSuffix = ".trash";
+constexpr std::string_view kTrashSuffix = ".trash";
 constexpr const char* kCorruptSuffix = ".corrupt";
 
 void check_step(int64_t step, const char* op) {
@@ -58,14 +58,17 @@ void rename_dir(const fs::path& from, const fs::path& to) {
 
 // Removes a directory by first renaming it out of the checkpoint namespace (`<name>.trash`), so that a crash
 // during the deletion leaves a trash directory (cleared at the next start), never a half-deleted checkpoint.
-void trash_tree(const fs::path& dir, const std::string& why) {
+// retire_tree does the renaming (and returns the trash path); trash_tree also deletes.
+fs::path retire_tree(const fs::path& dir) {
   fs::path trash = dir;
   trash += kTrashSuffix;
   remove_tree(trash, "a stale trash directory");
   rename_dir(dir, trash);
   fsync_directory(dir.parent_path());
-  remove_tree(trash, why);
+  return trash;
 }
+
+void trash_tree(const fs::path& dir, const std::string& why) { remove_tree(retire_tree(dir), why); }
 
 // The caller's meta with the fields this layer owns; InvalidArgument when the caller's values disagree.
 nlohmann::json make_meta(const nlohmann::json& meta, int64_t step, int format_version) {
@@ -95,7 +98,8 @@ void check_no_complete(const fs::path& final_dir) {
 }
 
 // Deletes complete checkpoints beyond the newest `keep_last`, never `just_written`.
-void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& just_written, int keep_last) {
+void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& just_written, int keep_last,
+           std::vector<fs::path>* retired) {
   if (keep_last <= 0) return;
   std::vector<CheckpointInfo> complete;
   for (CheckpointInfo& c : list_checkpoints(run_dir)) {
@@ -106,7 +110,11 @@ void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& j
   for (size_t i = static_cast<size_t>(keep_last); i < complete.size(); ++i) {
     if (complete[i].step == just_written_step) continue;
     try {
-      trash_tree(complete[i].dir, "an old checkpoint beyond keep_last");
+      if (retired) {
+        retired->push_back(retire_tree(complete[i].dir));
+      } else {
+        trash_tree(complete[i].dir, "an old checkpoint beyond keep_last");
+      }
     } catch (const IoError& e) {
       throw IoError(detail::concat("checkpoint ", just_written,
                                    " was saved, but pruning old checkpoints failed: ", e.what()));
@@ -116,7 +124,7 @@ void prune(const fs::path& run_dir, int64_t just_written_step, const fs::path& j
 
 // Writes meta.json and COMPLETE into the staging directory, renames it to its final name, prunes.
 fs::path commit(const fs::path& run_dir, int64_t step, const nlohmann::json& meta, int format_version,
-                std::vector<ManifestFile> files, int keep_last) {
+                std::vector<ManifestFile> files, int keep_last, std::vector<fs::path>* retired = nullptr) {
   const fs::path staging = checkpoint_staging_dir(run_dir, step);
   const fs::path final_dir = checkpoints_root(run_dir) / checkpoint_dir_name(step);
   std::error_code ec;
@@ -148,7 +156,7 @@ fs::path commit(const fs::path& run_dir, int64_t step, const nlohmann::json& met
   if (fs::exists(final_dir, ec)) trash_tree(final_dir, "an incomplete checkpoint of the same step");
   rename_dir(staging, final_dir);
   fsync_directory(checkpoints_root(run_dir));
-  prune(run_dir, step, final_dir, keep_last);
+  prune(run_dir, step, final_dir, keep_last, retired);
   return final_dir;
 }
 
@@ -233,7 +241,7 @@ RankFileRecord write_checkpoint_rank(const fs::path& staging_dir, int file,
 
 fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann::json& meta,
                            const CheckpointLayout& layout, const std::vector<RankFileRecord>& files,
-                           int keep_last) {
+                           int keep_last, std::vector<fs::path>* retired) {
   check_step(step, "finish_checkpoint");
   COAT_ARG_CHECK(keep_last >= 0, "finish_checkpoint", "keep_last ", keep_last, " is negative");
   COAT_ARG_CHECK(files.size() == layout.files.size(), "finish_checkpoint", files.size(),
@@ -247,7 +255,14 @@ fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann
   for (size_t f = 0; f < files.size(); ++f) {
     records.push_back({checkpoint_rank_file_name(static_cast<int>(f)), files[f].bytes, files[f].crc32c});
   }
-  return commit(run_dir, step, full, kCheckpointFormatVersion, std::move(records), keep_last);
+  return commit(run_dir, step, full, kCheckpointFormatVersion, std::move(records), keep_last, retired);
+}
+
+void remove_retired_checkpoint(const fs::path& trash) {
+  COAT_ARG_CHECK(trash.filename().string().size() > kTrashSuffix.size() &&
+                     trash.filename().string().ends_with(kTrashSuffix),
+                 "remove_retired_checkpoint", trash, " is not a retired checkpoint (a ", kTrashSuffix, " directory)");
+  remove_tree(trash, "an old checkpoint beyond keep_last");
 }
 
 bool abandon_checkpoint(const fs::path& run_dir, int64_t step) noexcept {

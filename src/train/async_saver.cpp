@@ -59,6 +59,30 @@ AsyncSaver::AsyncSaver(fs::path run_dir, dist::Communicator* world, ContextPtr c
 AsyncSaver::~AsyncSaver() {
   if (reserver_.joinable()) reserver_.join();
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
+  if (remover_.joinable()) remover_.join();  // a failure leaves a .trash directory, removed at the next start
+}
+
+void AsyncSaver::wait_for_removals() {
+  if (remover_.joinable()) remover_.join();
+  if (std::exception_ptr error = std::exchange(remove_error_, nullptr)) std::rethrow_exception(error);
+}
+
+void AsyncSaver::remove_in_background(std::vector<fs::path> retired) {
+  wait_for_removals();
+  if (retired.empty()) return;
+  try {
+    remover_ = std::thread([this, retired = std::move(retired)] {
+      try {
+        for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);
+      } catch (const std::exception& e) {
+        remove_error_ = std::make_exception_ptr(
+            IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
+                                   " (the next start removes it)")));
+      }
+    });
+  } catch (const std::system_error&) {
+    for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);  // no thread: delete here
+  }
 }
 
 void AsyncSaver::reserve_in_background(const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -210,9 +234,10 @@ SaveCommitted AsyncSaver::commit(double waited_s) {
   SaveCommitted out;
   out.step = pending_->snapshot.step;
   out.snapshot_s = pending_->snapshot_s;
+  std::vector<fs::path> retired;  // pruned by rank 0's commit, deleted off this thread
   try {
     const CommittedCheckpoint c = commit_checkpoint_collectively(
-        run_dir_, pending_->snapshot, pending_->result, world_, context_, keep_last_);
+        run_dir_, pending_->snapshot, pending_->result, world_, context_, keep_last_, &retired);
     out.dir = c.dir;
     out.bytes = c.bytes;
     out.write_s = c.write_s;
@@ -225,6 +250,7 @@ SaveCommitted AsyncSaver::commit(double waited_s) {
   }
   pending_.reset();
   out.commit_s = waited_s + seconds_since(started);
+  remove_in_background(std::move(retired));
   return out;
 }
 

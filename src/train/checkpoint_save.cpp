@@ -128,7 +128,8 @@ RankWrite write_rank_file(const fs::path& run_dir, const CheckpointSnapshot& sna
 CommittedCheckpoint commit_checkpoint_collectively(const fs::path& run_dir,
                                                    const CheckpointSnapshot& snapshot,
                                                    const RankWrite& written, dist::Communicator* world,
-                                                   const ContextPtr& context, int keep_last) {
+                                                   const ContextPtr& context, int keep_last,
+                                                   std::vector<fs::path>* retired) {
   const int rank = world ? world->rank() : 0;
   // All report; any failure abandons the save on every rank.
   const Reports reports = gather_reports(run_dir, snapshot, world, context, written);
@@ -139,7 +140,7 @@ CommittedCheckpoint commit_checkpoint_collectively(const fs::path& run_dir,
   if (rank == 0) {
     committed = attempt([&] {
       done.dir = io::finish_checkpoint(run_dir, snapshot.step, snapshot.meta, snapshot.layout, reports.files,
-                                       keep_last);
+                                       keep_last, retired);
     });
     if (!committed.ok) io::abandon_checkpoint(run_dir, snapshot.step);
   }

@@ -556,6 +556,7 @@ RunEnd Trainer::run(int64_t stop_after_step) {
   try {
     end = run_steps(last);
     finish_pending_save();
+    if (saver_) saver_->wait_for_removals();
   } catch (...) {
     settle_pending_save_after_failure();
     throw;

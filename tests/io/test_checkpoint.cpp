@@ -100,6 +100,33 @@ TEST_F(CheckpointTest, KeepLastK) {
   EXPECT_EQ(steps(false), (std::vector<int64_t>{400, 500, 600}));
 }
 
+// finish_checkpoint with `retired`: the checkpoints beyond keep_last are renamed step_N.trash (out of the
+// checkpoints a resume sees) and left for the caller, who deletes them with remove_retired_checkpoint; one
+// left behind by a crash is removed at the next start.
+TEST_F(CheckpointTest, RetiredCheckpointsAreRenamedForTheCallerToDelete) {
+  CheckpointLayout layout;
+  layout.units = {{"embed", 4, {{"model.embed_tokens.weight", {4}, 0}}}};
+  layout.kinds = {{"master", DType::F32, 1}};
+  layout.files = {{{0, 4}}};
+  std::vector<fs::path> retired;
+  for (const int64_t step : {10, 20, 30}) {
+    const fs::path staging = begin_checkpoint(dir_, step);
+    const RankFileRecord r = write_checkpoint_rank(staging, 0, {{"embed.master", ops::arange(ctx_, 4, DType::F32)}});
+    finish_checkpoint(dir_, step, {{"world_size", 1}}, layout, {r}, 1, &retired);
+  }
+  const fs::path root = dir_ / "checkpoints";
+  EXPECT_EQ(retired, (std::vector<fs::path>{root / "step_00000010.trash", root / "step_00000020.trash"}));
+  EXPECT_EQ(steps(false), (std::vector<int64_t>{30}));
+  for (const fs::path& trash : retired) EXPECT_TRUE(fs::is_regular_file(trash / "rank_00000.bin")) << trash;
+  remove_retired_checkpoint(retired[0]);
+  EXPECT_FALSE(fs::exists(retired[0]));
+  expect_error_containing([&] { remove_retired_checkpoint(root / "step_00000030"); },
+                          "is not a retired checkpoint");
+  EXPECT_TRUE(fs::exists(root / "step_00000030" / "COMPLETE"));
+  EXPECT_EQ(remove_checkpoint_leftovers(dir_), (std::vector<fs::path>{retired[1]}));  // a crash left it
+  EXPECT_EQ(std::distance(fs::directory_iterator(root), {}), 1);
+}
+
 TEST_F(CheckpointTest, PruningNeverDeletesTheCheckpointJustWrittenNorIncompleteOnes) {
   save(1000);
   save(2000);

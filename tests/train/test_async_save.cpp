@@ -141,6 +141,30 @@ TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
   EXPECT_EQ(saver.finish(), std::nullopt);  // nothing in flight
 }
 
+// keep_last 1: the commit of the second save retires the first (renamed step_N.trash at once, out of the
+// checkpoints a resume sees) and a thread of the saver deletes it; wait_for_removals returns once it is gone.
+TEST_F(AsyncSave, TheCommitRetiresOldCheckpointsAndDeletesThemOffTheTrainingThread) {
+  Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 0; }), ctx_);
+  t.run(/*stop_after_step=*/2);
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 1);
+  saver.start(snapshot_of(t));
+  ASSERT_TRUE(saver.finish().has_value());
+  t.run(/*stop_after_step=*/3);
+  saver.start(snapshot_of(t));
+  const std::optional<SaveCommitted> second = saver.finish();
+  ASSERT_TRUE(second.has_value());
+  // Whatever the deleting thread has done so far, step 2 is no checkpoint any more.
+  std::vector<int64_t> complete;
+  for (const io::CheckpointInfo& c : io::list_checkpoints(dir_ / "run"))
+    if (c.complete) complete.push_back(c.step);
+  EXPECT_EQ(complete, (std::vector<int64_t>{3}));
+  EXPECT_FALSE(fs::exists(checkpoint("run", 2)));
+  saver.wait_for_removals();
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000003"}));
+  io::CheckpointReader::open(checkpoint("run", 3)).verify_all();
+  saver.wait_for_removals();  // nothing left to wait for
+}
+
 /// A CPU context whose allocations fail (host memory that cannot be pinned).
 class FailingHostContext final : public DeviceContext {
   struct Refusing final : Allocator {

@@ -91,9 +91,16 @@ RankFileRecord write_checkpoint_rank(const std::filesystem::path& staging_dir, i
 /// layout (one file per layout file), writes meta.json (with "format_version" 2, "step" and "layout") and
 /// COMPLETE, renames the staging directory to its final name, prunes to `keep_last`. Returns the final
 /// directory. On failure the caller removes the staging directory (abandon_checkpoint).
+/// `retired` (optional): the pruned checkpoints are only renamed out of the checkpoint namespace
+/// (`step_N.trash`, the directory synced) and their new paths appended here, for the caller to delete later
+/// (remove_retired_checkpoint; a background saver deletes tens of GB off the training thread). A crash before
+/// that leaves trash directories, which the next start removes (remove_checkpoint_leftovers).
 std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, int64_t step,
                                         const nlohmann::json& meta, const CheckpointLayout& layout,
-                                        const std::vector<RankFileRecord>& files, int keep_last = 0);
+                                        const std::vector<RankFileRecord>& files, int keep_last = 0,
+                                        std::vector<std::filesystem::path>* retired = nullptr);
+/// Deletes a checkpoint that finish_checkpoint retired (its `.trash` path); IoError naming it when that fails.
+void remove_retired_checkpoint(const std::filesystem::path& trash);
 /// A failed save (rank 0): removes the staging directory of `step`. Never throws; returns false when the
 /// removal failed (the directory is then removed at the next start, remove_checkpoint_leftovers).
 bool abandon_checkpoint(const std::filesystem::path& run_dir, int64_t step) noexcept;

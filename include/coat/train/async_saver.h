@@ -91,6 +91,11 @@ class AsyncSaver {
   /// Drops the save in flight without committing, after its writer is done; no communication (for a run that
   /// failed: rank 0 removes the staging directory, or the next start does).
   void abandon() noexcept;
+  /// Waits until the old checkpoints retired by the commits so far are deleted. They are deleted by a thread
+  /// of their own, so that a commit (which prunes to keep_last) does not hold training while tens of GB are
+  /// freed (2.2 s for a 41.7 GB checkpoint on an H100 machine's tmpfs). IoError naming the directory when a
+  /// deletion failed (its `.trash` directory stays, and the next start removes it). The end of a run calls it.
+  void wait_for_removals();
   /// This rank's write is done (or none is pending); no communication.
   bool written() const { return !pending_ || pending_->done.load(std::memory_order_acquire); }
 
@@ -111,6 +116,8 @@ class AsyncSaver {
       const std::vector<std::pair<std::string, Tensor>>& tensors);
   /// Collective: commits the pending save (its writer joined) and clears it.
   SaveCommitted commit(double waited_s);
+  /// Starts deleting `retired` on remover_, after waiting for the previous removal (rethrows its failure).
+  void remove_in_background(std::vector<std::filesystem::path> retired);
 
   std::filesystem::path run_dir_;
   dist::Communicator* world_;
@@ -125,6 +132,9 @@ class AsyncSaver {
   std::vector<std::pair<std::string, Tensor>> reserved_;
   std::exception_ptr reserve_error_;
   uint64_t reserving_bytes_ = 0;
+  // The deletion of retired checkpoints (remove_in_background): its failure is read after the join.
+  std::thread remover_;
+  std::exception_ptr remove_error_;
 };
 
 }  // namespace coat::train

@@ -72,10 +72,13 @@ RankWrite write_rank_file(const std::filesystem::path& run_dir, const Checkpoint
 /// Step 3, collective: every rank reports `written`; rank 0 commits (io::finish_checkpoint) when all files
 /// were written, else removes the staging directory, and every rank learns which. Throws IoError on every
 /// rank when any part failed, naming the rank and its error (on the failing rank its own exception).
+/// `retired` (optional, used on rank 0): the pruned checkpoints are renamed and listed there for the caller to
+/// delete (io::finish_checkpoint), instead of deleted here.
 CommittedCheckpoint commit_checkpoint_collectively(const std::filesystem::path& run_dir,
                                                    const CheckpointSnapshot& snapshot,
                                                    const RankWrite& written, dist::Communicator* world,
-                                                   const ContextPtr& context, int keep_last);
+                                                   const ContextPtr& context, int keep_last,
+                                                   std::vector<std::filesystem::path>* retired = nullptr);
 
 /// The three steps at once: saves `snapshot` collectively over `world` (null: one process) and returns the
 /// checkpoint directory. Every rank calls it; `context` is where the small agreement tensors live (the
