@@ -70,8 +70,10 @@ void AsyncSaver::wait_for_removals() {
 void AsyncSaver::remove_in_background(std::vector<fs::path> retired) {
   wait_for_removals();
   if (retired.empty()) return;
+  auto done = std::make_shared<std::promise<void>>();
   try {
-    remover_ = std::thread([this, retired = std::move(retired)] {
+    std::shared_future<void> removed = done->get_future().share();
+    remover_ = std::thread([this, done, retired] {
       try {
         for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);
       } catch (const std::exception& e) {
@@ -79,7 +81,9 @@ void AsyncSaver::remove_in_background(std::vector<fs::path> retired) {
             IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
                                    " (the next start removes it)")));
       }
+      done->set_value();
     });
+    removed_ = std::move(removed);
   } catch (const std::system_error&) {
     for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);  // no thread: delete here
   }
@@ -189,7 +193,9 @@ SaveStarted AsyncSaver::start(CheckpointSnapshot snapshot) {
   p.snapshot = std::move(snapshot);
   p.snapshot_s = out.snapshot_s;
   try {
-    p.writer = std::thread([this, &p] {
+    p.writer = std::thread([this, &p, removed = removed_] {
+      // The old checkpoints the last commit retired are gone first: their space may be what this file needs.
+      if (removed.valid()) removed.wait();
       // Only this rank's file and the host buffers: no device, stream or communicator is used here.
       p.result = write_rank_file(run_dir_, p.snapshot, writer_);
       p.done.store(true, std::memory_order_release);

@@ -165,6 +165,38 @@ TEST_F(AsyncSave, TheCommitRetiresOldCheckpointsAndDeletesThemOffTheTrainingThre
   saver.wait_for_removals();  // nothing left to wait for
 }
 
+// The next save's writer starts only once the checkpoint the last commit retired is deleted (its space may
+// be what the new file needs: on a full tmpfs the 7B's third save failed to reserve its 41.7 GB while the
+// first was still being freed). A retired checkpoint of 30,000 files takes a while to delete; the writer
+// checks it is gone.
+TEST_F(AsyncSave, TheNextWriteWaitsForTheRetiredCheckpointToBeDeleted) {
+  Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 0; }), ctx_);
+  t.run(/*stop_after_step=*/2);
+  const fs::path trash = fs::path(checkpoint("run", 2)) += ".trash";
+  std::atomic<int> writes{0};
+  std::atomic<bool> trash_seen{false};
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 1,
+                   [&](const fs::path& staging, int file, const Tensors& tensors) {
+                     if (++writes == 3 && fs::exists(trash)) trash_seen = true;
+                     return io::write_checkpoint_rank(staging, file, tensors);
+                   });
+  saver.start(snapshot_of(t));
+  ASSERT_TRUE(saver.finish().has_value());
+  const fs::path junk = checkpoint("run", 2) / "junk";
+  fs::create_directories(junk);
+  for (int i = 0; i < 30000; ++i) std::ofstream(junk / std::to_string(i)) << i;
+  t.run(/*stop_after_step=*/3);
+  saver.start(snapshot_of(t));
+  ASSERT_TRUE(saver.finish().has_value());  // retires step 2; its deletion starts
+  t.run(/*stop_after_step=*/4);
+  saver.start(snapshot_of(t));
+  ASSERT_TRUE(saver.finish().has_value());
+  EXPECT_EQ(writes.load(), 3);
+  EXPECT_FALSE(trash_seen.load());
+  saver.wait_for_removals();
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000004"}));
+}
+
 /// A CPU context whose allocations fail (host memory that cannot be pinned).
 class FailingHostContext final : public DeviceContext {
   struct Refusing final : Allocator {

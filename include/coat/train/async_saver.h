@@ -20,6 +20,7 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <thread>
@@ -93,8 +94,9 @@ class AsyncSaver {
   void abandon() noexcept;
   /// Waits until the old checkpoints retired by the commits so far are deleted. They are deleted by a thread
   /// of their own, so that a commit (which prunes to keep_last) does not hold training while tens of GB are
-  /// freed (2.2 s for a 41.7 GB checkpoint on an H100 machine's tmpfs). IoError naming the directory when a
-  /// deletion failed (its `.trash` directory stays, and the next start removes it). The end of a run calls it.
+  /// freed (2.2 s for a 41.7 GB checkpoint on an H100 machine's tmpfs); the next save's writer waits for that
+  /// deletion before it reserves its file's space. IoError naming the directory when a deletion failed (its
+  /// `.trash` directory stays, and the next start removes it). The end of a run calls it.
   void wait_for_removals();
   /// This rank's write is done (or none is pending); no communication.
   bool written() const { return !pending_ || pending_->done.load(std::memory_order_acquire); }
@@ -135,6 +137,7 @@ class AsyncSaver {
   // The deletion of retired checkpoints (remove_in_background): its failure is read after the join.
   std::thread remover_;
   std::exception_ptr remove_error_;
+  std::shared_future<void> removed_;  ///< ready when remover_ is done (the next writer waits for it)
 };
 
 }  // namespace coat::train
