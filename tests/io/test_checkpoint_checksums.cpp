@@ -45,7 +45,8 @@ class CheckpointChecksumsTest : public test::TempDirTest {
   uint64_t file_bytes(int index) const { return read_manifest(checkpoint_).files.at(index).bytes; }
   uint64_t tensor_bytes(int index) const {
     uint64_t bytes = 0;
-    for (const TensorFileEntry& e : TensorFileReader::open(rank_file(index)).entries()) bytes += e.bytes;
+    const TensorFileReader reader = TensorFileReader::open(rank_file(index));  // outlives the loop over its entries
+    for (const TensorFileEntry& e : reader.entries()) bytes += e.bytes;
     return bytes;
   }
   /// Every tensor of the one-process layout, read through `ck`.
