@@ -6,24 +6,12 @@
 #include <cstring>
 
 #include "coat/core/error.h"
+#include "coat/io/tensor_bytes.h"
 #include "coat/ops/copy.h"
 #include "coat/ops/runtime.h"
 
 namespace coat::io {
 namespace {
-
-DType bits_of_size(size_t size) {
-  switch (size) {
-    case 1:
-      return DType::U8;
-    case 2:
-      return DType::U16;
-    case 4:
-      return DType::U32;
-    default:
-      return DType::I64;
-  }
-}
 
 struct Chunk {
   size_t upload = 0;
@@ -91,7 +79,7 @@ void upload_staged(const std::vector<StagedUpload>& uploads, int io_threads,
     const Chunk& c = chunks[i];
     const Tensor& dst = uploads[c.upload].dst;
     const size_t size = dtype_size(dst.dtype());
-    const DType bits = bits_of_size(size);
+    const DType bits = bits_dtype(dst.dtype());
     const int64_t first = static_cast<int64_t>(c.offset / size), count = static_cast<int64_t>(c.bytes / size);
     Tensor to = dst.view_as(bits).reshape({dst.numel()}).slice(0, first, first + count);
     ops::copy_(to, Tensor::from_storage(staging[i % 2].storage(), {count}, bits));

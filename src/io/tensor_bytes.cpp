@@ -8,7 +8,6 @@
 #include "coat/ops/copy.h"
 
 namespace coat::io {
-namespace {
 
 DType bits_dtype(DType dtype) {
   switch (dtype_size(dtype)) {
@@ -22,8 +21,6 @@ DType bits_dtype(DType dtype) {
       return DType::I64;
   }
 }
-
-}  // namespace
 
 Tensor host_contiguous(const Tensor& t, const ContextPtr& host) {
   COAT_ARG_CHECK(t.defined(), "host_contiguous", "undefined tensor");

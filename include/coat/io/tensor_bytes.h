@@ -9,6 +9,9 @@
 
 namespace coat::io {
 
+/// The integer dtype of dtype's width (U8, U16, U32, I64): a view as it moves the bytes unchanged.
+DType bits_dtype(DType dtype);
+
 /// A contiguous CPU tensor with t's elements in row-major order, bit for bit: t itself when it already is
 /// one, else a copy made on `host` (a CPU context).
 Tensor host_contiguous(const Tensor& t, const ContextPtr& host);
