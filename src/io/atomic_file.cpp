@@ -26,12 +26,21 @@ std::string errno_text(int err) {
 
 }  // namespace
 
-AtomicFile::AtomicFile(std::filesystem::path target) : target_(std::move(target)) {
+AtomicFile::AtomicFile(std::filesystem::path target) : AtomicFile(std::move(target), {}) {}
+
+AtomicFile::AtomicFile(std::filesystem::path target, const std::filesystem::path& recycle)
+    : target_(std::move(target)) {
   COAT_ARG_CHECK(!target_.empty() && target_.has_filename(), "AtomicFile", "target path ", target_,
                  " names no file");
   temp_ = target_;
   temp_ += ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  struct stat st {};
+  // A recycled file that is a regular file and could be renamed is opened as it is; anything else
+  // (missing, another file system: EXDEV) gives a new, empty file.
+  const bool recycled = !recycle.empty() && ::lstat(recycle.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                        ::rename(recycle.c_str(), temp_.c_str()) == 0;
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | (recycled ? 0 : O_TRUNC) | O_CLOEXEC, 0644);
+  if (fd_ >= 0 && recycled) recycled_bytes_ = reserved_bytes_ = static_cast<uint64_t>(st.st_size);
   if (fd_ < 0) {
     throw IoError(detail::concat("cannot create ", temp_, " (to write ", target_, "): ", errno_text(errno)));
   }
@@ -106,10 +115,11 @@ void AtomicFile::resize(uint64_t bytes) {
   // The disk space first (Linux fallocate: the blocks are the file's before any data is written), so that
   // a disk without room fails now, before gigabytes are written, naming the size; where the file system
   // cannot reserve (EOPNOTSUPP), the file is only sized, and a full disk shows at a write.
+  // A recycled file's own length is already reserved.
+  const uint64_t from = std::max(position_, reserved_bytes_);
   int rc = 0;
   do {
-    rc = bytes > position_ ? ::fallocate(fd_, 0, static_cast<off_t>(position_), static_cast<off_t>(bytes - position_))
-                           : 0;
+    rc = bytes > from ? ::fallocate(fd_, 0, static_cast<off_t>(from), static_cast<off_t>(bytes - from)) : 0;
   } while (rc != 0 && errno == EINTR);
   if (rc != 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
     throw IoError(detail::concat("cannot reserve ", bytes, " bytes on the disk for ", temp_, " (for ", target_,
@@ -123,6 +133,7 @@ void AtomicFile::resize(uint64_t bytes) {
                                  " bytes: ", errno_text(errno)));
   }
   position_ = bytes;
+  reserved_bytes_ = bytes;  // a longer recycled file was cut to it
 }
 
 void AtomicFile::write_back_and_drop(uint64_t offset, uint64_t bytes) {
@@ -166,8 +177,8 @@ void AtomicFile::commit() {
 }
 
 void write_file_atomically(const std::filesystem::path& target,
-                           const std::function<void(AtomicFile&)>& fill) {
-  AtomicFile file(target);
+                           const std::function<void(AtomicFile&)>& fill, const std::filesystem::path& recycle) {
+  AtomicFile file(target, recycle);
   fill(file);  // an exception here destroys `file`, which removes the temporary file
   file.commit();
 }

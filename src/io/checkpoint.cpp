@@ -39,6 +39,16 @@ std::optional<int64_t> parse_step(const std::string& name, std::string_view suff
   return std::stoll(digits);
 }
 
+// "rank_<5 or more digits>.bin" (checkpoint_rank_file_name's form).
+bool is_rank_file_name(const std::string& name) {
+  constexpr std::string_view kPrefix = "rank_", kSuffix = ".bin";
+  if (name.size() < kPrefix.size() + 5 + kSuffix.size() || !name.starts_with(kPrefix) || !name.ends_with(kSuffix))
+    return false;
+  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(kPrefix.size()),
+                     name.end() - static_cast<std::ptrdiff_t>(kSuffix.size()),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 bool is_complete(const fs::path& dir) {
   std::error_code ec;
   return fs::is_regular_file(dir / kCheckpointCompleteMarker, ec);
@@ -225,10 +235,11 @@ fs::path begin_checkpoint(const fs::path& run_dir, int64_t step) {
 
 RankFileRecord write_checkpoint_rank(const fs::path& staging_dir, int file,
                                      const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                     int io_threads) {
+                                     int io_threads, const fs::path& recycle) {
   const fs::path path = staging_dir / checkpoint_rank_file_name(file);
   TensorFileWriteOptions options;
   options.io_threads = io_threads;
+  options.recycle = recycle;
   const TensorFileSummary written = write_tensor_file(path, tensors, options);
   std::error_code ec;
   const uintmax_t bytes = fs::file_size(path, ec);
@@ -258,11 +269,20 @@ fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann
   return commit(run_dir, step, full, kCheckpointFormatVersion, std::move(records), keep_last, retired);
 }
 
-void remove_retired_checkpoint(const fs::path& trash) {
+void remove_retired_checkpoint(const fs::path& trash, bool keep_rank_files) {
   COAT_ARG_CHECK(trash.filename().string().size() > kTrashSuffix.size() &&
                      trash.filename().string().ends_with(kTrashSuffix),
                  "remove_retired_checkpoint", trash, " is not a retired checkpoint (a ", kTrashSuffix, " directory)");
-  remove_tree(trash, "an old checkpoint beyond keep_last");
+  if (!keep_rank_files) return remove_tree(trash, "an old checkpoint beyond keep_last");
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (const fs::directory_entry& entry : fs::directory_iterator(trash, ec)) {
+    if (!is_rank_file_name(entry.path().filename().string()) || !entry.is_regular_file(ec)) {
+      doomed.push_back(entry.path());
+    }
+  }
+  if (ec) throw IoError(detail::concat("cannot list ", trash, " (an old checkpoint beyond keep_last): ", ec.message()));
+  for (const fs::path& p : doomed) remove_tree(p, "an old checkpoint beyond keep_last");
 }
 
 bool abandon_checkpoint(const fs::path& run_dir, int64_t step) noexcept {

@@ -85,7 +85,22 @@ std::vector<TensorFileEntry> plan_entries(const std::filesystem::path& path,
   return entries;
 }
 
-// The tensors' bytes at their offsets (the file already has its final size, so the padding reads as zeros),
+// Zeros between the index (ending at `index_end`) and the first tensor, and between the tensors: a new file
+// reads zeros there anyway, a recycled one holds old bytes (file_crc counts zeros).
+void write_padding(AtomicFile& file, const std::vector<TensorFileEntry>& entries, uint64_t index_end) {
+  static constexpr uint8_t kZeros[kTensorFileAlignment] = {};
+  uint64_t at = index_end;
+  for (const TensorFileEntry& e : entries) {
+    while (at < e.offset) {
+      const uint64_t n = std::min<uint64_t>(e.offset - at, sizeof(kZeros));
+      file.write_at(at, kZeros, n);
+      at += n;
+    }
+    at = e.offset + e.bytes;
+  }
+}
+
+// The tensors' bytes at their offsets (the file already has its final size; write_padding zeroed the gaps),
 // each entry's crc32c filled in. The calling thread stages each tensor on the host in order (device copies
 // stay on it); the pool's threads checksum and pwrite pieces of at most chunk_bytes. At most about twice as
 // many pieces as threads wait, so only a few staged copies are alive at once.
@@ -155,8 +170,11 @@ TensorFileSummary write_tensor_file(const std::filesystem::path& path,
 
   TensorFileSummary summary;
   summary.bytes = data_offset + data_bytes;
-  write_file_atomically(path, [&](AtomicFile& file) {
+  write_file_atomically(
+      path,
+      [&](AtomicFile& file) {
     file.resize(summary.bytes);  // header and index are written last, once the checksums are known
+    write_padding(file, entries, kTensorFileHeaderBytes + index_bytes);
     write_data(file, tensors, entries, options);
     const std::string index = index_json(entries, data_offset);
     COAT_CHECK(index.size() == index_bytes, Error, "[write_tensor_file] index length changed from ",
@@ -171,7 +189,8 @@ TensorFileSummary write_tensor_file(const std::filesystem::path& path,
     file.write_at(0, header, sizeof(header));
     file.write_at(kTensorFileHeaderBytes, index.data(), index.size());
     summary.crc32c = file_crc(header, index, entries, summary.bytes);
-  });
+      },
+      options.recycle);
   return summary;
 }
 

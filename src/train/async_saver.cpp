@@ -67,15 +67,33 @@ void AsyncSaver::wait_for_removals() {
   if (std::exception_ptr error = std::exchange(remove_error_, nullptr)) std::rethrow_exception(error);
 }
 
-void AsyncSaver::remove_in_background(std::vector<fs::path> retired) {
+void AsyncSaver::finish_removals() {
+  COAT_ARG_CHECK(!pending_, "AsyncSaver", "finish_removals while the save of step ", pending_ ? pending_->snapshot.step : 0,
+                 " is in flight");
   wait_for_removals();
-  if (retired.empty()) return;
+  const fs::path kept = std::exchange(recycle_dir_, fs::path());
+  if (kept.empty() || (world_ && world_->rank() != 0)) return;
+  try {
+    io::remove_retired_checkpoint(kept);
+  } catch (const std::exception& e) {
+    throw IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
+                                 " (the next start removes it)"));
+  }
+}
+
+void AsyncSaver::remove_in_background(std::vector<fs::path> retired, fs::path keep_rank_files_of) {
+  wait_for_removals();
+  if (retired.empty() && keep_rank_files_of.empty()) return;
+  const auto remove_all = [retired, keep_rank_files_of] {
+    for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);
+    if (!keep_rank_files_of.empty()) io::remove_retired_checkpoint(keep_rank_files_of, /*keep_rank_files=*/true);
+  };
   auto done = std::make_shared<std::promise<void>>();
   try {
     std::shared_future<void> removed = done->get_future().share();
-    remover_ = std::thread([this, done, retired] {
+    remover_ = std::thread([this, done, remove_all] {
       try {
-        for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);
+        remove_all();
       } catch (const std::exception& e) {
         remove_error_ = std::make_exception_ptr(
             IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
@@ -85,7 +103,7 @@ void AsyncSaver::remove_in_background(std::vector<fs::path> retired) {
     });
     removed_ = std::move(removed);
   } catch (const std::system_error&) {
-    for (const fs::path& trash : retired) io::remove_retired_checkpoint(trash);  // no thread: delete here
+    remove_all();  // no thread: delete here
   }
 }
 
@@ -189,15 +207,17 @@ SaveStarted AsyncSaver::start(CheckpointSnapshot snapshot) {
     out.snapshot_bytes += host.nbytes();
   }
   out.snapshot_s = seconds_since(started);
+  const fs::path recycle =
+      recycle_dir_.empty() || !snapshot.file ? fs::path() : recycle_dir_ / io::checkpoint_rank_file_name(*snapshot.file);
   Pending& p = pending_.emplace();
   p.snapshot = std::move(snapshot);
   p.snapshot_s = out.snapshot_s;
   try {
-    p.writer = std::thread([this, &p, removed = removed_] {
+    p.writer = std::thread([this, &p, removed = removed_, recycle] {
       // The old checkpoints the last commit retired are gone first: their space may be what this file needs.
       if (removed.valid()) removed.wait();
       // Only this rank's file and the host buffers: no device, stream or communicator is used here.
-      p.result = write_rank_file(run_dir_, p.snapshot, writer_);
+      p.result = write_rank_file(run_dir_, p.snapshot, writer_, recycle);
       p.done.store(true, std::memory_order_release);
     });
   } catch (const std::system_error& e) {
@@ -255,8 +275,16 @@ SaveCommitted AsyncSaver::commit(double waited_s) {
                                  ". The checkpoints already complete are untouched"));
   }
   pending_.reset();
+  // The newest retired checkpoint's rank files are the next save's (every rank learns which directory); the
+  // rest, and the checkpoint recycled until now (its files taken by the writers just committed), go.
+  const bool root = !world_ || world_->rank() == 0;
+  fs::path recycle = retired.empty() ? fs::path() : retired.front();
+  if (world_) recycle = dist::broadcast_text(world_, context_, recycle.string(), 0);
+  if (!retired.empty()) retired.erase(retired.begin());
+  if (!recycle_dir_.empty() && root) retired.push_back(recycle_dir_);
+  recycle_dir_ = recycle;
   out.commit_s = waited_s + seconds_since(started);
-  remove_in_background(std::move(retired));
+  remove_in_background(std::move(retired), root ? recycle : fs::path());
   return out;
 }
 

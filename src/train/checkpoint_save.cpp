@@ -94,8 +94,8 @@ Reports gather_reports(const fs::path& run_dir, const CheckpointSnapshot& snapsh
 RankFileWriter rank_file_writer(int io_threads) {
   io::check_io_threads(io_threads, "rank_file_writer");
   return [io_threads](const fs::path& staging_dir, int file,
-                      const std::vector<std::pair<std::string, Tensor>>& tensors) {
-    return io::write_checkpoint_rank(staging_dir, file, tensors, io_threads);
+                      const std::vector<std::pair<std::string, Tensor>>& tensors, const fs::path& recycle) {
+    return io::write_checkpoint_rank(staging_dir, file, tensors, io_threads, recycle);
   };
 }
 
@@ -107,13 +107,13 @@ void stage_checkpoint_collectively(const fs::path& run_dir, int64_t step, dist::
 }
 
 RankWrite write_rank_file(const fs::path& run_dir, const CheckpointSnapshot& snapshot,
-                          const RankFileWriter& writer) noexcept {
+                          const RankFileWriter& writer, const fs::path& recycle) noexcept {
   RankWrite written;
   if (!snapshot.file) return written;
   const auto started = std::chrono::steady_clock::now();
   try {
     written.record =
-        writer(io::checkpoint_staging_dir(run_dir, snapshot.step), *snapshot.file, snapshot.tensors);
+        writer(io::checkpoint_staging_dir(run_dir, snapshot.step), *snapshot.file, snapshot.tensors, recycle);
   } catch (const std::exception& e) {
     written.error = std::current_exception();
     written.message = e.what();

@@ -110,8 +110,8 @@ Trainer::Trainer(TrainConfig config, ContextPtr context, bool resuming, TrainerC
         run_dir_, comms_.world, context_, ops::host_staging_context(context_),
         static_cast<int>(config_.checkpoint.keep_last),
         [this](const std::filesystem::path& staging, int file,
-               const std::vector<std::pair<std::string, Tensor>>& tensors) {
-          return rank_file_writer_(staging, file, tensors);
+               const std::vector<std::pair<std::string, Tensor>>& tensors, const std::filesystem::path& recycle) {
+          return rank_file_writer_(staging, file, tensors, recycle);
         });
   }
 }
@@ -556,7 +556,7 @@ RunEnd Trainer::run(int64_t stop_after_step) {
   try {
     end = run_steps(last);
     finish_pending_save();
-    if (saver_) saver_->wait_for_removals();
+    if (saver_) saver_->finish_removals();
   } catch (...) {
     settle_pending_save_after_failure();
     throw;

@@ -120,9 +120,9 @@ TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
   {
     Trainer t(config(dir_ / "async", every_two, world()), ctx_, false, comm_.get());
     if (last) {
-      t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+      t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        return io::write_checkpoint_rank(staging, file, tensors);
+        return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
       });
     }
     t.run();
@@ -139,9 +139,9 @@ TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
   Trainer t(config(dir_ / "failing", every_two, world()), ctx_, false, comm_.get());
   if (last) {
     // Its file goes into a directory that does not exist (the staging directory is the other ranks' too).
-    t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+    t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
       const bool fail = staging.filename() == "step_00000004.tmp";
-      return io::write_checkpoint_rank(fail ? staging / "missing" : staging, file, tensors);
+      return io::write_checkpoint_rank(fail ? staging / "missing" : staging, file, tensors, io::default_io_threads(), recycle);
     });
   }
   try {

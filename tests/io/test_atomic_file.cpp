@@ -5,7 +5,10 @@
 #include "expect_error.h"
 #include "io_test_util.h"
 
+#include <sys/stat.h>
+
 #include <stdexcept>
+#include <string>
 
 #include "coat/core/error.h"
 #include "coat/io/atomic_file.h"
@@ -105,6 +108,68 @@ TEST_F(AtomicFileTest, StaleTemporariesOfKilledWritersAreRemoved) {
   EXPECT_TRUE(std::filesystem::exists(dir_ / "config.json.tmp.12x"));
   EXPECT_TRUE(std::filesystem::exists(dir_ / "other.json.tmp.123"));
   EXPECT_TRUE(remove_stale_temporaries(dir_ / "config.json").empty());
+}
+
+ino_t inode_of(const std::filesystem::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_ino;
+}
+
+// A recycled file is renamed into place (same inode), overwritten, cut to or grown to the size resize() gives,
+// and committed under the target's name; its old bytes stay only where nothing was written.
+TEST_F(AtomicFileTest, RecycledFilesAreOverwrittenInPlace) {
+  for (const size_t old_size : {size_t{10000}, size_t{100}}) {
+    const auto old = dir_ / ("old_" + std::to_string(old_size));
+    write_string_atomically(old, std::string(old_size, 'o'));
+    const ino_t inode = inode_of(old);
+    const auto target = dir_ / ("new_" + std::to_string(old_size));
+    write_file_atomically(
+        target,
+        [&](AtomicFile& f) {
+          EXPECT_EQ(f.recycled_bytes(), old_size);
+          EXPECT_FALSE(std::filesystem::exists(old));
+          f.resize(1000);
+          f.write_at(0, "new", 3);
+          f.write_at(997, "end", 3);
+        },
+        old);
+    EXPECT_EQ(inode_of(target), inode) << old_size;
+    const std::string got = test::read_file_text(target);
+    ASSERT_EQ(got.size(), 1000u);
+    EXPECT_EQ(got.substr(0, 3), "new");
+    EXPECT_EQ(got.substr(997), "end");
+    // Between the writes: the old bytes where the old file had them, zeros past its end.
+    const std::string middle = got.substr(3, 994);
+    const size_t kept = std::min<size_t>(old_size, 997) - 3;
+    EXPECT_EQ(middle.substr(0, kept), std::string(kept, 'o')) << old_size;
+    EXPECT_EQ(middle.substr(kept), std::string(994 - kept, '\0')) << old_size;
+  }
+}
+
+TEST_F(AtomicFileTest, AMissingRecycledFileGivesANewOne) {
+  write_file_atomically(
+      dir_ / "x.bin",
+      [](AtomicFile& f) {
+        EXPECT_EQ(f.recycled_bytes(), 0u);
+        f.write("abc");
+      },
+      dir_ / "gone.bin");
+  EXPECT_EQ(test::read_file_text(dir_ / "x.bin"), "abc");
+  // A directory is not recycled either.
+  std::filesystem::create_directory(dir_ / "d");
+  AtomicFile f(dir_ / "y.bin", dir_ / "d");
+  EXPECT_EQ(f.recycled_bytes(), 0u);
+  EXPECT_TRUE(std::filesystem::is_directory(dir_ / "d"));
+}
+
+TEST_F(AtomicFileTest, AFailedWriteRemovesTheRecycledFileWithItsTemporary) {
+  write_string_atomically(dir_ / "target.bin", "kept");
+  write_string_atomically(dir_ / "old.bin", "old bytes");
+  EXPECT_ANY_THROW(write_file_atomically(
+      dir_ / "target.bin", [](AtomicFile&) { throw std::runtime_error("fill failed"); }, dir_ / "old.bin"));
+  EXPECT_EQ(test::read_file_text(dir_ / "target.bin"), "kept");
+  EXPECT_EQ(files_in(dir_), 1u);
 }
 
 TEST_F(AtomicFileTest, ErrorsNameTheFile) {

@@ -5,6 +5,7 @@
 #include "expect_error.h"
 #include "io_test_util.h"
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "coat/core/error.h"
@@ -230,6 +231,33 @@ TEST_F(TensorFileTest, WriterRejectsBadNamesAndKeepsTheOldFile) {
   expect_error_containing([&] { write_tensor_file(path, {{"x", t}, {"y", Tensor()}}); }, "'y' is undefined");
   EXPECT_TRUE(TensorFileReader::open(path).contains("old"));
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}), 1);
+}
+
+// Written over a recycled file of 0xFF bytes (longer, then shorter than the new one), the file is the same
+// byte for byte as a new one, padding included, and its checksums verify.
+TEST_F(TensorFileTest, ARecycledFileHoldsTheSameBytesAsANewOne) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  uint64_t seed = 7;
+  for (const DType dtype : {DType::F32, DType::BF16, DType::U8, DType::F64})
+    tensors.emplace_back("t." + std::string(dtype_name(dtype)), test::random_bytes_tensor(ctx_, {37, 3}, dtype, seed++));
+  const TensorFileSummary fresh = write_tensor_file(dir_ / "fresh.bin", tensors);
+  const std::string expected = test::read_file_text(dir_ / "fresh.bin");
+  for (const uint64_t old_bytes : {fresh.bytes * 3, fresh.bytes / 2}) {
+    {
+      std::ofstream old(dir_ / "old.bin", std::ios::binary | std::ios::trunc);
+      old << std::string(old_bytes, '\xff');
+    }
+    TensorFileWriteOptions options;
+    options.io_threads = 2;
+    options.chunk_bytes = 64;
+    options.recycle = dir_ / "old.bin";
+    const TensorFileSummary got = write_tensor_file(dir_ / "recycled.bin", tensors, options);
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "old.bin"));
+    EXPECT_EQ(got.bytes, fresh.bytes);
+    EXPECT_EQ(got.crc32c, fresh.crc32c);
+    EXPECT_EQ(test::read_file_text(dir_ / "recycled.bin"), expected) << "old file of " << old_bytes << " bytes";
+    EXPECT_NO_THROW(TensorFileReader::open(dir_ / "recycled.bin").verify_all());
+  }
 }
 
 TEST_F(TensorFileTest, EmptyFileHasNoTensors) {

@@ -5,6 +5,7 @@
 // exactly as the uninterrupted synchronous run, training is blocked only for the copy, and a failed
 // background write stops the run at the step where it is found. The same over several ranks: tests/dist.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +21,7 @@
 
 #include "coat/data/token_file.h"
 #include "coat/io/checkpoint.h"
+#include "coat/io/checkpoint_manifest.h"
 #include "coat/io/checkpoint_reader.h"
 #include "coat/io/tensor_file.h"
 #include "coat/ops/copy.h"
@@ -95,9 +97,9 @@ class AsyncSave : public SmallRunTest {
 };
 
 /// A writer that removes the staging directory first: the write then fails as on a vanished directory.
-io::RankFileRecord write_into_vanished_staging(const fs::path& staging, int file, const Tensors& tensors) {
+io::RankFileRecord write_into_vanished_staging(const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
   fs::remove_all(staging);
-  return io::write_checkpoint_rank(staging, file, tensors);
+  return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
 }
 
 TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
@@ -108,9 +110,9 @@ TEST_F(AsyncSave, WritesTheCopyTakenAtItsStartAndCommitsWhenWritten) {
   std::promise<void> gate;
   std::shared_future<void> open = gate.get_future().share();
   AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 0,
-                   [open](const fs::path& staging, int file, const Tensors& tensors) {
+                   [open](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
                      open.wait();
-                     return io::write_checkpoint_rank(staging, file, tensors);
+                     return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
                    });
   const SaveStarted started = saver.start(snapshot);
   EXPECT_EQ(started.step, 2);
@@ -160,25 +162,80 @@ TEST_F(AsyncSave, TheCommitRetiresOldCheckpointsAndDeletesThemOffTheTrainingThre
   EXPECT_EQ(complete, (std::vector<int64_t>{3}));
   EXPECT_FALSE(fs::exists(checkpoint("run", 2)));
   saver.wait_for_removals();
-  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000003"}));
+  // Only its rank file is left, for the next save to overwrite; the end of the run deletes it.
+  const fs::path trash = fs::path(checkpoint("run", 2)) += ".trash";
+  EXPECT_EQ(saver.recycle_dir(), trash);
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000002.trash", "step_00000003"}));
+  std::vector<std::string> kept;
+  for (const auto& e : fs::directory_iterator(trash)) kept.push_back(e.path().filename());
+  EXPECT_EQ(kept, (std::vector<std::string>{"rank_00000.bin"}));
   io::CheckpointReader::open(checkpoint("run", 3)).verify_all();
-  saver.wait_for_removals();  // nothing left to wait for
+  saver.finish_removals();
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000003"}));
+  EXPECT_TRUE(saver.recycle_dir().empty());
+  saver.finish_removals();  // nothing left to do
 }
 
-// The next save's writer starts only once the checkpoint the last commit retired is deleted (its space may
-// be what the new file needs: on a full tmpfs the 7B's third save failed to reserve its 41.7 GB while the
-// first was still being freed). A retired checkpoint of 30,000 files takes a while to delete; the writer
-// checks it is gone.
+// Saving every step with keep_last 1: from the third save on, each writer overwrites the rank file of the
+// checkpoint the last commit retired (the same inode) instead of a new file; the files are those of
+// synchronous saves byte for byte, and the end of the run leaves only the last checkpoint.
+TEST_F(AsyncSave, TheNextSaveOverwritesTheRetiredRankFileInPlace) {
+  const auto every_step = [](bool async) {
+    return [async](nlohmann::json& c) {
+      c["checkpoint"]["interval"] = 1;
+      c["checkpoint"]["keep_last"] = 1;
+      c["checkpoint"]["async"] = async;
+    };
+  };
+  {
+    Trainer sync(config("run", every_step(false)), ctx_);
+    sync.run();
+  }
+  fs::rename(dir_ / "run", dir_ / "sync");
+  std::map<int64_t, ino_t> recycled_inode;  // save step -> inode of the file it took over
+  Trainer whole(config("run", every_step(true)), ctx_);
+  std::map<int64_t, ino_t> whole_inode;  // save step -> its rank file's inode
+  whole.set_rank_file_writer([&](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
+    struct stat st {};
+    // The staging directory names the save's step (the trainer's own step has moved on meanwhile).
+    const int64_t step = std::stoll(staging.filename().string().substr(5));
+    if (!recycle.empty() && ::stat(recycle.c_str(), &st) == 0) recycled_inode[step] = st.st_ino;
+    const io::RankFileRecord r = io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
+    if (::stat((staging / io::checkpoint_rank_file_name(file)).c_str(), &st) == 0) whole_inode[step] = st.st_ino;
+    return r;
+  });
+  whole.run();
+  // Saves 1 and 2 write new files; save 3 takes over save 1's file (retired when save 2 was committed), ...
+  ASSERT_EQ(recycled_inode.size(), 4u);
+  for (int64_t step = 3; step <= 6; ++step) {
+    ASSERT_TRUE(recycled_inode.count(step)) << step;
+    EXPECT_EQ(recycled_inode[step], whole_inode[step - 2]) << "save " << step;
+    EXPECT_EQ(whole_inode[step], whole_inode[step - 2]) << "save " << step;
+  }
+  EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000006"}));
+  EXPECT_EQ(file_bytes(checkpoint("run", 6) / "rank_00000.bin"), file_bytes(checkpoint("sync", 6) / "rank_00000.bin"));
+  EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 6)).verify_all());
+}
+
+// The next save's writer starts only once the checkpoint the last commit retired is deleted, all but the rank
+// file it takes over (on a full tmpfs the 7B's third save failed to reserve its 41.7 GB while the first was
+// still being freed). A retired checkpoint of 30,000 files takes a while to delete; the writer checks they
+// are gone and that it was given the retired rank file.
 TEST_F(AsyncSave, TheNextWriteWaitsForTheRetiredCheckpointToBeDeleted) {
   Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 0; }), ctx_);
   t.run(/*stop_after_step=*/2);
   const fs::path trash = fs::path(checkpoint("run", 2)) += ".trash";
   std::atomic<int> writes{0};
   std::atomic<bool> trash_seen{false};
+  fs::path third_recycles;
   AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 1,
-                   [&](const fs::path& staging, int file, const Tensors& tensors) {
-                     if (++writes == 3 && fs::exists(trash)) trash_seen = true;
-                     return io::write_checkpoint_rank(staging, file, tensors);
+                   [&](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
+                     if (++writes == 3) {
+                       // All of the retired checkpoint is gone but the rank file this write takes over.
+                       trash_seen = fs::exists(trash / "junk") || fs::exists(trash / io::kCheckpointCompleteMarker);
+                       third_recycles = recycle;
+                     }
+                     return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
                    });
   saver.start(snapshot_of(t));
   ASSERT_TRUE(saver.finish().has_value());
@@ -193,7 +250,8 @@ TEST_F(AsyncSave, TheNextWriteWaitsForTheRetiredCheckpointToBeDeleted) {
   ASSERT_TRUE(saver.finish().has_value());
   EXPECT_EQ(writes.load(), 3);
   EXPECT_FALSE(trash_seen.load());
-  saver.wait_for_removals();
+  EXPECT_EQ(third_recycles, trash / io::checkpoint_rank_file_name(0));
+  saver.finish_removals();
   EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000004"}));
 }
 
@@ -348,9 +406,9 @@ TEST_F(AsyncSave, AsyncAndSyncSavesWriteTheSameFilesAndResumeTheSame) {
 TEST_F(AsyncSave, TrainingGoesOnWhileTheWriteRuns) {
   static constexpr double kWriteSeconds = 0.5;
   Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; }), ctx_);
-  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
+  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
     std::this_thread::sleep_for(std::chrono::duration<double>(kWriteSeconds));
-    return io::write_checkpoint_rank(staging, file, tensors);
+    return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
   });
   t.run();
   std::map<int64_t, double> blocked;
@@ -376,9 +434,9 @@ TEST_F(AsyncSave, TrainingGoesOnWhileTheWriteRuns) {
 
 TEST_F(AsyncSave, AFailedBackgroundWriteStopsTheRunAndKeepsThePreviousCheckpoint) {
   Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 2; }), ctx_);
-  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors) {
-    if (staging.filename() == "step_00000004.tmp") return write_into_vanished_staging(staging, file, tensors);
-    return io::write_checkpoint_rank(staging, file, tensors);
+  t.set_rank_file_writer([](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
+    if (staging.filename() == "step_00000004.tmp") return write_into_vanished_staging(staging, file, tensors, recycle);
+    return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
   });
   try {
     t.run();

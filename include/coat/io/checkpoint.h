@@ -83,10 +83,12 @@ struct RankFileRecord {
 std::filesystem::path begin_checkpoint(const std::filesystem::path& run_dir, int64_t step);
 /// Step 2 (every rank that holds slices; it touches nothing but its own file, so it may run on a background
 /// thread from a host snapshot): writes `rank_<file>.bin` into the staging directory (synced) on io_threads
-/// threads (write_tensor_file), with the CRC-32C of all its bytes.
+/// threads (write_tensor_file), with the CRC-32C of all its bytes. `recycle`: an old rank file (of a retired
+/// checkpoint) to overwrite in place instead of a new file (TensorFileWriteOptions::recycle), or empty.
 RankFileRecord write_checkpoint_rank(const std::filesystem::path& staging_dir, int file,
                                      const std::vector<std::pair<std::string, Tensor>>& tensors,
-                                     int io_threads = default_io_threads());
+                                     int io_threads = default_io_threads(),
+                                     const std::filesystem::path& recycle = {});
 /// Step 3 (rank 0, once every rank reported its file): checks the rank files against the records and the
 /// layout (one file per layout file), writes meta.json (with "format_version" 2, "step" and "layout") and
 /// COMPLETE, renames the staging directory to its final name, prunes to `keep_last`. Returns the final
@@ -100,7 +102,10 @@ std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, in
                                         const std::vector<RankFileRecord>& files, int keep_last = 0,
                                         std::vector<std::filesystem::path>* retired = nullptr);
 /// Deletes a checkpoint that finish_checkpoint retired (its `.trash` path); IoError naming it when that fails.
-void remove_retired_checkpoint(const std::filesystem::path& trash);
+/// `keep_rank_files`: deletes everything but its rank files (`rank_NNNNN.bin` at its top), which the next
+/// save's writers overwrite in place (write_checkpoint_rank's `recycle`); a later call without it deletes
+/// the rest.
+void remove_retired_checkpoint(const std::filesystem::path& trash, bool keep_rank_files = false);
 /// A failed save (rank 0): removes the staging directory of `step`. Never throws; returns false when the
 /// removal failed (the directory is then removed at the next start, remove_checkpoint_leftovers).
 bool abandon_checkpoint(const std::filesystem::path& run_dir, int64_t step) noexcept;

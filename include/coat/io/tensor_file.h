@@ -59,6 +59,10 @@ struct TensorFileWriteOptions {
   /// measured on (tests/io/test_tensor_file_bandwidth.cpp, 2 GiB) it made the whole write 1.5 to 3.5 times
   /// faster at 1 and 2 threads and no slower at 4: dirty pages piling up made the final fsync the slow part.
   bool write_back = true;
+  /// An old file to overwrite in place instead of writing a new one (AtomicFile's recycling: its space is
+  /// reused, nothing is freed or allocated); empty or missing: a new file. The bytes written are the same:
+  /// the padding between the index and the tensors is written as zeros either way.
+  std::filesystem::path recycle;
 };
 
 /// What write_tensor_file wrote: the file's size and the CRC-32C of all its bytes (combined from the

@@ -96,8 +96,18 @@ class AsyncSaver {
   /// of their own, so that a commit (which prunes to keep_last) does not hold training while tens of GB are
   /// freed (2.2 s for a 41.7 GB checkpoint on an H100 machine's tmpfs); the next save's writer waits for that
   /// deletion before it reserves its file's space. IoError naming the directory when a deletion failed (its
-  /// `.trash` directory stays, and the next start removes it). The end of a run calls it.
+  /// `.trash` directory stays, and the next start removes it).
+  ///
+  /// Recycling: the rank files of the newest retired checkpoint are not deleted but overwritten in place by
+  /// the next save's writers (each rank its own file: io::write_checkpoint_rank's `recycle`), so that a save
+  /// neither frees nor allocates tens of GB; the rest of that checkpoint is deleted at once, and what is left
+  /// of it at the next commit. Rank 0 retires and deletes; every rank learns the directory at the commit.
   void wait_for_removals();
+  /// The end of a run: deletes the rank files kept for recycling (rank 0) and waits for every deletion;
+  /// throws as wait_for_removals. No save may be in flight.
+  void finish_removals();
+  /// The retired checkpoint whose rank files the next save overwrites (empty: none).
+  const std::filesystem::path& recycle_dir() const { return recycle_dir_; }
   /// This rank's write is done (or none is pending); no communication.
   bool written() const { return !pending_ || pending_->done.load(std::memory_order_acquire); }
 
@@ -118,8 +128,9 @@ class AsyncSaver {
       const std::vector<std::pair<std::string, Tensor>>& tensors);
   /// Collective: commits the pending save (its writer joined) and clears it.
   SaveCommitted commit(double waited_s);
-  /// Starts deleting `retired` on remover_, after waiting for the previous removal (rethrows its failure).
-  void remove_in_background(std::vector<std::filesystem::path> retired);
+  /// Starts deleting `retired` and all but the rank files of `keep_rank_files_of` (empty: none) on remover_,
+  /// after waiting for the previous removal (rethrows its failure).
+  void remove_in_background(std::vector<std::filesystem::path> retired, std::filesystem::path keep_rank_files_of);
 
   std::filesystem::path run_dir_;
   dist::Communicator* world_;
@@ -138,6 +149,7 @@ class AsyncSaver {
   std::thread remover_;
   std::exception_ptr remove_error_;
   std::shared_future<void> removed_;  ///< ready when remover_ is done (the next writer waits for it)
+  std::filesystem::path recycle_dir_;  ///< the retired checkpoint whose rank files the next writers take
 };
 
 }  // namespace coat::train

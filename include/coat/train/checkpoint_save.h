@@ -36,10 +36,10 @@ struct CheckpointSnapshot {
 };
 
 /// How a rank's file is written into the staging directory: io::write_checkpoint_rank (tests pass one that
-/// fails or waits).
-using RankFileWriter =
-    std::function<io::RankFileRecord(const std::filesystem::path& staging_dir, int file,
-                                     const std::vector<std::pair<std::string, Tensor>>& tensors)>;
+/// fails or waits). `recycle`: an old rank file to overwrite in place (io::write_checkpoint_rank), or empty.
+using RankFileWriter = std::function<io::RankFileRecord(
+    const std::filesystem::path& staging_dir, int file, const std::vector<std::pair<std::string, Tensor>>& tensors,
+    const std::filesystem::path& recycle)>;
 
 /// io::write_checkpoint_rank on `io_threads` threads (checkpoint.io_threads): the writer saves use.
 RankFileWriter rank_file_writer(int io_threads);
@@ -66,9 +66,10 @@ struct CommittedCheckpoint {
 void stage_checkpoint_collectively(const std::filesystem::path& run_dir, int64_t step,
                                    dist::Communicator* world, const ContextPtr& context);
 /// Step 2, this rank alone (any thread; it touches only its own file): writes the snapshot's file, if it has
-/// one, into the staging directory. Never throws: a failure is in the result.
+/// one, into the staging directory, overwriting `recycle` in place where given (an old rank file). Never
+/// throws: a failure is in the result.
 RankWrite write_rank_file(const std::filesystem::path& run_dir, const CheckpointSnapshot& snapshot,
-                          const RankFileWriter& writer) noexcept;
+                          const RankFileWriter& writer, const std::filesystem::path& recycle = {}) noexcept;
 /// Step 3, collective: every rank reports `written`; rank 0 commits (io::finish_checkpoint) when all files
 /// were written, else removes the staging directory, and every rank learns which. Throws IoError on every
 /// rank when any part failed, naming the rank and its error (on the failing rank its own exception).
