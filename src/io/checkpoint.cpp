@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 
 constexpr const char* kStagingSuffix = ".tmp";
 constexpr std::string_view kTrashSuffix = ".trash";
+constexpr std::string_view kSparePrefix = "spare_";  // spare_<index>_<rank>.trash: reserved rank files
 constexpr const char* kCorruptSuffix = ".corrupt";
 
 void check_step(int64_t step, const char* op) {
@@ -269,6 +270,23 @@ fs::path finish_checkpoint(const fs::path& run_dir, int64_t step, const nlohmann
   return commit(run_dir, step, full, kCheckpointFormatVersion, std::move(records), keep_last, retired);
 }
 
+fs::path spare_rank_file_dir(const fs::path& run_dir, int index, int rank) {
+  COAT_ARG_CHECK(index >= 0 && rank >= 0, "spare_rank_file_dir", "index ", index, " and rank ", rank,
+                 " must not be negative");
+  return checkpoints_root(run_dir) /
+         (std::string(kSparePrefix) + std::to_string(index) + "_" + std::to_string(rank) + std::string(kTrashSuffix));
+}
+
+fs::path reserve_spare_rank_file(const fs::path& run_dir, int index, int rank, int file, uint64_t bytes) {
+  const fs::path dir = spare_rank_file_dir(run_dir, index, rank);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError(detail::concat("cannot create ", dir, " (a spare rank file for the first saves): ", ec.message()));
+  const fs::path path = dir / checkpoint_rank_file_name(file);
+  write_file_atomically(path, [&](AtomicFile& f) { f.resize(bytes); });
+  return path;
+}
+
 void remove_retired_checkpoint(const fs::path& trash, bool keep_rank_files) {
   COAT_ARG_CHECK(trash.filename().string().size() > kTrashSuffix.size() &&
                      trash.filename().string().ends_with(kTrashSuffix),
@@ -323,7 +341,8 @@ std::vector<fs::path> remove_checkpoint_leftovers(const fs::path& run_dir) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory(ec)) continue;
     const bool staging = parse_step(name, kStagingSuffix).has_value();
-    const bool trash = parse_step(name, kTrashSuffix).has_value();
+    const bool trash = parse_step(name, kTrashSuffix).has_value() ||
+                       (name.starts_with(kSparePrefix) && name.ends_with(kTrashSuffix));
     const bool incomplete = parse_step(name).has_value() && !is_complete(entry.path());
     if (staging || trash || incomplete) doomed.push_back(entry.path());
   }

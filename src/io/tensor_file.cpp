@@ -157,6 +157,12 @@ uint32_t file_crc(const uint8_t* header, const std::string& index,
 
 TensorFileWriteOptions::TensorFileWriteOptions() : io_threads(default_io_threads()) {}
 
+uint64_t tensor_file_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  uint64_t data_bytes = 0;
+  const std::vector<TensorFileEntry> entries = plan_entries("tensor_file_bytes", tensors, data_bytes);
+  return align_up(kTensorFileHeaderBytes + index_json(entries, 0).size(), kTensorFileAlignment) + data_bytes;
+}
+
 TensorFileSummary write_tensor_file(const std::filesystem::path& path,
                                     const std::vector<std::pair<std::string, Tensor>>& tensors,
                                     const TensorFileWriteOptions& options) {

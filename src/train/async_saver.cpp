@@ -59,6 +59,8 @@ AsyncSaver::AsyncSaver(fs::path run_dir, dist::Communicator* world, ContextPtr c
 AsyncSaver::~AsyncSaver() {
   if (reserver_.joinable()) reserver_.join();
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
+  drop_unused_spares();
+  remove_spent_spare();
   if (remover_.joinable()) remover_.join();  // a failure leaves a .trash directory, removed at the next start
 }
 
@@ -67,9 +69,64 @@ void AsyncSaver::wait_for_removals() {
   if (std::exception_ptr error = std::exchange(remove_error_, nullptr)) std::rethrow_exception(error);
 }
 
+void AsyncSaver::reserve_spares_in_background(int count, int rank, int file, uint64_t bytes,
+                                              std::function<void(int, double, const std::string&)> on_done) {
+  if (count <= 0 || !spare_files_.empty() || pending_ || !recycle_dir_.empty()) return;
+  auto ready = std::make_shared<std::vector<std::promise<void>>>(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    spare_files_.push_back(io::spare_rank_file_dir(run_dir_, i, rank) / io::checkpoint_rank_file_name(file));
+    spare_ready_.push_back((*ready)[static_cast<size_t>(i)].get_future().share());
+  }
+  try {
+    spare_thread_ = std::thread([this, ready, count, rank, file, bytes, on_done = std::move(on_done)] {
+      const auto started = Clock::now();
+      int reserved = 0;
+      std::string error;
+      for (; reserved < count && error.empty(); ++reserved) {
+        try {
+          io::reserve_spare_rank_file(run_dir_, reserved, rank, file, bytes);
+        } catch (const std::exception& e) {
+          error = e.what();
+          break;
+        }
+        (*ready)[static_cast<size_t>(reserved)].set_value();
+      }
+      for (int i = reserved; i < count; ++i) (*ready)[static_cast<size_t>(i)].set_value();  // new files then
+      if (on_done) on_done(reserved, seconds_since(started), error);
+    });
+  } catch (const std::system_error&) {
+    for (auto& r : *ready) r.set_value();  // no thread: the saves write new files
+  }
+}
+
+void AsyncSaver::remove_spent_spare() noexcept {
+  if (spent_spare_dir_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(std::exchange(spent_spare_dir_, fs::path()), ec);  // a leftover is trash: the next start
+}
+
+void AsyncSaver::drop_unused_spares() noexcept {
+  if (spare_thread_.joinable()) spare_thread_.join();
+  for (size_t i = next_spare_; i < spare_files_.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(spare_files_[i].parent_path(), ec);
+  }
+  next_spare_ = spare_files_.size();
+}
+
 void AsyncSaver::finish_removals() {
   COAT_ARG_CHECK(!pending_, "AsyncSaver", "finish_removals while the save of step ", pending_ ? pending_->snapshot.step : 0,
                  " is in flight");
+  if (spare_thread_.joinable()) spare_thread_.join();
+  for (size_t i = next_spare_; i < spare_files_.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(spare_files_[i].parent_path(), ec);
+    if (ec) {
+      throw IoError(detail::concat("an unused spare checkpoint file could not be deleted: ", spare_files_[i].parent_path(),
+                                   ": ", ec.message(), " (the next start removes it)"));
+    }
+  }
+  next_spare_ = spare_files_.size();
   wait_for_removals();
   const fs::path kept = std::exchange(recycle_dir_, fs::path());
   if (kept.empty() || (world_ && world_->rank() != 0)) return;
@@ -207,15 +264,24 @@ SaveStarted AsyncSaver::start(CheckpointSnapshot snapshot) {
     out.snapshot_bytes += host.nbytes();
   }
   out.snapshot_s = seconds_since(started);
-  const fs::path recycle =
-      recycle_dir_.empty() || !snapshot.file ? fs::path() : recycle_dir_ / io::checkpoint_rank_file_name(*snapshot.file);
+  // The file this save overwrites: its rank's file of the newest retired checkpoint, else a spare.
+  fs::path recycle;
+  std::shared_future<void> spare_ready;
+  if (snapshot.file && !recycle_dir_.empty()) {
+    recycle = recycle_dir_ / io::checkpoint_rank_file_name(*snapshot.file);
+  } else if (snapshot.file && next_spare_ < spare_files_.size()) {
+    recycle = spare_files_[next_spare_];
+    spare_ready = spare_ready_[next_spare_++];
+    spent_spare_dir_ = recycle.parent_path();
+  }
   Pending& p = pending_.emplace();
   p.snapshot = std::move(snapshot);
   p.snapshot_s = out.snapshot_s;
   try {
-    p.writer = std::thread([this, &p, removed = removed_, recycle] {
+    p.writer = std::thread([this, &p, removed = removed_, recycle, spare_ready] {
       // The old checkpoints the last commit retired are gone first: their space may be what this file needs.
       if (removed.valid()) removed.wait();
+      if (spare_ready.valid()) spare_ready.wait();
       // Only this rank's file and the host buffers: no device, stream or communicator is used here.
       p.result = write_rank_file(run_dir_, p.snapshot, writer_, recycle);
       p.done.store(true, std::memory_order_release);
@@ -251,12 +317,14 @@ void AsyncSaver::abandon() noexcept {
   if (pending_->writer.joinable()) pending_->writer.join();
   const int64_t step = pending_->snapshot.step;
   pending_.reset();
+  remove_spent_spare();
   if (!world_ || world_->rank() == 0) io::abandon_checkpoint(run_dir_, step);
 }
 
 SaveCommitted AsyncSaver::commit(double waited_s) {
   const auto started = Clock::now();
   if (pending_->writer.joinable()) pending_->writer.join();
+  remove_spent_spare();  // the writer took its file (or failed, which removed it)
   SaveCommitted out;
   out.step = pending_->snapshot.step;
   out.snapshot_s = pending_->snapshot_s;

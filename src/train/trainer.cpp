@@ -550,7 +550,7 @@ RunEnd Trainer::run(int64_t stop_after_step) {
   const int64_t last = stop_after_step > 0 ? std::min(stop_after_step, config_.train.max_steps) : config_.train.max_steps;
   const int64_t interval = config_.checkpoint.interval;
   if (step_ < last && (save_due(last) || (interval > 0 && last / interval > step_ / interval))) {
-    reserve_snapshot_buffers();
+    reserve_snapshot_buffers(last);
   }
   RunEnd end = RunEnd::Finished;
   try {
@@ -559,6 +559,7 @@ RunEnd Trainer::run(int64_t stop_after_step) {
     if (saver_) saver_->finish_removals();
   } catch (...) {
     settle_pending_save_after_failure();
+    if (saver_) saver_->drop_unused_spares();
     throw;
   }
   if (metrics_) metrics_->clear_progress();

@@ -5,11 +5,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
 #include "coat/io/checkpoint.h"
 #include "coat/io/checkpoint_reader.h"
+#include "coat/io/tensor_file.h"
 #include "coat/models/memory_plan.h"
 #include "coat/train/checkpoint_save.h"
 #include "coat/train/resume.h"
@@ -66,19 +68,39 @@ void Trainer::save_checkpoint() {
   report_commit(saved, nullptr);
 }
 
-void Trainer::reserve_snapshot_buffers() {
+void Trainer::reserve_snapshot_buffers(int64_t last) {
   if (!saver_ || rank_ >= shard_world_) return;
   // Pinning tens of GB takes tens of seconds: it runs beside the first steps; the first save waits for it.
   const bool log = rank_ == 0;
   const std::string kind = context_->device().is_cpu() ? "" : "pinned ";
-  saver_->reserve_in_background(checkpoint_slices(model_->store(), *optimizer_), [log, kind](uint64_t bytes,
-                                                                                           double seconds) {
+  const std::vector<std::pair<std::string, Tensor>> slices = checkpoint_slices(model_->store(), *optimizer_);
+  saver_->reserve_in_background(slices, [log, kind](uint64_t bytes, double seconds) {
     if (log) {
       spdlog::info("checkpoint.async: {} of {}host memory for the snapshots of this rank's state, allocated "
                    "beside the first steps in {:.2f} s",
                    models::format_bytes(static_cast<double>(bytes)), kind, seconds);
     }
   });
+  // The first keep_last + 1 saves have no retired checkpoint to overwrite: their files are reserved now, beside
+  // the first steps (keep_last 0 keeps every checkpoint, so no save ever overwrites one: none then).
+  const int64_t interval = config_.checkpoint.interval;
+  int64_t saves = interval > 0 ? last / interval - step_ / interval : 0;
+  if (last == config_.train.max_steps && (interval <= 0 || last % interval != 0)) ++saves;
+  const int64_t keep = config_.checkpoint.keep_last;
+  const int spares = keep <= 0 ? 0 : static_cast<int>(std::min<int64_t>(keep + 1, saves));
+  const uint64_t bytes = io::tensor_file_bytes(slices);
+  const int file = comms_.shard ? comms_.shard->rank() : 0;
+  saver_->reserve_spares_in_background(
+      spares, rank_, file, bytes, [log, bytes](int reserved, double seconds, const std::string& error) {
+        if (!error.empty()) {
+          spdlog::warn("checkpoint.async: could not reserve a file for one of the first saves ({}); they write "
+                       "new files",
+                       error);
+        } else if (log) {
+          spdlog::info("checkpoint.async: {} file(s) of {} reserved for the first saves in {:.2f} s", reserved,
+                       models::format_bytes(static_cast<double>(bytes)), seconds);
+        }
+      });
 }
 
 void Trainer::save_at_step(nlohmann::json* record) {

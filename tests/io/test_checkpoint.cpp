@@ -314,9 +314,12 @@ TEST_F(CheckpointTest, LeftoversOfACrashAreRemovedAndCorruptOnesKept) {
     fs::create_directories(root / name);
     write_string_atomically(root / name / "meta.json", "{}");
   }
+  // A spare rank file a crashed run had reserved for its first saves.
+  EXPECT_EQ(reserve_spare_rank_file(dir_, 1, 3, 2, 1000), root / "spare_1_3.trash" / "rank_00002.bin");
+  EXPECT_EQ(fs::file_size(root / "spare_1_3.trash" / "rank_00002.bin"), 1000u);
   const std::vector<fs::path> removed = remove_checkpoint_leftovers(dir_);
-  EXPECT_EQ(removed, (std::vector<fs::path>{root / "step_00000050.trash", root / "step_00000300.tmp",
-                                            root / "step_00000400"}));
+  EXPECT_EQ(removed, (std::vector<fs::path>{root / "spare_1_3.trash", root / "step_00000050.trash",
+                                            root / "step_00000300.tmp", root / "step_00000400"}));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());

@@ -254,6 +254,7 @@ TEST_F(TensorFileTest, ARecycledFileHoldsTheSameBytesAsANewOne) {
     const TensorFileSummary got = write_tensor_file(dir_ / "recycled.bin", tensors, options);
     EXPECT_FALSE(std::filesystem::exists(dir_ / "old.bin"));
     EXPECT_EQ(got.bytes, fresh.bytes);
+    EXPECT_EQ(tensor_file_bytes(tensors), fresh.bytes);
     EXPECT_EQ(got.crc32c, fresh.crc32c);
     EXPECT_EQ(test::read_file_text(dir_ / "recycled.bin"), expected) << "old file of " << old_bytes << " bytes";
     EXPECT_NO_THROW(TensorFileReader::open(dir_ / "recycled.bin").verify_all());

@@ -76,7 +76,7 @@ second_signal)
   [ "$status" -eq 143 ] || fail "exit status $status after a second SIGTERM, expected 143 (killed by SIGTERM)"
   grep -q "second stop signal (SIGTERM): stopping at once, without saving; .*lost" "$work/run.log" ||
     fail "the second signal does not say what is lost"
-  [ ! -d "$work/run/checkpoints" ] || [ -z "$(ls "$work/run/checkpoints" | grep -v '\.tmp$')" ] ||
+  [ ! -d "$work/run/checkpoints" ] || [ -z "$(ls "$work/run/checkpoints" | grep -v '\.tmp$\|\.trash$')" ] ||
     fail "a checkpoint was written: $(ls "$work/run/checkpoints")"
   grep -o "second stop signal.*" "$work/run.log"
   ;;

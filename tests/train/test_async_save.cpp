@@ -176,9 +176,10 @@ TEST_F(AsyncSave, TheCommitRetiresOldCheckpointsAndDeletesThemOffTheTrainingThre
   saver.finish_removals();  // nothing left to do
 }
 
-// Saving every step with keep_last 1: from the third save on, each writer overwrites the rank file of the
-// checkpoint the last commit retired (the same inode) instead of a new file; the files are those of
-// synchronous saves byte for byte, and the end of the run leaves only the last checkpoint.
+// Saving every step with keep_last 1: the first two saves overwrite the two spare files reserved at the start,
+// and from the third save on each writer overwrites the rank file of the checkpoint the last commit retired
+// (the same inode) instead of a new file; the files are those of synchronous saves byte for byte, and the end
+// of the run leaves only the last checkpoint.
 TEST_F(AsyncSave, TheNextSaveOverwritesTheRetiredRankFileInPlace) {
   const auto every_step = [](bool async) {
     return [async](nlohmann::json& c) {
@@ -205,8 +206,12 @@ TEST_F(AsyncSave, TheNextSaveOverwritesTheRetiredRankFileInPlace) {
     return r;
   });
   whole.run();
-  // Saves 1 and 2 write new files; save 3 takes over save 1's file (retired when save 2 was committed), ...
-  ASSERT_EQ(recycled_inode.size(), 4u);
+  // Saves 1 and 2 take over the spare files reserved at the start (keep_last + 1 of them); save 3 takes over
+  // save 1's file (retired when save 2 was committed), ...
+  ASSERT_EQ(recycled_inode.size(), 6u);
+  EXPECT_EQ(recycled_inode[1], whole_inode[1]);
+  EXPECT_EQ(recycled_inode[2], whole_inode[2]);
+  EXPECT_NE(whole_inode[1], whole_inode[2]);
   for (int64_t step = 3; step <= 6; ++step) {
     ASSERT_TRUE(recycled_inode.count(step)) << step;
     EXPECT_EQ(recycled_inode[step], whole_inode[step - 2]) << "save " << step;
@@ -253,6 +258,53 @@ TEST_F(AsyncSave, TheNextWriteWaitsForTheRetiredCheckpointToBeDeleted) {
   EXPECT_EQ(third_recycles, trash / io::checkpoint_rank_file_name(0));
   saver.finish_removals();
   EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000004"}));
+}
+
+// Spares reserved beside the first steps: exactly the size of the rank file; the first save overwrites spare 0
+// (its inode), the end of the run deletes the spare no save took. A spare that cannot be reserved is reported
+// and the save writes a new file.
+TEST_F(AsyncSave, SparesReservedAtTheStartServeTheFirstSaves) {
+  Trainer t(config("run", [](nlohmann::json& c) { c["checkpoint"]["interval"] = 0; }), ctx_);
+  t.run(/*stop_after_step=*/2);
+  const CheckpointSnapshot snapshot = snapshot_of(t);
+  const uint64_t bytes = io::tensor_file_bytes(snapshot.tensors);
+  const fs::path spare0 = io::spare_rank_file_dir(dir_ / "run", 0, 0) / "rank_00000.bin";
+  std::promise<std::pair<int, std::string>> reported;
+  {
+    AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 1);
+    saver.reserve_spares_in_background(2, 0, 0, bytes, [&](int reserved, double, const std::string& error) {
+      reported.set_value({reserved, error});
+    });
+    EXPECT_EQ(reported.get_future().get(), (std::pair<int, std::string>{2, ""}));
+    EXPECT_EQ(fs::file_size(spare0), bytes);
+    struct stat st {};
+    ASSERT_EQ(::stat(spare0.c_str(), &st), 0);
+    const ino_t spare_inode = st.st_ino;
+    saver.start(snapshot);
+    ASSERT_TRUE(saver.finish().has_value());
+    const fs::path written = checkpoint("run", 2) / "rank_00000.bin";
+    ASSERT_EQ(::stat(written.c_str(), &st), 0);
+    EXPECT_EQ(st.st_ino, spare_inode);
+    EXPECT_EQ(fs::file_size(written), bytes);
+    EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 2)).verify_all());
+    EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"spare_1_0.trash", "step_00000002"}));
+    saver.finish_removals();
+    EXPECT_EQ(checkpoint_entries("run"), (std::vector<std::string>{"step_00000002"}));
+  }
+  // The spare's place is taken by a plain file: nothing is reserved, the save writes a new file.
+  t.run(/*stop_after_step=*/3);
+  std::ofstream(io::spare_rank_file_dir(dir_ / "run", 0, 0)) << "in the way";
+  AsyncSaver saver(dir_ / "run", nullptr, ctx_, ops::host_staging_context(ctx_), 1);
+  std::promise<std::pair<int, std::string>> failed;
+  saver.reserve_spares_in_background(1, 0, 0, bytes, [&](int reserved, double, const std::string& error) {
+    failed.set_value({reserved, error});
+  });
+  const auto [reserved, error] = failed.get_future().get();
+  EXPECT_EQ(reserved, 0);
+  EXPECT_NE(error.find("spare_0_0.trash"), std::string::npos) << error;
+  saver.start(snapshot_of(t));
+  ASSERT_TRUE(saver.finish().has_value());
+  EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint("run", 3)).verify_all());
 }
 
 /// A CPU context whose allocations fail (host memory that cannot be pinned).

@@ -106,6 +106,16 @@ std::filesystem::path finish_checkpoint(const std::filesystem::path& run_dir, in
 /// save's writers overwrite in place (write_checkpoint_rank's `recycle`); a later call without it deletes
 /// the rest.
 void remove_retired_checkpoint(const std::filesystem::path& trash, bool keep_rank_files = false);
+
+/// A rank file reserved ahead of the first saves of a run (a background saver's spare, which a save's writer
+/// overwrites in place as it would a retired checkpoint's): `<checkpoints>/spare_<index>_<rank>.trash/
+/// rank_<file>.bin`, its space reserved (fallocate) and sized to `bytes`. Out of the checkpoint namespace: a
+/// crash leaves a trash directory, which the next start removes. Returns the file's path; IoError naming it
+/// (the partial file removed) when the disk cannot hold it.
+std::filesystem::path reserve_spare_rank_file(const std::filesystem::path& run_dir, int index, int rank, int file,
+                                              uint64_t bytes);
+/// The directory reserve_spare_rank_file puts spare `index` of `rank` in.
+std::filesystem::path spare_rank_file_dir(const std::filesystem::path& run_dir, int index, int rank);
 /// A failed save (rank 0): removes the staging directory of `step`. Never throws; returns false when the
 /// removal failed (the directory is then removed at the next start, remove_checkpoint_leftovers).
 bool abandon_checkpoint(const std::filesystem::path& run_dir, int64_t step) noexcept;

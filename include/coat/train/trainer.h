@@ -198,7 +198,8 @@ class Trainer {
   /// save_checkpoint's work, with its figures.
   SaveCommitted save_synchronously();
   /// Before the first save of a run() under checkpoint.async: the host snapshot buffers, allocated once.
-  void reserve_snapshot_buffers();
+  /// The background saver's host buffers, and spare rank files for the first saves up to step `last`.
+  void reserve_snapshot_buffers(int64_t last);
   /// A save at a step of run(): asynchronous (after finishing the one in flight) or synchronous, per
   /// checkpoint.async. A background save starts before the step's metrics are written and its cost goes into
   /// their `record`; a synchronous one runs after them (`record` null) with a record of its own, so that a
