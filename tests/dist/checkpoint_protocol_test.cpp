@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "coat/dist/host_collectives.h"
@@ -159,6 +160,47 @@ TEST_F(CheckpointProtocol, AsyncSavesCommitOnEveryRank) {
   EXPECT_EQ(steps, std::vector<int64_t>(static_cast<size_t>(world()), t.step())) << "the ranks stopped apart";
   EXPECT_GE(t.step(), 5);
   EXPECT_EQ(checkpoints("failing"), std::vector<fs::path>{"step_00000002"});
+}
+
+// Saving every step with keep_last 1 over every rank: each rank's first two saves overwrite its own spare
+// files and every later save the rank file of the checkpoint the last commit retired (rank 0 retires, every
+// rank learns the directory); the files are those of synchronous saves, and the end leaves only the last
+// checkpoint on every rank.
+TEST_F(CheckpointProtocol, SavesOverwriteSparesAndRetiredRankFilesOnEveryRank) {
+  using Tensors = std::vector<std::pair<std::string, Tensor>>;
+  const auto every_step = [](bool async) {
+    return [async](nlohmann::json& c) {
+      c["checkpoint"]["interval"] = 1;
+      c["checkpoint"]["keep_last"] = 1;
+      c["checkpoint"]["async"] = async;
+    };
+  };
+  {
+    Trainer sync(config(dir_ / "sync", every_step(false), world()), ctx_, false, comm_.get());
+    sync.run();
+  }
+  std::map<int64_t, fs::path> recycled;  // save step -> the file this rank's writer took over
+  Trainer t(config(dir_ / "run", every_step(true), world()), ctx_, false, comm_.get());
+  t.set_rank_file_writer([&](const fs::path& staging, int file, const Tensors& tensors, const fs::path& recycle) {
+    const int64_t step = std::stoll(staging.filename().string().substr(5));
+    if (!recycle.empty() && fs::exists(recycle)) recycled[step] = recycle;
+    return io::write_checkpoint_rank(staging, file, tensors, io::default_io_threads(), recycle);
+  });
+  t.run();
+  const int rank = test::world().rank();
+  const int64_t last = t.step();
+  ASSERT_EQ(static_cast<int64_t>(recycled.size()), last) << "rank " << rank;
+  EXPECT_EQ(recycled[1], io::spare_rank_file_dir(dir_ / "run", 0, rank) / io::checkpoint_rank_file_name(rank));
+  EXPECT_EQ(recycled[2], io::spare_rank_file_dir(dir_ / "run", 1, rank) / io::checkpoint_rank_file_name(rank));
+  for (int64_t step = 3; step <= last; ++step) {
+    fs::path retired = checkpoint(dir_ / "run", step - 2);
+    retired += ".trash";
+    EXPECT_EQ(recycled[step], retired / io::checkpoint_rank_file_name(rank)) << "save " << step;
+  }
+  EXPECT_EQ(checkpoints(), std::vector<fs::path>{io::checkpoint_dir_name(last)});
+  const std::string name = io::checkpoint_rank_file_name(rank);
+  EXPECT_EQ(file_bytes(checkpoint(dir_ / "run", last) / name), file_bytes(checkpoint(dir_ / "sync", last) / name));
+  EXPECT_NO_THROW(io::CheckpointReader::open(checkpoint(dir_ / "run", last)).verify_all());
 }
 
 TEST_F(CheckpointProtocol, AutoSkipsADamagedRankFileOrMetaOnEveryRank) {
