@@ -86,11 +86,20 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes, uint
                 static_cast<long long>(c.train.micro_batch_size), static_cast<long long>(c.data.seq_len),
                 recipe_words(c).c_str(), std::string(models::to_string(c.train.recompute)).c_str());
   std::string out = line + plan.str();
+  // What a rank writes at each save: its masters and optimizer states (a rank file, give or take its index).
+  const size_t copy = plan.bytes(MemoryCategory::MasterWeights) + plan.bytes(MemoryCategory::OptimizerState);
+  const int64_t keep = c.checkpoint.keep_last;
+  out += "checkpoints on disk: about " + models::format_bytes(static_cast<double>(copy)) + " per rank and save; " +
+         (keep > 0 ? "checkpoint.keep_last = " + std::to_string(keep) + " holds up to " + std::to_string(keep + 1) +
+                         " of them per rank" +
+                         (c.checkpoint.async ? " (a save overwrites the one it retires; the first saves' files are "
+                                               "reserved at the start)"
+                                             : " (the oldest goes once the new one is complete)")
+                   : std::string("checkpoint.keep_last = 0 keeps every one")) +
+         "\n";
   if (c.checkpoint.async) {
     // The asynchronous checkpoint's host copy of what the rank writes (train/async_saver.h): not device
     // memory on CUDA, the same memory again on the CPU.
-    const size_t copy =
-        plan.bytes(MemoryCategory::MasterWeights) + plan.bytes(MemoryCategory::OptimizerState);
     out += "plus " + models::format_bytes(static_cast<double>(copy)) + " of " +
            (c.train.device == DeviceKind::CUDA ? "pinned host" : "host") +
            " memory for the checkpoint snapshot (checkpoint.async; false saves without it)\n";

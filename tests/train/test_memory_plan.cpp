@@ -370,6 +370,15 @@ TEST_F(MemoryPlanTest, CoatPlanDescribesItsRecipe) {
       coat_plan.bytes(MemoryCategory::MasterWeights) + coat_plan.bytes(MemoryCategory::OptimizerState)));
   EXPECT_NE(words.find("plus " + copy + " of"), std::string::npos) << words;
   EXPECT_NE(words.find("memory for the checkpoint snapshot (checkpoint.async"), std::string::npos) << words;
+  // The disk: the same bytes per rank and save, keep_last + 1 of them at most.
+  TrainConfig keep3 = coat;
+  keep3.checkpoint.keep_last = 3;
+  EXPECT_NE(describe_memory_plan(keep3, 0).find("checkpoints on disk: about " + copy +
+                                                " per rank and save; checkpoint.keep_last = 3 holds up to 4 of them"),
+            std::string::npos)
+      << describe_memory_plan(keep3, 0);
+  keep3.checkpoint.keep_last = 0;
+  EXPECT_NE(describe_memory_plan(keep3, 0).find("checkpoint.keep_last = 0 keeps every one"), std::string::npos);
   // Against the host memory available (given): the copy fits or not; not compared without it.
   const uint64_t copy_bytes = coat_plan.bytes(MemoryCategory::MasterWeights) + coat_plan.bytes(MemoryCategory::OptimizerState);
   EXPECT_EQ(words.find("host memory here"), std::string::npos) << words;
