@@ -85,6 +85,11 @@ std::vector<TensorFileEntry> plan_entries(const std::filesystem::path& path,
   return entries;
 }
 
+// Where the tensors start: after the header and an index of `index_bytes`, aligned.
+uint64_t data_offset_after(uint64_t index_bytes) {
+  return align_up(kTensorFileHeaderBytes + index_bytes, kTensorFileAlignment);
+}
+
 // Zeros between the index (ending at `index_end`) and the first tensor, and between the tensors: a new file
 // reads zeros there anyway, a recycled one holds old bytes (file_crc counts zeros).
 void write_padding(AtomicFile& file, const std::vector<TensorFileEntry>& entries, uint64_t index_end) {
@@ -160,7 +165,7 @@ TensorFileWriteOptions::TensorFileWriteOptions() : io_threads(default_io_threads
 uint64_t tensor_file_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors) {
   uint64_t data_bytes = 0;
   const std::vector<TensorFileEntry> entries = plan_entries("tensor_file_bytes", tensors, data_bytes);
-  return align_up(kTensorFileHeaderBytes + index_json(entries, 0).size(), kTensorFileAlignment) + data_bytes;
+  return data_offset_after(index_json(entries, 0).size()) + data_bytes;
 }
 
 TensorFileSummary write_tensor_file(const std::filesystem::path& path,
@@ -171,14 +176,12 @@ TensorFileSummary write_tensor_file(const std::filesystem::path& path,
   uint64_t data_bytes = 0;
   std::vector<TensorFileEntry> entries = plan_entries(path, tensors, data_bytes);
   const size_t index_bytes = index_json(entries, 0).size();
-  const uint64_t data_offset = align_up(kTensorFileHeaderBytes + index_bytes, kTensorFileAlignment);
+  const uint64_t data_offset = data_offset_after(index_bytes);
   for (TensorFileEntry& e : entries) e.offset += data_offset;
 
   TensorFileSummary summary;
   summary.bytes = data_offset + data_bytes;
-  write_file_atomically(
-      path,
-      [&](AtomicFile& file) {
+  const auto fill = [&](AtomicFile& file) {
     file.resize(summary.bytes);  // header and index are written last, once the checksums are known
     write_padding(file, entries, kTensorFileHeaderBytes + index_bytes);
     write_data(file, tensors, entries, options);
@@ -195,8 +198,8 @@ TensorFileSummary write_tensor_file(const std::filesystem::path& path,
     file.write_at(0, header, sizeof(header));
     file.write_at(kTensorFileHeaderBytes, index.data(), index.size());
     summary.crc32c = file_crc(header, index, entries, summary.bytes);
-      },
-      options.recycle);
+  };
+  write_file_atomically(path, fill, options.recycle);
   return summary;
 }
 

@@ -25,6 +25,12 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+/// The error of a retired checkpoint that could not be deleted.
+IoError retired_not_deleted(const std::exception& e) {
+  return IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
+                                " (the next start removes it)"));
+}
+
 }  // namespace
 
 std::string SaveCommitted::describe() const {
@@ -82,7 +88,7 @@ void AsyncSaver::reserve_spares_in_background(int count, int rank, int file, uin
       const auto started = Clock::now();
       int reserved = 0;
       std::string error;
-      for (; reserved < count && error.empty(); ++reserved) {
+      for (; reserved < count; ++reserved) {
         try {
           io::reserve_spare_rank_file(run_dir_, reserved, rank, file, bytes);
         } catch (const std::exception& e) {
@@ -105,36 +111,36 @@ void AsyncSaver::remove_spent_spare() noexcept {
   fs::remove_all(std::exchange(spent_spare_dir_, fs::path()), ec);  // a leftover is trash: the next start
 }
 
-void AsyncSaver::drop_unused_spares() noexcept {
+std::string AsyncSaver::remove_unused_spares() noexcept {
   if (spare_thread_.joinable()) spare_thread_.join();
+  std::string failed;
   for (size_t i = next_spare_; i < spare_files_.size(); ++i) {
     std::error_code ec;
     fs::remove_all(spare_files_[i].parent_path(), ec);
+    if (ec && failed.empty()) failed = spare_files_[i].parent_path().string() + ": " + ec.message();
   }
   next_spare_ = spare_files_.size();
+  return failed;
+}
+
+void AsyncSaver::drop_unused_spares() noexcept {
+  (void)remove_unused_spares();
 }
 
 void AsyncSaver::finish_removals() {
   COAT_ARG_CHECK(!pending_, "AsyncSaver", "finish_removals while the save of step ", pending_ ? pending_->snapshot.step : 0,
                  " is in flight");
-  if (spare_thread_.joinable()) spare_thread_.join();
-  for (size_t i = next_spare_; i < spare_files_.size(); ++i) {
-    std::error_code ec;
-    fs::remove_all(spare_files_[i].parent_path(), ec);
-    if (ec) {
-      throw IoError(detail::concat("an unused spare checkpoint file could not be deleted: ", spare_files_[i].parent_path(),
-                                   ": ", ec.message(), " (the next start removes it)"));
-    }
+  if (const std::string failed = remove_unused_spares(); !failed.empty()) {
+    throw IoError(detail::concat("an unused spare checkpoint file could not be deleted: ", failed,
+                                 " (the next start removes it)"));
   }
-  next_spare_ = spare_files_.size();
   wait_for_removals();
   const fs::path kept = std::exchange(recycle_dir_, fs::path());
   if (kept.empty() || (world_ && world_->rank() != 0)) return;
   try {
     io::remove_retired_checkpoint(kept);
   } catch (const std::exception& e) {
-    throw IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
-                                 " (the next start removes it)"));
+    throw retired_not_deleted(e);
   }
 }
 
@@ -152,9 +158,7 @@ void AsyncSaver::remove_in_background(std::vector<fs::path> retired, fs::path ke
       try {
         remove_all();
       } catch (const std::exception& e) {
-        remove_error_ = std::make_exception_ptr(
-            IoError(detail::concat("a checkpoint beyond checkpoint.keep_last could not be deleted: ", e.what(),
-                                   " (the next start removes it)")));
+        remove_error_ = std::make_exception_ptr(retired_not_deleted(e));
       }
       done->set_value();
     });

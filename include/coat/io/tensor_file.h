@@ -72,15 +72,15 @@ struct TensorFileSummary {
   uint32_t crc32c = 0;
 };
 
+/// The size write_tensor_file gives a file of `tensors` (header, index, padding and data), without writing.
+uint64_t tensor_file_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors);
+
 /// Writes the tensors, in the order given, to `path` atomically (see AtomicFile: a failure leaves an
 /// existing file untouched and no temporary file). Tensors may live on any device and have any strides;
 /// each is copied to the CPU (bit for bit) on the calling thread, in order, and its pieces are checksummed
 /// and written at their offsets by the io_threads, so at most about 2 * io_threads + 1 tensors' copies are
 /// in host memory at once. The bytes do not depend on io_threads or chunk_bytes. Names must be unique and
 /// non-empty (InvalidArgument otherwise); a failed write is an IoError naming the file and the tensor.
-/// The size write_tensor_file gives a file of `tensors` (header, index, padding and data), without writing.
-uint64_t tensor_file_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors);
-
 TensorFileSummary write_tensor_file(const std::filesystem::path& path,
                                     const std::vector<std::pair<std::string, Tensor>>& tensors,
                                     const TensorFileWriteOptions& options = {});

@@ -172,6 +172,9 @@ class AsyncSaver {
   std::filesystem::path spent_spare_dir_;
   /// Deletes the directory of the spare the last save took, if any (it is empty by then).
   void remove_spent_spare() noexcept;
+  /// Waits for the spare reservation and deletes the spares no save took; the first failure ("dir: error"),
+  /// or empty.
+  std::string remove_unused_spares() noexcept;
 };
 
 }  // namespace coat::train
