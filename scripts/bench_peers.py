@@ -54,19 +54,22 @@ def run(cmd, timeout):
     return p.stdout, None if p.returncode == 0 else f"exit status {p.returncode}"
 
 
-def ours(a, recipe):
+def ours(a, spec):
+    """spec: a recipe, optionally with overrides of its own after '+' (coat+train.deterministic=false)."""
+    recipe, *own = spec.split("+")
     with tempfile.TemporaryDirectory() as tmp:
         out_json = os.path.join(tmp, "bench.json")
         cmd = [a.coat_bench, "--config", a.config, "--set", f"precision.recipe={recipe}", "--steps", str(a.steps),
-               "--warmup", str(a.warmup), "--no-kernels", "--json", out_json] + sum((["--set", s] for s in a.set), [])
+               "--warmup", str(a.warmup), "--no-kernels", "--json", out_json]
+        cmd += sum((["--set", s] for s in a.set + own), [])
         text, err = run(cmd, a.timeout)
         if err is None and not os.path.exists(out_json):
             err = f"{a.coat_bench} wrote no {out_json}"
         if err is not None:
-            return dict(name=f"coat-train {recipe}", error=err, tail=text[-2000:])
+            return dict(name=f"coat-train {spec}", error=err, tail=text[-2000:])
         with open(out_json) as f:
             d = json.load(f)
-    return dict(name=f"coat-train {recipe}", kind="ours", recipe=recipe, tokens_per_s=float(d["tokens_per_s"]),
+    return dict(name=f"coat-train {spec}", kind="ours", recipe=spec, tokens_per_s=float(d["tokens_per_s"]),
                 peak_alloc_gib=d["peak_bytes_total"] / GIB, peak_reserved_gib=d["peak_reserved_bytes"] / GIB,
                 device=d.get("device", ""))
 
@@ -108,7 +111,9 @@ def parse(argv):
     repo = os.path.dirname(here)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="coat-bench config (the shape, micro-batch and sequence)")
-    ap.add_argument("--recipes", default="bf16,coat", help="comma-separated precision recipes of ours")
+    ap.add_argument("--recipes", default="bf16,coat",
+                    help="comma-separated precision recipes of ours; one may carry overrides of its own after '+', "
+                         "as in coat+train.deterministic=false")
     ap.add_argument("--set", action="append", default=[], help="extra coat-bench override section.key=value")
     ap.add_argument("--peer-model", required=True, help="torch_baseline.py --model (the same shape)")
     ap.add_argument("--peer-layers", type=int, default=0, help="torch_baseline.py --layers (0: the model's own)")
@@ -127,6 +132,9 @@ def parse(argv):
     unknown = [p for p in a.peers if p not in PEER_FLAGS]
     if unknown:
         ap.error(f"--peers: unknown {', '.join(unknown)}; expected some of {', '.join(PEER_FLAGS)}")
+    bad = [r for r in a.recipes for o in r.split("+")[1:] if "=" not in o]
+    if bad:
+        ap.error(f"--recipes: {', '.join(bad)}: an override after '+' is section.key=value")
     for path, what in ((a.config, "--config"), (a.coat_bench, "--coat-bench"), (a.peer_script, "--peer-script")):
         if not os.path.exists(path):
             ap.error(f"{what}: {path} does not exist")

@@ -85,6 +85,21 @@ class BenchPeers(unittest.TestCase):
         self.assertIn("no_such_recipe", out)
         self.assertGreater(rows[1]["tokens_per_s"], 0)
 
+    def test_a_recipe_takes_overrides_of_its_own(self):
+        # The override after '+' goes to that run only: the bad key fails it, the plain recipe beside it runs.
+        rc, out, rows = self.bench("compile", recipes="fp32+train.no_such_key=1,fp32")
+        self.assertEqual(rc, 1, out)
+        self.assertEqual(rows[0]["name"], "coat-train fp32+train.no_such_key=1")
+        self.assertIn("no_such_key", rows[0]["tail"])
+        self.assertEqual(rows[1]["name"], "coat-train fp32")
+        self.assertGreater(rows[1]["tokens_per_s"], 0)
+
+    def test_a_malformed_override_is_refused_before_anything_runs(self):
+        rc, out, rows = self.bench("compile", recipes="fp32+train.deterministic")
+        self.assertEqual(rc, 2)
+        self.assertIn("an override after '+' is section.key=value", out)
+        self.assertIsNone(rows)
+
     def test_unknown_peer_is_refused_before_anything_runs(self):
         rc, out, rows = self.bench("compile,float16")
         self.assertEqual(rc, 2)

@@ -2,6 +2,7 @@
 #include "coat/backend/cuda/matmul_plan_cache.h"
 
 #include <functional>
+#include <vector>
 
 #include "coat/backend/cuda/check.h"
 #include "coat/core/error.h"
@@ -76,6 +77,23 @@ std::unique_ptr<MatmulPlan> build_plan(cublasLtHandle_t handle, const MatmulPlan
                                                tb ? key.k : key.n, key.ldb));
   COAT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c_layout, key.c_type, key.m, key.n, key.ldc));
 
+  const std::vector<cublasLtMatmulHeuristicResult_t> found =
+      matmul_candidates(handle, *plan, key, max_workspace_bytes, 1);
+  if (found.empty()) {
+    throw CublasError(::coat::detail::concat("[matmul] cuBLASLt found no algorithm for ", key.str()));
+  }
+  const cublasLtMatmulHeuristicResult_t& result = found.front();
+  plan->algo = result.algo;
+  plan->workspace_bytes = result.workspaceSize;
+  return plan;
+}
+
+}  // namespace
+
+std::vector<cublasLtMatmulHeuristicResult_t> matmul_candidates(cublasLtHandle_t handle, const MatmulPlan& plan,
+                                                               const MatmulPlanKey& key,
+                                                               size_t max_workspace_bytes, int count) {
+  COAT_CHECK(count >= 1, InvalidArgument, "[matmul] candidates: count must be at least 1, got ", count);
   cublasLtMatmulPreference_t raw_pref = nullptr;
   COAT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref));
   std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, PreferenceDeleter> pref(raw_pref);
@@ -86,24 +104,19 @@ std::unique_ptr<MatmulPlan> build_plan(cublasLtHandle_t handle, const MatmulPlan
   set_pref<uint32_t>(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_c);
   set_pref<uint32_t>(raw_pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_c);
 
-  cublasLtMatmulHeuristicResult_t result{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(count));
   int returned = 0;
   const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->a_layout, plan->b_layout, plan->c_layout,
-                                     plan->c_layout, raw_pref, 1, &result, &returned);
-  if (status != CUBLAS_STATUS_SUCCESS || returned == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
-    const cublasStatus_t shown = status != CUBLAS_STATUS_SUCCESS ? status : result.state;
-    throw CublasError(::coat::detail::concat("[matmul] cuBLASLt found no algorithm for ", key.str(), ": ",
-                                             returned == 0 && status == CUBLAS_STATUS_SUCCESS
-                                                 ? "no result returned"
-                                                 : cublasLtGetStatusString(shown)));
+      cublasLtMatmulAlgoGetHeuristic(handle, plan.desc, plan.a_layout, plan.b_layout, plan.c_layout,
+                                     plan.c_layout, raw_pref, count, results.data(), &returned);
+  if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED) {
+    throw CublasError(::coat::detail::concat("[matmul] cuBLASLt heuristic query failed for ", key.str(), ": ",
+                                             cublasLtGetStatusString(status)));
   }
-  plan->algo = result.algo;
-  plan->workspace_bytes = result.workspaceSize;
-  return plan;
+  results.resize(status == CUBLAS_STATUS_SUCCESS ? static_cast<size_t>(returned) : 0);
+  std::erase_if(results, [](const cublasLtMatmulHeuristicResult_t& r) { return r.state != CUBLAS_STATUS_SUCCESS; });
+  return results;
 }
-
-}  // namespace
 
 std::string MatmulPlanKey::str() const {
   const std::string scale_modes =

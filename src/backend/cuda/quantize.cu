@@ -281,6 +281,67 @@ __global__ __launch_bounds__(kThreads) void quantize_transpose_kernel(const stor
   }
 }
 
+/// The fast path of quantize_transpose_kernel when rows % 16 == 0, cols % (16 / sizeof(In)) == 0 and the
+/// pointers are aligned (x and codes_t to 16 bytes, codes to one chunk): 16-byte loads of x, one chunk of codes
+/// per load, and 16-byte stores of codes_t (16 consecutive rows of one column of the tile per thread). The
+/// thread-to-column mapping of the store keeps the shared-memory reads free of bank conflicts: a warp reads 16
+/// consecutive columns (4 words) of two 16-row groups, whose words lie 16 banks apart (row pitch 17 words).
+template <DType In, DType Fmt>
+__global__ __launch_bounds__(kThreads) void quantize_transpose16_kernel(const storage_t<In>* x, int64_t rows,
+                                                                        int64_t cols, const float* scale_ptr,
+                                                                        Fp8Saturation sat, uint8_t* codes,
+                                                                        uint8_t* codes_t) {
+  using S = storage_t<In>;
+  constexpr int kChunk = static_cast<int>(16 / sizeof(S));  // elements per load: 8 (bf16) or 4 (f32)
+  constexpr int kPerRow = kTile / kChunk;
+  constexpr int kRowsPerPass = kThreads / kPerRow;
+  constexpr int kPasses = kTile / kRowsPerPass;
+  constexpr int kRun = 16;  // codes per store of codes_t
+  static_assert(kThreads == (kTile / kRun) * kTile, "one pass of 16-byte stores covers the tile");
+  static_assert(kChunk % 4 == 0 && kPasses * kRowsPerPass == kTile, "whole 4-byte words, whole tile rows");
+  __shared__ __align__(16) uint8_t tile[kTile][kTile + kTilePad];
+  const float scale = *scale_ptr;
+  const int64_t tiles_c = (cols + kTile - 1) / kTile;
+  const int64_t tiles = ((rows + kTile - 1) / kTile) * tiles_c;
+  const int lc = (threadIdx.x % kPerRow) * kChunk, lr = threadIdx.x / kPerRow;
+  const int tcol = threadIdx.x % 16 + 16 * (threadIdx.x / 64), trow = ((threadIdx.x / 16) % 4) * kRun;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t r0 = (t / tiles_c) * kTile, c0 = (t % tiles_c) * kTile;
+    const int64_t c = c0 + lc;
+    Pack<S, kChunk> p[kPasses];
+#pragma unroll
+    for (int k = 0; k < kPasses; ++k) {
+      const int64_t r = r0 + lr + k * kRowsPerPass;
+      if (r < rows && c < cols) p[k] = *reinterpret_cast<const Pack<S, kChunk>*>(x + r * cols + c);
+    }
+#pragma unroll
+    for (int k = 0; k < kPasses; ++k) {
+      const int tr = lr + k * kRowsPerPass;
+      const int64_t r = r0 + tr;
+      if (r < rows && c < cols) {
+        Pack<uint8_t, kChunk> q;
+#pragma unroll
+        for (int v = 0; v < kChunk; ++v) q.v[v] = quantize_value<Fmt>(load_float<In>(p[k].v[v]), scale, sat);
+        *reinterpret_cast<Pack<uint8_t, kChunk>*>(codes + r * cols + c) = q;
+        // The tile's rows are 4-byte aligned only: stage the chunk as 4-byte words.
+#pragma unroll
+        for (int w = 0; w < kChunk / 4; ++w) {
+          *reinterpret_cast<uint32_t*>(&tile[tr][lc + 4 * w]) = *reinterpret_cast<const uint32_t*>(&q.v[4 * w]);
+        }
+      }
+    }
+    __syncthreads();
+    const int64_t tc = c0 + tcol, tr = r0 + trow;
+    if (tc < cols && tr < rows) {
+      Pack<uint8_t, kRun> q;
+#pragma unroll
+      for (int v = 0; v < kRun; ++v) q.v[v] = tile[trow + v][tcol];
+      *reinterpret_cast<Pack<uint8_t, kRun>*>(codes_t + tc * rows + tr) = q;
+    }
+    __syncthreads();  // the tile is overwritten by the next iteration
+  }
+}
+
 // ---- launchers ----
 
 template <DType In>
@@ -464,13 +525,17 @@ void quantize_transpose_per_tensor(const Tensor& x, const Tensor& scale, Fp8Satu
     const bool vec_load = cols % kTileChunk == 0 && aligned_to(x.data_ptr(), kTileChunk * sizeof(S)) &&
                           aligned_to(codes.data_ptr(), kTileChunk);
     const bool vec_store = rows % kTileChunk == 0 && aligned_to(codes_t.data_ptr(), kTileChunk);
+    const bool wide = rows % 16 == 0 && cols % kVec16<In> == 0 && aligned_to(x.data_ptr(), 16) &&
+                      aligned_to(codes.data_ptr(), kVec16<In>) && aligned_to(codes_t.data_ptr(), 16);
     const unsigned blocks = grid_for(x, tiles * kThreads, kThreads);
     dispatch_fp8_format(codes.dtype(), op, [&](auto f) {
       constexpr DType Fmt = decltype(f)::value;
       const float* sp = scale.data<const float>();
       uint8_t* c = code_data(codes);
       uint8_t* ct = code_data(codes_t);
-      if (vec_load && vec_store) {
+      if (wide) {
+        quantize_transpose16_kernel<In, Fmt><<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+      } else if (vec_load && vec_store) {
         quantize_transpose_kernel<In, Fmt, true, true>
             <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
       } else if (vec_load) {

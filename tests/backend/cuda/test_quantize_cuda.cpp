@@ -27,6 +27,9 @@
 #include "coat/backend/cuda/cuda_context.h"
 #include "coat/backend/cuda/device_properties.h"
 #include "coat/backend/cuda/quantize.h"
+#include "coat/core/random_generator.h"
+#include "coat/ops/creation.h"
+#include "cuda_timing.h"
 #endif
 
 namespace coat {
@@ -247,8 +250,11 @@ TEST_F(CudaQuantize, PerTensorPipelineMatchesCpu) {
 
 TEST_F(CudaQuantize, QuantizeTransposeMatchesCpu) {
   const DeviceIo dev(gpu_, cpu_);
-  const std::vector<Shape> shapes = {{1, 1},    {63, 65},  {64, 64},    {130, 96},
-                                     {77, 129}, {96, 130}, {256, 1000}, {1000, 36}};
+  // Rows a multiple of 16 and whole 16-byte chunks of a row take the wide kernel: {64, 64}, {256, 1000}, the
+  // partial tiles of {48, 200}, {80, 72} and {1040, 264}, and {32, 68} in f32 only (68 is 17 f32 chunks, 8.5
+  // bf16 ones). The others take the narrow kernel's paths.
+  const std::vector<Shape> shapes = {{1, 1},      {63, 65},   {64, 64},  {130, 96}, {77, 129},  {96, 130},
+                                     {256, 1000}, {1000, 36}, {48, 200}, {80, 72},  {32, 68}, {1040, 264}};
   uint32_t seed = 200;
   for (const Shape& shape : shapes) {
     for (DType in : kInputs) {
@@ -393,6 +399,38 @@ TEST_F(CudaQuantize, RejectsGroupSizeThatDoesNotDivideLastDim) {
     EXPECT_NE(std::string(e.what()).find("[quantize_per_group] group_size 16 does not divide"),
               std::string::npos)
         << e.what();
+  }
+}
+
+
+// Not a test: quantize + transpose on a Llama-2-7B block's shapes (8192 tokens), the wide kernel (aligned
+// input) beside the narrow one (the same input 4 elements into its storage: 8-byte aligned only) and a
+// device copy of the same bytes (2 read + 2 written per element). Run with --gtest_also_run_disabled_tests
+// --gtest_filter='*DISABLED_TransposeBandwidth'.
+TEST_F(CudaQuantize, DISABLED_TransposeBandwidth) {
+  std::printf("device: %s\n", static_cast<cuda::CudaContext&>(*gpu_).properties().str().c_str());
+  const cudaStream_t stream = static_cast<cuda::CudaContext&>(*gpu_).stream();
+  RandomGenerator gen{1, 0};
+  for (const Shape& shape : {Shape{8192, 4096}, Shape{8192, 11008}, Shape{8192, 12288}, Shape{8192, 22016}}) {
+    auto storage = std::make_shared<Storage>(gpu_, (shape_numel(shape) + 4) * 2, MemoryCategory::Other);
+    Tensor flat = Tensor::from_storage(storage, {shape_numel(shape) + 4}, DType::BF16, 0);
+    ops::normal_(flat, gen, 0.0f, 1.0f);
+    const Tensor aligned = Tensor::from_storage(storage, shape, DType::BF16, 0);
+    const Tensor offset = Tensor::from_storage(storage, shape, DType::BF16, 4);
+    Tensor scale = ops::full(gpu_, {1}, 2.0, DType::F32);
+    Tensor codes = Tensor::empty(gpu_, shape, DType::E4M3), codes_t = Tensor::empty(gpu_, {shape[1], shape[0]}, DType::E4M3);
+    Tensor copy = Tensor::empty(gpu_, shape, DType::BF16);
+    const auto time = [&](auto&& fn) { return test::median_ms(stream, 20, fn, /*warmups=*/3); };
+    const double wide = time([&] { cuda::quantize_transpose_per_tensor(aligned, scale, Fp8Saturation::Saturate, codes, codes_t); });
+    const double narrow = time([&] { cuda::quantize_transpose_per_tensor(offset, scale, Fp8Saturation::Saturate, codes, codes_t); });
+    const double memcpy_ms = time([&] {
+      COAT_CUDA_CHECK(cudaMemcpyAsync(copy.data_ptr(), aligned.data_ptr(), aligned.nbytes(), cudaMemcpyDeviceToDevice, stream));
+    });
+    const double gb = static_cast<double>(shape_numel(shape)) * 4.0 / 1e9;
+    std::printf("[%6ld, %6ld] wide %.3f ms (%5.0f GB/s) | narrow %.3f ms (%5.0f GB/s) | copy %.3f ms (%5.0f GB/s) | "
+                "wide %.2fx narrow\n",
+                static_cast<long>(shape[0]), static_cast<long>(shape[1]), wide, gb / (wide * 1e-3), narrow,
+                gb / (narrow * 1e-3), memcpy_ms, gb / (memcpy_ms * 1e-3), narrow / wide);
   }
 }
 

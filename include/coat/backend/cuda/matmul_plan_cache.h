@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace coat::cuda {
 
@@ -67,6 +68,13 @@ struct MatmulPlan {
   MatmulPlan(const MatmulPlan&) = delete;
   MatmulPlan& operator=(const MatmulPlan&) = delete;
 };
+
+/// Up to `count` algorithms cuBLASLt's heuristic offers for `plan` (its descriptor and layouts, built for
+/// `key`), best first by its own estimate, with the key's alignments and at most `max_workspace_bytes` of
+/// workspace; empty when none fits. The plan cache takes the first; a benchmark may time the others.
+std::vector<cublasLtMatmulHeuristicResult_t> matmul_candidates(cublasLtHandle_t handle, const MatmulPlan& plan,
+                                                               const MatmulPlanKey& key,
+                                                               size_t max_workspace_bytes, int count);
 
 class MatmulPlanCache {
  public:
