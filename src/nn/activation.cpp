@@ -18,9 +18,14 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
 autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress, Tensor* out_row_maxima,
                             GradRowMaximaSlot dgu_maxima) {
   const NvtxRange range("swiglu_packed");
+  // COAT's compressed copy of gu comes from the SwiGLU's own kernel (on CUDA: no second read of gu).
+  ops::Fp8PerGroup copy;
+  Tensor y = ops::swiglu_packed(gu.value, out_row_maxima,
+                                compresses_input(tape, gu.value, compress) && gu.value.size(-1) % 32 == 0 ? &copy
+                                                                                                      : nullptr);
   std::vector<Tensor> saved;
-  const SavedInput in = save_input(tape, gu.value, compress, saved);
-  return tape.record("swiglu_packed", ops::swiglu_packed(gu.value, out_row_maxima), {gu}, std::move(saved),
+  const SavedInput in = save_input(tape, gu.value, compress, saved, &copy);
+  return tape.record("swiglu_packed", std::move(y), {gu}, std::move(saved),
                      [in, dgu_maxima](const Tensor& dy, const std::vector<Tensor>& s) -> autograd::Grads {
                        // A compressed gu is restored inside the backward kernel (no separate pass).
                        Tensor maxima;

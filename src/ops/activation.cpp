@@ -24,6 +24,16 @@ void check_operand(const Tensor& t, const Tensor& gate, const char* op, const ch
                  gate.device().str());
 }
 
+/// cuda::swiglu_packed_compress where CUDA is built; false (nothing written) otherwise.
+bool fused_swiglu_compress(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv) {
+#ifdef COAT_WITH_CUDA
+  return cuda::swiglu_packed_compress(gu, y, row_max, codes, scale_inv);
+#else
+  (void)gu, (void)y, (void)row_max, (void)codes, (void)scale_inv;
+  return false;
+#endif
+}
+
 /// F of a packed gate/up tensor [..., 2F].
 int64_t packed_half(const Tensor& gu, const char* op) {
   COAT_ARG_CHECK(gu.defined(), op, "gu is undefined");
@@ -75,11 +85,28 @@ Tensor row_maxima_for(const Tensor& out, const char* op) {
   return Tensor::empty(out.context(), {rows}, DType::F32);
 }
 
-Tensor swiglu_packed(const Tensor& gu, Tensor* row_max) {
+Tensor swiglu_packed(const Tensor& gu, Tensor* row_max, Fp8PerGroup* gu_compressed) {
   const int64_t f = packed_half(gu, "swiglu_packed");
   const Tensor cg = contiguous(gu);
   Tensor y = Tensor::empty(gu.context(), with_last(gu.shape(), f), gu.dtype());
   if (row_max != nullptr) *row_max = row_maxima_for(y, "swiglu_packed");
+  if (gu_compressed != nullptr) {
+    COAT_ARG_CHECK(f % 16 == 0, "swiglu_packed", "gu's compressed copy needs F (", f, ") a multiple of 16");
+    // CUDA: one kernel writes y, its row maxima and the copy. Elsewhere, or where that kernel does not
+    // apply, the copy is quantize_per_group's own pass: the same bytes either way.
+    if (gu.device().is_cuda() && (gu.dtype() == DType::F32 || gu.dtype() == DType::BF16) && y.numel() > 0) {
+      Fp8PerGroup q;
+      q.codes = Tensor::empty(gu.context(), gu.shape(), DType::E4M3);
+      q.scale_inv = Tensor::empty(gu.context(), with_last(gu.shape(), 2 * f / 16), DType::F32);
+      q.group_size = 16;
+      Tensor maxima = row_max != nullptr ? *row_max : row_maxima_for(y, "swiglu_packed");
+      if (fused_swiglu_compress(cg, y, maxima, q.codes, q.scale_inv)) {
+        *gu_compressed = std::move(q);
+        return y;
+      }
+    }
+    *gu_compressed = quantize_per_group(cg, 16, DType::E4M3);
+  }
   COAT_DISPATCH("swiglu_packed", gu.device(), cpu::swiglu_packed(cg, y, row_max),
                 cuda::swiglu_packed(cg, y, row_max));
   return y;

@@ -218,6 +218,26 @@ TEST(FusedProducers, SwigluRowMaximaAreTheRowAmaxAndChangeNothingElse) {
   }
 }
 
+TEST(FusedProducers, SwigluCompressedCopyIsQuantizePerGroupOfGu) {
+  uint32_t seed = 60;
+  for (DType t : {DType::F32, DType::BF16}) {
+    for (const Shape& shape : {Shape{4, 2 * 16}, Shape{3, 5, 2 * 48}}) {
+      const Tensor gu = random_tensor(shape, t, ++seed, 0.0, 2.0);
+      ops::Fp8PerGroup copy;
+      const Tensor y = ops::swiglu_packed(gu, nullptr, &copy);
+      const std::string what = label("swiglu_packed compressed", shape, t);
+      expect_same_bytes(y, ops::swiglu_packed(gu), what + " y");
+      const ops::Fp8PerGroup ref = ops::quantize_per_group(gu, 16, DType::E4M3);
+      EXPECT_EQ(copy.group_size, 16) << what;
+      expect_same_bytes(copy.codes, ref.codes, what + " codes");
+      expect_same_bytes(copy.scale_inv, ref.scale_inv, what + " scale_inv");
+    }
+  }
+  ops::Fp8PerGroup copy;
+  test::expect_error_containing<InvalidArgument>(
+      [&] { ops::swiglu_packed(random_tensor({2, 2 * 24}, DType::BF16, 70), nullptr, &copy); }, "multiple of 16");
+}
+
 TEST(FusedProducers, RowMaximaPropagateNanAndInf) {
   // RMSNorm: a NaN in row 1 makes the row NaN; an inf weight makes every row's max inf (x has no zeros), except
   // row 1 (NaN above inf).

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "coat/core/tensor.h"
+#include "coat/ops/quantize.h"
 
 namespace coat::ops {
 
@@ -21,7 +22,10 @@ SwigluGrads swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& 
 /// up = gu[..., F:]; y [..., F] = silu(gate) * up, the numbers swiglu(gate, up) gives.
 /// row_max (when not null; f32 and bf16 gu): set to F32 [rows of y], max |y| of each row as stored, NaN and
 /// inf propagated (what ops::quantize_per_tensor_from_row_maxima takes), written by the same kernel.
-Tensor swiglu_packed(const Tensor& gu, Tensor* row_max = nullptr);
+/// gu_compressed (when not null; F a multiple of 16): set to gu's 1x16 E4M3 copy, the bytes of
+/// quantize_per_group(gu, 16, E4M3) (COAT's saved input of the SwiGLU); on CUDA written by the same kernel as y,
+/// from the values it reads anyway, instead of a second read of gu.
+Tensor swiglu_packed(const Tensor& gu, Tensor* row_max = nullptr, Fp8PerGroup* gu_compressed = nullptr);
 
 /// dgu [..., 2F] from dy [..., F]: dgate in dgu[..., :F], dup in dgu[..., F:] (the numbers of
 /// swiglu_backward), in gu's dtype.

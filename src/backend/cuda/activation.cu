@@ -219,6 +219,83 @@ __global__ __launch_bounds__(kThreads) void swiglu_packed_row_max_kernel(const S
   }
 }
 
+/// swiglu_packed_row_max_kernel that also writes gu's 1x16 E4M3 copy (COAT's saved input of the SwiGLU):
+/// the codes and scale_inv that quantize_per_group(gu, 16, E4M3) writes, from the values it has read anyway.
+/// A group of 16 is kLanes = 16 / kVec consecutive vectors, held by kLanes consecutive lanes (the block's
+/// threads are a multiple of 32 and F of 16), whose amax keys meet by shuffles. The loop bound is uniform over
+/// the block so that every lane reaches them.
+template <typename S, int kVec>
+__global__ __launch_bounds__(kThreads) void swiglu_packed_compress_kernel(const S* __restrict__ gu, S* __restrict__ y,
+                                                                          float* __restrict__ row_max,
+                                                                          uint8_t* __restrict__ codes,
+                                                                          float* __restrict__ scale_inv, int64_t vpr,
+                                                                          int64_t rows) {
+  using E = Elem<S>;
+  using P = Pack<S, kVec>;
+  using CP = Pack<uint8_t, kVec>;
+  constexpr int kLanes = 16 / kVec;
+  static_assert(kLanes >= 1 && 16 % kVec == 0 && kWarp % kLanes == 0, "a group of 16 is whole vectors of a warp");
+  constexpr float kFmtMax = fp8math::fp8_max(DType::E4M3);
+  __shared__ uint32_t warp_keys[kThreads / kWarp];
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const auto group_key = [](const P& p) {
+    uint32_t k = 0;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) k = fp8math::max_key(k, fp8math::amax_key(E::load(p.v[v])));
+    for (int o = kLanes / 2; o > 0; o /= 2) k = fp8math::max_key(k, __shfl_xor_sync(0xffffffffu, k, o));
+    return k;
+  };
+  const auto encode = [](const P& p, uint32_t k, CP* out, float* out_scale_inv, bool head) {
+    const float scale = fp8math::scale_from_amax(fp8math::amax_from_key(k), kFmtMax);
+    CP c;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      c.v[v] = fp8math::quantize_value<DType::E4M3>(E::load(p.v[v]), scale, Fp8Saturation::Saturate);
+    }
+    *out = c;
+    if (head) *out_scale_inv = fp8math::scale_inv_from_scale(scale);
+  };
+  for (int64_t n = blockIdx.x; n < rows; n += gridDim.x) {
+    const P* g = reinterpret_cast<const P*>(gu) + n * 2 * vpr;
+    const P* u = g + vpr;
+    P* yr = reinterpret_cast<P*>(y) + n * vpr;
+    CP* cg = reinterpret_cast<CP*>(codes) + n * 2 * vpr;
+    CP* cu = cg + vpr;
+    float* sg = scale_inv + n * 2 * (vpr / kLanes);
+    float* su = sg + vpr / kLanes;
+    uint32_t key = 0;
+    for (int64_t base = 0; base < vpr; base += int64_t(nt) * kUnroll) {
+      P gv[kUnroll], uv[kUnroll];
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = base + tid + int64_t(r) * nt;
+        gv[r] = P{};
+        uv[r] = P{};
+        if (j < vpr) {
+          gv[r] = g[j];
+          uv[r] = u[j];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kUnroll; ++r) {
+        const int64_t j = base + tid + int64_t(r) * nt;
+        const uint32_t kg = group_key(gv[r]), ku = group_key(uv[r]);
+        if (j < vpr) {
+          P o;
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) o.v[k] = E::store(swiglu_value(E::load(gv[r].v[k]), E::load(uv[r].v[k])));
+          row_maxima::fold(key, o);
+          yr[j] = o;
+          const bool head = j % kLanes == 0;
+          encode(gv[r], kg, cg + j, sg + j / kLanes, head);
+          encode(uv[r], ku, cu + j, su + j / kLanes, head);
+        }
+      }
+    }
+    row_maxima::store(key, warp_keys, row_max + n);
+  }
+}
+
 /// dgu (rows [dgate | dup], gu's layout) from dy [N, F] (vector i) and gu; items as in swiglu_packed_kernel.
 template <typename S, int kVec>
 __global__ __launch_bounds__(kThreads) void swiglu_packed_backward_kernel(const S* __restrict__ dy,
@@ -398,6 +475,28 @@ bool empty_rows(Tensor& row_max, int64_t f, const Tensor& out) {
   return rows == 0 || f == 0;
 }
 
+/// swiglu_packed with row maxima and gu's 1x16 E4M3 copy, one kernel; false (nothing written) where the
+/// vectorised kernel does not apply (F % 16, alignment), for the caller to take the separate passes.
+bool swiglu_packed_compress_rows(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv) {
+  const int64_t rows = row_max.numel(), f = y.size(-1);
+  if (rows == 0 || f == 0 || f % 16 != 0) return false;
+  bool done = false;
+  dispatch_row_max(gu.dtype(), "swiglu_packed", [&](auto s) {
+    using S = decltype(s);
+    const S* gp = gu.data<S>();
+    S* yp = y.data<S>();
+    uint8_t* cp = static_cast<uint8_t*>(codes.data_ptr());
+    if (!(aligned16(gp) && aligned16(yp) && reinterpret_cast<uintptr_t>(cp) % kVec16<S> == 0)) return;
+    const int64_t vpr = f / kVec16<S>;
+    const RowLaunch l = row_launch(y, rows, vpr);
+    swiglu_packed_compress_kernel<S, kVec16<S>><<<l.grid, l.threads, 0, stream_of(y)>>>(
+        gp, yp, row_max.data<float>(), cp, scale_inv.data<float>(), vpr, rows);
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+    done = true;
+  });
+  return done;
+}
+
 /// swiglu_packed with row maxima: the row kernel.
 void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
   const int64_t rows = row_max.numel(), f = y.size(-1);
@@ -460,6 +559,10 @@ void swiglu_packed_backward_rows(const Tensor& dy, const Tensor& gu, const Tenso
 }
 
 }  // namespace
+
+bool swiglu_packed_compress(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv) {
+  return swiglu_packed_compress_rows(gu, y, row_max, codes, scale_inv);
+}
 
 void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
   if (row_max != nullptr) {

@@ -186,6 +186,48 @@ TEST_F(CudaFusedProducers, SwigluRowMaximaAreTheirOutputsRowMax) {
   }
 }
 
+// The SwiGLU that also writes gu's 1x16 E4M3 copy: y and its row maxima the bytes of swiglu_packed with maxima
+// on the GPU, the copy the bytes of quantize_per_group(gu, 16, E4M3) on the GPU and on the CPU. F = 16 (one
+// group per half-row: two bf16 lanes, four f32 ones), F = 48, 11008 and 4096 (several vectors per thread,
+// rows longer than a block's pass), [..., 2F], a misaligned gu (the separate passes), non-finite groups and an
+// all-zero group.
+TEST_F(CudaFusedProducers, SwigluCompressedCopyIsQuantizePerGroupOfGu) {
+  uint32_t seed = 700;
+  for (DType t : {DType::F32, DType::BF16}) {
+    for (const Shape& shape : {Shape{16, 2 * 4096}, Shape{5, 2 * 16}, Shape{3, 2 * 48}, Shape{2, 3, 2 * 96},
+                               Shape{9, 2 * 11008}, Shape{700, 2 * 64}}) {
+      for (bool aligned : {true, false}) {
+        Tensor gu = random_tensor(cpu, shape, t, ++seed, 0.0, 2.0);
+        if (shape[0] == 16) {  // a NaN gate, an inf up, an all-zero group of the up half
+          const int64_t f = shape.back() / 2;
+          gu = with_value(with_value(gu, 3, std::nan("")), 2 * f + f + 5, INFINITY);
+          std::vector<double> v = ops::to_double_vector(gu);
+          for (int64_t i = 0; i < 16; ++i) v[static_cast<size_t>(4 * f + f + 32 + i)] = 0.0;
+          gu = ops::from_vector(cpu, shape, t, v);
+        }
+        const Tensor gug = aligned ? ops::to(gu, gpu) : misaligned(ops::to(gu, gpu));
+        const std::string what = label("swiglu_packed compressed", shape, t, aligned ? "" : " misaligned");
+        Tensor row_max, plain_max;
+        ops::Fp8PerGroup copy;
+        const Tensor y = ops::swiglu_packed(gug, &row_max, &copy);
+        expect_same_bytes(y, ops::swiglu_packed(gug, &plain_max), what + " y vs without the copy");
+        expect_same_bytes(row_max, plain_max, what + " maxima vs without the copy");
+        EXPECT_EQ(copy.group_size, 16) << what;
+        const ops::Fp8PerGroup gpu_ref = ops::quantize_per_group(gug, 16, DType::E4M3);
+        expect_same_bytes(copy.codes, gpu_ref.codes, what + " codes vs gpu quantize_per_group");
+        expect_same_bytes(copy.scale_inv, gpu_ref.scale_inv, what + " scale_inv vs gpu quantize_per_group");
+        const ops::Fp8PerGroup cpu_ref = ops::quantize_per_group(gu, 16, DType::E4M3);
+        expect_same_bytes(copy.codes, cpu_ref.codes, what + " codes vs cpu");
+        expect_same_bytes(copy.scale_inv, cpu_ref.scale_inv, what + " scale_inv vs cpu");
+        // Without row maxima asked for, the same copy.
+        ops::Fp8PerGroup copy2;
+        ops::swiglu_packed(gug, nullptr, &copy2);
+        expect_same_bytes(copy2.codes, cpu_ref.codes, what + " codes without maxima");
+      }
+    }
+  }
+}
+
 /// The SwiGLU backward's cases: f32 and bf16, rows of `shapes` (gu [..., 2F]), contiguous on the GPU or one
 /// element off a 16-byte boundary (the element-wise path); check(t, rtol, gu, dy, aligned) with random CPU
 /// gu and dy, rtol the tolerance of a dgu value against the CPU's.
@@ -537,6 +579,17 @@ TEST_F(CudaFusedProducers, DISABLED_Timings) {
            Tensor maxima;
            const Tensor y = ops::swiglu_packed(gu, &maxima);
            ops::quantize_per_tensor_from_row_maxima(y, std::move(maxima), DType::E4M3, true);
+         }));
+  report("swiglu_packed + quantize 1x16 of gu [8192,2x11008]",
+         median_ms(gpu, [&] {
+           Tensor maxima;
+           ops::swiglu_packed(gu, &maxima);
+           ops::quantize_per_group(gu, 16, DType::E4M3);
+         }),
+         median_ms(gpu, [&] {
+           Tensor maxima;
+           ops::Fp8PerGroup copy;
+           ops::swiglu_packed(gu, &maxima, &copy);
          }));
   report("add + quantize_per_group 1x16 [8192,4096]",
          median_ms(gpu, [&] { ops::quantize_per_group(ops::add(x, r), 16, DType::E4M3); }),

@@ -16,6 +16,10 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
 /// dimensions, F = y.size(-1). row_max (when not null; f32 and bf16): f32 [N], max |y| of each row as
 /// stored, NaN and inf propagated (0 for empty rows).
 void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max = nullptr);
+/// swiglu_packed with row_max, and in the same kernel gu's 1x16 E4M3 copy (codes [N, 2F], scale_inv [N, 2F / 16]:
+/// the bytes of quantize_per_group(gu, 16, E4M3)). Returns false, writing nothing, where the vectorised kernel
+/// does not apply (F not a multiple of 16, pointers not aligned): the caller then takes the separate passes.
+bool swiglu_packed_compress(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv);
 /// dgu [N, 2F] = [dgate | dup] from dy [N, F] and gu.
 void swiglu_packed_backward(const Tensor& dy, const Tensor& gu, Tensor& dgu, Tensor* row_max = nullptr);
 /// The same from gu's compressed copy (E4M3 codes [..., 2F], F32 scale_inv per 16 elements), restored inside
