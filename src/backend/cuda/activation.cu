@@ -475,28 +475,6 @@ bool empty_rows(Tensor& row_max, int64_t f, const Tensor& out) {
   return rows == 0 || f == 0;
 }
 
-/// swiglu_packed with row maxima and gu's 1x16 E4M3 copy, one kernel; false (nothing written) where the
-/// vectorised kernel does not apply (F % 16, alignment), for the caller to take the separate passes.
-bool swiglu_packed_compress_rows(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv) {
-  const int64_t rows = row_max.numel(), f = y.size(-1);
-  if (rows == 0 || f == 0 || f % 16 != 0) return false;
-  bool done = false;
-  dispatch_row_max(gu.dtype(), "swiglu_packed", [&](auto s) {
-    using S = decltype(s);
-    const S* gp = gu.data<S>();
-    S* yp = y.data<S>();
-    uint8_t* cp = static_cast<uint8_t*>(codes.data_ptr());
-    if (!(aligned16(gp) && aligned16(yp) && reinterpret_cast<uintptr_t>(cp) % kVec16<S> == 0)) return;
-    const int64_t vpr = f / kVec16<S>;
-    const RowLaunch l = row_launch(y, rows, vpr);
-    swiglu_packed_compress_kernel<S, kVec16<S>><<<l.grid, l.threads, 0, stream_of(y)>>>(
-        gp, yp, row_max.data<float>(), cp, scale_inv.data<float>(), vpr, rows);
-    COAT_CUDA_CHECK_LAST_LAUNCH();
-    done = true;
-  });
-  return done;
-}
-
 /// swiglu_packed with row maxima: the row kernel.
 void swiglu_packed_with_row_max(const Tensor& gu, Tensor& y, Tensor& row_max) {
   const int64_t rows = row_max.numel(), f = y.size(-1);
@@ -561,7 +539,23 @@ void swiglu_packed_backward_rows(const Tensor& dy, const Tensor& gu, const Tenso
 }  // namespace
 
 bool swiglu_packed_compress(const Tensor& gu, Tensor& y, Tensor& row_max, Tensor& codes, Tensor& scale_inv) {
-  return swiglu_packed_compress_rows(gu, y, row_max, codes, scale_inv);
+  const int64_t rows = row_max.numel(), f = y.size(-1);
+  if (rows == 0 || f == 0 || f % 16 != 0) return false;
+  bool done = false;
+  dispatch_row_max(gu.dtype(), "swiglu_packed", [&](auto s) {
+    using S = decltype(s);
+    const S* gp = gu.data<S>();
+    S* yp = y.data<S>();
+    uint8_t* cp = static_cast<uint8_t*>(codes.data_ptr());
+    if (!(aligned16(gp) && aligned16(yp) && reinterpret_cast<uintptr_t>(cp) % kVec16<S> == 0)) return;
+    const int64_t vpr = f / kVec16<S>;
+    const RowLaunch l = row_launch(y, rows, vpr);
+    swiglu_packed_compress_kernel<S, kVec16<S>><<<l.grid, l.threads, 0, stream_of(y)>>>(
+        gp, yp, row_max.data<float>(), cp, scale_inv.data<float>(), vpr, rows);
+    COAT_CUDA_CHECK_LAST_LAUNCH();
+    done = true;
+  });
+  return done;
 }
 
 void swiglu_packed(const Tensor& gu, Tensor& y, Tensor* row_max) {
