@@ -9,7 +9,9 @@
 // (Transformer::set_fused_producers): the same bytes, every quantisation pass on its own; name:attn8 with
 // precision.compress_attention (attention's saved tensors as FP8 1x16 groups); both may follow a name. --kernels (CUDA,
 // with CUPTI): after the timed passes of each recipe, 3 more under the kernel profiler; one table of the
-// kernels' GPU time per pass, a column per recipe (what each fusion removed, side by side).
+// kernels' GPU time per pass, a column per recipe (what each fusion removed, side by side). --cuda-graph
+// (CUDA): each recipe's pass is also captured once as a CUDA graph and timed as graph launches (what the
+// launches and the gaps between kernels cost the eager pass).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -34,6 +36,10 @@
 #include "coat/train/bench_report.h"
 #include "coat/train/train_config.h"
 #include "kernel_profile.h"
+#ifdef COAT_WITH_CUDA
+#include "coat/backend/cuda/captured_graph.h"
+#include "coat/backend/cuda/cuda_context.h"
+#endif
 
 namespace {
 
@@ -43,6 +49,7 @@ struct Result {
   size_t saved_bytes = 0;
   size_t peak_bytes = 0;
   std::map<std::string, double> kernel_ms;  ///< GPU time per pass by kernel display name (--kernels)
+  double graph_ms = 0.0;                    ///< median pass as a CUDA graph launch (--cuda-graph), else 0
 };
 
 constexpr int kProfiledPasses = 3;
@@ -77,6 +84,29 @@ RecipeSpec parse_recipe_spec(const std::string& entry) {
     }
   }
   return spec;
+}
+
+/// Median milliseconds of `steps` launches (after `warmup`) of `pass` captured once as a CUDA graph, each
+/// launch timed through a device sync as the eager passes are.
+double time_graph([[maybe_unused]] const std::function<void()>& pass, [[maybe_unused]] const coat::ContextPtr& ctx,
+                  [[maybe_unused]] int warmup, [[maybe_unused]] int steps) {
+#ifdef COAT_WITH_CUDA
+  ctx->synchronize();
+  coat::cuda::CapturedGraph graph(static_cast<coat::cuda::CudaContext&>(*ctx), pass);
+  std::vector<double> times;
+  for (int i = 0; i < warmup + steps; ++i) {
+    ctx->synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    graph.launch();
+    ctx->synchronize();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= warmup) times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+#else
+  return 0.0;
+#endif
 }
 
 /// GPU time per pass of each kernel over `passes` runs of `pass` under CUPTI, by display name; empty (with the
@@ -140,7 +170,7 @@ int main(int argc, char** argv) {
   std::string config_path, recipes = "bf16,fp8,coat", json_out;
   std::vector<std::string> overrides;
   int steps = 10, warmup = 3;
-  bool kernels = false;
+  bool kernels = false, cuda_graph = false;
   size_t top = 25;
   app.add_option("--config", config_path, "JSON config (its model shape, micro-batch and sequence length)")
       ->required();
@@ -150,6 +180,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed passes first")->check(CLI::Range(0, 100000));
   app.add_option("--json", json_out, "write the results here");
   app.add_flag("--kernels", kernels, "CUDA: a table of the kernels' GPU time per pass, a column per recipe");
+  app.add_flag("--cuda-graph", cuda_graph,
+               "CUDA: also time each recipe's pass captured once as a CUDA graph (launch cost of the eager pass)");
   app.add_option("--top", top, "kernels of each recipe in the table")->check(CLI::Range(1, 100000));
   CLI11_PARSE(app, argc, argv);
   try {
@@ -206,6 +238,7 @@ int main(int argc, char** argv) {
       }
       std::sort(times.begin(), times.end());
       r.ms = times[times.size() / 2];
+      if (cuda_graph && device.is_cuda()) r.graph_ms = time_graph(pass, ctx, warmup, steps);
       if (kernels && device.is_cuda()) r.kernel_ms = profile_kernels(pass, ctx, kProfiledPasses);
       results.push_back(r);
     }
@@ -219,12 +252,17 @@ int main(int argc, char** argv) {
           static_cast<double>(r.saved_bytes) / (1 << 20),
           static_cast<double>(base.saved_bytes) / static_cast<double>(r.saved_bytes),
           static_cast<double>(r.peak_bytes) / (1 << 20));
+      if (r.graph_ms > 0.0)
+        std::printf("[graph] %-14s %8.2f ms as one CUDA graph launch (eager x%.3f); speed x%.2f vs %s as a graph\n",
+                    r.recipe.c_str(), r.graph_ms, r.ms / r.graph_ms,
+                    base.graph_ms > 0.0 ? base.graph_ms / r.graph_ms : 0.0, base.recipe.c_str());
       js.push_back({{"recipe", r.recipe},
                     {"ms", r.ms},
                     {"tflops", flops / (r.ms * 1e-3) / 1e12},
                     {"saved_bytes", r.saved_bytes},
                     {"peak_bytes_above_weights", r.peak_bytes},
-                    {"kernel_ms_per_pass", r.kernel_ms}});
+                    {"kernel_ms_per_pass", r.kernel_ms},
+                    {"graph_ms", r.graph_ms}});
     }
     if (kernels && !device.is_cuda()) std::printf("[kernels] none: the block ran on %s\n", device.str().c_str());
     if (kernels) print_kernel_table(results, top);
