@@ -18,11 +18,12 @@ autograd::Var swiglu(autograd::Tape& tape, const autograd::Var& gate, const auto
 autograd::Var swiglu_packed(autograd::Tape& tape, const autograd::Var& gu, bool compress, Tensor* out_row_maxima,
                             GradRowMaximaSlot dgu_maxima) {
   const NvtxRange range("swiglu_packed");
-  // COAT's compressed copy of gu comes from the SwiGLU's own kernel (on CUDA: no second read of gu).
+  // COAT's compressed copy of gu comes from the SwiGLU's own kernel (on CUDA: no second read of gu), which
+  // needs F = gu.size(-1) / 2 to be whole groups.
+  const bool copy_in_swiglu =
+      compresses_input(tape, gu.value, compress) && gu.value.size(-1) % (2 * kCompressGroup) == 0;
   ops::Fp8PerGroup copy;
-  Tensor y = ops::swiglu_packed(gu.value, out_row_maxima,
-                                compresses_input(tape, gu.value, compress) && gu.value.size(-1) % 32 == 0 ? &copy
-                                                                                                      : nullptr);
+  Tensor y = ops::swiglu_packed(gu.value, out_row_maxima, copy_in_swiglu ? &copy : nullptr);
   std::vector<Tensor> saved;
   const SavedInput in = save_input(tape, gu.value, compress, saved, &copy);
   return tape.record("swiglu_packed", std::move(y), {gu}, std::move(saved),
