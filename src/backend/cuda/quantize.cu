@@ -282,10 +282,15 @@ __global__ __launch_bounds__(kThreads) void quantize_transpose_kernel(const stor
 }
 
 /// The fast path of quantize_transpose_kernel when rows % 16 == 0, cols % (16 / sizeof(In)) == 0 and the
-/// pointers are aligned (x and codes_t to 16 bytes, codes to one chunk): 16-byte loads of x, one chunk of codes
-/// per load, and 16-byte stores of codes_t (16 consecutive rows of one column of the tile per thread). The
-/// thread-to-column mapping of the store keeps the shared-memory reads free of bank conflicts: a warp reads 16
-/// consecutive columns (4 words) of two 16-row groups, whose words lie 16 banks apart (row pitch 17 words).
+/// pointers are aligned (x and codes_t to 16 bytes, codes to one chunk): a kWide x kWide tile, 16-byte loads of
+/// x, one chunk of codes per load, and 16-byte stores of codes_t (16 consecutive rows of one column per store),
+/// so that every row of codes and of codes_t gets runs of kWide bytes (whole 128-byte lines). The mapping of the
+/// stores keeps the shared-memory reads free of bank conflicts: a warp reads 16 consecutive columns (4 words)
+/// of two 16-row groups, whose words lie 16 banks apart (the row pitch is an odd number of words).
+constexpr int kWide = 128;
+constexpr int kWidePad = 4;
+static_assert(((kWide + kWidePad) / 4) % 2 == 1, "an odd row pitch in words");
+
 template <DType In, DType Fmt>
 __global__ __launch_bounds__(kThreads) void quantize_transpose16_kernel(const storage_t<In>* x, int64_t rows,
                                                                         int64_t cols, const float* scale_ptr,
@@ -293,20 +298,22 @@ __global__ __launch_bounds__(kThreads) void quantize_transpose16_kernel(const st
                                                                         uint8_t* codes_t) {
   using S = storage_t<In>;
   constexpr int kChunk = static_cast<int>(16 / sizeof(S));  // elements per load: 8 (bf16) or 4 (f32)
-  constexpr int kPerRow = kTile / kChunk;
+  constexpr int kPerRow = kWide / kChunk;
   constexpr int kRowsPerPass = kThreads / kPerRow;
-  constexpr int kPasses = kTile / kRowsPerPass;
-  constexpr int kRun = 16;  // codes per store of codes_t
-  static_assert(kThreads == (kTile / kRun) * kTile, "one pass of 16-byte stores covers the tile");
-  static_assert(kChunk % 4 == 0 && kPasses * kRowsPerPass == kTile, "whole 4-byte words, whole tile rows");
-  __shared__ __align__(16) uint8_t tile[kTile][kTile + kTilePad];
+  constexpr int kPasses = kWide / kRowsPerPass;
+  constexpr int kRun = 16;                                      // codes per store of codes_t
+  constexpr int kColBlocks = kWide / 16;                        // 16-column blocks of a tile
+  constexpr int kStores = kWide * (kWide / kRun) / kThreads;    // 16-byte stores of codes_t per thread
+  static_assert(kChunk % 4 == 0 && kPasses * kRowsPerPass == kWide, "whole 4-byte words, whole tile rows");
+  static_assert(kStores * kThreads == kWide * (kWide / kRun) && (kWide / kRun) % 2 == 0, "whole warps of runs");
+  __shared__ __align__(16) uint8_t tile[kWide][kWide + kWidePad];
   const float scale = *scale_ptr;
-  const int64_t tiles_c = (cols + kTile - 1) / kTile;
-  const int64_t tiles = ((rows + kTile - 1) / kTile) * tiles_c;
+  const int64_t tiles_c = (cols + kWide - 1) / kWide;
+  const int64_t tiles = ((rows + kWide - 1) / kWide) * tiles_c;
   const int lc = (threadIdx.x % kPerRow) * kChunk, lr = threadIdx.x / kPerRow;
-  const int tcol = threadIdx.x % 16 + 16 * (threadIdx.x / 64), trow = ((threadIdx.x / 16) % 4) * kRun;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    const int64_t r0 = (t / tiles_c) * kTile, c0 = (t % tiles_c) * kTile;
+    const int64_t r0 = (t / tiles_c) * kWide, c0 = (t % tiles_c) * kWide;
     const int64_t c = c0 + lc;
     Pack<S, kChunk> p[kPasses];
 #pragma unroll
@@ -331,12 +338,17 @@ __global__ __launch_bounds__(kThreads) void quantize_transpose16_kernel(const st
       }
     }
     __syncthreads();
-    const int64_t tc = c0 + tcol, tr = r0 + trow;
-    if (tc < cols && tr < rows) {
-      Pack<uint8_t, kRun> q;
 #pragma unroll
-      for (int v = 0; v < kRun; ++v) q.v[v] = tile[trow + v][tcol];
-      *reinterpret_cast<Pack<uint8_t, kRun>*>(codes_t + tc * rows + tr) = q;
+    for (int i = 0; i < kStores; ++i) {
+      const int wq = i * (kThreads / 32) + warp;  // this warp's item: 16 columns x 2 row groups
+      const int tcol = (wq % kColBlocks) * 16 + lane % 16, trow = ((wq / kColBlocks) * 2 + lane / 16) * kRun;
+      const int64_t tc = c0 + tcol, tr = r0 + trow;
+      if (tc < cols && tr < rows) {
+        Pack<uint8_t, kRun> q;
+#pragma unroll
+        for (int v = 0; v < kRun; ++v) q.v[v] = tile[trow + v][tcol];
+        *reinterpret_cast<Pack<uint8_t, kRun>*>(codes_t + tc * rows + tr) = q;
+      }
     }
     __syncthreads();  // the tile is overwritten by the next iteration
   }
@@ -534,7 +546,9 @@ void quantize_transpose_per_tensor(const Tensor& x, const Tensor& scale, Fp8Satu
       uint8_t* c = code_data(codes);
       uint8_t* ct = code_data(codes_t);
       if (wide) {
-        quantize_transpose16_kernel<In, Fmt><<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);
+        const int64_t wide_tiles = ((rows + kWide - 1) / kWide) * ((cols + kWide - 1) / kWide);
+        quantize_transpose16_kernel<In, Fmt><<<grid_for(x, wide_tiles * kThreads, kThreads), kThreads, 0, stream>>>(
+            input_data<In>(x), rows, cols, sp, sat, c, ct);
       } else if (vec_load && vec_store) {
         quantize_transpose_kernel<In, Fmt, true, true>
             <<<blocks, kThreads, 0, stream>>>(input_data<In>(x), rows, cols, sp, sat, c, ct);

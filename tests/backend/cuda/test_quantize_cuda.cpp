@@ -251,10 +251,10 @@ TEST_F(CudaQuantize, PerTensorPipelineMatchesCpu) {
 TEST_F(CudaQuantize, QuantizeTransposeMatchesCpu) {
   const DeviceIo dev(gpu_, cpu_);
   // Rows a multiple of 16 and whole 16-byte chunks of a row take the wide kernel: {64, 64}, {256, 1000}, the
-  // partial tiles of {48, 200}, {80, 72} and {1040, 264}, and {32, 68} in f32 only (68 is 17 f32 chunks, 8.5
+  // partial tiles of {48, 200}, {80, 72}, {1040, 264} and {144, 392}, and {32, 68} in f32 only (68 is 17 f32 chunks, 8.5
   // bf16 ones). The others take the narrow kernel's paths.
   const std::vector<Shape> shapes = {{1, 1},      {63, 65},   {64, 64},  {130, 96}, {77, 129},  {96, 130},
-                                     {256, 1000}, {1000, 36}, {48, 200}, {80, 72},  {32, 68}, {1040, 264}};
+                                     {256, 1000}, {1000, 36}, {48, 200}, {80, 72},  {32, 68}, {1040, 264}, {144, 392}};
   uint32_t seed = 200;
   for (const Shape& shape : shapes) {
     for (DType in : kInputs) {
