@@ -16,10 +16,12 @@ LinearRecipe PrecisionRecipe::linear(int64_t layer, LinearRole role) const {
   if (!fp8_linears || layer_in_bf16(layer)) return r;
   r.fp8 = true;
   r.block_scaled = block_scaled;
-  // coat keeps the FP8 transposed input (per tensor), fp8_block the wgrad's 1x128 groups of x^T, instead of the
-  // BF16 input. The attention output is kept by attention for its own backward: o_proj re-quantises it there
-  // instead of keeping a second (FP8) copy, unless attention keeps it compressed (then o_proj keeps its own).
-  r.save_fp8_input = (compress_activations || block_scaled) && role != LinearRole::Out;
+  // Every FP8 recipe keeps the wgrad's operand the forward made instead of the BF16 input: fp8 and coat the FP8
+  // transposed input (per tensor), fp8_block the 1x128 groups of x^T. Exact: the backward would quantise the
+  // same x with the same scale again. The attention output is kept by attention for its own backward: o_proj
+  // re-quantises it there instead of keeping a second (FP8) copy, unless attention keeps it compressed (then
+  // o_proj keeps its own).
+  r.save_fp8_input = role != LinearRole::Out;
   if (role == LinearRole::Out && compress_attention) r.save_fp8_input = true;
   return r;
 }

@@ -193,6 +193,14 @@ TEST(FusedProducersNn, LinearFp8WithRowMaximaGivesTheSameBytes) {
     expect_same_bytes(fused.dx, plain.dx, what + " dx");
     expect_same_bytes(fused.dw, plain.dw, what + " dw");
   }
+  // Keeping the forward's FP8 x^T instead of x (every FP8 recipe does) gives the bytes of quantising x again in
+  // the backward, with less saved.
+  const LinearRun kept_x = run_linear(false, false, x, w, weights, dy);
+  const LinearRun kept_fp8 = run_linear(false, true, x, w, weights, dy);
+  EXPECT_LT(kept_fp8.saved, kept_x.saved);
+  expect_same_bytes(kept_fp8.y, kept_x.y, "FP8 x^T against x: y");
+  expect_same_bytes(kept_fp8.dx, kept_x.dx, "FP8 x^T against x: dx");
+  expect_same_bytes(kept_fp8.dw, kept_x.dw, "FP8 x^T against x: dw");
   autograd::Tape tape;
   test::expect_error_containing<InvalidArgument>(
       [&] { linear_fp8(tape, tape.leaf(x, true), w, weights, false, ops::zeros(cpu(), {47}, DType::F32)); },

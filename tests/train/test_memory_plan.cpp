@@ -199,8 +199,10 @@ TEST_F(MemoryPlanTest, FP8RecipesSaveWhatTheirBlocksKeep) {
   };
   const nlohmann::json none = nlohmann::json::array();
   const size_t coat_block = kTokens * kCoatBlock + kCoatScalars * 4;
+  // fp8 keeps the qkv, gate/up and down inputs (256, 256, 704) as e4m3 transposes, with their scales, as coat.
+  const size_t fp8_per_token = kBf16Block - (256 + 256 + 704);
   EXPECT_EQ(plan("bf16", "none", none).saved_bytes, 4 * kTokens * kBf16Block + kHeadAndIds);
-  EXPECT_EQ(plan("fp8", "none", none).saved_bytes, 4 * kTokens * kBf16Block + kHeadAndIds);
+  EXPECT_EQ(plan("fp8", "none", none).saved_bytes, 4 * (kTokens * fp8_per_token + kCoatScalars * 4) + kHeadAndIds);
   EXPECT_EQ(plan("coat", "none", none).saved_bytes, 4 * coat_block + kHeadAndIds);
   EXPECT_EQ(plan("coat", "none", {0, -1}).saved_bytes,
             2 * coat_block + 2 * kTokens * kBf16Block + kHeadAndIds);
@@ -217,7 +219,7 @@ TEST_F(MemoryPlanTest, FP8RecipesSaveWhatTheirBlocksKeep) {
   const size_t coat_block_allocated = kTokens * kCoatBlock + kCoatScalars * 256;
   EXPECT_EQ(blocks_line(plan("coat", "none", none)), 4 * coat_block_allocated);
   EXPECT_EQ(blocks_line(plan("coat", "none", {-4, 2})), 2 * coat_block_allocated + 2 * kTokens * kBf16Block);
-  EXPECT_EQ(blocks_line(plan("fp8", "none", none)), 4 * kTokens * kBf16Block);
+  EXPECT_EQ(blocks_line(plan("fp8", "none", none)), 4 * (kTokens * fp8_per_token + kCoatScalars * 256));
 }
 
 // What one forward of the FP8 recipes saves for backward is exactly what the plan counts (the allocations by
@@ -333,14 +335,14 @@ TEST_F(MemoryPlanTest, Fp8BlockPlansItsBlockScales) {
   const size_t maxima = (unit / 128 * 4 + 255) / 256 * 256;
   EXPECT_EQ(block.bytes(MemoryCategory::Weights),
             fp8.bytes(MemoryCategory::Weights) + 4 * (6656 - 2048) - 4 * maxima);
-  // fp8_block keeps the q/k/v, gate/up and down inputs as E4M3 1x128 groups of their transposes (a byte per
-  // value, an F32 scale per 128) where fp8 keeps them in BF16.
+  // Both keep the q/k/v, gate/up and down inputs as E4M3 transposes (a byte per value): fp8_block with an F32
+  // scale per 1x128 group, fp8 with one scale and its inverse (F32 [1] each) per tensor.
   const TrainConfig parsed = parse_train_config(config("llama", "fp8", "none", "r"), "plan.json");
   const int64_t tokens = parsed.train.micro_batch_size * parsed.data.seq_len;
   const int64_t layers = parsed.model.num_hidden_layers;
-  int64_t smaller = 0;
-  for (int64_t width : {1024, 1024, 2816}) smaller += tokens * width * 2 - (tokens * width + tokens * width / 128 * 4);
-  EXPECT_EQ(fp8.saved_bytes - block.saved_bytes, layers * smaller);
+  int64_t larger = 0;
+  for (int64_t width : {1024, 1024, 2816}) larger += tokens * width / 128 * 4 - 2 * 4;
+  EXPECT_EQ(block.saved_bytes - fp8.saved_bytes, layers * larger);
   for (MemoryCategory c : {MemoryCategory::MasterWeights, MemoryCategory::Gradients, MemoryCategory::OptimizerState})
     EXPECT_EQ(block.bytes(c), fp8.bytes(c)) << memory_category_name(c);  // fp32 AdamW states under auto
   EXPECT_NE(block.str().find("E4M3 W and W^T of 16 linears in 4 blocks"), std::string::npos) << block.str();

@@ -3,8 +3,9 @@
 //
 //   recipe     block linears                        saved activations
 //   bf16       BF16 GEMMs                           BF16
-//   fp8        FP8 GEMMs (TransformerEngine-like)   BF16 (each FP8 linear re-quantises its saved BF16 input in
-//                                                   the backward)
+//   fp8        FP8 GEMMs (TransformerEngine-like)   linear inputs (not o_proj's) as the FP8 transposed tensor the
+//                                                   forward quantised (exact: the backward would quantise the
+//                                                   same x with the same scale); norm and SwiGLU inputs BF16
 //   fp8_block  128-block-scaled FP8 GEMMs           linear inputs (not o_proj's) as the 1x128 groups of
 //              (DeepSeek-V3-like,                   their transpose that the wgrad takes, made in the forward
 //              nn::linear_fp8_block)                from the same read as fprop's; norm and SwiGLU inputs BF16
