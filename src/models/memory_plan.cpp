@@ -49,10 +49,10 @@ struct ActivationShapes {
 // What block `layer` keeps in FP8 under the recipe (precision_recipe.h).
 struct BlockPrecision {
   bool compress = false;           // norm inputs and the SwiGLU input as E4M3 1x16 groups (coat)
-  bool fp8_qkv_input = false;      // the q/k/v projection keeps its E4M3 transposed input (coat, fp8_block)
+  bool fp8_qkv_input = false;      // the q/k/v projection keeps its E4M3 transposed input (every FP8 recipe)
   bool fp8_gate_up_input = false;  // the gate/up projection likewise
   bool fp8_down = false;           // the down projection runs FP8 GEMMs
-  bool fp8_down_input = false;     // and keeps its E4M3 transposed input (coat, fp8_block)
+  bool fp8_down_input = false;     // and keeps its E4M3 transposed input (every FP8 recipe)
   bool block_scaled = false;       // the FP8 GEMMs take 128-block scales (fp8_block, nn::linear_fp8_block)
   bool compress_qkv = false;       // attention keeps q, k, v as E4M3 1x16 groups (precision.compress_attention)
   bool compress_out = false;       // and its output, which the o projection then keeps as its own FP8 input
@@ -593,13 +593,16 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
       }
     }
   }
-  // The blocks' layouts: as bf16 saves (fp8 too), or compressed (coat); blocks of both under bf16_layers.
+  // The blocks' layouts: as bf16 saves (fp8, fp8_block: their linear inputs as e4m3 codes), or compressed (coat);
+  // blocks of both under bf16_layers.
   const auto layout = [&](const BlockPrecision& b) {
     const std::string bytes = "per block " + format_bytes(static_cast<double>(block_saved(alloc, b))) + ": ";
     if (!b.compress) {
       return bytes + per_token(6 * s.hidden + 2 * s.kv + 3 * s.ffn) + " values/token + " +
              std::to_string(2 * s.stats_per_norm) + " norm statistics/token + log-sum-exp [B, " +
-             per_token(s.heads) + ", T]";
+             per_token(s.heads) + ", T]" +
+             (b.fp8_qkv_input ? std::string(", q/k/v, gate/up and down inputs as e4m3 codes of their transposes")
+                              : std::string());
     }
     return bytes +
            "norm and SwiGLU inputs in e4m3 with 1x16 group scales, q/k/v, gate/up and down inputs as " +

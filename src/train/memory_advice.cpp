@@ -29,7 +29,8 @@ std::string recipe_words(const TrainConfig& c) {
     words += "linear inputs saved in e4m3 (1x128 groups along the tokens, as the wgrad takes them), the other "
              "saved activations in BF16";
   } else {
-    words += "BF16 saved activations";
+    words += "linear inputs saved in e4m3 (the transposes the forward quantised, as the wgrad takes them), the "
+             "other saved activations in BF16";
   }
   const models::PrecisionRecipe r = recipe_of(c);
   if (r.compress_attention) {

@@ -202,7 +202,8 @@ TEST_F(MemoryPlanTest, FP8RecipesSaveWhatTheirBlocksKeep) {
   // fp8 keeps the qkv, gate/up and down inputs (256, 256, 704) as e4m3 transposes, with their scales, as coat.
   const size_t fp8_per_token = kBf16Block - (256 + 256 + 704);
   EXPECT_EQ(plan("bf16", "none", none).saved_bytes, 4 * kTokens * kBf16Block + kHeadAndIds);
-  EXPECT_EQ(plan("fp8", "none", none).saved_bytes, 4 * (kTokens * fp8_per_token + kCoatScalars * 4) + kHeadAndIds);
+  EXPECT_EQ(plan("fp8", "none", none).saved_bytes,
+            4 * (kTokens * fp8_per_token + kCoatScalars * 4) + kHeadAndIds);
   EXPECT_EQ(plan("coat", "none", none).saved_bytes, 4 * coat_block + kHeadAndIds);
   EXPECT_EQ(plan("coat", "none", {0, -1}).saved_bytes,
             2 * coat_block + 2 * kTokens * kBf16Block + kHeadAndIds);
@@ -311,7 +312,8 @@ TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
 }
 
 // fp8_block: the weight cache holds the codes of W and W^T as fp8's does, and the F32 scales of their 128x128
-// blocks [rows/128, round_up(cols/128, 4)] instead of two per-tensor scalars; BF16 saved activations as fp8.
+// blocks [rows/128, round_up(cols/128, 4)] instead of two per-tensor scalars; its linear inputs with a scale per
+// 1x128 group instead of per tensor.
 // A model whose scale tensors exceed the CPU allocator's 256-byte rounding: hidden 1024 (8 heads of 128, 8 KV
 // heads), intermediate 2816. Per block, in floats (bytes rounded to 256):
 //   qkv [3072, 1024]: W [24, 8] = 192 (768 B), W^T [8, 24] = 192 (768 B)
@@ -395,7 +397,9 @@ TEST_F(MemoryPlanTest, CoatPlanDescribesItsRecipe) {
   fp8["precision"]["bf16_layers"] = {-1, 0};
   const std::string fp8_words = describe_memory_plan(parse_train_config(fp8, "plan.json"), 0);
   EXPECT_NE(fp8_words.find("fp8: FP8 (e4m3) copies"), std::string::npos) << fp8_words;
-  EXPECT_NE(fp8_words.find("BF16 saved activations; blocks 0, 3 in bf16 (precision.bf16_layers)"),
+  EXPECT_NE(fp8_words.find("linear inputs saved in e4m3 (the transposes the forward quantised, as the wgrad "
+                           "takes them), the other saved activations in BF16; blocks 0, 3 in bf16 "
+                           "(precision.bf16_layers)"),
             std::string::npos)
       << fp8_words;
 }
