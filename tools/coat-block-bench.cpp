@@ -86,8 +86,22 @@ RecipeSpec parse_recipe_spec(const std::string& entry) {
   return spec;
 }
 
+/// Milliseconds of one call of `fn`, from an idle device to the end of its work (device syncs on both sides).
+double synced_ms(const coat::ContextPtr& ctx, const std::function<void()>& fn) {
+  ctx->synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  ctx->synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 /// Median milliseconds of `steps` launches (after `warmup`) of `pass` captured once as a CUDA graph, each
-/// launch timed through a device sync as the eager passes are.
+/// launch timed as the eager passes are (synced_ms).
 double time_graph([[maybe_unused]] const std::function<void()>& pass, [[maybe_unused]] const coat::ContextPtr& ctx,
                   [[maybe_unused]] int warmup, [[maybe_unused]] int steps) {
 #ifdef COAT_WITH_CUDA
@@ -95,15 +109,10 @@ double time_graph([[maybe_unused]] const std::function<void()>& pass, [[maybe_un
   coat::cuda::CapturedGraph graph(static_cast<coat::cuda::CudaContext&>(*ctx), pass);
   std::vector<double> times;
   for (int i = 0; i < warmup + steps; ++i) {
-    ctx->synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    graph.launch();
-    ctx->synchronize();
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms = synced_ms(ctx, [&] { graph.launch(); });
     if (i >= warmup) times.push_back(ms);
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(std::move(times));
 #else
   return 0.0;
 #endif
@@ -229,15 +238,11 @@ int main(int argc, char** argv) {
         ctx->synchronize();
         const size_t base = ctx->allocator().memory_report().total_current_bytes;
         ctx->allocator().reset_peaks();
-        const auto t0 = std::chrono::steady_clock::now();
-        pass();
-        ctx->synchronize();
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        const double ms = synced_ms(ctx, pass);
         if (i >= warmup) times.push_back(ms);
         r.peak_bytes = ctx->allocator().memory_report().total_peak_bytes - base;
       }
-      std::sort(times.begin(), times.end());
-      r.ms = times[times.size() / 2];
+      r.ms = median(std::move(times));
       if (cuda_graph && device.is_cuda()) r.graph_ms = time_graph(pass, ctx, warmup, steps);
       if (kernels && device.is_cuda()) r.kernel_ms = profile_kernels(pass, ctx, kProfiledPasses);
       results.push_back(r);

@@ -21,8 +21,7 @@ LinearRecipe PrecisionRecipe::linear(int64_t layer, LinearRole role) const {
   // same x with the same scale again. The attention output is kept by attention for its own backward: o_proj
   // re-quantises it there instead of keeping a second (FP8) copy, unless attention keeps it compressed (then
   // o_proj keeps its own).
-  r.save_fp8_input = role != LinearRole::Out;
-  if (role == LinearRole::Out && compress_attention) r.save_fp8_input = true;
+  r.save_fp8_input = role != LinearRole::Out || compress_attention;
   return r;
 }
 
