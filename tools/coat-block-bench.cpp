@@ -7,7 +7,8 @@
 // The model is built with one block (the config's shape otherwise); x and the output gradient are random
 // BF16 [micro_batch_size, seq_len, hidden]. A recipe written name:unfused runs with the fused producers off
 // (Transformer::set_fused_producers): the same bytes, every quantisation pass on its own; name:attn8 with
-// precision.compress_attention (attention's saved tensors as FP8 1x16 groups); both may follow a name. --kernels (CUDA,
+// precision.compress_attention (attention's saved tensors as FP8 1x16 groups); name:qkv with train.recompute = qkv
+// (q, k and v made again in the backward from the projection's saved input); any of them may follow a name. --kernels (CUDA,
 // with CUPTI): after the timed passes of each recipe, 3 more under the kernel profiler; one table of the
 // kernels' GPU time per pass, a column per recipe (what each fusion removed, side by side). --cuda-graph
 // (CUDA): each recipe's pass is also captured once as a CUDA graph and timed as graph launches (what the
@@ -62,11 +63,12 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-/// A --recipes entry: a recipe name followed by modifiers (:unfused, :attn8), as the header says.
+/// A --recipes entry: a recipe name followed by modifiers (:unfused, :attn8, :qkv), as the header says.
 struct RecipeSpec {
   std::string recipe;
   bool unfused = false;
   bool compress_attention = false;
+  bool remake_qkv = false;
 };
 
 RecipeSpec parse_recipe_spec(const std::string& entry) {
@@ -78,9 +80,11 @@ RecipeSpec parse_recipe_spec(const std::string& entry) {
       spec.unfused = true;
     } else if (modifier == "attn8") {
       spec.compress_attention = true;
+    } else if (modifier == "qkv") {
+      spec.remake_qkv = true;
     } else {
       throw coat::InvalidArgument("--recipes: unknown modifier ':" + modifier + "' in '" + entry +
-                                  "'; expected :unfused or :attn8");
+                                  "'; expected :unfused, :attn8 or :qkv");
     }
   }
   return spec;
@@ -221,7 +225,9 @@ int main(int argc, char** argv) {
       const RecipeSpec spec = parse_recipe_spec(name);
       coat::models::PrecisionRecipe recipe = coat::models::make_recipe(spec.recipe, {}, 1);
       recipe.compress_attention = spec.compress_attention;
+      model.set_recompute(coat::models::Recompute::None);
       model.set_recipe(recipe);
+      model.set_recompute(spec.remake_qkv ? coat::models::Recompute::Qkv : coat::models::Recompute::None);
       model.set_fused_producers(!spec.unfused);
       Result r;
       r.recipe = name;

@@ -57,8 +57,9 @@ struct BlockPrecision {
   bool compress_qkv = false;       // attention keeps q, k, v as E4M3 1x16 groups (precision.compress_attention)
   bool compress_out = false;       // and its output, which the o projection then keeps as its own FP8 input
   bool fp8_out_input = false;      // the o projection keeps its E4M3 transposed input (not the attention's output)
+  bool remake_qkv = false;         // train.recompute = qkv: attention keeps no q, k, v; its backward makes them again
 
-  static BlockPrecision of(const PrecisionRecipe& r, int64_t layer) {
+  static BlockPrecision of(const PrecisionRecipe& r, int64_t layer, Recompute recompute) {
     BlockPrecision b;
     b.block_scaled = r.linear(layer, LinearRole::GateUp).block_scaled;
     b.compress = r.compresses(layer);
@@ -66,7 +67,8 @@ struct BlockPrecision {
     b.fp8_gate_up_input = r.linear(layer, LinearRole::GateUp).save_fp8_input;
     b.fp8_down = r.linear(layer, LinearRole::Down).fp8;
     b.fp8_down_input = r.linear(layer, LinearRole::Down).save_fp8_input;
-    b.compress_qkv = r.compresses_attention_qkv(layer);
+    b.remake_qkv = recompute == Recompute::Qkv;
+    b.compress_qkv = !b.remake_qkv && r.compresses_attention_qkv(layer);
     b.compress_out = r.compresses_attention_out(layer);
     b.fp8_out_input = r.linear(layer, LinearRole::Out).save_fp8_input;
     return b;
@@ -133,7 +135,7 @@ size_t attention_saved(const Counter& c, const BlockPrecision& b) {
   const ActivationShapes& s = c.s;
   return c.kept(s.hidden, b.compress) + c.norm_stats()               // input norm: x, statistics
          + (b.fp8_qkv_input ? c.fp8_input(s.hidden, b.block_scaled) : c.values(s.hidden))  // q/k/v: its input
-         + c.kept(s.hidden + 2 * s.kv, b.compress_qkv)                // attention: q, k after RoPE, v
+         + (b.remake_qkv ? 0 : c.kept(s.hidden + 2 * s.kv, b.compress_qkv))  // attention: q, k after RoPE, v
          + c.kept(s.hidden, b.compress_out) + c.stats(s.heads)        // attention: output, lse [B, H, T]
          + (b.fp8_out_input ? c.fp8_input(s.hidden, b.block_scaled) : 0);  // o projection: its own input
 }
@@ -186,8 +188,8 @@ int64_t block_backward_extra(const Counter& c, const BlockPrecision& b) {
     at_gate_up = i64(c.values(s.hidden) + c.values(2 * s.ffn) + 2 * c.blocked(2 * s.ffn)) - product -
                  i64(2 * c.values(s.ffn));
   }
-  // Compressed, q, k, v and the output are restored for the attention backward.
-  const int64_t restored = i64((b.compress_qkv ? c.values(s.hidden + 2 * s.kv) : 0) +
+  // Compressed, q, k, v and the output are restored for the attention backward; q, k and v made again likewise.
+  const int64_t restored = i64((b.compress_qkv || b.remake_qkv ? c.values(s.hidden + 2 * s.kv) : 0) +
                                (b.compress_out ? c.values(s.hidden) : 0));
   const int64_t at_attention =
       i64(3 * c.values(s.hidden) + 2 * c.values(s.kv)) + restored - i64(mlp_saved(c, b));
@@ -212,7 +214,7 @@ size_t block_forward_extra(const Counter& c, const BlockPrecision& b) {
                          + (b.compress ? c.values(s.hidden) : 0)           // the residual
                          + (b.fp8_gate_up_input ? c.values(s.hidden) : 0)  // the post-attention norm's output
                          + (b.compress ? c.values(2 * s.ffn) : 0)          // gate and up
-                         + (b.compress_qkv ? c.values(s.hidden + 2 * s.kv) : 0)  // q, k, v
+                         + (b.compress_qkv || b.remake_qkv ? c.values(s.hidden + 2 * s.kv) : 0)  // q, k, v
                          + (b.compress_out ? c.values(s.hidden) : 0);      // the attention output
   const size_t at_down = unsaved + (b.fp8_down_input ? c.values(s.ffn) : 0) +
                          (b.fp8_down ? (b.block_scaled ? c.blocked(s.ffn) : c(s.tokens * s.ffn, 1)) : 0) +
@@ -546,7 +548,7 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   // What each block keeps under the recipe; the last block's backward is the one planned.
   std::vector<BlockPrecision> precision;
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer)
-    precision.push_back(BlockPrecision::of(in.recipe, layer));
+    precision.push_back(BlockPrecision::of(in.recipe, layer, in.recompute));
   const BlockPrecision& last = precision.back();
 
   // What the tape holds at the end of the forward: per block everything (or, recomputing, the block's
@@ -597,16 +599,19 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   // blocks of both under bf16_layers.
   const auto layout = [&](const BlockPrecision& b) {
     const std::string bytes = "per block " + format_bytes(static_cast<double>(block_saved(alloc, b))) + ": ";
+    const std::string remade = b.remake_qkv ? ", q, k and v made again in the backward (train.recompute = qkv)" : "";
     if (!b.compress) {
-      return bytes + per_token(6 * s.hidden + 2 * s.kv + 3 * s.ffn) + " values/token + " +
+      const double qkv = b.remake_qkv ? 0 : s.hidden + 2 * s.kv;
+      return bytes + per_token(5 * s.hidden + qkv + 3 * s.ffn) + " values/token + " +
              std::to_string(2 * s.stats_per_norm) + " norm statistics/token + log-sum-exp [B, " +
              per_token(s.heads) + ", T]" +
              (b.fp8_qkv_input ? std::string(", q/k/v, gate/up and down inputs as e4m3 codes of their transposes")
-                              : std::string());
+                              : std::string()) +
+             remade;
     }
     return bytes +
            "norm and SwiGLU inputs in e4m3 with 1x16 group scales, q/k/v, gate/up and down inputs as " +
-           "e4m3 transposed codes, attention in " + std::string(dtype_name(in.compute_dtype));
+           "e4m3 transposed codes, attention in " + std::string(dtype_name(in.compute_dtype)) + remade;
   };
   const auto compressed = static_cast<size_t>(
       std::count_if(precision.begin(), precision.end(), [](const BlockPrecision& b) { return b.compress; }));

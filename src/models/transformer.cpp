@@ -61,8 +61,23 @@ void Transformer::check_recipe(const PrecisionRecipe& recipe, DType compute_dtyp
                    " out of range");
 }
 
+void Transformer::check_recompute(const PrecisionRecipe& recipe, Recompute recompute) const {
+  if (recompute != Recompute::Qkv) return;
+  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
+    COAT_ARG_CHECK(!recipe.linear(layer, LinearRole::Qkv).block_scaled, "Transformer",
+                   "train.recompute = qkv makes q, k and v again from the input the q/k/v projection keeps, but "
+                   "under the ", recipe.name, " recipe block ", layer, " keeps it as 1x128 groups along the tokens, "
+                   "not the forward's groups; use train.recompute = none or blocks");
+}
+
+void Transformer::set_recompute(Recompute recompute) {
+  check_recompute(recipe_, recompute);
+  recompute_ = recompute;
+}
+
 void Transformer::set_recipe(PrecisionRecipe recipe) {
   check_recipe(recipe, store_->compute_dtype());
+  check_recompute(recipe, recompute_);
   recipe_ = std::move(recipe);
   store_->layout_compute_copies([this](const ParamUnit& u) { return needs_full_copy(u); });
   mark_per_tensor_units();
@@ -105,13 +120,17 @@ nn::GradRowMaximaSlot Transformer::maxima_slot(int64_t layer, LinearRole role) c
 }
 
 autograd::Var Transformer::block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight,
-                                        int64_t layer, LinearRole role) {
+                                        int64_t layer, LinearRole role, nn::OutputRemake* remake) {
   const LinearRecipe r = recipe_.linear(layer, role);
-  if (!r.fp8) return nn::linear(tape, x, weight);
+  if (!r.fp8) return nn::linear(tape, x, weight, remake);
   const size_t unit = store_->layer_unit(layer);
-  if (r.block_scaled)
+  if (r.block_scaled) {
+    COAT_ARG_CHECK(remake == nullptr, "Transformer", "block ", layer,
+                   ": a 128-block-scaled linear cannot make its output again (its input is kept grouped along the "
+                   "tokens, the forward's along the features)");
     return nn::linear_fp8_block(tape, x, weight, store_->fp8_block_weights(unit), r.save_fp8_input);
-  return nn::linear_fp8(tape, x, weight, store_->fp8_weights(unit), r.save_fp8_input);
+  }
+  return nn::linear_fp8(tape, x, weight, store_->fp8_weights(unit), r.save_fp8_input, Tensor(), nullptr, remake);
 }
 
 autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const autograd::Var& x, int64_t batch, int64_t seq,
@@ -135,21 +154,27 @@ autograd::Var Transformer::block(autograd::Tape& tape, int64_t layer, const auto
   // block_linear, except that an input with row maxima or an output gradient with them goes to the per-tensor
   // FP8 linear with them (the input's moved in: freed once its scale is made).
   const auto linear = [&](const autograd::Var& in, nn::Parameter& weight, LinearRole role, Tensor in_maxima,
-                          nn::GradRowMaximaSlot dy_maxima = nullptr) {
-    if (!in_maxima.defined() && !dy_maxima) return block_linear(tape, in, weight, layer, role);
+                          nn::GradRowMaximaSlot dy_maxima = nullptr, nn::OutputRemake* remake = nullptr) {
+    if (!in_maxima.defined() && !dy_maxima) return block_linear(tape, in, weight, layer, role, remake);
     return nn::linear_fp8(tape, in, weight, store_->fp8_weights(store_->layer_unit(layer)),
-                          recipe_.linear(layer, role).save_fp8_input, std::move(in_maxima), std::move(dy_maxima));
+                          recipe_.linear(layer, role).save_fp8_input, std::move(in_maxima), std::move(dy_maxima),
+                          remake);
   };
   Tensor a_maxima, m_maxima, s_maxima;  // row maxima of the qkv, gate/up and down inputs
   autograd::Var a = norm(tape, x, params.input_norm, compress, nullptr,
                          takes_maxima(LinearRole::Qkv) ? &a_maxima : nullptr, boundary.input);
-  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place.
+  // One GEMM for q, k and v: [B, T, (Hq + 2 Hkv) * Dh]; RoPE and attention work on it in place. Under
+  // train.recompute = qkv the attention keeps what makes qkv again instead of q, k and v.
   const nn::GradRowMaximaSlot dqkv_maxima = maxima_slot(layer, LinearRole::Qkv);
-  autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima), dqkv_maxima);
-  autograd::Var o = nn::packed_attention(tape, qkv, hq, hkv, dh, rope_inv_freq_,
-                                         1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima,
-                                         nn::AttentionCompression{recipe_.compresses_attention_qkv(layer),
-                                                                  recipe_.compresses_attention_out(layer)});
+  const bool remake_qkv = recompute_ == Recompute::Qkv;
+  nn::OutputRemake qkv_remake;
+  autograd::Var qkv = linear(a, fused.qkv, LinearRole::Qkv, std::move(a_maxima), dqkv_maxima,
+                             remake_qkv ? &qkv_remake : nullptr);
+  autograd::Var o = nn::packed_attention(
+      tape, qkv, hq, hkv, dh, rope_inv_freq_, 1.0 / std::sqrt(static_cast<double>(dh)), dqkv_maxima,
+      nn::AttentionCompression{!remake_qkv && recipe_.compresses_attention_qkv(layer),
+                               recipe_.compresses_attention_out(layer)},
+      std::move(qkv_remake));
   ops::Fp8PerGroup h_compressed;  // coat: the MLP norm's saved input, made by the add
   const nn::GradRowMaximaSlot dh_maxima = maxima_slot(layer, LinearRole::Out);
   autograd::Var h = nn::add(tape, x, linear(o, store_->parameter(params.o_proj), LinearRole::Out, Tensor(), dh_maxima),

@@ -23,7 +23,7 @@ void check_operands(const char* op, const autograd::Var& x, const Parameter& wei
 }
 }  // namespace
 
-autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight) {
+autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, OutputRemake* remake) {
   const NvtxRange range("linear");
   COAT_ARG_CHECK(weight.value.defined(), "linear", "weight '", weight.name,
                  "' has no compute copy: the model keeps only FP8 copies of it under its precision recipe");
@@ -33,6 +33,12 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
   const Shape in_shape = x.shape();
   Tensor y = ops::matmul(x2, w, false, true).reshape(with_last(in_shape, w.size(0)));
   Parameter* p = &weight;
+  if (remake != nullptr && tape.grad_enabled()) {
+    const Shape out_shape = y.shape();
+    *remake = {{x2}, [p, out_shape](const std::vector<Tensor>& in) {
+                 return ops::matmul(in[0], p->value, false, true).reshape(out_shape);
+               }};
+  }
   const bool want_dx = x.requires_grad();
   return tape.record(
       "linear", std::move(y), {x}, {x2},
@@ -62,10 +68,28 @@ ops::Fp8PerTensor transposed(const ops::Fp8PerTensor& q) {
 
 constexpr int64_t kFp8Multiple = 16;
 
+/// linear_fp8's output again from what its node keeps (`saved`): x's codes are the transposed codes transposed
+/// back (or x quantised again: the same scale, hence the same codes), multiplied as in the forward.
+OutputRemake fp8_remake(const std::vector<Tensor>& saved, bool keep_fp8, Parameter* p, Fp8Weights* cache,
+                        const Shape& out_shape) {
+  return {saved, [keep_fp8, p, cache, out_shape](const std::vector<Tensor>& in) {
+            ops::Fp8PerTensor xq;
+            if (keep_fp8) {
+              xq.codes = ops::contiguous(in[0].transpose(0, 1));
+              xq.scale = in[1];
+              xq.scale_inv = in[2];
+            } else {
+              xq = ops::quantize_per_tensor(in[0], DType::E4M3);
+            }
+            return ops::matmul_fp8(xq, cache->get(*p), DType::BF16, /*fast_accum=*/true).reshape(out_shape);
+          }};
+}
+
 }  // namespace
 
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input, Tensor x_row_maxima, GradRowMaximaSlot dy_maxima) {
+                         bool save_fp8_input, Tensor x_row_maxima, GradRowMaximaSlot dy_maxima,
+                         OutputRemake* remake) {
   const NvtxRange range("linear_fp8");
   // The weight's FP8 copy first: its shape is the weight's, whether it was quantised here or gathered.
   const ops::Fp8PerTensor& wq = weights.get(weight);
@@ -94,6 +118,7 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
   }
   Parameter* p = &weight;
   Fp8Weights* cache = &weights;
+  if (remake != nullptr && grad) *remake = fp8_remake(saved, keep_fp8, p, cache, y.shape());
   const bool want_dx = x.requires_grad();
   return tape.record(
       "linear_fp8", std::move(y), {x}, std::move(saved),

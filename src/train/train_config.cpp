@@ -115,7 +115,8 @@ LoopConfig read_loop(ConfigSection s) {
   s.check_range<int64_t>("log_interval", t.log_interval, 1, int64_t{1} << 40);
   t.on_nonfinite = s.choice("on_nonfinite", t.on_nonfinite, {NonfinitePolicy::Stop, NonfinitePolicy::Skip});
   t.init_from = s.get<std::string>("init_from", "");
-  t.recompute = s.choice("recompute", t.recompute, {models::Recompute::None, models::Recompute::Blocks});
+  t.recompute = s.choice("recompute", t.recompute, {models::Recompute::None, models::Recompute::Qkv,
+                                                     models::Recompute::Blocks});
   t.deterministic = s.get<bool>("deterministic", t.deterministic);
   s.finish();
   return t;
@@ -359,6 +360,24 @@ void check_batch_split(const LoopConfig& train, int64_t ranks) {
                                    ": every rank runs whole micro-batches of one global batch"));
 }
 
+namespace {
+
+// train.recompute = qkv makes q, k and v again from the q/k/v projection's saved input, which fp8_block keeps
+// grouped along the tokens (its forward groups along the features): refused there, unless its layers are BF16.
+void check_recompute(const TrainConfig& c) {
+  if (c.train.recompute != models::Recompute::Qkv) return;
+  const models::PrecisionRecipe recipe = recipe_of(c);
+  for (int64_t layer = 0; layer < c.model.num_hidden_layers; ++layer) {
+    if (!recipe.linear(layer, models::LinearRole::Qkv).block_scaled) continue;
+    throw ConfigError(detail::concat("config: 'train.recompute' = qkv makes q, k and v again from the input the "
+                                     "q/k/v projection keeps, but 'precision.recipe' = ", recipe.name,
+                                     " keeps it (block ", layer, ") as 1x128 groups along the tokens, not the "
+                                     "forward's groups; use 'train.recompute' = none or blocks"));
+  }
+}
+
+}  // namespace
+
 TrainConfig parse_train_config(const nlohmann::json& document, const std::string& source, int launched_world) {
   try {
     if (!document.is_object()) throw ConfigError("config: the document must be a JSON object with sections");
@@ -393,6 +412,7 @@ TrainConfig parse_train_config(const nlohmann::json& document, const std::string
                                        to_string(c.optim.schedule), " schedule needs warmup <= max_steps"));
     }
     check_batch_split(c.train, c.ranks());
+    check_recompute(c);
     if (c.optim.apply_in_backward && c.accumulation_steps() != 1) {
       throw ConfigError(detail::concat("config: 'optim.apply_in_backward' updates each unit when its gradient is "
                                        "complete, which needs one micro-batch per step", c.ranks() > 1 ? " and rank" : "",

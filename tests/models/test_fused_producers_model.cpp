@@ -2,7 +2,7 @@
 // linears; under coat the residual add's compressed copy for the MLP norm) against the unfused path
 // (set_fused_producers(false)): bit-identical loss, gradients of every unit, logits and saved bytes, under the
 // fp8 and coat recipes (and the backward producers hand their maxima to every FP8 linear that takes them), for Llama (RMSNorm, grouped KV heads, untied head) and OLMo (LayerNorm, tied head),
-// with and without recomputation, with a block kept in BF16. On the CPU backend every fused kernel computes
+// with and without recomputation (of the blocks, or of q, k and v), with a block kept in BF16. On the CPU backend every fused kernel computes
 // the same values in the same roundings as the ops it replaces, so nothing may change by a bit.
 #include <gtest/gtest.h>
 
@@ -80,10 +80,12 @@ TEST_P(FusedProducersModel, LossGradientsAndSavedBytesAreBitIdentical) {
 INSTANTIATE_TEST_SUITE_P(
     Recipes, FusedProducersModel,
     ::testing::Combine(::testing::Values(Architecture::Llama, Architecture::Olmo), ::testing::Values("fp8", "coat"),
-                       ::testing::Values(Recompute::None, Recompute::Blocks), ::testing::Values(false, true)),
+                       ::testing::Values(Recompute::None, Recompute::Qkv, Recompute::Blocks),
+                       ::testing::Values(false, true)),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(std::get<0>(info.param) == Architecture::Llama ? "Llama" : "Olmo") + "_" +
              std::get<1>(info.param) + (std::get<2>(info.param) == Recompute::Blocks ? "_recompute" : "") +
+             (std::get<2>(info.param) == Recompute::Qkv ? "_qkv" : "") +
              (std::get<3>(info.param) ? "_bf16block" : "");
     });
 

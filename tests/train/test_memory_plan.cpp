@@ -152,6 +152,16 @@ INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
                                   std::get<2>(info.param);
                          });
+// train.recompute = qkv (not under fp8_block: RecomputeKeyIsStrict): attention keeps what makes q, k and v
+// again, and the backward holds them again at the attention.
+INSTANTIATE_TEST_SUITE_P(QkvRemade, PlanAgainstStep,
+                         ::testing::Combine(::testing::Values("llama", "olmo"),
+                                            ::testing::Values("fp32", "bf16", "fp8", "coat", "coat_attn8"),
+                                            ::testing::Values("qkv")),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
+                                  std::get<2>(info.param);
+                         });
 
 // The bytes of the activation line whose description starts with `start`.
 size_t activation_line(const models::MemoryPlan& p, const std::string& start) {
@@ -513,6 +523,35 @@ TEST_F(MemoryPlanTest, RecomputeKeyIsStrict) {
                                 "'train.recompute' = \"block\" is not valid");
   c["train"]["recompute"] = "blocks";
   EXPECT_EQ(parse_train_config(c, "plan.json").resolved.at("train").at("recompute"), "blocks");
+  c["train"]["recompute"] = "qkv";
+  EXPECT_EQ(parse_train_config(c, "plan.json").resolved.at("train").at("recompute"), "qkv");
+  // fp8_block keeps the q/k/v input grouped along the tokens: q, k and v cannot be made again from it, unless
+  // every block is in BF16.
+  nlohmann::json block = config("llama", "fp8_block", "qkv", "e");
+  test::expect_error_containing([&] { parse_train_config(block, "plan.json"); },
+                                "'train.recompute' = qkv makes q, k and v again from the input the q/k/v "
+                                "projection keeps, but 'precision.recipe' = fp8_block keeps it (block 0)");
+  block["precision"]["bf16_layers"] = {0, 1, 2, 3};
+  EXPECT_EQ(parse_train_config(block, "plan.json").train.recompute, models::Recompute::Qkv);
+}
+
+// Under train.recompute = qkv a coat block of Llama-2-7B's shape keeps no q, k and v: 8192 tokens x (3 x 4096)
+// BF16 values less, which takes its saved bytes past 1.6x below bf16's; the plan's words say so.
+TEST_F(MemoryPlanTest, QkvRecomputeDropsQKAndVFromEachBlock) {
+  const auto saved = [&](const std::string& recipe, const std::string& recompute) {
+    TrainConfig c = load_train_config(std::string(COAT_SOURCE_DIR) + "/configs/llama2_7b_1gpu.json", {});
+    c.precision.recipe = models::parse_recipe_kind(recipe);
+    c.train.micro_batch_size = c.train.global_batch_size = 4;
+    c.train.recompute = recompute == "qkv" ? models::Recompute::Qkv : models::Recompute::None;
+    return memory_plan(c);
+  };
+  const models::MemoryPlan kept = saved("coat", "none"), remade = saved("coat", "qkv"), bf16 = saved("bf16", "none");
+  const size_t qkv_bytes = size_t{32} * 8192 * 3 * 4096 * 2;
+  EXPECT_EQ(kept.saved_bytes - remade.saved_bytes, qkv_bytes);
+  EXPECT_GT(static_cast<double>(bf16.saved_bytes) / static_cast<double>(remade.saved_bytes), 1.6);
+  EXPECT_LT(static_cast<double>(bf16.saved_bytes) / static_cast<double>(kept.saved_bytes), 1.6);
+  EXPECT_NE(remade.str().find("q, k and v made again in the backward (train.recompute = qkv)"), std::string::npos)
+      << remade.str();
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "coat/models/unit_store.h"
 #include "coat/nn/grad_row_maxima.h"
 #include "coat/nn/loss.h"
+#include "coat/nn/output_remake.h"
 #include "coat/ops/quantize.h"
 
 namespace coat::models {
@@ -55,7 +56,8 @@ class Transformer {
   const UnitStore& store() const { return *store_; }
 
   /// Applies to the forwards that follow (with gradients on; a forward-only tape keeps nothing anyway).
-  void set_recompute(Recompute recompute) { recompute_ = recompute; }
+  /// Recompute::Qkv needs every block's q/k/v projection per tensor scaled or BF16 (check_recompute).
+  void set_recompute(Recompute recompute);
   Recompute recompute() const { return recompute_; }
   /// Fused producers (default on): under the per-tensor FP8 recipes (fp8, coat) the norms and the SwiGLU write
   /// the row maxima their FP8 linears take the scales from (no amax pass), and under coat the block's residual
@@ -119,10 +121,14 @@ class Transformer {
   /// A slot counted in grad_maxima_counts() when the linear takes maxima, else null.
   nn::GradRowMaximaSlot maxima_slot(int64_t layer, LinearRole role) const;
   /// A block linear under the recipe: BF16 or FP8 GEMMs.
+  /// remake: as nn::linear_fp8's (not for a 128-block-scaled linear).
   autograd::Var block_linear(autograd::Tape& tape, const autograd::Var& x, nn::Parameter& weight, int64_t layer,
-                             LinearRole role);
+                             LinearRole role, nn::OutputRemake* remake = nullptr);
   /// The recipe needs BF16 compute for FP8 linears, and its bf16_layers must be blocks of the model.
   void check_recipe(const PrecisionRecipe& recipe, DType compute_dtype) const;
+  /// Recompute::Qkv makes q, k and v again from the q/k/v projection's saved input: not where that input is
+  /// kept in 1x128 groups along the tokens (fp8_block), which are not the forward's groups.
+  void check_recompute(const PrecisionRecipe& recipe, Recompute recompute) const;
   /// Whether unit `u` needs a full compute copy under the recipe.
   bool needs_full_copy(const ParamUnit& u) const;
   /// ParamUnit::fp8_per_tensor of every unit, from the recipe.

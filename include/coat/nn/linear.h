@@ -5,11 +5,13 @@
 #include "coat/autograd/tape.h"
 #include "coat/nn/fp8_weights.h"
 #include "coat/nn/grad_row_maxima.h"
+#include "coat/nn/output_remake.h"
 #include "coat/nn/parameter.h"
 
 namespace coat::nn {
 
-autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight);
+/// remake (when not null, and the tape records): set to what makes y again from the saved x (nn/output_remake.h).
+autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, OutputRemake* remake = nullptr);
 
 /// The same through FP8 GEMMs (COAT / TransformerEngine; models/precision_recipe.h):
 ///   fprop  y  = x W^T      E4M3 x E4M3, fast accumulation, BF16 out
@@ -28,7 +30,11 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
 /// dy_maxima (when not null): the slot where the producer of this linear's output gradient leaves that
 /// gradient's row maxima (nn::swiglu_packed `dgu_maxima`); the backward takes dy's E5M2 scale from them (the
 /// same bytes) instead of an amax pass, and makes its own where the slot holds none for dy.
+/// remake (when not null, and the tape records): set to what makes y again from what the node keeps
+/// (nn/output_remake.h): x's transposed codes transposed back (save_fp8_input), or x quantised again with the
+/// same scale, through the forward's GEMM and weight codes.
 autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter& weight, Fp8Weights& weights,
-                         bool save_fp8_input, Tensor x_row_maxima = Tensor(), GradRowMaximaSlot dy_maxima = nullptr);
+                         bool save_fp8_input, Tensor x_row_maxima = Tensor(), GradRowMaximaSlot dy_maxima = nullptr,
+                         OutputRemake* remake = nullptr);
 
 }  // namespace coat::nn

@@ -21,6 +21,7 @@
 
 #include "coat/autograd/tape.h"
 #include "coat/nn/grad_row_maxima.h"
+#include "coat/nn/output_remake.h"
 
 namespace coat::nn {
 
@@ -39,9 +40,13 @@ struct AttentionCompression {
 /// dqkv_maxima (when not null; f32 and bf16): the backward puts the row maxima of dqkv (one per token, over
 /// its q, k and v heads) there, written by the inverse RoPE's kernel, for the FP8 linear that made qkv
 /// (nn::linear_fp8 `dy_maxima`).
+/// remake_qkv (when set: train.recompute = qkv): how the linear that made qkv makes it again
+/// (nn/output_remake.h). The node then keeps remake_qkv.inputs instead of the rotated qkv, and its backward
+/// makes qkv again and rotates it as the forward did: the forward's bytes. compress.qkv must then be off.
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, std::vector<double> inv_freq, double scale,
-                               GradRowMaximaSlot dqkv_maxima = nullptr, AttentionCompression compress = {});
+                               GradRowMaximaSlot dqkv_maxima = nullptr, AttentionCompression compress = {},
+                               OutputRemake remake_qkv = {});
 /// The same with the default RoPE of base theta (inv_freq = ops::rope_inverse_frequencies(theta, dh)).
 autograd::Var packed_attention(autograd::Tape& tape, const autograd::Var& qkv, int64_t hq, int64_t hkv,
                                int64_t dh, double theta, double scale);

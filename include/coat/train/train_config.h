@@ -88,8 +88,10 @@ struct LoopConfig {
   int64_t log_interval = 1;
   NonfinitePolicy on_nonfinite = NonfinitePolicy::Stop;
   std::string init_from;          ///< checkpoint (or run) directory whose weights start the run (e.g. an HF import)
-  /// none | blocks: activation recomputation. blocks keeps only each block's input for the backward and
-  /// runs the block again there (about one more forward of the blocks per step, far less activation memory).
+  /// none | qkv | blocks: activation recomputation. qkv keeps no q, k and v: each block's backward makes them
+  /// again from the input its q/k/v projection keeps (one more GEMM and RoPE per block, the same bytes; not
+  /// under fp8_block). blocks keeps only each block's input for the backward and runs the block again there
+  /// (about one more forward of the blocks per step, far less activation memory).
   models::Recompute recompute = models::Recompute::None;
   /// Deterministic kernels where the fast ones vary from run to run (cuDNN's attention backward, whose default
   /// adds dq with atomics): a resumed GPU run then continues with the bits of the uninterrupted one (an

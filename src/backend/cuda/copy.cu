@@ -4,6 +4,7 @@
 #include "coat/backend/cuda/copy.h"
 #include "coat/backend/cuda/device_vector.cuh"
 #include "coat/backend/cuda/launch.h"
+#include "coat/backend/cuda/transpose.h"
 #include "coat/backend/element_access.h"
 #include "coat/backend/strided_layout.h"
 #include "coat/core/philox.h"
@@ -91,6 +92,7 @@ void copy(const Tensor& src, Tensor& dst, Fp8Saturation sat) {
                                     stream_of(dst)));
     return;
   }
+  if (try_transpose_copy(src, dst)) return;
   if (src.is_contiguous() && dst.is_contiguous()) {
     if (src.dtype() == DType::F32 && dst.dtype() == DType::BF16 && try_convert_vec<float, uint16_t>(src, dst, n)) return;
     if (src.dtype() == DType::BF16 && dst.dtype() == DType::F32 && try_convert_vec<uint16_t, float>(src, dst, n)) return;

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "coat/ops/copy.h"
 #include "coat/ops/creation.h"
@@ -100,6 +102,32 @@ TEST_F(CudaOps, StridedCopiesAndTransfersMatch) {
     Tensor back = ops::zeros(gpu, {8005 - start}, DType::F32);
     ops::copy_(back, d16);
     EXPECT_EQ(ops::to_bytes(back), ops::to_bytes(ops::cast(ops::cast(h, DType::BF16), DType::F32))) << start;
+  }
+}
+
+// The contiguous copy of a transposed 2-D view takes the tiled kernel (cuda/transpose.h): the CPU's bytes for
+// 1-, 2- and 4-byte elements, on shapes that are and are not multiples of its 64 x 64 tile, and every byte value
+// (U8: the kernel moves bytes, FP8 NaN codes included). Views it does not take (a slice: other strides) still copy.
+TEST_F(CudaOps, TransposedViewsCopyAsOnCpu) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1000, 333}, {128, 4096}, {2, 70}, {65, 64}};
+  for (DType t : {DType::U8, DType::E4M3, DType::BF16, DType::F32}) {
+    for (const auto& [rows, cols] : shapes) {
+      const size_t n = static_cast<size_t>(rows * cols);
+      Tensor host = t == DType::U8
+                        ? ops::from_vector(cpu, {rows, cols}, DType::U8, [&] {
+                            std::vector<double> b(n);
+                            for (size_t i = 0; i < n; ++i) b[i] = static_cast<double>((i * 131 + 7) % 256);
+                            return b;
+                          }())
+                        : ops::cast(ops::from_vector(cpu, {rows, cols}, DType::F32, random_values(n, 21, 3.0)), t);
+      Tensor dev = ops::to(host, gpu);
+      EXPECT_EQ(ops::to_bytes(ops::contiguous(dev.transpose(0, 1))), ops::to_bytes(ops::contiguous(host.transpose(0, 1))))
+          << dtype_name(t) << " [" << rows << ", " << cols << "]";
+      const Tensor dev_sliced = dev.transpose(0, 1).slice(1, 1, rows);
+      EXPECT_EQ(ops::to_bytes(ops::contiguous(dev_sliced)),
+                ops::to_bytes(ops::contiguous(host.transpose(0, 1).slice(1, 1, rows))))
+          << dtype_name(t) << " sliced [" << rows << ", " << cols << "]";
+    }
   }
 }
 

@@ -68,7 +68,7 @@ bool runs_block_scaled_gemms(const ContextPtr& gpu) {
 }
 
 // recipe: a recipe name, or "<name>:attn8" for it with precision.compress_attention.
-Pass run(const ContextPtr& ctx, const std::string& spec) {
+Pass run(const ContextPtr& ctx, const std::string& spec, models::Recompute recompute = models::Recompute::None) {
   const bool attn8 = spec.ends_with(":attn8");
   const std::string recipe = attn8 ? spec.substr(0, spec.size() - 6) : spec;
   const bool blocked = recipe == "fp8_block";
@@ -77,6 +77,7 @@ Pass run(const ContextPtr& ctx, const std::string& spec) {
   models::PrecisionRecipe r = models::make_recipe(recipe, {}, 2);
   r.compress_attention = attn8;
   model.set_recipe(r);
+  model.set_recompute(recompute);
   const int64_t batch = 2, seq = blocked ? 64 : 32;
   std::mt19937 rng(9);
   std::vector<double> ids(batch * seq), targets(batch * seq);
@@ -119,6 +120,24 @@ TEST_F(CudaPrecisionRecipe, MatchesTheCpu) {
       EXPECT_LE(err, 0.2) << u;
     }
   }
+}
+
+// train.recompute = qkv on CUDA: q, k and v made again in the backward (the FP8 transposed input codes
+// transposed back by the tiled kernel, the forward's cuBLASLt GEMM, RoPE) give the bits of keeping them, with
+// deterministic kernels (cuDNN's attention backward otherwise adds dq with atomics, run to run different); the
+// tape keeps (hidden + 2 kv) BF16 values per token and block less.
+TEST_F(CudaPrecisionRecipe, QkvRecomputeIsBitIdentical) {
+  gpu->set_deterministic(true);
+  for (const char* recipe : {"bf16", "fp8", "coat"}) {
+    SCOPED_TRACE(recipe);
+    const Pass keep = run(gpu, recipe), again = run(gpu, recipe, models::Recompute::Qkv);
+    EXPECT_EQ(again.loss, keep.loss);
+    for (size_t u = 0; u < keep.grads.size(); ++u) EXPECT_TRUE(again.grads[u] == keep.grads[u]) << "unit " << u;
+    const models::ModelConfig c = tiny();
+    const auto per_block = static_cast<size_t>(2 * 32 * (c.hidden_size + 2 * c.num_key_value_heads * c.head_dim()) * 2);
+    EXPECT_EQ(keep.saved - again.saved, static_cast<size_t>(c.num_hidden_layers) * per_block);
+  }
+  gpu->set_deterministic(false);
 }
 
 }  // namespace
