@@ -111,6 +111,22 @@ MatmulPlanKey tn_plan_key(int64_t m, int64_t n, int64_t k, OperandTypes types, D
   return key;
 }
 
+MatmulPlanKey block_plan_key(int64_t m, int64_t n, int64_t k, OperandTypes types, DType out_dtype, bool accumulate,
+                             int64_t b_block_rows, Alignments align) {
+#if CUBLAS_VERSION >= 120900
+  MatmulPlanKey key = tn_plan_key(m, n, k, types, out_dtype, accumulate, /*fast_accum=*/false, align);
+  // cuBLASLt's A is our b: 128x128-quantized weights, or the 1x128-quantized operand of a weight gradient.
+  key.a_scale_mode = b_block_rows == 1 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+                                       : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  key.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;  // our a, 1x128-quantized
+  return key;
+#else
+  (void)m, (void)n, (void)k, (void)types, (void)out_dtype, (void)accumulate, (void)b_block_rows, (void)align;
+  throw NotImplemented(::coat::detail::concat("[matmul_fp8_block] cuda: cuBLASLt's 128-block scale modes need "
+                                              "cuBLAS 12.9 or newer; this build has ", CUBLAS_VERSION));
+#endif
+}
+
 void run(CudaContext& ctx, const MatmulPlan& plan, const Tensor& a_codes, const Tensor& a_scale_inv,
          const Tensor& b_codes, const Tensor& b_scale_inv, Tensor& out, bool accumulate) {
   set_scale_pointer(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, b_scale_inv.data_ptr());

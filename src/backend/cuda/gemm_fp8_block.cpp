@@ -80,11 +80,7 @@ void matmul_fp8_block(const Tensor& a_codes, const Tensor& a_scale_inv, const Te
                  kOp, "the scale tensors must be 16-byte aligned (a view at an offset?)");
 
 #if CUBLAS_VERSION >= 120900
-  MatmulPlanKey key = fp8gemm::tn_plan_key(m, n, k, types, out.dtype(), accumulate, /*fast_accum=*/false, align);
-  // cuBLASLt's A is our b: 128x128-quantized weights, or the 1x128-quantized operand of a weight gradient.
-  key.a_scale_mode = b_block_rows == 1 ? CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
-                                       : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-  key.b_scale_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;  // our a, 1x128-quantized
+  const MatmulPlanKey key = fp8gemm::block_plan_key(m, n, k, types, out.dtype(), accumulate, b_block_rows, align);
   const MatmulPlan& plan = ctx.matmul_plans().get(ctx.cublaslt(), key, ctx.workspace_bytes(),
                                                   b_scale_inv.data_ptr(), a_scale_inv.data_ptr());
   // Device pointers to the dequantisation factors, read by the GPU when the kernel runs (no host

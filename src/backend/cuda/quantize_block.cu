@@ -12,9 +12,12 @@
 //  - both at once (quantize_1x128_pair: an FP8 GEMM operand for its fprop/dgrad and for its wgrad): one
 //    256-thread block per 128x128 tile held in dynamic shared memory as floats, loaded once; warps take its
 //    rows (the 1x128 groups of x, lane l holding elements l + 32j) and then its columns (as the transposed
-//    kernel): x is read once instead of twice.
+//    kernel): x is read once instead of twice. A 16-bit x with aligned pointers takes quantize_1x128_pair16:
+//    16-byte loads, an unpadded tile with XOR-swizzled 16-byte vectors, 8 lanes a row or column pair, so that
+//    four groups a warp are reduced at once and codes leave in 8- and 16-byte stores.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -361,6 +364,143 @@ __global__ __launch_bounds__(kThreads) void quantize_1x128_pair_kernel(const sto
   }
 }
 
+// ---- the pair of a 16-bit input, vectorised (quantize_1x128_pair16_kernel) ----
+
+/// Words (two 16-bit values each) in a row of the pair16 tile: 128 rows of 64 words, unpadded (32 KB).
+constexpr int kPairWords = kBlock / 2;
+/// Where word w of tile row r lies: r * 64 + (w ^ 4 ((r / 16) % 8)). The XOR moves whole 16-byte vectors, so
+/// row vectors stay whole and aligned; a warp reading one word from rows 16c + j (c = 0..7) of 4 adjacent
+/// word columns then meets 32 different banks (the column pass), as 8 lanes reading 8 vectors of one row do.
+__device__ inline int pair_word(int r, int w) {
+  return r * kPairWords + (w ^ (((r >> 4) & 7) << 2));
+}
+
+/// The amax key of a 1x128 group held by 8 aligned lanes (16 values each), reduced over those lanes.
+__device__ inline uint32_t octet_max_key(uint32_t key) {
+  for (int offset = 1; offset < 8; offset <<= 1) key = max_key(key, __shfl_xor_sync(kFullMask, key, offset));
+  return key;
+}
+
+/// The 8 16-bit values of a 16-byte vector as floats (exact).
+template <DType In>
+__device__ inline void unpack8(const uint4& q, float* v) {
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = load_float<In>(static_cast<uint16_t>(w[i] & 0xFFFFu));
+    v[2 * i + 1] = load_float<In>(static_cast<uint16_t>(w[i] >> 16));
+  }
+}
+
+/// Codes of n (a multiple of 4) floats with one scale, packed little-endian into n / 4 words.
+template <DType Fmt, int N>
+__device__ inline void pack_codes(const float* v, float scale, Fp8Saturation sat, uint32_t* out) {
+#pragma unroll
+  for (int i = 0; i < N / 4; ++i) {
+    uint32_t word = 0u;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) word |= static_cast<uint32_t>(quantize_value<Fmt>(v[4 * i + j], scale, sat)) << (8 * j);
+    out[i] = word;
+  }
+}
+
+/// quantize_1x128_pair of a BF16/F16 x [rows, cols] (multiples of 128) with x 16-byte aligned, codes 8-byte
+/// and codes_t 16-byte aligned: the same bytes as quantize_1x128_pair_kernel, with wider accesses and more
+/// work in flight. Block b takes tiles t = mb * ktiles + kt; per tile:
+///  - load: 8 16-byte vectors a thread, all issued before the first shared store (32 KB in flight a block);
+///  - rows (the groups of x): 8 lanes a row, lane s holding elements 8s .. 8s+7 and 64+8s .. 64+8s+7 (two
+///    conflict-free 16-byte shared reads), 3 shuffles for the amax, two 8-byte code stores; 4 rows a warp at once;
+///  - columns (the groups of x^T): 8 lanes a pair of adjacent columns, lane c holding rows 16c .. 16c+15 (16
+///    conflict-free word reads, both columns at once), 3 shuffles each, one 16-byte code store per column.
+template <DType In, DType Fmt>
+__global__ __launch_bounds__(kThreads, 4) void quantize_1x128_pair16_kernel(const uint16_t* x, int64_t rows,
+                                                                            int64_t cols, int64_t ld, int64_t ld_t,
+                                                                            Fp8Saturation sat, uint8_t* codes,
+                                                                            float* scale_inv, uint8_t* codes_t,
+                                                                            float* scale_inv_t) {
+  __shared__ __align__(16) uint32_t tile[kBlock * kPairWords];
+  constexpr int kLoads = kBlock * kBlock / 8 / kThreads;  // 16-byte vectors a thread: 8
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int sub = lane & 7, group = lane >> 3;  // lane within its octet, octet within the warp
+  const int64_t ktiles = cols / kBlock, tiles = rows / kBlock * ktiles;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t mb = t / ktiles, kt = t % ktiles;
+    const int64_t m0 = mb * kBlock, k0 = kt * kBlock;
+    uint4 in[kLoads];
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int v = threadIdx.x + kThreads * i, r = v >> 4, q = v & 15;
+      in[i] = *reinterpret_cast<const uint4*>(x + (m0 + r) * cols + k0 + 8 * q);
+    }
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int v = threadIdx.x + kThreads * i, r = v >> 4, q = v & 15;
+      *reinterpret_cast<uint4*>(&tile[pair_word(r, 4 * q)]) = in[i];
+    }
+    __syncthreads();
+    // The groups of x: tile rows 32 it + 4 warp + group.
+#pragma unroll 2
+    for (int it = 0; it < kBlock / 32; ++it) {
+      const int r = 32 * it + 4 * warp + group;
+      float v[16];
+      unpack8<In>(*reinterpret_cast<const uint4*>(&tile[pair_word(r, 4 * sub)]), v);
+      unpack8<In>(*reinterpret_cast<const uint4*>(&tile[pair_word(r, 4 * (sub + 8))]), v + 8);
+      uint32_t key = 0u;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) key = max_key(key, amax_key(v[j]));
+      const float scale = scale_from_amax(amax_from_key(octet_max_key(key)), fp8_max(Fmt));
+      uint32_t out[4];
+      pack_codes<Fmt, 16>(v, scale, sat, out);
+      const int64_t row = m0 + r;
+      uint8_t* dst = codes + row * cols + k0;
+      *reinterpret_cast<uint2*>(dst + 8 * sub) = make_uint2(out[0], out[1]);
+      *reinterpret_cast<uint2*>(dst + 64 + 8 * sub) = make_uint2(out[2], out[3]);
+      if (sub == 0) scale_inv[fp8block::scale_index_1x128(row, kt, ld)] = scale_inv_from_scale(scale);
+      if (row == rows - 1) {
+        for (int64_t p = sub; p < ld - rows; p += 8)
+          scale_inv[fp8block::scale_index_1x128(rows + p, kt, ld)] = fp8block::kPadScaleInv;
+      }
+    }
+    // The groups of x^T: word columns 32 it + 4 warp + group (tile columns 2wc, 2wc + 1), rows 16 sub ...
+#pragma unroll 1
+    for (int it = 0; it < kPairWords / 32; ++it) {
+      const int wc = 32 * it + 4 * warp + group;
+      float lo[16], hi[16];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const uint32_t w = tile[pair_word(16 * sub + j, wc)];
+        lo[j] = load_float<In>(static_cast<uint16_t>(w & 0xFFFFu));
+        hi[j] = load_float<In>(static_cast<uint16_t>(w >> 16));
+      }
+      uint32_t key_lo = 0u, key_hi = 0u;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        key_lo = max_key(key_lo, amax_key(lo[j]));
+        key_hi = max_key(key_hi, amax_key(hi[j]));
+      }
+      key_lo = octet_max_key(key_lo);
+      key_hi = octet_max_key(key_hi);
+      const float scale_lo = scale_from_amax(amax_from_key(key_lo), fp8_max(Fmt));
+      const float scale_hi = scale_from_amax(amax_from_key(key_hi), fp8_max(Fmt));
+      const int64_t k = k0 + 2 * wc;
+      uint32_t out[4];
+      pack_codes<Fmt, 16>(lo, scale_lo, sat, out);
+      *reinterpret_cast<uint4*>(codes_t + k * rows + m0 + 16 * sub) = make_uint4(out[0], out[1], out[2], out[3]);
+      pack_codes<Fmt, 16>(hi, scale_hi, sat, out);
+      *reinterpret_cast<uint4*>(codes_t + (k + 1) * rows + m0 + 16 * sub) =
+          make_uint4(out[0], out[1], out[2], out[3]);
+      if (sub == 0) {
+        scale_inv_t[fp8block::scale_index_1x128(k, mb, ld_t)] = scale_inv_from_scale(scale_lo);
+        scale_inv_t[fp8block::scale_index_1x128(k + 1, mb, ld_t)] = scale_inv_from_scale(scale_hi);
+      }
+    }
+    if (kt == ktiles - 1 && threadIdx.x < ld_t - cols) {
+      scale_inv_t[fp8block::scale_index_1x128(cols + threadIdx.x, mb, ld_t)] = fp8block::kPadScaleInv;
+    }
+    __syncthreads();  // the tile is read before the next iteration overwrites it
+  }
+}
+
 /// Entry i = nb * ld + kb of the 128x128 scale layout [nblocks][ld]: scale_inv of block (nb, kb) with amax
 /// maxima[nb * kblocks + kb], or the padding's 1.0f (kb >= kblocks).
 __global__ __launch_bounds__(kThreads) void scale_inv_128x128_kernel(const float* maxima, int64_t nblocks,
@@ -537,6 +677,11 @@ void quantize_1x128_pair(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tens
   const unsigned blocks = grid_for(x, tiles * kThreads, kThreads);
   const bool vectorized = aligned_to(x.data_ptr(), kVec * dtype_size(x.dtype()));  // cols % 128 == 0
   const bool word_stores = aligned_to(codes.data_ptr(), kPerLane) && aligned_to(codes_t.data_ptr(), kPerLane);
+  // The wide kernel: 16-bit x in 16-byte vectors, code rows in 8 bytes, code columns in 16 bytes.
+  const bool wide = dtype_size(x.dtype()) == 2 && aligned_to(x.data_ptr(), 16) && aligned_to(codes.data_ptr(), 8) &&
+                    aligned_to(codes_t.data_ptr(), 16);
+  const unsigned wide_blocks = static_cast<unsigned>(
+      std::min<int64_t>(tiles, int64_t{16} * context_of(x).properties().multiprocessor_count));
   cudaStream_t stream = stream_of(x);
   dispatch_float_dtype(x.dtype(), op, [&](auto in) {
     constexpr DType In = decltype(in)::value;
@@ -550,6 +695,15 @@ void quantize_1x128_pair(const Tensor& x, Fp8Saturation sat, Tensor& codes, Tens
                                                              code_data(codes_t), scale_inv_t.data<float>());
         COAT_CUDA_CHECK_LAST_LAUNCH();
       };
+      if constexpr (sizeof(storage_t<In>) == 2) {
+        if (wide) {
+          quantize_1x128_pair16_kernel<In, Fmt><<<wide_blocks, kThreads, 0, stream>>>(
+              input_data<In>(x), rows, cols, ld, ld_t, sat, code_data(codes), scale_inv.data<float>(),
+              code_data(codes_t), scale_inv_t.data<float>());
+          COAT_CUDA_CHECK_LAST_LAUNCH();
+          return;
+        }
+      }
       if (vectorized) {
         launch(quantize_1x128_pair_kernel<In, Fmt, kVec>);
       } else {

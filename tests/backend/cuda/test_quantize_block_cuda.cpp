@@ -319,12 +319,12 @@ TEST_F(CudaQuantizeBlock, PairByteIdenticalToCpuRowwiseAndTransposed) {
   for (const Shape& shape : shapes) {
     const Shape t_shape{shape[1], shape[0]};
     for (DType in : {DType::F32, DType::BF16, DType::F16}) {
-      Tensor x = random_host(shape, in, seed++);
-      if (in == DType::F32) {
-        x.data<float>()[5 * shape[1] + 3] = std::nanf("");
-        x.data<float>()[(shape[0] - 1) * shape[1] + shape[1] - 1] = INFINITY;
-        for (int64_t c = 0; c < 128; ++c) x.data<float>()[2 * shape[1] + c] = 0.0f;  // row group (2, 0) zero
-      }
+      // NaN, inf and a zero row group in every input dtype (16-bit inputs take the wide kernel when aligned).
+      Tensor x = random_host(shape, DType::F32, seed++);
+      x.data<float>()[5 * shape[1] + 3] = std::nanf("");
+      x.data<float>()[(shape[0] - 1) * shape[1] + shape[1] - 1] = INFINITY;
+      for (int64_t c = 0; c < 128; ++c) x.data<float>()[2 * shape[1] + c] = 0.0f;  // row group (2, 0) zero
+      if (in != DType::F32) x = ops::cast(x, in);
       for (DType fmt : {DType::E4M3, DType::E5M2}) {
         for (Fp8Saturation sat : kSats) {
           const ops::Fp8Blocked rows = ops::quantize_1x128(x, fmt, sat);
@@ -402,7 +402,7 @@ TEST_F(CudaQuantizeBlock, TransposedEmptyAndErrors) {
 
 // Not a test: the transposed quantizer against what linear_fp8_block's wgrad did before it (quantize_1x128 of
 // a transposed view: a strided bf16 copy, then the 1x128 kernel), with the plain 1x128 quantizer of x as a
-// bandwidth reference, on Llama-2-7B shapes (B*T = 8192 tokens; hidden 4096, MLP 11008).
+// bandwidth reference, and the pair (both from one read), on Llama-2-7B shapes (B*T = 8192 tokens; hidden 4096, MLP 11008).
 // Run with --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_TransposedTimings'.
 TEST_F(CudaQuantizeBlock, DISABLED_TransposedTimings) {
   const cudaStream_t stream = static_cast<cuda::CudaContext&>(*gpu).stream();
@@ -420,11 +420,15 @@ TEST_F(CudaQuantizeBlock, DISABLED_TransposedTimings) {
     const double copy_ms = time([&] { ops::quantize_1x128(x.transpose(0, 1), DType::E4M3); });
     const double fused_ms = time([&] { ops::quantize_1x128_transposed(x, DType::E4M3); });
     const double plain_ms = time([&] { ops::quantize_1x128(x, DType::E4M3); });
+    const double pair_ms = time([&] { ops::quantize_1x128_pair(x, DType::E4M3); });
     // Bytes the fused kernel must move: bf16 in, one code byte out (scales are 1/64 of the codes).
     const double gb = static_cast<double>(shape[0] * shape[1]) * 3.0 / 1e9;
     std::printf("%-14s transpose-copy + quantize %7.3f ms | fused %7.3f ms (%6.0f GB/s, %.2fx) | "
                 "quantize_1x128(x) %7.3f ms\n",
                 shape_str(shape).c_str(), copy_ms, fused_ms, gb / (fused_ms * 1e-3), copy_ms / fused_ms, plain_ms);
+    // The pair: bf16 in, two code bytes out.
+    std::printf("%-14s quantize_1x128_pair %7.3f ms (%6.0f GB/s) vs quantize_1x128 + transposed %7.3f ms\n",
+                shape_str(shape).c_str(), pair_ms, gb * 4.0 / 3.0 / (pair_ms * 1e-3), plain_ms + fused_ms);
   }
 }
 

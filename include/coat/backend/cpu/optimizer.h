@@ -86,7 +86,7 @@ COAT_HOST_DEVICE inline void adamw_update_folded(float& p, float grad, float& m,
   const float decayed = mul_rn(p, s.decay);
   m = add_rn(mul_rn(s.beta1, m), mul_rn(s.one_minus_beta1, g));
   v = add_rn(mul_rn(s.beta2, v), mul_rn(s.one_minus_beta2, mul_rn(g, g)));
-  const float r = div_rn(1.0f, add_rn(sqrt_rn(v), s.folded_eps));
+  const float r = rcp_rn(add_rn(sqrt_rn(v), s.folded_eps));
   p = sub_rn(decayed, mul_rn(s.folded_step, mul_rn(m, r)));
 }
 

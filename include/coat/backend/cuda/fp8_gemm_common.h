@@ -52,6 +52,13 @@ Alignments checked_alignments(const Tensor& a_codes, const Tensor& b_codes, cons
 MatmulPlanKey tn_plan_key(int64_t m, int64_t n, int64_t k, OperandTypes types, DType out_dtype, bool accumulate,
                           bool fast_accum, Alignments align);
 
+/// The plan key of the 128-block-scaled GEMM (cuda::matmul_fp8_block): tn_plan_key without fast accumulation
+/// (cuBLASLt has none for these modes), with cuBLASLt's B scale mode (our a, 1x128 groups) VEC128_32F and its
+/// A scale mode (our b) BLK128x128_32F for b_block_rows 128 (a weight), VEC128_32F for 1 (a weight gradient's
+/// operand). Throws NotImplemented when built with cuBLAS older than 12.9 (no such scale modes).
+MatmulPlanKey block_plan_key(int64_t m, int64_t n, int64_t k, OperandTypes types, DType out_dtype, bool accumulate,
+                             int64_t b_block_rows, Alignments align);
+
 /// Sets the plan's scale pointers (cuBLASLt's A scale is b_scale_inv, its B scale a_scale_inv: device
 /// pointers, read by the GPU when the kernel runs, with no host synchronisation; a cached descriptor keeps
 /// those of the last call, so every call sets its own) and queues the matmul on the context's stream, with
