@@ -58,14 +58,22 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   }
   // The snapshot copy is checked against this machine's available host memory at the start of a run too.
   std::printf("%s", coat::train::describe_memory_plan(c, device_bytes, coat::available_host_bytes()).c_str());
-  coat::train::TrainConfig other = c;
+  // The other train.recompute settings (qkv only where no q/k/v projection is 128-block scaled).
   using coat::models::Recompute;
-  other.train.recompute = c.train.recompute == Recompute::Blocks ? Recompute::None : Recompute::Blocks;
-  const coat::models::MemoryPlan alternative = coat::train::memory_plan(other);
-  std::printf("with train.recompute = %s instead: total %s (activations %s)\n",
-              std::string(coat::models::to_string(other.train.recompute)).c_str(),
-              coat::models::format_bytes(static_cast<double>(alternative.total())).c_str(),
-              coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
+  const coat::models::PrecisionRecipe recipe = coat::train::recipe_of(c);
+  bool block_scaled_qkv = false;
+  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer)
+    block_scaled_qkv = block_scaled_qkv || recipe.linear(layer, coat::models::LinearRole::Qkv).block_scaled;
+  for (Recompute rc : {Recompute::None, Recompute::Qkv, Recompute::Blocks}) {
+    if (rc == c.train.recompute || (rc == Recompute::Qkv && block_scaled_qkv)) continue;
+    coat::train::TrainConfig other = c;
+    other.train.recompute = rc;
+    const coat::models::MemoryPlan alternative = coat::train::memory_plan(other);
+    std::printf("with train.recompute = %s instead: total %s (activations %s)\n",
+                std::string(coat::models::to_string(rc)).c_str(),
+                coat::models::format_bytes(static_cast<double>(alternative.total())).c_str(),
+                coat::models::format_bytes(static_cast<double>(alternative.bytes(coat::MemoryCategory::Activations))).c_str());
+  }
 }
 
 /// This rank's device: CPU, or the node's GPU of its local rank (ranks share GPUs round-robin when a node runs
