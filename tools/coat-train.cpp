@@ -60,10 +60,7 @@ void dry_run(const coat::train::TrainConfig& c, double device_memory_gib) {
   std::printf("%s", coat::train::describe_memory_plan(c, device_bytes, coat::available_host_bytes()).c_str());
   // The other train.recompute settings (qkv only where no q/k/v projection is 128-block scaled).
   using coat::models::Recompute;
-  const coat::models::PrecisionRecipe recipe = coat::train::recipe_of(c);
-  bool block_scaled_qkv = false;
-  for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer)
-    block_scaled_qkv = block_scaled_qkv || recipe.linear(layer, coat::models::LinearRole::Qkv).block_scaled;
+  const bool block_scaled_qkv = coat::models::first_block_scaled_qkv(coat::train::recipe_of(c), m.num_hidden_layers) >= 0;
   for (Recompute rc : {Recompute::None, Recompute::Qkv, Recompute::Blocks}) {
     if (rc == c.train.recompute || (rc == Recompute::Qkv && block_scaled_qkv)) continue;
     coat::train::TrainConfig other = c;

@@ -79,4 +79,10 @@ PrecisionRecipe make_recipe(RecipeKind kind, const std::vector<int64_t>& bf16_la
   return r;
 }
 
+int64_t first_block_scaled_qkv(const PrecisionRecipe& recipe, int64_t num_layers) {
+  for (int64_t layer = 0; layer < num_layers; ++layer)
+    if (recipe.linear(layer, LinearRole::Qkv).block_scaled) return layer;
+  return -1;
+}
+
 }  // namespace coat::models

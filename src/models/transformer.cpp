@@ -63,11 +63,11 @@ void Transformer::check_recipe(const PrecisionRecipe& recipe, DType compute_dtyp
 
 void Transformer::check_recompute(const PrecisionRecipe& recipe, Recompute recompute) const {
   if (recompute != Recompute::Qkv) return;
-  for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer)
-    COAT_ARG_CHECK(!recipe.linear(layer, LinearRole::Qkv).block_scaled, "Transformer",
-                   "train.recompute = qkv makes q, k and v again from the input the q/k/v projection keeps, but "
-                   "under the ", recipe.name, " recipe block ", layer, " keeps it as 1x128 groups along the tokens, "
-                   "not the forward's groups; use train.recompute = none or blocks");
+  const int64_t layer = first_block_scaled_qkv(recipe, config_.num_hidden_layers);
+  COAT_ARG_CHECK(layer < 0, "Transformer",
+                 "train.recompute = qkv makes q, k and v again from the input the q/k/v projection keeps, but "
+                 "under the ", recipe.name, " recipe block ", layer, " keeps it as 1x128 groups along the tokens, "
+                 "not the forward's groups; use train.recompute = none or blocks");
 }
 
 void Transformer::set_recompute(Recompute recompute) {

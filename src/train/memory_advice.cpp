@@ -147,6 +147,12 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes, uint
     return s + ": " + fmt(planned_total(c, mb, rc));
   };
   const int64_t as_configured = largest_fitting(c.train.recompute);
+  // q, k and v made again (one GEMM and RoPE per block) cost far less than whole blocks: named first where
+  // they fit at the configured micro-batch.
+  const bool qkv_allowed = models::first_block_scaled_qkv(recipe_of(c), c.model.num_hidden_layers) < 0;
+  if (c.train.recompute == Recompute::None && qkv_allowed && fits(micro, Recompute::Qkv)) {
+    suggestions.push_back(describe(micro, Recompute::Qkv));
+  }
   if (c.train.recompute != Recompute::Blocks) {
     const int64_t recomputing = largest_fitting(Recompute::Blocks);
     if (recomputing == micro) suggestions.push_back(describe(micro, Recompute::Blocks));

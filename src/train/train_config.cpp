@@ -367,13 +367,12 @@ namespace {
 void check_recompute(const TrainConfig& c) {
   if (c.train.recompute != models::Recompute::Qkv) return;
   const models::PrecisionRecipe recipe = recipe_of(c);
-  for (int64_t layer = 0; layer < c.model.num_hidden_layers; ++layer) {
-    if (!recipe.linear(layer, models::LinearRole::Qkv).block_scaled) continue;
-    throw ConfigError(detail::concat("config: 'train.recompute' = qkv makes q, k and v again from the input the "
-                                     "q/k/v projection keeps, but 'precision.recipe' = ", recipe.name,
-                                     " keeps it (block ", layer, ") as 1x128 groups along the tokens, not the "
-                                     "forward's groups; use 'train.recompute' = none or blocks"));
-  }
+  const int64_t layer = models::first_block_scaled_qkv(recipe, c.model.num_hidden_layers);
+  if (layer < 0) return;
+  throw ConfigError(detail::concat("config: 'train.recompute' = qkv makes q, k and v again from the input the "
+                                   "q/k/v projection keeps, but 'precision.recipe' = ", recipe.name,
+                                   " keeps it (block ", layer, ") as 1x128 groups along the tokens, not the "
+                                   "forward's groups; use 'train.recompute' = none or blocks"));
 }
 
 }  // namespace

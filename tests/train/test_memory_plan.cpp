@@ -463,6 +463,18 @@ TEST_F(MemoryPlanTest, RecomputationShrinksThePlanAndAdviceNamesWhatFits) {
   EXPECT_NE(advice.find("train.micro_batch_size="), std::string::npos) << advice;
   // Room to spare: no suggestions.
   EXPECT_EQ(describe_memory_plan(keep, 2 * p_keep.total()).find("suggestions"), std::string::npos);
+  // Just too small for keeping q, k and v: making them again (train.recompute=qkv) comes first, at the
+  // configured micro-batch; under fp8_block, which cannot, it is not named.
+  const TrainConfig qkv = parse_train_config(config("llama", "bf16", "qkv", "q"), "plan.json");
+  const size_t qkv_total = memory_plan(qkv).total();
+  ASSERT_LT(qkv_total, p_keep.total());
+  const std::string qkv_advice = describe_memory_plan(keep, (qkv_total + p_keep.total()) / 2);
+  const size_t first = qkv_advice.find("train.recompute=qkv");
+  EXPECT_NE(first, std::string::npos) << qkv_advice;
+  EXPECT_LT(first, qkv_advice.find("train.recompute=blocks")) << qkv_advice;
+  const TrainConfig blocked = parse_train_config(config("llama", "fp8_block", "none", "f"), "plan.json");
+  const std::string blocked_advice = describe_memory_plan(blocked, memory_plan(blocked).total() / 2);
+  EXPECT_EQ(blocked_advice.find("train.recompute=qkv"), std::string::npos) << blocked_advice;
   // Just the room of the optimizer applied during the backward (one block's gradients): that is suggested.
   TrainConfig shared = keep;
   shared.optim.apply_in_backward = true;

@@ -84,6 +84,11 @@ struct PrecisionRecipe {
   bool compresses_attention_out(int64_t layer) const;
 };
 
+/// The first of `num_layers` blocks whose q/k/v projection is 128-block scaled, or -1: train.recompute = qkv
+/// cannot make q, k and v again there (the projection keeps its input as 1x128 groups along the tokens, not
+/// the forward's groups along the features).
+int64_t first_block_scaled_qkv(const PrecisionRecipe& recipe, int64_t num_layers);
+
 /// The recipe `kind` for a model of `num_layers` blocks; bf16_layers may count from the end (-1 is the last
 /// block). Throws InvalidArgument naming precision.bf16_layers for a layer out of range.
 PrecisionRecipe make_recipe(RecipeKind kind, const std::vector<int64_t>& bf16_layers, int64_t num_layers);
