@@ -211,6 +211,25 @@ TEST_F(ShardedTraining, LlamaRecomputingBlocks) {
   expect_matches_one_process([](nlohmann::json& c) { c["train"]["recompute"] = "blocks"; });
 }
 
+// train.recompute = qkv in a sharded run: the backward makes q, k and v again from the gathered unit's FP8
+// weight codes (gathered as E4M3 again for the backward, dist.fp8_all_gather) and the saved transposed input, so
+// the curve is the bits of keeping them, at the same world size.
+TEST_F(ShardedTraining, Fp8RecipeRemakingQkvIsBitIdentical) {
+  const auto curve = [&](const std::string& recompute) {
+    const auto set = [&](nlohmann::json& c) {
+      c["precision"]["recipe"] = "fp8";
+      c["optim"]["state_dtype"] = "fp32";
+      c["train"]["recompute"] = recompute;
+    };
+    Trainer t(parse_train_config(config(dir_ / ("qkv_" + recompute), set), "c.json"), ctx_, false, comm_.get());
+    t.run();
+    return losses(t);
+  };
+  const std::vector<double> kept = curve("none"), remade = curve("qkv");
+  ASSERT_EQ(kept.size(), 20u);
+  EXPECT_EQ(remade, kept);
+}
+
 TEST_F(ShardedTraining, OlmoTiedHead) {
   expect_matches_one_process([](nlohmann::json& c) {
     c["model"]["architecture"] = "olmo";
