@@ -54,11 +54,9 @@ TEST(ParallelIo, EveryTaskRunsOnceOnSeveralThreads) {
   }
 }
 
-// Tasks 30 and 70 fail; 70 finishes first. The error is 30's (a sequential loop's), and no task after 30 that
-// had not started when it failed runs.
-TEST(ParallelIo, TheEarliestFailureIsReportedAndLaterTasksAreSkipped) {
+// Tasks 30 and 70 fail; 70 finishes first. The error is 30's: the one a sequential loop would have stopped at.
+TEST(ParallelIo, TheEarliestFailureIsReported) {
   for (int threads : {1, 4}) {
-    std::atomic<int> ran_after{0};
     std::atomic<bool> seventy_failed{threads == 1};
     try {
       parallel_for(200, threads, [&](size_t i) {
@@ -70,14 +68,36 @@ TEST(ParallelIo, TheEarliestFailureIsReportedAndLaterTasksAreSkipped) {
           while (!seventy_failed) std::this_thread::yield();
           throw IoError("task 30");
         }
-        if (i > 100) ran_after.fetch_add(1);
       });
       ADD_FAILURE() << "no exception with " << threads << " threads";
     } catch (const IoError& e) {
       EXPECT_STREQ(e.what(), "task 30") << threads << " threads";
     }
-    // Tasks queued behind the failures are skipped: at most the ones already running finish.
-    EXPECT_LE(ran_after.load(), threads) << threads << " threads";
+  }
+}
+
+// Once task 70's failure is recorded, the queued tasks after it are skipped. Every task after 70 waits until the
+// pool reports the failure, so only the ones a worker had already taken off the queue (at most one per other
+// worker) run; however the threads are scheduled, the other ~125 queued tasks must not.
+TEST(ParallelIo, TasksQueuedBehindAFailureAreSkipped) {
+  for (int threads : {2, 4}) {
+    TaskPool pool(threads);
+    std::atomic<int> ran_after{0};
+    for (size_t i = 0; i < 200; ++i) {
+      pool.submit([&, i] {
+        if (i == 70) throw IoError("task 70");
+        if (i < 70) return;
+        while (!pool.failed()) std::this_thread::yield();
+        ran_after.fetch_add(1);
+      });
+    }
+    try {
+      pool.wait();
+      ADD_FAILURE() << "no exception with " << threads << " threads";
+    } catch (const IoError& e) {
+      EXPECT_STREQ(e.what(), "task 70") << threads << " threads";
+    }
+    EXPECT_LE(ran_after.load(), threads - 1) << threads << " threads";
   }
 }
 
