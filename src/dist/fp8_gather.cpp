@@ -155,7 +155,8 @@ void Fp8UnitGather::put_in_cache(size_t unit, const models::Fp8Operand& op, cons
   if (scaling_ == Fp8WeightScaling::PerTensor) {
     ops::Fp8PerTensor q;
     q.codes = codes;
-    q.codes_t = ops::contiguous(codes.transpose(0, 1));
+    // W^T's codes now, or from the cache in the backward (precision.cache_weight_transpose = false).
+    if (store_.fp8_weights(unit).keeps_transpose()) q.codes_t = ops::contiguous(codes.transpose(0, 1));
     q.scale = scales.scale;
     q.scale_inv = scales.scale_inv;
     store_.fp8_weights(unit).put(*op.key, std::move(q));

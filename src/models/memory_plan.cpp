@@ -19,6 +19,12 @@ namespace {
 // kCublasLtWorkspaceBytes; tests/train/test_memory_plan.cpp checks that the two agree).
 constexpr size_t kCublasLtWorkspaceBytes = size_t{32} << 20;
 
+// The FP8 weight cache's bytes per parameter kept from one step to the next, in words.
+std::string kept_bytes_words(int bytes) {
+  if (bytes == 0) return " parameters, none kept between uses";
+  return " parameters, " + std::to_string(bytes) + (bytes == 1 ? " byte each" : " bytes each");
+}
+
 // Bytes that one allocation of `bytes` takes from the device's allocator: the CPU allocator rounds to
 // 256 bytes (allocator.h); the CUDA caching allocator to 512 bytes up to 1 MiB and to 2 MiB above
 // (caching_allocator.h).
@@ -492,18 +498,21 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
     plan_whole_units(m, units, in, plan);
   }
   // The FP8 weight cache (nn::Fp8Weights): per FP8 block linear W [N, K], the E4M3 codes of W and of W^T and
-  // the per-tensor scale and its inverse.
-  size_t cache = 0, block_cache_max = 0;
+  // the per-tensor scale and its inverse. Without W^T kept (precision.cache_weight_transpose = false), the
+  // backward makes one linear's at a time: the largest of them is counted once.
+  size_t cache = 0, block_cache_max = 0, transient_t = 0;
   int64_t fp8_linears = 0, fp8_blocks = 0, fp8_params = 0;
+  const bool keep_t = in.recipe.keep_weight_transpose;
   for (int64_t layer = 0; layer < m.num_hidden_layers; ++layer) {
     bool any = false;
     size_t block_cache = 0;
     // A block gathered as FP8 codes: W's codes are the gathered buffer's (communication); only W^T is made here.
-    const int copies = layer_gathers_fp8_codes(layer, in) ? 1 : 2;
+    const int copies = (layer_gathers_fp8_codes(layer, in) ? 0 : 1) + (keep_t ? 1 : 0);
     for (const BlockLinear& l : block_linears(m)) {
       const LinearRecipe r = in.recipe.linear(layer, l.role);
       if (!r.fp8) continue;
       const auto n = static_cast<double>(l.out * l.in);
+      if (!keep_t) transient_t = std::max(transient_t, allocation_bytes(n, dev));
       block_cache += copies * allocation_bytes(n, dev) + (r.block_scaled ? block_scale_bytes(l.out, l.in, dev)
                                                                     : kFp8TensorScales * allocation_bytes(4, dev));
       fp8_params += l.out * l.in;
@@ -516,16 +525,20 @@ MemoryPlan plan_memory(const ModelConfig& m, const MemoryPlanInput& in) {
   }
   // Sharded, a gathered unit's FP8 copies go with it (UnitStore::release_value).
   if (in.world_size > 1 && in.reshard_after_forward) cache = block_cache_max;
+  cache += transient_t;
   if (fp8_linears > 0) {
     const bool codes_gathered = layer_gathers_fp8_codes(0, in);
+    const char* what = codes_gathered ? (keep_t ? "FP8 weight cache: E4M3 W^T (W: the gathered codes) of "
+                                                : "FP8 weight cache: one E4M3 W^T at a time (W: the gathered codes) of ")
+                                      : (keep_t ? "FP8 weight cache: E4M3 W and W^T of "
+                                                : "FP8 weight cache: E4M3 W, one W^T at a time, of ");
     plan.lines.push_back({MemoryCategory::Weights, cache,
-                          std::string(codes_gathered ? "FP8 weight cache: E4M3 W^T (W: the gathered codes) of "
-                                                     : "FP8 weight cache: E4M3 W and W^T of ") +
+                          std::string(what) +
                               std::to_string(fp8_linears) +
                               " linears in " + std::to_string(fp8_blocks) + " blocks" +
                               (in.world_size > 1 && in.reshard_after_forward ? ", one gathered block's at a time" : "") + " (" +
                               std::to_string(fp8_params) +
-                              (codes_gathered ? " parameters, 1 byte each) and their " : " parameters, 2 bytes each) and their ") +
+                              kept_bytes_words((codes_gathered ? 0 : 1) + (keep_t ? 1 : 0)) + ") and their " +
                               (in.recipe.block_scaled ? "128x128 block scales" : "per-tensor scales")});
   }
 

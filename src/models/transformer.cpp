@@ -33,6 +33,7 @@ Transformer::Transformer(ModelConfig config, ContextPtr context, DType dtype, bo
   store.full_copy = [this](const ParamUnit& u) { return needs_full_copy(u); };
   store_ = std::make_unique<UnitStore>(config_, std::move(context), std::move(store));
   mark_per_tensor_units();
+  store_->set_keep_fp8_transpose(recipe_.keep_weight_transpose);
 }
 
 void Transformer::mark_per_tensor_units() {
@@ -59,6 +60,9 @@ void Transformer::check_recipe(const PrecisionRecipe& recipe, DType compute_dtyp
   for (int64_t layer : recipe.bf16_layers)
     COAT_ARG_CHECK(layer >= 0 && layer < config_.num_hidden_layers, "Transformer", "bf16 layer ", layer,
                    " out of range");
+  COAT_ARG_CHECK(recipe.keep_weight_transpose || !recipe.block_scaled, "Transformer", "the ", recipe.name,
+                 " recipe keeps its weights' transposed 128x128 blocks; making W^T in the backward "
+                 "(precision.cache_weight_transpose = false) applies to the per-tensor FP8 recipes, fp8 and coat");
 }
 
 void Transformer::check_recompute(const PrecisionRecipe& recipe, Recompute recompute) const {
@@ -81,6 +85,7 @@ void Transformer::set_recipe(PrecisionRecipe recipe) {
   recipe_ = std::move(recipe);
   store_->layout_compute_copies([this](const ParamUnit& u) { return needs_full_copy(u); });
   mark_per_tensor_units();
+  store_->set_keep_fp8_transpose(recipe_.keep_weight_transpose);
   store_->weights_changed();
 }
 

@@ -387,6 +387,10 @@ void UnitStore::sync_compute_weights() {
   }
 }
 
+void UnitStore::set_keep_fp8_transpose(bool keep) {
+  for (nn::Fp8Weights& w : fp8_weights_) w.set_keep_transpose(keep);
+}
+
 void UnitStore::release_fp8_weights(size_t unit) {
   fp8_weights_.at(unit).release();
   fp8_block_weights_.at(unit).release();

@@ -1,6 +1,7 @@
 #include "coat/nn/fp8_weights.h"
 
 #include "coat/core/nvtx.h"
+#include "coat/ops/copy.h"
 
 namespace coat::nn {
 
@@ -15,11 +16,11 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
                    shape_str(source.shape()));
     e.q = ops::Fp8PerTensor{};  // release the old copy before making the new one
     if (e.maxima_version == version_) {
-      e.q = ops::quantize_per_tensor_from_maxima(source, e.maxima, DType::E4M3, /*with_transpose=*/true,
+      e.q = ops::quantize_per_tensor_from_maxima(source, e.maxima, DType::E4M3, keep_transpose_,
                                                  Fp8Saturation::Saturate, MemoryCategory::Weights);
       ++from_maxima_;
     } else {
-      e.q = ops::quantize_per_tensor(source, DType::E4M3, /*with_transpose=*/true, Fp8Saturation::Saturate,
+      e.q = ops::quantize_per_tensor(source, DType::E4M3, keep_transpose_, Fp8Saturation::Saturate,
                                      MemoryCategory::Weights);
     }
     e.maxima = Tensor();
@@ -29,10 +30,35 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
   return e.q;
 }
 
+ops::Fp8PerTensor Fp8Weights::transposed(const Parameter& w) {
+  const ops::Fp8PerTensor& q = get(w);
+  ops::Fp8PerTensor t;
+  t.scale = q.scale;
+  t.scale_inv = q.scale_inv;
+  if (q.codes_t.defined()) {
+    t.codes = q.codes_t;
+  } else {
+    // Counted with the cache it stands in for (MemoryCategory::Weights): one linear's at a time.
+    const NvtxRange range("fp8_weight_transpose");
+    t.codes = Tensor::empty(q.codes.context(), {q.codes.size(1), q.codes.size(0)}, q.codes.dtype(),
+                            MemoryCategory::Weights);
+    ops::copy_(t.codes, q.codes.transpose(0, 1));
+  }
+  return t;
+}
+
+void Fp8Weights::set_keep_transpose(bool keep) {
+  keep_transpose_ = keep;
+  entries_.clear();
+}
+
 void Fp8Weights::put(const Parameter& w, ops::Fp8PerTensor q) {
-  COAT_ARG_CHECK(q.codes.dim() == 2 && q.codes_t.dim() == 2 && q.codes_t.size(0) == q.codes.size(1) &&
-                     q.codes_t.size(1) == q.codes.size(0) && q.scale.defined() && q.scale_inv.defined(),
-                 "Fp8Weights", "put: the copy of weight '", w.name, "' needs codes [N, K], codes_t [K, N] and scales");
+  if (!keep_transpose_) q.codes_t = Tensor();
+  const bool transpose_ok = !keep_transpose_ || (q.codes_t.dim() == 2 && q.codes_t.size(0) == q.codes.size(1) &&
+                                                 q.codes_t.size(1) == q.codes.size(0));
+  COAT_ARG_CHECK(q.codes.dim() == 2 && transpose_ok && q.scale.defined() && q.scale_inv.defined(), "Fp8Weights",
+                 "put: the copy of weight '", w.name, "' needs codes [N, K], ",
+                 keep_transpose_ ? "codes_t [K, N] " : "", "and scales");
   Entry& e = entries_[&w];
   e.q = std::move(q);
   e.version = version_;

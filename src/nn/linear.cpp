@@ -146,8 +146,7 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
           p->grad_unset = false;
         }
         if (!want_dx) return {Tensor()};
-        return {ops::matmul_fp8(dyq, transposed(cache->get(*p)), DType::BF16, /*fast_accum=*/false)
-                    .reshape(in_shape)};
+        return {ops::matmul_fp8(dyq, cache->transposed(*p), DType::BF16, /*fast_accum=*/false).reshape(in_shape)};
       },
       /*force_grad=*/weight.needs_grad());
 }

@@ -36,6 +36,10 @@ std::string recipe_words(const TrainConfig& c) {
   if (r.compress_attention) {
     words += "; attention's q, k, v and output saved in e4m3 with 1x16 group scales (precision.compress_attention)";
   }
+  if (!r.keep_weight_transpose) {
+    words += "; the weights' e4m3 transposes made in the backward, one linear at a time "
+             "(precision.cache_weight_transpose = false)";
+  }
   if (!r.bf16_layers.empty()) {
     std::string list;
     for (int64_t layer : r.bf16_layers) list += (list.empty() ? "" : ", ") + std::to_string(layer);

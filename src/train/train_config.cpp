@@ -206,6 +206,12 @@ PrecisionConfig read_precision(ConfigSection s, int64_t num_layers) {
                        RecipeKind::Coat});
   p.bf16_layers = read_bf16_layers(s, num_layers);
   p.compress_attention = s.get<bool>("compress_attention", p.compress_attention);
+  p.cache_weight_transpose = s.get<bool>("cache_weight_transpose", p.cache_weight_transpose);
+  if (!p.cache_weight_transpose && p.recipe != RecipeKind::FP8 && p.recipe != RecipeKind::Coat) {
+    throw ConfigError(detail::concat("config: 'precision.cache_weight_transpose' = false makes the FP8 weights' "
+                                     "transposes in the backward, which only the per-tensor FP8 recipes (fp8, "
+                                     "coat) keep; 'precision.recipe' is ", models::to_string(p.recipe)));
+  }
   s.finish();
   return p;
 }
@@ -306,7 +312,8 @@ nlohmann::json OptimConfig::to_json() const {
 nlohmann::json PrecisionConfig::to_json() const {
   return {{"recipe", json_string(to_string(recipe))},
           {"bf16_layers", bf16_layers},
-          {"compress_attention", compress_attention}};
+          {"compress_attention", compress_attention},
+          {"cache_weight_transpose", cache_weight_transpose}};
 }
 
 nlohmann::json DistConfig::to_json() const {
@@ -348,6 +355,7 @@ models::PrecisionRecipe recipe_of(const TrainConfig& c) {
   models::PrecisionRecipe r =
       models::make_recipe(c.precision.recipe, c.precision.bf16_layers, c.model.num_hidden_layers);
   r.compress_attention = c.precision.compress_attention;
+  r.keep_weight_transpose = c.precision.cache_weight_transpose;
   return r;
 }
 

@@ -230,6 +230,30 @@ TEST_F(ShardedTraining, Fp8RecipeRemakingQkvIsBitIdentical) {
   EXPECT_EQ(remade, kept);
 }
 
+// precision.cache_weight_transpose = false in a sharded run: the gathered unit's E4M3 codes (dist.fp8_all_gather)
+// are all the cache holds, and each dgrad's W^T is made from them in the backward; with q, k and v made again too,
+// the curve is the bits of keeping W^T, at the same world size, under fp8 and coat.
+TEST_F(ShardedTraining, Fp8RecipesMakingWeightTransposesInTheBackwardAreBitIdentical) {
+  for (const char* recipe : {"fp8", "coat"}) {
+    const auto curve = [&](bool cache) {
+      const auto set = [&](nlohmann::json& c) {
+        c["precision"]["recipe"] = recipe;
+        c["precision"]["cache_weight_transpose"] = cache;
+        c["optim"]["state_dtype"] = "fp32";
+        c["train"]["recompute"] = "qkv";
+      };
+      Trainer t(parse_train_config(config(dir_ / (std::string("wt_") + recipe + (cache ? "_kept" : "_made")), set),
+                                   "c.json"),
+                ctx_, false, comm_.get());
+      t.run();
+      return losses(t);
+    };
+    const std::vector<double> kept = curve(true), made = curve(false);
+    ASSERT_EQ(kept.size(), 20u) << recipe;
+    EXPECT_EQ(made, kept) << recipe;
+  }
+}
+
 TEST_F(ShardedTraining, OlmoTiedHead) {
   expect_matches_one_process([](nlohmann::json& c) {
     c["model"]["architecture"] = "olmo";

@@ -1,6 +1,8 @@
 // nn::Fp8Weights with the optimizer step's maxima (put_maxima): the copy made from them has the bytes of the
 // one made by an amax pass (codes, codes_t, scale, scale_inv), they are used only for the weights they were
 // put for (an invalidate() without them goes back to the pass), and what they say is what the scale follows.
+// Without kept transposes (set_keep_transpose(false)): W's codes and scale are the kept copy's, the W^T made for
+// the backward has the kept codes_t's bytes, and the copy holds one byte per element less.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -87,6 +89,59 @@ TEST(Fp8Weights, TheScaleFollowsThePutMaxima) {
   const ops::Fp8PerTensor doubled = weights.get(s.w);
   EXPECT_DOUBLE_EQ(ops::to_double_vector(doubled.scale)[0], scale / 2.0);
   EXPECT_NE(ops::to_bytes(doubled.codes), ops::to_bytes(by_pass.codes));
+}
+
+TEST(Fp8Weights, TransposeMadeOnUseHasTheKeptBytes) {
+  for (const bool from_maxima : {false, true}) {
+    SCOPED_TRACE(from_maxima ? "from the step's maxima" : "from an amax pass");
+    Weight s = make_weight(7);
+    Fp8Weights kept, made;
+    made.set_keep_transpose(false);
+    EXPECT_TRUE(kept.keeps_transpose());
+    EXPECT_FALSE(made.keeps_transpose());
+    if (from_maxima) {
+      kept.put_maxima(s.w, weight_maxima(s));
+      made.put_maxima(s.w, weight_maxima(s));
+    }
+    const ops::Fp8PerTensor& k = kept.get(s.w);
+    const ops::Fp8PerTensor& m = made.get(s.w);
+    EXPECT_EQ(made.quantizations_from_maxima(), from_maxima ? 1 : 0);
+    EXPECT_FALSE(m.codes_t.defined());
+    EXPECT_EQ(ops::to_bytes(m.codes), ops::to_bytes(k.codes));
+    EXPECT_EQ(ops::to_bytes(m.scale), ops::to_bytes(k.scale));
+    const ops::Fp8PerTensor t = made.transposed(s.w), kt = kept.transposed(s.w);
+    EXPECT_EQ(t.codes.shape(), Shape({64, 96}));
+    EXPECT_EQ(ops::to_bytes(t.codes), ops::to_bytes(k.codes_t));
+    EXPECT_EQ(ops::to_bytes(kt.codes), ops::to_bytes(k.codes_t));
+    EXPECT_EQ(ops::to_bytes(t.scale_inv), ops::to_bytes(k.scale_inv));
+    EXPECT_EQ(kept.bytes() - made.bytes(), size_t{96 * 64});
+    EXPECT_EQ(made.quantizations(), 1);  // transposed() reuses the copy: no second quantisation
+  }
+}
+
+TEST(Fp8Weights, PutFollowsWhetherTransposesAreKept) {
+  Weight s = make_weight(8);
+  Fp8Weights source;
+  const ops::Fp8PerTensor full = source.get(s.w);
+  ops::Fp8PerTensor no_t = full;
+  no_t.codes_t = Tensor();
+  // Kept: a copy without codes_t is refused, naming the weight and what is missing.
+  Fp8Weights kept;
+  test::expect_error_containing([&] { kept.put(s.w, no_t); }, "down_proj");
+  test::expect_error_containing([&] { kept.put(s.w, no_t); }, "codes_t [K, N]");
+  // Not kept: a copy without codes_t is taken, and one with codes_t gives it up.
+  Fp8Weights made;
+  made.set_keep_transpose(false);
+  made.put(s.w, no_t);
+  EXPECT_EQ(ops::to_bytes(made.transposed(s.w).codes), ops::to_bytes(full.codes_t));
+  made.put(s.w, full);
+  EXPECT_FALSE(made.get(s.w).codes_t.defined());
+  EXPECT_EQ(made.quantizations(), 0);
+  // Switching drops every copy: the next get quantises.
+  made.set_keep_transpose(true);
+  EXPECT_EQ(made.bytes(), 0u);
+  EXPECT_TRUE(made.get(s.w).codes_t.defined());
+  EXPECT_EQ(made.quantizations(), 1);
 }
 
 TEST(Fp8Weights, EmptyMaximaAreRefusedNamingTheWeight) {

@@ -69,10 +69,13 @@ class MemoryPlanTest : public ::testing::Test {
                   {"max_steps", 1},
                   {"recompute", recompute}};
     c["optim"] = {{"lr", 1e-3}, {"schedule", "constant"}};
-    // "<recipe>_attn8": the recipe with precision.compress_attention.
-    const bool attn8 = recipe.ends_with("_attn8");
-    c["precision"] = {{"recipe", attn8 ? recipe.substr(0, recipe.size() - 6) : recipe}};
+    // "<recipe>_attn8": the recipe with precision.compress_attention; "<recipe>_wt": with
+    // precision.cache_weight_transpose = false (W^T made in the backward).
+    const bool attn8 = recipe.ends_with("_attn8"), wt = recipe.ends_with("_wt");
+    const size_t suffix = attn8 ? 6 : wt ? 3 : 0;
+    c["precision"] = {{"recipe", recipe.substr(0, recipe.size() - suffix)}};
     if (attn8) c["precision"]["compress_attention"] = true;
+    if (wt) c["precision"]["cache_weight_transpose"] = false;
     c["dist"] = nlohmann::json::object();
     c["checkpoint"] = nlohmann::json::object();
     c["logging"] = {{"run_dir", (dir_ / run).string()}, {"progress", "off"}};
@@ -158,6 +161,16 @@ INSTANTIATE_TEST_SUITE_P(QkvRemade, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
                                             ::testing::Values("fp32", "bf16", "fp8", "coat", "coat_attn8"),
                                             ::testing::Values("qkv")),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
+                                  std::get<2>(info.param);
+                         });
+
+// precision.cache_weight_transpose = false: the cache keeps W's codes only, and the backward's W^T of one linear
+// at a time is counted with it (the Weights peak is compared exactly).
+INSTANTIATE_TEST_SUITE_P(WeightTransposeInBackward, PlanAgainstStep,
+                         ::testing::Combine(::testing::Values("llama", "olmo"), ::testing::Values("fp8_wt", "coat_wt"),
+                                            ::testing::Values("none", "qkv", "blocks")),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
                                   std::get<2>(info.param);
@@ -301,6 +314,17 @@ TEST_F(MemoryPlanTest, FP8RecipesAddTheWeightCache) {
         << p.str();
   }
   EXPECT_EQ(bf16.str().find("FP8 weight cache"), std::string::npos);
+  // W^T made in the backward: each block keeps W's codes only, and the largest W^T (gate_up's, [256, 1408])
+  // is counted once.
+  constexpr size_t kTransposeBlock = 512 * 256 + 256 * 256 + 1408 * 256 + 256 * 704;
+  for (const char* recipe : {"fp8_wt", "coat_wt"}) {
+    const models::MemoryPlan p = plan(recipe, nlohmann::json::array());
+    EXPECT_EQ(p.bytes(MemoryCategory::Weights), weights + 4 * (fp8_block - kTransposeBlock) + 1408 * 256) << recipe;
+    EXPECT_NE(p.str().find("FP8 weight cache: E4M3 W, one W^T at a time, of 16 linears in 4 blocks"),
+              std::string::npos)
+        << p.str();
+    EXPECT_NE(p.str().find("1 byte each"), std::string::npos) << p.str();
+  }
 
   // Every block in bf16: the fp8 and coat plans are the bf16 plan, line by line.
   for (const char* recipe : {"fp8", "coat"}) {

@@ -52,6 +52,33 @@ TEST(PrecisionConfig, CompressAttentionIsOffByDefaultAndReachesTheRecipe) {
   test::expect_error_containing<ConfigError>([&] { parse(doc); }, "precision.compress_attention");
 }
 
+TEST(PrecisionConfig, CacheWeightTransposeIsOnByDefaultAndReachesTheRecipe) {
+  EXPECT_TRUE(recipe_of(parse(small_config("coat"))).keep_weight_transpose);
+  for (const char* recipe : {"fp8", "coat"}) {
+    nlohmann::json doc = small_config(recipe);
+    apply_override(doc, "precision.cache_weight_transpose=false");
+    const TrainConfig c = parse(doc);
+    EXPECT_FALSE(c.precision.cache_weight_transpose) << recipe;
+    EXPECT_EQ(c.resolved.at("precision").at("cache_weight_transpose"), false) << recipe;
+    EXPECT_FALSE(recipe_of(c).keep_weight_transpose) << recipe;
+    EXPECT_FALSE(recipe_of(parse(c.resolved)).keep_weight_transpose) << recipe;  // the resolved document says so
+  }
+  // Only the per-tensor FP8 recipes keep such transposes: elsewhere false is an error naming the key and recipe.
+  for (const char* recipe : {"fp32", "bf16", "fp8_block"}) {
+    nlohmann::json doc = small_config(recipe);
+    doc["precision"]["cache_weight_transpose"] = false;
+    test::expect_error_containing<ConfigError>(
+        [&] { parse(doc); }, std::string("'precision.cache_weight_transpose' = false makes the FP8 weights' "
+                                         "transposes in the backward, which only the per-tensor FP8 recipes (fp8, "
+                                         "coat) keep; 'precision.recipe' is ") + recipe);
+    doc["precision"]["cache_weight_transpose"] = true;
+    EXPECT_TRUE(parse(doc).precision.cache_weight_transpose) << recipe;
+  }
+  nlohmann::json doc = small_config("coat");
+  doc["precision"]["cache_weight_transpose"] = "no";
+  test::expect_error_containing<ConfigError>([&] { parse(doc); }, "precision.cache_weight_transpose");
+}
+
 TEST(PrecisionConfig, Fp8BlockIsARecipe) {
   nlohmann::json doc = small_config("fp8_block");
   doc["precision"]["bf16_layers"] = {-1};

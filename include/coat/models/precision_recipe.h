@@ -19,6 +19,9 @@
 // cuDNN's BF16 backward; the o_proj of an FP8 block then keeps its own FP8 transposed input (as coat's other
 // linears do), since the attention output is no longer kept in BF16.
 //
+// precision.cache_weight_transpose = false (fp8 and coat; on by default) keeps only W's E4M3 codes between
+// steps; the backward makes W^T's from them for each dgrad, the same bytes (nn::Fp8Weights).
+//
 // FP8 GEMMs (fp8, coat): fprop E4M3 x E4M3 with fast accumulation, dgrad E5M2 (gradient) x E4M3 (weight),
 // wgrad E5M2 x E4M3, FP32 accumulation in cuBLASLt, BF16 outputs, weight gradients accumulated in FP32;
 // per-tensor scales computed just in time (amax of the tensor, on the device).
@@ -70,6 +73,10 @@ struct PrecisionRecipe {
   bool block_scaled = false;           ///< with fp8_linears: 128-block scales (fp8_block) instead of per tensor
   bool compress_activations = false;   ///< coat's saved-activation compression
   bool compress_attention = false;     ///< every block's attention saves q, k, v and output as FP8 1x16 groups
+  /// Per-tensor FP8 linears keep W^T's E4M3 codes beside W's from one optimizer step to the next (true), or
+  /// make each in the backward from W's codes, one linear at a time (false: precision.cache_weight_transpose;
+  /// 1 byte per FP8 weight less; fp8 and coat only, nn::Fp8Weights).
+  bool keep_weight_transpose = true;
   std::vector<int64_t> bf16_layers;    ///< blocks kept in BF16, as indices in [0, layers), sorted, unique
 
   bool layer_in_bf16(int64_t layer) const;

@@ -157,6 +157,8 @@ class UnitStore {
   nn::Fp8Weights& fp8_weights(size_t unit) { return fp8_weights_.at(unit); }
   nn::Fp8BlockWeights& fp8_block_weights(size_t unit) { return fp8_block_weights_.at(unit); }
   void release_fp8_weights(size_t unit);
+  /// Whether the per-tensor FP8 caches keep W^T's codes (nn::Fp8Weights::set_keep_transpose); drops their copies.
+  void set_keep_fp8_transpose(bool keep);
   /// The matrices a block unit's FP8 linears multiply by (empty for the embedding and head units).
   std::vector<Fp8Operand> fp8_operands(size_t unit);
   /// Parameter `index`'s shape and first element in unit `unit` (its layout).

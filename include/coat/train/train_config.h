@@ -149,6 +149,10 @@ struct PrecisionConfig {
   std::vector<int64_t> bf16_layers;
   /// Attention's saved q, k, v and output as FP8 E4M3 1x16 groups (models/precision_recipe.h), any recipe.
   bool compress_attention = false;
+  /// fp8 and coat: keep the E4M3 codes of each weight's transpose (dgrad's operand) beside W's from one
+  /// optimizer step to the next (true), or make them in the backward from W's, one linear at a time (false:
+  /// 1 byte per FP8 weight less, e.g. 6.0 GiB on Llama-2-7B, for one transpose copy per linear and step).
+  bool cache_weight_transpose = true;
 
   /// Every recipe but fp32 computes in BF16 (weights' compute copies and activations; FP32 masters).
   bool computes_in_bf16() const { return recipe != models::RecipeKind::FP32; }

@@ -68,7 +68,8 @@ bool runs_block_scaled_gemms(const ContextPtr& gpu) {
 }
 
 // recipe: a recipe name, or "<name>:attn8" for it with precision.compress_attention.
-Pass run(const ContextPtr& ctx, const std::string& spec, models::Recompute recompute = models::Recompute::None) {
+Pass run(const ContextPtr& ctx, const std::string& spec, models::Recompute recompute = models::Recompute::None,
+         bool keep_weight_transpose = true) {
   const bool attn8 = spec.ends_with(":attn8");
   const std::string recipe = attn8 ? spec.substr(0, spec.size() - 6) : spec;
   const bool blocked = recipe == "fp8_block";
@@ -76,6 +77,7 @@ Pass run(const ContextPtr& ctx, const std::string& spec, models::Recompute recom
   model.init(17);
   models::PrecisionRecipe r = models::make_recipe(recipe, {}, 2);
   r.compress_attention = attn8;
+  r.keep_weight_transpose = keep_weight_transpose;
   model.set_recipe(r);
   model.set_recompute(recompute);
   const int64_t batch = 2, seq = blocked ? 64 : 32;
@@ -136,6 +138,24 @@ TEST_F(CudaPrecisionRecipe, QkvRecomputeIsBitIdentical) {
     const models::ModelConfig c = tiny();
     const auto per_block = static_cast<size_t>(2 * 32 * (c.hidden_size + 2 * c.num_key_value_heads * c.head_dim()) * 2);
     EXPECT_EQ(keep.saved - again.saved, static_cast<size_t>(c.num_hidden_layers) * per_block);
+  }
+  gpu->set_deterministic(false);
+}
+
+// precision.cache_weight_transpose = false on CUDA: each dgrad's W^T made from W's E4M3 codes by the tiled
+// transpose kernel gives the bits of the W^T that the fused quantise + transpose pass keeps (same loss and
+// gradients of every unit, with deterministic kernels), and the tape saves the same bytes; with q, k and v made
+// again as well.
+TEST_F(CudaPrecisionRecipe, WeightTransposeMadeInTheBackwardIsBitIdentical) {
+  gpu->set_deterministic(true);
+  for (const char* recipe : {"fp8", "coat", "coat:attn8"}) {
+    for (const models::Recompute rc : {models::Recompute::None, models::Recompute::Qkv}) {
+      SCOPED_TRACE(std::string(recipe) + " recompute " + std::string(models::to_string(rc)));
+      const Pass kept = run(gpu, recipe, rc, true), made = run(gpu, recipe, rc, false);
+      EXPECT_EQ(made.loss, kept.loss);
+      EXPECT_EQ(made.saved, kept.saved);
+      for (size_t u = 0; u < kept.grads.size(); ++u) EXPECT_TRUE(made.grads[u] == kept.grads[u]) << "unit " << u;
+    }
   }
   gpu->set_deterministic(false);
 }
