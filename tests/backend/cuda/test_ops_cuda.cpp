@@ -107,9 +107,12 @@ TEST_F(CudaOps, StridedCopiesAndTransfersMatch) {
 
 // The contiguous copy of a transposed 2-D view takes the tiled kernel (cuda/transpose.h): the CPU's bytes for
 // 1-, 2- and 4-byte elements, on shapes that are and are not multiples of its 64 x 64 tile, and every byte value
-// (U8: the kernel moves bytes, FP8 NaN codes included). Views it does not take (a slice: other strides) still copy.
+// (U8: the kernel moves bytes, FP8 NaN codes included). 1-byte shapes with both sides multiples of 4 take the
+// word kernel (whole tiles, edge tiles, one smaller than a tile), the others the byte kernel. Views it does not
+// take (a slice: other strides) still copy.
 TEST_F(CudaOps, TransposedViewsCopyAsOnCpu) {
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1000, 333}, {128, 4096}, {2, 70}, {65, 64}};
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1000, 333}, {128, 4096}, {2, 70},   {65, 64},
+                                                           {1000, 332}, {4, 12},     {68, 196}, {4096, 1104}};
   for (DType t : {DType::U8, DType::E4M3, DType::BF16, DType::F32}) {
     for (const auto& [rows, cols] : shapes) {
       const size_t n = static_cast<size_t>(rows * cols);
