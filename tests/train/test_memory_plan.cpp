@@ -499,6 +499,22 @@ TEST_F(MemoryPlanTest, RecomputationShrinksThePlanAndAdviceNamesWhatFits) {
   const TrainConfig blocked = parse_train_config(config("llama", "fp8_block", "none", "f"), "plan.json");
   const std::string blocked_advice = describe_memory_plan(blocked, memory_plan(blocked).total() / 2);
   EXPECT_EQ(blocked_advice.find("train.recompute=qkv"), std::string::npos) << blocked_advice;
+  // Just too small for keeping the FP8 weights' transposes (coat): making them in the backward comes first, with
+  // its planned total; not named where they are not kept (bf16, fp8_block) or already made.
+  const TrainConfig coat_kept = parse_train_config(config("llama", "coat", "none", "c"), "plan.json");
+  const TrainConfig coat_wt = parse_train_config(config("llama", "coat_wt", "none", "w"), "plan.json");
+  const size_t wt_total = memory_plan(coat_wt).total();
+  ASSERT_LT(wt_total, memory_plan(coat_kept).total());
+  const std::string wt_advice = describe_memory_plan(coat_kept, wt_total);
+  const size_t wt_first = wt_advice.find("precision.cache_weight_transpose=false");
+  EXPECT_NE(wt_first, std::string::npos) << wt_advice;
+  EXPECT_NE(wt_advice.find(models::format_bytes(static_cast<double>(wt_total))), std::string::npos) << wt_advice;
+  EXPECT_LT(wt_first, wt_advice.find("train.recompute=")) << wt_advice;
+  // The suggestion's spelling (the plan's own description of coat_wt says "= false", with spaces).
+  EXPECT_EQ(describe_memory_plan(coat_kept, wt_total - 1).find("cache_weight_transpose=false"), std::string::npos);
+  EXPECT_EQ(describe_memory_plan(coat_wt, wt_total / 2).find("cache_weight_transpose=false"), std::string::npos);
+  EXPECT_EQ(blocked_advice.find("cache_weight_transpose=false"), std::string::npos) << blocked_advice;
+  EXPECT_EQ(describe_memory_plan(keep, device).find("cache_weight_transpose=false"), std::string::npos);
   // Just the room of the optimizer applied during the backward (one block's gradients): that is suggested.
   TrainConfig shared = keep;
   shared.optim.apply_in_backward = true;
