@@ -32,13 +32,10 @@ const ops::Fp8PerTensor& Fp8Weights::get(const Parameter& w) {
 
 ops::Fp8PerTensor Fp8Weights::transposed(const Parameter& w) {
   const ops::Fp8PerTensor& q = get(w);
-  ops::Fp8PerTensor t;
-  t.scale = q.scale;
-  t.scale_inv = q.scale_inv;
-  if (q.codes_t.defined()) {
-    t.codes = q.codes_t;
-  } else {
-    // Counted with the cache it stands in for (MemoryCategory::Weights): one linear's at a time.
+  ops::Fp8PerTensor t = q.transposed();
+  if (!t.codes.defined()) {
+    // Counted with the cache it stands in for (MemoryCategory::Weights), one linear's at a time; not as
+    // ops::contiguous would, in the source's category (gathered codes are Communication).
     const NvtxRange range("fp8_weight_transpose");
     t.codes = Tensor::empty(q.codes.context(), {q.codes.size(1), q.codes.size(0)}, q.codes.dtype(),
                             MemoryCategory::Weights);

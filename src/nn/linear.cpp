@@ -57,15 +57,6 @@ autograd::Var linear(autograd::Tape& tape, const autograd::Var& x, Parameter& we
 
 namespace {
 
-/// codes_t of q as an operand: the transposed codes with q's scales.
-ops::Fp8PerTensor transposed(const ops::Fp8PerTensor& q) {
-  ops::Fp8PerTensor t;
-  t.codes = q.codes_t;
-  t.scale = q.scale;
-  t.scale_inv = q.scale_inv;
-  return t;
-}
-
 constexpr int64_t kFp8Multiple = 16;
 
 /// linear_fp8's output again from what its node keeps (`saved`): x's codes are the transposed codes transposed
@@ -139,10 +130,10 @@ autograd::Var linear_fp8(autograd::Tape& tape, const autograd::Var& x, Parameter
             xt.scale = saved[1];
             xt.scale_inv = saved[2];
           } else {
-            xt = transposed(ops::quantize_per_tensor(saved[0], DType::E4M3, /*with_transpose=*/true));
+            xt = ops::quantize_per_tensor(saved[0], DType::E4M3, /*with_transpose=*/true).transposed();
           }
           Tensor g = p->grad;
-          ops::matmul_fp8(transposed(dyq), xt, g, /*accumulate=*/!p->grad_unset, /*fast_accum=*/false);  // [out, in]
+          ops::matmul_fp8(dyq.transposed(), xt, g, /*accumulate=*/!p->grad_unset, /*fast_accum=*/false);  // [out, in]
           p->grad_unset = false;
         }
         if (!want_dx) return {Tensor()};

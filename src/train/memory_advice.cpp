@@ -151,9 +151,10 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes, uint
     return s + ": " + fmt(planned_total(c, mb, rc));
   };
   const int64_t as_configured = largest_fitting(c.train.recompute);
+  const models::PrecisionRecipe recipe = recipe_of(c);
   // The FP8 weights' transposes made in the backward (one transpose copy per linear and step) cost least of
   // all: named first where that alone fits.
-  if (c.precision.cache_weight_transpose && recipe_of(c).fp8_linears && !recipe_of(c).block_scaled) {
+  if (c.precision.cache_weight_transpose && recipe.fp8_linears && !recipe.block_scaled) {
     TrainConfig made = c;
     made.precision.cache_weight_transpose = false;
     const size_t total = memory_plan(made).total();
@@ -163,7 +164,7 @@ std::string describe_memory_plan(const TrainConfig& c, size_t device_bytes, uint
   }
   // q, k and v made again (one GEMM and RoPE per block) cost far less than whole blocks: named first where
   // they fit at the configured micro-batch.
-  const bool qkv_allowed = models::first_block_scaled_qkv(recipe_of(c), c.model.num_hidden_layers) < 0;
+  const bool qkv_allowed = models::first_block_scaled_qkv(recipe, c.model.num_hidden_layers) < 0;
   if (c.train.recompute == Recompute::None && qkv_allowed && fits(micro, Recompute::Qkv)) {
     suggestions.push_back(describe(micro, Recompute::Qkv));
   }

@@ -93,6 +93,11 @@ class PlanAgainstStep
     : public MemoryPlanTest,
       public ::testing::WithParamInterface<std::tuple<std::string, std::string, std::string>> {};
 
+// "<arch>_<recipe>_recompute_<recompute>", the name of a PlanAgainstStep case.
+std::string plan_case_name(const ::testing::TestParamInfo<PlanAgainstStep::ParamType>& info) {
+  return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" + std::get<2>(info.param);
+}
+
 TEST_P(PlanAgainstStep, MeasuredPeakWithinTenPercent) {
   const auto& [arch, recipe, recompute] = GetParam();
   const TrainConfig cfg = parse_train_config(config(arch, recipe, recompute, "run"), "plan.json");
@@ -151,30 +156,21 @@ INSTANTIATE_TEST_SUITE_P(SmallModels, PlanAgainstStep,
                                             ::testing::Values("fp32", "bf16", "fp8", "fp8_block", "coat",
                                                               "coat_attn8"),
                                             ::testing::Values("none", "blocks")),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
-                                  std::get<2>(info.param);
-                         });
+                         plan_case_name);
 // train.recompute = qkv (not under fp8_block: RecomputeKeyIsStrict): attention keeps what makes q, k and v
 // again, and the backward holds them again at the attention.
 INSTANTIATE_TEST_SUITE_P(QkvRemade, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"),
                                             ::testing::Values("fp32", "bf16", "fp8", "coat", "coat_attn8"),
                                             ::testing::Values("qkv")),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
-                                  std::get<2>(info.param);
-                         });
+                         plan_case_name);
 
 // precision.cache_weight_transpose = false: the cache keeps W's codes only, and the backward's W^T of one linear
 // at a time is counted with it (the Weights peak is compared exactly).
 INSTANTIATE_TEST_SUITE_P(WeightTransposeInBackward, PlanAgainstStep,
                          ::testing::Combine(::testing::Values("llama", "olmo"), ::testing::Values("fp8_wt", "coat_wt"),
                                             ::testing::Values("none", "qkv", "blocks")),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_recompute_" +
-                                  std::get<2>(info.param);
-                         });
+                         plan_case_name);
 
 // The bytes of the activation line whose description starts with `start`.
 size_t activation_line(const models::MemoryPlan& p, const std::string& start) {

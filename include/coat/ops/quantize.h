@@ -16,6 +16,9 @@ struct Fp8PerTensor {
   Tensor scale;      // F32 [1]
   Tensor scale_inv;  // F32 [1]
   Tensor codes_t;    // undefined unless requested
+
+  /// codes_t as a GEMM operand: the transposed codes with these scales (its own codes_t undefined).
+  Fp8PerTensor transposed() const { return {codes_t, scale, scale_inv, Tensor()}; }
 };
 
 /// Per group of group_size along the last dim: codes and one F32 scale_inv per group ([..., K/G]).
